@@ -1,0 +1,1 @@
+"""Small shared helpers (namespaces, processes) with no podnet policy in them."""

@@ -1,0 +1,32 @@
+"""Shared fixtures. Kernel tests make namespaces named ``pnt-<run>-<n>`` and always remove them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from podnet.util import netns
+
+TEST_PREFIX = "pnt-"
+
+
+@pytest.fixture
+def netns_factory() -> Iterator[Callable[[str], str]]:
+    """Returns make(label) -> namespace name; every namespace made is removed at teardown."""
+    if os.geteuid() != 0:
+        pytest.fail("kernel tests need root: run the README's test command as root")
+    run = secrets.token_hex(3)
+    made: list[str] = []
+
+    def make(label: str) -> str:
+        name = f"{TEST_PREFIX}{run}-{label}"
+        made.append(name)
+        netns.create(name)
+        return name
+
+    yield make
+    for name in reversed(made):
+        netns.remove(name)
