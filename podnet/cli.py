@@ -1,0 +1,34 @@
+"""The ``podnet`` command: lab, agent, operator and the verification commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from podnet import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podnet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"podnet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    from podnet.lab import cli as lab_cli
+
+    lab_cli.add_parser(sub)
+    from podnet import demo
+
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

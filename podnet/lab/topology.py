@@ -1,0 +1,532 @@
+"""The lab's topology file: parsed into frozen objects and validated before anything is created.
+
+Every error names the offending key path and value (``nodes[1].gateway: 172.16.9.1 is not ...``)
+and says what to do, so a bad file fails before a single namespace exists.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+POD_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+CONTROL_PLANE = "cp"
+DEFAULT_MTU = 1500
+
+
+class TopologyError(ValueError):
+    """A topology file that cannot be built; the message names the key and the bad value."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """An underlay L2 segment: a bridge inside its own namespace (``pn-<lab>-sw-<name>``)."""
+
+    name: str
+    cidr: ipaddress.IPv4Network
+    ipv6: ipaddress.IPv6Network | None = None
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One interface of a host: on a network (``network``) or a point-to-point link (``peer``)."""
+
+    name: str
+    address: ipaddress.IPv4Interface
+    network: str | None = None
+    peer: str | None = None
+    ipv6: ipaddress.IPv6Interface | None = None
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    to: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Host:
+    """A namespace on the underlay: a router, a cluster node, the control plane or the world host."""
+
+    name: str
+    role: str  # "router" | "node" | "controlplane" | "external"
+    interfaces: tuple[Interface, ...]
+    gateway: ipaddress.IPv4Address | None = None
+    routes: tuple[StaticRoute, ...] = ()
+    asn: int | None = None
+    bgp: Mapping[str, Any] = field(default_factory=dict)
+    pod_cidr: ipaddress.IPv4Network | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> Interface:
+        return self.interfaces[0]
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    node: str
+    pool: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    networks: tuple[Network, ...]
+    hosts: tuple[Host, ...]
+    pods: tuple[Pod, ...]
+    cluster: Mapping[str, Any]
+    source: str = ""
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def network(self, name: str) -> Network:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def by_role(self, role: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.role == role)
+
+    @property
+    def nodes(self) -> tuple[Host, ...]:
+        return self.by_role("node")
+
+    @property
+    def routers(self) -> tuple[Host, ...]:
+        return self.by_role("router")
+
+    @property
+    def control_plane(self) -> Host:
+        return self.by_role("controlplane")[0]
+
+    def node_config(self, node: str) -> dict[str, Any]:
+        """The agent configuration of one node: the cluster's, with the node's overrides on top."""
+        merged = _deep_merge(dict(self.cluster), dict(self.host(node).config))
+        return merged
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            base[key] = _deep_merge(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+def resolve_topology_path(path: str | Path) -> Path:
+    """A file path as given, or the name of a built-in example (``two-subnets``, ``l2`` ...)."""
+    p = Path(path)
+    if not p.exists() and not p.suffix and (EXAMPLES_DIR / f"{p}.yaml").exists():
+        return EXAMPLES_DIR / f"{p}.yaml"
+    return p
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and validate a topology file (or a built-in example by name)."""
+    p = resolve_topology_path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise TopologyError(f"{p}: cannot read the topology file: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise TopologyError(f"{p}: not valid YAML: {e}") from e
+    topo = parse_topology(data, default_name=p.stem)
+    return Topology(topo.name, topo.networks, topo.hosts, topo.pods, topo.cluster, source=str(p.resolve()))
+
+
+def parse_topology(data: Any, default_name: str = "lab") -> Topology:
+    """Validate a topology mapping (as loaded from YAML) into a ``Topology``."""
+    if not isinstance(data, Mapping):
+        raise TopologyError("the topology file must be a mapping with networks, nodes, ...")
+    known = {"name", "networks", "routers", "nodes", "pods", "cluster", "external", "controlPlane"}
+    for key in data:
+        if key not in known:
+            raise TopologyError(f"{key}: unknown top-level key (known: {', '.join(sorted(known))})")
+    name = str(data.get("name", default_name))
+    if not LAB_NAME_RE.match(name):
+        raise TopologyError(
+            f"name: {name!r} is not a valid lab name (lowercase letters, digits and '-', "
+            "starting with a letter, at most 16 characters)"
+        )
+    networks = _parse_networks(data.get("networks"))
+    netmap = {n.name: n for n in networks}
+    hosts: list[Host] = []
+    for i, raw in enumerate(_list(data, "routers")):
+        hosts.append(_parse_router(raw, f"routers[{i}]", netmap))
+    for i, raw in enumerate(_list(data, "nodes")):
+        hosts.append(_parse_endhost(raw, f"nodes[{i}]", netmap, "node"))
+    if not any(h.role == "node" for h in hosts):
+        raise TopologyError("nodes: a lab needs at least one node")
+    if data.get("external") is not None:
+        hosts.append(_parse_endhost(data["external"], "external", netmap, "external", default="world"))
+    hosts.append(_control_plane(data.get("controlPlane"), networks, hosts))
+    _check_names(hosts, networks)
+    _check_addresses(hosts, netmap)
+    _check_p2p(hosts)
+    _check_gateways(hosts, netmap)
+    pods = _parse_pods(data.get("pods"), [h.name for h in hosts if h.role == "node"])
+    clash = {p.name for p in pods} & ({h.name for h in hosts} | {f"sw-{n.name}" for n in networks})
+    if clash:
+        raise TopologyError(f"pods: name {sorted(clash)[0]!r} is already a host's name; rename the pod")
+    cluster = data.get("cluster") or {}
+    if not isinstance(cluster, Mapping):
+        raise TopologyError(f"cluster: must be a mapping of agent settings, not {cluster!r}")
+    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster))
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise TopologyError(f"{key}: must be a list, not {type(value).__name__}")
+    return value
+
+
+def _mapping(raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise TopologyError(f"{where}: must be a mapping, not {raw!r}")
+    for key in raw:
+        if key not in allowed:
+            raise TopologyError(f"{where}.{key}: unknown key (known: {', '.join(sorted(allowed))})")
+    return raw
+
+
+def _name(raw: Mapping[str, Any], where: str) -> str:
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise TopologyError(
+            f"{where}.name: {name!r} is not a valid name (lowercase letters, digits and '-', "
+            "starting with a letter, at most 12 characters)"
+        )
+    return name
+
+
+def _parse_networks(raw: Any) -> list[Network]:
+    if not isinstance(raw, list) or not raw:
+        raise TopologyError("networks: a lab needs a list of at least one network")
+    nets: list[Network] = []
+    for i, item in enumerate(raw):
+        where = f"networks[{i}]"
+        m = _mapping(item, where, {"name", "cidr", "ipv6", "mtu"})
+        cidr = _v4_network(m.get("cidr"), f"{where}.cidr")
+        ipv6 = None
+        if m.get("ipv6") is not None:
+            try:
+                ipv6 = ipaddress.IPv6Network(str(m["ipv6"]))
+            except ValueError as e:
+                raise TopologyError(f"{where}.ipv6: {m['ipv6']!r} is not an IPv6 network: {e}") from e
+        nets.append(Network(_name(m, where), cidr, ipv6, _mtu(m.get("mtu", DEFAULT_MTU), f"{where}.mtu")))
+    for i, a in enumerate(nets):
+        for b in nets[i + 1 :]:
+            if a.cidr.overlaps(b.cidr):
+                raise TopologyError(
+                    f"networks: {a.name} ({a.cidr}) overlaps {b.name} ({b.cidr}); "
+                    "give each segment its own CIDR"
+                )
+    return nets
+
+
+def _v4_network(value: Any, where: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value))
+    except ValueError as e:
+        raise TopologyError(f"{where}: {value!r} is not an IPv4 CIDR like 172.16.2.0/24 ({e})") from e
+
+
+def _mtu(value: Any, where: str) -> int:
+    if not isinstance(value, int) or not 576 <= value <= 9000:
+        raise TopologyError(f"{where}: {value!r} is not an MTU between 576 and 9000")
+    return value
+
+
+def _address_on(value: Any, where: str, net: Network) -> ipaddress.IPv4Interface:
+    try:
+        addr = ipaddress.IPv4Interface(str(value))
+    except ValueError as e:
+        raise TopologyError(f"{where}: {value!r} is not an IPv4 address ({e})") from e
+    if "/" not in str(value):
+        addr = ipaddress.IPv4Interface(f"{addr.ip}/{net.cidr.prefixlen}")
+    if addr.ip not in net.cidr:
+        raise TopologyError(f"{where}: {addr.ip} is outside network {net.name} ({net.cidr})")
+    if addr.network != net.cidr:
+        raise TopologyError(f"{where}: prefix /{addr.network.prefixlen} differs from {net.name}'s {net.cidr}")
+    if net.cidr.prefixlen < 31 and addr.ip in (net.cidr.network_address, net.cidr.broadcast_address):
+        raise TopologyError(f"{where}: {addr.ip} is the network or broadcast address of {net.cidr}")
+    return addr
+
+
+def _network_interface(
+    raw: Mapping[str, Any], where: str, netmap: Mapping[str, Network], ifname: str
+) -> Interface:
+    net_name = raw.get("network")
+    if net_name not in netmap:
+        raise TopologyError(
+            f"{where}.network: unknown network {net_name!r} (known: {', '.join(sorted(netmap))})"
+        )
+    net = netmap[net_name]
+    if raw.get("address") is None:
+        raise TopologyError(f"{where}.address: missing; give the host an address in {net.cidr}")
+    addr = _address_on(raw["address"], f"{where}.address", net)
+    ipv6 = None
+    if raw.get("ipv6") is not None:
+        if net.ipv6 is None:
+            raise TopologyError(f"{where}.ipv6: network {net.name} has no ipv6 CIDR")
+        ipv6 = ipaddress.IPv6Interface(f"{raw['ipv6']}/{net.ipv6.prefixlen}")
+        if ipv6.ip not in net.ipv6:
+            raise TopologyError(f"{where}.ipv6: {ipv6.ip} is outside {net.name}'s {net.ipv6}")
+    return Interface(ifname, addr, network=net.name, ipv6=ipv6, mtu=net.mtu)
+
+
+def _parse_router(raw: Any, where: str, netmap: Mapping[str, Network]) -> Host:
+    m = _mapping(raw, where, {"name", "asn", "bgp", "interfaces", "routes"})
+    name = _name(m, where)
+    ifaces: list[Interface] = []
+    items = m.get("interfaces")
+    if not isinstance(items, list) or not items:
+        raise TopologyError(f"{where}.interfaces: a router needs a list of interfaces")
+    for j, item in enumerate(items):
+        iw = f"{where}.interfaces[{j}]"
+        im = _mapping(item, iw, {"network", "peer", "address", "ipv6"})
+        if ("network" in im) == ("peer" in im):
+            raise TopologyError(f"{iw}: give exactly one of network (a segment) or peer (a router link)")
+        if "network" in im:
+            ifaces.append(_network_interface(im, iw, netmap, str(im["network"])))
+        else:
+            ifaces.append(_p2p_interface(im, iw))
+    asn = m.get("asn")
+    if asn is not None and (not isinstance(asn, int) or not 0 < asn < 2**32):
+        raise TopologyError(f"{where}.asn: {asn!r} is not an AS number (1 to 4294967295)")
+    routes = tuple(_static_route(r, f"{where}.routes[{k}]") for k, r in enumerate(m.get("routes") or []))
+    bgp = m.get("bgp") or {}
+    return Host(name, "router", tuple(ifaces), routes=routes, asn=asn, bgp=dict(bgp))
+
+
+def _p2p_interface(im: Mapping[str, Any], where: str) -> Interface:
+    peer = im["peer"]
+    if not isinstance(peer, str) or not NAME_RE.match(peer):
+        raise TopologyError(f"{where}.peer: {peer!r} is not a router name")
+    value = im.get("address")
+    try:
+        addr = ipaddress.IPv4Interface(str(value))
+    except ValueError as e:
+        raise TopologyError(f"{where}.address: {value!r} is not an IPv4 address with prefix ({e})") from e
+    if "/" not in str(value) or addr.network.prefixlen < 30:
+        raise TopologyError(f"{where}.address: a router link needs a /30 or /31 address, got {value!r}")
+    return Interface(f"to-{peer}", addr, peer=peer)
+
+
+def _static_route(raw: Any, where: str) -> StaticRoute:
+    m = _mapping(raw, where, {"to", "via"})
+    try:
+        via = ipaddress.IPv4Address(str(m.get("via")))
+    except ValueError as e:
+        raise TopologyError(f"{where}.via: {m.get('via')!r} is not an IPv4 address") from e
+    return StaticRoute(_v4_network(m.get("to"), f"{where}.to"), via)
+
+
+def _parse_endhost(
+    raw: Any, where: str, netmap: Mapping[str, Network], role: str, default: str | None = None
+) -> Host:
+    allowed = {"name", "network", "address", "ipv6", "gateway", "interfaces"}
+    if role == "node":
+        allowed |= {"podCIDR", "config"}
+    m = _mapping(raw, where, allowed)
+    if default and "name" not in m:
+        m = {**m, "name": default}
+    name = _name(m, where)
+    ifaces = [_network_interface(m, where, netmap, "eth0")]
+    for j, item in enumerate(m.get("interfaces") or []):
+        iw = f"{where}.interfaces[{j}]"
+        im = _mapping(item, iw, {"name", "network", "address", "ipv6"})
+        ifname = str(im.get("name", f"eth{j + 1}"))
+        if not re.match(r"^[a-z][a-z0-9]{0,14}$", ifname) or ifname in {i.name for i in ifaces}:
+            raise TopologyError(f"{iw}.name: {ifname!r} is not a free interface name on {name}")
+        ifaces.append(_network_interface(im, iw, netmap, ifname))
+    gateway = None
+    if m.get("gateway") is not None:
+        try:
+            gateway = ipaddress.IPv4Address(str(m["gateway"]))
+        except ValueError as e:
+            raise TopologyError(f"{where}.gateway: {m['gateway']!r} is not an IPv4 address") from e
+    pod_cidr = _v4_network(m["podCIDR"], f"{where}.podCIDR") if m.get("podCIDR") is not None else None
+    config = m.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise TopologyError(f"{where}.config: must be a mapping of agent settings")
+    return Host(name, role, tuple(ifaces), gateway=gateway, pod_cidr=pod_cidr, config=dict(config))
+
+
+def _control_plane(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]) -> Host:
+    """The host the lab adds for etcd: on the given network (default: the first) at a free address."""
+    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway"})
+    netmap = {n.name: n for n in networks}
+    net_name = m.get("network", networks[0].name)
+    if net_name not in netmap:
+        raise TopologyError(f"controlPlane.network: unknown network {net_name!r}")
+    net = netmap[net_name]
+    if m.get("address") is not None:
+        address = m["address"]
+    else:
+        used = {i.address.ip for h in hosts for i in h.interfaces}
+        free = [a for a in reversed(list(net.cidr.hosts())) if a not in used]
+        if not free:
+            raise TopologyError(f"controlPlane: network {net.name} ({net.cidr}) has no free address for etcd")
+        address = free[0]
+    gateway = m.get("gateway")
+    if gateway is None:
+        gateway = next(
+            (
+                i.address.ip
+                for h in hosts
+                if h.role == "router"
+                for i in h.interfaces
+                if i.network == net.name
+            ),
+            None,
+        )
+    raw_host = {"name": CONTROL_PLANE, "network": net.name, "address": str(address)}
+    if gateway is not None:
+        raw_host["gateway"] = str(gateway)
+    return _parse_endhost(raw_host, "controlPlane", netmap, "controlplane")
+
+
+def _check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
+    seen: dict[str, str] = {}
+    for h in hosts:
+        if h.name in seen:
+            raise TopologyError(f"{h.role}s: name {h.name!r} is used twice ({seen[h.name]} and {h.role})")
+        seen[h.name] = h.role
+    names = [n.name for n in networks]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise TopologyError(f"networks: name {sorted(dup)[0]!r} is used twice")
+
+
+def _check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
+    owner: dict[ipaddress.IPv4Address, str] = {}
+    for h in hosts:
+        attached: set[str] = set()
+        for i in h.interfaces:
+            if i.network and i.network in attached:
+                raise TopologyError(f"{h.name}: two interfaces on network {i.network}")
+            if i.network:
+                attached.add(i.network)
+            where = f"{h.name}.{i.name}"
+            if i.address.ip in owner:
+                raise TopologyError(
+                    f"{where}.address: {i.address.ip} is already used by {owner[i.address.ip]}"
+                )
+            owner[i.address.ip] = where
+            if i.peer:
+                for net in netmap.values():
+                    if net.cidr.overlaps(i.address.network):
+                        raise TopologyError(
+                            f"{where}.address: link {i.address.network} overlaps "
+                            f"network {net.name} ({net.cidr})"
+                        )
+
+
+def _check_p2p(hosts: Sequence[Host]) -> None:
+    routers = {h.name: h for h in hosts if h.role == "router"}
+    for h in routers.values():
+        for i in h.interfaces:
+            if i.peer is None:
+                continue
+            where = f"routers.{h.name}.interfaces.peer"
+            if i.peer not in routers or i.peer == h.name:
+                raise TopologyError(
+                    f"{where}: {i.peer!r} is not another router (known: {', '.join(routers)})"
+                )
+            back = [j for j in routers[i.peer].interfaces if j.peer == h.name]
+            if not back:
+                raise TopologyError(f"{where}: router {i.peer} has no interface with peer: {h.name}")
+            if back[0].address.network != i.address.network:
+                raise TopologyError(
+                    f"{where}: the ends of link {h.name}-{i.peer} are in different subnets "
+                    f"({i.address} and {back[0].address})"
+                )
+
+
+def _check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
+    router_addrs = {
+        (i.network, i.address.ip): h.name
+        for h in hosts
+        if h.role == "router"
+        for i in h.interfaces
+        if i.network
+    }
+    for h in hosts:
+        if h.role == "router":
+            continue
+        where = f"{h.role}s.{h.name}.gateway" if h.role == "node" else f"{h.role}.gateway"
+        net = h.primary.network
+        if h.gateway is None:
+            if len(netmap) > 1 and h.role != "controlplane":
+                raise TopologyError(
+                    f"{where}: missing; with {len(netmap)} networks the host needs its router's address "
+                    f"on {net} as gateway"
+                )
+            continue
+        if (net, h.gateway) not in router_addrs:
+            raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")
+
+
+def _parse_pods(raw: Any, nodes: Sequence[str]) -> tuple[Pod, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TopologyError("pods: must be a list of {name, node} or {node, count} entries")
+    pods: list[Pod] = []
+    for i, item in enumerate(raw):
+        where = f"pods[{i}]"
+        m = _mapping(item, where, {"name", "node", "count", "pool", "labels"})
+        targets = nodes if m.get("node") in (None, "*") else [m["node"]]
+        for t in targets:
+            if t not in nodes:
+                raise TopologyError(f"{where}.node: unknown node {t!r} (known: {', '.join(nodes)})")
+        count = m.get("count")
+        if "name" in m:
+            if count is not None or len(targets) != 1:
+                raise TopologyError(f"{where}: a named pod needs exactly one node and no count")
+            name = m["name"]
+            if not isinstance(name, str) or not POD_NAME_RE.match(name):
+                raise TopologyError(f"{where}.name: {name!r} is not a valid pod name")
+            pods.append(Pod(name, targets[0], m.get("pool"), dict(m.get("labels") or {})))
+            continue
+        if not isinstance(count, int) or count < 1 or count > 200:
+            raise TopologyError(f"{where}.count: {count!r} is not a pod count between 1 and 200")
+        for t in targets:
+            start = sum(1 for p in pods if p.node == t)
+            for k in range(count):
+                pods.append(Pod(f"{t}-p{start + k + 1}", t, m.get("pool"), dict(m.get("labels") or {})))
+    names = [p.name for p in pods]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise TopologyError(f"pods: name {sorted(dup)[0]!r} is used twice")
+    return tuple(pods)

@@ -1,0 +1,88 @@
+"""The lab underlay's own routing (its "IGP"): static routes for every router, computed, pure.
+
+Each router gets, for every segment and router link it is not attached to, a route over the
+shortest router path; equal-cost next hops become one multipath route (leaf-spine ECMP).
+Pod CIDRs are never put here: the underlay knowing pod CIDRs is what BGP is for.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass
+
+from podnet.lab.topology import Host, Topology
+
+
+@dataclass(frozen=True)
+class UnderlayRoute:
+    """``ip route replace <dst> nexthop via A [nexthop via B]`` inside one router namespace."""
+
+    router: str
+    dst: ipaddress.IPv4Network
+    via: tuple[ipaddress.IPv4Address, ...]
+
+
+def _adjacency(topo: Topology) -> dict[str, list[tuple[str, ipaddress.IPv4Address]]]:
+    """router -> [(neighbour router, neighbour's address on the shared segment or link)]."""
+    routers = topo.routers
+    adj: dict[str, list[tuple[str, ipaddress.IPv4Address]]] = {r.name: [] for r in routers}
+    for a in routers:
+        for ia in a.interfaces:
+            for b in routers:
+                if b.name == a.name:
+                    continue
+                for ib in b.interfaces:
+                    shared_net = ia.network is not None and ia.network == ib.network
+                    linked = ia.peer == b.name and ib.peer == a.name
+                    if shared_net or linked:
+                        adj[a.name].append((b.name, ib.address.ip))
+    return adj
+
+
+def _attached(host: Host) -> set[ipaddress.IPv4Network]:
+    return {i.address.network for i in host.interfaces}
+
+
+def _distances(adj: dict[str, list[tuple[str, ipaddress.IPv4Address]]], start: str) -> dict[str, int]:
+    dist = {start: 0}
+    queue = deque([start])
+    while queue:
+        cur = queue.popleft()
+        for nxt, _ in adj[cur]:
+            if nxt not in dist:
+                dist[nxt] = dist[cur] + 1
+                queue.append(nxt)
+    return dist
+
+
+def plan_underlay_routes(topo: Topology) -> list[UnderlayRoute]:
+    """Routes every router needs so that all segments and links reach each other."""
+    adj = _adjacency(topo)
+    routers = {r.name: r for r in topo.routers}
+    owners: dict[ipaddress.IPv4Network, set[str]] = {}
+    for r in routers.values():
+        for net in _attached(r):
+            owners.setdefault(net, set()).add(r.name)
+    dist_from = {name: _distances(adj, name) for name in routers}
+    routes: list[UnderlayRoute] = []
+    for name, router in routers.items():
+        attached = _attached(router)
+        static = {s.to for s in router.routes}
+        for dst, dst_owners in sorted(owners.items(), key=lambda kv: kv[0]):
+            if dst in attached or dst in static:
+                continue
+            # distance from each neighbour to the nearest router attached to dst
+            best: dict[ipaddress.IPv4Address, int] = {}
+            for nbr, via in adj[name]:
+                d = min((dist_from[nbr].get(o, 10**6) for o in dst_owners), default=10**6)
+                if d < 10**6:
+                    best[via] = min(d, best.get(via, 10**6))
+            if not best:
+                continue
+            shortest = min(best.values())
+            vias = tuple(sorted(v for v, d in best.items() if d == shortest))
+            routes.append(UnderlayRoute(name, dst, vias))
+        for s in router.routes:
+            routes.append(UnderlayRoute(name, s.to, (s.via,)))
+    return routes

@@ -1,0 +1,49 @@
+"""Starting long-running processes inside a network namespace, detached, with a log file.
+
+The lab records every PID it gets here and later stops exactly those PIDs; nothing is ever
+killed by name.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def spawn(
+    argv: Sequence[str], netns: str | None, log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` inside ``netns`` (``ip netns exec`` execs it, so the PID is the program's)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def run_in(
+    netns: str,
+    argv: Sequence[str],
+    timeout: float = 30,
+    check: bool = True,
+    input_text: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a short command inside ``netns`` and return its output."""
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        input=input_text,
+        env={**os.environ, **(env or {})} if env else None,
+    )

@@ -1,0 +1,1 @@
+"""Verification: probes, status, connectivity tests, captures and throughput."""
