@@ -16,12 +16,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab_cli.add_parser(sub)
     from podnet import demo
+    from podnet.agent import cli as agent_cli
+
+    agent_cli.add_parser(sub)
+    sub.add_parser("operator", help="run the cluster-pool IPAM operator (podnet operator --help)")
 
     demo.add_parser(sub)
     return parser
 
 
+def _operator(rest: list[str]) -> int:
+    from podnet.operator.cli import main as operator_main
+
+    return operator_main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["operator"]:  # the operator has its own flags and parser
+        return _operator(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

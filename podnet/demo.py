@@ -72,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"podnet demo: bringing up lab '{topo.name}' from {topo.source}", file=sys.stderr)
     steps: list[Step] = []
     try:
-        bring_up(topo, progress=lambda m: print(f"  - {m}", file=sys.stderr))
+        bring_up(topo, progress=lambda m: print(f"  - {m}", file=sys.stderr), cluster=False)
         steps += underlay_steps(topo)
     finally:
         if not args.keep:

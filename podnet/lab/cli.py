@@ -27,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="KEY=VALUE",
         help="override a cluster setting, e.g. --set routingMode=native",
     )
+    up.add_argument(
+        "--underlay-only",
+        action="store_true",
+        help="only the namespaces, routers and etcd: no operator, agents or pods",
+    )
     up.set_defaults(func=cmd_up)
 
     down = lsub.add_parser("down", help="remove a lab and everything it made")
@@ -62,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     progress = _progress(args.output == "table")
     try:
-        report = bring_up(topo, progress=progress)
+        report = bring_up(topo, progress=progress, cluster=not args.underlay_only)
     except (LabError, TopologyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

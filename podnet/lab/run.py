@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.build import BuildReport, LabBuilder, Progress
 from podnet.lab.controlplane import ensure_control_plane
@@ -15,22 +16,49 @@ from podnet.lab.teardown import TeardownReport, teardown, teardown_all
 from podnet.lab.topology import Topology
 
 
-def bring_up(topo: Topology, progress: Progress = lambda _m: None) -> BuildReport:
+def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool = True) -> BuildReport:
+    """Build the lab; with ``cluster`` also the operator, the agents and the pods (CNI ADD)."""
+    if cluster:
+        cl.validate_cluster_config(topo)  # before anything exists
     was_up = st.LabState.load(topo.name) is not None
     builder = LabBuilder(topo, progress)
     try:
         report = builder.up()
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
+        if cluster:
+            _start_cluster(topo, builder.state, report, progress)
     except BaseException:
         if not was_up:
-            teardown(topo.name)
+            bring_down(topo.name)
         raise
     return report
 
 
+def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, progress: Progress) -> None:
+    progress("operator")
+    report.changes += cl.ensure_operator(topo, state)
+    progress(f"agents on {len(topo.nodes)} nodes")
+    for node in topo.nodes:
+        report.changes += cl.start_agent(topo, state, node)
+    cl.wait_agents_ready(topo, state)
+    if topo.pods:
+        progress(f"{len(topo.pods)} pods (CNI ADD)")
+    for pod in topo.pods:
+        report.changes += cl.ensure_pod(topo, state, pod)
+    state.info["cluster"] = True
+    state.save()
+
+
 def bring_down(lab: str) -> TeardownReport:
-    return teardown(lab)
+    """CNI DEL of the pods while the agents still run, then everything else."""
+
+    def delete_pods() -> None:
+        state = st.LabState.load(lab)
+        if state is not None:
+            cl.delete_pods(lab, state)
+
+    return teardown(lab, before=[delete_pods])
 
 
 def bring_down_all() -> list[TeardownReport]:

@@ -14,17 +14,17 @@ from podnet.lab.topology import Topology
 
 
 @pytest.fixture
-def lab_up() -> Iterator[Callable[[Topology], Topology]]:
-    """lab_up(topology) brings the topology up under a unique lab name; teardown always runs."""
+def lab_up() -> Iterator[Callable[..., Topology]]:
+    """lab_up(topology, cluster=True) brings it up under a unique lab name; teardown always runs."""
     if os.geteuid() != 0:
         pytest.fail("lab tests need root: run the README's test command as root")
     made: list[str] = []
 
-    def up(topo: Topology) -> Topology:
+    def up(topo: Topology, cluster: bool = True) -> Topology:
         name = f"t{secrets.token_hex(2)}-{topo.name}"[:16].rstrip("-")
         topo = dataclasses.replace(topo, name=name)
         made.append(name)
-        bring_up(topo)
+        bring_up(topo, cluster=cluster)
         return topo
 
     yield up

@@ -38,7 +38,7 @@ def root_links() -> list[str]:
 
 @pytest.mark.parametrize("name", ["l2", "two-subnets", "leaf-spine"])
 def test_example_comes_up_and_every_node_reaches_every_node(lab_up, name: str) -> None:
-    topo = lab_up(example(name))
+    topo = lab_up(example(name), cluster=False)
     for n in [*topo.nodes, topo.control_plane]:
         assert netns.exists(ns(topo, n.name))
     nodes = topo.nodes
@@ -54,7 +54,7 @@ def test_example_comes_up_and_every_node_reaches_every_node(lab_up, name: str) -
 
 
 def test_two_subnets_routes_through_both_routers_but_not_to_pod_cidrs(lab_up) -> None:
-    topo = lab_up(example("two-subnets"))
+    topo = lab_up(example("two-subnets"), cluster=False)
     node1, node2 = ns(topo, "node1"), ns(topo, "node2")
     res = tcp_probe(node1, node2, "172.16.3.2")
     assert res.ok, res.detail
@@ -73,24 +73,24 @@ def test_two_subnets_routes_through_both_routers_but_not_to_pod_cidrs(lab_up) ->
 
 
 def test_second_up_is_a_no_op(lab_up) -> None:
-    topo = lab_up(example("two-subnets"))
+    topo = lab_up(example("two-subnets"), cluster=False)
     pid = st.LabState.load(topo.name).process("etcd").pid  # type: ignore[union-attr]
-    report = bring_up(topo)
+    report = bring_up(topo, cluster=False)
     assert report.changes == 0
     assert st.LabState.load(topo.name).process("etcd").pid == pid  # type: ignore[union-attr]
 
 
 def test_up_of_another_topology_under_a_running_name_is_refused(lab_up) -> None:
-    topo = lab_up(example("l2"))
+    topo = lab_up(example("l2"), cluster=False)
     other = dataclasses.replace(example("two-subnets"), name=topo.name)
     with pytest.raises(LabError, match="lab down"):
-        bring_up(other)
+        bring_up(other, cluster=False)
 
 
 def test_down_leaves_no_namespace_link_process_or_file() -> None:
     links_before = root_links()
     topo = dataclasses.replace(example("two-subnets"), name="tdown-check")
-    bring_up(topo)
+    bring_up(topo, cluster=False)
     state = st.LabState.load(topo.name)
     assert state is not None
     pids = [p.pid for p in state.processes]
@@ -119,14 +119,14 @@ def test_failed_up_removes_what_it_made(monkeypatch) -> None:
     monkeypatch.setattr(run, "ensure_control_plane", broken)
     topo = dataclasses.replace(example("l2"), name="tfail-check")
     with pytest.raises(RuntimeError, match="injected"):
-        bring_up(topo)
+        bring_up(topo, cluster=False)
     assert netns.listed(ns(topo, "")) == []
     assert not st.lab_dir(topo.name).exists()
 
 
 def test_down_finds_leftovers_of_a_crashed_run_without_state() -> None:
     topo = dataclasses.replace(example("l2"), name="tcrash-check")
-    bring_up(topo)
+    bring_up(topo, cluster=False)
     st.remove_lab_dir(topo.name)  # the crash lost the state; namespaces and etcd remain
     assert netns.listed(ns(topo, ""))
     report = bring_down(topo.name)

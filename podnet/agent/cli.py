@@ -1,0 +1,60 @@
+"""``podnet agent``: run the node agent until SIGTERM/SIGINT (the datapath stays when it stops)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("agent", help="run the podnet node agent")
+    p.add_argument("--config", help="agent YAML (Cilium's setting names)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument(
+        "--requested-pod-cidr",
+        action="append",
+        default=[],
+        help="ask the operator for this pod CIDR (it is honoured when free and in the pool)",
+    )
+    p.add_argument("--log-level", default=os.environ.get("PODNET_LOG_LEVEL", "INFO"))
+    p.set_defaults(func=cmd_agent)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from podnet.agent.daemon import Agent
+    from podnet.config import ConfigError, load_config, load_config_file
+    from podnet.lab.overrides import parse_pairs
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        overrides = parse_pairs(args.set)
+        cfg = (
+            load_config_file(args.config, os.environ, overrides)
+            if args.config
+            else load_config({}, os.environ, overrides)
+        )
+        requested = [ipaddress.ip_network(c) for c in args.requested_pod_cidr]
+    except (ConfigError, ValueError) as exc:
+        print(f"podnet agent: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent = Agent(cfg, requested)
+    try:
+        agent.start()
+        agent.run(stop)
+    except Exception as exc:
+        logging.getLogger("podnet.agent").error("agent stopped: %s", exc)
+        print(f"podnet agent: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        agent.shutdown()
+    return 0

@@ -1,0 +1,411 @@
+"""The agent side of CNI: ADD, DEL, CHECK, GC and STATUS on top of IPAM, endpoint wiring, records.
+
+ADD runs allocate -> record -> wire, pushing an undo for each step on an ``ExitStack`` and
+keeping them only when every step succeeded (containernetworking's bridge plugin shape), so a
+failed ADD leaves no address, record or veth behind. The record (one ``Endpoint`` JSON file per
+attachment, named after its host link) is written *before* the veth exists: after a crash, every
+``lxc`` link without a record is an orphan and GC may delete it. Calls are serialized by one lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from podnet import owned
+from podnet.cni import spec
+from podnet.datapath import endpoint as ep
+from podnet.model import Endpoint, IPAddress, IPNetwork
+
+log = logging.getLogger(__name__)
+
+
+class AddressAllocation(Protocol):
+    @property
+    def ip(self) -> IPAddress: ...
+
+
+class PodAllocator(Protocol):
+    """The subset of ``podnet.ipam.base.Allocator`` the CNI handler uses (owner = ``cid/ifname``)."""
+
+    @property
+    def cidrs(self) -> tuple[IPNetwork, ...]: ...
+
+    def allocate(self, owner: str) -> Sequence[AddressAllocation]: ...
+
+    def release(self, owner: str) -> bool: ...
+
+    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None: ...
+
+    def allocated(self) -> dict[str, tuple[IPAddress, ...]]: ...
+
+
+class AddressesExhausted(RuntimeError):
+    cni_code = spec.ERR_IPAM_EXHAUSTED
+
+
+@dataclass(frozen=True)
+class SimpleAllocation:
+    ip: IPAddress
+
+
+class InMemoryAllocator:
+    """A ``PodAllocator`` over one CIDR without persistence (tests, and a fallback for labs).
+
+    Reserves the network, broadcast and ``reserved`` addresses (pass the router IP); idempotent
+    per owner, lowest free address first.
+    """
+
+    def __init__(self, cidr: IPNetwork, reserved: Sequence[IPAddress] = ()) -> None:
+        self._cidr = cidr
+        self._reserved = {cidr.network_address, cidr.broadcast_address, *reserved}
+        self._by_owner: dict[str, IPAddress] = {}
+
+    @property
+    def cidrs(self) -> tuple[IPNetwork, ...]:
+        return (self._cidr,)
+
+    def allocate(self, owner: str) -> tuple[SimpleAllocation, ...]:
+        if owner not in self._by_owner:
+            taken = set(self._by_owner.values()) | self._reserved
+            free = next((ip for ip in self._cidr if ip not in taken), None)
+            if free is None:
+                raise AddressesExhausted(
+                    f"pod CIDR {self._cidr} is full ({len(self._by_owner)} pods); delete pods or add a CIDR"
+                )
+            self._by_owner[owner] = free
+        return (SimpleAllocation(self._by_owner[owner]),)
+
+    def release(self, owner: str) -> bool:
+        return self._by_owner.pop(owner, None) is not None
+
+    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None:
+        for owner, ips in allocations.items():
+            self._by_owner[owner] = ips[0]
+
+    def allocated(self) -> dict[str, tuple[IPAddress, ...]]:
+        return {owner: (ip,) for owner, ip in self._by_owner.items()}
+
+
+def free_ipv4(allocator: PodAllocator) -> int:
+    """Assignable IPv4 addresses left: CIDR sizes minus network, broadcast, router and allocations."""
+    v4 = [c for c in allocator.cidrs if c.version == 4]
+    capacity = sum(max(c.num_addresses - 3, 0) for c in v4)
+    used = sum(1 for ips in allocator.allocated().values() for ip in ips if ip.version == 4)
+    return capacity - used
+
+
+def _code_of(exc: BaseException) -> int:
+    code = getattr(exc, "cni_code", None)
+    if isinstance(code, int):
+        return code
+    if any(cls.__name__ == "IPAMExhausted" for cls in type(exc).__mro__):
+        return spec.ERR_IPAM_EXHAUSTED
+    return spec.ERR_IO_FAILURE if isinstance(exc, OSError) else spec.ERR_AGENT_INTERNAL
+
+
+_MESSAGES = {
+    spec.ERR_IPAM_EXHAUSTED: "IPAM exhausted",
+    spec.ERR_NETNS_NOT_FOUND: "network namespace not found",
+    spec.ERR_INTERFACE_SETUP: "failed to set up pod interface",
+    spec.ERR_IO_FAILURE: "I/O failure",
+}
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, spec.CniError):
+        return {"ok": False, "code": exc.code, "msg": exc.msg, "details": exc.details}
+    code = _code_of(exc)
+    return {"ok": False, "code": code, "msg": _MESSAGES.get(code, "podnet agent error"), "details": str(exc)}
+
+
+def _safely(step: str, fn: Callable[..., object], *args: object) -> None:
+    """Run a rollback step; a failing undo is logged, never allowed to hide the original error."""
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("rollback step %s failed", step)
+
+
+@dataclass(frozen=True)
+class _Call:
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: dict[str, str]
+    config: dict[str, Any]
+
+    @classmethod
+    def from_request(cls, request: Mapping[str, Any]) -> _Call:
+        config = request.get("config") or {}
+        if not isinstance(config, dict):
+            raise spec.CniError(spec.ERR_INVALID_NETCONF, "invalid network config", "config is not an object")
+        try:
+            args = spec.parse_cni_args(str(request.get("args") or ""))
+        except ValueError as exc:
+            raise spec.CniError(spec.ERR_INVALID_ENV, "invalid CNI environment variables", str(exc)) from None
+        return cls(
+            command=str(request.get("command") or ""),
+            container_id=str(request.get("containerID") or ""),
+            netns=str(request.get("netns") or ""),
+            ifname=str(request.get("ifname") or ""),
+            args=args,
+            config=config,
+        )
+
+    @property
+    def owner(self) -> str:
+        return f"{self.container_id}/{self.ifname}"
+
+    def require(self, *fields: str) -> None:
+        missing = [env for env, value in zip(fields, self._values(fields), strict=True) if not value]
+        if missing:
+            raise spec.CniError(
+                spec.ERR_INVALID_ENV, "invalid CNI environment variables", f"{', '.join(missing)} not set"
+            )
+
+    def _values(self, fields: Sequence[str]) -> list[str]:
+        by_env = {"CNI_CONTAINERID": self.container_id, "CNI_NETNS": self.netns, "CNI_IFNAME": self.ifname}
+        return [by_env[f] for f in fields]
+
+
+class CniHandler:
+    """Serves ``op: cni`` and ``op: status`` for the agent API (see ``podnet.agent.api``)."""
+
+    def __init__(
+        self,
+        host_netns: str | None,
+        allocator: PodAllocator,
+        router_ip: ipaddress.IPv4Address,
+        route_mtu: int,
+        store_dir: str | Path,
+        fail_after_ipam: bool = False,
+    ) -> None:
+        self.host_netns = host_netns
+        self.allocator = allocator
+        self.router_ip = router_ip
+        self.route_mtu = route_mtu
+        self.store_dir = Path(store_dir)
+        self.fail_after_ipam = fail_after_ipam
+        self._lock = threading.Lock()
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        records = self.records()
+        allocator.restore({f"{r.container_id}/{r.ifname}": tuple(a.ip for a in r.addresses) for r in records})
+
+    # ---- records -------------------------------------------------------------------------------
+
+    def _record_path(self, container_id: str, ifname: str) -> Path:
+        return self.store_dir / f"{owned.endpoint_host_ifname(container_id, ifname)}.json"
+
+    def records(self) -> list[Endpoint]:
+        """Every attachment recorded on disk (unreadable files are logged and skipped)."""
+        found = []
+        for path in sorted(self.store_dir.glob(f"{owned.ENDPOINT_PREFIX}*.json")):
+            try:
+                found.append(Endpoint.from_json(json.loads(path.read_text())))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("skipping unreadable endpoint record %s: %s", path, exc)
+        return found
+
+    def _load(self, container_id: str, ifname: str) -> Endpoint | None:
+        path = self._record_path(container_id, ifname)
+        try:
+            return Endpoint.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+
+    def _save(self, record: Endpoint) -> None:
+        path = self._record_path(record.container_id, record.ifname)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(record.to_json(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def _forget(self, container_id: str, ifname: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._record_path(container_id, ifname).unlink()
+
+    # ---- API -----------------------------------------------------------------------------------
+
+    def cni(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            call = _Call.from_request(request)
+            op = {"ADD": self._add, "DEL": self._del, "CHECK": self._check, "GC": self._gc}.get(call.command)
+            if call.command == "STATUS":
+                return self._status_check()
+            if op is None:
+                raise spec.CniError(
+                    spec.ERR_INVALID_ENV, "invalid CNI environment variables", f"command {call.command!r}"
+                )
+            with self._lock:
+                return {"ok": True, "result": op(call)}
+        except Exception as exc:
+            log.warning("CNI %s %s failed: %s", request.get("command"), request.get("containerID"), exc)
+            return _error(exc)
+
+    def status(self) -> dict[str, Any]:
+        records = self.records()
+        free = free_ipv4(self.allocator)
+        return {
+            "ok": True,
+            "ready": free > 0,
+            "freeAddresses": free,
+            "routerIP": str(self.router_ip),
+            "endpoints": [r.to_json() for r in records],
+        }
+
+    def _status_check(self) -> dict[str, Any]:
+        free = free_ipv4(self.allocator)
+        if free > 0:
+            return {"ok": True, "result": {}}
+        cidrs = ", ".join(str(c) for c in self.allocator.cidrs) or "none"
+        return {
+            "ok": False,
+            "code": spec.ERR_PLUGIN_NOT_AVAILABLE,
+            "msg": "plugin not available",
+            "details": f"no free pod addresses (pod CIDRs: {cidrs})",
+        }
+
+    # ---- commands ------------------------------------------------------------------------------
+
+    def _add(self, call: _Call) -> dict[str, Any]:
+        call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        with contextlib.ExitStack() as undo:
+            undo.callback(_safely, "release", self.allocator.release, call.owner)
+            ip = self._ipv4(self.allocator.allocate(call.owner), call.owner)
+            if self.fail_after_ipam:
+                raise spec.CniError(
+                    spec.ERR_INJECTED, "injected failure after IPAM", "fail_after_ipam is set"
+                )
+            address = ipaddress.IPv4Interface(f"{ip}/32")
+            record = Endpoint(
+                container_id=call.container_id,
+                ifname=call.ifname,
+                netns=call.netns,
+                host_ifname=owned.endpoint_host_ifname(call.container_id, call.ifname),
+                addresses=(address,),
+                pod_name=call.args.get("K8S_POD_NAME", ""),
+                pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
+            )
+            undo.callback(_safely, "forget record", self._forget, call.container_id, call.ifname)
+            self._save(record)
+            undo.callback(
+                _safely, "delete veth", ep.del_endpoint, self.host_netns, call.container_id, call.ifname
+            )
+            info = ep.add_endpoint(
+                self.host_netns,
+                call.netns,
+                call.container_id,
+                call.ifname,
+                address,
+                self.router_ip,
+                self.route_mtu,
+            )
+            undo.pop_all()
+        return self._result(info)
+
+    def _ipv4(self, allocations: Sequence[AddressAllocation], owner: str) -> ipaddress.IPv4Address:
+        for allocation in allocations:
+            if isinstance(allocation.ip, ipaddress.IPv4Address):
+                return allocation.ip
+        raise spec.CniError(
+            spec.ERR_IPAM_EXHAUSTED, "IPAM exhausted", f"no IPv4 address allocated for {owner}"
+        )
+
+    def _result(self, info: ep.EndpointInfo) -> dict[str, Any]:
+        router = str(self.router_ip)
+        return {
+            "cniVersion": spec.CURRENT_VERSION,
+            "interfaces": [
+                {"name": info.host_ifname, "mac": info.host_mac},
+                {"name": info.pod_ifname, "mac": info.pod_mac, "sandbox": info.netns_path},
+            ],
+            "ips": [{"address": str(info.address), "gateway": router, "interface": 1}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": router, "mtu": self.route_mtu}],
+            "dns": {},
+        }
+
+    def _del(self, call: _Call) -> dict[str, Any]:
+        call.require("CNI_CONTAINERID", "CNI_IFNAME")
+        record = self._load(call.container_id, call.ifname)
+        netns = call.netns or (record.netns if record else "")
+        ep.del_endpoint(self.host_netns, call.container_id, call.ifname, netns or None)
+        self.allocator.release(call.owner)
+        self._forget(call.container_id, call.ifname)
+        return {}
+
+    def _check(self, call: _Call) -> dict[str, Any]:
+        call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        record = self._load(call.container_id, call.ifname)
+        if record is None:
+            raise spec.CniError(
+                spec.ERR_CHECK_FAILED, "CHECK failed", f"no podnet attachment recorded for {call.owner}"
+            )
+        address = record.addresses[0]
+        problems = []
+        prev_ips = {ip.get("address") for ip in (call.config.get("prevResult") or {}).get("ips", [])}
+        if prev_ips and str(address) not in prev_ips:
+            problems.append(f"prevResult ips {sorted(prev_ips)} do not include the recorded {address}")
+        if not isinstance(address, ipaddress.IPv4Interface):
+            raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", f"record holds non-IPv4 {address}")
+        problems += ep.check_endpoint(
+            self.host_netns,
+            call.netns,
+            call.container_id,
+            call.ifname,
+            address,
+            self.router_ip,
+            self.route_mtu,
+        )
+        if problems:
+            raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", "; ".join(problems))
+        return {}
+
+    def _gc(self, call: _Call) -> dict[str, Any]:
+        valid_list = call.config.get(spec.VALID_ATTACHMENTS_KEY, [])
+        if not isinstance(valid_list, list) or not all(isinstance(a, dict) for a in valid_list):
+            raise spec.CniError(
+                spec.ERR_INVALID_NETCONF,
+                "invalid network config",
+                f"{spec.VALID_ATTACHMENTS_KEY} must be a list",
+            )
+        valid = {(str(a.get("containerID")), str(a.get("ifname"))) for a in valid_list}
+        failures: list[str] = []
+        records = self.records()
+        for record in records:
+            if (record.container_id, record.ifname) in valid:
+                continue
+            try:
+                ep.del_endpoint(self.host_netns, record.container_id, record.ifname, record.netns or None)
+                self.allocator.release(f"{record.container_id}/{record.ifname}")
+                self._forget(record.container_id, record.ifname)
+            except Exception as exc:
+                failures.append(f"{record.container_id}/{record.ifname}: {exc}")
+        known = {r.host_ifname for r in records}
+        failures += self._delete_orphan_links(known)
+        if failures:
+            raise spec.CniError(spec.ERR_INTERFACE_SETUP, "GC incomplete", "; ".join(failures))
+        return {}
+
+    def _delete_orphan_links(self, known: set[str]) -> list[str]:
+        """Delete ``lxc`` links that no record names (left by a crash mid-ADD); return failures."""
+        failures = []
+        for name in ep.list_endpoints(self.host_netns):
+            if name in known:
+                continue
+            try:
+                ep.delete_host_link(self.host_netns, name)
+            except Exception as exc:
+                failures.append(f"orphan link {name}: {exc}")
+        return failures

@@ -1,0 +1,245 @@
+"""The CNI 1.1 contract in pure, stdlib-only Python: environment, network config, results, errors.
+
+The shim imports this module on every pod start, so it must stay cheap: ``json``, ``re`` and
+nothing from podnet that pulls pyroute2 or YAML. The agent works in one canonical result form
+(CNI 1.1.0); ``convert_result`` turns it into what the caller's ``cniVersion`` expects
+(0.3.x/0.4.0 carry ``"version"`` on each IP, only 1.1.0 knows route ``mtu``/``scope``...).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CURRENT_VERSION = "1.1.0"
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
+
+# Well-known error codes (CNI SPEC "Well-known Error Codes").
+ERR_INCOMPATIBLE_VERSION = 1
+ERR_UNSUPPORTED_FIELD = 2
+ERR_UNKNOWN_CONTAINER = 3
+ERR_INVALID_ENV = 4
+ERR_IO_FAILURE = 5
+ERR_DECODE = 6
+ERR_INVALID_NETCONF = 7
+ERR_TRY_AGAIN_LATER = 11
+ERR_PLUGIN_NOT_AVAILABLE = 50  # STATUS: cannot service ADD
+ERR_PLUGIN_LIMITED = 51  # STATUS: not available and existing pods may be degraded
+# podnet's own codes (100+), documented in docs/cni.md.
+ERR_IPAM_EXHAUSTED = 100
+ERR_NETNS_NOT_FOUND = 101
+ERR_INTERFACE_SETUP = 102
+ERR_CHECK_FAILED = 103
+ERR_INJECTED = 104
+ERR_AGENT_PROTOCOL = 105
+ERR_AGENT_INTERNAL = 199
+
+DEFAULT_AGENT_SOCKET = "/run/podnet/agent.sock"
+SOCKET_ENV = "PODNET_AGENT_SOCKET"
+VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
+
+# Which CNI_* variables each command needs (CNI SPEC "Parameters"); CNI_COMMAND is always needed.
+REQUIRED_ENV: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+    "GC": (),
+    "STATUS": (),
+    "VERSION": (),
+}
+# The oldest config version that may ask for a command.
+MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
+
+_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class CniError(Exception):
+    """An error the plugin reports to the runtime as ``{"cniVersion","code","msg","details"}``."""
+
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(f"{msg}: {details}" if details else msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+    def to_json(self, cni_version: str = CURRENT_VERSION) -> dict[str, Any]:
+        out: dict[str, Any] = {"cniVersion": cni_version, "code": self.code, "msg": self.msg}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One plugin call as the runtime made it: CNI_* environment plus the decoded network config."""
+
+    command: str
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    args: str = ""
+    path: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cni_version(self) -> str:
+        return str(self.config.get("cniVersion", CURRENT_VERSION))
+
+    def to_request(self) -> dict[str, Any]:
+        """The agent wire request (docs/cni.md "Wire protocol")."""
+        return {
+            "op": "cni",
+            "command": self.command,
+            "containerID": self.container_id,
+            "netns": self.netns,
+            "ifname": self.ifname,
+            "args": self.args,
+            "path": self.path,
+            "config": self.config,
+        }
+
+
+def parse_version(text: object) -> tuple[int, int, int]:
+    """``"1.0.0"`` -> ``(1, 0, 0)``; anything else is a decode error (code 6)."""
+    match = _VERSION.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise CniError(ERR_DECODE, "failed to decode CNI version", f"{text!r} is not MAJOR.MINOR.PATCH")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch)
+
+
+def check_env(command: str, env: Mapping[str, str]) -> None:
+    """Raise code 4 naming every missing or malformed CNI_* variable ``command`` needs."""
+    problems = [f"{name} is not set" for name in REQUIRED_ENV[command] if not env.get(name)]
+    cid = env.get("CNI_CONTAINERID", "")
+    if cid and not _CONTAINER_ID.match(cid):
+        problems.append(f"CNI_CONTAINERID {cid!r} must be alphanumeric, '_', '.' or '-'")
+    ifname = env.get("CNI_IFNAME", "")
+    if ifname and not valid_ifname(ifname):
+        problems.append(f"CNI_IFNAME {ifname!r} is not a valid Linux interface name")
+    try:
+        parse_cni_args(env.get("CNI_ARGS", ""))
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise CniError(ERR_INVALID_ENV, "invalid CNI environment variables", "; ".join(problems))
+
+
+def valid_ifname(name: str) -> bool:
+    return 0 < len(name) < 16 and name not in (".", "..") and not re.search(r"[/:\s]", name)
+
+
+def parse_cni_args(text: str) -> dict[str, str]:
+    """``"K8S_POD_NAME=web;K8S_POD_NAMESPACE=default"`` -> dict; a pair without ``=`` is an error."""
+    out: dict[str, str] = {}
+    for pair in filter(None, text.split(";")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"CNI_ARGS entry {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
+    """Decode and validate the network config on stdin (codes 6, 7, 1)."""
+    try:
+        config = json.loads(stdin.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CniError(ERR_DECODE, "failed to decode network config from stdin", str(exc)) from None
+    if not isinstance(config, dict):
+        raise CniError(ERR_DECODE, "failed to decode network config", "stdin is not a JSON object")
+    if command == "VERSION":
+        return config
+    version_text = config.get("cniVersion")
+    if version_text is None:
+        raise CniError(ERR_INVALID_NETCONF, "invalid network config", "cniVersion is missing")
+    version = parse_version(version_text)
+    if version_text not in SUPPORTED_VERSIONS:
+        raise CniError(
+            ERR_INCOMPATIBLE_VERSION,
+            "incompatible CNI version",
+            f"config cniVersion {version_text} is not one of {', '.join(SUPPORTED_VERSIONS)}",
+        )
+    if command in MIN_VERSION and version < MIN_VERSION[command]:
+        need = ".".join(map(str, MIN_VERSION[command]))
+        raise CniError(
+            ERR_INCOMPATIBLE_VERSION,
+            "incompatible CNI version",
+            f"config version {version_text} does not allow {command} (needs {need} or later)",
+        )
+    name = config.get("name")
+    if not isinstance(name, str) or not _NETWORK_NAME.match(name):
+        raise CniError(ERR_INVALID_NETCONF, "invalid network config", f"network name {name!r} is not valid")
+    socket_path = config.get("agentSocket")
+    if socket_path is not None and not isinstance(socket_path, str):
+        raise CniError(ERR_INVALID_NETCONF, "invalid network config", "agentSocket must be a string path")
+    return config
+
+
+def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
+    """Everything the shim validates before talking to the agent: env first (4), then stdin (6/7/1)."""
+    command = env.get("CNI_COMMAND", "")
+    if command not in COMMANDS:
+        detail = "CNI_COMMAND is not set" if not command else f"CNI_COMMAND {command!r} is not supported"
+        raise CniError(ERR_INVALID_ENV, "invalid CNI environment variables", f"{detail}; one of {COMMANDS}")
+    check_env(command, env)
+    config = parse_config(command, stdin) if stdin.strip() or command != "VERSION" else {}
+    return Invocation(
+        command=command,
+        container_id=env.get("CNI_CONTAINERID", ""),
+        netns=env.get("CNI_NETNS", ""),
+        ifname=env.get("CNI_IFNAME", ""),
+        args=env.get("CNI_ARGS", ""),
+        path=env.get("CNI_PATH", ""),
+        config=config,
+    )
+
+
+def agent_socket(config: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The agent socket: env ``PODNET_AGENT_SOCKET``, else netconf ``agentSocket``, else the default."""
+    return env.get(SOCKET_ENV) or str(config.get("agentSocket") or DEFAULT_AGENT_SOCKET)
+
+
+def version_info() -> dict[str, Any]:
+    """The VERSION command's output."""
+    return {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+_IFACE_FIELDS_1_1 = ("mtu", "socketPath", "pciID")
+_ROUTE_FIELDS_1_1 = ("mtu", "advmss", "priority", "table", "scope")
+
+
+def convert_result(result: Mapping[str, Any], cni_version: str) -> dict[str, Any]:
+    """Turn a canonical 1.1.0 result into the form of ``cni_version`` (one of SUPPORTED_VERSIONS)."""
+    if cni_version not in SUPPORTED_VERSIONS:
+        raise CniError(ERR_INCOMPATIBLE_VERSION, "incompatible CNI version", f"cannot emit {cni_version}")
+    modern = parse_version(cni_version) >= (1, 1, 0)
+    out: dict[str, Any] = {"cniVersion": cni_version}
+    interfaces = [dict(i) for i in result.get("interfaces", [])]
+    ips = [dict(ip) for ip in result.get("ips", [])]
+    routes = [dict(r) for r in result.get("routes", [])]
+    if not modern:
+        for item in interfaces:
+            for key in _IFACE_FIELDS_1_1:
+                item.pop(key, None)
+        for item in routes:
+            for key in _ROUTE_FIELDS_1_1:
+                item.pop(key, None)
+    if parse_version(cni_version) < (1, 0, 0):
+        for item in ips:
+            item["version"] = "6" if ":" in str(item.get("address", "")) else "4"
+    else:
+        for item in ips:
+            item.pop("version", None)
+    out["interfaces"] = interfaces
+    out["ips"] = ips
+    if routes:
+        out["routes"] = routes
+    out["dns"] = dict(result.get("dns") or {})
+    return out

@@ -1,0 +1,368 @@
+"""The agent's one frozen, validated configuration, read from YAML, environment and CLI flags.
+
+Cilium's names are accepted as they are (camelCase Helm values such as ``routingMode`` or nested
+``ipam.operator.clusterPoolIPv4PodCIDRList``, kebab-case agent flags such as ``routing-mode``,
+the old ``tunnel: disabled|vxlan|geneve``), and so are ``PODNET_<NAME>`` environment variables.
+Precedence: CLI overrides > environment > YAML mapping > defaults. Every error is a
+``ConfigError`` that names the key, the bad value and what to use instead; unknown keys are
+refused with a "did you mean" suggestion, because a typo that silently falls back to a default is
+the worst kind of misconfiguration. Nothing here reads a global: pass the ``AgentConfig`` along.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podnet.datapath.modes import ROUTING_MODES
+from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+
+IPAM_MODES = ("cluster-pool", "multi-pool", "kubernetes")
+MTU_MIN, MTU_MAX = 576, 65535
+ENV_PREFIX = "PODNET_"
+
+
+class ConfigError(ValueError):
+    """A configuration value podnet refuses; the message names the key and what to do instead."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"invalid configuration {key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs to know, validated once. ``tunnel_port`` is already resolved
+    (0 in the input becomes the protocol's default port) and ``mtu`` 0 means "from the device"."""
+
+    node_name: str
+    routing_mode: str = "tunnel"
+    tunnel_protocol: str = "vxlan"
+    tunnel_port: int = 8472
+    auto_direct_node_routes: bool = False
+    direct_routing_skip_unreachable: bool = False
+    ipv4_native_routing_cidr: ipaddress.IPv4Network | None = None
+    mtu: int = 0
+    ipam_mode: str = "cluster-pool"
+    cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
+    cluster_pool_ipv4_mask_size: int = 24
+    etcd_endpoints: tuple[str, ...] = ()
+    enable_ipv4_masquerade: bool = True
+    agent_socket: Path = Path("/var/run/podnet/agent.sock")
+    state_dir: Path = Path("/var/lib/podnet")
+    devices: tuple[str, ...] = field(default=())
+
+    @property
+    def underlay_device(self) -> str | None:
+        """The device that carries node-to-node traffic (Cilium's first ``devices`` entry)."""
+        return self.devices[0] if self.devices else None
+
+    @property
+    def tunnel_enabled(self) -> bool:
+        return self.routing_mode == "tunnel"
+
+
+# ---------------------------------------------------------------------------------------------
+# Key spellings. Matching ignores case, "-", "_" and "." so that routingMode, routing-mode,
+# ROUTING_MODE (env) and routing_mode all land on the same field.
+
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "node_name": ("nodeName", "node-name", "k8s-node-name"),
+    "routing_mode": ("routingMode", "routing-mode"),
+    "tunnel_protocol": ("tunnelProtocol", "tunnel-protocol"),
+    "tunnel_port": ("tunnelPort", "tunnel-port"),
+    "auto_direct_node_routes": ("autoDirectNodeRoutes", "auto-direct-node-routes"),
+    "direct_routing_skip_unreachable": ("directRoutingSkipUnreachable", "direct-routing-skip-unreachable"),
+    "ipv4_native_routing_cidr": ("ipv4NativeRoutingCIDR", "ipv4-native-routing-cidr", "native-routing-cidr"),
+    "mtu": ("MTU", "mtu"),
+    "ipam_mode": ("ipam.mode", "ipam"),
+    "cluster_pool_ipv4_cidrs": (
+        "ipam.operator.clusterPoolIPv4PodCIDRList",
+        "ipam.operator.clusterPoolIPv4PodCIDR",
+        "cluster-pool-ipv4-cidr",
+    ),
+    "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
+    "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
+    "enable_ipv4_masquerade": ("enableIPv4Masquerade", "enable-ipv4-masquerade"),
+    "agent_socket": ("agentSocket", "agent-socket"),
+    "state_dir": ("stateDir", "state-dir"),
+    "devices": ("devices", "device"),
+}
+# Legacy spellings that are translated rather than stored as they are.
+_LEGACY = {
+    "tunnel": "tunnel",  # tunnel: disabled | vxlan | geneve  (Cilium < 1.14)
+    "enable_ipv4_native_routing": "enable-ipv4-native-routing",
+    "kvstore": "kvstore",
+    "kvstore_opt": "kvstore-opt",
+}
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "").replace("_", "").replace(".", "")
+
+
+_KEY_INDEX: dict[str, str] = {_norm(k): f for f, names in _ALIASES.items() for k in (f, *names)}
+_KEY_INDEX.update({_norm(k): f"legacy:{f}" for f, k in _LEGACY.items()})
+_SPELLINGS: tuple[str, ...] = tuple(n for names in _ALIASES.values() for n in names) + tuple(_LEGACY.values())
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Nested YAML (``ipam: {operator: {...}}``) as dotted keys; known leaf keys stay whole."""
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and _KEY_INDEX.get(_norm(dotted)) != "legacy:kvstore_opt":
+            yield from _flatten(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def _resolve_key(key: str, source: str) -> str:
+    found = _KEY_INDEX.get(_norm(key))
+    if found is None:
+        close = difflib.get_close_matches(key, _SPELLINGS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(_ALIASES))}"
+        raise ConfigError(key, f"unknown key (from {source}){hint}")
+    return found
+
+
+def _collect(
+    mapping: Mapping[str, Any] | None, env: Mapping[str, str] | None, overrides: Mapping[str, Any] | None
+) -> dict[str, tuple[str, Any]]:
+    """field -> (key as the user spelled it, raw value), later sources winning."""
+    raw: dict[str, tuple[str, Any]] = {}
+    for key, value in _flatten(mapping or {}):
+        raw[_resolve_key(key, "config file")] = (key, value)
+    for name, value in (env or {}).items():
+        # Unknown PODNET_* variables are ignored: other podnet programs read their own.
+        if name.startswith(ENV_PREFIX) and _norm(name[len(ENV_PREFIX) :]) in _KEY_INDEX:
+            raw[_KEY_INDEX[_norm(name[len(ENV_PREFIX) :])]] = (name, value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            raw[_resolve_key(key, "command line")] = (key, value)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers: each takes (key, raw value) and returns the typed value or raises ConfigError.
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(key, f"{value!r} is not a boolean; use true or false")
+
+
+def _int(key: str, value: Any, low: int, high: int, zero_ok: bool = False) -> int:
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not ((zero_ok and number == 0) or low <= number <= high):
+        span = f"0 or {low}..{high}" if zero_ok else f"{low}..{high}"
+        raise ConfigError(key, f"{value!r} is not an integer in {span}")
+    return number
+
+
+def _choice(key: str, value: Any, choices: Iterable[str]) -> str:
+    text = str(value).strip()
+    valid = sorted(choices)
+    if text not in valid:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(valid)}")
+    return text
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(p for p in str(value).replace(",", " ").split() if p)
+
+
+def _cidr(key: str, value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value).strip(), strict=True)
+    except ValueError as exc:
+        raise ConfigError(
+            key, f"{value!r} is not an IPv4 CIDR ({exc}); write it like 10.244.0.0/16 with host bits zero"
+        ) from None
+
+
+def _text(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(key, "must not be empty")
+    return text
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "node_name": _text,
+    "routing_mode": lambda k, v: _choice(k, v, ROUTING_MODES),
+    "tunnel_protocol": lambda k, v: _choice(k, v, TUNNEL_PROTOCOLS),
+    "tunnel_port": lambda k, v: _int(k, v, 1, 65535, zero_ok=True),
+    "auto_direct_node_routes": _bool,
+    "direct_routing_skip_unreachable": _bool,
+    "ipv4_native_routing_cidr": lambda k, v: _cidr(k, v) if str(v).strip() else None,
+    "mtu": lambda k, v: _int(k, v, MTU_MIN, MTU_MAX, zero_ok=True),
+    "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES),
+    "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
+    "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
+    "etcd_endpoints": lambda k, v: _list(v),
+    "enable_ipv4_masquerade": _bool,
+    "agent_socket": lambda k, v: Path(_text(k, v)),
+    "state_dir": lambda k, v: Path(_text(k, v)),
+    "devices": lambda k, v: _list(v),
+}
+
+
+def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> None:
+    """Translate Cilium's older spellings into the current fields, refusing contradictions."""
+
+    def put(fld: str, value: Any, key: str) -> None:
+        if fld in values and values[fld] != value:
+            raise ConfigError(
+                key,
+                f"means {_ALIASES[fld][0]}={value!r}, which contradicts {raw[fld][0]}={values[fld]!r}; "
+                f"drop {key} (the old spelling) and keep {raw[fld][0]}",
+            )
+        values[fld] = value
+
+    if "legacy:tunnel" in raw:
+        key, value = raw["legacy:tunnel"]
+        choice = _choice(key, value, ("disabled", *TUNNEL_PROTOCOLS))
+        if choice == "disabled":
+            put("routing_mode", "native", key)
+        else:
+            put("routing_mode", "tunnel", key)
+            put("tunnel_protocol", choice, key)
+    if "legacy:enable_ipv4_native_routing" in raw:
+        key, value = raw["legacy:enable_ipv4_native_routing"]
+        put("routing_mode", "native" if _bool(key, value) else "tunnel", key)
+    if "legacy:kvstore" in raw:
+        key, value = raw["legacy:kvstore"]
+        _choice(key, value, ("etcd",))
+    if "legacy:kvstore_opt" in raw:
+        key, value = raw["legacy:kvstore_opt"]
+        opts = dict(value) if isinstance(value, Mapping) else _kv_pairs(key, value)
+        endpoints = opts.get("etcd.endpoints")
+        if endpoints is None:
+            raise ConfigError(key, f"{value!r} has no etcd.endpoints; use etcd.endpoints=http://HOST:2379")
+        put("etcd_endpoints", _list(endpoints), key)
+
+
+def _kv_pairs(key: str, value: Any) -> dict[str, str]:
+    """``etcd.endpoints=http://a:2379,http://b:2379`` (Cilium's kvstore-opt) as a dict."""
+    text = str(value).strip()
+    if "=" not in text:
+        raise ConfigError(key, f"{value!r} is not KEY=VALUE; use etcd.endpoints=http://HOST:2379")
+    name, _, rest = text.partition("=")
+    return {name.strip(): rest.strip()}
+
+
+def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
+    """Rules that involve more than one key (Cilium refuses the same combinations)."""
+
+    def name(fld: str) -> str:
+        return raw[fld][0] if fld in raw else _ALIASES[fld][0]
+
+    if cfg.routing_mode == "tunnel" and cfg.auto_direct_node_routes:
+        raise ConfigError(
+            name("auto_direct_node_routes"),
+            "true cannot be used with routingMode=tunnel (packets must go through the tunnel "
+            "device); use routingMode=native with autoDirectNodeRoutes=true, or set it to false",
+        )
+    if cfg.direct_routing_skip_unreachable and not cfg.auto_direct_node_routes:
+        raise ConfigError(
+            name("direct_routing_skip_unreachable"),
+            "true requires autoDirectNodeRoutes=true (it only decides what direct routes to skip)",
+        )
+    for pool in cfg.cluster_pool_ipv4_cidrs:
+        if cfg.cluster_pool_ipv4_mask_size < pool.prefixlen:
+            raise ConfigError(
+                name("cluster_pool_ipv4_mask_size"),
+                f"{cfg.cluster_pool_ipv4_mask_size} is shorter than the pool {pool}; use a mask size "
+                f"between {pool.prefixlen} and 30",
+            )
+    if cfg.cluster_pool_ipv4_mask_size > 30:
+        raise ConfigError(
+            name("cluster_pool_ipv4_mask_size"),
+            f"{cfg.cluster_pool_ipv4_mask_size} leaves no room for pods; use 30 or less (24 is usual)",
+        )
+    if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
+        raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")
+
+
+def load_config(
+    mapping: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """Build and validate the agent's config. ``env`` defaults to nothing (pass ``os.environ``
+    explicitly); ``overrides`` are CLI flags, ``None`` values meaning "flag not given"."""
+    raw = _collect(mapping, env, overrides)
+    values: dict[str, Any] = {}
+    for fld, (key, value) in raw.items():
+        if not fld.startswith("legacy:"):
+            values[fld] = _PARSERS[fld](key, value)
+    _apply_legacy(raw, values)
+    if "node_name" not in values:
+        values["node_name"] = (env or {}).get("K8S_NODE_NAME") or socket.gethostname()
+    protocol = TUNNEL_PROTOCOLS[values.get("tunnel_protocol", "vxlan")]
+    if not values.get("tunnel_port"):
+        values["tunnel_port"] = protocol.default_port
+    cfg = AgentConfig(**values)
+    _validate(cfg, raw)
+    return cfg
+
+
+def load_config_file(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """``load_config`` over a YAML file (an empty file means all defaults)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(str(path), "the config file must hold a YAML mapping (key: value lines)")
+    return load_config(data, env, overrides)
+
+
+def check_kernel_support(config: AgentConfig, has_link_kind: Callable[[str], bool] | None = None) -> None:
+    """Refuse a tunnel protocol the running kernel cannot carry (e.g. no geneve module).
+
+    ``has_link_kind(kind)`` answers whether the kernel can create links of that kind; by default
+    ``podnet.datapath.kernel.link.link_kind_supported``, which looks at /sys/module and
+    /proc/modules and else tries the device in a throwaway namespace.
+    """
+    if not config.tunnel_enabled:
+        return
+    if has_link_kind is None:
+        from podnet.datapath.kernel.link import link_kind_supported
+
+        has_link_kind = link_kind_supported
+    protocol = TUNNEL_PROTOCOLS[config.tunnel_protocol]
+    if has_link_kind(protocol.link_kind):
+        return
+    others = [
+        p.name for p in TUNNEL_PROTOCOLS.values() if p.name != protocol.name and has_link_kind(p.link_kind)
+    ]
+    instead = f"use tunnelProtocol={others[0]}" if others else "use routingMode=native"
+    raise ConfigError(
+        "tunnelProtocol",
+        f"{protocol.name!r} needs the kernel's {protocol.link_kind} module, "
+        f"which this kernel lacks; {instead}",
+    )

@@ -1,0 +1,147 @@
+"""Routes in the main table: dump what podnet owns (proto 201), ensure, delete, ``route get``.
+
+``ensure_route`` is ``ip route replace`` preceded by a comparison, so an unchanged route is not
+rewritten. Routes are identified by destination (main table, one route per prefix).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podnet import owned
+from podnet.datapath.kernel import is_gone
+from podnet.datapath.modes.base import PeerPath, Route
+from podnet.model import IPAddress
+
+MAIN_TABLE = 254
+RTNH_F_ONLINK = 4
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def _family(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+def route_from_msg(msg: Any, name_of: Callable[[int], str]) -> Route | None:
+    """A kernel route message as a ``Route`` (None for multipath or device-less routes)."""
+    oif = msg.get_attr("RTA_OIF")
+    if oif is None:
+        return None
+    dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == socket.AF_INET else "::")
+    gateway = msg.get_attr("RTA_GATEWAY")
+    src = msg.get_attr("RTA_PREFSRC")
+    metrics = msg.get_attr("RTA_METRICS")
+    mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+    return Route(
+        dst=ipaddress.ip_network(f"{dst}/{msg['dst_len']}"),
+        dev=name_of(int(oif)),
+        gateway=ipaddress.ip_address(gateway) if gateway else None,
+        onlink=bool(msg["flags"] & RTNH_F_ONLINK),
+        src=ipaddress.ip_address(src) if src else None,
+        mtu=int(mtu) if mtu else None,
+        protocol=int(msg["proto"]),
+    )
+
+
+def link_names(ipr: IPRoute) -> dict[int, str]:
+    return {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.link("dump")}
+
+
+def dump_owned_routes(ipr: IPRoute, protocol: int = owned.ROUTE_PROTOCOL) -> list[Route]:
+    """Every main-table route with podnet's protocol, both families (``ip route show proto 201``)."""
+    names = link_names(ipr)
+    found: list[Route] = []
+    for family in FAMILIES:
+        for msg in ipr.route("dump", family=family, table=MAIN_TABLE, proto=protocol):
+            if msg["proto"] != protocol or msg["table"] != MAIN_TABLE:
+                continue
+            route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
+            if route is not None:
+                found.append(route)
+    return found
+
+
+def _kwargs(route: Route, index: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "dst": str(route.dst),
+        "family": _family(route.dst.version),
+        "oif": index,
+        "table": MAIN_TABLE,
+        "proto": route.protocol,
+    }
+    if route.gateway is not None:
+        kwargs["gateway"] = str(route.gateway)
+    if route.onlink:
+        kwargs["flags"] = RTNH_F_ONLINK
+    if route.src is not None:
+        kwargs["prefsrc"] = str(route.src)
+    if route.mtu:
+        kwargs["metrics"] = {"mtu": route.mtu}
+    return kwargs
+
+
+def get_route(ipr: IPRoute, dst: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Route | None:
+    """The main-table route for exactly ``dst`` (any protocol), or None."""
+    names = link_names(ipr)
+    msgs = ipr.route(
+        "dump",
+        family=_family(dst.version),
+        table=MAIN_TABLE,
+        dst=str(dst.network_address),
+        dst_len=dst.prefixlen,
+    )
+    for msg in msgs:
+        route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
+        if route is not None and route.dst == dst and msg["table"] == MAIN_TABLE:
+            return route
+    return None
+
+
+def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | None]) -> bool:
+    """Make the kernel's route for ``route.dst`` equal ``route``; True when it changed something.
+    ``index_of`` turns a device name into its index (a KeyError-free lookup: None if missing)."""
+    if get_route(ipr, route.dst) == route:
+        return False
+    index = index_of(route.dev)
+    if index is None:
+        raise LookupError(f"cannot install route {route.describe()}: device {route.dev} does not exist")
+    ipr.route("replace", **_kwargs(route, index))
+    return True
+
+
+def delete_route(ipr: IPRoute, route: Route) -> bool:
+    """Delete the main-table route for ``route.dst`` with ``route.protocol``; False when gone."""
+    try:
+        ipr.route(
+            "del",
+            dst=str(route.dst),
+            family=_family(route.dst.version),
+            table=MAIN_TABLE,
+            proto=route.protocol,
+        )
+    except NetlinkError as exc:
+        if is_gone(exc):
+            return False
+        raise
+    return True
+
+
+def route_get(ipr: IPRoute, dst: IPAddress) -> PeerPath:
+    """``ip route get <dst>``: the device and gateway (if any) the kernel would use."""
+    msg = ipr.route("get", dst=str(dst), family=_family(dst.version))[0]
+    oif = msg.get_attr("RTA_OIF")
+    gateway = msg.get_attr("RTA_GATEWAY")
+    src = msg.get_attr("RTA_PREFSRC")
+    names = link_names(ipr)
+    return PeerPath(
+        dst=dst,
+        dev=names.get(int(oif)) if oif is not None else None,
+        gateway=ipaddress.ip_address(gateway) if gateway else None,
+        src=ipaddress.ip_address(src) if src else None,
+    )

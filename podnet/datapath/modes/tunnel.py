@@ -1,0 +1,107 @@
+"""Tunnel routing mode: 1 route, 1 neighbour and (VXLAN) 1 FDB entry per pod CIDR of each peer.
+
+For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and node IP 172.16.2.3:
+
+    ip neigh replace 10.244.2.1 lladdr M dev podnet_vxlan nud permanent
+    bridge fdb replace M dst 172.16.2.3 dev podnet_vxlan self permanent
+    ip route replace 10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan onlink src <local router ip> \
+        mtu <route mtu> proto 201
+
+(flannel's vxlan backend, with the peer's router IP as its VTEP address.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from podnet.datapath.modes.base import (
+    FdbEntry,
+    LocalNode,
+    Neighbour,
+    PeerIssue,
+    PeerPath,
+    PeerPlan,
+    Reach,
+    Route,
+    Severity,
+    family_of,
+    node_ip_for,
+)
+from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.model import NodeInfo
+
+if TYPE_CHECKING:
+    from podnet.config import AgentConfig
+
+
+class TunnelMode:
+    name = "tunnel"
+
+    def tunnel_device(self, config: AgentConfig) -> str | None:
+        return TUNNEL_PROTOCOLS[config.tunnel_protocol].device
+
+    def plan_peer(
+        self,
+        local: LocalNode,
+        peer: NodeInfo,
+        paths: Mapping[str, PeerPath],
+        config: AgentConfig,
+        route_mtu: int,
+    ) -> PeerPlan:
+        protocol = TUNNEL_PROTOCOLS[config.tunnel_protocol]
+        dev = protocol.device
+        underlay_ip = node_ip_for(peer, local.underlay_family)
+        missing = [
+            what
+            for what, value in (
+                (f"IPv{local.underlay_family} node address", underlay_ip),
+                ("VTEP MAC", peer.vtep_mac),
+            )
+            if value is None
+        ]
+        if missing:
+            return _unreachable(
+                peer, f"cannot tunnel to node {peer.name}: it publishes no {' or '.join(missing)}"
+            )
+        assert underlay_ip is not None and peer.vtep_mac is not None
+        mac = peer.vtep_mac.lower()
+        routes: list[Route] = []
+        neighbours: list[Neighbour] = []
+        issues: list[PeerIssue] = []
+        for cidr in peer.pod_cidrs:
+            family = family_of(cidr)
+            vtep_ip = peer.router_ip_for(family)
+            if vtep_ip is None:
+                issues.append(
+                    PeerIssue(
+                        peer.name,
+                        Severity.WARNING,
+                        f"skipping pod CIDR {cidr} of node {peer.name}: "
+                        f"it publishes no IPv{family} router IP",
+                    )
+                )
+                continue
+            neighbours.append(Neighbour(dst=vtep_ip, lladdr=mac, dev=dev))
+            routes.append(
+                Route(
+                    dst=cidr,
+                    dev=dev,
+                    gateway=vtep_ip,
+                    onlink=True,
+                    src=local.node.router_ip_for(family),
+                    mtu=route_mtu,
+                )
+            )
+        fdb = (FdbEntry(lladdr=mac, dst=underlay_ip, dev=dev),) if protocol.uses_fdb and routes else ()
+        return PeerPlan(
+            reach=Reach.TUNNEL if routes else Reach.UNREACHABLE,
+            routes=tuple(routes),
+            neighbours=tuple(neighbours),
+            fdb=fdb,
+            issues=tuple(issues),
+        )
+
+
+def _unreachable(peer: NodeInfo, message: str) -> PeerPlan:
+    return PeerPlan(reach=Reach.UNREACHABLE, issues=(PeerIssue(peer.name, Severity.WARNING, message),))

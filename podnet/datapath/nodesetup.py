@@ -1,0 +1,148 @@
+"""Node-level devices, idempotent: the podnet_host/podnet_net veth pair and the tunnel device.
+
+    ip link add podnet_host type veth peer name podnet_net        (both up)
+    ip addr add <router ip>/32 dev podnet_host                      (one per pod CIDR)
+    ip link add podnet_vxlan type vxlan id 1 dstport 8472 local <node ip> dev <underlay> nolearning
+    sysctl net.ipv4.ip_forward=1 net.ipv4.conf.{all,podnet_*}.rp_filter=0
+
+The VNI is 1 (flannel's default; one overlay per cluster, peers are told apart by VTEP MAC). The
+VTEP MAC is derived from the node name, so a restarted agent keeps it and peers' neighbour
+entries stay valid. The tunnel device is removed when the routing mode no longer tunnels. Only
+``podnet_`` devices are created or removed; sysctls are written in the node's namespace only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+from podnet import owned
+from podnet.config import AgentConfig
+from podnet.datapath import mtu
+from podnet.datapath.kernel import addr as kaddr
+from podnet.datapath.kernel import link as klink
+from podnet.datapath.kernel import sysctl as ksysctl
+from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.model import NodeInfo
+
+VXLAN_VNI = 1
+
+
+class NodeSetupError(RuntimeError):
+    """The node cannot be set up as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class NodeDevices:
+    """What node setup made: indexes for the reconciler and the VTEP MAC to publish."""
+
+    underlay_dev: str
+    underlay_index: int
+    underlay_mtu: int
+    host_index: int
+    net_index: int
+    tunnel_dev: str | None
+    tunnel_index: int | None
+    vtep_mac: str | None
+
+
+def vtep_mac_for(node_name: str) -> str:
+    """A stable, locally administered unicast MAC for the node's tunnel device."""
+    raw = bytearray(hashlib.sha256(f"podnet-vtep/{node_name}".encode()).digest()[:6])
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def node_sysctls(node: NodeInfo, tunnel_dev: str | None) -> dict[str, str]:
+    """The sysctls podnet needs in the node namespace: forwarding, and loose reverse-path
+    filtering on podnet's own devices (replies come back on a different device than they left)."""
+    settings = {"net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "0"}
+    for dev in (owned.HOST_DEV, owned.NET_DEV, tunnel_dev):
+        if dev is not None:
+            settings[f"net.ipv4.conf.{dev}.rp_filter"] = "0"
+    if any(a.version == 6 for a in node.router_ips):
+        settings["net.ipv6.conf.all.forwarding"] = "1"
+    return settings
+
+
+def setup_node(
+    ipr: IPRoute,
+    config: AgentConfig,
+    node: NodeInfo,
+    underlay_dev: str,
+    netns: str | None = None,
+    allow_initial_netns: bool = False,
+) -> NodeDevices:
+    """Create or fix the node's podnet devices. Sysctls go to the namespace ``ipr`` is bound to
+    (``IPRoute(netns=...)``), else ``netns``, else the caller's own namespace - which is refused
+    when that is the machine's initial namespace unless ``allow_initial_netns`` (a real node).
+    Returns what the agent publishes (VTEP MAC) and what the planner needs (underlay MTU)."""
+    ksysctl.refuse_initial_netns(ipr, "set up podnet devices", allow_initial_netns)
+    bound = ksysctl.socket_netns(ipr)
+    if bound and netns and bound != netns:
+        raise NodeSetupError(f"netlink socket is bound to namespace {bound} but netns={netns} was given")
+    netns = bound or netns
+    underlay_index = klink.link_index(ipr, underlay_dev)
+    if underlay_index is None:
+        raise NodeSetupError(
+            f"underlay device {underlay_dev} does not exist; set devices= to the node's uplink"
+        )
+    underlay_mtu = klink.link_mtu(ipr, underlay_index)
+    host_index, net_index = klink.ensure_veth_pair(ipr, owned.HOST_DEV, owned.NET_DEV)
+    _ensure_router_ips(ipr, host_index, node)
+    tunnel_dev, tunnel_index, vtep_mac = _ensure_tunnel(ipr, config, node, underlay_index, underlay_mtu)
+    ksysctl.ensure_sysctls(
+        node_sysctls(node, tunnel_dev), netns=netns, allow_initial_netns=allow_initial_netns
+    )
+    return NodeDevices(
+        underlay_dev=underlay_dev,
+        underlay_index=underlay_index,
+        underlay_mtu=underlay_mtu,
+        host_index=host_index,
+        net_index=net_index,
+        tunnel_dev=tunnel_dev,
+        tunnel_index=tunnel_index,
+        vtep_mac=vtep_mac,
+    )
+
+
+def _ensure_router_ips(ipr: IPRoute, host_index: int, node: NodeInfo) -> None:
+    """Exactly the node's router IPs (host routes) on podnet_host; link-local ones are left alone."""
+    wanted = {ipaddress.ip_interface(f"{a}/{a.max_prefixlen}") for a in node.router_ips}
+    for address in wanted:
+        kaddr.ensure_addr(ipr, host_index, address)
+    for address in kaddr.addresses(ipr, host_index) - wanted:
+        if not address.ip.is_link_local:
+            kaddr.delete_addr(ipr, host_index, address)
+
+
+def _ensure_tunnel(
+    ipr: IPRoute, config: AgentConfig, node: NodeInfo, underlay_index: int, underlay_mtu: int
+) -> tuple[str | None, int | None, str | None]:
+    wanted = TUNNEL_PROTOCOLS[config.tunnel_protocol] if config.tunnel_enabled else None
+    for protocol in TUNNEL_PROTOCOLS.values():
+        if protocol is not wanted:
+            klink.delete_link(ipr, protocol.device)
+    if wanted is None:
+        return None, None, None
+    if wanted.link_kind != "vxlan":
+        raise NodeSetupError(
+            f"tunnelProtocol={wanted.name}: podnet sets up only VXLAN devices; use tunnelProtocol=vxlan"
+        )
+    local = node.ipv4 or node.ipv6
+    if local is None:
+        raise NodeSetupError(f"node {node.name} has no underlay address to use as the VXLAN source")
+    family = local.version
+    spec = klink.VxlanSpec(
+        name=wanted.device,
+        vni=VXLAN_VNI,
+        port=config.tunnel_port,
+        local=local,
+        underlay_index=underlay_index,
+        mac=vtep_mac_for(node.name),
+        mtu=mtu.tunnel_device_mtu(config, underlay_mtu, family),
+    )
+    return wanted.device, klink.ensure_vxlan(ipr, spec), spec.mac

@@ -1,0 +1,140 @@
+"""The pure planner: (local node, peers, config, kernel paths) -> the desired per-peer datapath.
+
+No netlink, no I/O: every routing decision is a function of its arguments and is unit-tested
+without root. The routing mode (``podnet.datapath.modes``) decides what one peer needs; this
+module walks the peers, keeps one bad peer from affecting the others, and sorts the result so
+that two equal plans compare equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from podnet.datapath import mtu
+from podnet.datapath.modes import routing_mode
+from podnet.datapath.modes.base import (
+    DesiredState,
+    FdbEntry,
+    LocalNode,
+    Neighbour,
+    PeerIssue,
+    PeerPath,
+    PeerPlan,
+    Reach,
+    Route,
+    Severity,
+    node_ip_for,
+)
+from podnet.model import IPAddress, NodeInfo
+
+if TYPE_CHECKING:
+    from podnet.config import AgentConfig
+
+__all__ = [
+    "DesiredState",
+    "FdbEntry",
+    "LocalNode",
+    "Neighbour",
+    "PeerIssue",
+    "PeerPath",
+    "PeerPlan",
+    "Reach",
+    "Route",
+    "Severity",
+    "paths_needed",
+    "plan",
+]
+
+
+def paths_needed(local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig) -> tuple[IPAddress, ...]:
+    """Peer node IPs whose kernel path (``route_get``) the planner needs: only native mode with
+    autoDirectNodeRoutes looks at paths. Feed the answers to ``plan`` keyed by ``str(ip)``."""
+    if config.routing_mode != "native" or not config.auto_direct_node_routes:
+        return ()
+    wanted: list[IPAddress] = []
+    for peer in _remote(local, peers):
+        for family in sorted({c.version for c in peer.pod_cidrs}):
+            ip = node_ip_for(peer, family)
+            if ip is not None:
+                wanted.append(ip)
+    return tuple(wanted)
+
+
+def plan(
+    local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig, paths: Mapping[str, PeerPath]
+) -> DesiredState:
+    """The desired routes, neighbours and FDB entries towards every remote node's pod CIDRs."""
+    mode = routing_mode(config.routing_mode)
+    route_mtu = mtu.route_mtu(config, local.underlay_mtu, local.underlay_family)
+    routes: dict[str, Route] = {}
+    neighbours: set[Neighbour] = set()
+    fdb: set[FdbEntry] = set()
+    issues: list[PeerIssue] = []
+    reach: dict[str, Reach] = {}
+    for peer in _remote(local, peers):
+        if not peer.pod_cidrs:
+            reach[peer.name] = Reach.UNREACHABLE
+            issues.append(PeerIssue(peer.name, Severity.WARNING, f"node {peer.name} has no pod CIDR yet"))
+            continue
+        peer_plan = mode.plan_peer(local, peer, paths, config, route_mtu)
+        peer_plan = _drop_conflicts(peer, peer_plan, routes, local)
+        reach[peer.name] = peer_plan.reach
+        issues.extend(peer_plan.issues)
+        routes.update({str(r.dst): r for r in peer_plan.routes})
+        neighbours.update(peer_plan.neighbours)
+        fdb.update(peer_plan.fdb)
+    return DesiredState(
+        routes=tuple(sorted(routes.values(), key=lambda r: (r.dst.version, r.dst))),
+        neighbours=tuple(sorted(neighbours, key=lambda n: (n.dst.version, n.dst, n.dev))),
+        fdb=tuple(sorted(fdb, key=lambda f: (f.lladdr, str(f.dst), f.dev))),
+        issues=tuple(issues),
+        reach=tuple(sorted(reach.items())),
+        route_mtu=route_mtu,
+        tunnel_device=mode.tunnel_device(config),
+    )
+
+
+def _remote(local: LocalNode, peers: Sequence[NodeInfo]) -> list[NodeInfo]:
+    return sorted((p for p in peers if p.name != local.node.name), key=lambda p: p.name)
+
+
+def _drop_conflicts(
+    peer: NodeInfo, peer_plan: PeerPlan, taken: Mapping[str, Route], local: LocalNode
+) -> PeerPlan:
+    """Refuse a peer's routes that overlap the local pod CIDRs or another peer's route for the
+    same CIDR (two nodes claiming one CIDR is a store bug; the first by name keeps it)."""
+    kept: list[Route] = []
+    issues = list(peer_plan.issues)
+    for route in peer_plan.routes:
+        clash = next(
+            (c for c in local.node.pod_cidrs if c.version == route.dst.version and c.overlaps(route.dst)),
+            None,
+        )
+        if clash is not None:
+            issues.append(
+                PeerIssue(
+                    peer.name,
+                    Severity.ERROR,
+                    f"ignoring pod CIDR {route.dst} of node {peer.name}: overlaps the local pod CIDR {clash}",
+                )
+            )
+        elif str(route.dst) in taken:
+            issues.append(
+                PeerIssue(
+                    peer.name,
+                    Severity.ERROR,
+                    f"ignoring pod CIDR {route.dst} of node {peer.name}: another node already claims it",
+                )
+            )
+        else:
+            kept.append(route)
+    if len(kept) == len(peer_plan.routes):
+        return peer_plan
+    return PeerPlan(
+        reach=peer_plan.reach if kept else Reach.UNREACHABLE,
+        routes=tuple(kept),
+        neighbours=peer_plan.neighbours,
+        fdb=peer_plan.fdb,
+        issues=tuple(issues),
+    )

@@ -1,0 +1,243 @@
+"""The lab's cluster layer: the operator, one agent per node, and pods wired by the CNI plugin.
+
+Pods are created exactly as a container runtime does it: a network namespace per pod, then the
+``podnet-cni`` binary executed inside the node's namespace with the CNI environment and the
+network configuration on stdin. ``lab down`` runs CNI DEL for every pod before the agents stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from podnet.lab import state as st
+from podnet.lab.build import LabError
+from podnet.lab.controlplane import etcd_endpoint
+from podnet.lab.topology import Host, Pod, Topology
+from podnet.util import netns
+from podnet.util.proc import spawn
+
+CNI_VERSION = "1.1.0"
+AGENT_READY_TIMEOUT = 30.0
+
+
+class ClusterError(LabError):
+    """The lab's cluster did not come up; the message carries the end of the log to read."""
+
+
+def log_tail(path: str | Path, lines: int = 8) -> str:
+    """The last lines of a log, for error messages (a failed ``lab up`` removes the lab dir)."""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n    | ".join(["", *text[-lines:]]) if text else ""
+
+
+def node_dir(lab: str, node: str) -> Path:
+    return st.lab_dir(lab) / "nodes" / node
+
+
+def agent_socket(lab: str, node: str) -> Path:
+    return node_dir(lab, node) / "agent.sock"
+
+
+def _venv_bin(name: str) -> str:
+    """A console script of this installation (the venv's), so that namespaces run the same code."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def pool_settings(topo: Topology) -> tuple[list[str], int]:
+    from podnet.config import load_config
+
+    cfg = load_config(topo.node_config(topo.nodes[0].name), {}, {"nodeName": topo.nodes[0].name})
+    return [str(c) for c in cfg.cluster_pool_ipv4_cidrs], cfg.cluster_pool_ipv4_mask_size
+
+
+def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
+    """The agent's YAML: the cluster's settings, the node's overrides, and the lab's wiring."""
+    cfg = topo.node_config(node.name)
+    cfg.update(
+        {
+            "nodeName": node.name,
+            "etcd": {**cfg.get("etcd", {}), "endpoints": [etcd_endpoint(topo)]},
+            "agentSocket": str(agent_socket(topo.name, node.name)),
+            "stateDir": str(node_dir(topo.name, node.name) / "state"),
+            "devices": ["eth0"],
+        }
+    )
+    return cfg
+
+
+def validate_cluster_config(topo: Topology) -> None:
+    """Every node's agent configuration must load; fails before anything is created."""
+    from podnet.config import ConfigError, load_config
+
+    for node in topo.nodes:
+        try:
+            load_config(agent_config(topo, node), {}, None)
+        except ConfigError as e:
+            where = f"nodes.{node.name}.config" if node.config else "cluster"
+            raise ClusterError(f"{where}: {e}") from e
+
+
+def ensure_operator(topo: Topology, state: st.LabState) -> int:
+    rec = state.process("operator")
+    if rec is not None and rec.running():
+        return 0
+    pools, mask = pool_settings(topo)
+    cp_ns = st.ns_name(topo.name, topo.control_plane.name)
+    log = st.lab_dir(topo.name) / "logs" / "operator.log"
+    argv = [
+        _venv_bin("podnet"), "operator", "--etcd-endpoints", etcd_endpoint(topo),
+        "--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask),
+        "--grace-period", "60",
+    ]  # fmt: skip
+    proc = spawn(argv, cp_ns, log)
+    state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
+    return 1
+
+
+def start_agent(topo: Topology, state: st.LabState, node: Host) -> int:
+    """Start ``node``'s agent unless its recorded process still runs; returns changes (0 or 1)."""
+    name = f"agent-{node.name}"
+    rec = state.process(name)
+    if rec is not None and rec.running():
+        return 0
+    d = node_dir(topo.name, node.name)
+    d.mkdir(parents=True, exist_ok=True)
+    conf = d / "agent.yaml"
+    conf.write_text(yaml.safe_dump(agent_config(topo, node), sort_keys=True))
+    argv = [_venv_bin("podnet"), "agent", "--config", str(conf)]
+    if node.pod_cidr is not None:
+        argv += ["--requested-pod-cidr", str(node.pod_cidr)]
+    log = st.lab_dir(topo.name) / "logs" / f"agent-{node.name}.log"
+    proc = spawn(argv, st.ns_name(topo.name, node.name), log)
+    state.add_process(st.ProcessRecord(name, proc.pid, st.ns_name(topo.name, node.name), argv, str(log)))
+    return 1
+
+
+def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """Wait until every agent answers ``status`` with ready; name the log of the one that did not."""
+    deadline = time.monotonic() + timeout
+    pending = {n.name for n in topo.nodes}
+    last: dict[str, str] = {}
+    while pending and time.monotonic() < deadline:
+        for name in sorted(pending):
+            rec = state.process(f"agent-{name}")
+            if rec is not None and not rec.running():
+                raise ClusterError(f"the agent of {name} exited during start:{log_tail(rec.log)}")
+            try:
+                status = agent_request(topo.name, name, {"op": "status"}, timeout=2.0)
+            except OSError as e:
+                last[name] = str(e)
+                continue
+            if status.get("ready"):
+                pending.discard(name)
+            else:
+                last[name] = json.dumps(status)[:300]
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        name = sorted(pending)[0]
+        rec = state.process(f"agent-{name}")
+        raise ClusterError(
+            f"the agent of {name} is not ready after {timeout:g}s ({last.get(name, 'no answer')}); "
+            f"{log_tail(rec.log) if rec else ''}"
+        )
+
+
+def agent_request(lab: str, node: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """One request to a node agent's local API (a unix socket: reachable from any namespace)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(agent_socket(lab, node)))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data or b"{}")
+
+
+def netconf(lab: str, node: str) -> dict[str, Any]:
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": "podnet",
+        "type": "podnet",
+        "agentSocket": str(agent_socket(lab, node)),
+    }
+
+
+def container_id(lab: str, pod: str) -> str:
+    return f"{lab}-{pod}"
+
+
+def run_cni(lab: str, pod: Pod, command: str) -> tuple[int, dict[str, Any]]:
+    """Execute the CNI plugin for ``pod`` as a runtime does; returns (exit status, JSON output)."""
+    pod_ns = st.ns_name(lab, pod.name)
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id(lab, pod.name),
+        "CNI_NETNS": str(netns.NETNS_DIR / pod_ns),
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(Path(_venv_bin("podnet-cni")).parent),
+        "CNI_ARGS": f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE=default",
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    }
+    res = subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(lab, pod.node), _venv_bin("podnet-cni")],
+        input=json.dumps(netconf(lab, pod.node)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    try:
+        out = json.loads(res.stdout) if res.stdout.strip() else {}
+    except json.JSONDecodeError:
+        out = {"msg": res.stdout.strip(), "details": res.stderr.strip()}
+    return res.returncode, out
+
+
+def ensure_pod(topo: Topology, state: st.LabState, pod: Pod) -> int:
+    """Pod namespace + CNI ADD, unless CNI CHECK says the pod is already wired."""
+    pod_ns = st.ns_name(topo.name, pod.name)
+    pods = state.info.setdefault("podIPs", {})
+    if netns.exists(pod_ns) and pod.name in pods:
+        code, _ = run_cni(topo.name, pod, "CHECK")
+        if code == 0:
+            return 0
+    state.add_namespace(pod_ns)
+    netns.create(pod_ns)
+    code, out = run_cni(topo.name, pod, "ADD")
+    if code != 0:
+        raise ClusterError(
+            f"CNI ADD of pod {pod.name} on {pod.node} failed (code {out.get('code')}): {out.get('msg')} "
+            f"{out.get('details', '')}".strip()
+        )
+    ips = [ip["address"].split("/")[0] for ip in out.get("ips", [])]
+    pods[pod.name] = {"node": pod.node, "ips": ips}
+    state.save()
+    return 1
+
+
+def delete_pods(lab: str, state: st.LabState) -> None:
+    """CNI DEL of every pod the lab wired, while its agent runs (teardown removes the rest)."""
+    for name, info in list(state.info.get("podIPs", {}).items()):
+        rec = state.process(f"agent-{info['node']}")
+        if rec is not None and rec.running():
+            run_cni(lab, Pod(name, info["node"]), "DEL")

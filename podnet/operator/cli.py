@@ -1,0 +1,65 @@
+"""``podnet operator``: run the cluster-pool operator against an etcd until SIGTERM/SIGINT.
+
+    podnet operator --etcd-endpoints http://10.0.0.1:2379 \
+        --cluster-pool-ipv4-cidr 10.244.0.0/16 --cluster-pool-ipv4-mask-size 24 --grace-period 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from podnet.ipam.cidr import CIDRError, parse_pool_spec
+from podnet.operator.cluster_pool import run_operator
+from podnet.store.client import Store, StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="podnet operator", description=__doc__.splitlines()[0])
+    parser.add_argument("--etcd-endpoints", required=True, help="comma-separated, e.g. http://IP:2379")
+    parser.add_argument(
+        "--cluster-pool-ipv4-cidr",
+        action="append",
+        required=True,
+        help="cluster pool CIDR (repeat or comma-separate for several): clusterPoolIPv4PodCIDRList",
+    )
+    parser.add_argument("--cluster-pool-ipv4-mask-size", type=int, default=24, help="per-node mask size")
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=60.0,
+        help="seconds a node may be gone before its CIDR is reclaimed",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    pools = [c for item in args.cluster_pool_ipv4_cidr for c in item.split(",") if c.strip()]
+    try:
+        spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size)
+    except CIDRError as exc:
+        print(f"podnet operator: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        with Store(args.etcd_endpoints) as store:
+            run_operator(store, spec, spec.mask_size, args.grace_period, stop)
+    except StoreError as exc:
+        print(f"podnet operator: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

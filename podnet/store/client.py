@@ -1,0 +1,290 @@
+"""A thin typed wrapper over etcd3gw (etcd's /v3 grpc-gateway): KV, transactions, leases.
+
+Values are bytes in etcd; callers here pass ``str``/``bytes`` and get ``KV`` records with the
+revisions needed for compare-and-swap. Every etcd failure becomes a ``StoreError`` that names the
+endpoint. One ``Store`` is one HTTP session: give each thread its own (``Store.clone()``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import etcd3gw
+from etcd3gw import exceptions as etcd_exc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class StoreError(RuntimeError):
+    """etcd could not be reached or refused a request; the message names the endpoint."""
+
+
+@dataclass(frozen=True)
+class KV:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    lease: int = 0
+
+    def text(self) -> str:
+        return self.value.decode()
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: tuple[dict[str, Any], ...]
+
+
+def _b64(data: str | bytes) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.b64encode(raw).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    raw = bytearray(prefix.encode())
+    raw[-1] += 1
+    return _b64(bytes(raw))
+
+
+def _kv_from_json(item: dict[str, Any]) -> KV:
+    return KV(
+        key=base64.b64decode(item["key"]).decode(),
+        value=base64.b64decode(item.get("value", "")),
+        create_revision=int(item.get("create_revision", 0)),
+        mod_revision=int(item.get("mod_revision", 0)),
+        lease=int(item.get("lease", 0)),
+    )
+
+
+# Transaction building blocks, in the grpc-gateway JSON form of etcd's TxnRequest.
+def cmp_absent(key: str) -> dict[str, Any]:
+    """Compare: ``key`` does not exist (its create_revision is 0)."""
+    return {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
+
+def cmp_mod_revision(key: str, mod_revision: int) -> dict[str, Any]:
+    """Compare: ``key`` was last modified at ``mod_revision`` (0 means: absent)."""
+    return {"key": _b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(mod_revision)}
+
+
+def op_put(key: str, value: str | bytes, lease: int = 0) -> dict[str, Any]:
+    put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+    if lease:
+        put["lease"] = str(lease)
+    return {"request_put": put}
+
+
+def op_delete(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+class Store:
+    """KV, transactions and leases on one etcd endpoint (``http://IP:PORT``)."""
+
+    def __init__(self, endpoints: Sequence[str] | str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        eps = [e.strip() for ep in eps for e in ep.split(",") if e.strip()]
+        if not eps:
+            raise StoreError("no etcd endpoint given: pass --etcd-endpoints http://IP:2379")
+        self.endpoints = tuple(eps)
+        self.endpoint = eps[0]
+        parts = urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreError(f"invalid etcd endpoint {self.endpoint!r}: write it as http://IP:PORT")
+        self.host = parts.hostname
+        self.port = parts.port or 2379
+        self.protocol = parts.scheme
+        self.timeout = timeout
+        self._client = etcd3gw.client(
+            host=self.host, port=self.port, protocol=self.protocol, timeout=timeout, api_path="/v3/"
+        )
+
+    def clone(self) -> Store:
+        """A new ``Store`` (own HTTP session) on the same endpoints, for another thread."""
+        return Store(self.endpoints, self.timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self._client.base_url
+
+    def close(self) -> None:
+        self._client.session.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except etcd_exc.Etcd3Exception as exc:
+            detail = getattr(exc, "detail_text", "") or str(exc)
+            raise StoreError(
+                f"etcd at {self.endpoint}: {what} failed: {type(exc).__name__} {detail}".strip()
+                + "; check that etcd is running and --etcd-endpoints points at it"
+            ) from exc
+
+    def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        url = self._client.get_url(path)
+        return self._call(what, lambda: self._client.post(url, json=body))
+
+    # --- KV -------------------------------------------------------------------------------
+    def get(self, key: str) -> KV | None:
+        result = self._post(f"get {key}", "/kv/range", {"key": _b64(key)})
+        kvs = result.get("kvs", [])
+        return _kv_from_json(kvs[0]) if kvs else None
+
+    def list_prefix(self, prefix: str, revision: int = 0) -> tuple[list[KV], int]:
+        """All keys under ``prefix`` (sorted by key) and the store revision they were read at.
+
+        Pass the ``revision`` of an earlier list to read several prefixes as one consistent snapshot.
+        """
+        body: dict[str, Any] = {
+            "key": _b64(prefix),
+            "range_end": _prefix_end(prefix),
+            "sort_order": 1,
+            "sort_target": 0,
+        }
+        if revision:
+            body["revision"] = str(revision)
+        result = self._post(f"list {prefix}", "/kv/range", body)
+        read_at = revision or int(result.get("header", {}).get("revision", 0))
+        return [_kv_from_json(i) for i in result.get("kvs", [])], read_at
+
+    def put(self, key: str, value: str | bytes, lease: int = 0) -> int:
+        """Write ``key``; returns the new store revision."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        result = self._post(f"put {key}", "/kv/put", body)
+        return int(result.get("header", {}).get("revision", 0))
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed. Deleting an absent key is not an error."""
+        result = self._post(f"delete {key}", "/kv/deleterange", {"key": _b64(key)})
+        return int(result.get("deleted", 0)) > 0
+
+    def delete_prefix(self, prefix: str) -> int:
+        body = {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
+        result = self._post(f"delete {prefix}*", "/kv/deleterange", body)
+        return int(result.get("deleted", 0))
+
+    # --- transactions -----------------------------------------------------------------------
+    def txn(
+        self,
+        compare: Sequence[dict[str, Any]],
+        success: Sequence[dict[str, Any]],
+        failure: Sequence[dict[str, Any]] = (),
+    ) -> TxnResult:
+        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        result = self._post("transaction", "/kv/txn", body)
+        return TxnResult(
+            succeeded=bool(result.get("succeeded", False)),
+            revision=int(result.get("header", {}).get("revision", 0)),
+            responses=tuple(result.get("responses", [])),
+        )
+
+    def create(self, key: str, value: str | bytes, lease: int = 0) -> bool:
+        """Put ``key`` only if it is absent; False if someone else has it."""
+        return self.txn([cmp_absent(key)], [op_put(key, value, lease)]).succeeded
+
+    def update(self, key: str, value: str | bytes, mod_revision: int, lease: int = 0) -> bool:
+        """Put ``key`` only if it is still at ``mod_revision`` (compare-and-swap)."""
+        return self.txn([cmp_mod_revision(key, mod_revision)], [op_put(key, value, lease)]).succeeded
+
+    def delete_if(self, key: str, mod_revision: int) -> bool:
+        """Delete ``key`` only if it is still at ``mod_revision``."""
+        return self.txn([cmp_mod_revision(key, mod_revision)], [op_delete(key)]).succeeded
+
+    # --- leases -----------------------------------------------------------------------------
+    def grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; returns its ID."""
+        result = self._post(f"grant lease ttl={ttl}", "/lease/grant", {"TTL": str(ttl), "ID": "0"})
+        return int(result["ID"])
+
+    def keepalive_once(self, lease: int) -> int:
+        """Refresh ``lease``; returns its new TTL, or -1 when it has already expired."""
+        result = self._post(f"keepalive lease {lease:x}", "/lease/keepalive", {"ID": str(lease)})
+        return int(result.get("result", {}).get("TTL", -1))
+
+    def revoke(self, lease: int) -> None:
+        """Revoke ``lease`` (its keys go); revoking an expired lease is not an error."""
+        try:
+            self._post(f"revoke lease {lease:x}", "/kv/lease/revoke", {"ID": str(lease)})
+        except StoreError as exc:
+            if "not found" not in str(exc):
+                raise
+
+    def time_to_live(self, lease: int) -> int:
+        result = self._post(f"ttl of lease {lease:x}", "/kv/lease/timetolive", {"ID": str(lease)})
+        return int(result.get("TTL", -1))
+
+
+class LeaseKeeper:
+    """Holds a lease alive from a background thread; re-grants it if it was lost.
+
+    ``on_granted(lease_id)`` runs after every grant (the first one included, in the caller's
+    thread), so keys that must live on the lease are written again after a loss (etcd down longer
+    than the TTL). ``close()`` stops the thread and, by default, revokes the lease.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        ttl: int,
+        on_granted: Callable[[int], None] | None = None,
+        interval: float | None = None,
+    ) -> None:
+        if ttl < 2:
+            raise ValueError(f"lease TTL {ttl}s is too short: use at least 2 seconds")
+        self._store = store.clone()
+        self.ttl = ttl
+        self._on_granted = on_granted
+        self._interval = interval if interval is not None else max(ttl / 3.0, 0.5)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.lease_id = self._grant()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{self.lease_id:x}", daemon=True)
+        self._thread.start()
+
+    def _grant(self) -> int:
+        lease = self._store.grant(self.ttl)
+        if self._on_granted is not None:
+            self._on_granted(lease)
+        return lease
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    if self._store.keepalive_once(self.lease_id) <= 0:
+                        log.warning("lease %x expired; granting a new one", self.lease_id)
+                        self.lease_id = self._grant()
+            except Exception as exc:  # keep trying: etcd may be restarting
+                log.warning("lease %x keepalive failed: %s", self.lease_id, exc)
+
+    def close(self, revoke: bool = True) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._store.timeout + 1)
+        with self._lock:
+            if revoke:
+                try:
+                    self._store.revoke(self.lease_id)
+                except StoreError as exc:
+                    log.warning("could not revoke lease %x: %s", self.lease_id, exc)
+            self._store.close()

@@ -1,0 +1,184 @@
+"""Start and stop a real etcd (Debian ``etcd-server``, 3.4) as a child process, optionally in a netns.
+
+One single-member cluster per call. With ``netns`` the command is ``ip netns exec NAME etcd ...``
+(``ip`` execs etcd, so the recorded PID is etcd's own). Startup waits for ``/health`` to answer
+true, bounded by a timeout; a failure names the log file. ``stop()`` acts only on the recorded PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from podnet.util import netns as netns_util
+
+ETCD_BINARY = "etcd"
+DEFAULT_START_TIMEOUT = 15.0
+
+
+class EtcdStartError(RuntimeError):
+    """etcd did not come up; the message names the log file to read."""
+
+
+@dataclass(frozen=True)
+class EtcdProcess:
+    name: str
+    pid: int
+    client_urls: tuple[str, ...]
+    data_dir: Path
+    log_path: Path
+    netns: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.client_urls[0]
+
+    def alive(self) -> bool:
+        return _is_our_etcd(self.pid)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the recorded PID (only if it is still an etcd), SIGKILL after ``grace`` seconds."""
+        stop_pid(self.pid, grace)
+
+
+def _is_our_etcd(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state != "Z" and any(Path(arg.decode(errors="replace")).name == ETCD_BINARY for arg in cmdline[:1])
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, grace: float = 5.0) -> None:
+    """Stop the etcd with ``pid``; does nothing if that PID is gone or is no longer an etcd."""
+    if not _is_our_etcd(pid):
+        _reap(pid)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _is_our_etcd(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        _reap(pid)
+        if not _is_our_etcd(pid):
+            return
+        time.sleep(0.02)
+
+
+def etcd_command(name: str, data_dir: Path, client_urls: Sequence[str], peer_url: str) -> list[str]:
+    urls = ",".join(client_urls)
+    return [
+        ETCD_BINARY,
+        "--name", name,
+        "--data-dir", str(data_dir),
+        "--listen-client-urls", urls,
+        "--advertise-client-urls", urls,
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"{name}={peer_url}",
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", f"podnet-{name}",
+        "--logger", "zap",
+        "--log-outputs", "stderr",
+    ]  # fmt: skip
+
+
+def start_etcd(
+    name: str,
+    data_dir: str | Path,
+    client_urls: Sequence[str] | str,
+    peer_url: str,
+    netns: str | None,
+    log_path: str | Path,
+    timeout: float = DEFAULT_START_TIMEOUT,
+) -> EtcdProcess:
+    """Run etcd (inside ``netns`` if given), wait until healthy, return its ``EtcdProcess``."""
+    if shutil.which(ETCD_BINARY) is None:
+        raise EtcdStartError("etcd binary not found in PATH: install the Debian package etcd-server")
+    urls = (client_urls,) if isinstance(client_urls, str) else tuple(client_urls)
+    data_dir, log_path = Path(data_dir), Path(log_path)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = etcd_command(name, data_dir, urls, peer_url)
+    if netns is not None:
+        if not netns_util.exists(netns):
+            raise EtcdStartError(f"cannot start etcd {name}: network namespace {netns} does not exist")
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    env = dict(os.environ)
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    etcd = EtcdProcess(name, proc.pid, urls, data_dir, log_path, netns)
+    try:
+        _wait_healthy(etcd, proc, timeout)
+    except BaseException:
+        etcd.stop(grace=1.0)
+        proc.wait(timeout=2)
+        raise
+    return etcd
+
+
+def _wait_healthy(etcd: EtcdProcess, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise EtcdStartError(
+                f"etcd {etcd.name} exited with status {code} during startup; see {etcd.log_path}"
+            )
+        ok, last = health(etcd.endpoint, etcd.netns)
+        if ok:
+            return
+        time.sleep(0.05)
+    raise EtcdStartError(
+        f"etcd {etcd.name} (pid {etcd.pid}) not healthy at {etcd.endpoint} after {timeout:g}s "
+        f"({last}); see {etcd.log_path}"
+    )
+
+
+def health(endpoint: str, netns: str | None = None, timeout: float = 1.0) -> tuple[bool, str]:
+    """Ask ``endpoint``/health (from inside ``netns`` if given); (healthy, detail)."""
+    url = endpoint.rstrip("/") + "/health"
+    try:
+        if netns is None:
+            body = _fetch(url, timeout)
+        else:
+            with netns_util.entered(netns):  # the socket is made, and stays, inside the netns
+                body = _fetch(url, timeout)
+    except (OSError, urllib.error.URLError) as exc:
+        return False, str(exc)
+    try:
+        return json.loads(body).get("health") == "true", body
+    except ValueError:
+        return False, body
+
+
+def _fetch(url: str, timeout: float) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=timeout) as resp:
+        return resp.read().decode()

@@ -1,0 +1,280 @@
+"""The real ``podnet-cni`` shim, run as a container runtime runs it, against an agent API in-process.
+
+Each test builds a "node" namespace with the router IP on a veth (``podnet_host``), pod namespaces,
+a ``CniHandler`` bound to the node namespace and an API socket in ``tmp_path``; the shim runs as
+``ip netns exec <node> .venv/bin/podnet-cni`` with CNI_* in its environment and the netconf on stdin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import IPRoute
+
+from podnet import owned
+from podnet.agent import api
+from podnet.agent.cni_handler import CniHandler, InMemoryAllocator
+from podnet.cni import spec
+from podnet.util import netns
+
+pytestmark = pytest.mark.kernel
+
+SHIM = Path(sys.executable).parent / "podnet-cni"
+ROUTER = ipaddress.IPv4Address("10.77.0.1")
+ROUTE_MTU = 1400
+CONF = {"cniVersion": "1.1.0", "name": "podnet", "type": "podnet"}
+
+
+@dataclass
+class Node:
+    ns: str
+    sock: Path
+    handler: CniHandler
+    allocator: InMemoryAllocator
+
+    def cni(
+        self,
+        command: str,
+        cid: str = "",
+        netns_path: str = "",
+        ifname: str = "eth0",
+        config: dict[str, Any] | None = None,
+        stdin: bytes | None = None,
+    ) -> tuple[int, dict[str, Any] | None]:
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": netns_path,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": "/opt/cni/bin",
+            "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+            spec.SOCKET_ENV: str(self.sock),
+        }
+        data = stdin if stdin is not None else json.dumps(config or CONF).encode()
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.ns, str(SHIM)], input=data, env=env, capture_output=True, timeout=60
+        )
+        out = proc.stdout.decode().strip()
+        return proc.returncode, (json.loads(out) if out else None)
+
+    def lxc_links(self) -> list[str]:
+        with IPRoute(netns=self.ns, flags=0) as ipr:
+            names = [link.get("IFLA_IFNAME") for link in ipr.link("dump")]
+        return sorted(n for n in names if n.startswith(owned.ENDPOINT_PREFIX))
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def ping(ns: str, target: str) -> bool:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "ping", "-c1", "-W1", target], capture_output=True, timeout=30
+    )
+    return proc.returncode == 0
+
+
+def pod_path(ns: str) -> str:
+    return f"/run/netns/{ns}"
+
+
+@pytest.fixture
+def make_node(netns_factory: Callable[[str], str], tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    servers: list[api.ApiServer] = []
+
+    def make(cidr: str = "10.77.0.0/24", fail_after_ipam: bool = False) -> Node:
+        ns = netns_factory(f"node{len(servers)}")
+        with IPRoute(netns=ns, flags=0) as ipr:
+            ipr.link("add", ifname=owned.HOST_DEV, kind="veth", peer={"ifname": owned.NET_DEV})
+            host = ipr.link_lookup(ifname=owned.HOST_DEV)[0]
+            ipr.addr("add", index=host, address=str(ROUTER), prefixlen=32)
+            for name in (owned.HOST_DEV, owned.NET_DEV):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        netns.write_sysctl(ns, {"net.ipv4.ip_forward": "1"})
+        allocator = InMemoryAllocator(ipaddress.IPv4Network(cidr), reserved=[ROUTER])
+        handler = CniHandler(
+            ns,
+            allocator,
+            ROUTER,
+            ROUTE_MTU,
+            tmp_path / f"store{len(servers)}",
+            fail_after_ipam=fail_after_ipam,
+        )
+        sock = tmp_path / f"agent{len(servers)}.sock"
+        servers.append(api.serve(sock, handler))
+        return Node(ns=ns, sock=sock, handler=handler, allocator=allocator)
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def test_add_wires_pods_that_reach_router_and_each_other(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod_a, pod_b = netns_factory("poda"), netns_factory("podb")
+    rc, result = node.cni("ADD", "cid-a", pod_path(pod_a))
+    assert rc == 0, result
+    assert result is not None and result["cniVersion"] == "1.1.0"
+    host_if = owned.endpoint_host_ifname("cid-a", "eth0")
+    assert [i["name"] for i in result["interfaces"]] == [host_if, "eth0"]
+    assert result["interfaces"][1]["sandbox"] == pod_path(pod_a)
+    addr_a = result["ips"][0]["address"]
+    assert addr_a == "10.77.0.2/32" and result["ips"][0]["gateway"] == str(ROUTER)
+    assert result["ips"][0]["interface"] == 1 and "version" not in result["ips"][0]
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": str(ROUTER), "mtu": ROUTE_MTU}]
+    rc, result_b = node.cni("ADD", "cid-b", pod_path(pod_b))
+    assert rc == 0 and result_b is not None
+    addr_b = result_b["ips"][0]["address"]
+    assert addr_b != addr_a
+
+    assert f"default via {ROUTER} dev eth0" in ip("-n", pod_a, "route")
+    assert f"mtu {ROUTE_MTU}" in ip("-n", pod_a, "route")
+    assert f"10.77.0.2 dev {host_if} proto 201 scope link" in ip("-n", node.ns, "route")
+    assert ping(pod_a, str(ROUTER))
+    assert ping(pod_a, addr_b.split("/")[0])
+    assert ping(pod_b, addr_a.split("/")[0])
+    assert node.handler.records()[0].pod_name == "web"
+
+    assert node.cni("CHECK", "cid-b", pod_path(pod_b))[0] == 0
+    ip("-n", pod_b, "addr", "flush", "dev", "eth0")
+    rc, err = node.cni("CHECK", "cid-b", pod_path(pod_b))
+    assert rc != 0 and err is not None and err["code"] == spec.ERR_CHECK_FAILED
+    assert addr_b in err["details"]
+
+    assert node.cni("DEL", "cid-a", pod_path(pod_a)) == (0, None)
+    assert node.cni("DEL", "cid-a", pod_path(pod_a)) == (0, None)
+    assert node.lxc_links() == [owned.endpoint_host_ifname("cid-b", "eth0")]
+    assert "cid-a/eth0" not in node.allocator.allocated()
+    assert not ping(pod_b, addr_a.split("/")[0])
+
+
+def test_old_cni_version_gets_old_result_form(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod = netns_factory("pod")
+    rc, result = node.cni("ADD", "cid-old", pod_path(pod), config={**CONF, "cniVersion": "0.4.0"})
+    assert rc == 0 and result is not None
+    assert result["cniVersion"] == "0.4.0"
+    assert result["ips"][0]["version"] == "4" and "mtu" not in result["routes"][0]
+
+
+def test_del_succeeds_when_netns_is_gone(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod = netns_factory("gone")
+    assert node.cni("ADD", "cid-gone", pod_path(pod))[0] == 0
+    netns.remove(pod)  # the runtime tore the sandbox down first: the veth died with it
+    assert node.cni("DEL", "cid-gone", pod_path(pod)) == (0, None)
+    assert node.cni("DEL", "cid-gone", "") == (0, None)
+    assert node.lxc_links() == []
+    assert node.allocator.allocated() == {}
+    assert node.handler.records() == []
+
+
+def assert_nothing_left(node: Node, pod: str, cid: str) -> None:
+    assert owned.endpoint_host_ifname(cid, "eth0") not in node.lxc_links()
+    assert f"{cid}/eth0" not in node.allocator.allocated()
+    assert all(r.container_id != cid for r in node.handler.records())
+    if netns.exists(pod):
+        assert "10.77." not in ip("-n", pod, "addr")
+        assert "eth0" not in ip("-n", pod, "link")
+
+
+@pytest.mark.parametrize(
+    ("scenario", "code"),
+    [
+        ("bad-netns", spec.ERR_NETNS_NOT_FOUND),
+        ("malformed-stdin", spec.ERR_DECODE),
+        ("missing-env", spec.ERR_INVALID_ENV),
+        ("fail-after-ipam", spec.ERR_INJECTED),
+        ("ifname-taken", spec.ERR_INTERFACE_SETUP),
+    ],
+)
+def test_failed_add_leaves_nothing_behind(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str], scenario: str, code: int
+) -> None:
+    node = make_node(fail_after_ipam=scenario == "fail-after-ipam")
+    pod = netns_factory("pod")
+    path = pod_path(pod)
+    if scenario == "ifname-taken":
+        with IPRoute(netns=pod, flags=0) as ipr:
+            ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "other0"})
+    if scenario == "bad-netns":
+        path = pod_path(f"{pod}-does-not-exist")
+    stdin = b'{"cniVersion": "1.1.0", "name": ' if scenario == "malformed-stdin" else None
+    rc, err = node.cni("ADD", "cid-fail", "" if scenario == "missing-env" else path, stdin=stdin)
+    assert rc != 0 and err is not None
+    assert err["code"] == code and err["cniVersion"] == "1.1.0" and err["msg"]
+    if scenario == "ifname-taken":
+        assert "eth0" in ip("-n", pod, "link")  # not ours: left alone
+        assert owned.endpoint_host_ifname("cid-fail", "eth0") not in node.lxc_links()
+        assert node.allocator.allocated() == {}
+    else:
+        assert_nothing_left(node, pod, "cid-fail")
+    assert node.allocator.allocated() == {}
+
+
+def test_exhausted_allocator_and_status(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node(cidr="10.77.0.0/30")  # .0 network, .1 router, .3 broadcast: one pod fits
+    pod_a, pod_b = netns_factory("poda"), netns_factory("podb")
+    assert node.cni("STATUS") == (0, None)
+    assert node.cni("ADD", "cid-a", pod_path(pod_a))[0] == 0
+    rc, err = node.cni("ADD", "cid-b", pod_path(pod_b))
+    assert rc != 0 and err is not None and err["code"] == spec.ERR_IPAM_EXHAUSTED
+    assert "10.77.0.0/30" in err["details"]
+    assert_nothing_left(node, pod_b, "cid-b")
+    rc, err = node.cni("STATUS")
+    assert rc != 0 and err is not None and err["code"] == spec.ERR_PLUGIN_NOT_AVAILABLE
+    assert node.cni("DEL", "cid-a", pod_path(pod_a)) == (0, None)
+    assert node.cni("STATUS") == (0, None)
+
+
+def test_version_through_the_real_binary(make_node: Callable[..., Node]) -> None:
+    node = make_node()
+    rc, out = node.cni("VERSION", stdin=b'{"cniVersion": "1.0.0"}')
+    assert rc == 0 and out == {"cniVersion": "1.1.0", "supportedVersions": list(spec.SUPPORTED_VERSIONS)}
+
+
+def test_gc_removes_attachments_not_listed_and_orphan_links(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod_a, pod_b = netns_factory("poda"), netns_factory("podb")
+    assert node.cni("ADD", "cid-a", pod_path(pod_a))[0] == 0
+    assert node.cni("ADD", "cid-b", pod_path(pod_b))[0] == 0
+    with IPRoute(netns=node.ns, flags=0) as ipr:  # a veth left by a crash between record and wiring
+        ipr.link("add", ifname="lxc00000000000", kind="veth", peer={"ifname": "orphan0"})
+    valid = [{"containerID": "cid-a", "ifname": "eth0"}]
+    rc, out = node.cni("GC", config={**CONF, spec.VALID_ATTACHMENTS_KEY: valid})
+    assert (rc, out) == (0, None)
+    assert node.lxc_links() == [owned.endpoint_host_ifname("cid-a", "eth0")]
+    assert list(node.allocator.allocated()) == ["cid-a/eth0"]
+    assert [r.container_id for r in node.handler.records()] == ["cid-a"]
+    assert ping(pod_a, str(ROUTER))
+
+
+def test_records_survive_an_agent_restart(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod = netns_factory("pod")
+    _rc, result = node.cni("ADD", "cid-a", pod_path(pod))
+    assert result is not None
+    fresh = InMemoryAllocator(ipaddress.IPv4Network("10.77.0.0/24"), reserved=[ROUTER])
+    CniHandler(node.ns, fresh, ROUTER, ROUTE_MTU, node.handler.store_dir)
+    assert fresh.allocated() == {"cid-a/eth0": (ipaddress.IPv4Address(result["ips"][0]["address"][:-3]),)}

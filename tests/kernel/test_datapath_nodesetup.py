@@ -1,0 +1,106 @@
+"""nodesetup: idempotent devices, stable VTEP MAC, sysctls only inside the node namespace."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+import pytest
+from pyroute2 import IPRoute
+
+from podnet import owned
+from podnet.config import load_config
+from podnet.datapath.kernel import addr as kaddr
+from podnet.datapath.kernel import link as klink
+from podnet.datapath.kernel.sysctl import read_sysctl
+from podnet.datapath.nodesetup import NodeSetupError, setup_node, vtep_mac_for
+from podnet.datapath.reconcile import Reconciler
+from podnet.model import NodeInfo
+
+pytestmark = pytest.mark.kernel
+
+NODE = NodeInfo(
+    name="node1",
+    ipv4=ipaddress.IPv4Address("172.16.2.2"),
+    pod_cidrs=(ipaddress.ip_network("10.244.1.0/24"),),
+    router_ips=(ipaddress.ip_address("10.244.1.1"),),
+)
+
+
+@pytest.fixture
+def node_ns(netns_factory: Callable[[str], str]) -> str:
+    ns, other = netns_factory("node1"), netns_factory("peer")
+    with IPRoute(netns=ns) as ipr:
+        ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": other})
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=idx, address="172.16.2.2", prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+    return ns
+
+
+def _vxlan_port(ipr: IPRoute, index: int) -> int:
+    info = klink.link_msg(ipr, index).get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+    return int(info.get_attr("IFLA_VXLAN_PORT"))
+
+
+def test_setup_is_idempotent_and_stable(node_ns: str) -> None:
+    config = load_config({"nodeName": "node1"})
+    with IPRoute(netns=node_ns) as ipr:
+        first = setup_node(ipr, config, NODE, "eth0", netns=node_ns)
+        stray = ipaddress.ip_interface("10.9.9.9/32")
+        kaddr.ensure_addr(ipr, first.host_index, stray)
+        second = setup_node(ipr, config, NODE, "eth0", netns=node_ns)
+        assert first == second, "a second setup recreated devices"
+        assert first.vtep_mac == vtep_mac_for("node1")
+        assert first.tunnel_index is not None
+        msg = klink.link_msg(ipr, first.tunnel_index)
+        assert msg.get_attr("IFLA_ADDRESS") == first.vtep_mac
+        assert msg.get_attr("IFLA_MTU") == 1450 and _vxlan_port(ipr, first.tunnel_index) == 8472
+        assert kaddr.addresses(ipr, first.host_index) - {
+            a for a in kaddr.addresses(ipr, first.host_index) if a.ip.is_link_local
+        } == {ipaddress.ip_interface("10.244.1.1/32")}, (
+            "router IP missing or stray address kept on podnet_host"
+        )
+        for dev in (owned.HOST_DEV, owned.NET_DEV, owned.VXLAN_DEV):
+            index = klink.link_index(ipr, dev)
+            assert index is not None and klink.link_msg(ipr, index)["flags"] & 1, f"{dev} is not up"
+    assert read_sysctl("net.ipv4.ip_forward", netns=node_ns) == "1"
+    assert read_sysctl(f"net.ipv4.conf.{owned.VXLAN_DEV}.rp_filter", netns=node_ns) == "0"
+
+
+def test_port_change_recreates_and_native_removes_the_tunnel(node_ns: str) -> None:
+    with IPRoute(netns=node_ns) as ipr:
+        setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth0", netns=node_ns)
+        moved = setup_node(
+            ipr, load_config({"nodeName": "node1", "tunnelPort": 4789}), NODE, "eth0", netns=node_ns
+        )
+        assert moved.tunnel_index is not None and _vxlan_port(ipr, moved.tunnel_index) == 4789
+        native_cfg = load_config({"nodeName": "node1", "routingMode": "native"})
+        native = setup_node(ipr, native_cfg, NODE, "eth0")  # namespace taken from the socket
+        assert native.tunnel_dev is None and native.vtep_mac is None
+        assert klink.link_index(ipr, owned.VXLAN_DEV) is None
+        assert klink.link_index(ipr, owned.HOST_DEV) is not None
+
+
+def test_missing_underlay_and_geneve_are_refused_with_advice(node_ns: str) -> None:
+    with IPRoute(netns=node_ns) as ipr:
+        with pytest.raises(NodeSetupError, match="underlay device eth9 does not exist"):
+            setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth9", netns=node_ns)
+        with pytest.raises(NodeSetupError, match="use tunnelProtocol=vxlan"):
+            setup_node(
+                ipr,
+                load_config({"nodeName": "node1", "tunnelProtocol": "geneve"}),
+                NODE,
+                "eth0",
+                netns=node_ns,
+            )
+
+
+def test_refuses_the_machines_own_namespace() -> None:
+    """Safety net: an IPRoute() in the initial namespace is refused before anything is touched."""
+    with IPRoute() as ipr:
+        with pytest.raises(PermissionError, match="initial network namespace"):
+            setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth0")
+        with pytest.raises(PermissionError, match="initial network namespace"):
+            Reconciler(ipr, load_config({"nodeName": "node1"}))
+        assert klink.link_index(ipr, owned.HOST_DEV) is None

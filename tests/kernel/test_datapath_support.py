@@ -1,0 +1,25 @@
+"""check_kernel_support against this machine's real kernel (vxlan present, geneve absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from podnet.config import ConfigError, check_kernel_support, load_config
+from podnet.datapath.kernel.link import link_kind_supported
+
+pytestmark = pytest.mark.kernel
+
+
+def test_vxlan_supported() -> None:
+    assert os.geteuid() == 0
+    check_kernel_support(load_config({"nodeName": "n", "tunnelProtocol": "vxlan"}))
+
+
+@pytest.mark.skipif(Path("/sys/module/geneve").exists(), reason="this kernel has geneve")
+def test_geneve_refused_when_missing() -> None:
+    assert link_kind_supported("geneve") is False
+    with pytest.raises(ConfigError, match="use tunnelProtocol=vxlan"):
+        check_kernel_support(load_config({"nodeName": "n", "tunnelProtocol": "geneve"}))

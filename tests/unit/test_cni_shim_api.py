@@ -1,0 +1,202 @@
+"""Shim <-> agent API over a real unix socket in tmp_path, with a fake handler (no root needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podnet.agent import api
+from podnet.cni import install, shim, spec
+
+
+class FakeHandler:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answer: dict[str, Any] = {"ok": True, "result": {}}
+        self.raise_exc: Exception | None = None
+
+    def cni(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.requests.append(request)
+        if self.raise_exc is not None:
+            raise self.raise_exc
+        return self.answer
+
+    def status(self) -> dict[str, Any]:
+        return {"ok": True, "ready": True}
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[FakeHandler, Path]]:
+    handler = FakeHandler()
+    path = tmp_path / "run" / "agent.sock"
+    server = api.serve(path, handler)
+    try:
+        yield handler, path
+    finally:
+        server.close()
+
+
+def run_shim(env: dict[str, str], config: dict[str, Any] | bytes) -> tuple[int, dict[str, Any] | None]:
+    out = io.StringIO()
+    stdin = config if isinstance(config, bytes) else json.dumps(config).encode()
+    status = shim.run(env, stdin, out)
+    text = out.getvalue().strip()
+    return status, (json.loads(text) if text else None)
+
+
+def env_for(command: str, sock: Path) -> dict[str, str]:
+    return {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": "abc",
+        "CNI_NETNS": "/run/netns/x",
+        "CNI_IFNAME": "eth0",
+        spec.SOCKET_ENV: str(sock),
+    }
+
+
+CONF = {"cniVersion": "0.4.0", "name": "podnet", "type": "podnet"}
+RESULT = {
+    "interfaces": [{"name": "eth0", "mac": "aa:bb:cc:dd:ee:02", "sandbox": "/run/netns/x"}],
+    "ips": [{"address": "10.1.0.5/32", "gateway": "10.1.0.1", "interface": 0}],
+    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1", "mtu": 1400}],
+    "dns": {},
+}
+
+
+def test_socket_is_root_only(agent: tuple[FakeHandler, Path]) -> None:
+    _handler, path = agent
+    mode = os.stat(path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+
+
+def test_add_forwards_request_and_converts_result(agent: tuple[FakeHandler, Path]) -> None:
+    handler, sock = agent
+    handler.answer = {"ok": True, "result": RESULT}
+    status, out = run_shim(env_for("ADD", sock), CONF)
+    assert status == 0 and out is not None
+    assert out["cniVersion"] == "0.4.0" and out["ips"][0]["version"] == "4"
+    assert "mtu" not in out["routes"][0]
+    request = handler.requests[0]
+    assert request["op"] == "cni" and request["command"] == "ADD"
+    assert (request["containerID"], request["netns"], request["ifname"]) == ("abc", "/run/netns/x", "eth0")
+    assert request["config"] == CONF
+
+
+def test_agent_error_becomes_spec_error(agent: tuple[FakeHandler, Path]) -> None:
+    handler, sock = agent
+    handler.answer = {"ok": False, "code": 100, "msg": "IPAM exhausted", "details": "10.1.0.0/30 is full"}
+    status, out = run_shim(env_for("ADD", sock), CONF)
+    assert status != 0
+    assert out == {
+        "cniVersion": "0.4.0",
+        "code": 100,
+        "msg": "IPAM exhausted",
+        "details": "10.1.0.0/30 is full",
+    }
+
+
+def test_handler_exception_is_an_error_answer_not_a_dead_server(agent: tuple[FakeHandler, Path]) -> None:
+    handler, sock = agent
+    handler.raise_exc = RuntimeError("boom")
+    status, out = run_shim(env_for("DEL", sock), CONF)
+    assert status != 0 and out is not None and out["code"] == spec.ERR_AGENT_INTERNAL
+    assert "boom" in out["details"]
+    handler.raise_exc = None
+    status, out = run_shim(env_for("DEL", sock), CONF)
+    assert (status, out) == (0, None)  # DEL prints nothing on success
+
+
+def test_unreachable_agent_is_try_again_later(tmp_path: Path) -> None:
+    status, out = run_shim(env_for("ADD", tmp_path / "none.sock"), CONF)
+    assert status != 0 and out is not None and out["code"] == spec.ERR_TRY_AGAIN_LATER
+    conf = {**CONF, "cniVersion": "1.1.0"}
+    status, out = run_shim(env_for("STATUS", tmp_path / "none.sock"), conf)
+    assert status != 0 and out is not None and out["code"] == spec.ERR_PLUGIN_NOT_AVAILABLE
+
+
+def test_malformed_stdin_never_reaches_agent(agent: tuple[FakeHandler, Path]) -> None:
+    handler, sock = agent
+    status, out = run_shim(env_for("ADD", sock), b"{oops")
+    assert status != 0 and out is not None and out["code"] == spec.ERR_DECODE
+    assert handler.requests == []
+
+
+def test_version_output(tmp_path: Path) -> None:
+    status, out = run_shim({"CNI_COMMAND": "VERSION"}, {"cniVersion": "1.0.0"})
+    assert status == 0 and out == spec.version_info()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"{nope\n", spec.ERR_DECODE),
+        (b"[]\n", spec.ERR_DECODE),
+        (b'{"op": "frob"}\n', spec.ERR_AGENT_PROTOCOL),
+    ],
+)
+def test_server_rejects_bad_requests(agent: tuple[FakeHandler, Path], raw: bytes, code: int) -> None:
+    _handler, sock = agent
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        conn.sendall(raw)
+        answer = json.loads(conn.makefile("rb").readline())
+    assert answer["ok"] is False and answer["code"] == code
+
+
+def test_status_op(agent: tuple[FakeHandler, Path]) -> None:
+    _handler, sock = agent
+    assert shim.call_agent(str(sock), {"op": "status"}, timeout=5) == {"ok": True, "ready": True}
+
+
+def test_concurrent_requests_are_all_answered(agent: tuple[FakeHandler, Path]) -> None:
+    _handler, sock = agent
+    answers: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(
+            target=lambda: answers.append(shim.call_agent(str(sock), {"op": "status"}, timeout=5))
+        )
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(answers) == 8 and all(a["ok"] for a in answers)
+
+
+def test_second_server_on_live_socket_is_refused(agent: tuple[FakeHandler, Path]) -> None:
+    handler, sock = agent
+    with pytest.raises(RuntimeError, match="in use"):
+        api.serve(sock, handler)
+
+
+def test_stale_socket_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # file stays, nobody listens
+    with api.serve(path, FakeHandler()):
+        assert shim.call_agent(str(path), {"op": "status"}, timeout=5)["ok"] is True
+    assert not path.exists()
+
+
+def test_install_writes_launcher_and_conflist(tmp_path: Path) -> None:
+    done = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
+    assert done.binary == tmp_path / "bin" / "podnet"
+    assert os.access(done.binary, os.X_OK)
+    assert "-m podnet.cni.shim" in done.binary.read_text()
+    conf = json.loads(done.conflist.read_text())
+    assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "podnet"
+    assert conf["plugins"][0]["agentSocket"] == "/run/x/agent.sock"
+    again = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
+    assert again == done and json.loads(again.conflist.read_text()) == conf

@@ -1,0 +1,51 @@
+"""Route and tunnel-device MTU per routing mode, protocol, underlay family and explicit MTU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from podnet.config import load_config
+from podnet.datapath import mtu
+
+
+def cfg(**values: Any) -> Any:
+    return load_config({"nodeName": "n", **values})
+
+
+@pytest.mark.parametrize(
+    ("values", "underlay_mtu", "family", "route_mtu"),
+    [
+        ({}, 1500, 4, 1450),
+        ({}, 1500, 6, 1430),
+        ({"tunnelProtocol": "geneve"}, 1500, 4, 1450),
+        ({"tunnelProtocol": "geneve"}, 9000, 6, 8930),
+        ({"MTU": 9000}, 1500, 4, 8950),
+        ({"routingMode": "native"}, 1500, 4, 1500),
+        ({"routingMode": "native", "MTU": 1400}, 1500, 4, 1400),
+        ({"routingMode": "native"}, 9000, 6, 9000),
+    ],
+)
+def test_route_mtu(values: dict[str, Any], underlay_mtu: int, family: int, route_mtu: int) -> None:
+    assert mtu.route_mtu(cfg(**values), underlay_mtu, family) == route_mtu
+
+
+@pytest.mark.parametrize(
+    ("values", "underlay_mtu", "device_mtu"),
+    [({}, 1500, 1450), ({"MTU": 1400}, 1500, 1350), ({"MTU": 9000}, 1500, 1450)],
+)
+def test_tunnel_device_mtu_is_capped_by_the_kernel_limit(
+    values: dict[str, Any], underlay_mtu: int, device_mtu: int
+) -> None:
+    assert mtu.tunnel_device_mtu(cfg(**values), underlay_mtu) == device_mtu
+
+
+def test_too_small_underlay_is_refused() -> None:
+    with pytest.raises(mtu.MtuError, match="route MTU 550"):
+        mtu.route_mtu(cfg(), 600)
+
+
+def test_overhead_table() -> None:
+    assert (mtu.tunnel_overhead("vxlan", 4), mtu.tunnel_overhead("vxlan", 6)) == (50, 70)
+    assert (mtu.tunnel_overhead("geneve", 4), mtu.tunnel_overhead("geneve", 6)) == (50, 70)
