@@ -14,13 +14,13 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from podnet.agent.api import ApiServer, serve
-from podnet.agent.cni_handler import CniHandler, free_ipv4
+from podnet.agent.cni_handler import CniHandler
 from podnet.agent.underlay import Underlay, detect_underlay
 from podnet.config import AgentConfig, check_kernel_support
 from podnet.datapath import mtu
@@ -184,6 +184,8 @@ class Agent:
         return self.cni_handler.cni(request)
 
     def status(self) -> dict[str, Any]:
+        from podnet.agent.status import status_document
+
         return status_document(self)
 
     # ---- stop ----------------------------------------------------------------------------------
@@ -218,62 +220,3 @@ def _connect(endpoints: Sequence[str]) -> Store:
                 raise AgentError(f"cannot reach etcd at {', '.join(endpoints)}: {exc}") from exc
             log.info("waiting for etcd at %s: %s", ", ".join(endpoints), exc)
             time.sleep(0.5)
-
-
-def status_document(agent: Agent) -> dict[str, Any]:
-    """The agent's status as JSON: what ``podnet status`` prints (see docs/status.md)."""
-    s = agent.status_info
-    cfg = agent.config
-    node = s.node
-    doc: dict[str, Any] = {
-        "ready": s.ready,
-        "phase": s.phase,
-        "node": node.to_json() if node else None,
-        "kvstore": {"endpoints": list(cfg.etcd_endpoints), "connected": agent.store is not None},
-        "routing": {
-            "mode": cfg.routing_mode,
-            "tunnelProtocol": cfg.tunnel_protocol if cfg.tunnel_enabled else None,
-            "tunnelPort": cfg.tunnel_port if cfg.tunnel_enabled else None,
-            "autoDirectNodeRoutes": cfg.auto_direct_node_routes,
-            "ipv4NativeRoutingCIDR": str(cfg.ipv4_native_routing_cidr)
-            if cfg.ipv4_native_routing_cidr
-            else None,
-        },
-        "errors": s.errors,
-        "reconciles": s.reconciles,
-        "lastReconcile": s.last_reconcile,
-    }
-    if s.devices is not None:
-        doc["mtu"] = {
-            "device": s.devices.underlay_mtu,
-            "route": mtu.route_mtu(cfg, s.devices.underlay_mtu),
-            "underlayDevice": s.devices.underlay_dev,
-        }
-    if agent.allocator is not None:
-        used = sum(len(v) for v in agent.allocator.allocated().values())
-        doc["ipam"] = {
-            "mode": cfg.ipam_mode,
-            "podCIDRs": [str(c) for c in agent.allocator.cidrs],
-            "used": used,
-            "free": free_ipv4(agent.allocator),
-            "allocations": {k: [str(a) for a in v] for k, v in agent.allocator.allocated().items()},
-        }
-    if s.last_plan is not None:
-        issues: Mapping[str, list[str]] = {}
-        for issue in s.last_plan.issues:
-            issues.setdefault(issue.peer, []).append(f"{issue.severity}: {issue.message}")  # type: ignore[attr-defined]
-        doc["peers"] = [
-            {"name": name, "reach": str(reach), "issues": issues.get(name, [])}
-            for name, reach in s.last_plan.reach
-        ]
-        doc["routes"] = [_route_json(r) for r in s.last_plan.routes]
-    return doc
-
-
-def _route_json(route: Any) -> dict[str, Any]:
-    return {
-        "dst": str(route.dst),
-        "dev": route.dev,
-        "gateway": str(route.gateway) if route.gateway else None,
-        "mtu": route.mtu,
-    }

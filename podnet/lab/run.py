@@ -6,6 +6,7 @@ before the call), so a failed ``lab up`` leaves nothing behind.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from podnet.lab import cluster as cl
@@ -20,6 +21,7 @@ def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool
     """Build the lab; with ``cluster`` also the operator, the agents and the pods (CNI ADD)."""
     if cluster:
         cl.validate_cluster_config(topo)  # before anything exists
+    started = time.monotonic()
     was_up = st.LabState.load(topo.name) is not None
     builder = LabBuilder(topo, progress)
     try:
@@ -28,6 +30,7 @@ def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool
         report.changes += ensure_control_plane(topo, builder.state)
         if cluster:
             _start_cluster(topo, builder.state, report, progress)
+        report.seconds = time.monotonic() - started
     except BaseException:
         if not was_up:
             bring_down(topo.name)

@@ -56,8 +56,11 @@ class ProcessRecord:
             return False
         if state == "Z":
             return False
+        if not any(cmdline):
+            return True  # between fork and exec: nothing to compare yet
         exe = os.path.basename(self.argv[0]) if self.argv else ""
-        return any(os.path.basename(c.decode(errors="replace")) == exe for c in cmdline[:3])
+        # right after spawn the process may still be "ip netns exec <ns> <program> ..."
+        return any(os.path.basename(c.decode(errors="replace")) == exe for c in cmdline[:6])
 
 
 @dataclass
