@@ -20,8 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent_cli.add_parser(sub)
     sub.add_parser("operator", help="run the cluster-pool IPAM operator (podnet operator --help)")
+    from podnet import configcmd
+    from podnet.cni import cli as cni_cli
+
+    configcmd.add_parser(sub)
+
+    cni_cli.add_parser(sub)
 
     demo.add_parser(sub)
+    __import__("podnet.verify.cli", fromlist=["add_parsers"]).add_parsers(sub)  # status, connectivity, ...
+    from podnet.bgp import cli as bgp_cli  # podnet bgp peers|routes
+
+    bgp_cli.add_parser(sub)
     return parser
 
 

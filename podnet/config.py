@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podnet.bgp.settings import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
 from podnet.datapath.modes import ROUTING_MODES
 from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
 
@@ -48,6 +49,8 @@ class AgentConfig:
     auto_direct_node_routes: bool = False
     direct_routing_skip_unreachable: bool = False
     ipv4_native_routing_cidr: ipaddress.IPv4Network | None = None
+    ipv6_native_routing_cidr: ipaddress.IPv6Network | None = None
+    tunnel_fallback: bool = False  # native routing, VXLAN to peers it cannot route (docs/configuration.md)
     mtu: int = 0
     ipam_mode: str = "cluster-pool"
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
@@ -57,6 +60,11 @@ class AgentConfig:
     agent_socket: Path = Path("/var/run/podnet/agent.sock")
     state_dir: Path = Path("/var/lib/podnet")
     devices: tuple[str, ...] = field(default=())
+    # --- bgp (Cilium's BGP control plane names; see docs/bgp.md) ---
+    bgp_enabled: bool = False
+    bgp_local_asn: int | None = None
+    bgp_peers: tuple[BgpPeer, ...] = ()
+    bgp_advertise: tuple[str, ...] = ("PodCIDR",)
 
     @property
     def underlay_device(self) -> str | None:
@@ -65,7 +73,8 @@ class AgentConfig:
 
     @property
     def tunnel_enabled(self) -> bool:
-        return self.routing_mode == "tunnel"
+        """True when the node needs its tunnel device: tunnel mode, or native with tunnelFallback."""
+        return self.routing_mode == "tunnel" or (self.routing_mode == "native" and self.tunnel_fallback)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +89,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "auto_direct_node_routes": ("autoDirectNodeRoutes", "auto-direct-node-routes"),
     "direct_routing_skip_unreachable": ("directRoutingSkipUnreachable", "direct-routing-skip-unreachable"),
     "ipv4_native_routing_cidr": ("ipv4NativeRoutingCIDR", "ipv4-native-routing-cidr", "native-routing-cidr"),
+    "ipv6_native_routing_cidr": ("ipv6NativeRoutingCIDR", "ipv6-native-routing-cidr"),
+    "tunnel_fallback": ("tunnelFallback", "tunnel-fallback"),
     "mtu": ("MTU", "mtu"),
     "ipam_mode": ("ipam.mode", "ipam"),
     "cluster_pool_ipv4_cidrs": (
@@ -93,6 +104,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "agent_socket": ("agentSocket", "agent-socket"),
     "state_dir": ("stateDir", "state-dir"),
     "devices": ("devices", "device"),
+    # --- bgp ---
+    "bgp_enabled": ("bgp.enabled", "bgpControlPlane.enabled", "enable-bgp-control-plane"),
+    "bgp_local_asn": ("bgp.localASN", "bgp-local-asn"),
+    "bgp_peers": ("bgp.peers", "bgp-peers"),
+    "bgp_advertise": ("bgp.advertise", "bgp-advertise"),
 }
 # Legacy spellings that are translated rather than stored as they are.
 _LEGACY = {
@@ -197,6 +213,13 @@ def _cidr(key: str, value: Any) -> ipaddress.IPv4Network:
         ) from None
 
 
+def _cidr6(key: str, value: Any) -> ipaddress.IPv6Network:
+    try:
+        return ipaddress.IPv6Network(str(value).strip())
+    except ValueError as exc:
+        raise ConfigError(key, f"{value!r} is not an IPv6 CIDR like fd00:10:244::/48 ({exc})") from None
+
+
 def _text(key: str, value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -212,6 +235,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "auto_direct_node_routes": _bool,
     "direct_routing_skip_unreachable": _bool,
     "ipv4_native_routing_cidr": lambda k, v: _cidr(k, v) if str(v).strip() else None,
+    "ipv6_native_routing_cidr": lambda k, v: _cidr6(k, v) if str(v).strip() else None,
+    "tunnel_fallback": _bool,
     "mtu": lambda k, v: _int(k, v, MTU_MIN, MTU_MAX, zero_ok=True),
     "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES),
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
@@ -221,7 +246,32 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "agent_socket": lambda k, v: Path(_text(k, v)),
     "state_dir": lambda k, v: Path(_text(k, v)),
     "devices": lambda k, v: _list(v),
+    # --- bgp ---
+    "bgp_enabled": _bool,
+    "bgp_local_asn": lambda k, v: _bgp(parse_asn, k, v),
+    "bgp_peers": lambda k, v: _bgp(parse_peers, k, _yaml_text(v)),
+    "bgp_advertise": lambda k, v: _bgp(parse_advertise, k, v),
 }
+
+
+def _yaml_text(value: Any) -> Any:
+    """A list given as text (an env variable or ``--set``) is read as YAML/JSON."""
+    if isinstance(value, str) and value.strip():
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def _bgp(parser: Callable[[str, Any], Any], key: str, value: Any) -> Any:
+    """The bgp section's parsers live in podnet.bgp.settings; their errors become ConfigErrors."""
+    try:
+        return parser(key, value)
+    except BgpSettingError as exc:
+        raise ConfigError(exc.key, str(exc)) from None
 
 
 def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> None:
@@ -285,6 +335,17 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             name("direct_routing_skip_unreachable"),
             "true requires autoDirectNodeRoutes=true (it only decides what direct routes to skip)",
         )
+    if cfg.tunnel_fallback and cfg.routing_mode != "native":
+        raise ConfigError(
+            name("tunnel_fallback"),
+            "true only makes sense with routingMode=native (tunnel mode encapsulates everything already)",
+        )
+    if cfg.routing_mode == "native" and cfg.enable_ipv4_masquerade and cfg.ipv4_native_routing_cidr is None:
+        raise ConfigError(
+            name("ipv4_native_routing_cidr"),
+            "must be set when routingMode=native and enableIPv4Masquerade=true (the CIDR that is routed "
+            "without masquerading, e.g. 10.244.0.0/16); or set enableIPv4Masquerade=false",
+        )
     for pool in cfg.cluster_pool_ipv4_cidrs:
         if cfg.cluster_pool_ipv4_mask_size < pool.prefixlen:
             raise ConfigError(
@@ -299,6 +360,21 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
         )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
         raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")
+    _validate_bgp(cfg, name)
+
+
+def _validate_bgp(cfg: AgentConfig, name: Callable[[str], str]) -> None:
+    """bgp.enabled needs a local ASN, at least one peer and something to advertise."""
+    if not cfg.bgp_enabled:
+        return
+    if cfg.bgp_local_asn is None:
+        raise ConfigError(name("bgp_local_asn"), "missing; bgp.enabled=true needs the node's AS number")
+    if not cfg.bgp_peers:
+        raise ConfigError(
+            name("bgp_peers"), "is empty; bgp.enabled=true needs at least one {peerAddress, peerASN}"
+        )
+    if not cfg.bgp_advertise:
+        raise ConfigError(name("bgp_advertise"), "is empty; advertise PodCIDR (or set bgp.enabled=false)")
 
 
 def load_config(

@@ -1,8 +1,11 @@
-"""``podnet demo``: the seeds' story on the built-in lab, end to end, cleaning up after itself.
+"""``podnet demo``: the seeds' story on real labs, end to end, cleaning up after itself.
 
-Each step is a real check on the lab's kernel datapath; the result is a table and a Markdown
-report. The story grows with the project: underlay reachability and the pod-CIDR gap now,
-the routing modes as they land.
+1. two-subnets in tunnel mode: status, the connectivity test, a capture on the R1-R2 link that
+   shows VXLAN, a diagram. 2. the same lab in native mode without underlay routes: pod-to-pod
+   fails and ``diagnose`` names router R1. 3. l2 (one segment) in tunnel and in native mode at
+   once: iperf3 host-to-host against pod-to-pod through VXLAN and natively, interleaved, medians
+   and ratios, a PNG. Each step compares what happened with what should happen; the exit status
+   is 0 only when every step behaved as expected. A Markdown report goes to ``--report-dir``.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import ipaddress
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
-from podnet.lab.topology import Topology, load_topology
+from podnet.lab.topology import load_topology
+
+GOALS = {"native": 0.97, "vxlan": 0.85}
 
 
 @dataclass(frozen=True)
@@ -34,75 +40,327 @@ class Step:
         return self.ok == self.expected
 
 
+@dataclass
+class Part:
+    """One chapter of the story: its steps and the Markdown it adds to the report."""
+
+    title: str
+    steps: list[Step] = field(default_factory=list)
+    markdown: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, title: str, ok: bool, expected: bool, detail: str) -> None:
+        self.steps.append(Step(title, ok, expected, detail))
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="run the routing-modes story on the built-in lab and write a report")
+    p = sub.add_parser("demo", help="run the routing-modes story on real labs and write a report")
     p.add_argument("--report-dir", default="reports/demo", help="where the Markdown report goes")
-    p.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    p.add_argument("--keep", action="store_true", help="leave the labs up at the end")
+    p.add_argument("--repetitions", type=int, default=5, help="interleaved iperf3 runs per path (default 5)")
+    p.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
+    p.add_argument("--skip-perf", action="store_true", help="leave out the l2 throughput comparison")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_demo)
 
 
-def underlay_steps(topo: Topology) -> list[Step]:
-    from podnet.verify.probe import ping, tcp_probe
+def _say(msg: str) -> None:
+    print(f"  - {msg}", file=sys.stderr, flush=True)
 
-    ns: Callable[[str], str] = lambda h: st.ns_name(topo.name, h)  # noqa: E731
-    n1, n2 = topo.host("node1"), topo.host("node2")
-    steps = []
-    res = tcp_probe(ns("node1"), ns("node2"), str(n2.primary.address.ip))
-    steps.append(
-        Step(
-            f"node1 {n1.primary.address.ip} -> node2 {n2.primary.address.ip} over R1, R2 (TCP)",
-            res.ok,
-            True,
-            res.detail,
-        )
-    )
-    pod2 = n2.pod_cidr or ipaddress.IPv4Network("10.244.2.0/24")
-    target = str(next(pod2.hosts()))
-    res = ping(ns("node1"), target)
-    steps.append(
-        Step(f"node1 -> pod CIDR {pod2} without podnet (R1 has no route)", res.ok, False, res.detail)
-    )
-    return steps
+
+@contextmanager
+def lab(topology: str, name: str, sets: list[str], keep: bool) -> Iterator[Any]:
+    """A fresh lab ``name`` from ``topology`` with ``--set`` overrides, torn down at the end."""
+    from podnet.verify.labview import LabView
+
+    topo = apply_overrides(dataclasses.replace(load_topology(topology), name=name), sets)
+    bring_down(name)  # a leftover of an interrupted demo must not mix in
+    _say(f"lab {name}: {topology} {' '.join(sets)}".rstrip())
+    try:
+        bring_up(topo)
+        with LabView(name) as view:
+            yield view
+    finally:
+        if not keep:
+            bring_down(name)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    topo = load_topology("two-subnets")
-    topo = dataclasses.replace(topo, name="demo")
-    print(f"podnet demo: bringing up lab '{topo.name}' from {topo.source}", file=sys.stderr)
-    steps: list[Step] = []
-    try:
-        bring_up(topo, progress=lambda m: print(f"  - {m}", file=sys.stderr), cluster=False)
-        steps += underlay_steps(topo)
-    finally:
-        if not args.keep:
-            bring_down(topo.name)
-    report = write_report(Path(args.report_dir), topo, steps)
+    folder = Path(args.report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[Part] = []
+    print("podnet demo: tunnel vs native routing on real labs (takes about a minute)", file=sys.stderr)
+    for run in (part_tunnel, part_native, part_bgp, None if args.skip_perf else part_perf):
+        if run is None:
+            continue
+        part = Part(run.__doc__.splitlines()[0] if run.__doc__ else run.__name__)
+        parts.append(part)
+        try:
+            run(part, folder, args)
+        except Exception as exc:  # a broken part is reported, the others still run
+            part.step(f"{part.title}: ran to the end", False, True, f"{type(exc).__name__}: {exc}")
+    report = write_report(folder, parts)
+    steps = [s for p in parts for s in p.steps]
     if args.output == "json":
-        print(json.dumps({"steps": [dataclasses.asdict(s) for s in steps], "report": str(report)}, indent=2))
+        doc = {
+            "ok": all(s.as_expected for s in steps),
+            "report": str(report),
+            "parts": [
+                {"title": p.title, "steps": [dataclasses.asdict(s) for s in p.steps], "data": p.data}
+                for p in parts
+            ],
+        }
+        print(json.dumps(doc, indent=2))
     else:
-        for s in steps:
-            mark = "ok " if s.as_expected else "UNEXPECTED"
-            print(f"[{mark}] {s.title}: {'reachable' if s.ok else 'not reachable'} ({s.detail})")
+        print_table(parts)
         print(f"\nreport: {report}")
     return 0 if all(s.as_expected for s in steps) else 1
 
 
-def write_report(folder: Path, topo: Topology, steps: list[Step]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "README.md"
-    lines = [
-        f"# podnet demo — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Lab: `{topo.source}` (namespaces `pn-{topo.name}-*`).",
-        "",
-        "| step | result | expected |",
-        "|---|---|---|",
-    ]
-    for s in steps:
-        lines.append(
-            f"| {s.title} | {'reachable' if s.ok else 'not reachable'} ({s.detail}) | "
-            f"{'reachable' if s.expected else 'not reachable'} |"
+def print_table(parts: list[Part]) -> None:
+    for p in parts:
+        print(f"\n{p.title}")
+        for s in p.steps:
+            mark = "ok " if s.as_expected else "UNEXPECTED"
+            print(f"  [{mark}] {s.title}: {'yes' if s.ok else 'no'} ({s.detail})")
+        perf = p.data.get("perf")
+        if perf:
+            print()
+            print(perf_table(perf))
+
+
+# ---- part 1: tunnel ---------------------------------------------------------------------------
+
+
+def part_tunnel(part: Part, folder: Path, args: argparse.Namespace) -> None:
+    """1. two-subnets, routingMode=tunnel: pods reach each other across R1 and R2 through VXLAN"""
+    from podnet.verify.capture import capture, default_pair
+    from podnet.verify.cli import lab_status
+    from podnet.verify.connectivity import run_checks
+    from podnet.verify.diagnose import masquerade_active
+
+    with lab("two-subnets", "demo-tun", ["routingMode=tunnel"], args.keep) as view:
+        status = lab_status(view, None, False)["nodes"]
+        peers = [(n, p) for n, s in status.items() for p in s.get("peers", [])]
+        part.step(
+            "every peer is reached through the VXLAN tunnel (kernel route) and answers",
+            all(p["kernelReach"] == "tunnel" and p["health"] == "ok" for _, p in peers),
+            True,
+            "; ".join(f"{n}->{p['name']}: {p['path']}, health {p['health']}" for n, p in peers),
         )
+        report = run_checks(view)
+        masq = {n: masquerade_active(view, n) for n in view.nodes}
+        for r in report.results:
+            expected = True
+            if r.spec.name == "pod-to-external":
+                node = view.pods[r.spec.src.host]["node"]
+                expected = masq[node]  # no masquerade rule: the world cannot answer a pod address
+            part.step(
+                f"{r.spec.name} {r.spec.src.host} -> {r.spec.dst.host}",
+                r.status == "pass",
+                expected,
+                r.detail if r.status != "pass" else "passed",
+            )
+        src, dst = default_pair(view)
+        cap = capture(view, "r1", "to-r2", 1.0, src, dst)
+        part.step("capture on r1:to-r2 shows VXLAN", cap.kind == "vxlan", True, cap.sentence)
+        part.data["connectivity"] = report.to_json()
+        part.markdown += [*_status_md(status), _diagram(view, folder, "demo-tunnel")]
+        part.markdown.append(f"Capture on the R1-R2 link during a ping: **{cap.sentence}**.")
+
+
+# ---- part 2: native without routes ------------------------------------------------------------
+
+
+def part_native(part: Part, folder: Path, args: argparse.Namespace) -> None:
+    """2. two-subnets, routingMode=native without BGP: R1 has no route to the other pod CIDR"""
+    from podnet.verify.cli import lab_status
+    from podnet.verify.diagnose import Diagnoser
+    from podnet.verify.probe import tcp_probe
+
+    with lab("two-subnets", "demo-nat", ["routingMode=native"], args.keep) as view:
+        status = lab_status(view, None, False)["nodes"]
+        src, dst = view.resolve("pod1"), view.resolve("pod2")
+        res = tcp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), timeout=2.0)
+        part.step("pod1 -> pod2 across R1 and R2 (TCP)", res.ok, False, res.detail)
+        diag = Diagnoser(view).diagnose(src, dst)
+        drop = diag.drop
+        part.step(
+            "diagnose pod1 pod2 names router r1",
+            drop is not None and drop.host == "r1",
+            True,
+            drop.reason if drop else "no drop found",
+        )
+        part.data["diagnose"] = diag.to_json()
+        hops = "\n".join(f"    {h.host:<6} {h.action:<8} {h.kernel}" for h in diag.forward.hops)
+        part.markdown += [*_status_md(status), _diagram(view, folder, "demo-native")]
+        part.markdown += [
+            "`podnet diagnose pod1 pod2`:",
+            "",
+            hops,
+            "",
+            f"Verdict: **{drop.reason if drop else 'ok'}**",
+            "",
+        ]
+
+
+# ---- part 3: native with BGP ------------------------------------------------------------------
+
+
+def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
+    """3. two-subnets, routingMode=native + BGP: the routers learn the pod CIDRs, no encapsulation"""
+    import subprocess
+
+    from podnet.verify.capture import capture, default_pair
+    from podnet.verify.cli import lab_status
+    from podnet.verify.probe import tcp_probe
+
+    with lab("two-subnets", "demo-bgp", ["routingMode=native", "bgp.enabled=true"], args.keep) as view:
+        status = lab_status(view, None, False)["nodes"]
+        src, dst = view.resolve("pod1"), view.resolve("pod2")
+        for a, b in ((src, dst), (dst, src)):
+            res = tcp_probe(view.ns(a.host), view.ns(b.host), str(b.ip), timeout=2.0)
+            part.step(f"{a.host} -> {b.host} natively across R1 and R2 (TCP)", res.ok, True, res.detail)
+        r1 = subprocess.run(["ip", "netns", "exec", view.ns("r1"), "ip", "route", "show", "proto", "bird"],
+                            capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+        learned = [line.strip() for line in r1.splitlines() if line.startswith("10.244.")]
+        part.step(
+            "r1 learned both pod CIDRs by BGP (proto bird)",
+            any(line.startswith("10.244.2.0/24 via 172.16.0.2") for line in learned)
+            and any(line.startswith("10.244.1.0/24 via 172.16.2.2") for line in learned),
+            True,
+            "; ".join(learned) or "no BGP routes in r1",
+        )
+        a, b = default_pair(view)
+        cap = capture(view, "r1", "to-r2", 1.0, a, b)
+        part.step("capture on r1:to-r2 shows plain pod addresses", cap.kind == "plain", True, cap.sentence)
+        part.markdown += [*_status_md(status), _diagram(view, folder, "demo-bgp")]
+        part.markdown += ["`ip route show proto bird` in r1:", "", *[f"    {line}" for line in learned], ""]
+        part.markdown.append(f"Capture on the R1-R2 link during a ping: **{cap.sentence}**.")
+
+
+# ---- part 4: throughput -----------------------------------------------------------------------
+
+
+def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
+    """4. l2 (one segment): iperf3 host-to-host vs pod-to-pod through VXLAN and native routing"""
+    from podnet.verify.perf import PerfTarget, measure, plot
+
+    tunnel_sets = ["routingMode=tunnel", "tunnelProtocol=vxlan", "autoDirectNodeRoutes=false"]
+    with lab("l2", "demo-l2v", tunnel_sets, args.keep) as vx, lab("l2", "demo-l2n", [], args.keep) as nat:
+        targets = [
+            PerfTarget("host", nat.ns("node1"), nat.ns("node2"), str(nat.node_ip("node2"))),
+            PerfTarget("vxlan", vx.ns("node1-p1"), vx.ns("node2-p1"), str(vx.pod_ip("node2-p1"))),
+            PerfTarget("native", nat.ns("node1-p1"), nat.ns("node2-p1"), str(nat.pod_ip("node2-p1"))),
+        ]
+        report = measure(targets, args.repetitions, args.seconds, _say)
+        facts = tunnel_facts(vx.ns("node1"))
+        part.markdown += [
+            "",
+            _diagram(vx, folder, "demo-l2-vxlan"),
+            "",
+            _diagram(nat, folder, "demo-l2-native"),
+        ]
+    png = plot(report, folder / "perf.png", f"l2 lab: iperf3 medians of {args.repetitions} interleaved runs")
+    doc = report.to_json()
+    part.data["perf"] = doc
+    part.data["tunnelFacts"] = facts
+    for label in ("vxlan", "native"):
+        ratio = report.ratio(label)
+        part.step(
+            f"{label}/host throughput ratio measured",
+            ratio > 0,
+            True,
+            f"{ratio:.2f} (goal >= {GOALS[label]}: {'met' if ratio >= GOALS[label] else 'NOT met'})",
+        )
+    part.markdown += [
+        "",
+        perf_table(doc),
+        "",
+        f"![throughput]({png.name})",
+        "",
+        "VXLAN device on node1: " + ", ".join(f"{k} {v}" for k, v in facts.items()),
+        "",
+    ]
+
+
+def perf_table(doc: dict[str, Any]) -> str:
+    """Seed 002's comparison as a Markdown table: path, median, ratio to host."""
+    rows = ["| path | median Gbit/s | MBytes/sec | vs host | runs (Gbit/s) |", "|---|---:|---:|---:|---|"]
+    for r in doc["results"]:
+        mbytes = r["medianGbps"] * 1e9 / 8 / 2**20
+        runs = " ".join(f"{x:.2f}" for x in r["runsGbps"])
+        rows.append(
+            f"| {r['label']} | {r['medianGbps']:.2f} | {mbytes:.0f} | {r['ratioToHost']:.0%} | {runs} |"
+        )
+    return "\n".join(rows)
+
+
+def tunnel_facts(node_ns: str) -> dict[str, str]:
+    """Offload and MTU facts of the node's VXLAN and underlay devices (``ethtool -k``, ``ip -d``)."""
+    import subprocess
+
+    facts: dict[str, str] = {}
+    for dev in ("podnet_vxlan", "eth0"):
+        res = subprocess.run(
+            ["ip", "netns", "exec", node_ns, "ethtool", "-k", dev], capture_output=True, text=True, timeout=5
+        )
+        for line in res.stdout.splitlines():
+            key, _, value = line.strip().partition(": ")
+            if key in (
+                "generic-receive-offload",
+                "tx-udp_tnl-segmentation",
+                "rx-udp-gro-forwarding",
+                "tcp-segmentation-offload",
+            ):
+                facts[f"{dev} {key}"] = value.split()[0] if value else "?"
+    return facts
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def _diagram(view: Any, folder: Path, name: str) -> str:
+    from podnet.lab.diagram import gather, render, to_dot
+
+    try:
+        path = render(to_dot(gather(view)), folder / f"{name}.svg")
+    except (RuntimeError, OSError) as e:
+        return f"(diagram not drawn: {e})"
+    return f"![{view.name}]({path.name})"
+
+
+def _status_md(status: dict[str, Any]) -> list[str]:
+    rows = [
+        "| node | routing | MTU (device/route) | peer | kernel path | health |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, s in status.items():
+        mtu = s.get("mtu") or {}
+        for p in s.get("peers", []):
+            rows.append(
+                f"| {n} | {s['routing']['summary']} | {mtu.get('kernelDevice')}/{mtu.get('route')} | "
+                f"{p['name']} | {p['path']} | {p['health']} |"
+            )
+    return ["", *rows, ""]
+
+
+def write_report(folder: Path, parts: list[Part]) -> Path:
+    path = folder / "README.md"
+    lines = [f"# podnet demo - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", ""]
+    for p in parts:
+        lines += [f"## {p.title}", "", "| step | result | expected | detail |", "|---|---|---|---|"]
+        for s in p.steps:
+            mark = "" if s.as_expected else " **UNEXPECTED**"
+            lines.append(
+                f"| {s.title} | {'yes' if s.ok else 'no'}{mark} | {'yes' if s.expected else 'no'} | "
+                f"{_md(s.detail)} |"
+            )
+        lines += [*p.markdown, ""]
     path.write_text("\n".join(lines) + "\n")
+    (folder / "demo.json").write_text(json.dumps({p.title: p.data for p in parts}, indent=2))
     return path.resolve()
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,6 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="ask the operator for this pod CIDR (it is honoured when free and in the pool)",
     )
     p.add_argument("--log-level", default=os.environ.get("PODNET_LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--on-host",
+        action="store_true",
+        help="this is a real node: allow changes in the machine's own network namespace "
+        "(without it the agent refuses to run there, so a lab or test bug cannot touch the host)",
+    )
     p.set_defaults(func=cmd_agent)
 
 
@@ -47,7 +54,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    agent = Agent(cfg, requested)
+    agent = Agent(
+        cfg, requested, Path(args.config) if args.config else None, allow_initial_netns=args.on_host
+    )
+    signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()
         agent.run(stop)

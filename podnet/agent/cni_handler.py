@@ -409,3 +409,14 @@ class CniHandler:
             except Exception as exc:
                 failures.append(f"orphan link {name}: {exc}")
         return failures
+
+
+def update_route_mtu(handler: CniHandler, route_mtu: int) -> list[str]:
+    """Give every recorded pod the new route MTU (new pods get it from ``handler.route_mtu``).
+    Returns the pods that could not be updated (gone), for the log."""
+    handler.route_mtu = route_mtu
+    missed = []
+    for record in handler.records():
+        if not ep.set_route_mtu(record.netns, record.ifname, handler.router_ip, route_mtu):
+            missed.append(record.container_id)
+    return missed

@@ -12,22 +12,28 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from podnet.agent.api import ApiServer, serve
-from podnet.agent.cni_handler import CniHandler
+from podnet.agent.cni_handler import CniHandler, update_route_mtu
 from podnet.agent.underlay import Underlay, detect_underlay
 from podnet.config import AgentConfig, check_kernel_support
 from podnet.datapath import mtu
-from podnet.datapath.kernel.route import route_get
-from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath
+from podnet.datapath.kernel.nft import NftError, apply_script
+from podnet.datapath.kernel.route import cached_path_mtu, route_get
+from podnet.datapath.kernel.sysctl import refuse_initial_netns
+from podnet.datapath.masquerade import plan_masquerade, replace_script
+from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath, Reach
 from podnet.datapath.nodesetup import NodeDevices, setup_node
 from podnet.datapath.plan import paths_needed, plan
+from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
@@ -37,6 +43,13 @@ from podnet.store.nodes import NodeEvent, NodeRecord, NodeRegistration, register
 log = logging.getLogger("podnet.agent")
 
 RESYNC_INTERVAL = 10.0
+PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
+CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
+TUNNEL_LABEL = "podnet.io/tunnel"  # published while the node sends encapsulated packets
+# settings a running agent cannot adopt: they change its identity, its store or its allocations
+RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
+                "cluster_pool_ipv4_mask_size", "agent_socket", "state_dir", "devices",
+                "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
 STORE_CONNECT_TIMEOUT = 60.0
 
@@ -58,14 +71,28 @@ class AgentStatus:
     last_reconcile: float = 0.0
     reconciles: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
+    path_mtu: list[PathMtu] = dataclasses.field(default_factory=list)
+    path_mtu_checked: float = 0.0
 
 
 class Agent:
     """Owns the node's podnet state; ``start()`` sets up, ``run(stop)`` reconciles until stopped."""
 
-    def __init__(self, config: AgentConfig, requested_pod_cidrs: Sequence[IPNetwork] = ()) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        requested_pod_cidrs: Sequence[IPNetwork] = (),
+        config_path: Path | None = None,
+        allow_initial_netns: bool = False,
+    ) -> None:
         self.config = config
+        self.config_path = config_path
+        self.allow_initial_netns = allow_initial_netns
         self.requested = tuple(requested_pod_cidrs)
+        self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
+        self._reload = threading.Event()
+        self._probe_now = threading.Event()
+        self._masquerade_applied: str | None = None
         self.status_info = AgentStatus()
         self._dirty = threading.Event()
         self._lock = threading.Lock()
@@ -79,6 +106,7 @@ class Agent:
         self.api: ApiServer | None = None
         self.watcher: Any = None
         self.underlay: Underlay | None = None
+        self.bgp: Any = None  # podnet.bgp.speaker.BgpController when bgp.enabled
 
     # ---- start ---------------------------------------------------------------------------------
 
@@ -95,10 +123,19 @@ class Agent:
         node = dataclasses.replace(
             bare, pod_cidrs=self.allocator.cidrs, router_ips=self.allocator.router_ips()
         )
-        devices = setup_node(self.ipr, self.config, node, self.underlay.dev)
-        node = dataclasses.replace(node, vtep_mac=devices.vtep_mac)
+        devices = setup_node(
+            self.ipr, self.config, node, self.underlay.dev, allow_initial_netns=self.allow_initial_netns
+        )
+        node = dataclasses.replace(node, vtep_mac=devices.vtep_mac, labels=self._labels())
         self.registration.update(NodeRecord(node, self.requested))
         self.status_info.node, self.status_info.devices = node, devices
+        # --- bgp: announce the pod CIDRs (podnet/bgp) ---
+        if self.config.bgp_enabled:
+            from podnet.bgp.speaker import BgpController
+
+            self._set_phase("starting the BGP speaker")
+            self.bgp = BgpController(self.config, self.underlay.ipv4, self.config.state_dir / "bgp")
+            self.bgp.start(node.pod_cidrs)
         route_mtu = mtu.route_mtu(self.config, devices.underlay_mtu)
         router_v4 = node.router_ip_for(4)
         if not isinstance(router_v4, ipaddress.IPv4Address):
@@ -142,11 +179,51 @@ class Agent:
             records = {**{n: r for n, (_, r) in self._gone.items()}, **self._peers}
         return [r.node for r in records.values()]
 
-    def run(self, stop: threading.Event) -> None:
+    def probe_path_mtu(self) -> list[PathMtu]:
+        """DF-probe every peer at the size the current plan sends it (see podnet/datapath/pmtu.py)."""
+        desired = self.status_info.last_plan
+        if desired is None:
+            return []
+        overhead = mtu.tunnel_overhead(self.config.tunnel_protocol)
+        peers = {p.name: p for p in self.peers()}
+        targets = []
+        for name, reach in desired.reach:
+            size = required_size(reach, desired.route_mtu, overhead)
+            peer = peers.get(name)
+            if size is not None and peer is not None and peer.ipv4 is not None:
+                targets.append((name, peer.ipv4, size))
+        with IPRoute() as ipr:
+            results = probe_peers(targets, lambda addr: cached_path_mtu(ipr, addr))
+        reach = dict(desired.reach)
+        for res in results:
+            if not res.ok:
+                log.warning("%s", res.message(overhead if reach.get(res.peer) is Reach.TUNNEL else 0))
+        self.status_info.path_mtu, self.status_info.path_mtu_checked = results, time.time()
+        return results
+
+    def _path_mtu_loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._dirty.wait(RESYNC_INTERVAL)
+            try:
+                self.probe_path_mtu()
+            except Exception as exc:  # probing is advice; it never stops the agent
+                log.warning("path MTU probe failed: %s", exc)
+            self._probe_now.wait(PMTU_INTERVAL)
+            self._probe_now.clear()
+
+    def run(self, stop: threading.Event) -> None:
+        threading.Thread(target=self._path_mtu_loop, args=(stop,), name="pmtu", daemon=True).start()
+        # --- bgp: wake the loop at once on stop, so a stopping agent withdraws its routes promptly ---
+        threading.Thread(target=lambda: (stop.wait(), self._dirty.set()), daemon=True).start()
+        while not stop.is_set():
+            self._dirty.wait(CONFIG_POLL_INTERVAL)
             if stop.is_set():
                 break
+            due = time.time() - self.status_info.last_reconcile >= RESYNC_INTERVAL
+            if self._reload.is_set() or self._config_changed_on_disk():
+                self._reload.clear()
+                self._reload_from_file()
+            elif not self._dirty.is_set() and not due:
+                continue
             self._dirty.clear()
             try:
                 self.reconcile()
@@ -154,27 +231,135 @@ class Agent:
                 log.exception("reconcile failed: %s", exc)
                 self.status_info.errors = [f"reconcile failed: {exc}"]
 
+    def _labels(self) -> tuple[tuple[str, str], ...]:
+        """What peers must know about this node's datapath: whether it sends encapsulated packets."""
+        return ((TUNNEL_LABEL, self.config.tunnel_protocol),) if self.config.tunnel_enabled else ()
+
+    def _refresh_node(self, peers: Sequence[NodeInfo]) -> NodeInfo:
+        """Node devices for the current config; the tunnel device also stays while any peer still
+        tunnels to us (a live switch to native must not drop their packets). Republishes on change."""
+        assert self.ipr is not None and self.underlay is not None and self.status_info.node is not None
+        want_tunnel = self.config.tunnel_enabled or any(dict(p.labels).get(TUNNEL_LABEL) for p in peers)
+        devices = setup_node(
+            self.ipr, self.config, self.status_info.node, self.underlay.dev,
+            allow_initial_netns=self.allow_initial_netns, tunnel=want_tunnel,
+        )  # fmt: skip
+        node = dataclasses.replace(self.status_info.node, vtep_mac=devices.vtep_mac, labels=self._labels())
+        if node != self.status_info.node and self.registration is not None:
+            self.registration.update(NodeRecord(node, self.requested))
+            log.info("published node: vtep %s, labels %s", node.vtep_mac, dict(node.labels))
+        self.status_info.node, self.status_info.devices = node, devices
+        return node
+
     def reconcile(self) -> ReconcileReport:
-        assert self.ipr is not None and self.status_info.node is not None and self.underlay is not None
-        local = LocalNode(self.status_info.node, self.underlay.dev, self.underlay.index, self.underlay.mtu)
+        assert self.ipr is not None and self.underlay is not None
         peers = self.peers()
+        node = self._refresh_node(peers)
+        local = LocalNode(node, self.underlay.dev, self.underlay.index, self.underlay.mtu)
         paths: dict[str, PeerPath] = {}
         for ip in paths_needed(local, peers, self.config):
             try:
                 paths[str(ip)] = route_get(self.ipr, ip)
             except Exception as exc:  # an unroutable peer is a plan input, not a crash
                 log.warning("no kernel path to node ip %s: %s", ip, exc)
-        desired = plan(local, peers, self.config, paths)
-        report = Reconciler(self.ipr, self.config).apply(desired)
+        desired = plan(local, peers, self.config, paths, self.status_info.last_plan)
+        if self.bgp is not None:  # --- bgp: follow pod CIDR changes ---
+            self.bgp.set_prefixes(self.allocator.cidrs if self.allocator else local.node.pod_cidrs)
+        report = Reconciler(self.ipr, self.config, self.allow_initial_netns).apply(desired)
         for issue in desired.issues:
             log.warning("peer %s: %s", issue.peer, issue.message)
         for change in report.changes:
             log.info("%s", change.describe())
+        errors = list(report.errors)
+        errors += self._apply_masquerade(node, peers)
+        errors += self._follow_route_mtu(desired.route_mtu)
         self.status_info.last_plan, self.status_info.last_report = desired, report
         self.status_info.last_reconcile = time.time()
         self.status_info.reconciles += 1
-        self.status_info.errors = list(report.errors)
+        self.status_info.errors = errors
         return report
+
+    def _apply_masquerade(self, node: NodeInfo, peers: Sequence[NodeInfo]) -> list[str]:
+        """One nft table in this namespace, replaced atomically when its content changes."""
+        assert self.underlay is not None
+        masq = plan_masquerade(
+            self.config.enable_ipv4_masquerade,
+            node.pod_cidrs,
+            self.config.cluster_pool_ipv4_cidrs,
+            self.config.ipv4_native_routing_cidr,
+            [node.ipv4, *(p.ipv4 for p in peers)],
+            self.underlay.dev,
+        )
+        script = replace_script(masq)
+        if script == self._masquerade_applied:
+            return []
+        refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
+        try:
+            apply_script(script)
+        except NftError as exc:
+            log.error("%s", exc)
+            return [str(exc)]
+        self._masquerade_applied = script
+        log.info("nft table podnet %s", "replaced" if masq else "removed (masquerading off)")
+        return []
+
+    def _follow_route_mtu(self, route_mtu: int) -> list[str]:
+        """After a mode or MTU change, every pod's default route takes the new route MTU."""
+        if self.cni_handler is None or route_mtu == self.cni_handler.route_mtu:
+            return []
+        old = self.cni_handler.route_mtu
+        missed = update_route_mtu(self.cni_handler, route_mtu)
+        log.info("pod route MTU %d -> %d (%d pods gone)", old, route_mtu, len(missed))
+        return []
+
+    # ---- live reconfiguration ------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the config file again at the next loop turn, and probe path MTUs now."""
+        self._reload.set()
+        self._dirty.set()
+        self._probe_now.set()
+
+    def _config_changed_on_disk(self) -> bool:
+        if self.config_path is None:
+            return False
+        try:
+            mtime = self.config_path.stat().st_mtime
+        except OSError:
+            return False
+        if mtime != self._config_mtime:
+            self._config_mtime = mtime
+            return True
+        return False
+
+    def reload(self, new: AgentConfig) -> list[str]:
+        """Adopt ``new`` if only live settings changed; returns the settings that need a restart."""
+        frozen = [f for f in RESTART_ONLY if getattr(new, f) != getattr(self.config, f)]
+        if frozen:
+            log.error("config change ignored: %s can only change with an agent restart", ", ".join(frozen))
+            return frozen
+        check_kernel_support(new)
+        changed = [
+            f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.config, f.name)
+        ]
+        if changed:
+            log.info("config reloaded: %s", ", ".join(changed))
+        self.config = new
+        self._dirty.set()
+        return []
+
+    def _reload_from_file(self) -> None:
+        from podnet.config import ConfigError, load_config_file
+
+        if self.config_path is None:
+            return
+        try:
+            new = load_config_file(self.config_path, os.environ)
+        except ConfigError as exc:
+            log.error("config file %s not reloaded: %s", self.config_path, exc)
+            self.status_info.errors = [f"config not reloaded: {exc}"]
+            return
+        self.reload(new)
 
     # ---- API -----------------------------------------------------------------------------------
 
@@ -194,6 +379,7 @@ class Agent:
         """Stop serving and leave the store; the kernel datapath stays so pods keep working."""
         for closer in (
             lambda: self.api and self.api.close(),
+            lambda: self.bgp and self.bgp.stop(withdraw=True),  # --- bgp: withdraw, then stop ---
             lambda: self.watcher and self.watcher.stop(),
             lambda: self.registration and self.registration.close(revoke=True),
             lambda: self.store and self.store.close(),

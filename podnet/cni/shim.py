@@ -7,14 +7,17 @@ import. One JSON request per unix-socket connection, one JSON line back (docs/cn
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: `socket` pulls in enum and selectors (~3 ms)
 import json
 import os
-import socket
 import sys
-from collections.abc import Mapping
-from typing import Any, TextIO
 
 from podnet.cni import spec
+
+TYPE_CHECKING = False  # keep typing out of the per-pod start-up path
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
 
 DEFAULT_TIMEOUT = 120.0  # seconds for one agent call; an ADD is normally well under one second
 MAX_RESPONSE = 4 * 1024 * 1024

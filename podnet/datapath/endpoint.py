@@ -30,6 +30,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
 from podnet.cni import spec
+from podnet.util.netns import netlink_socket_in
 
 SCOPE_LINK = 253
 MAIN_TABLE = 254
@@ -61,8 +62,14 @@ class EndpointInfo:
 
 @contextlib.contextmanager
 def _host(host_netns: str | None) -> Iterator[IPRoute]:
-    # flags=0: never create the node namespace by accident (pyroute2's default is O_CREAT).
-    ipr = IPRoute(netns=host_netns, flags=0) if host_netns else IPRoute()
+    if host_netns:
+        fd = os.open(f"/run/netns/{host_netns}", os.O_RDONLY | os.O_CLOEXEC)  # never created here
+        try:
+            ipr = netlink_socket_in(fd)
+        finally:
+            os.close(fd)
+    else:
+        ipr = IPRoute()
     try:
         yield ipr
     finally:
@@ -81,7 +88,7 @@ def _pod(netns_path: str) -> Iterator[tuple[int, IPRoute]]:
         ) from None
     try:
         try:
-            ipr = IPRoute(netns=fd, flags=0)
+            ipr = netlink_socket_in(fd)
         except OSError as exc:
             raise NetnsNotFoundError(f"{netns_path} is not a network namespace: {exc}") from None
         try:
@@ -308,3 +315,22 @@ def delete_host_link(host_netns: str | None, host_ifname: str) -> bool:
             return _delete_link(host, host_ifname)
     except NetlinkError as exc:
         raise EndpointError(f"failed to delete orphan endpoint link {host_ifname}: {exc}") from exc
+
+
+def set_route_mtu(pod_netns_path: str, ifname: str, router_ip: ipaddress.IPv4Address, route_mtu: int) -> bool:
+    """``ip route replace default via <router ip> dev <ifname> mtu <route_mtu>`` inside a pod.
+
+    Used when the node's route MTU changes (a live switch between tunnel and native routing):
+    the pod keeps its address and connections, only the MTU of its default route follows.
+    Returns False when the pod or its interface is gone (nothing to update)."""
+    try:
+        with _pod(pod_netns_path) as (_fd, pod):
+            pod_idx = _lookup(pod, ifname)
+            if pod_idx is None:
+                return False
+            pod.route(
+                "replace", dst="0.0.0.0/0", gateway=str(router_ip), oif=pod_idx, metrics={"mtu": route_mtu}
+            )
+            return True
+    except NetnsNotFoundError:
+        return False

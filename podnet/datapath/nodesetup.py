@@ -75,11 +75,14 @@ def setup_node(
     underlay_dev: str,
     netns: str | None = None,
     allow_initial_netns: bool = False,
+    tunnel: bool | None = None,
 ) -> NodeDevices:
     """Create or fix the node's podnet devices. Sysctls go to the namespace ``ipr`` is bound to
     (``IPRoute(netns=...)``), else ``netns``, else the caller's own namespace - which is refused
     when that is the machine's initial namespace unless ``allow_initial_netns`` (a real node).
-    Returns what the agent publishes (VTEP MAC) and what the planner needs (underlay MTU)."""
+    Returns what the agent publishes (VTEP MAC) and what the planner needs (underlay MTU).
+    ``tunnel`` overrides whether the tunnel device exists (default: ``config.tunnel_enabled``): a
+    native node keeps it while peers still send it encapsulated packets (live mode switches)."""
     ksysctl.refuse_initial_netns(ipr, "set up podnet devices", allow_initial_netns)
     bound = ksysctl.socket_netns(ipr)
     if bound and netns and bound != netns:
@@ -93,7 +96,8 @@ def setup_node(
     underlay_mtu = klink.link_mtu(ipr, underlay_index)
     host_index, net_index = klink.ensure_veth_pair(ipr, owned.HOST_DEV, owned.NET_DEV)
     _ensure_router_ips(ipr, host_index, node)
-    tunnel_dev, tunnel_index, vtep_mac = _ensure_tunnel(ipr, config, node, underlay_index, underlay_mtu)
+    want = config.tunnel_enabled if tunnel is None else tunnel
+    tunnel_dev, tunnel_index, vtep_mac = _ensure_tunnel(ipr, config, node, underlay_index, underlay_mtu, want)
     ksysctl.ensure_sysctls(
         node_sysctls(node, tunnel_dev), netns=netns, allow_initial_netns=allow_initial_netns
     )
@@ -120,9 +124,9 @@ def _ensure_router_ips(ipr: IPRoute, host_index: int, node: NodeInfo) -> None:
 
 
 def _ensure_tunnel(
-    ipr: IPRoute, config: AgentConfig, node: NodeInfo, underlay_index: int, underlay_mtu: int
+    ipr: IPRoute, config: AgentConfig, node: NodeInfo, underlay_index: int, underlay_mtu: int, want: bool
 ) -> tuple[str | None, int | None, str | None]:
-    wanted = TUNNEL_PROTOCOLS[config.tunnel_protocol] if config.tunnel_enabled else None
+    wanted = TUNNEL_PROTOCOLS[config.tunnel_protocol] if want else None
     for protocol in TUNNEL_PROTOCOLS.values():
         if protocol is not wanted:
             klink.delete_link(ipr, protocol.device)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from podnet.datapath import mtu
-from podnet.datapath.modes import routing_mode
+from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import (
     DesiredState,
     FdbEntry,
@@ -50,7 +50,7 @@ __all__ = [
 def paths_needed(local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig) -> tuple[IPAddress, ...]:
     """Peer node IPs whose kernel path (``route_get``) the planner needs: only native mode with
     autoDirectNodeRoutes looks at paths. Feed the answers to ``plan`` keyed by ``str(ip)``."""
-    if config.routing_mode != "native" or not config.auto_direct_node_routes:
+    if config.routing_mode != "native" or not (config.auto_direct_node_routes or config.tunnel_fallback):
         return ()
     wanted: list[IPAddress] = []
     for peer in _remote(local, peers):
@@ -62,24 +62,37 @@ def paths_needed(local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfi
 
 
 def plan(
-    local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig, paths: Mapping[str, PeerPath]
+    local: LocalNode,
+    peers: Sequence[NodeInfo],
+    config: AgentConfig,
+    paths: Mapping[str, PeerPath],
+    previous: DesiredState | None = None,
 ) -> DesiredState:
-    """The desired routes, neighbours and FDB entries towards every remote node's pod CIDRs."""
-    mode = routing_mode(config.routing_mode)
+    """The desired routes, neighbours and FDB entries towards every remote node's pod CIDRs.
+
+    ``previous`` is the last applied plan: a peer that cannot be planned right now (e.g. during a
+    live switch to tunnel mode it has not published its VTEP yet) keeps the routes it had, so its
+    pods stay reachable until the new path exists."""
+    mode = mode_for(config)
     route_mtu = mtu.route_mtu(config, local.underlay_mtu, local.underlay_family)
     routes: dict[str, Route] = {}
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()
     issues: list[PeerIssue] = []
     reach: dict[str, Reach] = {}
+    reasons: dict[str, str] = {}
     for peer in _remote(local, peers):
         if not peer.pod_cidrs:
             reach[peer.name] = Reach.UNREACHABLE
             issues.append(PeerIssue(peer.name, Severity.WARNING, f"node {peer.name} has no pod CIDR yet"))
             continue
         peer_plan = mode.plan_peer(local, peer, paths, config, route_mtu)
+        if peer_plan.reach is Reach.UNREACHABLE and previous is not None:
+            peer_plan = _keep_previous(peer, peer_plan, previous)
         peer_plan = _drop_conflicts(peer, peer_plan, routes, local)
         reach[peer.name] = peer_plan.reach
+        if peer_plan.reason:
+            reasons[peer.name] = peer_plan.reason
         issues.extend(peer_plan.issues)
         routes.update({str(r.dst): r for r in peer_plan.routes})
         neighbours.update(peer_plan.neighbours)
@@ -90,9 +103,24 @@ def plan(
         fdb=tuple(sorted(fdb, key=lambda f: (f.lladdr, str(f.dst), f.dev))),
         issues=tuple(issues),
         reach=tuple(sorted(reach.items())),
+        reasons=tuple(sorted(reasons.items())),
         route_mtu=route_mtu,
         tunnel_device=mode.tunnel_device(config),
     )
+
+
+def _keep_previous(peer: NodeInfo, peer_plan: PeerPlan, previous: DesiredState) -> PeerPlan:
+    """Carry over the previous routes to ``peer``'s pod CIDRs when the new plan has none."""
+    kept = tuple(r for r in previous.routes if r.dst in peer.pod_cidrs and r.dev != previous.tunnel_device)
+    if not kept or peer_plan.routes:
+        return peer_plan
+    before = previous.reach_of(peer.name) or Reach.UNREACHABLE
+    note = PeerIssue(
+        peer.name,
+        Severity.WARNING,
+        f"keeping the previous {before} path to {peer.name} until the new one exists",
+    )
+    return PeerPlan(reach=before, routes=kept, issues=(*peer_plan.issues, note), reason=peer_plan.reason)
 
 
 def _remote(local: LocalNode, peers: Sequence[NodeInfo]) -> list[NodeInfo]:

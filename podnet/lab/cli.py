@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     ex.set_defaults(func=cmd_exec)
 
+    dg = lsub.add_parser("diagram", help="a Graphviz picture of a running lab (segments, nodes, pod paths)")
+    dg.add_argument("name", help="lab name")
+    dg.add_argument("-o", "--output", default=None, metavar="FILE", help="FILE.svg, .png or .dot "
+                    "(default: <name>.svg in the current directory)")  # fmt: skip
+    dg.set_defaults(func=cmd_diagram)
+
 
 def _with_overrides(topo: Topology, pairs: list[str]) -> Topology:
     from podnet.lab.overrides import apply_overrides
@@ -164,6 +170,23 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return 2
     os.execvp("ip", ["ip", "netns", "exec", ns, *cmd])
     return 127  # not reached
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from podnet.lab.diagram import gather, render, to_dot
+    from podnet.verify.labview import LabView, LabViewError
+
+    try:
+        with LabView(args.name) as view:
+            source = to_dot(gather(view))
+        path = render(source, Path(args.output or f"{args.name}.svg"))
+    except (LabViewError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def _progress(enabled: bool) -> Any:

@@ -59,7 +59,7 @@ def _venv_bin(name: str) -> str:
 def pool_settings(topo: Topology) -> tuple[list[str], int]:
     from podnet.config import load_config
 
-    cfg = load_config(topo.node_config(topo.nodes[0].name), {}, {"nodeName": topo.nodes[0].name})
+    cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
     return [str(c) for c in cfg.cluster_pool_ipv4_cidrs], cfg.cluster_pool_ipv4_mask_size
 
 
@@ -75,7 +75,28 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
             "devices": ["eth0"],
         }
     )
+    _fill_bgp_peers(topo, node, cfg)
     return cfg
+
+
+def _fill_bgp_peers(topo: Topology, node: Host, cfg: dict[str, Any]) -> None:
+    """With bgp.enabled, a peer without peerAddress (or no peers at all) is the node's gateway router."""
+    bgp = cfg.get("bgp")
+    if not isinstance(bgp, dict) or bgp.get("enabled") is not True or node.gateway is None:
+        return
+    router = next((r for r in topo.routers for i in r.interfaces if i.address.ip == node.gateway), None)
+    peers = bgp.get("peers") or [{}]
+    if not isinstance(peers, list):
+        return  # the agent's config validation names the problem
+    filled = []
+    for peer in peers:
+        peer = dict(peer) if isinstance(peer, dict) else peer
+        if isinstance(peer, dict) and "peerAddress" not in peer:
+            peer["peerAddress"] = str(node.gateway)
+            if "peerASN" not in peer and router is not None and router.asn is not None:
+                peer["peerASN"] = router.asn
+        filled.append(peer)
+    cfg["bgp"] = {**bgp, "peers": filled}
 
 
 def validate_cluster_config(topo: Topology) -> None:
@@ -156,6 +177,31 @@ def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT
         )
 
 
+def wait_converged(topo: Topology, timeout: float = AGENT_READY_TIMEOUT) -> None:
+    """Wait until every agent has planned for every other node with its pod CIDR known, so that
+    when ``lab up`` returns the datapath is programmed everywhere."""
+    deadline = time.monotonic() + timeout
+    names = {n.name for n in topo.nodes}
+    waiting: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        waiting = {}
+        for name in sorted(names):
+            try:
+                status = agent_request(topo.name, name, {"op": "status"}, timeout=2.0)
+            except OSError as e:
+                waiting[name] = str(e)
+                continue
+            peers = {p["name"]: p for p in status.get("peers", [])}
+            missing = names - {name} - set(peers)
+            pending = [p for p, info in peers.items() if any("no pod CIDR" in i for i in info["issues"])]
+            if missing or pending:
+                waiting[name] = f"peers not planned yet: {', '.join(sorted(missing | set(pending)))}"
+        if not waiting:
+            return
+        time.sleep(0.1)
+    raise ClusterError(f"agents did not converge in {timeout:g}s: {waiting}")
+
+
 def agent_request(lab: str, node: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """One request to a node agent's local API (a unix socket: reachable from any namespace)."""
     import socket
@@ -171,6 +217,25 @@ def agent_request(lab: str, node: str, request: dict[str, Any], timeout: float =
                 break
             data += chunk
     return json.loads(data or b"{}")
+
+
+def cni_bin_dir(lab: str) -> Path:
+    return st.lab_dir(lab) / "cni" / "bin"
+
+
+def cni_binary(lab: str) -> str:
+    """The lab's CNI plugin, installed by ``podnet install-cni`` into the lab's own directory."""
+    return str(cni_bin_dir(lab) / "podnet")
+
+
+def ensure_cni_installed(lab: str) -> int:
+    from podnet.cni.install import install_cni, launcher_script
+
+    binary = Path(cni_binary(lab))
+    if binary.exists() and binary.read_text() == launcher_script(sys.executable):
+        return 0
+    install_cni(cni_bin_dir(lab), st.lab_dir(lab) / "cni" / "net.d", python=sys.executable)
+    return 1
 
 
 def netconf(lab: str, node: str) -> dict[str, Any]:
@@ -194,12 +259,12 @@ def run_cni(lab: str, pod: Pod, command: str) -> tuple[int, dict[str, Any]]:
         "CNI_CONTAINERID": container_id(lab, pod.name),
         "CNI_NETNS": str(netns.NETNS_DIR / pod_ns),
         "CNI_IFNAME": "eth0",
-        "CNI_PATH": str(Path(_venv_bin("podnet-cni")).parent),
+        "CNI_PATH": str(cni_bin_dir(lab)),
         "CNI_ARGS": f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE=default",
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     }
     res = subprocess.run(
-        ["ip", "netns", "exec", st.ns_name(lab, pod.node), _venv_bin("podnet-cni")],
+        ["ip", "netns", "exec", st.ns_name(lab, pod.node), cni_binary(lab)],
         input=json.dumps(netconf(lab, pod.node)),
         capture_output=True,
         text=True,

@@ -11,6 +11,7 @@ from typing import Any
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
+from podnet.lab.bird import ensure_router_bgp, validate_router_bgp
 from podnet.lab.build import BuildReport, LabBuilder, Progress
 from podnet.lab.controlplane import ensure_control_plane
 from podnet.lab.teardown import TeardownReport, teardown, teardown_all
@@ -21,6 +22,7 @@ def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool
     """Build the lab; with ``cluster`` also the operator, the agents and the pods (CNI ADD)."""
     if cluster:
         cl.validate_cluster_config(topo)  # before anything exists
+        validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
     started = time.monotonic()
     was_up = st.LabState.load(topo.name) is not None
     builder = LabBuilder(topo, progress)
@@ -28,6 +30,9 @@ def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool
         report = builder.up()
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
+        if cluster:
+            progress("BGP on routers (BIRD)")
+            report.changes += ensure_router_bgp(topo, builder.state)
         if cluster:
             _start_cluster(topo, builder.state, report, progress)
         report.seconds = time.monotonic() - started
@@ -45,6 +50,8 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
     for node in topo.nodes:
         report.changes += cl.start_agent(topo, state, node)
     cl.wait_agents_ready(topo, state)
+    cl.wait_converged(topo)
+    report.changes += cl.ensure_cni_installed(topo.name)
     if topo.pods:
         progress(f"{len(topo.pods)} pods (CNI ADD)")
     for pod in topo.pods:

@@ -13,8 +13,12 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyroute2 import netns as _netns
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_DIR = Path("/run/netns")
 
@@ -126,3 +130,35 @@ def write_sysctl(name: str, settings: dict[str, str]) -> None:
         for key, value in settings.items():
             path = Path("/proc/sys") / key.replace(".", "/")
             path.write_text(str(value))
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def netlink_socket_in(fd: int) -> IPRoute:
+    """A netlink socket bound to the namespace behind ``fd``, made without forking a helper.
+
+    The calling thread switches into the namespace only for the instant the socket is created
+    and always switches back (the socket stays in the namespace it was made in). pyroute2's
+    ``IPRoute(netns=...)`` forks a process for the same thing, which costs ~8 ms per pod.
+    """
+    from pyroute2 import IPRoute
+
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd)
+        try:
+            return IPRoute()
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)

@@ -33,7 +33,12 @@ pytestmark = pytest.mark.kernel
 
 TUNNEL = load_config({"routingMode": "tunnel", "devices": "eth0"}, overrides={"nodeName": "node1"})
 NATIVE = load_config(
-    {"routingMode": "native", "autoDirectNodeRoutes": True, "devices": "eth0"},
+    {
+        "routingMode": "native",
+        "autoDirectNodeRoutes": True,
+        "ipv4NativeRoutingCIDR": "10.244.0.0/16",
+        "devices": "eth0",
+    },
     overrides={"nodeName": "node1"},
 )
 

@@ -75,7 +75,9 @@ def test_port_change_recreates_and_native_removes_the_tunnel(node_ns: str) -> No
             ipr, load_config({"nodeName": "node1", "tunnelPort": 4789}), NODE, "eth0", netns=node_ns
         )
         assert moved.tunnel_index is not None and _vxlan_port(ipr, moved.tunnel_index) == 4789
-        native_cfg = load_config({"nodeName": "node1", "routingMode": "native"})
+        native_cfg = load_config(
+            {"nodeName": "node1", "routingMode": "native", "enableIPv4Masquerade": False}
+        )
         native = setup_node(ipr, native_cfg, NODE, "eth0")  # namespace taken from the socket
         assert native.tunnel_dev is None and native.vtep_mac is None
         assert klink.link_index(ipr, owned.VXLAN_DEV) is None

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,9 +195,23 @@ def test_install_writes_launcher_and_conflist(tmp_path: Path) -> None:
     done = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
     assert done.binary == tmp_path / "bin" / "podnet"
     assert os.access(done.binary, os.X_OK)
-    assert "-m podnet.cni.shim" in done.binary.read_text()
+    # the launcher runs on its own, as a runtime would exec it, and answers VERSION
+    res = subprocess.run(
+        [str(done.binary)], input=b"{}", env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30
+    )
+    assert res.returncode == 0, res.stderr
+    assert "1.1.0" in json.loads(res.stdout)["supportedVersions"]
     conf = json.loads(done.conflist.read_text())
     assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "podnet"
     assert conf["plugins"][0]["agentSocket"] == "/run/x/agent.sock"
     again = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
     assert again == done and json.loads(again.conflist.read_text()) == conf
+
+
+def test_install_cni_command_writes_both_files(tmp_path: Path) -> None:
+    from podnet.cli import main
+
+    assert main(["install-cni", "--bin-dir", str(tmp_path / "b"), "--conf-dir", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "b" / "podnet").exists()
+    conf = json.loads((tmp_path / "c" / "05-podnet.conflist").read_text())
+    assert conf["plugins"] == [{"type": "podnet"}]  # default socket: nothing to say

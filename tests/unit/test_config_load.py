@@ -10,7 +10,7 @@ import pytest
 
 from podnet.config import AgentConfig, ConfigError, check_kernel_support, load_config, load_config_file
 
-NODE = {"nodeName": "n1"}
+NODE = {"nodeName": "n1", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}
 
 
 def test_defaults_are_cilium_defaults() -> None:
@@ -160,15 +160,39 @@ def test_unknown_cli_flag_is_refused() -> None:
         load_config(NODE, overrides={"auto-direct-node-route": True})
 
 
-def test_native_without_direct_routes_or_cidr_is_accepted() -> None:
-    cfg = load_config({**NODE, "routingMode": "native"})
+def test_native_without_direct_routes_or_cidr_is_accepted_without_masquerading() -> None:
+    cfg = load_config({"nodeName": "n1", "routingMode": "native", "enableIPv4Masquerade": False})
     assert cfg.auto_direct_node_routes is False and cfg.ipv4_native_routing_cidr is None
+
+
+def test_native_with_masquerading_needs_the_native_routing_cidr() -> None:
+    with pytest.raises(ConfigError, match=r"ipv4NativeRoutingCIDR: must be set when routingMode=native"):
+        load_config({"nodeName": "n1", "routingMode": "native"})
+
+
+@pytest.mark.parametrize(
+    ("values", "tunnel_enabled"),
+    [
+        ({"routingMode": "tunnel"}, True),
+        ({"routingMode": "native"}, False),
+        ({"routingMode": "native", "tunnelFallback": True}, True),
+        ({"routing-mode": "native", "tunnel-fallback": "true", "ipv6NativeRoutingCIDR": "fd00::/48"}, True),
+    ],
+)
+def test_tunnel_fallback_keeps_the_tunnel_device(values: dict[str, Any], tunnel_enabled: bool) -> None:
+    assert load_config({**NODE, **values}).tunnel_enabled is tunnel_enabled
+
+
+def test_tunnel_fallback_needs_native_routing() -> None:
+    with pytest.raises(ConfigError, match="tunnelFallback: true only makes sense with routingMode=native"):
+        load_config({**NODE, "tunnelFallback": True})
 
 
 def test_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "podnet.yaml"
     path.write_text(
-        "nodeName: y\nrouting-mode: native\nipam:\n  operator:\n    clusterPoolIPv4MaskSize: 25\n"
+        "nodeName: y\nrouting-mode: native\nipv4-native-routing-cidr: 10.0.0.0/8\n"
+        "ipam:\n  operator:\n    clusterPoolIPv4MaskSize: 25\n"
     )
     cfg = load_config_file(path)
     assert (cfg.node_name, cfg.routing_mode, cfg.cluster_pool_ipv4_mask_size) == ("y", "native", 25)

@@ -11,7 +11,8 @@ from podnet.datapath import mtu
 
 
 def cfg(**values: Any) -> Any:
-    return load_config({"nodeName": "n", **values})
+    native_cidr = {"ipv4NativeRoutingCIDR": "10.244.0.0/16"} if values.get("routingMode") == "native" else {}
+    return load_config({"nodeName": "n", **native_cidr, **values})
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,8 @@ LOCAL = LocalNode(node(1), "eth0", 2, 1500)
 
 
 def cfg(**values: Any) -> AgentConfig:
-    return load_config({"nodeName": "node1", **values})
+    native_cidr = {"ipv4NativeRoutingCIDR": "10.244.0.0/16"} if values.get("routingMode") == "native" else {}
+    return load_config({"nodeName": "node1", **native_cidr, **values})
 
 
 def direct(peer: NodeInfo) -> PeerPath:
@@ -173,3 +174,81 @@ def test_conflicting_cidrs_are_refused_per_peer() -> None:
 
 def test_local_node_is_never_planned() -> None:
     assert plan(LOCAL, [LOCAL.node], cfg(), {}) == plan(LOCAL, [], cfg(), {})
+
+
+def behind_gateway(peer: NodeInfo) -> PeerPath:
+    assert peer.ipv4 is not None
+    return PeerPath(dst=peer.ipv4, dev="eth0", gateway=ipaddress.IPv4Address("172.16.2.1"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "reach3", "route3", "why3"),
+    [
+        # no BGP: the routed peer falls back to VXLAN
+        (
+            {},
+            Reach.TUNNEL,
+            "10.244.3.0/24 via 10.244.3.1 dev podnet_vxlan onlink src 10.244.1.1 mtu 1450 proto 201",
+            "behind gateway 172.16.2.1",
+        ),
+        # BGP and the peer's CIDR inside the native routing CIDR: the fabric routes it, nothing per peer
+        (
+            {
+                "bgp": {
+                    "enabled": True,
+                    "localASN": 64512,
+                    "peers": [{"peerAddress": "172.16.2.1", "peerASN": 65001}],
+                }
+            },
+            Reach.UNDERLAY,
+            None,
+            "routed by the BGP fabric",
+        ),
+        # BGP, but the peer's CIDR is outside the native routing CIDR: tunnel
+        (
+            {
+                "ipv4NativeRoutingCIDR": "10.244.2.0/24",
+                "bgp": {
+                    "enabled": True,
+                    "localASN": 64512,
+                    "peers": [{"peerAddress": "172.16.2.1", "peerASN": 65001}],
+                },
+            },
+            Reach.TUNNEL,
+            "10.244.3.0/24 via 10.244.3.1 dev podnet_vxlan onlink src 10.244.1.1 mtu 1450 proto 201",
+            "not routable by the underlay",
+        ),
+    ],
+)
+def test_hybrid_chooses_per_peer(extra: dict[str, Any], reach3: Reach, route3: str | None, why3: str) -> None:
+    config = cfg(routingMode="native", autoDirectNodeRoutes=True, tunnelFallback=True, **extra)
+    peer2, peer3 = node(2), node(3, segment=3)
+    state = plan(
+        LOCAL, [peer2, peer3], config, {"172.16.2.3": direct(peer2), "172.16.3.4": behind_gateway(peer3)}
+    )
+    assert state.reach == (("node2", Reach.DIRECT), ("node3", reach3))
+    expected = ["10.244.2.0/24 via 172.16.2.3 dev eth0 proto 201"] + ([route3] if route3 else [])
+    assert lines(state) == expected
+    reasons = dict(state.reasons)
+    assert "same L2 segment" in reasons["node2"] and why3 in reasons["node3"]
+    assert state.route_mtu == 1450 and state.tunnel_device == "podnet_vxlan"  # pods may cross the tunnel
+    assert state.issues == ()
+
+
+def test_hybrid_looks_up_paths_for_every_peer() -> None:
+    config = cfg(routingMode="native", tunnelFallback=True)
+    assert paths_needed(LOCAL, [node(2), node(3)], config) == (ip("172.16.2.3"), ip("172.16.2.4"))
+
+
+def test_switch_to_tunnel_keeps_direct_route_until_the_peer_publishes_its_vtep() -> None:
+    native = cfg(routingMode="native", autoDirectNodeRoutes=True)
+    before = plan(LOCAL, [node(2)], native, {"172.16.2.3": direct(node(2))})
+    assert lines(before) == ["10.244.2.0/24 via 172.16.2.3 dev eth0 proto 201"]
+    no_vtep_yet = node(2, mac=False)
+    during = plan(LOCAL, [no_vtep_yet], cfg(), {}, previous=before)
+    assert lines(during) == ["10.244.2.0/24 via 172.16.2.3 dev eth0 proto 201"]
+    assert during.reach_of("node2") is Reach.DIRECT
+    assert any("keeping the previous" in i.message for i in during.issues)
+    after = plan(LOCAL, [node(2)], cfg(), {}, previous=during)
+    assert lines(after)[0].startswith("10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan")
+    assert plan(LOCAL, [no_vtep_yet], cfg(), {}).routes == ()  # nothing to keep without a previous plan

@@ -145,3 +145,14 @@ def route_get(ipr: IPRoute, dst: IPAddress) -> PeerPath:
         gateway=ipaddress.ip_address(gateway) if gateway else None,
         src=ipaddress.ip_address(src) if src else None,
     )
+
+
+def cached_path_mtu(ipr: IPRoute, dst: IPAddress) -> int | None:
+    """The path MTU the kernel learned for ``dst`` (``ip route get`` shows it as ``cache ... mtu N``)."""
+    try:
+        msg = ipr.route("get", dst=str(dst), family=_family(dst.version))[0]
+    except NetlinkError:
+        return None
+    metrics = msg.get_attr("RTA_METRICS")
+    value = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+    return int(value) if value else None

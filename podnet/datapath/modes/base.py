@@ -133,6 +133,7 @@ class PeerPlan:
     neighbours: tuple[Neighbour, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
     issues: tuple[PeerIssue, ...] = ()
+    reason: str = ""  # why this path was chosen, for `podnet status` (hybrid mode says it)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class DesiredState:
     fdb: tuple[FdbEntry, ...] = ()
     issues: tuple[PeerIssue, ...] = ()
     reach: tuple[tuple[str, Reach], ...] = ()
+    reasons: tuple[tuple[str, str], ...] = ()
     route_mtu: int = 0
     tunnel_device: str | None = None  # the tunnel device in use, None in native mode
 

@@ -1,0 +1,179 @@
+"""The agent's BGP controller: runs the node's speaker, keeps it announcing the pod CIDRs.
+
+The speaker implementation is looked up by name in ``SPEAKERS`` (ExaBGP today; BIRD or GoBGP
+would plug in with the same five methods). A watchdog thread restarts a speaker that died
+(graceful restart keeps the routers' copies meanwhile); ``set_prefixes`` follows the node's pod
+CIDRs with announce/withdraw; ``stop(withdraw=True)`` withdraws first, so a graceful agent stop
+removes the routes at once, while a crash leaves them to the graceful-restart timer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from podnet.bgp.exabgp import ExaBgpSpeaker, SpeakerError, SpeakerSpec
+from podnet.config import AgentConfig
+
+log = logging.getLogger("podnet.bgp")
+
+WATCH_INTERVAL = 0.5
+WITHDRAW_FLUSH = 0.3
+
+
+class Speaker(Protocol):
+    name: str
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def start(self, prefixes: Iterable[ipaddress.IPv4Network]) -> None: ...
+    def running(self) -> bool: ...
+    def announce(self, prefix: ipaddress.IPv4Network) -> None: ...
+    def withdraw(self, prefix: ipaddress.IPv4Network) -> None: ...
+    def sessions(self) -> Mapping[str, Any]: ...
+    def stop(self, grace: float = 3.0) -> None: ...
+
+
+SPEAKERS: dict[str, Callable[[SpeakerSpec], Speaker]] = {"exabgp": ExaBgpSpeaker}
+DEFAULT_SPEAKER = "exabgp"
+
+
+def v4_prefixes(cidrs: Iterable[Any]) -> tuple[ipaddress.IPv4Network, ...]:
+    return tuple(sorted({c for c in cidrs if isinstance(c, ipaddress.IPv4Network)}))
+
+
+class BgpController:
+    """Owns the speaker process for the agent's lifetime (start, follow CIDRs, restart, stop)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        node_ip: ipaddress.IPv4Address,
+        workdir: Path,
+        speaker: str = DEFAULT_SPEAKER,
+    ) -> None:
+        assert config.bgp_local_asn is not None
+        self.config = config
+        self.spec = SpeakerSpec(node_ip, node_ip, config.bgp_local_asn, config.bgp_peers, (), workdir)
+        self.speaker: Speaker = SPEAKERS[speaker](self.spec)
+        self.prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+        self.restarts = 0
+        self.started_at = 0.0
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._withdraw_on_stop = True
+
+    # The speaker is started by the watchdog thread: with --pdeathsig it dies with the thread
+    # that forked it, so that thread must live as long as the controller.
+    def start(self, prefixes: Iterable[Any], timeout: float = 15.0) -> None:
+        self.prefixes = v4_prefixes(prefixes)
+        self._thread = threading.Thread(target=self._watch, name="bgp-speaker", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout) or not self.speaker.running():
+            raise SpeakerError(f"the BGP speaker did not start: {self.last_error or 'timeout'}")
+
+    def _launch(self) -> None:
+        with self._lock:
+            self.speaker.start(self.prefixes)
+            self.started_at = time.time()
+        log.info("BGP speaker %s started (pid %s), announcing %s", self.speaker.name, self.speaker.pid,
+                 ", ".join(map(str, self.prefixes)) or "nothing")  # fmt: skip
+
+    def _watch(self) -> None:
+        try:
+            self._launch()
+        except Exception as exc:
+            self.last_error = str(exc)
+        self._started.set()
+        while not self._stop.wait(WATCH_INTERVAL):
+            if self.speaker.running():
+                continue
+            self.restarts += 1
+            log.warning("BGP speaker exited; restarting it (restart %d)", self.restarts)
+            try:
+                self._launch()
+                self.last_error = ""
+            except Exception as exc:  # try again on the next tick
+                self.last_error = str(exc)
+                log.error("BGP speaker restart failed: %s", exc)
+        self._shutdown_speaker()
+
+    def set_prefixes(self, cidrs: Iterable[Any]) -> list[str]:
+        """Announce new pod CIDRs and withdraw gone ones; returns the changes made."""
+        wanted = v4_prefixes(cidrs)
+        changes: list[str] = []
+        with self._lock:
+            if wanted == self.prefixes:
+                return changes
+            try:
+                for prefix in sorted(set(wanted) - set(self.prefixes)):
+                    self.speaker.announce(prefix)
+                    changes.append(f"announce {prefix}")
+                for prefix in sorted(set(self.prefixes) - set(wanted)):
+                    self.speaker.withdraw(prefix)
+                    changes.append(f"withdraw {prefix}")
+            except SpeakerError as exc:  # the watchdog restarts the speaker with self.prefixes
+                self.last_error = str(exc)
+                log.warning("BGP: %s", exc)
+            self.prefixes = wanted
+        for change in changes:
+            log.info("BGP %s", change)
+        return changes
+
+    def stop(self, withdraw: bool = True) -> None:
+        """Stop the speaker; with ``withdraw`` the routes are withdrawn first (graceful stop)."""
+        self._withdraw_on_stop = withdraw
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+
+    def _shutdown_speaker(self) -> None:
+        if self._withdraw_on_stop and self.speaker.running():
+            try:
+                for prefix in self.prefixes:
+                    self.speaker.withdraw(prefix)
+                time.sleep(WITHDRAW_FLUSH)  # let ExaBGP send the UPDATE before its NOTIFICATION
+            except SpeakerError as exc:
+                log.warning("withdrawing on stop: %s", exc)
+        self.speaker.stop()
+
+    def status(self) -> dict[str, Any]:
+        """The ``bgp`` section of the agent's status document."""
+        sessions = self.speaker.sessions()
+        now = time.time()
+        peers = []
+        for peer in self.config.bgp_peers:
+            s = sessions.get(str(peer.peer_address), {})
+            state = str(s.get("state", "idle"))
+            up = state == "up"
+            peers.append(
+                {
+                    **peer.to_json(),
+                    "state": "established" if up else state,
+                    "uptime": round(now - float(s.get("since", now)), 1) if up else 0.0,
+                    "sent": len(self.prefixes) if up else 0,
+                    "received": len(s.get("received", [])),
+                    "receivedPrefixes": list(s.get("received", [])),
+                }
+            )
+        return {
+            "enabled": True,
+            "speaker": self.speaker.name,
+            "pid": self.speaker.pid,
+            "running": self.speaker.running(),
+            "restarts": self.restarts,
+            "localASN": self.spec.local_asn,
+            "routerID": str(self.spec.router_id),
+            "advertised": [str(p) for p in self.prefixes],
+            "peers": peers,
+            "error": self.last_error or None,
+        }

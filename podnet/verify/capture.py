@@ -1,0 +1,204 @@
+"""``podnet capture``: tcpdump on an underlay link during a probe, and what it saw, in one sentence.
+
+tcpdump writes a pcap inside the lab host's namespace (started and stopped by PID, bounded in
+time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4, UDP, VXLAN and
+the inner frame), so the verdict does not depend on tcpdump's text format:
+``VXLAN UDP/8472 carrying 10.244.1.10 -> 10.244.2.10`` or
+``plain 10.244.1.10 -> 10.244.2.10, no encapsulation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podnet.verify.labview import LabView, LabViewError, Place
+from podnet.verify.probe import ping
+
+VXLAN_PORTS = (8472, 4789)
+ETH_P_IP = 0x0800
+ETH_P_8021Q = 0x8100
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One decoded frame: the outer IPv4 header, and the inner one when it is VXLAN."""
+
+    src: str
+    dst: str
+    proto: int
+    dport: int | None = None
+    inner_src: str | None = None
+    inner_dst: str | None = None
+
+    @property
+    def vxlan(self) -> bool:
+        return self.inner_src is not None
+
+
+def _ipv4(frame: bytes, offset: int) -> Packet | None:
+    """The packet at ``offset`` of an Ethernet frame (IPv4 only; VXLAN decoded one level)."""
+    if len(frame) < offset + 14:
+        return None
+    ethertype = struct.unpack_from("!H", frame, offset + 12)[0]
+    pos = offset + 14
+    if ethertype == ETH_P_8021Q and len(frame) >= pos + 4:
+        ethertype, pos = struct.unpack_from("!H", frame, pos + 2)[0], pos + 4
+    if ethertype != ETH_P_IP or len(frame) < pos + 20:
+        return None
+    ihl = (frame[pos] & 0x0F) * 4
+    proto = frame[pos + 9]
+    src = str(ipaddress.IPv4Address(frame[pos + 12 : pos + 16]))
+    dst = str(ipaddress.IPv4Address(frame[pos + 16 : pos + 20]))
+    dport = None
+    if proto == 17 and len(frame) >= pos + ihl + 8:
+        dport = struct.unpack_from("!H", frame, pos + ihl + 2)[0]
+        if dport in VXLAN_PORTS:
+            inner = _ipv4(frame, pos + ihl + 8 + 8)
+            if inner is not None:
+                return Packet(src, dst, proto, dport, inner.src, inner.dst)
+    return Packet(src, dst, proto, dport)
+
+
+def parse_pcap(data: bytes) -> list[Packet]:
+    """Decode a classic pcap file with Ethernet frames (what ``tcpdump -w`` writes on veths)."""
+    if len(data) < 24:
+        return []
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError("not a pcap file (bad magic)")
+    linktype = struct.unpack_from(endian + "I", data, 20)[0]
+    if linktype != 1:
+        raise ValueError(f"pcap link type {linktype} is not Ethernet")
+    packets: list[Packet] = []
+    pos = 24
+    while pos + 16 <= len(data):
+        incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
+        frame = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        pkt = _ipv4(frame, 0)
+        if pkt is not None:
+            packets.append(pkt)
+    return packets
+
+
+def verdict(packets: list[Packet], src: str, dst: str) -> tuple[str, str]:
+    """(kind, sentence) for the probe ``src -> dst``: kind is vxlan | plain | none."""
+    for p in packets:
+        if p.vxlan and p.inner_src == src and p.inner_dst == dst:
+            return "vxlan", f"VXLAN UDP/{p.dport} carrying {src} -> {dst} (outer {p.src} -> {p.dst})"
+    for p in packets:
+        if not p.vxlan and p.src == src and p.dst == dst:
+            return "plain", f"plain {src} -> {dst}, no encapsulation"
+    return "none", f"no packet {src} -> {dst} seen"
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    host: str
+    iface: str
+    src: Place
+    dst: Place
+    kind: str
+    sentence: str
+    packets: int
+    probe_ok: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "on": f"{self.host}:{self.iface}",
+            "from": self.src.describe(),
+            "to": self.dst.describe(),
+            "kind": self.kind,
+            "saw": self.sentence,
+            "packets": self.packets,
+            "probeReplied": self.probe_ok,
+        }
+
+
+def default_pair(view: LabView) -> tuple[Place, Place]:
+    """The first pod of the first node and the first pod of the second node with pods."""
+    nodes = [n for n in view.nodes if view.pods_on(n)]
+    if len(nodes) < 2:
+        raise LabViewError(f"lab {view.name} needs pods on two nodes for a capture probe; name --from/--to")
+    return view.resolve(view.pods_on(nodes[0])[0]), view.resolve(view.pods_on(nodes[1])[0])
+
+
+def capture(view: LabView, host: str, iface: str, seconds: float, src: Place, dst: Place) -> CaptureResult:
+    """tcpdump on ``host:iface`` while ``src`` pings ``dst`` for about ``seconds``."""
+    if iface not in view.links(host):
+        raise LabViewError(f"{host} has no interface {iface} (it has: {', '.join(sorted(view.links(host)))})")
+    with tempfile.TemporaryDirectory(prefix="podnet-capture-") as tmp:
+        pcap = Path(tmp) / "capture.pcap"
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            view.ns(host),
+            "tcpdump",
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "-s",
+            "256",
+            "-c",
+            "500",
+            "-w",
+            str(pcap),
+        ]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_listening(proc, timeout=5.0)
+            count = max(2, int(seconds / 0.2))
+            res = ping(view.ns(src.host), str(dst.ip), count=count, timeout=1.0)
+        finally:
+            _stop(proc)
+        data = pcap.read_bytes() if pcap.exists() else b""
+    packets = parse_pcap(data) if data else []
+    kind, sentence = verdict(packets, str(src.ip), str(dst.ip))
+    return CaptureResult(host, iface, src, dst, kind, sentence, len(packets), res.ok)
+
+
+def _wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
+    """Wait for tcpdump's "listening on" line (read by a thread so the wait stays bounded)."""
+    seen = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "listening on" in line:
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not seen.wait(timeout) or proc.poll() is not None:
+        raise LabViewError(f"tcpdump did not start (exit {proc.poll()})")
+    time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGINT by PID (tcpdump flushes the pcap), then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=3)

@@ -1,0 +1,336 @@
+"""``podnet status | connectivity test | perf | capture | diagnose``: argument parsing and output.
+
+Each command prints a table for people by default and a JSON document with ``-o json``. The
+work happens in the sibling modules; this one only parses, picks the lab, and formats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from podnet.verify.labview import LabView, LabViewError, pick_lab
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    st = sub.add_parser("status", help="agent, routing, MTU, IPAM and every peer as the kernel has them")
+    _lab_args(st)
+    st.add_argument("--node", help="only this node of the lab")
+    st.add_argument("--verbose", action="store_true", help="add allocated addresses and owned kernel objects")
+    st.add_argument(
+        "--agent-socket",
+        default=None,
+        help="a real host's agent socket (default /var/run/podnet/agent.sock when no --lab is given)",
+    )
+    st.set_defaults(func=cmd_status)
+
+    conn = sub.add_parser("connectivity", help="connectivity checks over the lab's datapath")
+    csub = conn.add_subparsers(dest="conn_cmd", required=True)
+    test = csub.add_parser("test", help="pod/node/external reachability and the full-size DF packet")
+    _lab_args(test)
+    test.add_argument("--deadline", type=float, default=90.0, help="seconds for the whole run (default 90)")
+    test.set_defaults(func=cmd_connectivity)
+
+    perf = sub.add_parser("perf", help="iperf3 host-to-host vs pod-to-pod across nodes (medians, ratio)")
+    _lab_args(perf)
+    perf.add_argument("--repetitions", type=int, default=5, help="interleaved runs per target (default 5)")
+    perf.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
+    perf.add_argument("--plot", help="write a PNG bar chart here")
+    perf.set_defaults(func=cmd_perf)
+
+    cap = sub.add_parser("capture", help="tcpdump on an underlay link during a pod-to-pod probe")
+    _lab_args(cap)
+    cap.add_argument("--on", required=True, metavar="HOST:IF", help="where to capture, e.g. r1:to-r2")
+    cap.add_argument("--seconds", type=float, default=2.0, help="probe duration (default 2)")
+    cap.add_argument("--from", dest="src", help="probe source (default: a pod on the first node)")
+    cap.add_argument("--to", dest="dst", help="probe destination (default: a pod on the second node)")
+    cap.set_defaults(func=cmd_capture)
+
+    dg = sub.add_parser("diagnose", help="walk the path SRC -> DST hop by hop and say where it drops")
+    dg.add_argument("src", help="pod, node, host or address")
+    dg.add_argument("dst", help="pod, node, host or address")
+    _lab_args(dg)
+    dg.add_argument("--size", type=int, help="packet size to check (default: the route MTU at SRC)")
+    dg.set_defaults(func=cmd_diagnose)
+
+
+def _lab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lab", help="lab name (default: the only lab that is up)")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def _emit(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+# ---- status --------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pyroute2 import IPRoute
+
+    from podnet.verify.status import DEFAULT_AGENT_SOCKET, KernelReader, agent_request, node_status
+
+    use_host = args.agent_socket is not None or (not args.lab and os.path.exists(DEFAULT_AGENT_SOCKET))
+    if use_host:
+        path = args.agent_socket or DEFAULT_AGENT_SOCKET
+        try:
+            doc = agent_request(path, {"op": "status"})
+        except OSError as e:
+            return _fail(f"agent socket {path}: {e.strerror or e}; is the agent running (podnet agent)?", 1)
+        with IPRoute() as ipr:
+            status = node_status(doc, KernelReader(ipr, None), args.verbose)
+        name = (doc.get("node") or {}).get("name", "local")
+        out = {"lab": None, "nodes": {name: status}}
+    else:
+        try:
+            with LabView(pick_lab(args.lab)) as view:
+                out = lab_status(view, args.node, args.verbose)
+        except (LabViewError, KeyError) as e:
+            return _fail(str(e))
+    if args.output == "json":
+        _emit(args, out)
+    else:
+        print_status(out)
+    ok = all(s.get("agent", {}).get("ready") for s in out["nodes"].values())
+    return 0 if ok else 1
+
+
+def lab_status(view: LabView, node: str | None, verbose: bool) -> dict[str, Any]:
+    from podnet.verify.status import KernelReader, node_status
+
+    nodes = [node] if node else view.nodes
+    for n in nodes:
+        if n not in view.nodes:
+            raise LabViewError(f"{n} is not a node of lab {view.name} (nodes: {', '.join(view.nodes)})")
+    routers = {str(i.address.ip): h.name for h in view.topology.routers for i in h.interfaces}
+    out: dict[str, Any] = {"lab": view.name, "nodes": {}}
+    for n in nodes:
+        reader = KernelReader(view.ipr(n), view.ns(n))
+        out["nodes"][n] = node_status(view.agent_status(n), reader, verbose, routers, health_ns=view.ns(n))
+    return out
+
+
+def _masquerading(masq: dict[str, Any]) -> str:
+    """Cilium's ``Masquerading: nftables [eth0]``, checked against the kernel."""
+    if not masq.get("enabled"):
+        return "Disabled" + ("  (but a masquerade rule is in the kernel!)" if masq.get("kernel") else "")
+    if not masq.get("kernel"):
+        return "enabled in config, NO RULE in the kernel (see the agent's errors)"
+    return f"nftables [{masq.get('device')}], not to {', '.join(masq.get('exempt') or [])} or nodes"
+
+
+def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
+    if not bgp or not bgp.get("enabled"):
+        return None
+    sessions = ", ".join(
+        f"{p.get('peerAddress')} AS{p.get('peerASN')} {p.get('state')}" for p in bgp.get("peers", [])
+    )
+    return f"AS{bgp.get('localASN')}, advertising {', '.join(bgp.get('advertised') or []) or '-'}; {sessions}"
+
+
+def print_status(out: dict[str, Any]) -> None:
+    for name, s in out["nodes"].items():
+        agent = s.get("agent", {})
+        print(f"{name}{'  (lab ' + out['lab'] + ')' if out.get('lab') else ''}")
+        if "error" in agent:
+            print(f"  Agent:               NOT READY: {agent['error']}")
+            continue
+        kv = s.get("kvstore") or {}
+        routing = s.get("routing") or {}
+        mtu = s.get("mtu") or {}
+        ipam = s.get("ipam") or {}
+        masq = s.get("masquerading") or {}
+        tunnel = mtu.get("kernelTunnelDevice")
+        rows = [
+            (
+                "Agent",
+                f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
+                f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
+            ),
+            (
+                "KVStore",
+                f"{'Ok' if kv.get('connected') else 'Disconnected'}  "
+                f"etcd {', '.join(kv.get('endpoints', []))}",
+            ),
+            ("Routing", f"Network: {routing.get('summary')}"),
+            ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
+            ("Masquerading", _masquerading(masq)),
+            (
+                "MTU",
+                f"device {mtu.get('kernelDevice', mtu.get('device'))} ({mtu.get('underlayDevice')}), "
+                f"route {mtu.get('route')}" + (f", {tunnel['name']} {tunnel['mtu']}" if tunnel else ""),
+            ),
+            (
+                "IPAM",
+                f"{ipam.get('mode')} {', '.join(ipam.get('podCIDRs') or [])}, "
+                f"{ipam.get('used')}/{ipam.get('total')} allocated",
+            ),
+        ]
+        bgp = _bgp_line(s.get("bgp"))
+        if bgp:
+            rows.append(("BGP", bgp))
+        for problem in s.get("pathMTU") or []:
+            rows.append(("Path MTU", f"WARNING {problem.get('message')}"))
+        for key, value in rows:
+            print(f"  {key + ':':<21}{value}")
+        print("  Peers:")
+        for p in s.get("peers", []):
+            flag = "" if p["agrees"] else f"  (planned {p['plannedReach']})"
+            issues = "; ".join(p.get("issues") or [])
+            print(
+                f"    {p['name']:<8} {p['nodeIP'] or '-':<15} {', '.join(p['podCIDRs']):<16} "
+                f"{p['path']}{flag}  health {p['health']}{'  ' + issues if issues else ''}"
+            )
+            if p.get("why"):
+                print(f"             why: {p['why']}")
+        if "kernel" in s:
+            k = s["kernel"]
+            print("  Allocated:", json.dumps(ipam.get("allocations", {})))
+            print("  Kernel objects podnet owns:")
+            for d, info in k["devices"].items():
+                print(f"    link  {d} ({info['kind']}, mtu {info['mtu']})")
+            for r in k["routes"]:
+                print(f"    route {r}")
+            for n in k["neighbours"]:
+                print(f"    neigh {n}")
+            for f in k["fdb"]:
+                print(f"    fdb   {f}")
+            print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
+        print()
+
+
+def _errors(errors: Any) -> str:
+    return f", errors: {'; '.join(errors)}" if errors else ""
+
+
+# ---- connectivity --------------------------------------------------------------------------------
+
+
+def cmd_connectivity(args: argparse.Namespace) -> int:
+    from podnet.verify.connectivity import CheckResult, run_checks
+
+    def show(r: CheckResult) -> None:
+        if args.output == "table":
+            mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip"}[r.status]
+            size = f" [{r.spec.size} B, DF]" if r.spec.size else ""
+            print(f"[{mark}] {r.spec.name:<24} {r.spec.src.describe()} -> {r.spec.dst.describe()}{size}")
+            if r.status == "fail":
+                print(f"         {r.detail}")
+                if r.drop is not None and r.drop.fix:
+                    print(f"         fix: {r.drop.fix}")
+
+    try:
+        with LabView(pick_lab(args.lab)) as view:
+            report = run_checks(view, args.deadline, on_result=show)
+    except LabViewError as e:
+        return _fail(str(e))
+    doc = report.to_json()
+    if args.output == "json":
+        _emit(args, doc)
+    else:
+        print(f"\n{doc['passed']} passed, {doc['failed']} failed, {doc['skipped']} skipped")
+    return 0 if report.ok else 1
+
+
+# ---- perf ----------------------------------------------------------------------------------------
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from podnet.verify.perf import PerfError, lab_targets, measure, plot
+
+    progress = (lambda m: print(f"  - {m}", file=sys.stderr)) if args.output == "table" else (lambda _m: None)
+    try:
+        with LabView(pick_lab(args.lab)) as view:
+            report = measure(lab_targets(view), args.repetitions, args.seconds, progress)
+            title = f"lab {view.name}: iperf3 medians of {args.repetitions} runs"
+    except (LabViewError, PerfError) as e:
+        return _fail(str(e), 1)
+    doc = report.to_json()
+    if args.plot:
+        doc["plot"] = str(plot(report, Path(args.plot), title))
+    if args.output == "json":
+        _emit(args, doc)
+    else:
+        print_perf_table(doc)
+        if args.plot:
+            print(f"\nplot: {doc['plot']}")
+    return 0
+
+
+def print_perf_table(doc: dict[str, Any]) -> None:
+    print(f"{'PATH':<40} {'MEDIAN Gbit/s':>14} {'VS HOST':>8}  RUNS")
+    for r in doc["results"]:
+        runs = " ".join(f"{x:.2f}" for x in r["runsGbps"])
+        print(f"{r['label']:<40} {r['medianGbps']:>14.2f} {r['ratioToHost']:>8.0%}  {runs}")
+
+
+# ---- capture -------------------------------------------------------------------------------------
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from podnet.verify.capture import capture, default_pair
+
+    host, sep, iface = args.on.partition(":")
+    if not sep or not host or not iface:
+        return _fail(f"--on {args.on!r}: expected HOST:IF, e.g. r1:to-r2")
+    try:
+        with LabView(pick_lab(args.lab)) as view:
+            src, dst = default_pair(view)
+            src = view.resolve(args.src) if args.src else src
+            dst = view.resolve(args.dst) if args.dst else dst
+            result = capture(view, host, iface, args.seconds, src, dst)
+    except LabViewError as e:
+        return _fail(str(e))
+    if args.output == "json":
+        _emit(args, result.to_json())
+    else:
+        print(
+            f"on {host}:{iface}, {src.describe()} -> {dst.describe()}: {result.sentence} "
+            f"({result.packets} packets captured)"
+        )
+    return 0 if result.kind != "none" else 1
+
+
+# ---- diagnose ------------------------------------------------------------------------------------
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from podnet.verify.diagnose import Diagnoser
+
+    try:
+        with LabView(pick_lab(args.lab)) as view:
+            diag = Diagnoser(view).diagnose(view.resolve(args.src), view.resolve(args.dst), args.size)
+    except LabViewError as e:
+        return _fail(str(e))
+    if args.output == "json":
+        _emit(args, diag.to_json())
+    else:
+        print_diagnosis(diag.to_json())
+    return 0 if diag.ok else 1
+
+
+def print_diagnosis(doc: dict[str, Any]) -> None:
+    src, dst = doc["src"], doc["dst"]
+    print(f"{src['host']} ({src['ip']}) -> {dst['host']} ({dst['ip']}), full-size packet {doc['size']} bytes")
+    for label, walk in (("forward", doc["forward"]), ("reply", doc["reply"])):
+        if walk is None:
+            continue
+        print(f"  {label}:")
+        for h in walk["hops"]:
+            print(f"    {h['host']:<8} {h['action']:<8} {h['kernel']}")
+    verdict = doc["verdict"]
+    if verdict is None:
+        print("verdict: the path works both ways for a full-size packet")
+    else:
+        print(f"verdict: dropped at {verdict['host']}: {verdict['reason']}")
+        print(f"fix: {verdict['fix']}")

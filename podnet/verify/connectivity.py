@@ -1,0 +1,159 @@
+"""``podnet connectivity test``: real traffic over the lab's datapath, one check per path kind.
+
+Checks: pod-to-pod on one node, pod-to-pod across every pair of nodes, pod to its own node,
+node to a remote pod, pod to the lab's external host, and the largest packet that fits the route
+MTU with DF set in both directions. TCP checks move bytes through sockets opened inside the
+namespaces (``podnet.verify.probe``); the MTU check is ``ping -M do``. Each failure is walked by
+``podnet.verify.diagnose`` to name the hop where the packet stops. The whole run has a deadline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from podnet.verify.diagnose import Diagnoser
+from podnet.verify.explain import Drop
+from podnet.verify.labview import LabView, Place
+from podnet.verify.probe import ProbeResult, ping, tcp_probe
+
+DEFAULT_DEADLINE = 90.0
+ICMP_IPV4_HEADERS = 28  # IPv4 20 + ICMP 8: ping -s payload = packet size - 28
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One planned check: from a place to a place, by TCP or by a full-size DF ping."""
+
+    name: str
+    src: Place
+    dst: Place
+    size: int | None = None  # set for the MTU check: the IP packet size
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    spec: CheckSpec
+    status: str  # pass | fail | skipped
+    detail: str
+    drop: Drop | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.spec.name,
+            "from": self.spec.src.describe(),
+            "to": self.spec.dst.describe(),
+            "size": self.spec.size,
+            "status": self.status,
+            "detail": self.detail,
+            "stoppedAt": self.drop.to_json() if self.drop else None,
+        }
+
+
+@dataclass(frozen=True)
+class ConnectivityReport:
+    lab: str
+    results: tuple[CheckResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        failed = [r for r in self.results if r.status == "fail"]
+        return {
+            "lab": self.lab,
+            "ok": self.ok,
+            "passed": sum(r.status == "pass" for r in self.results),
+            "failed": len(failed),
+            "skipped": sum(r.status == "skipped" for r in self.results),
+            "results": [r.to_json() for r in self.results],
+        }
+
+
+def plan_checks(view: LabView, diagnoser: Diagnoser) -> list[CheckSpec]:
+    """The checks this lab allows (a check needs its pods: same-node needs two on one node)."""
+    nodes = [n for n in view.nodes if view.pods_on(n)]
+    pod = {n: view.resolve(view.pods_on(n)[0]) for n in nodes}
+    specs: list[CheckSpec] = []
+    for n in nodes:
+        pods = view.pods_on(n)
+        if len(pods) >= 2:
+            specs.append(CheckSpec("pod-to-pod same node", view.resolve(pods[0]), view.resolve(pods[1])))
+    for a in nodes:
+        for b in nodes:
+            if a != b:
+                specs.append(CheckSpec("pod-to-pod across nodes", pod[a], pod[b]))
+    for n in nodes:
+        specs.append(CheckSpec("pod-to-own-node", pod[n], view.resolve(n)))
+    for i, n in enumerate(nodes):
+        other = nodes[(i + 1) % len(nodes)]
+        specs.append(CheckSpec("node-to-pod", view.resolve(n), pod[other]))
+    for ext in view.topology.by_role("external"):
+        for n in nodes:
+            specs.append(CheckSpec("pod-to-external", pod[n], view.resolve(ext.name)))
+    if len(nodes) >= 2:
+        a, b = pod[nodes[0]], pod[nodes[1]]
+        specs.append(CheckSpec("full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
+        specs.append(CheckSpec("full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
+    return specs
+
+
+def run_check(view: LabView, spec: CheckSpec) -> ProbeResult:
+    if spec.size is not None:
+        return ping(
+            view.ns(spec.src.host),
+            str(spec.dst.ip),
+            count=2,
+            timeout=1.0,
+            size=spec.size - ICMP_IPV4_HEADERS,
+            dont_fragment=True,
+        )
+    return tcp_probe(view.ns(spec.src.host), view.ns(spec.dst.host), str(spec.dst.ip), timeout=2.0)
+
+
+def run_checks(
+    view: LabView,
+    deadline: float = DEFAULT_DEADLINE,
+    on_result: Callable[[CheckResult], None] = lambda _r: None,
+) -> ConnectivityReport:
+    diagnoser = Diagnoser(view)
+    results = list(
+        _run(view, diagnoser, plan_checks(view, diagnoser), time.monotonic() + deadline, on_result)
+    )
+    return ConnectivityReport(view.name, tuple(results))
+
+
+def _run(
+    view: LabView,
+    diagnoser: Diagnoser,
+    specs: list[CheckSpec],
+    until: float,
+    on_result: Callable[[CheckResult], None],
+) -> Iterator[CheckResult]:
+    for spec in specs:
+        if time.monotonic() > until:
+            result = CheckResult(spec, "skipped", "the run's time budget is spent")
+        else:
+            result = _one(view, diagnoser, spec)
+        on_result(result)
+        yield result
+
+
+def _one(view: LabView, diagnoser: Diagnoser, spec: CheckSpec) -> CheckResult:
+    res = run_check(view, spec)
+    if res.ok:
+        return CheckResult(spec, "pass", res.detail)
+    diag = diagnoser.diagnose(spec.src, spec.dst, spec.size)
+    if diag.drop is not None:
+        return CheckResult(spec, "fail", f"{res.detail}; {diag.drop.reason}", diag.drop)
+    hint = (
+        "the kernel's routes, neighbours and MTUs look right on every hop; look for filters (nft, rp_filter)"
+    )
+    return CheckResult(spec, "fail", f"{res.detail}; {hint}")

@@ -1,0 +1,424 @@
+"""``podnet diagnose SRC DST``: walk a packet's path hop by hop with each namespace's own answer.
+
+In every namespace on the way the walk asks the kernel (``ip route get``; for the tunnel device
+the neighbour and FDB entries; for on-link next hops the neighbour state), moves to the host that
+owns the next hop, checks that a full-size packet fits every device on the link (both ends and the
+segment's bridge ports), and at a tunnel device continues with the outer packet until the remote
+node decapsulates it. The reply path is walked too. The first drop is explained in
+``podnet.verify.explain``; the kernel is only read, never changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podnet.datapath.kernel.route import route_from_msg
+from podnet.datapath.mtu import tunnel_overhead
+from podnet.lab.topology import Interface
+from podnet.model import IPAddress, IPNetwork
+from podnet.verify import explain
+from podnet.verify.explain import Drop
+from podnet.verify.labview import LabView, Place
+
+MAX_HOPS = 24
+NUD_NAMES = {
+    0x01: "INCOMPLETE",
+    0x02: "REACHABLE",
+    0x04: "STALE",
+    0x08: "DELAY",
+    0x10: "PROBE",
+    0x20: "FAILED",
+    0x40: "NOARP",
+    0x80: "PERMANENT",
+}
+RTN_LOCAL = 2
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One step: the host, what its kernel answered, and what happens to the packet there."""
+
+    host: str
+    action: str  # forward | encap | decap | deliver | drop
+    kernel: str
+    size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "action": self.action, "kernel": self.kernel, "size": self.size}
+
+
+@dataclass(frozen=True)
+class PathWalk:
+    hops: tuple[Hop, ...]
+    drop: Drop | None
+
+    @property
+    def ok(self) -> bool:
+        return self.drop is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "hops": [h.to_json() for h in self.hops],
+            "drop": self.drop.to_json() if self.drop else None,
+        }
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    src: Place
+    dst: Place
+    size: int
+    forward: PathWalk
+    reply: PathWalk | None
+
+    @property
+    def drop(self) -> Drop | None:
+        if self.forward.drop is not None:
+            return self.forward.drop
+        return self.reply.drop if self.reply is not None else None
+
+    @property
+    def ok(self) -> bool:
+        return self.drop is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "src": {"host": self.src.host, "ip": str(self.src.ip), "kind": self.src.kind},
+            "dst": {"host": self.dst.host, "ip": str(self.dst.ip), "kind": self.dst.kind},
+            "size": self.size,
+            "ok": self.ok,
+            "verdict": self.drop.to_json() if self.drop else None,
+            "forward": self.forward.to_json(),
+            "reply": self.reply.to_json() if self.reply else None,
+        }
+
+
+@dataclass
+class _Walk:
+    """Mutable state of one direction's walk."""
+
+    host: str
+    src: IPAddress
+    dst: IPAddress
+    size: int
+    inner: list[tuple[IPAddress, IPAddress, int]] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)
+    mtu_drop: Drop | None = None
+
+
+class Diagnoser:
+    """Walks paths in one lab; reuse one instance for several diagnoses (it caches kernel reads)."""
+
+    def __init__(self, view: LabView) -> None:
+        self.view = view
+        self._pod_cidrs: dict[IPNetwork, str] | None = None
+
+    # ---- cluster facts -------------------------------------------------------------------------
+
+    def pod_cidrs(self) -> dict[IPNetwork, str]:
+        """``{pod CIDR: node}`` from the agents' status documents."""
+        if self._pod_cidrs is None:
+            found: dict[IPNetwork, str] = {}
+            for node in self.view.nodes:
+                doc = self.view.agent_status(node)
+                for c in (doc.get("node") or {}).get("podCIDRs", []):
+                    found[ipaddress.ip_network(c)] = node
+            self._pod_cidrs = found
+        return self._pod_cidrs
+
+    def pod_cidr_of(self, ip: IPAddress) -> IPNetwork | None:
+        return next((c for c in self.pod_cidrs() if ip in c), None)
+
+    def routing_mode(self) -> str:
+        for node in self.view.nodes:
+            mode = (self.view.agent_status(node).get("routing") or {}).get("mode")
+            if mode:
+                return str(mode)
+        return str(self.view.topology.cluster.get("routingMode", ""))
+
+    def full_size(self, host: str, dst: IPAddress) -> int:
+        """The largest packet ``host`` sends to ``dst``: its route MTU, else the device MTU."""
+        route, _ = self._route_get(host, dst)
+        if route is None:
+            return 1500
+        dev = self.view.links(host).get(route.dev)
+        return min(x for x in (route.mtu, dev.mtu if dev else None, 65535) if x)
+
+    # ---- the walk ------------------------------------------------------------------------------
+
+    def diagnose(self, src: Place, dst: Place, size: int | None = None) -> Diagnosis:
+        size = size or self.full_size(src.host, dst.ip)
+        forward = self.walk(src.host, src.ip, dst.ip, size, reply_ctx=None)
+        reply = None
+        if forward.ok and dst.host in self.view.hosts():
+            reply = self.walk(dst.host, dst.ip, src.ip, size, reply_ctx=(src, dst))
+        return Diagnosis(src, dst, size, forward, reply)
+
+    def walk(
+        self,
+        host: str,
+        src: IPAddress,
+        dst: IPAddress,
+        size: int,
+        reply_ctx: tuple[Place, Place] | None,
+    ) -> PathWalk:
+        w = _Walk(host, src, dst, size)
+        seen: set[tuple[str, IPAddress]] = set()
+        for _ in range(MAX_HOPS):
+            if (w.host, w.dst) in seen:
+                return PathWalk(tuple(w.hops), Drop(w.host, "loop", f"routing loop at {w.host}", ""))
+            seen.add((w.host, w.dst))
+            drop, done = self._step(w, reply_ctx)
+            if drop is not None:
+                w.hops.append(Hop(w.host, "drop", drop.reason, w.size))
+                return PathWalk(tuple(w.hops), drop)
+            if done:
+                return PathWalk(tuple(w.hops), w.mtu_drop)
+        return PathWalk(tuple(w.hops), Drop(w.host, "loop", f"more than {MAX_HOPS} hops", ""))
+
+    def _step(self, w: _Walk, reply_ctx: tuple[Place, Place] | None) -> tuple[Drop | None, bool]:
+        owner = self.view.owner(w.dst)
+        if owner is not None and owner[0] == w.host:
+            if not w.inner:
+                w.hops.append(Hop(w.host, "deliver", f"{w.dst} is local on {owner[1]}", w.size))
+                return None, True
+            tunnel = next((link for link in self.view.links(w.host).values() if link.kind == "vxlan"), None)
+            if tunnel is None:
+                return Drop(
+                    w.host,
+                    "no-tunnel-device",
+                    f"{w.host} receives VXLAN but has no VXLAN device",
+                    f"is the agent on {w.host} running in tunnel mode?",
+                ), False
+            w.dst, w.src, w.size = w.inner.pop()
+            w.hops.append(Hop(w.host, "decap", f"{tunnel.name} decapsulates {w.src} -> {w.dst}", w.size))
+            return None, False
+        route, error = self._route_get(w.host, w.dst)
+        if route is None:
+            return self._no_route(w, error, reply_ctx), False
+        text = f"ip route get {w.dst}: {_describe(route)}"
+        dev = self.view.links(w.host).get(route.dev)
+        if dev is not None and dev.kind == "vxlan":
+            return self._encap(w, route, dev.name, text), False
+        nexthop = route.gateway or w.dst
+        nh_owner = self.view.owner(nexthop)
+        if nh_owner is None:
+            state = self._neigh_state(w.host, route.dev, nexthop)
+            return explain.no_neighbour(w.host, nexthop, route.dev, state), False
+        if w.mtu_drop is None:
+            w.mtu_drop = self._check_mtu(w, route.dev, route.mtu, nh_owner)
+        w.hops.append(Hop(w.host, "forward", text + self._nft_note(w.host), w.size))
+        w.host = nh_owner[0]
+        return None, False
+
+    def _encap(self, w: _Walk, route: Any, dev: str, text: str) -> Drop | None:
+        nexthop = route.gateway or w.dst
+        mac, state = self._neigh(w.host, dev, nexthop)
+        if mac is None:
+            return explain.no_neighbour(w.host, nexthop, dev, state)
+        remote = self._fdb_dst(w.host, dev, mac)
+        if remote is None:
+            return explain.no_fdb(w.host, mac, dev)
+        if route.mtu and w.size > route.mtu and w.mtu_drop is None:
+            w.mtu_drop = explain.mtu_drop(
+                explain.MtuContext(w.host, f"the route via {dev}", route.mtu, w.size, w.size, 0)
+            )
+        local = self._vxlan_local(w.host, dev) or w.src
+        w.inner.append((w.dst, w.src, w.size))
+        overhead = tunnel_overhead("vxlan", remote.version)
+        w.hops.append(
+            Hop(
+                w.host,
+                "encap",
+                f"{text}; neigh {nexthop} lladdr {mac} {state}; "
+                f"fdb {mac} dst {remote}: VXLAN {local} -> {remote}",
+                w.size,
+            )
+        )
+        w.dst, w.src, w.size = remote, local, w.size + overhead
+        return None
+
+    def _no_route(self, w: _Walk, error: str, reply_ctx: tuple[Place, Place] | None) -> Drop:
+        cidr = self.pod_cidr_of(w.dst)
+        from_outside = bool(
+            reply_ctx is not None and reply_ctx[0].kind == "pod" and self.pod_cidr_of(reply_ctx[1].ip) is None
+        )
+        src_node = ""
+        if from_outside and reply_ctx is not None:
+            src_node = str(self.view.pods.get(reply_ctx[0].host, {}).get("node", ""))
+        ctx = explain.RouteContext(
+            host=w.host,
+            role=self.view.role(w.host),
+            dst=w.dst,
+            pod_cidr=cidr,
+            routing_mode=self.routing_mode(),
+            reply_to_pod_from_outside=from_outside,
+            src_node=src_node,
+            masquerade_active=bool(src_node) and masquerade_active(self.view, src_node),
+            kernel_error=error,
+        )
+        return explain.no_route(ctx)
+
+    # ---- MTU -----------------------------------------------------------------------------------
+
+    def _check_mtu(self, w: _Walk, dev: str, route_mtu: int | None, nh: tuple[str, str]) -> Drop | None:
+        """The first device on the link ``w.host dev -> nh`` that is smaller than the packet."""
+        inner = w.inner[0][2] if w.inner else w.size
+        overhead = w.size - inner
+        for where, mtu, command in self._link_devices(w.host, dev, route_mtu, nh):
+            if w.size > mtu:
+                return explain.mtu_drop(
+                    explain.MtuContext(w.host, where, mtu, w.size, inner, overhead, command)
+                )
+        return None
+
+    def _link_devices(
+        self, host: str, dev: str, route_mtu: int | None, nh: tuple[str, str]
+    ) -> list[tuple[str, int, str]]:
+        """(description, MTU, fix command) of each device a packet crosses from ``host dev`` to ``nh``."""
+        out: list[tuple[str, int, str]] = []
+        if route_mtu:
+            out.append((f"the route on {host} via {dev}", route_mtu, ""))
+        link = self.view.links(host).get(dev)
+        if link is not None:
+            out.append(
+                (f"{host} dev {dev}", link.mtu, f"ip -n {self.view.ns(host)} link set {dev} mtu {{mtu}}")
+            )
+        network = self._network_of(host, dev)
+        if network is not None:
+            seg = f"sw-{network}"
+            ports = self.view.links(seg) if seg in self.view.hosts() else {}
+            for name in (host, nh[0]):
+                port = ports.get(name)
+                if port is not None:
+                    out.append(
+                        (
+                            f"segment {network} port {name}",
+                            port.mtu,
+                            f"ip -n {self.view.ns(seg)} link set {name} mtu {{mtu}}",
+                        )
+                    )
+        far = self.view.links(nh[0]).get(nh[1])
+        if far is not None and self._underlay_iface(nh[0], nh[1]) is not None:
+            out.append(
+                (f"{nh[0]} dev {nh[1]}", far.mtu, f"ip -n {self.view.ns(nh[0])} link set {nh[1]} mtu {{mtu}}")
+            )
+        return out
+
+    def _underlay_iface(self, host: str, dev: str) -> Interface | None:
+        try:
+            h = self.view.topology.host(host)
+        except KeyError:
+            return None
+        return next((i for i in h.interfaces if i.name == dev), None)
+
+    def _network_of(self, host: str, dev: str) -> str | None:
+        iface = self._underlay_iface(host, dev)
+        return iface.network if iface is not None else None
+
+    # ---- kernel reads --------------------------------------------------------------------------
+
+    def _route_get(self, host: str, dst: IPAddress) -> tuple[Any, str]:
+        ipr = self.view.ipr(host)
+        try:
+            msg = ipr.route("get", dst=str(dst), family=2 if dst.version == 4 else 10)[0]
+        except NetlinkError as e:
+            return None, e.args[1] if len(e.args) > 1 else str(e)
+        if msg["type"] != 1 and msg["type"] != RTN_LOCAL:
+            return None, f"route type {msg['type']}"
+        names = {link.index: link.name for link in self.view.links(host).values()}
+        return route_from_msg(msg, lambda i: names.get(i, f"if{i}")), ""
+
+    def _neigh(self, host: str, dev: str, ip: IPAddress) -> tuple[str | None, str]:
+        link = self.view.links(host).get(dev)
+        if link is None:
+            return None, ""
+        for msg in self.view.ipr(host).get_neighbours(ifindex=link.index):
+            if msg.get_attr("NDA_DST") == str(ip):
+                state = _nud(msg["state"])
+                mac = msg.get_attr("NDA_LLADDR")
+                ok = msg["state"] & (0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80)
+                return (str(mac).lower() if mac and ok else None), state
+        return None, ""
+
+    def _neigh_state(self, host: str, dev: str, ip: IPAddress) -> str:
+        return self._neigh(host, dev, ip)[1]
+
+    def _fdb_dst(self, host: str, dev: str, mac: str) -> IPAddress | None:
+        link = self.view.links(host)[dev]
+        for msg in self.view.ipr(host).fdb("dump", ifindex=link.index):
+            if str(msg.get_attr("NDA_LLADDR")).lower() == mac and msg.get_attr("NDA_DST"):
+                return ipaddress.ip_address(msg.get_attr("NDA_DST"))
+        return None
+
+    def _vxlan_local(self, host: str, dev: str) -> IPAddress | None:
+        msg = self.view.ipr(host).get_links(self.view.links(host)[dev].index)[0]
+        data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
+        local = data.get_attr("IFLA_VXLAN_LOCAL") if data is not None else None
+        return ipaddress.ip_address(local) if local else None
+
+    def _nft_note(self, host: str) -> str:
+        drops = nft_drop_rules(self.view.ns(host))
+        return f"; nft drop rules: {'; '.join(drops)}" if drops else ""
+
+
+def _describe(route: Any) -> str:
+    parts = []
+    if route.gateway is not None:
+        parts.append(f"via {route.gateway}")
+    parts.append(f"dev {route.dev}")
+    if route.src is not None:
+        parts.append(f"src {route.src}")
+    if route.mtu:
+        parts.append(f"mtu {route.mtu}")
+    return " ".join(parts)
+
+
+def _nud(state: int) -> str:
+    return "|".join(name for bit, name in NUD_NAMES.items() if state & bit) or "NONE"
+
+
+def nft_drop_rules(ns: str) -> list[str]:
+    """Rules with a drop verdict in namespace ``ns`` (``nft -j list ruleset``), with their counters."""
+    try:
+        res = subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        items = json.loads(res.stdout or "{}").get("nftables", [])
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return []
+    found = []
+    for item in items:
+        rule = item.get("rule")
+        if not rule or not any("drop" in e for e in rule.get("expr", []) if isinstance(e, dict)):
+            continue
+        packets = next((e["counter"]["packets"] for e in rule["expr"] if "counter" in e), None)
+        count = f" ({packets} packets)" if packets is not None else ""
+        found.append(
+            f"table {rule.get('table')} chain {rule.get('chain')} handle {rule.get('handle')}{count}"
+        )
+    return found
+
+
+def masquerade_active(view: LabView, node: str) -> bool:
+    """Whether the node has podnet's nft table with a masquerade rule (read from the kernel)."""
+    try:
+        res = subprocess.run(
+            ["ip", "netns", "exec", view.ns(node), "nft", "list", "table", "ip", "podnet"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0 and ("masquerade" in res.stdout or "snat" in res.stdout)

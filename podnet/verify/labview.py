@@ -1,0 +1,202 @@
+"""A read-only view of a running lab: its hosts, their namespaces, links, addresses and agents.
+
+Every verification command (status, connectivity, diagnose, capture, diagram) starts here. The
+view reads the live kernel of each lab namespace (one netlink socket per namespace, opened on
+first use) and never changes anything; the topology file only supplies roles and segments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from podnet.lab import state as st
+from podnet.lab.topology import Topology, TopologyError, load_topology
+from podnet.model import IPAddress
+
+
+class LabViewError(RuntimeError):
+    """The lab cannot be read; the message says which lab and what to do."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One network device as the kernel has it."""
+
+    name: str
+    index: int
+    mtu: int
+    kind: str  # "veth", "vxlan", "bridge", "" ...
+    up: bool
+
+
+@dataclass(frozen=True)
+class Place:
+    """A place a packet starts from or goes to: a lab host and one of its addresses."""
+
+    host: str
+    ip: IPAddress
+    kind: str  # "pod" | "node" | "router" | "external" | "controlplane" | "address"
+
+    def describe(self) -> str:
+        return f"{self.host} ({self.ip})" if self.host != str(self.ip) else str(self.ip)
+
+
+def pick_lab(name: str | None) -> str:
+    """The lab to use: the one named, else the only lab that is up."""
+    if name:
+        return name
+    labs = [lab for lab in st.known_labs() if st.LabState.load(lab) is not None]
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise LabViewError("no lab is up: start one with `podnet lab up two-subnets`")
+    raise LabViewError(f"several labs are up ({', '.join(labs)}): choose one with --lab NAME")
+
+
+class LabView:
+    """The live lab ``name``; use as a context manager so the netlink sockets get closed."""
+
+    def __init__(self, name: str) -> None:
+        state = st.LabState.load(name)
+        if state is None:
+            raise LabViewError(f"lab {name!r} is not up (podnet lab list shows the labs on this machine)")
+        self.name = name
+        self.state = state
+        try:
+            topo = load_topology(state.source)
+        except TopologyError as e:
+            raise LabViewError(f"lab {name}: cannot read its topology {state.source}: {e}") from e
+        self.topology: Topology = dataclasses.replace(topo, name=name)
+        self._sockets: dict[str, IPRoute] = {}
+        self._addresses: dict[IPAddress, tuple[str, str]] | None = None
+        self._links: dict[str, dict[str, Link]] = {}
+        self._status: dict[str, dict[str, Any]] = {}
+
+    def __enter__(self) -> LabView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ipr in self._sockets.values():
+            ipr.close()
+        self._sockets.clear()
+
+    # ---- hosts ---------------------------------------------------------------------------------
+
+    @property
+    def pods(self) -> dict[str, dict[str, Any]]:
+        """``{pod: {"node": ..., "ips": [...]}}`` as the lab wired them (CNI ADD results)."""
+        return dict(self.state.info.get("podIPs", {}))
+
+    @property
+    def nodes(self) -> list[str]:
+        return [h.name for h in self.topology.nodes]
+
+    def role(self, host: str) -> str:
+        if host in self.pods:
+            return "pod"
+        if host.startswith("sw-"):
+            return "segment"
+        try:
+            return self.topology.host(host).role
+        except KeyError:
+            return "unknown"
+
+    def hosts(self) -> list[str]:
+        """Every host with a namespace: underlay hosts, segments and pods."""
+        names = [h.name for h in self.topology.hosts]
+        names += [f"sw-{n.name}" for n in self.topology.networks]
+        names += sorted(self.pods)
+        return [h for h in names if os.path.exists(f"/run/netns/{self.ns(h)}")]
+
+    def ns(self, host: str) -> str:
+        return st.ns_name(self.name, host)
+
+    def ipr(self, host: str) -> IPRoute:
+        if host not in self._sockets:
+            self._sockets[host] = IPRoute(netns=self.ns(host))
+        return self._sockets[host]
+
+    def pods_on(self, node: str) -> list[str]:
+        return sorted(p for p, info in self.pods.items() if info.get("node") == node)
+
+    def pod_ip(self, pod: str) -> IPAddress:
+        ips = self.pods[pod].get("ips") or []
+        if not ips:
+            raise LabViewError(f"pod {pod} of lab {self.name} has no address (CNI ADD gave none)")
+        return ipaddress.ip_address(ips[0])
+
+    def node_ip(self, host: str) -> IPAddress:
+        return self.topology.host(host).primary.address.ip
+
+    # ---- kernel state --------------------------------------------------------------------------
+
+    def links(self, host: str) -> dict[str, Link]:
+        if host not in self._links:
+            found: dict[str, Link] = {}
+            for msg in self.ipr(host).get_links():
+                info = msg.get_attr("IFLA_LINKINFO")
+                kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
+                name = str(msg.get_attr("IFLA_IFNAME"))
+                found[name] = Link(
+                    name, int(msg["index"]), int(msg.get_attr("IFLA_MTU")), kind or "", bool(msg["flags"] & 1)
+                )
+            self._links[host] = found
+        return self._links[host]
+
+    def addresses(self) -> dict[IPAddress, tuple[str, str]]:
+        """Every address in the lab: ``ip -> (host, device)`` (loopback excluded)."""
+        if self._addresses is None:
+            found: dict[IPAddress, tuple[str, str]] = {}
+            for host in self.hosts():
+                names = {link.index: link.name for link in self.links(host).values()}
+                for msg in self.ipr(host).get_addr():
+                    ip = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS"))
+                    if ip.is_loopback or ip.is_link_local:
+                        continue
+                    found.setdefault(ip, (host, names.get(int(msg["index"]), "?")))
+            self._addresses = found
+        return self._addresses
+
+    def owner(self, ip: IPAddress) -> tuple[str, str] | None:
+        return self.addresses().get(ip)
+
+    def agent_status(self, node: str) -> dict[str, Any]:
+        """The node agent's status document, or ``{"error": ...}`` when the agent does not answer."""
+        if node not in self._status:
+            from podnet.lab.cluster import agent_request
+
+            try:
+                self._status[node] = agent_request(self.name, node, {"op": "status"}, timeout=5.0)
+            except (OSError, ValueError) as e:
+                self._status[node] = {"error": f"agent of {node} does not answer: {e}"}
+        return self._status[node]
+
+    # ---- names to places -----------------------------------------------------------------------
+
+    def resolve(self, target: str) -> Place:
+        """A pod, host or address as a place: ``pod1``, ``node2``, ``world``, ``10.244.2.2``."""
+        if target in self.pods:
+            return Place(target, self.pod_ip(target), "pod")
+        try:
+            host = self.topology.host(target)
+            return Place(host.name, host.primary.address.ip, host.role)
+        except KeyError:
+            pass
+        try:
+            ip = ipaddress.ip_address(target)
+        except ValueError:
+            known = ", ".join([*self.pods, *(h.name for h in self.topology.hosts)])
+            raise LabViewError(
+                f"{target!r} is no pod, host or address of lab {self.name} ({known})"
+            ) from None
+        owner = self.owner(ip)
+        return Place(owner[0], ip, self.role(owner[0])) if owner else Place(str(ip), ip, "address")

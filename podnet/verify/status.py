@@ -1,0 +1,226 @@
+"""``podnet status``: what one node's agent meant, next to what its kernel actually has.
+
+The agent's status document (``podnet.agent.status``) says what the agent planned; this module
+reads the node's kernel (podnet's routes, the tunnel device, neighbour and FDB entries, the nft
+table, device MTUs) and, for each peer, asks the kernel how it would reach the peer's pods
+(``ip route get <peer router ip>``): through the tunnel, by a direct route, via an underlay
+router, or not at all. In a lab it also pings each peer's router address from the node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from podnet import owned
+from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
+from podnet.datapath.kernel.route import dump_owned_routes, route_get
+from podnet.verify.probe import ping
+
+DEFAULT_AGENT_SOCKET = "/var/run/podnet/agent.sock"
+
+
+def agent_request(path: str | Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """One request to an agent's local API at ``path`` (a unix socket)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data or b"{}")
+
+
+@dataclass(frozen=True)
+class KernelPath:
+    """How the kernel reaches one address: the classified answer of ``ip route get``."""
+
+    reach: str  # tunnel | direct-route | underlay-router | unreachable
+    dev: str | None
+    gateway: str | None
+    text: str
+
+
+def classify_path(
+    dev: str | None, dev_kind: str, gateway: str | None, peer_ip: str | None, routers: dict[str, str]
+) -> KernelPath:
+    """Pure: name the kind of path ``ip route get`` chose (``routers`` maps gateway IP to a name)."""
+    if dev is None:
+        return KernelPath("unreachable", None, None, "no route")
+    if dev_kind == "vxlan":
+        return KernelPath("tunnel", dev, gateway, f"VXLAN tunnel via {dev}")
+    if gateway is not None and gateway == peer_ip:
+        return KernelPath("direct-route", dev, gateway, f"direct route via node {peer_ip} dev {dev}")
+    if gateway is not None:
+        name = routers.get(gateway, gateway)
+        return KernelPath("underlay-router", dev, gateway, f"routed by the underlay via {name} dev {dev}")
+    return KernelPath("direct-route", dev, None, f"on-link dev {dev}")
+
+
+def routing_summary(routing: dict[str, Any]) -> str:
+    """``Tunnel [vxlan]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes."""
+    if routing.get("mode") == "tunnel":
+        text = f"Tunnel [{routing.get('tunnelProtocol') or 'vxlan'}]"
+    else:
+        text = "Native"
+    if routing.get("autoDirectNodeRoutes"):
+        text += ", autoDirectNodeRoutes"
+    if routing.get("mode") == "native" and routing.get("tunnelFallback"):
+        text += f", tunnel fallback [{routing.get('tunnelProtocol') or 'vxlan'}]"
+    return text
+
+
+class KernelReader:
+    """Reads one node's kernel through a netlink socket bound to its namespace (or this one)."""
+
+    def __init__(self, ipr: IPRoute, netns: str | None) -> None:
+        self.ipr = ipr
+        self.netns = netns
+        self.links = {
+            str(m.get_attr("IFLA_IFNAME")): (
+                int(m["index"]),
+                int(m.get_attr("IFLA_MTU")),
+                _kind(m),
+            )
+            for m in ipr.get_links()
+        }
+
+    def path_to(self, ip: str, peer_ip: str | None, routers: dict[str, str]) -> KernelPath:
+        try:
+            path = route_get(self.ipr, ipaddress.ip_address(ip))
+        except NetlinkError as e:
+            return KernelPath("unreachable", None, None, f"no route ({e.args[-1]})")
+        kind = self.links.get(path.dev or "", (0, 0, ""))[2]
+        return classify_path(path.dev, kind, str(path.gateway) if path.gateway else None, peer_ip, routers)
+
+    def nft_table(self) -> str | None:
+        argv = ["nft", "list", "table", "ip", owned.NFT_TABLE]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout if res.returncode == 0 else None
+
+    def owned_objects(self) -> dict[str, Any]:
+        """Every kernel object carrying podnet's marks (``--verbose``)."""
+        devices = {
+            n: {"mtu": m, "kind": k}
+            for n, (_, m, k) in self.links.items()
+            if n.startswith(("podnet_", owned.ENDPOINT_PREFIX))
+        }
+        neigh: list[str] = []
+        fdb: list[str] = []
+        for name, (index, _, kind) in self.links.items():
+            if kind == "vxlan":
+                neigh += [n.describe() for n in dump_neighbours(self.ipr, index, name)]
+                fdb += [f.describe() for f in dump_fdb(self.ipr, index, name)]
+        return {
+            "devices": devices,
+            "routes": [r.describe() for r in dump_owned_routes(self.ipr)],
+            "neighbours": neigh,
+            "fdb": fdb,
+            "nftTable": self.nft_table(),
+        }
+
+
+def _kind(msg: Any) -> str:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+
+
+def node_status(
+    doc: dict[str, Any],
+    kernel: KernelReader,
+    verbose: bool = False,
+    routers: dict[str, str] | None = None,
+    health_ns: str | None = None,
+) -> dict[str, Any]:
+    """One node's status: the agent's document condensed, checked against the kernel."""
+    if "error" in doc and "ready" not in doc:
+        return {"agent": {"ready": False, "error": doc["error"]}}
+    routers = routers or {}
+    routing = doc.get("routing", {})
+    mtu = dict(doc.get("mtu") or {})
+    underlay = mtu.get("underlayDevice")
+    if underlay in kernel.links:
+        mtu["kernelDevice"] = kernel.links[underlay][1]
+    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if k == "vxlan"), None)
+    if tunnel is not None:
+        mtu["kernelTunnelDevice"] = {"name": tunnel[0], "mtu": tunnel[1]}
+    ipam = doc.get("ipam") or {}
+    nft = kernel.nft_table()
+    out: dict[str, Any] = {
+        "agent": {
+            "ready": doc.get("ready", False),
+            "phase": doc.get("phase"),
+            "errors": doc.get("errors", []),
+            "reconciles": doc.get("reconciles"),
+        },
+        "node": doc.get("node"),
+        "kvstore": doc.get("kvstore"),
+        "routing": {**routing, "summary": routing_summary(routing)},
+        "nativeRoutingCIDR": routing.get("ipv4NativeRoutingCIDR"),
+        "masquerading": {
+            "enabled": (doc.get("masquerade") or {}).get("enableIPv4Masquerade"),
+            "kernel": bool(nft and ("masquerade" in nft or "snat" in nft)),
+            "mode": (doc.get("masquerade") or {}).get("mode"),
+            "device": (doc.get("masquerade") or {}).get("device"),
+            "exempt": (doc.get("masquerade") or {}).get("exempt", []),
+        },
+        "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
+        "bgp": doc.get("bgp"),
+        "mtu": mtu,
+        "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total")},
+        "peers": [_peer(p, kernel, routers, health_ns) for p in doc.get("peers", [])],
+    }
+    if verbose:
+        out["ipam"]["allocations"] = ipam.get("allocations", {})
+        out["kernel"] = kernel.owned_objects()
+    return out
+
+
+def _peer(
+    p: dict[str, Any], kernel: KernelReader, routers: dict[str, str], health_ns: str | None
+) -> dict[str, Any]:
+    cidrs = p.get("podCIDRs") or []
+    target = str(next(ipaddress.ip_network(c).network_address + 1 for c in cidrs)) if cidrs else None
+    path = (
+        kernel.path_to(target, p.get("ipv4"), routers)
+        if target
+        else KernelPath("unreachable", None, None, "no pod CIDR")
+    )
+    health = "unknown"
+    if health_ns is not None and target is not None:
+        health = "ok" if ping(health_ns, target, count=1, timeout=1.0).ok else "unreachable"
+    agrees = _agrees(str(p.get("reach")), path.reach)
+    return {
+        "name": p.get("name"),
+        "nodeIP": p.get("ipv4"),
+        "podCIDRs": cidrs,
+        "plannedReach": p.get("reach"),
+        "why": p.get("why", ""),
+        "kernelReach": path.reach,
+        "path": path.text,
+        "agrees": agrees,
+        "health": health,
+        "issues": p.get("issues", []),
+    }
+
+
+def _agrees(planned: str, kernel: str) -> bool:
+    expected = {"tunnel": "tunnel", "direct-route": "direct-route", "underlay": "underlay-router"}
+    return expected.get(planned) == kernel

@@ -1,0 +1,43 @@
+"""Lab: ``podnet demo`` runs the whole story (short perf runs), exits 0 and writes its report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podnet.lab import state as st
+
+pytestmark = pytest.mark.lab
+PODNET = str(Path(sys.executable).with_name("podnet"))
+
+
+def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [PODNET, "demo", "--report-dir", str(tmp_path), "--repetitions", "1", "--seconds", "1", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    try:
+        assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
+        doc = json.loads(res.stdout)
+        assert Path(doc["report"]).read_text().startswith("# podnet demo")
+        parts = {p["title"][:2]: p for p in doc["parts"]}
+        bgp_steps = {step["title"]: step for step in parts["3."]["steps"]}
+        learned = bgp_steps["r1 learned both pod CIDRs by BGP (proto bird)"]
+        assert learned["ok"] and "10.244.2.0/24 via 172.16.0.2" in learned["detail"]
+        assert bgp_steps["capture on r1:to-r2 shows plain pod addresses"]["ok"]
+        perf = parts["4."]["data"]["perf"]
+        assert [r["label"] for r in perf["results"]] == ["host", "vxlan", "native"]
+        assert all(r["ratioToHost"] > 0 for r in perf["results"])
+        assert (tmp_path / "perf.png").exists() and (tmp_path / "demo-tunnel.svg").exists()
+        diag = parts["2."]["data"]["diagnose"]
+        assert diag["verdict"]["host"] == "r1"
+        assert not [lab for lab in st.known_labs() if lab.startswith("demo-")]
+    finally:
+        for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2n"):
+            subprocess.run([PODNET, "lab", "down", lab], capture_output=True, timeout=60)
