@@ -152,3 +152,19 @@ def _clear_stale(path: Path) -> None:
     raise RuntimeError(
         f"agent API socket {path} is in use by a running process; stop it or pick another path"
     )
+
+
+def request(path: str | Path, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """One request to an agent's local API at ``path``, for the CLI and the lab (the CNI shim has
+    its own stdlib-only copy in ``podnet.cni.shim.call_agent``, which maps errors to CNI codes)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps(payload).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data or b"{}")

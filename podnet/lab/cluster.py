@@ -204,19 +204,9 @@ def wait_converged(topo: Topology, timeout: float = AGENT_READY_TIMEOUT) -> None
 
 def agent_request(lab: str, node: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
     """One request to a node agent's local API (a unix socket: reachable from any namespace)."""
-    import socket
+    from podnet.agent.api import request as api_request
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(agent_socket(lab, node)))
-        s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data or b"{}")
+    return api_request(agent_socket(lab, node), request, timeout)
 
 
 def cni_bin_dir(lab: str) -> Path:

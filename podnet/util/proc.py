@@ -6,10 +6,13 @@ killed by name.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def spawn(
@@ -47,3 +50,17 @@ def run_in(
         input=input_text,
         env={**os.environ, **(env or {})} if env else None,
     )
+
+
+def stop(proc: subprocess.Popen[Any], first: int = signal.SIGTERM, grace: float = 3.0) -> None:
+    """Stop a child we started, by its PID: ``first`` (SIGINT lets tcpdump flush), SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, first)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace)

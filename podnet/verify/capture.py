@@ -9,9 +9,7 @@ the inner frame), so the verdict does not depend on tcpdump's text format:
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
 import signal
 import struct
 import subprocess
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podnet.util.proc import stop
 from podnet.verify.labview import LabView, LabViewError, Place
 from podnet.verify.probe import ping
 
@@ -191,14 +190,5 @@ def _wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
     time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """SIGINT by PID (tcpdump flushes the pcap), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    stop(proc, signal.SIGINT)

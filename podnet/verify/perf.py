@@ -9,7 +9,6 @@ the host-to-host median (the physical limit of the lab's underlay).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -21,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from podnet.util.proc import stop
 
 IPERF_PORT = 5201
 
@@ -163,16 +164,8 @@ def _wait_server(server: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     raise PerfError(f"iperf3 server did not start listening: {seen.decode(errors='replace').strip()[:200]}")
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
+def _kill(proc: subprocess.Popen[Any]) -> None:
+    stop(proc, signal.SIGTERM)
 
 
 def measure(

@@ -10,8 +10,6 @@ router, or not at all. In a lab it also pings each peer's router address from th
 from __future__ import annotations
 
 import ipaddress
-import json
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
+from podnet.agent.api import request as api_request
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.verify.probe import ping
@@ -30,17 +29,7 @@ DEFAULT_AGENT_SOCKET = "/var/run/podnet/agent.sock"
 
 def agent_request(path: str | Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """One request to an agent's local API at ``path`` (a unix socket)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data or b"{}")
+    return api_request(path, request, timeout)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from itertools import permutations
+from collections.abc import Callable
 
 import pytest
+from labhelpers import assert_all_pods_reach_each_other, capture, pod_ips, sh
 
 from podnet.cli import main as podnet_main
 from podnet.lab import cluster as cl
@@ -23,7 +22,7 @@ from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
 from podnet.util import netns
-from podnet.verify.probe import ping, tcp_probe
+from podnet.verify.probe import ping
 
 pytestmark = pytest.mark.lab
 
@@ -39,13 +38,6 @@ def bgp_topo(name: str) -> Topology:
     return apply_overrides(load_topology(name), BGP)
 
 
-def sh(topo: Topology, host: str, *argv: str) -> str:
-    return subprocess.run(
-        ["ip", "netns", "exec", st.ns_name(topo.name, host), *argv],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
-
-
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -58,50 +50,11 @@ def bird_route(topo: Topology, router: str, cidr: str) -> str:
     return sh(topo, router, "ip", "route", "show", cidr, "proto", "bird").strip()
 
 
-def pod_ips(topo: Topology) -> dict[str, str]:
-    state = st.LabState.load(topo.name)
-    assert state is not None
-    return {name: info["ips"][0] for name, info in state.info["podIPs"].items()}
-
-
-def assert_all_pods_reach_each_other(topo: Topology) -> None:
-    ips = pod_ips(topo)
-    assert len(ips) == len(topo.pods)
-    for a, b in permutations(sorted(ips), 2):
-        res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b])
-        assert res.ok, f"{a} -> {b} ({ips[b]}): {res.detail}"
-
-
 def pod_cidrs(topo: Topology) -> dict[str, str]:
     return {
         n.name: cl.agent_request(topo.name, n.name, {"op": "status"})["node"]["podCIDRs"][0]
         for n in topo.nodes
     }
-
-
-@contextmanager
-def capture(topo: Topology, host: str, ifname: str, bpf: str) -> Iterator[list[str]]:
-    lines: list[str] = []
-    argv = ["tcpdump", "-l", "-nn", "-i", ifname, "-c", "200", bpf]
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", st.ns_name(topo.name, host), *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "listening" not in proc.stderr.readline():
-            pass
-        yield lines
-        time.sleep(0.3)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        lines.extend(out.splitlines())
 
 
 def agent_pid(topo: Topology, node: str) -> int:

@@ -36,7 +36,7 @@ def root_links() -> list[str]:
     return sorted(line.split(":")[1].strip() for line in out.splitlines())
 
 
-@pytest.mark.parametrize("name", ["l2", "two-subnets", "leaf-spine"])
+@pytest.mark.parametrize("name", ["l2", "two-subnets", "leaf-spine", "mixed"])
 def test_example_comes_up_and_every_node_reaches_every_node(lab_up, name: str) -> None:
     topo = lab_up(example(name), cluster=False)
     for n in [*topo.nodes, topo.control_plane]:

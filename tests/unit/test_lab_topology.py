@@ -148,7 +148,7 @@ def test_set_overrides_parse_yaml_values_and_dotted_keys() -> None:
         apply_overrides(topo, ["novalue"])
 
 
-@pytest.mark.parametrize("name", ["l2", "two-subnets", "leaf-spine"])
+@pytest.mark.parametrize("name", ["l2", "two-subnets", "leaf-spine", "mixed"])
 def test_examples_are_valid(name: str) -> None:
     topo = load_topology(name)
     assert topo.name == name and topo.nodes
