@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from podnet import __version__
+
+NO_ROOT = {"operator"}  # talks to etcd only
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["operator"]:  # the operator has its own flags and parser
         return _operator(argv[1:])
     args = build_parser().parse_args(argv)
+    if os.geteuid() != 0 and args.command not in NO_ROOT:
+        print(
+            f"error: podnet {args.command} needs root (network namespaces, netlink, nftables); "
+            "run it as root, e.g. with sudo",
+            file=sys.stderr,
+        )
+        return 1
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
