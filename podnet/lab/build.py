@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from podnet.datapath.kernel.sysctl import ensure_sysctls
 from podnet.lab import state as st
 from podnet.lab import wire
 from podnet.lab.topology import Host, Topology
@@ -173,13 +174,4 @@ class LabBuilder:
 
 
 def _ensure_sysctls(ns: str, wanted: dict[str, str]) -> bool:
-    from pathlib import Path
-
-    changed = False
-    with netns.entered(ns):
-        for key, value in wanted.items():
-            path = Path("/proc/sys") / key.replace(".", "/")
-            if path.read_text().strip() != value:
-                path.write_text(value)
-                changed = True
-    return changed
+    return bool(ensure_sysctls(wanted, netns=ns))

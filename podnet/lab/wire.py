@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import IPRoute
 
-ERR_EXISTS = 17
+from podnet.datapath.kernel.addr import ensure_addr
+from podnet.datapath.kernel.link import link_index
 
 
 class Sockets:
@@ -31,11 +32,6 @@ class Sockets:
         for ipr in self._open.values():
             ipr.close()
         self._open.clear()
-
-
-def link_index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
 
 
 def ensure_bridge(ipr: IPRoute, name: str, mtu: int) -> bool:
@@ -78,18 +74,11 @@ def ensure_up(ipr: IPRoute, ifname: str, mtu: int | None = None, master: str | N
 def ensure_address(
     ipr: IPRoute, ifname: str, address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
 ) -> bool:
-    idx = link_index(ipr, ifname)
-    family = 2 if address.version == 4 else 10
-    for a in ipr.get_addr(index=idx, family=family):
-        if a.get_attr("IFA_ADDRESS") == str(address.ip) and a["prefixlen"] == address.network.prefixlen:
-            return False
-    try:
-        ipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
-    except NetlinkError as e:
-        if e.code != ERR_EXISTS:
-            raise
-        return False
-    return True
+    """The address on ``ifname`` (the agent's own ``ensure_addr`` by index)."""
+    index = link_index(ipr, ifname)
+    if index is None:
+        raise RuntimeError(f"link {ifname} is missing")
+    return ensure_addr(ipr, index, address)
 
 
 def ensure_route(
