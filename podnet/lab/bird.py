@@ -26,6 +26,7 @@ from podnet.util.proc import spawn
 
 BIRD = "bird"
 BIRDC = "birdc"
+CONVERGE_TIMEOUT = 30.0  # seconds for every router to learn every pod CIDR
 START_TIMEOUT = 10.0
 ROUTER_BGP_KEYS = {"enabled", "multipath", "holdTime", "keepaliveTime"}
 
@@ -309,3 +310,42 @@ def _read(path: Path) -> str:
 def bgp_routers(topo: Topology) -> Sequence[str]:
     """The routers that run BIRD in this lab (for ``podnet bgp ... --lab``)."""
     return [p.router for p in plan_router_bgp(topo, node_configs(topo))]
+
+
+def wait_bgp_converged(topo: Topology, timeout: float = CONVERGE_TIMEOUT) -> None:
+    """Wait until every BGP router's kernel table has a ``proto bird`` route for every node's pod
+    CIDR, so that when ``lab up`` returns native routing works end to end; name what is missing."""
+    from podnet.lab.cluster import agent_request
+
+    routers = bgp_routers(topo)
+    if not routers:
+        return
+    wanted = set()
+    for node in topo.nodes:
+        cidrs = agent_request(topo.name, node.name, {"op": "status"}).get("node", {}).get("podCIDRs", [])
+        wanted.update(cidrs)
+    deadline = time.monotonic() + timeout
+    missing: dict[str, set[str]] = {}
+    while time.monotonic() < deadline:
+        missing = {}
+        for router in routers:
+            have = _bird_kernel_routes(st.ns_name(topo.name, router))
+            if wanted - have:
+                missing[router] = wanted - have
+        if not missing:
+            return
+        time.sleep(0.1)
+    where = "; ".join(f"{r} lacks {', '.join(sorted(c))}" for r, c in sorted(missing.items()))
+    raise RouterBgpError(
+        f"BGP did not converge in {timeout:g}s: {where}; see `podnet bgp peers --lab {topo.name}`"
+    )
+
+
+def _bird_kernel_routes(ns: str) -> set[str]:
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "ip", "-j", "route", "show", "proto", "bird"],
+        capture_output=True, text=True, timeout=10,
+    ).stdout  # fmt: skip
+    import json
+
+    return {r["dst"] for r in json.loads(out or "[]") if "/" in r.get("dst", "")}

@@ -11,7 +11,7 @@ from typing import Any
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
-from podnet.lab.bird import ensure_router_bgp, validate_router_bgp
+from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_converged
 from podnet.lab.build import BuildReport, LabBuilder, Progress
 from podnet.lab.controlplane import ensure_control_plane
 from podnet.lab.teardown import TeardownReport, teardown, teardown_all
@@ -51,6 +51,8 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
         report.changes += cl.start_agent(topo, state, node)
     cl.wait_agents_ready(topo, state)
     cl.wait_converged(topo)
+    if any(r.asn for r in topo.routers):
+        wait_bgp_converged(topo)
     report.changes += cl.ensure_cni_installed(topo.name)
     if topo.pods:
         progress(f"{len(topo.pods)} pods (CNI ADD)")
