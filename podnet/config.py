@@ -24,7 +24,7 @@ from podnet.bgp.settings import BgpPeer, BgpSettingError, parse_advertise, parse
 from podnet.datapath.modes import ROUTING_MODES
 from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
 
-IPAM_MODES = ("cluster-pool", "multi-pool", "kubernetes")
+IPAM_MODES = ("cluster-pool",)  # the modes podnet.ipam registers; others are refused at load
 MTU_MIN, MTU_MAX = 576, 65535
 ENV_PREFIX = "PODNET_"
 
@@ -417,6 +417,9 @@ def load_config_file(
     return load_config(data, env, overrides)
 
 
+BUILT_TUNNEL_KINDS = ("vxlan",)  # tunnel devices node setup can create (Geneve: planned, not built)
+
+
 def check_kernel_support(config: AgentConfig, has_link_kind: Callable[[str], bool] | None = None) -> None:
     """Refuse a tunnel protocol the running kernel cannot carry (e.g. no geneve module).
 
@@ -431,8 +434,13 @@ def check_kernel_support(config: AgentConfig, has_link_kind: Callable[[str], boo
 
         has_link_kind = link_kind_supported
     protocol = TUNNEL_PROTOCOLS[config.tunnel_protocol]
-    if has_link_kind(protocol.link_kind):
+    if has_link_kind(protocol.link_kind) and protocol.link_kind in BUILT_TUNNEL_KINDS:
         return
+    if has_link_kind(protocol.link_kind):
+        raise ConfigError(
+            "tunnelProtocol",
+            f"{protocol.name!r}: podnet's node setup builds only VXLAN devices; use tunnelProtocol=vxlan",
+        )
     others = [
         p.name for p in TUNNEL_PROTOCOLS.values() if p.name != protocol.name and has_link_kind(p.link_kind)
     ]

@@ -127,8 +127,14 @@ def wait_converged(
             routing = doc.get("routing", {})
             ok = routing.get("mode") == want[n].routing_mode and doc.get("lastReconcile", 0) > since
             errors = doc.get("errors") or []
-            state[n] = "converged" if ok and not errors else f"waiting ({'; '.join(errors) or 'reconciling'})"
-        if all(s == "converged" for s in state.values()):
+            refused = [e for e in errors if e.startswith("config change not applied")]
+            if refused and doc.get("lastReconcile", 0) > since:
+                state[n] = f"refused: {refused[0]}"
+            elif ok and not errors:
+                state[n] = "converged"
+            else:
+                state[n] = f"waiting ({'; '.join(errors) or 'reconciling'})"
+        if all(s == "converged" or s.startswith("refused") for s in state.values()):
             break
         time.sleep(0.1)
     return state

@@ -52,11 +52,21 @@ def cmd_agent(args: argparse.Namespace) -> int:
         print(f"podnet agent: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     agent = Agent(
-        cfg, requested, Path(args.config) if args.config else None, allow_initial_netns=args.on_host
+        cfg,
+        requested,
+        Path(args.config) if args.config else None,
+        allow_initial_netns=args.on_host,
+        overrides=overrides,
     )
+
+    def on_stop(*_: object) -> None:
+        stop.set()
+        if not agent.status_info.ready:  # still starting (waiting for etcd, a CIDR, the watch): leave now
+            raise SystemExit(143)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()

@@ -107,8 +107,6 @@ def _code_of(exc: BaseException) -> int:
     code = getattr(exc, "cni_code", None)
     if isinstance(code, int):
         return code
-    if any(cls.__name__ == "IPAMExhausted" for cls in type(exc).__mro__):
-        return spec.ERR_IPAM_EXHAUSTED
     return spec.ERR_IO_FAILURE if isinstance(exc, OSError) else spec.ERR_AGENT_INTERNAL
 
 
@@ -198,8 +196,31 @@ class CniHandler:
         self.fail_after_ipam = fail_after_ipam
         self._lock = threading.Lock()
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        records = self.records()
-        allocator.restore({f"{r.container_id}/{r.ifname}": tuple(a.ip for a in r.addresses) for r in records})
+        for r in self.records():  # one by one: a bad record must not keep the agent from starting
+            try:
+                allocator.restore({f"{r.container_id}/{r.ifname}": tuple(a.ip for a in r.addresses)})
+            except Exception as exc:
+                log.warning(
+                    "endpoint record %s not restored (%s); it is left for CNI GC or removal by hand",
+                    self._record_path(r.container_id, r.ifname),
+                    exc,
+                )
+
+    def set_route_mtu(self, route_mtu: int) -> list[str]:
+        """Give every recorded pod the route MTU ``route_mtu`` (a live mode or MTU change, or a
+        restart after one). Runs under the ADD/DEL lock, so a pod being added gets one or the other
+        but never keeps a stale MTU. The new MTU is adopted only when every pod took it; the
+        returned errors make the agent try again on its next round."""
+        with self._lock:
+            errors = []
+            for record in self.records():
+                try:
+                    ep.set_route_mtu(record.netns, record.ifname, self.router_ip, route_mtu)
+                except Exception as exc:  # one pod's trouble never stops the others
+                    errors.append(f"pod {record.container_id}: route MTU {route_mtu} not set: {exc}")
+            if not errors:
+                self.route_mtu = route_mtu
+            return errors
 
     # ---- records -------------------------------------------------------------------------------
 
@@ -280,9 +301,13 @@ class CniHandler:
     # ---- commands ------------------------------------------------------------------------------
 
     def _add(self, call: _Call) -> dict[str, Any]:
+        """Allocate, record, wire; on failure undo what *this call* made. A repeated ADD of a live
+        attachment re-ensures its wiring and, if that fails, leaves the existing pod alone."""
         call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
+        fresh = self._load(call.container_id, call.ifname) is None
         with contextlib.ExitStack() as undo:
-            undo.callback(_safely, "release", self.allocator.release, call.owner)
+            if fresh:
+                undo.callback(_safely, "release", self.allocator.release, call.owner)
             ip = self._ipv4(self.allocator.allocate(call.owner), call.owner)
             if self.fail_after_ipam:
                 raise spec.CniError(
@@ -298,11 +323,12 @@ class CniHandler:
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
             )
-            undo.callback(_safely, "forget record", self._forget, call.container_id, call.ifname)
-            self._save(record)
-            undo.callback(
-                _safely, "delete veth", ep.del_endpoint, self.host_netns, call.container_id, call.ifname
-            )
+            if fresh:
+                undo.callback(_safely, "forget record", self._forget, call.container_id, call.ifname)
+                self._save(record)
+                undo.callback(
+                    _safely, "delete veth", ep.del_endpoint, self.host_netns, call.container_id, call.ifname
+                )
             info = ep.add_endpoint(
                 self.host_netns,
                 call.netns,
@@ -339,7 +365,8 @@ class CniHandler:
     def _del(self, call: _Call) -> dict[str, Any]:
         call.require("CNI_CONTAINERID", "CNI_IFNAME")
         record = self._load(call.container_id, call.ifname)
-        netns = call.netns or (record.netns if record else "")
+        # the pod side is only touched for an attachment podnet recorded (never a stranger's veth)
+        netns = (call.netns or record.netns) if record else ""
         ep.del_endpoint(self.host_netns, call.container_id, call.ifname, netns or None)
         self.allocator.release(call.owner)
         self._forget(call.container_id, call.ifname)
@@ -409,14 +436,3 @@ class CniHandler:
             except Exception as exc:
                 failures.append(f"orphan link {name}: {exc}")
         return failures
-
-
-def update_route_mtu(handler: CniHandler, route_mtu: int) -> list[str]:
-    """Give every recorded pod the new route MTU (new pods get it from ``handler.route_mtu``).
-    Returns the pods that could not be updated (gone), for the log."""
-    handler.route_mtu = route_mtu
-    missed = []
-    for record in handler.records():
-        if not ep.set_route_mtu(record.netns, record.ifname, handler.router_ip, route_mtu):
-            missed.append(record.container_id)
-    return missed

@@ -1,7 +1,8 @@
 """The podnet agent: one per node. Register, get pod CIDRs, set up devices, then plan and apply.
 
-Restart-safe by construction (Calico Felix's rule): nothing in the kernel is changed until the
-node watch has synced the whole node set, endpoint allocations are restored from the records
+Restart-safe by construction (Calico Felix's rule): no route, neighbour or FDB entry towards
+peers is changed until the node watch has synced the whole node set (start-up only ensures the
+node's own devices, keeping an existing tunnel device), endpoint allocations are restored from the records
 the CNI handler keeps, and the reconciler only ever touches what carries podnet's marks. A node
 that vanishes from the store keeps its routes for ``NODE_GONE_GRACE`` seconds, so an agent
 restart elsewhere does not cut its pods off.
@@ -15,18 +16,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from podnet.agent.api import ApiServer, serve
-from podnet.agent.cni_handler import CniHandler, update_route_mtu
+from podnet.agent.cni_handler import CniHandler
 from podnet.agent.underlay import Underlay, detect_underlay
-from podnet.config import AgentConfig, check_kernel_support
+from podnet.config import AgentConfig, ConfigError, check_kernel_support, load_config_file
 from podnet.datapath import mtu
-from podnet.datapath.kernel.nft import NftError, apply_script
+from podnet.datapath.kernel.link import link_index
+from podnet.datapath.kernel.nft import NftError, apply_script, list_table
 from podnet.datapath.kernel.route import cached_path_mtu, route_get
 from podnet.datapath.kernel.sysctl import refuse_initial_netns
 from podnet.datapath.masquerade import plan_masquerade, replace_script
@@ -37,12 +39,14 @@ from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
+from podnet.owned import VXLAN_DEV
 from podnet.store.client import Store, StoreError
 from podnet.store.nodes import NodeEvent, NodeRecord, NodeRegistration, register_node, watch_nodes
 
 log = logging.getLogger("podnet.agent")
 
 RESYNC_INTERVAL = 10.0
+SWITCH_GRACE = 30.0  # after a live mode switch, peers keep their previous path this long at most
 PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
 CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
 TUNNEL_LABEL = "podnet.io/tunnel"  # published while the node sends encapsulated packets
@@ -84,9 +88,14 @@ class Agent:
         requested_pod_cidrs: Sequence[IPNetwork] = (),
         config_path: Path | None = None,
         allow_initial_netns: bool = False,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
+        self.overrides = dict(overrides or {})  # --set values: they win over the file on every reload
+        self.config_errors: list[str] = []
+        self._mode_changed = -SWITCH_GRACE
+        self._last_round = 0.0
         self.allow_initial_netns = allow_initial_netns
         self.requested = tuple(requested_pod_cidrs)
         self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
@@ -123,9 +132,12 @@ class Agent:
         node = dataclasses.replace(
             bare, pod_cidrs=self.allocator.cidrs, router_ips=self.allocator.router_ips()
         )
+        # an existing tunnel device stays until the first reconcile knows whether peers still use it
+        keep_tunnel = self.config.tunnel_enabled or link_index(self.ipr, VXLAN_DEV) is not None
         devices = setup_node(
-            self.ipr, self.config, node, self.underlay.dev, allow_initial_netns=self.allow_initial_netns
-        )
+            self.ipr, self.config, node, self.underlay.dev,
+            allow_initial_netns=self.allow_initial_netns, tunnel=keep_tunnel,
+        )  # fmt: skip
         node = dataclasses.replace(node, vtep_mac=devices.vtep_mac, labels=self._labels())
         self.registration.update(NodeRecord(node, self.requested))
         self.status_info.node, self.status_info.devices = node, devices
@@ -143,6 +155,8 @@ class Agent:
         self.cni_handler = CniHandler(
             None, self.allocator, router_v4, route_mtu, self.config.state_dir / "endpoints"
         )
+        for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
+            log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
         self.watcher = watch_nodes(self.store, self._on_nodes)
         if not self.watcher.wait_synced(STORE_CONNECT_TIMEOUT):
@@ -218,7 +232,7 @@ class Agent:
             self._dirty.wait(CONFIG_POLL_INTERVAL)
             if stop.is_set():
                 break
-            due = time.time() - self.status_info.last_reconcile >= RESYNC_INTERVAL
+            due = time.monotonic() - self._last_round >= RESYNC_INTERVAL
             if self._reload.is_set() or self._config_changed_on_disk():
                 self._reload.clear()
                 self._reload_from_file()
@@ -255,14 +269,17 @@ class Agent:
         assert self.ipr is not None and self.underlay is not None
         peers = self.peers()
         node = self._refresh_node(peers)
-        local = LocalNode(node, self.underlay.dev, self.underlay.index, self.underlay.mtu)
+        devices = self.status_info.devices
+        underlay_mtu = devices.underlay_mtu if devices is not None else self.underlay.mtu  # read each round
+        local = LocalNode(node, self.underlay.dev, self.underlay.index, underlay_mtu)
         paths: dict[str, PeerPath] = {}
         for ip in paths_needed(local, peers, self.config):
             try:
                 paths[str(ip)] = route_get(self.ipr, ip)
             except Exception as exc:  # an unroutable peer is a plan input, not a crash
                 log.warning("no kernel path to node ip %s: %s", ip, exc)
-        desired = plan(local, peers, self.config, paths, self.status_info.last_plan)
+        switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
+        desired = plan(local, peers, self.config, paths, self.status_info.last_plan if switching else None)
         if self.bgp is not None:  # --- bgp: follow pod CIDR changes ---
             self.bgp.set_prefixes(self.allocator.cidrs if self.allocator else local.node.pod_cidrs)
         report = Reconciler(self.ipr, self.config, self.allow_initial_netns).apply(desired)
@@ -275,6 +292,7 @@ class Agent:
         errors += self._follow_route_mtu(desired.route_mtu)
         self.status_info.last_plan, self.status_info.last_report = desired, report
         self.status_info.last_reconcile = time.time()
+        self._last_round = time.monotonic()
         self.status_info.reconciles += 1
         self.status_info.errors = errors
         return report
@@ -291,7 +309,7 @@ class Agent:
             self.underlay.dev,
         )
         script = replace_script(masq)
-        if script == self._masquerade_applied:
+        if script == self._masquerade_applied and not self._masquerade_drifted(masq is not None):
             return []
         refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
         try:
@@ -303,19 +321,30 @@ class Agent:
         log.info("nft table podnet %s", "replaced" if masq else "removed (masquerading off)")
         return []
 
+    def _masquerade_drifted(self, want_table: bool) -> bool:
+        """On the periodic resync only: is podnet's nft table gone (or back) behind our back?"""
+        if time.monotonic() - self._last_round < RESYNC_INTERVAL:
+            return False
+        return (list_table() is not None) != want_table
+
     def _follow_route_mtu(self, route_mtu: int) -> list[str]:
-        """After a mode or MTU change, every pod's default route takes the new route MTU."""
+        """After a mode or MTU change (or a restart after one), every pod's default route takes
+        the new route MTU; failures are reported and retried next round."""
         if self.cni_handler is None or route_mtu == self.cni_handler.route_mtu:
             return []
         old = self.cni_handler.route_mtu
-        missed = update_route_mtu(self.cni_handler, route_mtu)
-        log.info("pod route MTU %d -> %d (%d pods gone)", old, route_mtu, len(missed))
-        return []
+        errors = self.cni_handler.set_route_mtu(route_mtu)
+        if errors:
+            log.warning("pod route MTU %d -> %d incomplete: %s", old, route_mtu, "; ".join(errors))
+        else:
+            log.info("pod route MTU %d -> %d", old, route_mtu)
+        return errors
 
     # ---- live reconfiguration ------------------------------------------------------------------
 
     def request_reload(self) -> None:
         """SIGHUP: read the config file again at the next loop turn, and probe path MTUs now."""
+        self._config_changed_on_disk()  # take the current mtime: one SIGHUP, one reload
         self._reload.set()
         self._dirty.set()
         self._probe_now.set()
@@ -333,31 +362,40 @@ class Agent:
         return False
 
     def reload(self, new: AgentConfig) -> list[str]:
-        """Adopt ``new`` if only live settings changed; returns the settings that need a restart."""
+        """Adopt ``new`` if only live settings changed and the kernel can do it; returns what was
+        refused (restart-only settings, or the reason). A refusal stays in ``status`` until the
+        next successful reload, so ``podnet config set`` reports it instead of "converged"."""
         frozen = [f for f in RESTART_ONLY if getattr(new, f) != getattr(self.config, f)]
         if frozen:
-            log.error("config change ignored: %s can only change with an agent restart", ", ".join(frozen))
-            return frozen
-        check_kernel_support(new)
+            return self._refuse(f"{', '.join(frozen)} can only change with an agent restart", frozen)
+        try:
+            check_kernel_support(new)
+        except ConfigError as exc:
+            return self._refuse(str(exc), [exc.key])
         changed = [
             f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.config, f.name)
         ]
         if changed:
             log.info("config reloaded: %s", ", ".join(changed))
+        if new.tunnel_enabled != self.config.tunnel_enabled or new.routing_mode != self.config.routing_mode:
+            self._mode_changed = time.monotonic()  # peers switch over the next moments: bridge the gap
         self.config = new
+        self.config_errors = []
         self._dirty.set()
         return []
 
-    def _reload_from_file(self) -> None:
-        from podnet.config import ConfigError, load_config_file
+    def _refuse(self, why: str, what: list[str]) -> list[str]:
+        log.error("config change not applied: %s", why)
+        self.config_errors = [f"config change not applied: {why}; the agent keeps its running settings"]
+        return what
 
+    def _reload_from_file(self) -> None:
         if self.config_path is None:
             return
         try:
-            new = load_config_file(self.config_path, os.environ)
+            new = load_config_file(self.config_path, os.environ, self.overrides)
         except ConfigError as exc:
-            log.error("config file %s not reloaded: %s", self.config_path, exc)
-            self.status_info.errors = [f"config not reloaded: {exc}"]
+            self._refuse(f"{self.config_path}: {exc}", [exc.key])
             return
         self.reload(new)
 
@@ -381,7 +419,8 @@ class Agent:
             lambda: self.api and self.api.close(),
             lambda: self.bgp and self.bgp.stop(withdraw=True),  # --- bgp: withdraw, then stop ---
             lambda: self.watcher and self.watcher.stop(),
-            lambda: self.registration and self.registration.close(revoke=True),
+            # the lease is not revoked: the node key lapses after its TTL, so a restart is not a departure
+            lambda: self.registration and self.registration.close(revoke=False),
             lambda: self.store and self.store.close(),
             lambda: self.ipr and self.ipr.close(),
         ):

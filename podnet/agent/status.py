@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def status_document(agent: Agent) -> dict[str, Any]:
-    """The agent's status as JSON: what ``podnet status`` prints (see docs/status.md)."""
+    """The agent's status as JSON: what ``podnet status`` prints (see docs/verify.md)."""
     s = agent.status_info
     cfg = agent.config
     node = s.node
@@ -39,7 +39,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
             else None,
         },
         "masquerade": _masquerade(agent),
-        "errors": s.errors,
+        "errors": [*agent.config_errors, *s.errors],
         "reconciles": s.reconciles,
         "lastReconcile": s.last_reconcile,
     }

@@ -87,6 +87,7 @@ def _pod(netns_path: str) -> Iterator[tuple[int, IPRoute]]:
             "the container is probably gone"
         ) from None
     try:
+        _refuse_own_namespace(fd, netns_path)
         try:
             ipr = netlink_socket_in(fd)
         except OSError as exc:
@@ -98,6 +99,22 @@ def _pod(netns_path: str) -> Iterator[tuple[int, IPRoute]]:
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _refuse_own_namespace(fd: int, netns_path: str) -> None:
+    """A pod namespace is never the node's own (nor the machine's): a runtime or lab bug passing
+    /proc/1/ns/net must not get pod routes written into the host."""
+    target = os.fstat(fd)
+    for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        try:
+            mine = os.stat(own)
+        except OSError:
+            continue
+        if (mine.st_dev, mine.st_ino) == (target.st_dev, target.st_ino):
+            raise NetnsNotFoundError(
+                f"CNI_NETNS {netns_path} is the node's own network namespace, not a pod's; "
+                "the runtime must pass the pod sandbox's namespace"
+            )
 
 
 def _lookup(ipr: IPRoute, ifname: str) -> int | None:

@@ -127,15 +127,15 @@ def _ensure_tunnel(
     ipr: IPRoute, config: AgentConfig, node: NodeInfo, underlay_index: int, underlay_mtu: int, want: bool
 ) -> tuple[str | None, int | None, str | None]:
     wanted = TUNNEL_PROTOCOLS[config.tunnel_protocol] if want else None
+    if wanted is not None and wanted.link_kind != "vxlan":  # refuse before anything is deleted
+        raise NodeSetupError(
+            f"tunnelProtocol={wanted.name}: podnet sets up only VXLAN devices; use tunnelProtocol=vxlan"
+        )
     for protocol in TUNNEL_PROTOCOLS.values():
         if protocol is not wanted:
             klink.delete_link(ipr, protocol.device)
     if wanted is None:
         return None, None, None
-    if wanted.link_kind != "vxlan":
-        raise NodeSetupError(
-            f"tunnelProtocol={wanted.name}: podnet sets up only VXLAN devices; use tunnelProtocol=vxlan"
-        )
     local = node.ipv4 or node.ipv6
     if local is None:
         raise NodeSetupError(f"node {node.name} has no underlay address to use as the VXLAN source")

@@ -48,9 +48,10 @@ __all__ = [
 
 
 def paths_needed(local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig) -> tuple[IPAddress, ...]:
-    """Peer node IPs whose kernel path (``route_get``) the planner needs: only native mode with
-    autoDirectNodeRoutes looks at paths. Feed the answers to ``plan`` keyed by ``str(ip)``."""
-    if config.routing_mode != "native" or not (config.auto_direct_node_routes or config.tunnel_fallback):
+    """Peer node IPs whose kernel path (``route_get``) the planner needs (the mode says whether it
+    looks at paths: native with autoDirectNodeRoutes, and the hybrid). Feed the answers to ``plan``
+    keyed by ``str(ip)``."""
+    if not mode_for(config).needs_paths(config):
         return ()
     wanted: list[IPAddress] = []
     for peer in _remote(local, peers):

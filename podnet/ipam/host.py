@@ -16,6 +16,8 @@ from podnet.model import IPAddress, IPNetwork
 class IPAMExhausted(RuntimeError):
     """No free address (or subnet) is left; the message names the CIDR and its size."""
 
+    cni_code = 100  # the CNI plugin's own code for "IPAM exhausted" (docs/cni.md)
+
 
 class IPAMError(ValueError):
     """An allocation request that cannot be honoured (address outside the CIDR, reserved, taken)."""

@@ -183,6 +183,8 @@ class ClusterPoolOperator:
                     self.reconcile_once()
                 except StoreError as exc:
                     log.warning("cluster-pool reconcile failed, retrying: %s", exc)
+                except Exception:  # a malformed key or answer must not stop IPAM for the cluster
+                    log.exception("cluster-pool reconcile failed unexpectedly, retrying")
                 deadline = time.monotonic() + tick
                 while not stop_event.is_set() and not wake.is_set() and time.monotonic() < deadline:
                     wake.wait(min(0.1, tick))

@@ -91,7 +91,11 @@ class PrefixWatcher:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                log.warning("watch %s interrupted (%s); reconnecting", self.prefix, exc)
+                # an idle stream is re-opened on purpose (read timeout): not worth a warning
+                quiet = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
+                (log.debug if quiet else log.warning)(
+                    "watch %s interrupted (%s); reconnecting", self.prefix, exc
+                )
                 self._stop.wait(self._retry)
 
     def _emit(self, event: WatchEvent) -> None:

@@ -253,3 +253,17 @@ def test_route_get_reports_a_gateway_and_native_planning_refuses_it(lab: Lab) ->
 
 def _endpoint_route(n: int) -> str:
     return Route(dst=ipaddress.ip_network(f"10.244.{n}.10/32"), dev=f"lxcpod{n}").describe()
+
+
+def test_a_route_podnet_does_not_own_is_never_overwritten(lab: Lab) -> None:
+    from podnet.datapath.kernel import route as kroute
+    from podnet.datapath.modes.base import Route
+
+    with IPRoute(netns=lab.nodes[1]) as ipr:
+        ipr.route("add", dst="10.250.0.0/24", gateway="172.16.2.3", proto=4)  # an admin's static route
+        mine = Route(
+            dst=ipaddress.ip_network("10.250.0.0/24"), dev="eth0", gateway=ipaddress.ip_address("172.16.2.4")
+        )
+        with pytest.raises(LookupError, match="is not podnet's"):
+            kroute.ensure_route(ipr, mine, lambda d: ipr.link_lookup(ifname=d)[0])
+        assert kroute.get_route(ipr, mine.dst).gateway == ipaddress.ip_address("172.16.2.3")  # type: ignore[union-attr]

@@ -118,3 +118,23 @@ def test_delete_host_link_refuses_foreign_names(netns_factory: Callable[[str], s
     node = netns_factory("node")
     with pytest.raises(ValueError, match="not a podnet endpoint"):
         ep.delete_host_link(node, "eth0")
+
+
+def test_the_callers_own_namespace_is_never_taken_for_a_pod(netns_factory) -> None:  # type: ignore[no-untyped-def]
+    import ipaddress
+
+    import pytest
+
+    from podnet.datapath import endpoint as ep
+
+    node = netns_factory("ownns")
+    with pytest.raises(ep.NetnsNotFoundError, match="node's own network namespace"):
+        ep.add_endpoint(
+            node,
+            "/proc/self/ns/net",
+            "c-own",
+            "eth0",
+            ipaddress.ip_interface("10.9.9.2/32"),
+            ipaddress.ip_address("10.9.9.1"),
+            1450,
+        )

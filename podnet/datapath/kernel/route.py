@@ -106,8 +106,14 @@ def get_route(ipr: IPRoute, dst: ipaddress.IPv4Network | ipaddress.IPv6Network) 
 def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | None]) -> bool:
     """Make the kernel's route for ``route.dst`` equal ``route``; True when it changed something.
     ``index_of`` turns a device name into its index (a KeyError-free lookup: None if missing)."""
-    if get_route(ipr, route.dst) == route:
+    current = get_route(ipr, route.dst)
+    if current == route:
         return False
+    if current is not None and current.protocol != route.protocol:
+        raise LookupError(
+            f"cannot install route {route.describe()}: {current.describe()} is there and is not podnet's "
+            f"(proto {current.protocol}); remove it, or route {route.dst} another way"
+        )
     index = index_of(route.dev)
     if index is None:
         raise LookupError(f"cannot install route {route.describe()}: device {route.dev} does not exist")

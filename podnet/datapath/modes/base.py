@@ -177,6 +177,10 @@ class RoutingMode(Protocol):
         """The tunnel device this mode needs on the node, or None."""
         ...
 
+    def needs_paths(self, config: AgentConfig) -> bool:
+        """Whether ``plan_peer`` looks at ``ip route get <peer ip>`` (the agent then asks the kernel)."""
+        ...
+
 
 def node_ip_for(node: NodeInfo, family: int) -> IPAddress | None:
     """The node's underlay address of one IP family."""

@@ -32,6 +32,9 @@ class HybridMode:
         self._native = NativeMode()
         self._tunnel = TunnelMode()
 
+    def needs_paths(self, config: AgentConfig) -> bool:
+        return True
+
     def tunnel_device(self, config: AgentConfig) -> str | None:
         return TUNNEL_PROTOCOLS[config.tunnel_protocol].device
 

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 class NativeMode:
     name = "native"
 
+    def needs_paths(self, config: AgentConfig) -> bool:
+        return config.auto_direct_node_routes
+
     def tunnel_device(self, config: AgentConfig) -> str | None:
         return None
 

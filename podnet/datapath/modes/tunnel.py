@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 class TunnelMode:
     name = "tunnel"
 
+    def needs_paths(self, config: AgentConfig) -> bool:
+        return False
+
     def tunnel_device(self, config: AgentConfig) -> str | None:
         return TUNNEL_PROTOCOLS[config.tunnel_protocol].device
 
