@@ -33,6 +33,7 @@ from podnet.lab.topology import Topology, load_topology
 RTPROT_BIRD = 12
 POLL = 0.005
 TIMEOUT = 60.0
+EXIT_TIMEOUT = 10.0  # seconds for a stopped agent to exit
 GOAL = 1.0
 
 
@@ -68,8 +69,16 @@ def one_round(topo: Topology, node: str, cidr: str, sockets: dict[str, IPRoute])
     t0 = time.monotonic()
     os.kill(rec.pid, signal.SIGTERM)
     withdraw = wait_routers(sockets, cidr, False, t0)
-    while rec.running():
+    stop_deadline = time.monotonic() + EXIT_TIMEOUT
+    while rec.running() and time.monotonic() < stop_deadline:
         time.sleep(0.01)
+    if rec.running():  # it ignored SIGTERM: the recorded PID, and only it, gets SIGKILL
+        os.kill(rec.pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + EXIT_TIMEOUT
+        while rec.running() and time.monotonic() < kill_deadline:
+            time.sleep(0.01)
+        if rec.running():
+            raise SystemExit(f"agent-{node} (pid {rec.pid}) is still running after SIGKILL")
     t1 = time.monotonic()
     cl.start_agent(topo, state, topo.host(node))
     announce = wait_routers(sockets, cidr, True, t1)

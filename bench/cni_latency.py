@@ -106,8 +106,13 @@ def measure(lab: str, pods: int) -> dict[str, Any]:
             str(REF_DIR),
         ),
     }
-    names = {p: [f"pn-{lab}-{p[:3]}{i}" for i in range(pods)] for p in plugins}
+    names = {p: [st.ns_name(lab, f"{p[:3]}{i}") for i in range(pods)] for p in plugins}
     timings: dict[str, dict[str, list[float]]] = {p: {"ADD": [], "DEL": []} for p in plugins}
+    state = st.LabState.load(lab)
+    assert state is not None, f"lab {lab} has no state"
+    # write-ahead, like the lab itself: after a crash `podnet lab down bcni` finds these too
+    state.namespaces.extend(ns for p in plugins for ns in names[p] if ns not in state.namespaces)
+    state.save()
     try:
         for p in plugins:
             for ns in names[p]:

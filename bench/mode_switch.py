@@ -25,6 +25,7 @@ from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import load_topology
 from podnet.util import netns
+from podnet.verify.perf import _wait_server as wait_iperf_server  # the one bounded wait for iperf3 -s
 
 TUNNEL = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
 NATIVE = ["routingMode=native", "autoDirectNodeRoutes=true"]
@@ -81,11 +82,11 @@ def run(seconds: int, interval: float, do_switch: bool = True) -> dict[str, Any]
         src_ns, dst_ns = st.ns_name(topo.name, src), st.ns_name(topo.name, dst)
         dst_ip = pods[dst]["ips"][0]
         server = subprocess.Popen(
-            ["ip", "netns", "exec", dst_ns, "iperf3", "-s", "-1"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["ip", "netns", "exec", dst_ns, "iperf3", "-s", "-1", "--forceflush"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        time.sleep(0.5)
+        wait_iperf_server(server)  # "Server listening", bounded (raises if it never comes)
         client = subprocess.Popen(
             ["ip", "netns", "exec", src_ns, "iperf3", "-c", dst_ip, "-t", str(seconds), "-J"],
             stdout=subprocess.PIPE,
@@ -115,7 +116,7 @@ def run(seconds: int, interval: float, do_switch: bool = True) -> dict[str, Any]
         )
         switches = []
         third = seconds / 3
-        time.sleep(third - 1)
+        time.sleep(max(third - 1, 0.0))
         # reset counters are read around the switches only: iperf3's own start and close
         # (an abort on its control connection) must not count as the switch's resets
         before = {src: counters(src_ns), dst: counters(dst_ns)}

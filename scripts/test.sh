@@ -9,17 +9,25 @@ bash scripts/setup.sh || exit 1
 echo "== ruff"
 .venv/bin/ruff check podnet tests bench || exit 1
 echo "== pytest"
+# namespaces that exist before the run (e.g. a lab someone has up) are never counted or touched
+netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
 .venv/bin/pytest -q -p no:cacheprovider "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
   exit 1
 fi
-# whatever a failed test might have left: the lab's own namespaces only (prefix pn-/pnt-)
-leftover=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(pn|pnt)-' || true)
+# whatever a failed test might have left: namespaces NEW since the run began, with the
+# lab's or the tests' prefix (pn-/pnt-); exactly those are removed, and the run fails
+netns_after=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
+leftover=$(LC_ALL=C comm -13 <(echo "$netns_before") <(echo "$netns_after") | grep -E '^(pn|pnt)-' || true)
 if [ -n "$leftover" ]; then
-  echo "tests left namespaces behind: $leftover" >&2
-  .venv/bin/podnet lab down --all >/dev/null 2>&1 || true
+  echo "tests left namespaces behind: ${leftover//$'\n'/ }" >&2
+  # shellcheck disable=SC2086 # one argument per namespace name
+  .venv/bin/python -c 'import sys
+from podnet.util import netns
+for name in sys.argv[1:]:
+    netns.remove(name)' $leftover || true
   [ "$rc" -eq 0 ] && rc=1
 fi
 exit "$rc"

@@ -103,19 +103,23 @@ def _router_rows(lab: str, router: str, what: str, direction: str | None) -> lis
     return rows
 
 
-def _node_bgp(lab: str | None, node: str | None, socket_path: Path) -> dict[str, Any]:
-    """The ``bgp`` section of an agent's status (one JSON line over its unix socket)."""
-    import socket
+class NoAgentError(RuntimeError):
+    """No agent answers on the local socket (the message says what to start or pass)."""
 
+
+def _node_bgp(lab: str | None, node: str | None, socket_path: Path) -> dict[str, Any]:
+    """The ``bgp`` section of an agent's status (one JSON request over its unix socket)."""
+    from podnet.agent.api import request
     from podnet.lab.cluster import agent_socket
 
     path = agent_socket(lab, node) if lab and node else socket_path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5.0)
-        s.connect(str(path))
-        s.sendall(b'{"op": "status"}\n')
-        data = s.makefile("rb").readline()
-    return dict(json.loads(data or b"{}").get("bgp") or {})
+    try:
+        doc = request(path, {"op": "status"}, timeout=5.0)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        if lab:
+            raise
+        raise NoAgentError(f"no podnet agent at {path}: start podnet agent, or use --lab NAME") from e
+    return dict(doc.get("bgp") or {})
 
 
 def lab_hosts(lab: str) -> tuple[list[str], list[str]]:
@@ -188,6 +192,9 @@ def _run(args: argparse.Namespace, what: str, direction: str | None) -> int:
 
     try:
         rows = collect(args, what, direction)
+    except NoAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, LabError) as exc:
         print(f"podnet bgp {what}: {exc}", file=sys.stderr)
         return 1

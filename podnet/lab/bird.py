@@ -313,15 +313,18 @@ def bgp_routers(topo: Topology) -> Sequence[str]:
 
 
 def wait_bgp_converged(topo: Topology, timeout: float = CONVERGE_TIMEOUT) -> None:
-    """Wait until every BGP router's kernel table has a ``proto bird`` route for every node's pod
-    CIDR, so that when ``lab up`` returns native routing works end to end; name what is missing."""
+    """Wait until every BGP router's kernel table has a ``proto bird`` route for every BGP node's
+    pod CIDR, so that when ``lab up`` returns native routing works end to end; name what is missing."""
     from podnet.lab.cluster import agent_request
 
     routers = bgp_routers(topo)
     if not routers:
         return
-    wanted = set()
+    wanted: set[str] = set()
+    configs = node_configs(topo)
     for node in topo.nodes:
+        if not configs[node.name].bgp_enabled:
+            continue  # a node without BGP announces nothing: no router can learn its pod CIDR
         cidrs = agent_request(topo.name, node.name, {"op": "status"}).get("node", {}).get("podCIDRs", [])
         wanted.update(cidrs)
     deadline = time.monotonic() + timeout

@@ -130,11 +130,25 @@ class LabBuilder:
     def make_namespaces(self) -> None:
         wanted = [st.segment_ns(self.topo.name, n.name) for n in self.topo.networks]
         wanted += [self.ns(h.name) for h in self.topo.hosts]
+        self._check_namespaces_free(wanted + [self.ns(p.name) for p in self.topo.pods])  # pods: later
         for name in wanted:
             self.state.namespaces.append(name) if name not in self.state.namespaces else None
         self.state.save()
         for name in wanted:
             self._count(netns.create(name))
+
+    def _check_namespaces_free(self, wanted: list[str]) -> None:
+        """Refuse (before anything is made) a namespace that exists but is not this lab's:
+        ``pn-two-subnets-node1`` is both lab ``two``'s host ``subnets-node1`` and lab
+        ``two-subnets``'s ``node1``."""
+        for name in wanted:
+            if name in self.state.namespaces or not netns.exists(name):
+                continue
+            owner = _owner_of(name, self.topo.name)
+            raise LabError(
+                f"namespace {name} already exists (lab {owner}?): pick another lab name "
+                f"or podnet lab down {owner}"
+            )
 
     def make_segments(self) -> None:
         for net in self.topo.networks:
@@ -171,6 +185,15 @@ class LabBuilder:
                 self._count(wire.ensure_route(self.sockets(self.ns(host.name)), None, [host.gateway]))
         for route in plan_underlay_routes(self.topo):
             self._count(wire.ensure_route(self.sockets(self.ns(route.router)), route.dst, route.via))
+
+
+def _owner_of(ns: str, lab: str) -> str:
+    """The other lab whose state lists ``ns``; else ``lab`` itself (a run of it that lost its state)."""
+    for other in st.known_labs():
+        state = st.LabState.load(other)
+        if other != lab and state is not None and ns in state.namespaces:
+            return other
+    return lab
 
 
 def _ensure_sysctls(ns: str, wanted: dict[str, str]) -> bool:

@@ -73,9 +73,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     progress = _progress(args.output == "table")
     try:
-        report = bring_up(topo, progress=progress, cluster=not args.underlay_only)
+        report = bring_up(topo, progress=progress, cluster=not args.underlay_only, overrides=args.set)
     except (LabError, TopologyError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        after = "the lab was removed" if st.LabState.load(topo.name) is None else "the lab is still up"
+        print(f"error: {type(e).__name__}: {e}; {after} (see podnet lab list)", file=sys.stderr)
         return 1
     rows = summary_rows(topo)
     if args.output == "json":
@@ -100,10 +104,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     from podnet.lab.run import bring_down, bring_down_all
+    from podnet.lab.teardown import lab_exists
 
     if not args.all and not args.name:
         print("error: name a lab (podnet lab list) or use --all", file=sys.stderr)
         return 2
+    if not args.all and not lab_exists(args.name):
+        print(f"error: no lab named {args.name} (podnet lab list)", file=sys.stderr)
+        return 1
     reports = bring_down_all() if args.all else [bring_down(args.name)]
     if args.output == "json":
         print(json.dumps([r.__dict__ for r in reports], indent=2))
@@ -122,6 +130,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     for lab in st.known_labs():
         state = st.LabState.load(lab)
         if state is None:
+            if st.LabState.is_corrupt(lab):
+                rows.append(
+                    {
+                        "name": lab,
+                        "status": "corrupt state",
+                        "namespaces": "?",
+                        "processes": "?",
+                        "topology": "",
+                    }
+                )
             continue
         alive = sum(1 for p in state.processes if p.running())
         present = sum(1 for n in state.namespaces if os.path.exists(f"/run/netns/{n}"))

@@ -21,8 +21,19 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw else ""
         node = out
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                prefix = ".".join(parts[: i + 1])
+                raise TopologyError(
+                    f"--set {pair!r}: {prefix} was already set to a value ({node!r}), so it cannot "
+                    f"also have a key {parts[i + 1]!r}; drop one of the two --set {prefix}..."
+                )
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise TopologyError(
+                f"--set {pair!r}: {key} already has keys from another --set ({key}.<...>); "
+                "drop one of the two"
+            )
         node[parts[-1]] = value
     return out
 

@@ -7,6 +7,7 @@ before the call), so a failed ``lab up`` leaves nothing behind.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from podnet.lab import cluster as cl
@@ -18,15 +19,28 @@ from podnet.lab.teardown import TeardownReport, teardown, teardown_all
 from podnet.lab.topology import Topology
 
 
-def bring_up(topo: Topology, progress: Progress = lambda _m: None, cluster: bool = True) -> BuildReport:
-    """Build the lab; with ``cluster`` also the operator, the agents and the pods (CNI ADD)."""
+def bring_up(
+    topo: Topology,
+    progress: Progress = lambda _m: None,
+    cluster: bool = True,
+    overrides: Sequence[str] = (),
+) -> BuildReport:
+    """Build the lab; with ``cluster`` also the operator, the agents and the pods (CNI ADD).
+
+    ``topo.cluster`` is the effective cluster settings (the file's, with ``overrides`` -- the
+    ``--set`` pairs -- applied); both go into the state, where ``LabView`` reads them back.
+    """
     if cluster:
         cl.validate_cluster_config(topo)  # before anything exists
         validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
     started = time.monotonic()
-    was_up = st.LabState.load(topo.name) is not None
+    existing = st.LabState.load(topo.name)
+    was_up = existing is not None and existing.status == "up"
     builder = LabBuilder(topo, progress)
     try:
+        builder.state.info["cluster"] = dict(topo.cluster)
+        builder.state.info["overrides"] = list(overrides)
+        builder.state.save()
         report = builder.up()
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
@@ -58,7 +72,7 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
         progress(f"{len(topo.pods)} pods (CNI ADD)")
     for pod in topo.pods:
         report.changes += cl.ensure_pod(topo, state, pod)
-    state.info["cluster"] = True
+    state.info["clusterStarted"] = True
     state.save()
 
 

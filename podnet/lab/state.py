@@ -35,29 +35,51 @@ def segment_ns(lab: str, network: str) -> str:
     return ns_name(lab, f"sw-{network}")
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` split after the command name: [0] is field 3 (state), [19] field 22."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def proc_start_time(pid: int) -> int:
+    """When ``pid`` started (clock ticks after boot, field 22 of /proc/PID/stat); 0 if it is gone."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else 0
+    except (IndexError, ValueError):
+        return 0
+
+
 @dataclass
 class ProcessRecord:
-    """A process the lab started: killed by PID, and only while it still runs the same command."""
+    """A process the lab started: killed by PID, and only while it is still the same process.
+
+    ``start_time`` (recorded at spawn, see ``LabState.add_process``) tells a reused PID from
+    ours; records from state files written before it existed (0) fall back to the command line.
+    """
 
     name: str
     pid: int
     netns: str
     argv: list[str]
     log: str = ""
+    start_time: int = 0
 
     def running(self) -> bool:
+        fields = _stat_fields(self.pid)
+        if not fields or fields[0] == "Z":
+            return False
+        started_same = self.start_time != 0 and proc_start_time(self.pid) == self.start_time
+        if self.start_time and not started_same:
+            return False  # the PID now belongs to another process
         try:
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
         except (FileNotFoundError, ProcessLookupError):
             return False
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().split(") ", 1)[1][0]
-        except (FileNotFoundError, IndexError):
-            return False
-        if state == "Z":
-            return False
         if not any(cmdline):
-            return True  # between fork and exec: nothing to compare yet
+            return started_same  # between fork and exec (or a kernel thread): only a start time tells
         exe = os.path.basename(self.argv[0]) if self.argv else ""
         # right after spawn the process may still be "ip netns exec <ns> <program> ..."
         return any(os.path.basename(c.decode(errors="replace")) == exe for c in cmdline[:6])
@@ -89,6 +111,9 @@ class LabState:
             self.save()
 
     def add_process(self, rec: ProcessRecord) -> None:
+        """Record a process just spawned (its start time too, unless the caller gave one)."""
+        if not rec.start_time:
+            rec.start_time = proc_start_time(rec.pid)
         self.processes = [p for p in self.processes if p.name != rec.name] + [rec]
         self.save()
 
@@ -100,12 +125,17 @@ class LabState:
         path = lab_dir(lab) / "state.json"
         try:
             data = json.loads(path.read_text())
+            procs = [ProcessRecord(**p) for p in data.pop("processes", [])]
+            return cls(processes=procs, **data)
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError:
-            return cls(name=lab, fingerprint="", source="", status="failed")
-        procs = [ProcessRecord(**p) for p in data.pop("processes", [])]
-        return cls(processes=procs, **data)
+        except (ValueError, TypeError, AttributeError):
+            return None  # corrupt: like a missing state (teardown finds the lab's namespaces by name)
+
+    @classmethod
+    def is_corrupt(cls, lab: str) -> bool:
+        """A state file that exists but cannot be read (``podnet lab list`` shows it as such)."""
+        return (lab_dir(lab) / "state.json").exists() and cls.load(lab) is None
 
 
 def known_labs() -> list[str]:

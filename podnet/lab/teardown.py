@@ -1,9 +1,9 @@
-"""``podnet lab down``: remove everything a lab made, found from its state and by name prefix.
+"""``podnet lab down``: remove everything a lab made, found from its state or by name prefix.
 
-Order: the lab's own processes by recorded PID (only while each still runs the recorded
-program), then every namespace of the lab (any process still inside a namespace the lab made is
-the lab's own and is stopped with it), then the state directory. Works on half-built and crashed
-labs alike, and twice in a row.
+Order: the lab's own processes by recorded PID (only while each is still the same process:
+same start time, or same program for old states), then every namespace of the lab (any process
+still inside a namespace the lab made is the lab's own and is stopped with it), then the state
+directory. Works on half-built and crashed labs alike, and twice in a row.
 """
 
 from __future__ import annotations
@@ -23,18 +23,25 @@ class TeardownReport:
 
 
 def lab_namespaces(lab: str, state: st.LabState | None) -> list[str]:
-    """The lab's namespaces: those its state lists, plus any ``pn-<lab>-*`` the state names a host of."""
-    recorded = list(state.namespaces) if state else []
-    prefix = st.ns_name(lab, "")
-    on_disk = [
-        n for n in netns.listed(prefix) if n in recorded or state is None or _host_of(n, prefix, state)
-    ]
-    return sorted(set(recorded) | set(on_disk))
+    """The lab's namespaces: those its state lists (written before each was made); without a
+    (readable) state, every ``pn-<lab>-*`` that no other lab's state lists, since ``pn-two-`` is
+    also the start of lab ``two-subnets``'s namespaces."""
+    if state is not None:
+        return sorted(set(state.namespaces))
+    others = recorded_elsewhere(lab)
+    return [n for n in netns.listed(st.ns_name(lab, "")) if n not in others]
 
 
-def _host_of(ns: str, prefix: str, state: st.LabState) -> bool:
-    suffix = ns[len(prefix) :]
-    return suffix in state.info.get("hosts", []) or suffix in state.info.get("pods", [])
+def recorded_elsewhere(lab: str) -> set[str]:
+    """The namespaces other labs' states list."""
+    taken: set[str] = set()
+    for other in st.known_labs():
+        if other == lab:
+            continue
+        state = st.LabState.load(other)
+        if state is not None:
+            taken.update(state.namespaces)
+    return taken
 
 
 def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
@@ -49,6 +56,8 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
         netns.kill_pids(mine)
         report.processes.extend(mine)
     for name in lab_namespaces(lab, state):
+        if not netns.exists(name):
+            continue
         report.processes.extend(netns.pids_in(name))
         netns.remove(name)
         report.namespaces.append(name)
@@ -56,10 +65,15 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
     return report
 
 
-def teardown_all() -> list[TeardownReport]:
-    """Every lab with state, then every leftover ``pn-*`` namespace of labs whose state is gone."""
-    reports = [teardown(lab) for lab in st.known_labs()]
-    leftovers = netns.listed(st.NS_PREFIX)
+def teardown_all(prefix: str = st.NS_PREFIX) -> list[TeardownReport]:
+    """Every lab with state, then every leftover namespace of labs whose state is gone.
+
+    ``prefix`` narrows both to labs whose namespaces start with it (tests use their own
+    ``pn-t<random>-`` so that they never touch a lab someone else has up).
+    """
+    reports = [teardown(lab) for lab in st.known_labs() if st.ns_name(lab, "").startswith(prefix)]
+    still_recorded = recorded_elsewhere("")
+    leftovers = [n for n in netns.listed(prefix) if n not in still_recorded]
     if leftovers:
         orphan = TeardownReport("(no state)")
         for name in leftovers:
@@ -68,3 +82,8 @@ def teardown_all() -> list[TeardownReport]:
             orphan.namespaces.append(name)
         reports.append(orphan)
     return reports
+
+
+def lab_exists(lab: str) -> bool:
+    """Whether ``lab down LAB`` has anything to remove: a state directory or a namespace of its own."""
+    return st.lab_dir(lab).exists() or bool(lab_namespaces(lab, None))

@@ -282,6 +282,22 @@ def _address_on(value: Any, where: str, net: Network) -> ipaddress.IPv4Interface
     return addr
 
 
+def _ipv6_on(value: Any, where: str, net: Network) -> ipaddress.IPv6Interface:
+    """``fd00::2`` (takes the network's prefix) or ``fd00::2/64`` (must be the network's prefix)."""
+    assert net.ipv6 is not None
+    try:
+        addr = ipaddress.IPv6Interface(str(value))
+    except ValueError as e:
+        raise TopologyError(f"{where}: {value!r} is not an IPv6 address ({e})") from e
+    if "/" not in str(value):
+        addr = ipaddress.IPv6Interface(f"{addr.ip}/{net.ipv6.prefixlen}")
+    if addr.ip not in net.ipv6:
+        raise TopologyError(f"{where}: {addr.ip} is outside {net.name}'s {net.ipv6}")
+    if addr.network != net.ipv6:
+        raise TopologyError(f"{where}: prefix /{addr.network.prefixlen} differs from {net.name}'s {net.ipv6}")
+    return addr
+
+
 def _network_interface(
     raw: Mapping[str, Any], where: str, netmap: Mapping[str, Network], ifname: str
 ) -> Interface:
@@ -298,9 +314,7 @@ def _network_interface(
     if raw.get("ipv6") is not None:
         if net.ipv6 is None:
             raise TopologyError(f"{where}.ipv6: network {net.name} has no ipv6 CIDR")
-        ipv6 = ipaddress.IPv6Interface(f"{raw['ipv6']}/{net.ipv6.prefixlen}")
-        if ipv6.ip not in net.ipv6:
-            raise TopologyError(f"{where}.ipv6: {ipv6.ip} is outside {net.name}'s {net.ipv6}")
+        ipv6 = _ipv6_on(raw["ipv6"], f"{where}.ipv6", net)
     return Interface(ifname, addr, network=net.name, ipv6=ipv6, mtu=net.mtu)
 
 
@@ -419,6 +433,11 @@ def _control_plane(raw: Any, networks: Sequence[Network], hosts: Sequence[Host])
 def _check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
     seen: dict[str, str] = {}
     for h in hosts:
+        if h.name.startswith("sw-"):
+            raise TopologyError(
+                f"{h.role}s: name {h.name!r} starts with 'sw-', which the lab keeps for its segments' "
+                "namespaces; rename the host"
+            )
         if h.name in seen:
             raise TopologyError(f"{h.role}s: name {h.name!r} is used twice ({seen[h.name]} and {h.role})")
         seen[h.name] = h.role

@@ -18,7 +18,10 @@ from typing import Any
 def spawn(
     argv: Sequence[str], netns: str | None, log_path: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` inside ``netns`` (``ip netns exec`` execs it, so the PID is the program's)."""
+    """Start ``argv`` inside ``netns`` (``ip netns exec`` execs it, so the PID is the program's).
+
+    The child gets ``child_env(env)``: no ``PODNET_*`` of the caller but ``PODNET_RUN_DIR``.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
     with open(log_path, "ab") as log:
@@ -27,9 +30,19 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=child_env(env),
             start_new_session=True,
         )
+
+
+KEPT_PODNET_VARS = frozenset({"PODNET_RUN_DIR"})
+
+
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without its ``PODNET_*`` settings (they would override the lab
+    agents' YAML), except ``PODNET_RUN_DIR``; then ``env`` on top."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PODNET_") or k in KEPT_PODNET_VARS}
+    return {**base, **(env or {})}
 
 
 def run_in(

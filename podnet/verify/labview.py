@@ -2,7 +2,8 @@
 
 Every verification command (status, connectivity, diagnose, capture, diagram) starts here. The
 view reads the live kernel of each lab namespace (one netlink socket per namespace, opened on
-first use) and never changes anything; the topology file only supplies roles and segments.
+first use) and never changes anything. The topology file supplies roles and segments; the lab's
+state supplies the cluster settings it was brought up with (``--set`` overrides included).
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ class LabView:
             topo = load_topology(state.source)
         except TopologyError as e:
             raise LabViewError(f"lab {name}: cannot read its topology {state.source}: {e}") from e
-        self.topology: Topology = dataclasses.replace(topo, name=name)
+        # the cluster settings the lab was brought up with (the file's plus any --set overrides)
+        settings = state.info.get("cluster")
+        cluster = dict(settings) if isinstance(settings, dict) else topo.cluster
+        self.topology: Topology = dataclasses.replace(topo, name=name, cluster=cluster)
         self._sockets: dict[str, IPRoute] = {}
         self._addresses: dict[IPAddress, tuple[str, str]] | None = None
         self._links: dict[str, dict[str, Link]] = {}

@@ -47,10 +47,14 @@ def tcp_probe(src_ns: str, dst_ns: str, dst_ip: str, port: int = 7946, timeout: 
                 return ProbeResult(False, f"TCP {dst_ip}:{port} from {src_ns}: {reason}")
             with contextlib.closing(conn):
                 conn.settimeout(timeout)
-                client.sendall(b"podnet-probe")
-                data = conn.recv(64)
-                conn.sendall(data)
-                echoed = client.recv(64)
+                try:
+                    client.sendall(b"podnet-probe")
+                    data = conn.recv(64)
+                    conn.sendall(data)
+                    echoed = client.recv(64)
+                except OSError as e:  # socket.timeout is an OSError: the bytes did not make it
+                    reason = e.strerror or type(e).__name__
+                    return ProbeResult(False, f"TCP {dst_ip}:{port} from {src_ns}: connected, but {reason}")
             ok = echoed == b"podnet-probe"
             return ProbeResult(ok, f"TCP {dst_ip}:{port} ok, seen from {peer[0]}" if ok else "no echo")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import signal
 import subprocess
 import time
@@ -65,9 +67,8 @@ def capture(topo: Topology, host: str, ifname: str, bpf: str) -> Iterator[list[s
     try:
         # tcpdump says "listening on" on stderr once its socket is open
         assert proc.stderr is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "listening" not in proc.stderr.readline():
-            pass
+        said = _wait_for_line(proc, "listening", timeout=10)
+        assert "listening" in said, f"tcpdump on {host}/{ifname} did not start listening: {said!r}"
         yield lines
         time.sleep(0.3)
     finally:
@@ -78,3 +79,23 @@ def capture(topo: Topology, host: str, ifname: str, bpf: str) -> Iterator[list[s
             proc.kill()
             out, _ = proc.communicate()
         lines.extend(out.splitlines())
+
+
+def _wait_for_line(proc: subprocess.Popen[str], word: str, timeout: float) -> str:
+    """What ``proc`` wrote to stderr until a line with ``word``, its exit, or ``timeout``."""
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    said = ""
+    deadline = time.monotonic() + timeout
+    while word not in said:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)  # raw read: no buffered readline that could block past the deadline
+        if not chunk:
+            break  # tcpdump exited
+        said += chunk.decode(errors="replace")
+    return said

@@ -129,6 +129,7 @@ def test_lowered_mtu_mid_path_is_reported_as_a_black_hole(lab_up) -> None:
     assert agent is not None
     deadline = time.monotonic() + 20
     found: list[dict[str, object]] = []
+    pmtu: dict[str, object] = {}
     checked_before = (
         cl.agent_request(topo.name, "node1", {"op": "status"}).get("pathMTU", {}).get("checked", 0)
     )
@@ -140,6 +141,9 @@ def test_lowered_mtu_mid_path_is_reported_as_a_black_hole(lab_up) -> None:
             found = pmtu["peers"]
             break
         time.sleep(0.2)
-    (node2,) = [p for p in found if p["peer"] == "node2"]
+    assert found, f"node1's agent reported no path-MTU probe within 20s of SIGHUP (status: {pmtu})"
+    matches = [p for p in found if p["peer"] == "node2"]
+    assert len(matches) == 1, f"expected one path-MTU result for node2, got {found}"
+    (node2,) = matches
     assert node2["ok"] is False and node2["required"] == 1500 and node2["discovered"] == 1400
     assert "black hole" in node2["message"] and "set MTU to 1400" in node2["message"]

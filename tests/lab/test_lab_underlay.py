@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -10,8 +12,10 @@ import pytest
 
 from podnet.lab import state as st
 from podnet.lab.build import LabError
+from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
-from podnet.lab.topology import Topology, load_topology
+from podnet.lab.teardown import teardown_all
+from podnet.lab.topology import Topology, load_topology, parse_topology
 from podnet.util import netns
 from podnet.verify.probe import ping, tcp_probe
 
@@ -72,6 +76,15 @@ def test_two_subnets_routes_through_both_routers_but_not_to_pod_cidrs(lab_up) ->
     assert not ping(node1, "10.244.2.1").ok
 
 
+def test_state_keeps_the_effective_cluster_settings(lab_up) -> None:
+    pairs = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
+    topo = lab_up(apply_overrides(example("l2"), pairs), cluster=False)
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    assert state.info["cluster"] == topo.cluster
+    assert state.info["cluster"]["routingMode"] == "tunnel"  # the override, not the file's native
+
+
 def test_second_up_is_a_no_op(lab_up) -> None:
     topo = lab_up(example("two-subnets"), cluster=False)
     pid = st.LabState.load(topo.name).process("etcd").pid  # type: ignore[union-attr]
@@ -87,20 +100,27 @@ def test_up_of_another_topology_under_a_running_name_is_refused(lab_up) -> None:
         bring_up(other, cluster=False)
 
 
+def unique(name: str) -> str:
+    """A lab name no one else uses (tests never take a fixed name someone may have up)."""
+    return f"{name}-{secrets.token_hex(3)}"
+
+
 def test_down_leaves_no_namespace_link_process_or_file() -> None:
     links_before = root_links()
-    topo = dataclasses.replace(example("two-subnets"), name="tdown-check")
-    bring_up(topo, cluster=False)
-    state = st.LabState.load(topo.name)
-    assert state is not None
-    pids = [p.pid for p in state.processes]
-    namespaces = list(state.namespaces)
-    bring_down(topo.name)
-    assert not [n for n in netns.listed() if n in namespaces or n.startswith(ns(topo, ""))]
-    assert not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in pids)
-    assert not st.lab_dir(topo.name).exists()
-    assert root_links() == links_before
-    bring_down(topo.name)  # twice is fine
+    topo = dataclasses.replace(example("two-subnets"), name=unique("tdown"))
+    try:
+        bring_up(topo, cluster=False)
+        state = st.LabState.load(topo.name)
+        assert state is not None
+        pids = [p.pid for p in state.processes]
+        namespaces = list(state.namespaces)
+        bring_down(topo.name)
+        assert not [n for n in netns.listed() if n in namespaces or n.startswith(ns(topo, ""))]
+        assert not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in pids)
+        assert not st.lab_dir(topo.name).exists()
+        assert root_links() == links_before
+    finally:
+        bring_down(topo.name)  # twice is fine
 
 
 def _not_zombie(pid: int) -> bool:
@@ -117,37 +137,43 @@ def test_failed_up_removes_what_it_made(monkeypatch) -> None:
         raise RuntimeError("injected failure after the underlay was built")
 
     monkeypatch.setattr(run, "ensure_control_plane", broken)
-    topo = dataclasses.replace(example("l2"), name="tfail-check")
-    with pytest.raises(RuntimeError, match="injected"):
-        bring_up(topo, cluster=False)
-    assert netns.listed(ns(topo, "")) == []
-    assert not st.lab_dir(topo.name).exists()
+    topo = dataclasses.replace(example("l2"), name=unique("tfail"))
+    try:
+        with pytest.raises(RuntimeError, match="injected"):
+            bring_up(topo, cluster=False)
+        assert netns.listed(ns(topo, "")) == []
+        assert not st.lab_dir(topo.name).exists()
+    finally:
+        bring_down(topo.name)
 
 
 def test_down_finds_leftovers_of_a_crashed_run_without_state() -> None:
-    topo = dataclasses.replace(example("l2"), name="tcrash-check")
-    bring_up(topo, cluster=False)
-    st.remove_lab_dir(topo.name)  # the crash lost the state; namespaces and etcd remain
-    assert netns.listed(ns(topo, ""))
-    report = bring_down(topo.name)
-    assert report.namespaces
-    assert netns.listed(ns(topo, "")) == []
+    topo = dataclasses.replace(example("l2"), name=unique("tcrash"))
+    try:
+        bring_up(topo, cluster=False)
+        st.remove_lab_dir(topo.name)  # the crash lost the state; namespaces and etcd remain
+        assert netns.listed(ns(topo, ""))
+        report = bring_down(topo.name)
+        assert report.namespaces
+        assert netns.listed(ns(topo, "")) == []
+    finally:
+        bring_down(topo.name)
 
 
 def test_down_all_removes_orphan_namespaces_by_prefix() -> None:
-    orphan = f"{st.NS_PREFIX}torphan-x"
+    # a prefix of its own: `lab down --all` itself would also take labs other people have up
+    prefix = f"{st.NS_PREFIX}torph{secrets.token_hex(3)}-"
+    orphan, bystander = f"{prefix}x", f"{st.NS_PREFIX}tkeep{secrets.token_hex(3)}-x"
     netns.create(orphan)
+    netns.create(bystander)
     try:
-        res = subprocess.run(
-            [".venv/bin/podnet", "lab", "down", "--all"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        assert res.returncode == 0, res.stderr
+        reports = teardown_all(prefix=prefix)
         assert not netns.exists(orphan)
+        assert netns.exists(bystander)  # outside the prefix: untouched
+        assert [r.namespaces for r in reports if r.lab == "(no state)"] == [[orphan]]
     finally:
         netns.remove(orphan)
+        netns.remove(bystander)
 
 
 def test_bad_topology_file_fails_before_anything_exists(tmp_path: Path) -> None:
@@ -158,6 +184,7 @@ def test_bad_topology_file_fails_before_anything_exists(tmp_path: Path) -> None:
         .replace("address: 172.16.3.2, gateway", "address: 172.16.2.2, gateway")
     )
     before = netns.listed(st.NS_PREFIX)
+    dir_before = st.lab_dir("two-subnets").exists()
     res = subprocess.run(
         [".venv/bin/podnet", "lab", "up", str(bad)],
         capture_output=True,
@@ -167,4 +194,67 @@ def test_bad_topology_file_fails_before_anything_exists(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "nodes[1].address: 172.16.2.2 is outside network net2" in res.stderr
     assert netns.listed(st.NS_PREFIX) == before
-    assert not st.lab_dir("two-subnets").exists() or "two-subnets" in [n.split("-")[1] for n in before]
+    assert st.lab_dir("two-subnets").exists() == dir_before  # no state made (or removed) either
+
+
+def _one_node_lab(name: str, node: str) -> Topology:
+    return parse_topology(
+        {
+            "name": name,
+            "networks": [{"name": "lan", "cidr": "192.168.7.0/24"}],
+            "nodes": [{"name": node, "network": "lan", "address": "192.168.7.10"}],
+        }
+    )
+
+
+def test_labs_whose_namespace_names_collide_do_not_touch_each_other() -> None:
+    """Lab A's host ``n-node1`` and lab ``A-n``'s host ``node1`` are both ``pn-A-n-node1``."""
+    a = f"tc{secrets.token_hex(3)}"
+    first, second = _one_node_lab(f"{a}-n", "node1"), _one_node_lab(a, "n-node1")
+    shared = st.ns_name(first.name, "node1")
+    assert shared == st.ns_name(second.name, "n-node1")
+    root = Path(__file__).resolve().parents[2]
+    try:
+        bring_up(first, cluster=False)
+        expected = f"namespace {shared} already exists (lab {first.name}?)"
+        with pytest.raises(LabError, match=re.escape(expected)):
+            bring_up(second, cluster=False)
+        assert netns.exists(shared), "the refused lab up removed the other lab's namespace"
+        assert st.LabState.load(second.name) is None  # the refused lab left no state either
+        # down without a state of its own: the prefix pn-A- also fits lab A-n, whose state keeps it
+        bring_down(second.name)
+        assert netns.exists(shared), "lab down of a lab without state took another lab's namespace"
+        res = subprocess.run(
+            [".venv/bin/podnet", "lab", "down", second.name], capture_output=True, text=True, cwd=root
+        )
+        assert res.returncode == 1 and f"no lab named {second.name}" in res.stderr, res.stderr
+        assert netns.exists(shared)
+    finally:
+        bring_down(second.name)
+        bring_down(first.name)
+    assert not netns.exists(shared)
+
+
+def test_down_with_a_corrupt_state_finds_the_namespaces_by_prefix() -> None:
+    topo = dataclasses.replace(example("l2"), name=unique("tcorr"))
+    try:
+        bring_up(topo, cluster=False)
+        (st.lab_dir(topo.name) / "state.json").write_text("{ not json")
+        assert st.LabState.load(topo.name) is None
+        report = bring_down(topo.name)
+        assert ns(topo, "node1") in report.namespaces
+        assert netns.listed(ns(topo, "")) == []
+        assert not st.lab_dir(topo.name).exists()
+    finally:
+        bring_down(topo.name)
+
+
+def test_down_of_an_unknown_lab_says_so() -> None:
+    res = subprocess.run(
+        [".venv/bin/podnet", "lab", "down", unique("tnone")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 1
+    assert "no lab named tnone-" in res.stderr and "(podnet lab list)" in res.stderr
