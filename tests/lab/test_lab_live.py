@@ -147,3 +147,21 @@ def test_lowered_mtu_mid_path_is_reported_as_a_black_hole(lab_up) -> None:
     (node2,) = matches
     assert node2["ok"] is False and node2["required"] == 1500 and node2["discovered"] == 1400
     assert "black hole" in node2["message"] and "set MTU to 1400" in node2["message"]
+
+
+def test_restart_only_change_is_refused_and_reported(lab_up) -> None:
+    topo = lab_up(apply_overrides(load_topology("l2"), ["routingMode=tunnel", "autoDirectNodeRoutes=false"]))
+    res = config_set(topo.name, "ipam.operator.clusterPoolIPv4MaskSize=26")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "refused" in res.stdout and "agent restart" in res.stdout
+    doc = cl.agent_request(topo.name, "node1", {"op": "status"})
+    assert doc["ready"] and doc["routing"]["mode"] == "tunnel"
+    assert any("can only change with an agent restart" in e for e in doc["errors"])
+    res = config_set(
+        topo.name,
+        "ipam.operator.clusterPoolIPv4MaskSize=24",
+        "routingMode=native",
+        "autoDirectNodeRoutes=true",
+    )  # back to a valid file: the refusal clears
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not cl.agent_request(topo.name, "node1", {"op": "status"})["errors"]
