@@ -266,35 +266,29 @@ def _mtu(value: Any, where: str) -> int:
     return value
 
 
-def _address_on(value: Any, where: str, net: Network) -> ipaddress.IPv4Interface:
+def _address_on(
+    value: Any, where: str, net_name: str, cidr: ipaddress.IPv4Network | ipaddress.IPv6Network
+) -> Any:
+    """An address on a segment, either family: ``172.16.2.2`` or ``fd00::2`` take the segment's
+    prefix; with a prefix it must be the segment's. Returns an IPv4Interface or IPv6Interface."""
+    family = ipaddress.IPv4Interface if cidr.version == 4 else ipaddress.IPv6Interface
     try:
-        addr = ipaddress.IPv4Interface(str(value))
+        addr = family(str(value))
     except ValueError as e:
-        raise TopologyError(f"{where}: {value!r} is not an IPv4 address ({e})") from e
+        raise TopologyError(f"{where}: {value!r} is not an IPv{cidr.version} address ({e})") from e
     if "/" not in str(value):
-        addr = ipaddress.IPv4Interface(f"{addr.ip}/{net.cidr.prefixlen}")
-    if addr.ip not in net.cidr:
-        raise TopologyError(f"{where}: {addr.ip} is outside network {net.name} ({net.cidr})")
-    if addr.network != net.cidr:
-        raise TopologyError(f"{where}: prefix /{addr.network.prefixlen} differs from {net.name}'s {net.cidr}")
-    if net.cidr.prefixlen < 31 and addr.ip in (net.cidr.network_address, net.cidr.broadcast_address):
-        raise TopologyError(f"{where}: {addr.ip} is the network or broadcast address of {net.cidr}")
-    return addr
-
-
-def _ipv6_on(value: Any, where: str, net: Network) -> ipaddress.IPv6Interface:
-    """``fd00::2`` (takes the network's prefix) or ``fd00::2/64`` (must be the network's prefix)."""
-    assert net.ipv6 is not None
-    try:
-        addr = ipaddress.IPv6Interface(str(value))
-    except ValueError as e:
-        raise TopologyError(f"{where}: {value!r} is not an IPv6 address ({e})") from e
-    if "/" not in str(value):
-        addr = ipaddress.IPv6Interface(f"{addr.ip}/{net.ipv6.prefixlen}")
-    if addr.ip not in net.ipv6:
-        raise TopologyError(f"{where}: {addr.ip} is outside {net.name}'s {net.ipv6}")
-    if addr.network != net.ipv6:
-        raise TopologyError(f"{where}: prefix /{addr.network.prefixlen} differs from {net.name}'s {net.ipv6}")
+        addr = family(f"{addr.ip}/{cidr.prefixlen}")
+    if addr.ip not in cidr:
+        segment = f"network {net_name} ({cidr})" if cidr.version == 4 else f"{net_name}'s {cidr}"
+        raise TopologyError(f"{where}: {addr.ip} is outside {segment}")
+    if addr.network != cidr:
+        raise TopologyError(f"{where}: prefix /{addr.network.prefixlen} differs from {net_name}'s {cidr}")
+    if (
+        cidr.version == 4
+        and cidr.prefixlen < 31
+        and addr.ip in (cidr.network_address, cidr.broadcast_address)
+    ):
+        raise TopologyError(f"{where}: {addr.ip} is the network or broadcast address of {cidr}")
     return addr
 
 
@@ -309,12 +303,12 @@ def _network_interface(
     net = netmap[net_name]
     if raw.get("address") is None:
         raise TopologyError(f"{where}.address: missing; give the host an address in {net.cidr}")
-    addr = _address_on(raw["address"], f"{where}.address", net)
+    addr = _address_on(raw["address"], f"{where}.address", net.name, net.cidr)
     ipv6 = None
     if raw.get("ipv6") is not None:
         if net.ipv6 is None:
             raise TopologyError(f"{where}.ipv6: network {net.name} has no ipv6 CIDR")
-        ipv6 = _ipv6_on(raw["ipv6"], f"{where}.ipv6", net)
+        ipv6 = _address_on(raw["ipv6"], f"{where}.ipv6", net.name, net.ipv6)
     return Interface(ifname, addr, network=net.name, ipv6=ipv6, mtu=net.mtu)
 
 
