@@ -38,8 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def updated_file(path: Path, pairs: list[str]) -> dict[str, Any]:
     """The file's settings with ``pairs`` applied, validated (ConfigError/TopologyError on bad input)."""
-    from podnet.config import load_config
-    from podnet.lab.overrides import merge, parse_pairs
+    from podnet.config import load_config, merge, parse_pairs
 
     current = yaml.safe_load(path.read_text()) or {}
     new = merge(current, parse_pairs(pairs))

@@ -71,6 +71,7 @@ class Endpoint:
     netns: str
     host_ifname: str
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+    gateways: tuple[IPAddress, ...] = ()  # one per address, in the same order
     pod_name: str = ""
     pod_namespace: str = ""
 
@@ -81,6 +82,7 @@ class Endpoint:
             "netns": self.netns,
             "hostIfname": self.host_ifname,
             "addresses": [str(a) for a in self.addresses],
+            "gateways": [str(g) for g in self.gateways],
             "podName": self.pod_name,
             "podNamespace": self.pod_namespace,
         }
@@ -93,6 +95,7 @@ class Endpoint:
             netns=str(data.get("netns", "")),
             host_ifname=str(data["hostIfname"]),
             addresses=tuple(ipaddress.ip_interface(a) for a in data.get("addresses", [])),
+            gateways=tuple(ipaddress.ip_address(g) for g in data.get("gateways", [])),
             pod_name=str(data.get("podName", "")),
             pod_namespace=str(data.get("podNamespace", "")),
         )

@@ -34,8 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def cmd_agent(args: argparse.Namespace) -> int:
     from podnet.agent.daemon import Agent
-    from podnet.config import ConfigError, load_config, load_config_file
-    from podnet.lab.overrides import parse_pairs
+    from podnet.config import ConfigError, load_config, load_config_file, parse_pairs
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -18,96 +18,37 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from podnet import owned
 from podnet.cni import spec
 from podnet.datapath import endpoint as ep
-from podnet.model import Endpoint, IPAddress, IPNetwork
+from podnet.datapath.objects import default_route
+from podnet.ipam.base import Allocation, Allocator
+from podnet.ipam.host import IPAMExhausted, router_ip
+from podnet.model import Endpoint
 
 log = logging.getLogger(__name__)
 
 
-class AddressAllocation(Protocol):
-    @property
-    def ip(self) -> IPAddress: ...
+def free_addresses(allocator: Allocator) -> int:
+    """Assignable addresses left in the family pods are short of first (each pod needs one of every
+    family the node has pod CIDRs of)."""
+    families = sorted({c.version for c in allocator.cidrs})
+    return min((allocator.free(f) for f in families), default=0)
 
 
-class PodAllocator(Protocol):
-    """The subset of ``podnet.ipam.base.Allocator`` the CNI handler uses (owner = ``cid/ifname``)."""
-
-    @property
-    def cidrs(self) -> tuple[IPNetwork, ...]: ...
-
-    def allocate(self, owner: str) -> Sequence[AddressAllocation]: ...
-
-    def release(self, owner: str) -> bool: ...
-
-    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None: ...
-
-    def allocated(self) -> dict[str, tuple[IPAddress, ...]]: ...
-
-
-class AddressesExhausted(RuntimeError):
-    cni_code = spec.ERR_IPAM_EXHAUSTED
-
-
-@dataclass(frozen=True)
-class SimpleAllocation:
-    ip: IPAddress
-
-
-class InMemoryAllocator:
-    """A ``PodAllocator`` over one CIDR without persistence (tests, and a fallback for labs).
-
-    Reserves the network, broadcast and ``reserved`` addresses (pass the router IP); idempotent
-    per owner, lowest free address first.
-    """
-
-    def __init__(self, cidr: IPNetwork, reserved: Sequence[IPAddress] = ()) -> None:
-        self._cidr = cidr
-        self._reserved = {cidr.network_address, cidr.broadcast_address, *reserved}
-        self._by_owner: dict[str, IPAddress] = {}
-
-    @property
-    def cidrs(self) -> tuple[IPNetwork, ...]:
-        return (self._cidr,)
-
-    def allocate(self, owner: str) -> tuple[SimpleAllocation, ...]:
-        if owner not in self._by_owner:
-            taken = set(self._by_owner.values()) | self._reserved
-            free = next((ip for ip in self._cidr if ip not in taken), None)
-            if free is None:
-                raise AddressesExhausted(
-                    f"pod CIDR {self._cidr} is full ({len(self._by_owner)} pods); delete pods or add a CIDR"
-                )
-            self._by_owner[owner] = free
-        return (SimpleAllocation(self._by_owner[owner]),)
-
-    def release(self, owner: str) -> bool:
-        return self._by_owner.pop(owner, None) is not None
-
-    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None:
-        for owner, ips in allocations.items():
-            self._by_owner[owner] = ips[0]
-
-    def allocated(self) -> dict[str, tuple[IPAddress, ...]]:
-        return {owner: (ip,) for owner, ip in self._by_owner.items()}
-
-
-def free_ipv4(allocator: PodAllocator) -> int:
-    """Assignable IPv4 addresses left: CIDR sizes minus network, broadcast, router and allocations."""
-    v4 = [c for c in allocator.cidrs if c.version == 4]
-    capacity = sum(max(c.num_addresses - 3, 0) for c in v4)
-    used = sum(1 for ips in allocator.allocated().values() for ip in ips if ip.version == 4)
-    return capacity - used
+_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (IPAMExhausted, spec.ERR_IPAM_EXHAUSTED),
+    (ep.NetnsNotFoundError, spec.ERR_NETNS_NOT_FOUND),  # before EndpointError, its base
+    (ep.EndpointError, spec.ERR_INTERFACE_SETUP),
+    (OSError, spec.ERR_IO_FAILURE),
+)
 
 
 def _code_of(exc: BaseException) -> int:
-    code = getattr(exc, "cni_code", None)
-    if isinstance(code, int):
-        return code
-    return spec.ERR_IO_FAILURE if isinstance(exc, OSError) else spec.ERR_AGENT_INTERNAL
+    """The CNI error code for a datapath or IPAM error (they know nothing of CNI)."""
+    return next((code for kind, code in _CODES if isinstance(exc, kind)), spec.ERR_AGENT_INTERNAL)
 
 
 _MESSAGES = {
@@ -182,15 +123,13 @@ class CniHandler:
     def __init__(
         self,
         host_netns: str | None,
-        allocator: PodAllocator,
-        router_ip: ipaddress.IPv4Address,
+        allocator: Allocator,
         route_mtu: int,
         store_dir: str | Path,
         fail_after_ipam: bool = False,
     ) -> None:
         self.host_netns = host_netns
         self.allocator = allocator
-        self.router_ip = router_ip
         self.route_mtu = route_mtu
         self.store_dir = Path(store_dir)
         self.fail_after_ipam = fail_after_ipam
@@ -215,7 +154,8 @@ class CniHandler:
             errors = []
             for record in self.records():
                 try:
-                    ep.set_route_mtu(record.netns, record.ifname, self.router_ip, route_mtu)
+                    gateways = [a.gateway for a in self._pod_addresses(record)]
+                    ep.set_route_mtu(record.netns, record.ifname, gateways, route_mtu)
                 except Exception as exc:  # one pod's trouble never stops the others
                     errors.append(f"pod {record.container_id}: route MTU {route_mtu} not set: {exc}")
             if not errors:
@@ -253,6 +193,22 @@ class CniHandler:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
 
+    def _pod_addresses(self, record: Endpoint) -> tuple[ep.PodAddress, ...]:
+        """The record's addresses with their gateways; a record written before gateways were
+        recorded gets the router IP of the node's pod CIDR that holds the address."""
+        found = []
+        for i, address in enumerate(record.addresses):
+            gateway = record.gateways[i] if i < len(record.gateways) else None
+            if gateway is None:
+                cidr = next((c for c in self.allocator.cidrs if address.ip in c), None)
+                if cidr is None:
+                    raise ep.EndpointError(
+                        f"no gateway known for {address}: it is in none of the node's pod CIDRs"
+                    )
+                gateway = router_ip(cidr)
+            found.append(ep.PodAddress(address, gateway))
+        return tuple(found)
+
     def _forget(self, container_id: str, ifname: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._record_path(container_id, ifname).unlink()
@@ -277,17 +233,16 @@ class CniHandler:
 
     def status(self) -> dict[str, Any]:
         records = self.records()
-        free = free_ipv4(self.allocator)
+        free = free_addresses(self.allocator)
         return {
             "ok": True,
             "ready": free > 0,
             "freeAddresses": free,
-            "routerIP": str(self.router_ip),
             "endpoints": [r.to_json() for r in records],
         }
 
     def _status_check(self) -> dict[str, Any]:
-        free = free_ipv4(self.allocator)
+        free = free_addresses(self.allocator)
         if free > 0:
             return {"ok": True, "result": {}}
         cidrs = ", ".join(str(c) for c in self.allocator.cidrs) or "none"
@@ -308,18 +263,18 @@ class CniHandler:
         with contextlib.ExitStack() as undo:
             if fresh:
                 undo.callback(_safely, "release", self.allocator.release, call.owner)
-            ip = self._ipv4(self.allocator.allocate(call.owner), call.owner)
+            addresses = self._addresses(self.allocator.allocate(call.owner), call.owner)
             if self.fail_after_ipam:
                 raise spec.CniError(
                     spec.ERR_INJECTED, "injected failure after IPAM", "fail_after_ipam is set"
                 )
-            address = ipaddress.IPv4Interface(f"{ip}/32")
             record = Endpoint(
                 container_id=call.container_id,
                 ifname=call.ifname,
                 netns=call.netns,
                 host_ifname=owned.endpoint_host_ifname(call.container_id, call.ifname),
-                addresses=(address,),
+                addresses=tuple(a.address for a in addresses),
+                gateways=tuple(a.gateway for a in addresses),
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
             )
@@ -330,35 +285,35 @@ class CniHandler:
                     _safely, "delete veth", ep.del_endpoint, self.host_netns, call.container_id, call.ifname
                 )
             info = ep.add_endpoint(
-                self.host_netns,
-                call.netns,
-                call.container_id,
-                call.ifname,
-                address,
-                self.router_ip,
-                self.route_mtu,
+                self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
             )
             undo.pop_all()
         return self._result(info)
 
-    def _ipv4(self, allocations: Sequence[AddressAllocation], owner: str) -> ipaddress.IPv4Address:
-        for allocation in allocations:
-            if isinstance(allocation.ip, ipaddress.IPv4Address):
-                return allocation.ip
-        raise spec.CniError(
-            spec.ERR_IPAM_EXHAUSTED, "IPAM exhausted", f"no IPv4 address allocated for {owner}"
+    def _addresses(self, allocations: Sequence[Allocation], owner: str) -> tuple[ep.PodAddress, ...]:
+        """One host-prefix address per allocation, each with the gateway IPAM gave it."""
+        if not allocations:
+            raise IPAMExhausted(f"IPAM gave {owner} no address")
+        return tuple(
+            ep.PodAddress(ipaddress.ip_interface(f"{a.ip}/{a.ip.max_prefixlen}"), a.gateway)
+            for a in allocations
         )
 
     def _result(self, info: ep.EndpointInfo) -> dict[str, Any]:
-        router = str(self.router_ip)
+        """The CNI result: both interfaces, each address with its gateway, a default route per family."""
         return {
             "cniVersion": spec.CURRENT_VERSION,
             "interfaces": [
                 {"name": info.host_ifname, "mac": info.host_mac},
                 {"name": info.pod_ifname, "mac": info.pod_mac, "sandbox": info.netns_path},
             ],
-            "ips": [{"address": str(info.address), "gateway": router, "interface": 1}],
-            "routes": [{"dst": "0.0.0.0/0", "gw": router, "mtu": self.route_mtu}],
+            "ips": [
+                {"address": str(a.address), "gateway": str(a.gateway), "interface": 1} for a in info.addresses
+            ],
+            "routes": [
+                {"dst": str(default_route(a.family)), "gw": str(a.gateway), "mtu": self.route_mtu}
+                for a in info.addresses
+            ],
             "dns": {},
         }
 
@@ -379,21 +334,16 @@ class CniHandler:
             raise spec.CniError(
                 spec.ERR_CHECK_FAILED, "CHECK failed", f"no podnet attachment recorded for {call.owner}"
             )
-        address = record.addresses[0]
+        addresses = self._pod_addresses(record)
         problems = []
         prev_ips = {ip.get("address") for ip in (call.config.get("prevResult") or {}).get("ips", [])}
-        if prev_ips and str(address) not in prev_ips:
-            problems.append(f"prevResult ips {sorted(prev_ips)} do not include the recorded {address}")
-        if not isinstance(address, ipaddress.IPv4Interface):
-            raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", f"record holds non-IPv4 {address}")
+        missing = [str(a.address) for a in addresses if str(a.address) not in prev_ips]
+        if prev_ips and missing:
+            problems.append(
+                f"prevResult ips {sorted(prev_ips)} do not include the recorded {', '.join(missing)}"
+            )
         problems += ep.check_endpoint(
-            self.host_netns,
-            call.netns,
-            call.container_id,
-            call.ifname,
-            address,
-            self.router_ip,
-            self.route_mtu,
+            self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
         )
         if problems:
             raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", "; ".join(problems))

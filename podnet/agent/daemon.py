@@ -11,7 +11,6 @@ restart elsewhere does not cut its pods off.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
 import os
 import threading
@@ -22,24 +21,26 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
 from podnet.agent.cni_handler import CniHandler
+from podnet.agent.round import node_labels, plan_round
+from podnet.agent.status import AgentStatus, status_document
 from podnet.agent.underlay import Underlay, detect_underlay
-from podnet.config import AgentConfig, ConfigError, check_kernel_support, load_config_file
+from podnet.config import AgentConfig, ConfigError, load_config_file
 from podnet.datapath import mtu
-from podnet.datapath.kernel.link import link_index
-from podnet.datapath.kernel.nft import NftError, apply_script, list_table
-from podnet.datapath.kernel.route import cached_path_mtu, route_get
+from podnet.datapath.kernel.link import link_index, link_mtu
+from podnet.datapath.kernel.route import route_get
 from podnet.datapath.kernel.sysctl import refuse_initial_netns
-from podnet.datapath.masquerade import plan_masquerade, replace_script
-from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath, Reach
-from podnet.datapath.nodesetup import NodeDevices, setup_node
-from podnet.datapath.plan import paths_needed, plan
-from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
+from podnet.datapath.modes import mode_for
+from podnet.datapath.modes.base import LocalNode, PeerPath
+from podnet.datapath.nodesetup import setup_node
+from podnet.datapath.plan import paths_needed
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
+from podnet.datapath.support import check_kernel_support
+from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
-from podnet.owned import VXLAN_DEV
 from podnet.store.client import Store, StoreError
 from podnet.store.nodes import NodeEvent, NodeRecord, NodeRegistration, register_node, watch_nodes
 
@@ -47,9 +48,7 @@ log = logging.getLogger("podnet.agent")
 
 RESYNC_INTERVAL = 10.0
 SWITCH_GRACE = 30.0  # after a live mode switch, peers keep their previous path this long at most
-PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
 CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
-TUNNEL_LABEL = "podnet.io/tunnel"  # published while the node sends encapsulated packets
 # settings a running agent cannot adopt: they change its identity, its store or its allocations
 RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
                 "cluster_pool_ipv4_mask_size", "agent_socket", "state_dir", "devices",
@@ -60,23 +59,6 @@ STORE_CONNECT_TIMEOUT = 60.0
 
 class AgentError(RuntimeError):
     """The agent cannot start; the message says what to fix."""
-
-
-@dataclasses.dataclass
-class AgentStatus:
-    """What the agent knows about itself, served to ``podnet status`` and the lab."""
-
-    ready: bool = False
-    phase: str = "starting"
-    node: NodeInfo | None = None
-    devices: NodeDevices | None = None
-    last_plan: DesiredState | None = None
-    last_report: ReconcileReport | None = None
-    last_reconcile: float = 0.0
-    reconciles: int = 0
-    errors: list[str] = dataclasses.field(default_factory=list)
-    path_mtu: list[PathMtu] = dataclasses.field(default_factory=list)
-    path_mtu_checked: float = 0.0
 
 
 class Agent:
@@ -100,8 +82,7 @@ class Agent:
         self.requested = tuple(requested_pod_cidrs)
         self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
         self._reload = threading.Event()
-        self._probe_now = threading.Event()
-        self._masquerade_applied: str | None = None
+        self._stop = threading.Event()
         self.status_info = AgentStatus()
         self._dirty = threading.Event()
         self._lock = threading.Lock()
@@ -115,7 +96,11 @@ class Agent:
         self.api: ApiServer | None = None
         self.watcher: Any = None
         self.underlay: Underlay | None = None
-        self.bgp: Any = None  # podnet.bgp.speaker.BgpController when bgp.enabled
+        self.pmtu = comp.PathMtuProber(lambda: self.config)
+        self.components: list[comp.Component] = [
+            comp.Masquerade(lambda: self.config, self._guard_nft),
+            self.pmtu,
+        ]
 
     # ---- start ---------------------------------------------------------------------------------
 
@@ -123,38 +108,30 @@ class Agent:
         check_kernel_support(self.config)
         self.ipr = IPRoute()
         self.underlay = detect_underlay(self.ipr, self.config)
-        log.info("underlay %s (%s, mtu %d)", self.underlay.dev, self.underlay.ipv4, self.underlay.mtu)
+        log.info("underlay %s (%s, mtu %d)", self.underlay.dev,
+                 self.underlay.ipv4 or self.underlay.ipv6, self.underlay.mtu)  # fmt: skip
         self.store = _connect(self.config.etcd_endpoints)
-        bare = NodeInfo(self.config.node_name, self.underlay.ipv4)
+        bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
         self.registration = register_node(self.store, bare, requested_pod_cidrs=self.requested)
         self._set_phase("waiting for pod CIDRs from the operator")
         self.allocator = new_allocator(self.config.ipam_mode, IPAMContext(self.store, self.config.node_name))
         node = dataclasses.replace(
             bare, pod_cidrs=self.allocator.cidrs, router_ips=self.allocator.router_ips()
         )
-        # an existing tunnel device stays until the first reconcile knows whether peers still use it
-        keep_tunnel = self.config.tunnel_enabled or link_index(self.ipr, VXLAN_DEV) is not None
-        devices = setup_node(
-            self.ipr, self.config, node, self.underlay.dev,
-            allow_initial_netns=self.allow_initial_netns, tunnel=keep_tunnel,
-        )  # fmt: skip
-        node = dataclasses.replace(node, vtep_mac=devices.vtep_mac, labels=self._labels())
-        self.registration.update(NodeRecord(node, self.requested))
-        self.status_info.node, self.status_info.devices = node, devices
-        # --- bgp: announce the pod CIDRs (podnet/bgp) ---
-        if self.config.bgp_enabled:
-            from podnet.bgp.speaker import BgpController
-
-            self._set_phase("starting the BGP speaker")
-            self.bgp = BgpController(self.config, self.underlay.ipv4, self.config.state_dir / "bgp")
-            self.bgp.start(node.pod_cidrs)
-        route_mtu = mtu.route_mtu(self.config, devices.underlay_mtu)
-        router_v4 = node.router_ip_for(4)
-        if not isinstance(router_v4, ipaddress.IPv4Address):
-            raise AgentError(f"node {node.name} has no IPv4 pod CIDR; check the operator's cluster pool")
-        self.cni_handler = CniHandler(
-            None, self.allocator, router_v4, route_mtu, self.config.state_dir / "endpoints"
+        # an existing tunnel device stays until the first round knows whether peers still use it
+        keep = mode_for(self.config).tunnel(self.config) is not None or any(
+            link_index(self.ipr, p.device) is not None for p in all_protocols()
         )
+        node = self._setup_node(node, keep)
+        if self.config.bgp_enabled:
+            if self.underlay.ipv4 is None:
+                raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
+            self._set_phase("starting the BGP speaker")
+            self.components.append(comp.Bgp(self.config, self.underlay.ipv4))
+        for component in self.components:
+            component.start(node, self._stop)
+        route_mtu = mode_route_mtu(self.config, self.underlay)
+        self.cni_handler = CniHandler(None, self.allocator, route_mtu, self.config.state_dir / "endpoints")
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
             log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
@@ -193,41 +170,11 @@ class Agent:
             records = {**{n: r for n, (_, r) in self._gone.items()}, **self._peers}
         return [r.node for r in records.values()]
 
-    def probe_path_mtu(self) -> list[PathMtu]:
-        """DF-probe every peer at the size the current plan sends it (see podnet/datapath/pmtu.py)."""
-        desired = self.status_info.last_plan
-        if desired is None:
-            return []
-        overhead = mtu.tunnel_overhead(self.config.tunnel_protocol)
-        peers = {p.name: p for p in self.peers()}
-        targets = []
-        for name, reach in desired.reach:
-            size = required_size(reach, desired.route_mtu, overhead)
-            peer = peers.get(name)
-            if size is not None and peer is not None and peer.ipv4 is not None:
-                targets.append((name, peer.ipv4, size))
-        with IPRoute() as ipr:
-            results = probe_peers(targets, lambda addr: cached_path_mtu(ipr, addr))
-        reach = dict(desired.reach)
-        for res in results:
-            if not res.ok:
-                log.warning("%s", res.message(overhead if reach.get(res.peer) is Reach.TUNNEL else 0))
-        self.status_info.path_mtu, self.status_info.path_mtu_checked = results, time.time()
-        return results
-
-    def _path_mtu_loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.probe_path_mtu()
-            except Exception as exc:  # probing is advice; it never stops the agent
-                log.warning("path MTU probe failed: %s", exc)
-            self._probe_now.wait(PMTU_INTERVAL)
-            self._probe_now.clear()
-
     def run(self, stop: threading.Event) -> None:
-        threading.Thread(target=self._path_mtu_loop, args=(stop,), name="pmtu", daemon=True).start()
-        # --- bgp: wake the loop at once on stop, so a stopping agent withdraws its routes promptly ---
-        threading.Thread(target=lambda: (stop.wait(), self._dirty.set()), daemon=True).start()
+        # wake the loop at once on stop, so that a stopping agent withdraws its routes promptly
+        threading.Thread(
+            target=lambda: (stop.wait(), self._stop.set(), self._dirty.set()), daemon=True
+        ).start()
         while not stop.is_set():
             self._dirty.wait(CONFIG_POLL_INTERVAL)
             if stop.is_set():
@@ -245,20 +192,15 @@ class Agent:
                 log.exception("reconcile failed: %s", exc)
                 self.status_info.errors = [f"reconcile failed: {exc}"]
 
-    def _labels(self) -> tuple[tuple[str, str], ...]:
-        """What peers must know about this node's datapath: whether it sends encapsulated packets."""
-        return ((TUNNEL_LABEL, self.config.tunnel_protocol),) if self.config.tunnel_enabled else ()
-
-    def _refresh_node(self, peers: Sequence[NodeInfo]) -> NodeInfo:
-        """Node devices for the current config; the tunnel device also stays while any peer still
-        tunnels to us (a live switch to native must not drop their packets). Republishes on change."""
-        assert self.ipr is not None and self.underlay is not None and self.status_info.node is not None
-        want_tunnel = self.config.tunnel_enabled or any(dict(p.labels).get(TUNNEL_LABEL) for p in peers)
+    def _setup_node(self, node: NodeInfo, keep_tunnel: bool) -> NodeInfo:
+        """Node devices for the current config (the tunnel device kept while ``keep_tunnel``);
+        publishes the node record when what peers see of it changed."""
+        assert self.ipr is not None and self.underlay is not None
         devices = setup_node(
-            self.ipr, self.config, self.status_info.node, self.underlay.dev,
-            allow_initial_netns=self.allow_initial_netns, tunnel=want_tunnel,
+            self.ipr, self.config, node, self.underlay.dev,
+            allow_initial_netns=self.allow_initial_netns, tunnel=keep_tunnel,
         )  # fmt: skip
-        node = dataclasses.replace(self.status_info.node, vtep_mac=devices.vtep_mac, labels=self._labels())
+        node = dataclasses.replace(node, vtep_mac=devices.vtep_mac, labels=node_labels(self.config))
         if node != self.status_info.node and self.registration is not None:
             self.registration.update(NodeRecord(node, self.requested))
             log.info("published node: vtep %s, labels %s", node.vtep_mac, dict(node.labels))
@@ -266,12 +208,16 @@ class Agent:
         return node
 
     def reconcile(self) -> ReconcileReport:
-        assert self.ipr is not None and self.underlay is not None
+        """One round: plan (pure) from the store's peers and the kernel's paths, then apply the
+        node devices, the peer datapath, the pods' route MTU and every component."""
+        assert self.ipr is not None and self.underlay is not None and self.status_info.node is not None
         peers = self.peers()
-        node = self._refresh_node(peers)
-        devices = self.status_info.devices
-        underlay_mtu = devices.underlay_mtu if devices is not None else self.underlay.mtu  # read each round
-        local = LocalNode(node, self.underlay.dev, self.underlay.index, underlay_mtu)
+        local = LocalNode(
+            self.status_info.node,
+            self.underlay.dev,
+            self.underlay.index,
+            link_mtu(self.ipr, self.underlay.index),
+        )
         paths: dict[str, PeerPath] = {}
         for ip in paths_needed(local, peers, self.config):
             try:
@@ -279,53 +225,31 @@ class Agent:
             except Exception as exc:  # an unroutable peer is a plan input, not a crash
                 log.warning("no kernel path to node ip %s: %s", ip, exc)
         switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
-        desired = plan(local, peers, self.config, paths, self.status_info.last_plan if switching else None)
-        if self.bgp is not None:  # --- bgp: follow pod CIDR changes ---
-            self.bgp.set_prefixes(self.allocator.cidrs if self.allocator else local.node.pod_cidrs)
-        report = Reconciler(self.ipr, self.config, self.allow_initial_netns).apply(desired)
-        for issue in desired.issues:
+        previous = self.status_info.last_round.desired if switching and self.status_info.last_round else None
+        round_plan = plan_round(self.config, local, peers, paths, previous)
+        node = self._setup_node(local.node, round_plan.keep_tunnel_device)
+        report = Reconciler(self.ipr, self.allow_initial_netns).apply(round_plan.desired)
+        for issue in round_plan.desired.issues:
             log.warning("peer %s: %s", issue.peer, issue.message)
         for change in report.changes:
             log.info("%s", change.describe())
         errors = list(report.errors)
-        errors += self._apply_masquerade(node, peers)
-        errors += self._follow_route_mtu(desired.route_mtu)
-        self.status_info.last_plan, self.status_info.last_report = desired, report
+        errors += self._follow_route_mtu(round_plan.route_mtu)
+        for component in self.components:
+            try:
+                errors += component.after_round(node, round_plan, peers)
+            except Exception as exc:  # one component's trouble never stops the round
+                log.exception("%s: %s", component.name, exc)
+                errors.append(f"{component.name}: {exc}")
+        self.status_info.last_round, self.status_info.last_report = round_plan, report
         self.status_info.last_reconcile = time.time()
         self._last_round = time.monotonic()
         self.status_info.reconciles += 1
         self.status_info.errors = errors
         return report
 
-    def _apply_masquerade(self, node: NodeInfo, peers: Sequence[NodeInfo]) -> list[str]:
-        """One nft table in this namespace, replaced atomically when its content changes."""
-        assert self.underlay is not None
-        masq = plan_masquerade(
-            self.config.enable_ipv4_masquerade,
-            node.pod_cidrs,
-            self.config.cluster_pool_ipv4_cidrs,
-            self.config.ipv4_native_routing_cidr,
-            [node.ipv4, *(p.ipv4 for p in peers)],
-            self.underlay.dev,
-        )
-        script = replace_script(masq)
-        if script == self._masquerade_applied and not self._masquerade_drifted(masq is not None):
-            return []
+    def _guard_nft(self) -> None:
         refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
-        try:
-            apply_script(script)
-        except NftError as exc:
-            log.error("%s", exc)
-            return [str(exc)]
-        self._masquerade_applied = script
-        log.info("nft table podnet %s", "replaced" if masq else "removed (masquerading off)")
-        return []
-
-    def _masquerade_drifted(self, want_table: bool) -> bool:
-        """On the periodic resync only: is podnet's nft table gone (or back) behind our back?"""
-        if time.monotonic() - self._last_round < RESYNC_INTERVAL:
-            return False
-        return (list_table() is not None) != want_table
 
     def _follow_route_mtu(self, route_mtu: int) -> list[str]:
         """After a mode or MTU change (or a restart after one), every pod's default route takes
@@ -347,7 +271,7 @@ class Agent:
         self._config_changed_on_disk()  # take the current mtime: one SIGHUP, one reload
         self._reload.set()
         self._dirty.set()
-        self._probe_now.set()
+        self.pmtu.probe_now()
 
     def _config_changed_on_disk(self) -> bool:
         if self.config_path is None:
@@ -372,12 +296,16 @@ class Agent:
             check_kernel_support(new)
         except ConfigError as exc:
             return self._refuse(str(exc), [exc.key])
+        except LookupError as exc:
+            return self._refuse(str(exc), ["routing_mode"])
         changed = [
             f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.config, f.name)
         ]
         if changed:
             log.info("config reloaded: %s", ", ".join(changed))
-        if new.tunnel_enabled != self.config.tunnel_enabled or new.routing_mode != self.config.routing_mode:
+        if mode_for(new) is not mode_for(self.config) or mode_for(new).tunnel(new) != mode_for(
+            self.config
+        ).tunnel(self.config):
             self._mode_changed = time.monotonic()  # peers switch over the next moments: bridge the gap
         self.config = new
         self.config_errors = []
@@ -407,17 +335,24 @@ class Agent:
         return self.cni_handler.cni(request)
 
     def status(self) -> dict[str, Any]:
-        from podnet.agent.status import status_document
-
-        return status_document(self)
+        return status_document(
+            self.config,
+            self.status_info,
+            self.allocator,
+            self.peers(),
+            {c.name: c.status() for c in self.components},
+            connected=self.store is not None,
+            config_errors=self.config_errors,
+        )
 
     # ---- stop ----------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Stop serving and leave the store; the kernel datapath stays so pods keep working."""
+        self._stop.set()
         for closer in (
             lambda: self.api and self.api.close(),
-            lambda: self.bgp and self.bgp.stop(withdraw=True),  # --- bgp: withdraw, then stop ---
+            *(component.stop for component in reversed(self.components)),  # BGP withdraws first
             lambda: self.watcher and self.watcher.stop(),
             # the lease is not revoked: the node key lapses after its TTL, so a restart is not a departure
             lambda: self.registration and self.registration.close(revoke=False),
@@ -445,3 +380,9 @@ def _connect(endpoints: Sequence[str]) -> Store:
                 raise AgentError(f"cannot reach etcd at {', '.join(endpoints)}: {exc}") from exc
             log.info("waiting for etcd at %s: %s", ", ".join(endpoints), exc)
             time.sleep(0.5)
+
+
+def mode_route_mtu(config: AgentConfig, underlay: Underlay) -> int:
+    """The pods' route MTU before the first round (it then follows every round's plan)."""
+    family = 4 if underlay.ipv4 is not None else 6
+    return mtu.route_mtu(config, mode_for(config), underlay.mtu, family)

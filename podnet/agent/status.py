@@ -1,132 +1,124 @@
 """The agent's status document: what ``podnet status`` and the lab read over the local API.
 
-Built from what the agent knows (its node, config, last plan and reconcile report, IPAM);
-the CLI adds what the kernel actually has.
+Built from public state only: the agent's ``AgentStatus`` (node, devices, last round and its
+report), its config, the allocator, the peers it knows and each component's own ``status()``.
+The CLI adds what the kernel actually has.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from podnet.agent.cni_handler import free_ipv4
-from podnet.datapath import mtu
-from podnet.datapath.modes.base import Reach
+from podnet.agent.round import RoundPlan
+from podnet.config import AgentConfig
+from podnet.datapath.modes import mode_for
+from podnet.datapath.nodesetup import NodeDevices
+from podnet.datapath.objects import Route
+from podnet.datapath.reconcile import ReconcileReport
+from podnet.ipam.base import Allocator
+from podnet.model import NodeInfo
 
-if TYPE_CHECKING:
-    from podnet.agent.daemon import Agent
+
+@dataclasses.dataclass
+class AgentStatus:
+    """What the agent knows about itself, served to ``podnet status`` and the lab."""
+
+    ready: bool = False
+    phase: str = "starting"
+    node: NodeInfo | None = None
+    devices: NodeDevices | None = None
+    last_round: RoundPlan | None = None
+    last_report: ReconcileReport | None = None
+    last_reconcile: float = 0.0
+    reconciles: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
 
 
-def status_document(agent: Agent) -> dict[str, Any]:
+def status_document(
+    config: AgentConfig,
+    info: AgentStatus,
+    allocator: Allocator | None,
+    peers: Sequence[NodeInfo],
+    components: Mapping[str, dict[str, Any]],
+    connected: bool,
+    config_errors: Sequence[str] = (),
+) -> dict[str, Any]:
     """The agent's status as JSON: what ``podnet status`` prints (see docs/verify.md)."""
-    s = agent.status_info
-    cfg = agent.config
-    node = s.node
+    node = info.node
+    tunnel = mode_for(config).tunnel(config)
     doc: dict[str, Any] = {
-        "ready": s.ready,
-        "phase": s.phase,
+        "ready": info.ready,
+        "phase": info.phase,
         "node": node.to_json() if node else None,
-        "kvstore": {"endpoints": list(cfg.etcd_endpoints), "connected": agent.store is not None},
+        "kvstore": {"endpoints": list(config.etcd_endpoints), "connected": connected},
         "routing": {
-            "mode": cfg.routing_mode,
-            "tunnelProtocol": cfg.tunnel_protocol if cfg.tunnel_enabled else None,
-            "tunnelPort": cfg.tunnel_port if cfg.tunnel_enabled else None,
-            "autoDirectNodeRoutes": cfg.auto_direct_node_routes,
-            "tunnelFallback": cfg.tunnel_fallback,
-            "ipv4NativeRoutingCIDR": str(cfg.ipv4_native_routing_cidr)
-            if cfg.ipv4_native_routing_cidr
+            "mode": config.routing_mode,
+            "tunnelProtocol": tunnel.name if tunnel else None,
+            "tunnelPort": config.tunnel_port if tunnel else None,
+            "autoDirectNodeRoutes": config.auto_direct_node_routes,
+            "tunnelFallback": config.tunnel_fallback,
+            "ipv4NativeRoutingCIDR": str(config.ipv4_native_routing_cidr)
+            if config.ipv4_native_routing_cidr
             else None,
         },
-        "masquerade": _masquerade(agent),
-        "errors": [*agent.config_errors, *s.errors],
-        "reconciles": s.reconciles,
-        "lastReconcile": s.last_reconcile,
+        "masquerade": components.get("masquerade", {"mode": "disabled"}),
+        "errors": [*config_errors, *info.errors],
+        "reconciles": info.reconciles,
+        "lastReconcile": info.last_reconcile,
     }
-    if s.devices is not None:
+    if info.devices is not None:
         doc["mtu"] = {
-            "device": s.devices.underlay_mtu,
-            "route": mtu.route_mtu(cfg, s.devices.underlay_mtu),
-            "underlayDevice": s.devices.underlay_dev,
+            "device": info.devices.underlay_mtu,
+            "route": info.last_round.route_mtu if info.last_round else None,
+            "underlayDevice": info.devices.underlay_dev,
         }
-    if agent.allocator is not None:
-        used = sum(len(v) for v in agent.allocator.allocated().values())
-        doc["ipam"] = {
-            "mode": cfg.ipam_mode,
-            "podCIDRs": [str(c) for c in agent.allocator.cidrs],
-            "used": used,
-            "free": free_ipv4(agent.allocator),
-            "total": used + free_ipv4(agent.allocator),
-            "allocations": {k: [str(a) for a in v] for k, v in agent.allocator.allocated().items()},
-        }
-    if s.last_plan is not None:
-        issues: Mapping[str, list[str]] = {}
-        for issue in s.last_plan.issues:
-            issues.setdefault(issue.peer, []).append(f"{issue.severity}: {issue.message}")  # type: ignore[attr-defined]
-        known = {p.name: p for p in agent.peers()}
-        reasons = dict(s.last_plan.reasons)
-        doc["peers"] = [
-            {
-                "name": name,
-                "reach": str(reach),
-                "why": reasons.get(name, ""),
-                "issues": issues.get(name, []),
-                "ipv4": str(known[name].ipv4) if name in known and known[name].ipv4 else None,
-                "podCIDRs": [str(c) for c in known[name].pod_cidrs] if name in known else [],
-            }
-            for name, reach in s.last_plan.reach
-        ]
-        doc["routes"] = [_route_json(r) for r in s.last_plan.routes]
-    probed = {p.peer: p for p in s.path_mtu}
-    doc["pathMTU"] = {
-        "checked": s.path_mtu_checked,
-        "peers": [
-            {
-                "peer": r.peer,
-                "address": r.address,
-                "required": r.required,
-                "ok": r.ok,
-                "discovered": r.discovered,
-                "reachable": r.reachable,
-                "message": r.message(_overhead_for(agent, r.peer)),
-            }
-            for r in probed.values()
-        ],
-    }
-    # --- bgp: sessions of the node's speaker (podnet/bgp/speaker.py) ---
-    doc["bgp"] = agent.bgp.status() if agent.bgp is not None else {"enabled": False, "peers": []}
+    if allocator is not None:
+        doc["ipam"] = _ipam(config, allocator)
+    if info.last_round is not None:
+        doc["peers"] = _peers(info.last_round, peers)
+        doc["routes"] = [_route_json(r) for r in info.last_round.desired.routes]
+    doc["pathMTU"] = components.get("pathMTU", {"checked": 0.0, "peers": []})
+    doc["bgp"] = components.get("bgp", {"enabled": False, "peers": []})
     return doc
 
 
-def _overhead_for(agent: Agent, peer: str) -> int:
-    plan = agent.status_info.last_plan
-    tunneled = plan is not None and plan.reach_of(peer) is Reach.TUNNEL
-    return mtu.tunnel_overhead(agent.config.tunnel_protocol) if tunneled else 0
-
-
-def _masquerade(agent: Agent) -> dict[str, Any]:
-    """What the agent applied (the nft table it owns in this namespace), not only what is configured."""
-    cfg = agent.config
-    applied = agent._masquerade_applied
-    active = bool(applied and "masquerade" in applied)
+def _ipam(config: AgentConfig, allocator: Allocator) -> dict[str, Any]:
+    allocated = allocator.allocated()
+    used = sum(1 for ips in allocated.values() for ip in ips if ip.version == 4)
+    free = allocator.free(4)
     return {
-        "enableIPv4Masquerade": cfg.enable_ipv4_masquerade,
-        "mode": "nftables" if active else "disabled",
-        "table": "ip podnet" if active else None,
-        "device": agent.underlay.dev if active and agent.underlay else None,
-        "exempt": [
-            str(c)
-            for c in ipaddress.collapse_addresses(
-                [
-                    *cfg.cluster_pool_ipv4_cidrs,
-                    *([cfg.ipv4_native_routing_cidr] if cfg.ipv4_native_routing_cidr else []),
-                ]
-            )
-        ],
+        "mode": config.ipam_mode,
+        "podCIDRs": [str(c) for c in allocator.cidrs],
+        "used": used,
+        "free": free,
+        "total": used + free,
+        "allocations": {k: [str(a) for a in v] for k, v in allocated.items()},
     }
 
 
-def _route_json(route: Any) -> dict[str, Any]:
+def _peers(round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[dict[str, Any]]:
+    desired = round_plan.desired
+    issues: dict[str, list[str]] = {}
+    for issue in desired.issues:
+        issues.setdefault(issue.peer, []).append(f"{issue.severity}: {issue.message}")
+    known = {p.name: p for p in peers}
+    reasons = dict(desired.reasons)
+    return [
+        {
+            "name": name,
+            "reach": str(reach),
+            "why": reasons.get(name, ""),
+            "issues": issues.get(name, []),
+            "ipv4": str(known[name].ipv4) if name in known and known[name].ipv4 else None,
+            "podCIDRs": [str(c) for c in known[name].pod_cidrs] if name in known else [],
+        }
+        for name, reach in desired.reach
+    ]
+
+
+def _route_json(route: Route) -> dict[str, Any]:
     return {
         "dst": str(route.dst),
         "dev": route.dev,

@@ -1,7 +1,8 @@
-"""Finding the node's underlay: the device that carries node-to-node traffic, its IPv4 and MTU.
+"""Finding the node's underlay: the device that carries node-to-node traffic, its addresses and MTU.
 
-``devices`` from the config wins (Cilium's name); otherwise the device of the default route,
-otherwise the only device that is up with a global IPv4 address.
+``devices`` from the config wins (Cilium's name); otherwise the device of the default route
+(IPv4's, then IPv6's), otherwise the only device that is up with a global address. Both families
+are read through ``podnet.datapath.kernel``; the node needs an address of at least one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.config import AgentConfig
+from podnet.datapath.kernel import addr as kaddr
+from podnet.datapath.kernel import link as klink
+from podnet.datapath.kernel import route as kroute
+from podnet.model import IPAddress
+
+FAMILIES = (4, 6)
 
 
 class UnderlayError(RuntimeError):
@@ -24,37 +31,32 @@ class Underlay:
     dev: str
     index: int
     mtu: int
-    ipv4: ipaddress.IPv4Address
+    ipv4: ipaddress.IPv4Address | None
+    ipv6: ipaddress.IPv6Address | None = None
+
+    def address(self, family: int) -> IPAddress | None:
+        return self.ipv4 if family == 4 else self.ipv6
 
 
-def _ipv4_of(ipr: IPRoute, index: int) -> ipaddress.IPv4Address | None:
-    for msg in ipr.get_addr(index=index, family=2):
-        if msg["scope"] == 0:
-            return ipaddress.IPv4Address(msg.get_attr("IFA_ADDRESS"))
-    return None
+def _global_address(ipr: IPRoute, index: int, family: int) -> IPAddress | None:
+    found = sorted(a.ip for a in kaddr.global_addresses(ipr, index, family))
+    return found[0] if found else None
 
 
 def _candidates(ipr: IPRoute) -> list[str]:
     names = []
-    for msg in ipr.get_links():
-        name = msg.get_attr("IFLA_IFNAME")
-        if name == "lo" or name.startswith(("podnet_", owned.ENDPOINT_PREFIX)):
+    for index, name in sorted(kroute.link_names(ipr).items()):
+        if name == "lo" or name.startswith((owned.DEVICE_PREFIX, owned.ENDPOINT_PREFIX)):
             continue
-        if _ipv4_of(ipr, msg["index"]) is not None:
+        if any(_global_address(ipr, index, f) is not None for f in FAMILIES):
             names.append(name)
     return names
 
 
-def _default_route_dev(ipr: IPRoute) -> str | None:
-    for r in ipr.get_routes(family=2, table=254):
-        if r["dst_len"] == 0 and r.get_attr("RTA_OIF"):
-            found = ipr.get_links(r.get_attr("RTA_OIF"))
-            return found[0].get_attr("IFLA_IFNAME") if found else None
-    return None
-
-
 def detect_underlay(ipr: IPRoute, config: AgentConfig) -> Underlay:
-    dev = config.underlay_device or _default_route_dev(ipr)
+    dev = config.underlay_device or next(
+        (d for d in (kroute.default_route_dev(ipr, f) for f in FAMILIES) if d is not None), None
+    )
     if dev is None:
         found = _candidates(ipr)
         if len(found) != 1:
@@ -63,11 +65,18 @@ def detect_underlay(ipr: IPRoute, config: AgentConfig) -> Underlay:
                 "set devices: [eth0] in the agent config"
             )
         dev = found[0]
-    idx = ipr.link_lookup(ifname=dev)
-    if not idx:
+    index = klink.link_index(ipr, dev)
+    if index is None:
         raise UnderlayError(f"underlay device {dev} does not exist; set devices: to the node's uplink")
-    ipv4 = _ipv4_of(ipr, idx[0])
-    if ipv4 is None:
-        raise UnderlayError(f"underlay device {dev} has no IPv4 address; give it one or name another device")
-    mtu = int(ipr.get_links(idx[0])[0].get_attr("IFLA_MTU"))
-    return Underlay(dev, idx[0], mtu, ipv4)
+    ipv4, ipv6 = (_global_address(ipr, index, f) for f in FAMILIES)
+    if ipv4 is None and ipv6 is None:
+        raise UnderlayError(
+            f"underlay device {dev} has no global IPv4 or IPv6 address; give it one or name another device"
+        )
+    return Underlay(
+        dev,
+        index,
+        klink.link_mtu(ipr, index),
+        ipv4 if isinstance(ipv4, ipaddress.IPv4Address) else None,
+        ipv6 if isinstance(ipv6, ipaddress.IPv6Address) else None,
+    )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podnet.bgp.settings import BgpPeer
+from podnet.config.bgp import BgpPeer
 
 API_PROCESS = "podnet"
 START_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
-"""One pod interface: a veth pair between the node and the pod, a /32 on each side's routes.
+"""One pod interface: a veth pair between the node and the pod, a host route on each side.
 
-Per attachment (``ip`` equivalents, node side first)::
+Per attachment and per address (IPv4 and IPv6 alike; ``ip`` equivalents, node side first)::
 
     ip link add lxcXXXXXXXXXXX type veth peer name eth0 netns <pod>   # peer born in the pod netns
     ip link set lxcXXXXXXXXXXX up
@@ -8,42 +8,60 @@ Per attachment (``ip`` equivalents, node side first)::
     # inside the pod
     ip link set lo up; ip link set eth0 up
     ip addr add 10.244.1.5/32 dev eth0
-    ip route replace 10.244.1.1/32 dev eth0 scope link
-    ip route replace default via 10.244.1.1 dev eth0 mtu <route_mtu>
+    ip route replace 10.244.1.1/32 dev eth0 scope link proto 201
+    ip route replace default via 10.244.1.1 dev eth0 mtu <route_mtu> proto 201
 
-The router IP is a local address of the node (on ``podnet_host``), so the node answers the pod's
-ARP for it on the veth. Deleting the node end removes both ends and every route through them,
-which makes DEL one netlink call. ``add_endpoint`` undoes what it made if a later step fails.
+The gateway comes with the address from IPAM (the node's router IP of that pod CIDR, a local
+address of the node on ``podnet_host``), so the node answers the pod's ARP for it on the veth.
+Deleting the node end removes both ends and every route through them, which makes DEL one
+netlink call. ``add_endpoint`` undoes what it made if a later step fails. Errors are
+``EndpointError``s; the CNI handler maps them to CNI codes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.cni import spec
+from podnet.datapath.kernel import addr as kaddr
+from podnet.datapath.kernel import link as klink
+from podnet.datapath.kernel import route as kroute
+from podnet.datapath.objects import SCOPE_LINK, Route, default_route, host_prefix
+from podnet.model import IPAddress
 from podnet.util.netns import netlink_socket_in
 
-SCOPE_LINK = 253
-MAIN_TABLE = 254
+Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
 class EndpointError(Exception):
-    """Wiring a pod interface failed; ``cni_code`` is the CNI error code to report."""
-
-    cni_code = spec.ERR_INTERFACE_SETUP
+    """Wiring a pod interface failed; the message names the interface, the pod and the reason."""
 
 
 class NetnsNotFoundError(EndpointError):
-    cni_code = spec.ERR_NETNS_NOT_FOUND
+    """The pod's network namespace cannot be opened (or is not a pod's)."""
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    """One address of a pod interface and the gateway its pod routes through."""
+
+    address: Interface  # a host prefix: 10.244.1.5/32, fd00::5/128
+    gateway: IPAddress
+
+    def __post_init__(self) -> None:
+        if self.address.version != self.gateway.version:
+            raise ValueError(f"gateway {self.gateway} of {self.address} is of the other IP family")
+
+    @property
+    def family(self) -> int:
+        return self.address.version
 
 
 @dataclass(frozen=True)
@@ -56,8 +74,15 @@ class EndpointInfo:
     pod_ifname: str
     pod_ifindex: int
     pod_mac: str
-    address: ipaddress.IPv4Interface
+    addresses: tuple[PodAddress, ...]
     netns_path: str
+
+
+def pod_routes(ifname: str, address: PodAddress, route_mtu: int) -> tuple[Route, Route]:
+    """The pod's on-link route to its gateway and its default route through it."""
+    on_link = Route(dst=host_prefix(address.gateway), dev=ifname, scope=SCOPE_LINK)
+    default = Route(dst=default_route(address.family), dev=ifname, gateway=address.gateway, mtu=route_mtu)
+    return on_link, default
 
 
 @contextlib.contextmanager
@@ -117,28 +142,14 @@ def _refuse_own_namespace(fd: int, netns_path: str) -> None:
             )
 
 
-def _lookup(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
-
-
 def _kind(link: object) -> str | None:
     info = link.get_attr("IFLA_LINKINFO")  # type: ignore[attr-defined]
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def _ensure(call: object, *args: object, **kwargs: object) -> None:
-    """Run a netlink 'add' where EEXIST means the object is already there (success)."""
-    try:
-        call(*args, **kwargs)  # type: ignore[operator]
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise
-
-
 def _is_our_pair(host: IPRoute, pod: IPRoute, host_ifname: str, ifname: str) -> bool:
     """True if ``ifname`` in the pod is the veth peer of ``host_ifname`` on the node."""
-    host_idx, pod_idx = _lookup(host, host_ifname), _lookup(pod, ifname)
+    host_idx, pod_idx = klink.link_index(host, host_ifname), klink.link_index(pod, ifname)
     if host_idx is None or pod_idx is None:
         return False
     link = pod.link("get", index=pod_idx)[0]
@@ -150,48 +161,45 @@ def add_endpoint(
     pod_netns_path: str,
     container_id: str,
     ifname: str,
-    address: ipaddress.IPv4Interface,
-    router_ip: ipaddress.IPv4Address,
+    addresses: Sequence[PodAddress],
     route_mtu: int,
 ) -> EndpointInfo:
     """Wire (or re-wire) one pod interface; idempotent; nothing made stays behind on failure."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
-    pod_ip = str(address.ip)
     try:
         with _host(host_netns) as host, _pod(pod_netns_path) as (fd, pod), contextlib.ExitStack() as undo:
             if not _is_our_pair(host, pod, host_ifname, ifname):
-                if _lookup(pod, ifname) is not None:
+                if klink.link_index(pod, ifname) is not None:
                     raise EndpointError(
                         f"interface {ifname} already exists in {pod_netns_path} and is not podnet's "
                         f"{host_ifname} peer; pick another CNI_IFNAME or remove it"
                     )
-                _delete_link(host, host_ifname)  # a stale end of ours whose peer is elsewhere
+                klink.delete_link(host, host_ifname)  # a stale end of ours whose peer is elsewhere
                 host.link("add", ifname=host_ifname, kind="veth", peer={"ifname": ifname, "net_ns_fd": fd})
-                undo.callback(_delete_link, host, host_ifname)
-            host_idx = _lookup(host, host_ifname)
-            pod_idx = _lookup(pod, ifname)
+                undo.callback(klink.delete_link, host, host_ifname)
+            host_idx = klink.link_index(host, host_ifname)
+            pod_idx = klink.link_index(pod, ifname)
             if host_idx is None or pod_idx is None:
                 raise EndpointError(f"veth {host_ifname}/{ifname} vanished while being set up")
             host.link("set", index=host_idx, state="up")
-            lo_idx = _lookup(pod, "lo")
+            lo_idx = klink.link_index(pod, "lo")
             if lo_idx is not None:
                 pod.link("set", index=lo_idx, state="up")
             pod.link("set", index=pod_idx, state="up")
-            _ensure(pod.addr, "add", index=pod_idx, address=pod_ip, prefixlen=32)
-            pod.route("replace", dst=f"{router_ip}/32", oif=pod_idx, scope=SCOPE_LINK)
-            pod.route(
-                "replace", dst="0.0.0.0/0", gateway=str(router_ip), oif=pod_idx, metrics={"mtu": route_mtu}
-            )
-            host.route(
-                "replace", dst=f"{pod_ip}/32", oif=host_idx, scope=SCOPE_LINK, proto=owned.ROUTE_PROTOCOL
-            )
-            host_link = host.link("get", index=host_idx)[0]
-            pod_link = pod.link("get", index=pod_idx)[0]
+            for address in addresses:
+                kaddr.ensure_addr(pod, pod_idx, address.address)
+                for route in pod_routes(ifname, address, route_mtu):
+                    kroute.replace_route(pod, route, pod_idx)
+                host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
+                kroute.replace_route(host, host_route, host_idx)
+            host_link = klink.link_msg(host, host_idx)
+            pod_link = klink.link_msg(pod, pod_idx)
             undo.pop_all()
     except NetlinkError as exc:
+        listed = ", ".join(str(a.address) for a in addresses)
         raise EndpointError(
             f"failed to wire {ifname} of container {container_id} ({host_ifname} <-> {pod_netns_path}, "
-            f"{address}): {exc}"
+            f"{listed}): {exc}"
         ) from exc
     return EndpointInfo(
         host_ifname=host_ifname,
@@ -200,22 +208,9 @@ def add_endpoint(
         pod_ifname=ifname,
         pod_ifindex=pod_idx,
         pod_mac=str(pod_link.get("IFLA_ADDRESS")),
-        address=address,
+        addresses=tuple(addresses),
         netns_path=pod_netns_path,
     )
-
-
-def _delete_link(ipr: IPRoute, ifname: str) -> bool:
-    idx = _lookup(ipr, ifname)
-    if idx is None:
-        return False
-    try:
-        ipr.link("del", index=idx)
-    except NetlinkError as exc:
-        if exc.code not in (errno.ENODEV, errno.ENOENT):
-            raise
-        return False
-    return True
 
 
 def del_endpoint(
@@ -230,7 +225,7 @@ def del_endpoint(
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
         with _host(host_netns) as host:
-            if _delete_link(host, host_ifname):
+            if klink.delete_link(host, host_ifname):
                 return True
     except NetlinkError as exc:
         raise EndpointError(f"failed to delete {host_ifname} of container {container_id}: {exc}") from exc
@@ -238,27 +233,17 @@ def del_endpoint(
         return False
     try:
         with _pod(pod_netns_path) as (_fd, pod):
-            idx = _lookup(pod, ifname)
+            idx = klink.link_index(pod, ifname)
             if idx is None or _kind(pod.link("get", index=idx)[0]) != "veth":
                 return False
-            return _delete_link(pod, ifname)
+            return klink.delete_link(pod, ifname)
     except NetnsNotFoundError:
         return False
 
 
-def _route_index(ipr: IPRoute) -> dict[str, dict[str, object]]:
-    """Main-table IPv4 routes keyed by ``dst/len`` (``0.0.0.0/0`` for default)."""
-    routes: dict[str, dict[str, object]] = {}
-    for msg in ipr.route("dump", family=2, table=MAIN_TABLE):
-        dst = f"{msg.get('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}"
-        metrics = msg.get("RTA_METRICS")
-        routes[dst] = {
-            "oif": msg.get("RTA_OIF"),
-            "gateway": msg.get("RTA_GATEWAY"),
-            "proto": msg["proto"],
-            "mtu": metrics.get_attr("RTAX_MTU") if metrics is not None else None,
-        }
-    return routes
+def _routes(ipr: IPRoute, family: int) -> dict[object, Route]:
+    """Main-table routes of one family keyed by destination."""
+    return {r.dst: r for r in kroute.dump_routes(ipr, family)}
 
 
 def check_endpoint(
@@ -266,53 +251,44 @@ def check_endpoint(
     pod_netns_path: str,
     container_id: str,
     ifname: str,
-    address: ipaddress.IPv4Interface,
-    router_ip: ipaddress.IPv4Address,
+    addresses: Sequence[PodAddress],
     route_mtu: int | None = None,
 ) -> list[str]:
     """What differs between the kernel and the attachment we wired; an empty list means healthy."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     problems: list[str] = []
     with _host(host_netns) as host:
-        host_idx = _lookup(host, host_ifname)
-        if host_idx is None:
+        if klink.link_index(host, host_ifname) is None:
             return [f"host link {host_ifname} is missing"]
-        route = _route_index(host).get(f"{address.ip}/32")
-        if route is None or route["oif"] != host_idx:
-            problems.append(f"node route {address.ip}/32 dev {host_ifname} is missing")
+        for address in addresses:
+            route = _routes(host, address.family).get(host_prefix(address.address.ip))
+            if route is None or route.dev != host_ifname:
+                problems.append(f"node route {address.address.ip} dev {host_ifname} is missing")
         try:
             with _pod(pod_netns_path) as (_fd, pod):
                 if not _is_our_pair(host, pod, host_ifname, ifname):
                     return [*problems, f"{ifname} in {pod_netns_path} is not the peer of {host_ifname}"]
-                pod_idx = _lookup(pod, ifname)
-                problems += _check_pod(pod, pod_idx, ifname, address, router_ip, route_mtu)
+                problems += _check_pod(pod, ifname, addresses, route_mtu)
         except NetnsNotFoundError as exc:
             problems.append(str(exc))
     return problems
 
 
 def _check_pod(
-    pod: IPRoute,
-    pod_idx: int | None,
-    ifname: str,
-    address: ipaddress.IPv4Interface,
-    router_ip: ipaddress.IPv4Address,
-    route_mtu: int | None,
+    pod: IPRoute, ifname: str, addresses: Sequence[PodAddress], route_mtu: int | None
 ) -> list[str]:
     problems: list[str] = []
-    addrs = {
-        f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-        for a in pod.addr("dump", family=2)
-        if a["index"] == pod_idx
-    }
-    if str(address) not in addrs:
-        problems.append(f"{ifname} lacks address {address} (has {', '.join(sorted(addrs)) or 'none'})")
-    routes = _route_index(pod)
-    default = routes.get("0.0.0.0/0")
-    if default is None or default["gateway"] != str(router_ip) or default["oif"] != pod_idx:
-        problems.append(f"pod default route via {router_ip} dev {ifname} is missing")
-    elif route_mtu is not None and default["mtu"] != route_mtu:
-        problems.append(f"pod default route has mtu {default['mtu']}, want {route_mtu}")
+    pod_idx = klink.link_index(pod, ifname)
+    have = kaddr.addresses(pod, pod_idx) if pod_idx is not None else set()
+    for address in addresses:
+        if address.address not in have:
+            listed = ", ".join(sorted(str(a) for a in have if a.version == address.family)) or "none"
+            problems.append(f"{ifname} lacks address {address.address} (has {listed})")
+        default = _routes(pod, address.family).get(default_route(address.family))
+        if default is None or default.gateway != address.gateway or default.dev != ifname:
+            problems.append(f"pod default route via {address.gateway} dev {ifname} is missing")
+        elif route_mtu is not None and default.mtu != route_mtu:
+            problems.append(f"pod default route has mtu {default.mtu}, want {route_mtu}")
     return problems
 
 
@@ -329,25 +305,26 @@ def delete_host_link(host_netns: str | None, host_ifname: str) -> bool:
         raise ValueError(f"refusing to delete {host_ifname}: not a podnet endpoint link (lxc prefix)")
     try:
         with _host(host_netns) as host:
-            return _delete_link(host, host_ifname)
+            return klink.delete_link(host, host_ifname)
     except NetlinkError as exc:
         raise EndpointError(f"failed to delete orphan endpoint link {host_ifname}: {exc}") from exc
 
 
-def set_route_mtu(pod_netns_path: str, ifname: str, router_ip: ipaddress.IPv4Address, route_mtu: int) -> bool:
-    """``ip route replace default via <router ip> dev <ifname> mtu <route_mtu>`` inside a pod.
+def set_route_mtu(pod_netns_path: str, ifname: str, gateways: Sequence[IPAddress], route_mtu: int) -> bool:
+    """``ip route replace default via <gateway> dev <ifname> mtu <route_mtu>`` inside a pod, for
+    each gateway (one per family).
 
     Used when the node's route MTU changes (a live switch between tunnel and native routing):
-    the pod keeps its address and connections, only the MTU of its default route follows.
+    the pod keeps its addresses and connections, only the MTU of its default routes follows.
     Returns False when the pod or its interface is gone (nothing to update)."""
     try:
         with _pod(pod_netns_path) as (_fd, pod):
-            pod_idx = _lookup(pod, ifname)
+            pod_idx = klink.link_index(pod, ifname)
             if pod_idx is None:
                 return False
-            pod.route(
-                "replace", dst="0.0.0.0/0", gateway=str(router_ip), oif=pod_idx, metrics={"mtu": route_mtu}
-            )
+            for gateway in gateways:
+                route = Route(dst=default_route(gateway.version), dev=ifname, gateway=gateway, mtu=route_mtu)
+                kroute.replace_route(pod, route, pod_idx)
             return True
     except NetnsNotFoundError:
         return False

@@ -2,11 +2,11 @@
 
     ip link add podnet_host type veth peer name podnet_net        (both up)
     ip addr add <router ip>/32 dev podnet_host                      (one per pod CIDR)
-    ip link add podnet_vxlan type vxlan id 1 dstport 8472 local <node ip> dev <underlay> nolearning
+    <the tunnel protocol's device, e.g. podnet_vxlan: podnet.datapath.tunnels.vxlan>
     sysctl net.ipv4.ip_forward=1 net.ipv4.conf.{all,podnet_*}.rp_filter=0
 
-The VNI is 1 (flannel's default; one overlay per cluster, peers are told apart by VTEP MAC). The
-VTEP MAC is derived from the node name, so a restarted agent keeps it and peers' neighbour
+The routing mode says whether the node tunnels and with which protocol; the protocol makes its
+device. The VTEP MAC is derived from the node name, so a restarted agent keeps it and peers' neighbour
 entries stay valid. The tunnel device is removed when the routing mode no longer tunnels. Only
 ``podnet_`` devices are created or removed; sysctls are written in the node's namespace only.
 """
@@ -25,10 +25,10 @@ from podnet.datapath import mtu
 from podnet.datapath.kernel import addr as kaddr
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import sysctl as ksysctl
-from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.datapath.modes import mode_for
+from podnet.datapath.tunnels import DeviceRequest, TunnelError, TunnelProtocol, all_protocols, tunnel_protocol
+from podnet.datapath.tunnels import unsupported_reason as tunnel_unsupported
 from podnet.model import NodeInfo
-
-VXLAN_VNI = 1
 
 
 class NodeSetupError(RuntimeError):
@@ -81,8 +81,9 @@ def setup_node(
     (``IPRoute(netns=...)``), else ``netns``, else the caller's own namespace - which is refused
     when that is the machine's initial namespace unless ``allow_initial_netns`` (a real node).
     Returns what the agent publishes (VTEP MAC) and what the planner needs (underlay MTU).
-    ``tunnel`` overrides whether the tunnel device exists (default: ``config.tunnel_enabled``): a
-    native node keeps it while peers still send it encapsulated packets (live mode switches)."""
+    ``tunnel`` overrides whether the tunnel device exists (default: whether the routing mode
+    tunnels): a native node keeps the configured protocol's device while peers still send it
+    encapsulated packets (live mode switches)."""
     ksysctl.refuse_initial_netns(ipr, "set up podnet devices", allow_initial_netns)
     bound = ksysctl.socket_netns(ipr)
     if bound and netns and bound != netns:
@@ -96,8 +97,10 @@ def setup_node(
     underlay_mtu = klink.link_mtu(ipr, underlay_index)
     host_index, net_index = klink.ensure_veth_pair(ipr, owned.HOST_DEV, owned.NET_DEV)
     _ensure_router_ips(ipr, host_index, node)
-    want = config.tunnel_enabled if tunnel is None else tunnel
-    tunnel_dev, tunnel_index, vtep_mac = _ensure_tunnel(ipr, config, node, underlay_index, underlay_mtu, want)
+    protocol = wanted_tunnel(config, tunnel)
+    tunnel_dev, tunnel_index, vtep_mac = _ensure_tunnel(
+        ipr, config, node, underlay_index, underlay_mtu, protocol
+    )
     ksysctl.ensure_sysctls(
         node_sysctls(node, tunnel_dev), netns=netns, allow_initial_netns=allow_initial_netns
     )
@@ -123,30 +126,42 @@ def _ensure_router_ips(ipr: IPRoute, host_index: int, node: NodeInfo) -> None:
             kaddr.delete_addr(ipr, host_index, address)
 
 
+def wanted_tunnel(config: AgentConfig, keep: bool | None = None) -> TunnelProtocol | None:
+    """The protocol whose device the node needs: the mode's, or with ``keep`` the configured one."""
+    protocol = mode_for(config).tunnel(config)
+    if keep is None or (keep and protocol is not None):
+        return protocol
+    return tunnel_protocol(config.tunnel_protocol) if keep else None
+
+
 def _ensure_tunnel(
-    ipr: IPRoute, config: AgentConfig, node: NodeInfo, underlay_index: int, underlay_mtu: int, want: bool
+    ipr: IPRoute,
+    config: AgentConfig,
+    node: NodeInfo,
+    underlay_index: int,
+    underlay_mtu: int,
+    wanted: TunnelProtocol | None,
 ) -> tuple[str | None, int | None, str | None]:
-    wanted = TUNNEL_PROTOCOLS[config.tunnel_protocol] if want else None
-    if wanted is not None and wanted.link_kind != "vxlan":  # refuse before anything is deleted
-        raise NodeSetupError(
-            f"tunnelProtocol={wanted.name}: podnet sets up only VXLAN devices; use tunnelProtocol=vxlan"
-        )
-    for protocol in TUNNEL_PROTOCOLS.values():
+    if wanted is not None:  # refuse before anything is deleted
+        reason = tunnel_unsupported(wanted)
+        if reason is not None:
+            raise NodeSetupError(f"tunnelProtocol={reason}")
+    for protocol in all_protocols():
         if protocol is not wanted:
             klink.delete_link(ipr, protocol.device)
     if wanted is None:
         return None, None, None
     local = node.ipv4 or node.ipv6
     if local is None:
-        raise NodeSetupError(f"node {node.name} has no underlay address to use as the VXLAN source")
-    family = local.version
-    spec = klink.VxlanSpec(
-        name=wanted.device,
-        vni=VXLAN_VNI,
+        raise NodeSetupError(f"node {node.name} has no underlay address to use as the tunnel source")
+    request = DeviceRequest(
         port=config.tunnel_port,
         local=local,
         underlay_index=underlay_index,
         mac=vtep_mac_for(node.name),
-        mtu=mtu.tunnel_device_mtu(config, underlay_mtu, family),
+        mtu=mtu.tunnel_device_mtu(config, wanted, underlay_mtu, local.version),
     )
-    return wanted.device, klink.ensure_vxlan(ipr, spec), spec.mac
+    try:
+        return wanted.device, wanted.ensure_device(ipr, request), request.mac
+    except TunnelError as exc:
+        raise NodeSetupError(str(exc)) from None

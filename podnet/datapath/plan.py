@@ -9,8 +9,8 @@ that two equal plans compare equal.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
+from podnet.config import AgentConfig
 from podnet.datapath import mtu
 from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import (
@@ -27,9 +27,6 @@ from podnet.datapath.modes.base import (
     node_ip_for,
 )
 from podnet.model import IPAddress, NodeInfo
-
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
 
 __all__ = [
     "DesiredState",
@@ -75,7 +72,7 @@ def plan(
     live switch to tunnel mode it has not published its VTEP yet) keeps the routes it had, so its
     pods stay reachable until the new path exists."""
     mode = mode_for(config)
-    route_mtu = mtu.route_mtu(config, local.underlay_mtu, local.underlay_family)
+    route_mtu = mtu.route_mtu(config, mode, local.underlay_mtu, local.underlay_family)
     routes: dict[str, Route] = {}
     neighbours: set[Neighbour] = set()
     fdb: set[FdbEntry] = set()
@@ -106,7 +103,7 @@ def plan(
         reach=tuple(sorted(reach.items())),
         reasons=tuple(sorted(reasons.items())),
         route_mtu=route_mtu,
-        tunnel_device=mode.tunnel_device(config),
+        tunnel_device=tunnel.device if (tunnel := mode.tunnel(config)) is not None else None,
     )
 
 

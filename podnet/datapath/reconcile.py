@@ -1,10 +1,11 @@
 """Make the kernel match a ``DesiredState``: read what podnet owns, diff, apply, prune orphans.
 
 Scope (what this reconciler owns): main-table routes with ``proto 201`` except those on ``lxc*``
-devices (per-pod routes belong to ``podnet.datapath.endpoint``), and permanent neighbour and FDB
-entries on podnet's tunnel devices. Anything else is never read as "current" and so never deleted.
-Order: neighbours, FDB entries, then routes (a route never points at a missing neighbour);
-deletions in reverse. One failing change never stops the others: errors are gathered.
+devices (per-pod routes belong to ``podnet.datapath.endpoint``), rules with ``proto 201``, and
+permanent neighbour and FDB entries on podnet's tunnel devices. Anything else is never read as
+"current" and so never deleted. Order: neighbours, FDB entries, routes, then rules (a route never
+points at a missing neighbour, a rule never at an empty table); deletions in
+reverse. One failing change never stops the others: errors are gathered.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.config import AgentConfig
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import neigh as kneigh
 from podnet.datapath.kernel import route as kroute
+from podnet.datapath.kernel import rule as krule
 from podnet.datapath.kernel import sysctl as ksysctl
-from podnet.datapath.modes.base import DesiredState, FdbEntry, Neighbour, PeerIssue, Route
-from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.datapath.modes.base import DesiredState, PeerIssue
+from podnet.datapath.objects import FdbEntry, Neighbour, Route, Rule
+from podnet.datapath.tunnels import all_protocols
 
 log = logging.getLogger(__name__)
 
-KernelObject = Route | Neighbour | FdbEntry
-T = TypeVar("T", Route, Neighbour, FdbEntry)
+KernelObject = Route | Neighbour | FdbEntry | Rule
+T = TypeVar("T", Route, Neighbour, FdbEntry, Rule)
 
 
 class Op(enum.StrEnum):
@@ -45,7 +47,7 @@ class Change:
     obj: KernelObject
 
     def describe(self) -> str:
-        kind = {Route: "route", Neighbour: "neigh", FdbEntry: "fdb"}[type(self.obj)]
+        kind = {Route: "route", Neighbour: "neigh", FdbEntry: "fdb", Rule: "rule"}[type(self.obj)]
         return f"{self.op} {kind} {self.obj.describe()}"
 
 
@@ -56,6 +58,7 @@ class CurrentState:
     routes: tuple[Route, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,22 +93,22 @@ def diff(current: CurrentState, desired: DesiredState) -> tuple[Change, ...]:
     """Changes that turn ``current`` into ``desired``, in the order to apply them."""
     n_up, n_del = _diff_keyed(current.neighbours, desired.neighbours, lambda n: (n.dst, n.dev))
     f_up, f_del = _diff_keyed(current.fdb, desired.fdb, lambda f: (f.lladdr, f.dev))
-    r_up, r_del = _diff_keyed(current.routes, desired.routes, lambda r: r.dst)
-    return tuple(n_up + f_up + r_up + r_del + f_del + n_del)
+    r_up, r_del = _diff_keyed(current.routes, desired.routes, lambda r: r.key)
+    u_up, u_del = _diff_keyed(current.rules, desired.rules, lambda u: u)
+    return tuple(n_up + f_up + r_up + u_up + u_del + r_del + f_del + n_del)
 
 
 class Reconciler:
     """Applies desired states through one ``IPRoute`` socket bound to the node's namespace."""
 
-    def __init__(self, ipr: IPRoute, config: AgentConfig, allow_initial_netns: bool = False) -> None:
+    def __init__(self, ipr: IPRoute, allow_initial_netns: bool = False) -> None:
         ksysctl.refuse_initial_netns(ipr, "reconcile routes", allow_initial_netns)
         self.ipr = ipr
-        self.config = config
 
     def tunnel_devices(self) -> dict[str, int]:
         """podnet's tunnel devices that exist now, name -> index."""
         found = {}
-        for protocol in TUNNEL_PROTOCOLS.values():
+        for protocol in all_protocols():
             index = klink.link_index(self.ipr, protocol.device)
             if index is not None:
                 found[protocol.device] = index
@@ -118,7 +121,8 @@ class Reconciler:
         for dev, index in self.tunnel_devices().items():
             neighbours.extend(kneigh.dump_neighbours(self.ipr, index, dev))
             fdb.extend(kneigh.dump_fdb(self.ipr, index, dev))
-        return CurrentState(routes=routes, neighbours=tuple(neighbours), fdb=tuple(fdb))
+        rules = tuple(krule.dump_rules(self.ipr, owned.ROUTE_PROTOCOL))
+        return CurrentState(routes=routes, neighbours=tuple(neighbours), fdb=tuple(fdb), rules=rules)
 
     def apply(self, desired: DesiredState) -> ReconcileReport:
         """Bring the kernel to ``desired``; applying the same state twice changes nothing."""
@@ -149,6 +153,8 @@ class Reconciler:
                 kroute.delete_route(self.ipr, obj)
             else:
                 kroute.ensure_route(self.ipr, obj, lambda d: klink.link_index(self.ipr, d))
+        elif isinstance(obj, Rule):
+            (krule.delete_rule if delete else krule.ensure_rule)(self.ipr, obj)
         elif isinstance(obj, Neighbour):
             index = self._index(obj.dev)
             (kneigh.delete_neighbour if delete else kneigh.ensure_neighbour)(self.ipr, index, obj)

@@ -1,9 +1,10 @@
-"""The node-side IPAM interface and the registry of IPAM modes keyed by the ``ipam.mode`` value.
+"""The node-side IPAM interface; modes register a factory under their ``ipam.mode`` value.
 
-One ``Allocator`` per node gives pod addresses out of the node's pod CIDRs. How the node gets
-those CIDRs is what differs between modes (cluster-pool: the podnet operator carves them;
-later kubernetes, multi-pool, crd, eni). A mode registers a factory here; asking for a mode that
-is not registered fails with the list of the supported ones.
+One ``Allocator`` per node gives pod addresses, each with the gateway the pod routes through
+(host-local's result shape). How the node gets its addresses is what differs between modes
+(cluster-pool: the podnet operator carves pod CIDRs; later kubernetes, multi-pool, crd, eni). A
+mode module registers its factory in ``podnet.registry.IPAM_MODES``; ``podnet.ipam.modes`` imports
+the built-in ones. Asking for a mode that is not registered fails with the supported ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from podnet.model import IPAddress, IPNetwork
+from podnet.registry import IPAM_MODES, UnknownChoice
 
 if TYPE_CHECKING:
     from podnet.store.client import Store
@@ -47,9 +49,17 @@ class Allocator(Protocol):
         """Free the addresses of ``owner``; True if it held any. Releasing twice is fine."""
         ...
 
-    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None: ...
+    def restore(self, allocations: Mapping[str, tuple[IPAddress, ...]]) -> None:
+        """Take back what owners held before a restart; an address it cannot hold raises."""
+        ...
 
-    def allocated(self) -> dict[str, tuple[IPAddress, ...]]: ...
+    def allocated(self) -> dict[str, tuple[IPAddress, ...]]:
+        """owner -> its addresses, a copy."""
+        ...
+
+    def free(self, family: int) -> int:
+        """How many more addresses of one family (4 or 6) can be handed out now."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -63,37 +73,29 @@ class IPAMContext:
 
 AllocatorFactory = Callable[[IPAMContext], Allocator]
 
-_MODES: dict[str, AllocatorFactory] = {}
-
 
 class UnsupportedIPAMMode(ValueError):
     """``ipam.mode`` names a mode that podnet does not implement (yet)."""
 
 
 def register_mode(mode: str, factory: AllocatorFactory) -> None:
-    _MODES[mode] = factory
+    IPAM_MODES.register(mode, factory)
 
 
 def supported_modes() -> tuple[str, ...]:
-    _load_builtin_modes()
-    return tuple(sorted(_MODES))
+    return IPAM_MODES.names()
 
 
 def factory_for(mode: str) -> AllocatorFactory:
     """The factory of ``mode``, or ``UnsupportedIPAMMode`` listing the supported modes."""
-    _load_builtin_modes()
     try:
-        return _MODES[mode]
-    except KeyError:
+        factory: AllocatorFactory = IPAM_MODES.get(mode)
+    except UnknownChoice:
         raise UnsupportedIPAMMode(
-            f"IPAM mode {mode!r} is not supported; supported modes: {', '.join(sorted(_MODES))}"
+            f"IPAM mode {mode!r} is not supported; supported modes: {', '.join(supported_modes())}"
         ) from None
+    return factory
 
 
 def new_allocator(mode: str, ctx: IPAMContext) -> Allocator:
     return factory_for(mode)(ctx)
-
-
-def _load_builtin_modes() -> None:
-    # Importing a mode module registers it (flannel's backend manager does the same).
-    from podnet.ipam import cluster_pool  # noqa: F401

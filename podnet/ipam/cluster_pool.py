@@ -60,6 +60,9 @@ class MultiCIDRAllocator:
                 merged[owner] = (*merged.get(owner, ()), ip)
         return merged
 
+    def free(self, family: int) -> int:
+        return sum(h.free_count() for h in self._hosts if h.cidr.version == family)
+
     def _holding(self, owner: str, family: int) -> HostAllocator | None:
         return next(
             (h for h in self._hosts if h.cidr.version == family and owner in h.allocated()),

@@ -16,8 +16,6 @@ from podnet.model import IPAddress, IPNetwork
 class IPAMExhausted(RuntimeError):
     """No free address (or subnet) is left; the message names the CIDR and its size."""
 
-    cni_code = 100  # the CNI plugin's own code for "IPAM exhausted" (docs/cni.md)
-
 
 class IPAMError(ValueError):
     """An allocation request that cannot be honoured (address outside the CIDR, reserved, taken)."""
@@ -64,9 +62,6 @@ class HostAllocator:
     def allocated(self) -> dict[str, IPAddress]:
         """A copy of owner -> address."""
         return dict(self._by_owner)
-
-    def owner_of(self, ip: IPAddress) -> str | None:
-        return self._by_ip.get(ip)
 
     def allocate(self, owner: str, ip: IPAddress | None = None) -> IPAddress:
         """The address of ``owner``; a new one (``ip`` if given) the first time."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from podnet.config.pairs import merge
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 POD_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
@@ -119,17 +121,7 @@ class Topology:
 
     def node_config(self, node: str) -> dict[str, Any]:
         """The agent configuration of one node: the cluster's, with the node's overrides on top."""
-        merged = _deep_merge(dict(self.cluster), dict(self.host(node).config))
-        return merged
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
-            base[key] = _deep_merge(dict(base[key]), value)
-        else:
-            base[key] = value
-    return base
+        return merge(self.cluster, self.host(node).config)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """``podnet capture``: tcpdump on an underlay link during a probe, and what it saw, in one sentence.
 
 tcpdump writes a pcap inside the lab host's namespace (started and stopped by PID, bounded in
-time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4, UDP, VXLAN and
-the inner frame), so the verdict does not depend on tcpdump's text format:
+time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4, UDP, the tunnel
+header as each tunnel protocol reads it, and the inner frame), so the verdict does not depend on
+tcpdump's text format:
 ``VXLAN UDP/8472 carrying 10.244.1.10 -> 10.244.2.10`` or
 ``plain 10.244.1.10 -> 10.244.2.10, no encapsulation``.
 """
@@ -20,18 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podnet.datapath.tunnels import TunnelProtocol, all_protocols, tunnel_protocol
 from podnet.util.proc import stop
 from podnet.verify.labview import LabView, LabViewError, Place
 from podnet.verify.probe import ping
 
-VXLAN_PORTS = (8472, 4789)
 ETH_P_IP = 0x0800
 ETH_P_8021Q = 0x8100
 
 
 @dataclass(frozen=True)
 class Packet:
-    """One decoded frame: the outer IPv4 header, and the inner one when it is VXLAN."""
+    """One decoded frame: the outer IPv4 header, and the inner one when it is tunnelled
+    (``tunnel`` then names the protocol)."""
 
     src: str
     dst: str
@@ -39,14 +41,21 @@ class Packet:
     dport: int | None = None
     inner_src: str | None = None
     inner_dst: str | None = None
+    tunnel: str | None = None
 
-    @property
-    def vxlan(self) -> bool:
-        return self.inner_src is not None
+
+def _decapsulate(dport: int, payload: bytes) -> tuple[TunnelProtocol, Packet] | None:
+    """The protocol that recognises ``payload`` on UDP port ``dport``, with the inner packet."""
+    for protocol in all_protocols():
+        inner_frame = protocol.inner_frame(payload) if dport in protocol.wire_ports else None
+        inner = _ipv4(inner_frame, 0) if inner_frame is not None else None
+        if inner is not None:
+            return protocol, inner
+    return None
 
 
 def _ipv4(frame: bytes, offset: int) -> Packet | None:
-    """The packet at ``offset`` of an Ethernet frame (IPv4 only; VXLAN decoded one level)."""
+    """The packet at ``offset`` of an Ethernet frame (IPv4 only; a tunnel decoded one level)."""
     if len(frame) < offset + 14:
         return None
     ethertype = struct.unpack_from("!H", frame, offset + 12)[0]
@@ -62,10 +71,10 @@ def _ipv4(frame: bytes, offset: int) -> Packet | None:
     dport = None
     if proto == 17 and len(frame) >= pos + ihl + 8:
         dport = struct.unpack_from("!H", frame, pos + ihl + 2)[0]
-        if dport in VXLAN_PORTS:
-            inner = _ipv4(frame, pos + ihl + 8 + 8)
-            if inner is not None:
-                return Packet(src, dst, proto, dport, inner.src, inner.dst)
+        found = _decapsulate(dport, frame[pos + ihl + 8 :])
+        if found is not None:
+            protocol, inner = found
+            return Packet(src, dst, proto, dport, inner.src, inner.dst, protocol.name)
     return Packet(src, dst, proto, dport)
 
 
@@ -96,12 +105,14 @@ def parse_pcap(data: bytes) -> list[Packet]:
 
 
 def verdict(packets: list[Packet], src: str, dst: str) -> tuple[str, str]:
-    """(kind, sentence) for the probe ``src -> dst``: kind is vxlan | plain | none."""
+    """(kind, sentence) for the probe ``src -> dst``: kind is the tunnel protocol's name
+    (vxlan, geneve), plain or none."""
     for p in packets:
-        if p.vxlan and p.inner_src == src and p.inner_dst == dst:
-            return "vxlan", f"VXLAN UDP/{p.dport} carrying {src} -> {dst} (outer {p.src} -> {p.dst})"
+        if p.tunnel is not None and p.inner_src == src and p.inner_dst == dst:
+            display = tunnel_protocol(p.tunnel).display
+            return p.tunnel, f"{display} UDP/{p.dport} carrying {src} -> {dst} (outer {p.src} -> {p.dst})"
     for p in packets:
-        if not p.vxlan and p.src == src and p.dst == dst:
+        if p.tunnel is None and p.src == src and p.dst == dst:
             return "plain", f"plain {src} -> {dst}, no encapsulation"
     return "none", f"no packet {src} -> {dst} seen"
 

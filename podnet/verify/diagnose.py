@@ -19,7 +19,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet.datapath.kernel.route import route_from_msg
-from podnet.datapath.mtu import tunnel_overhead
+from podnet.datapath.tunnels import TunnelProtocol, by_link_kind
 from podnet.lab.topology import Interface
 from podnet.model import IPAddress, IPNetwork
 from podnet.verify import explain
@@ -109,6 +109,7 @@ class _Walk:
     dst: IPAddress
     size: int
     inner: list[tuple[IPAddress, IPAddress, int]] = field(default_factory=list)
+    tunnels: list[TunnelProtocol] = field(default_factory=list)  # one per level of ``inner``
     hops: list[Hop] = field(default_factory=list)
     mtu_drop: Drop | None = None
 
@@ -189,14 +190,18 @@ class Diagnoser:
             if not w.inner:
                 w.hops.append(Hop(w.host, "deliver", f"{w.dst} is local on {owner[1]}", w.size))
                 return None, True
-            tunnel = next((link for link in self.view.links(w.host).values() if link.kind == "vxlan"), None)
+            protocol = w.tunnels[-1]
+            tunnel = next(
+                (link for link in self.view.links(w.host).values() if link.kind == protocol.link_kind), None
+            )
             if tunnel is None:
                 return Drop(
                     w.host,
                     "no-tunnel-device",
-                    f"{w.host} receives VXLAN but has no VXLAN device",
+                    f"{w.host} receives {protocol.display} but has no {protocol.display} device",
                     f"is the agent on {w.host} running in tunnel mode?",
                 ), False
+            w.tunnels.pop()
             w.dst, w.src, w.size = w.inner.pop()
             w.hops.append(Hop(w.host, "decap", f"{tunnel.name} decapsulates {w.src} -> {w.dst}", w.size))
             return None, False
@@ -205,8 +210,9 @@ class Diagnoser:
             return self._no_route(w, error, reply_ctx), False
         text = f"ip route get {w.dst}: {_describe(route)}"
         dev = self.view.links(w.host).get(route.dev)
-        if dev is not None and dev.kind == "vxlan":
-            return self._encap(w, route, dev.name, text), False
+        protocol = by_link_kind(dev.kind) if dev is not None else None
+        if dev is not None and protocol is not None:
+            return self._encap(w, route, dev.name, protocol, text), False
         nexthop = route.gateway or w.dst
         nh_owner = self.view.owner(nexthop)
         if nh_owner is None:
@@ -218,7 +224,7 @@ class Diagnoser:
         w.host = nh_owner[0]
         return None, False
 
-    def _encap(self, w: _Walk, route: Any, dev: str, text: str) -> Drop | None:
+    def _encap(self, w: _Walk, route: Any, dev: str, protocol: TunnelProtocol, text: str) -> Drop | None:
         nexthop = route.gateway or w.dst
         mac, state = self._neigh(w.host, dev, nexthop)
         if mac is None:
@@ -230,19 +236,19 @@ class Diagnoser:
             w.mtu_drop = explain.mtu_drop(
                 explain.MtuContext(w.host, f"the route via {dev}", route.mtu, w.size, w.size, 0)
             )
-        local = self._vxlan_local(w.host, dev) or w.src
+        local = self._tunnel_local(w.host, dev, protocol) or w.src
         w.inner.append((w.dst, w.src, w.size))
-        overhead = tunnel_overhead("vxlan", remote.version)
+        w.tunnels.append(protocol)
         w.hops.append(
             Hop(
                 w.host,
                 "encap",
                 f"{text}; neigh {nexthop} lladdr {mac} {state}; "
-                f"fdb {mac} dst {remote}: VXLAN {local} -> {remote}",
+                f"fdb {mac} dst {remote}: {protocol.display} {local} -> {remote}",
                 w.size,
             )
         )
-        w.dst, w.src, w.size = remote, local, w.size + overhead
+        w.dst, w.src, w.size = remote, local, w.size + protocol.overhead(remote.version)
         return None
 
     def _no_route(self, w: _Walk, error: str, reply_ctx: tuple[Place, Place] | None) -> Drop:
@@ -358,11 +364,9 @@ class Diagnoser:
                 return ipaddress.ip_address(msg.get_attr("NDA_DST"))
         return None
 
-    def _vxlan_local(self, host: str, dev: str) -> IPAddress | None:
+    def _tunnel_local(self, host: str, dev: str, protocol: TunnelProtocol) -> IPAddress | None:
         msg = self.view.ipr(host).get_links(self.view.links(host)[dev].index)[0]
-        data = msg.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_DATA")
-        local = data.get_attr("IFLA_VXLAN_LOCAL") if data is not None else None
-        return ipaddress.ip_address(local) if local else None
+        return protocol.device_local(msg)
 
     def _nft_note(self, host: str) -> str:
         drops = nft_drop_rules(self.view.ns(host))

@@ -233,9 +233,7 @@ def lab_targets(view: Any) -> list[PerfTarget]:
     a, b = nodes[0], nodes[1]
     pa, pb = view.pods_on(a)[0], view.pods_on(b)[0]
     routing = view.agent_status(a).get("routing") or {}
-    mode = (
-        f"tunnel {routing.get('tunnelProtocol') or 'vxlan'}" if routing.get("mode") == "tunnel" else "native"
-    )
+    mode = f"tunnel {routing.get('tunnelProtocol')}" if routing.get("mode") == "tunnel" else "native"
     return [
         PerfTarget(f"host {a}->{b}", view.ns(a), view.ns(b), str(view.node_ip(b))),
         PerfTarget(f"pod {pa}->{pb} ({mode})", view.ns(pa), view.ns(pb), str(view.pod_ip(pb))),

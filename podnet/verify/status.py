@@ -22,6 +22,7 @@ from podnet import owned
 from podnet.agent.api import request as api_request
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
+from podnet.datapath.tunnels import by_link_kind
 from podnet.verify.probe import ping
 
 DEFAULT_AGENT_SOCKET = "/var/run/podnet/agent.sock"
@@ -48,8 +49,9 @@ def classify_path(
     """Pure: name the kind of path ``ip route get`` chose (``routers`` maps gateway IP to a name)."""
     if dev is None:
         return KernelPath("unreachable", None, None, "no route")
-    if dev_kind == "vxlan":
-        return KernelPath("tunnel", dev, gateway, f"VXLAN tunnel via {dev}")
+    protocol = by_link_kind(dev_kind)
+    if protocol is not None:
+        return KernelPath("tunnel", dev, gateway, f"{protocol.display} tunnel via {dev}")
     if gateway is not None and gateway == peer_ip:
         return KernelPath("direct-route", dev, gateway, f"direct route via node {peer_ip} dev {dev}")
     if gateway is not None:
@@ -59,15 +61,14 @@ def classify_path(
 
 
 def routing_summary(routing: dict[str, Any]) -> str:
-    """``Tunnel [vxlan]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes."""
-    if routing.get("mode") == "tunnel":
-        text = f"Tunnel [{routing.get('tunnelProtocol') or 'vxlan'}]"
-    else:
-        text = "Native"
+    """``Tunnel [vxlan]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes; the agent
+    names the protocol it tunnels with (``tunnelProtocol``), None when it never encapsulates."""
+    protocol = routing.get("tunnelProtocol")
+    text = f"Tunnel [{protocol}]" if routing.get("mode") == "tunnel" else "Native"
     if routing.get("autoDirectNodeRoutes"):
         text += ", autoDirectNodeRoutes"
-    if routing.get("mode") == "native" and routing.get("tunnelFallback"):
-        text += f", tunnel fallback [{routing.get('tunnelProtocol') or 'vxlan'}]"
+    if routing.get("mode") == "native" and protocol:
+        text += f", tunnel fallback [{protocol}]"
     return text
 
 
@@ -114,7 +115,7 @@ class KernelReader:
         neigh: list[str] = []
         fdb: list[str] = []
         for name, (index, _, kind) in self.links.items():
-            if kind == "vxlan":
+            if by_link_kind(kind) is not None:
                 neigh += [n.describe() for n in dump_neighbours(self.ipr, index, name)]
                 fdb += [f.describe() for f in dump_fdb(self.ipr, index, name)]
         return {
@@ -147,7 +148,7 @@ def node_status(
     underlay = mtu.get("underlayDevice")
     if underlay in kernel.links:
         mtu["kernelDevice"] = kernel.links[underlay][1]
-    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if k == "vxlan"), None)
+    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if by_link_kind(k) is not None), None)
     if tunnel is not None:
         mtu["kernelTunnelDevice"] = {"name": tunnel[0], "mtu": tunnel[1]}
     ipam = doc.get("ipam") or {}

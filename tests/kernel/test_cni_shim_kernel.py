@@ -21,8 +21,9 @@ from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.agent import api
-from podnet.agent.cni_handler import CniHandler, InMemoryAllocator
+from podnet.agent.cni_handler import CniHandler
 from podnet.cni import spec
+from podnet.ipam.cluster_pool import MultiCIDRAllocator
 from podnet.util import netns
 
 pytestmark = pytest.mark.kernel
@@ -38,7 +39,7 @@ class Node:
     ns: str
     sock: Path
     handler: CniHandler
-    allocator: InMemoryAllocator
+    allocator: MultiCIDRAllocator
 
     def cni(
         self,
@@ -100,11 +101,10 @@ def make_node(netns_factory: Callable[[str], str], tmp_path: Path) -> Iterator[C
             for name in (owned.HOST_DEV, owned.NET_DEV):
                 ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
         netns.write_sysctl(ns, {"net.ipv4.ip_forward": "1"})
-        allocator = InMemoryAllocator(ipaddress.IPv4Network(cidr), reserved=[ROUTER])
+        allocator = MultiCIDRAllocator([ipaddress.IPv4Network(cidr)])  # reserves .1, the router IP
         handler = CniHandler(
             ns,
             allocator,
-            ROUTER,
             ROUTE_MTU,
             tmp_path / f"store{len(servers)}",
             fail_after_ipam=fail_after_ipam,
@@ -275,6 +275,6 @@ def test_records_survive_an_agent_restart(
     pod = netns_factory("pod")
     _rc, result = node.cni("ADD", "cid-a", pod_path(pod))
     assert result is not None
-    fresh = InMemoryAllocator(ipaddress.IPv4Network("10.77.0.0/24"), reserved=[ROUTER])
-    CniHandler(node.ns, fresh, ROUTER, ROUTE_MTU, node.handler.store_dir)
+    fresh = MultiCIDRAllocator([ipaddress.IPv4Network("10.77.0.0/24")])
+    CniHandler(node.ns, fresh, ROUTE_MTU, node.handler.store_dir)
     assert fresh.allocated() == {"cid-a/eth0": (ipaddress.IPv4Address(result["ips"][0]["address"][:-3]),)}

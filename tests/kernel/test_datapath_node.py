@@ -22,7 +22,8 @@ from podnet.config import AgentConfig, load_config
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import neigh as kneigh
 from podnet.datapath.kernel import route as kroute
-from podnet.datapath.modes.base import LocalNode, Route
+from podnet.datapath.modes.base import LocalNode
+from podnet.datapath.objects import SCOPE_LINK, Route
 from podnet.datapath.nodesetup import setup_node, vtep_mac_for
 from podnet.datapath.plan import paths_needed, plan
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
@@ -104,7 +105,7 @@ def converge(lab: Lab, n: int, config: AgentConfig, setup: bool = True) -> Recon
         assert index is not None
         local = LocalNode(info, "eth0", index, klink.link_mtu(ipr, index))
         paths = {str(ip): kroute.route_get(ipr, ip) for ip in paths_needed(local, NODES, config)}
-        return Reconciler(ipr, config).apply(plan(local, NODES, config, paths))
+        return Reconciler(ipr).apply(plan(local, NODES, config, paths))
 
 
 def ping(lab: Lab, src: int, dst_ip: str) -> bool:
@@ -252,12 +253,11 @@ def test_route_get_reports_a_gateway_and_native_planning_refuses_it(lab: Lab) ->
 
 
 def _endpoint_route(n: int) -> str:
-    return Route(dst=ipaddress.ip_network(f"10.244.{n}.10/32"), dev=f"lxcpod{n}").describe()
+    return Route(dst=ipaddress.ip_network(f"10.244.{n}.10/32"), dev=f"lxcpod{n}", scope=SCOPE_LINK).describe()
 
 
 def test_a_route_podnet_does_not_own_is_never_overwritten(lab: Lab) -> None:
     from podnet.datapath.kernel import route as kroute
-    from podnet.datapath.modes.base import Route
 
     with IPRoute(netns=lab.nodes[1]) as ipr:
         ipr.route("add", dst="10.250.0.0/24", gateway="172.16.2.3", proto=4)  # an admin's static route

@@ -104,5 +104,5 @@ def test_refuses_the_machines_own_namespace() -> None:
         with pytest.raises(PermissionError, match="initial network namespace"):
             setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth0")
         with pytest.raises(PermissionError, match="initial network namespace"):
-            Reconciler(ipr, load_config({"nodeName": "node1"}))
+            Reconciler(ipr)
         assert klink.link_index(ipr, owned.HOST_DEV) is None

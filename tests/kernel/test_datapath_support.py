@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from podnet.config import ConfigError, check_kernel_support, load_config
+from podnet.config import ConfigError, load_config
 from podnet.datapath.kernel.link import link_kind_supported
+from podnet.datapath.support import check_kernel_support
 
 pytestmark = pytest.mark.kernel
 

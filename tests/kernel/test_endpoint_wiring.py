@@ -19,6 +19,7 @@ pytestmark = pytest.mark.kernel
 
 ADDR = ipaddress.IPv4Interface("10.88.0.5/32")
 ROUTER = ipaddress.IPv4Address("10.88.0.1")
+POD = [ep.PodAddress(ADDR, ROUTER)]
 
 
 def ip(*args: str) -> str:
@@ -27,15 +28,20 @@ def ip(*args: str) -> str:
 
 def test_add_is_idempotent_and_check_is_clean(netns_factory: Callable[[str], str]) -> None:
     node, pod = netns_factory("node"), netns_factory("pod")
-    first = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", ADDR, ROUTER, 1450)
-    again = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", ADDR, ROUTER, 1450)
+    first = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
+    again = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
     assert first == again
     assert first.host_ifname == owned.endpoint_host_ifname("cid1", "eth0")
     assert ep.list_endpoints(node) == [first.host_ifname]
-    assert ep.check_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", ADDR, ROUTER, 1450) == []
+    assert ep.check_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450) == []
     assert ",UP," in ip("-n", pod, "link", "show", "lo")
     problems = ep.check_endpoint(
-        node, f"/run/netns/{pod}", "cid1", "eth0", ipaddress.IPv4Interface("10.88.0.9/32"), ROUTER, 1500
+        node,
+        f"/run/netns/{pod}",
+        "cid1",
+        "eth0",
+        [ep.PodAddress(ipaddress.IPv4Interface("10.88.0.9/32"), ROUTER)],
+        1500,
     )
     assert any("10.88.0.9/32" in p for p in problems)
     assert any("mtu" in p for p in problems)
@@ -51,7 +57,7 @@ def test_proc_pid_netns_path_works(netns_factory: Callable[[str], str]) -> None:
             deadline_tries -= 1
             assert deadline_tries > 0, "sleep never entered the pod namespace"
             subprocess.run(["sleep", "0.05"], check=True)
-        info = ep.add_endpoint(node, path, "cid2", "eth1", ADDR, ROUTER, 1500)
+        info = ep.add_endpoint(node, path, "cid2", "eth1", POD, 1500)
         assert info.netns_path == path
         assert str(ADDR) in ip("-n", pod, "addr", "show", "eth1")
     finally:
@@ -76,9 +82,9 @@ def test_failure_after_veth_creation_rolls_back(
     def failing(*_args: object, **_kwargs: object) -> None:
         raise NetlinkError(errno.EPERM, "injected")
 
-    monkeypatch.setattr(ep, "_ensure", failing)
+    monkeypatch.setattr(ep.kaddr, "ensure_addr", failing)  # the step after the veth is made
     with pytest.raises(ep.EndpointError, match="failed to wire eth0"):
-        ep.add_endpoint(node, f"/run/netns/{pod}", "cid3", "eth0", ADDR, ROUTER, 1500)
+        ep.add_endpoint(node, f"/run/netns/{pod}", "cid3", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []
     assert "eth0" not in ip("-n", pod, "link")
 
@@ -88,7 +94,7 @@ def test_foreign_ifname_in_pod_is_refused_and_left_alone(netns_factory: Callable
     with IPRoute(netns=pod, flags=0) as ipr:
         ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "theirs0"})
     with pytest.raises(ep.EndpointError, match="already exists"):
-        ep.add_endpoint(node, f"/run/netns/{pod}", "cid4", "eth0", ADDR, ROUTER, 1500)
+        ep.add_endpoint(node, f"/run/netns/{pod}", "cid4", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []
     assert "theirs0" in ip("-n", pod, "link")
 
@@ -96,18 +102,18 @@ def test_foreign_ifname_in_pod_is_refused_and_left_alone(netns_factory: Callable
 def test_missing_netns_is_netns_not_found(netns_factory: Callable[[str], str]) -> None:
     node = netns_factory("node")
     with pytest.raises(ep.NetnsNotFoundError) as info:
-        ep.add_endpoint(node, "/run/netns/pnt-no-such-ns", "cid5", "eth0", ADDR, ROUTER, 1500)
-    assert info.value.cni_code == 101
+        ep.add_endpoint(node, "/run/netns/pnt-no-such-ns", "cid5", "eth0", POD, 1500)
+    assert "cannot be opened" in str(info.value)
     assert not netns.exists("pnt-no-such-ns")  # never created by accident
 
 
 def test_del_twice_and_after_netns_removal(netns_factory: Callable[[str], str]) -> None:
     node, pod = netns_factory("node"), netns_factory("pod")
-    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", ADDR, ROUTER, 1500)
+    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
     assert ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}") is True
     assert ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}") is False
     assert "10.88.0.5" not in ip("-n", node, "route")
-    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", ADDR, ROUTER, 1500)
+    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
     netns.remove(pod)  # the kernel tears the veth down asynchronously: it may still be there
     ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}")
     ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}")
@@ -134,7 +140,6 @@ def test_the_callers_own_namespace_is_never_taken_for_a_pod(netns_factory) -> No
             "/proc/self/ns/net",
             "c-own",
             "eth0",
-            ipaddress.ip_interface("10.9.9.2/32"),
-            ipaddress.ip_address("10.9.9.1"),
+            [ep.PodAddress(ipaddress.ip_interface("10.9.9.2/32"), ipaddress.ip_address("10.9.9.1"))],
             1450,
         )

@@ -13,7 +13,7 @@ from podnet.bgp.birdc import parse_protocols, parse_routes
 from podnet.bgp.cli import node_peer_rows, node_route_rows, render_table
 from podnet.bgp.exabgp import SpeakerSpec, render_config
 from podnet.bgp.relay import apply_event
-from podnet.bgp.settings import BgpPeer
+from podnet.config.bgp import BgpPeer
 from podnet.lab.bird import RouterBgpError, node_configs, plan_router_bgp, render_bird_config
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology

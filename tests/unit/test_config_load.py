@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from podnet.config import AgentConfig, ConfigError, check_kernel_support, load_config, load_config_file
+from podnet.config import AgentConfig, ConfigError, load_config, load_config_file
+from podnet.datapath.modes import mode_for
+from podnet.datapath.support import check_kernel_support
 
 NODE = {"nodeName": "n1", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}
 
@@ -181,7 +183,8 @@ def test_native_with_masquerading_needs_the_native_routing_cidr() -> None:
     ],
 )
 def test_tunnel_fallback_keeps_the_tunnel_device(values: dict[str, Any], tunnel_enabled: bool) -> None:
-    assert load_config({**NODE, **values}).tunnel_enabled is tunnel_enabled
+    config = load_config({**NODE, **values})
+    assert (mode_for(config).tunnel(config) is not None) is tunnel_enabled
 
 
 def test_tunnel_fallback_needs_native_routing() -> None:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from podnet.config import ConfigError, parse_pairs
 from podnet.lab import state as st
 from podnet.lab import teardown as td
-from podnet.lab.overrides import parse_pairs
 from podnet.lab.topology import TopologyError, parse_topology
 from podnet.util.proc import child_env
 
@@ -63,7 +63,7 @@ def test_bad_ipv6_address_is_a_topology_error(value: str, expected: str) -> None
     [["a=1", "a.b=2"], ["a.b=2", "a=1"], ["a.b.c=1", "a.b=2", "a.b.c.d=3"]],
 )
 def test_set_of_a_value_and_of_a_key_under_it_is_refused(pairs: list[str]) -> None:
-    with pytest.raises(TopologyError, match=r"--set 'a[.=].*: a"):
+    with pytest.raises(ConfigError, match=r"--set 'a[.=].*: a"):
         parse_pairs(pairs)
 
 

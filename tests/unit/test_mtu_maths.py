@@ -8,6 +8,8 @@ import pytest
 
 from podnet.config import load_config
 from podnet.datapath import mtu
+from podnet.datapath.modes import mode_for
+from podnet.datapath.tunnels import tunnel_protocol
 
 
 def cfg(**values: Any) -> Any:
@@ -29,7 +31,8 @@ def cfg(**values: Any) -> Any:
     ],
 )
 def test_route_mtu(values: dict[str, Any], underlay_mtu: int, family: int, route_mtu: int) -> None:
-    assert mtu.route_mtu(cfg(**values), underlay_mtu, family) == route_mtu
+    config = cfg(**values)
+    assert mtu.route_mtu(config, mode_for(config), underlay_mtu, family) == route_mtu
 
 
 @pytest.mark.parametrize(
@@ -39,14 +42,16 @@ def test_route_mtu(values: dict[str, Any], underlay_mtu: int, family: int, route
 def test_tunnel_device_mtu_is_capped_by_the_kernel_limit(
     values: dict[str, Any], underlay_mtu: int, device_mtu: int
 ) -> None:
-    assert mtu.tunnel_device_mtu(cfg(**values), underlay_mtu) == device_mtu
+    config = cfg(**values)
+    assert mtu.tunnel_device_mtu(config, tunnel_protocol(config.tunnel_protocol), underlay_mtu) == device_mtu
 
 
 def test_too_small_underlay_is_refused() -> None:
     with pytest.raises(mtu.MtuError, match="route MTU 550"):
-        mtu.route_mtu(cfg(), 600)
+        mtu.route_mtu(cfg(), mode_for(cfg()), 600)
 
 
-def test_overhead_table() -> None:
-    assert (mtu.tunnel_overhead("vxlan", 4), mtu.tunnel_overhead("vxlan", 6)) == (50, 70)
-    assert (mtu.tunnel_overhead("geneve", 4), mtu.tunnel_overhead("geneve", 6)) == (50, 70)
+@pytest.mark.parametrize("name", ["vxlan", "geneve"])
+def test_overhead_table(name: str) -> None:
+    protocol = tunnel_protocol(name)
+    assert (protocol.overhead(4), protocol.overhead(6)) == (50, 70)

@@ -114,7 +114,7 @@ def test_pcap_vxlan_and_plain() -> None:
     udp = struct.pack("!HHHH", 40000, 8472, 8 + 8 + len(inner), 0) + b"\x08\x00\x00\x00\x00\x00\x01\x00"
     vx = _eth_ipv4("172.16.2.2", "172.16.3.2", 17, udp + inner)
     packets = parse_pcap(_pcap([vx]))
-    assert packets[0].vxlan and packets[0].inner_dst == "10.244.2.2"
+    assert packets[0].tunnel == "vxlan" and packets[0].inner_dst == "10.244.2.2"
     kind, sentence = verdict(packets, "10.244.1.2", "10.244.2.2")
     assert kind == "vxlan" and sentence.startswith("VXLAN UDP/8472 carrying 10.244.1.2 -> 10.244.2.2")
     plain = parse_pcap(_pcap([inner]))

@@ -8,7 +8,7 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podnet.datapath.kernel import is_exists, is_gone
+from podnet.datapath.kernel import af, is_exists, is_gone
 
 Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -20,6 +20,17 @@ def addresses(ipr: IPRoute, index: int) -> set[Interface]:
         addr = msg.get_attr("IFA_ADDRESS") if msg["family"] == socket.AF_INET6 else msg.get_attr("IFA_LOCAL")
         if addr is None:
             addr = msg.get_attr("IFA_ADDRESS")
+        found.add(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
+    return found
+
+
+def global_addresses(ipr: IPRoute, index: int, family: int) -> set[Interface]:
+    """The global-scope addresses of one family (4 or 6) on link ``index``."""
+    found: set[Interface] = set()
+    for msg in ipr.addr("dump", index=index, family=af(family)):
+        if msg["scope"] != 0:
+            continue
+        addr = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
         found.add(ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}"))
     return found
 

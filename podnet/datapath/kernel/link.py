@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import secrets
@@ -31,10 +32,6 @@ def link_index(ipr: IPRoute, ifname: str) -> int | None:
 
 def link_msg(ipr: IPRoute, index: int) -> Any:
     return ipr.link("get", index=index)[0]
-
-
-def link_name(ipr: IPRoute, index: int) -> str:
-    return str(link_msg(ipr, index).get_attr("IFLA_IFNAME"))
 
 
 def link_mtu(ipr: IPRoute, index: int) -> int:
@@ -161,6 +158,7 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
     return True
 
 
+@functools.cache  # the kernel's abilities do not change while podnet runs
 def link_kind_supported(kind: str) -> bool:
     """Whether this kernel can create links of ``kind`` (vxlan, geneve, ...): loaded or built-in
     module, else a trial device inside a throwaway namespace (never in the caller's namespace)."""

@@ -1,4 +1,4 @@
-"""Permanent neighbour entries and VXLAN FDB entries on one device (``ip neigh``/``bridge fdb``).
+"""Permanent neighbour entries and tunnel FDB entries on one device (``ip neigh``/``bridge fdb``).
 
 Only permanent entries are read back: the kernel's own dynamic and NOARP (multicast) entries are
 never podnet's. FDB entries without a destination (the device's own addresses) are ignored too.
@@ -12,16 +12,14 @@ import socket
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from podnet.datapath.kernel import is_gone
-from podnet.datapath.modes.base import FdbEntry, Neighbour
+from podnet.datapath.kernel import af, is_gone
+from podnet.datapath.objects import FdbEntry, Neighbour
 
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 
-
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
+_family = af
 
 
 def dump_neighbours(ipr: IPRoute, index: int, dev: str) -> list[Neighbour]:

@@ -39,15 +39,3 @@ def list_table(table: str = owned.NFT_TABLE) -> dict[str, Any] | None:
     if res.returncode != 0:
         return None
     return json.loads(res.stdout)
-
-
-def masquerade_packets(table: str = owned.NFT_TABLE) -> int | None:
-    """Packets counted by podnet's masquerade rule (None without the table)."""
-    data = list_table(table)
-    if data is None:
-        return None
-    for item in data.get("nftables", []):
-        for expr in item.get("rule", {}).get("expr", []):
-            if "counter" in expr:
-                return int(expr["counter"]["packets"])
-    return 0

@@ -1,7 +1,8 @@
-"""Routes in the main table: dump what podnet owns (proto 201), ensure, delete, ``route get``.
+"""Routes, both families: dump what podnet owns (proto 201), ensure, replace, delete, ``route get``.
 
 ``ensure_route`` is ``ip route replace`` preceded by a comparison, so an unchanged route is not
-rewritten. Routes are identified by destination (main table, one route per prefix).
+rewritten; ``replace_route`` skips the comparison (a fresh pod's routes, where there is nothing
+to compare). Routes are identified by ``(table, dst)``: one route per prefix and table.
 """
 
 from __future__ import annotations
@@ -15,17 +16,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.datapath.kernel import is_gone
-from podnet.datapath.modes.base import PeerPath, Route
-from podnet.model import IPAddress
+from podnet.datapath.kernel import af, is_gone
+from podnet.datapath.objects import PeerPath, Route, default_route
+from podnet.model import IPAddress, IPNetwork
 
-MAIN_TABLE = 254
+MAIN_TABLE = owned.MAIN_TABLE
 RTNH_F_ONLINK = 4
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
-
-
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
+_family = af
 
 
 def route_from_msg(msg: Any, name_of: Callable[[int], str]) -> Route | None:
@@ -33,7 +31,8 @@ def route_from_msg(msg: Any, name_of: Callable[[int], str]) -> Route | None:
     oif = msg.get_attr("RTA_OIF")
     if oif is None:
         return None
-    dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if msg["family"] == socket.AF_INET else "::")
+    family = 4 if msg["family"] == socket.AF_INET else 6
+    dst = msg.get_attr("RTA_DST") or default_route(family).network_address
     gateway = msg.get_attr("RTA_GATEWAY")
     src = msg.get_attr("RTA_PREFSRC")
     metrics = msg.get_attr("RTA_METRICS")
@@ -46,6 +45,8 @@ def route_from_msg(msg: Any, name_of: Callable[[int], str]) -> Route | None:
         src=ipaddress.ip_address(src) if src else None,
         mtu=int(mtu) if mtu else None,
         protocol=int(msg["proto"]),
+        table=int(msg.get_attr("RTA_TABLE") or msg["table"]),
+        scope=int(msg["scope"]),
     )
 
 
@@ -53,17 +54,28 @@ def link_names(ipr: IPRoute) -> dict[int, str]:
     return {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.link("dump")}
 
 
-def dump_owned_routes(ipr: IPRoute, protocol: int = owned.ROUTE_PROTOCOL) -> list[Route]:
-    """Every main-table route with podnet's protocol, both families (``ip route show proto 201``)."""
+def dump_owned_routes(
+    ipr: IPRoute, protocol: int = owned.ROUTE_PROTOCOL, table: int = MAIN_TABLE
+) -> list[Route]:
+    """Every route of ``table`` with podnet's protocol, both families (``ip route show proto 201``)."""
     names = link_names(ipr)
     found: list[Route] = []
     for family in FAMILIES:
-        for msg in ipr.route("dump", family=family, table=MAIN_TABLE, proto=protocol):
-            if msg["proto"] != protocol or msg["table"] != MAIN_TABLE:
-                continue
+        for msg in ipr.route("dump", family=family, table=table, proto=protocol):
             route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
-            if route is not None:
+            if route is not None and route.protocol == protocol and route.table == table:
                 found.append(route)
+    return found
+
+
+def dump_routes(ipr: IPRoute, family: int, table: int = MAIN_TABLE) -> list[Route]:
+    """Every single-path route of ``table`` in one family (4 or 6), any protocol."""
+    names = link_names(ipr)
+    found = []
+    for msg in ipr.route("dump", family=af(family), table=table):
+        route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
+        if route is not None and route.table == table:
+            found.append(route)
     return found
 
 
@@ -72,8 +84,9 @@ def _kwargs(route: Route, index: int) -> dict[str, Any]:
         "dst": str(route.dst),
         "family": _family(route.dst.version),
         "oif": index,
-        "table": MAIN_TABLE,
+        "table": route.table,
         "proto": route.protocol,
+        "scope": route.scope,
     }
     if route.gateway is not None:
         kwargs["gateway"] = str(route.gateway)
@@ -86,19 +99,19 @@ def _kwargs(route: Route, index: int) -> dict[str, Any]:
     return kwargs
 
 
-def get_route(ipr: IPRoute, dst: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Route | None:
-    """The main-table route for exactly ``dst`` (any protocol), or None."""
+def get_route(ipr: IPRoute, dst: IPNetwork, table: int = MAIN_TABLE) -> Route | None:
+    """The route of ``table`` for exactly ``dst`` (any protocol), or None."""
     names = link_names(ipr)
     msgs = ipr.route(
         "dump",
         family=_family(dst.version),
-        table=MAIN_TABLE,
+        table=table,
         dst=str(dst.network_address),
         dst_len=dst.prefixlen,
     )
     for msg in msgs:
         route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
-        if route is not None and route.dst == dst and msg["table"] == MAIN_TABLE:
+        if route is not None and route.dst == dst and route.table == table:
             return route
     return None
 
@@ -106,7 +119,7 @@ def get_route(ipr: IPRoute, dst: ipaddress.IPv4Network | ipaddress.IPv6Network) 
 def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | None]) -> bool:
     """Make the kernel's route for ``route.dst`` equal ``route``; True when it changed something.
     ``index_of`` turns a device name into its index (a KeyError-free lookup: None if missing)."""
-    current = get_route(ipr, route.dst)
+    current = get_route(ipr, route.dst, route.table)
     if current == route:
         return False
     if current is not None and current.protocol != route.protocol:
@@ -121,14 +134,19 @@ def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | Non
     return True
 
 
+def replace_route(ipr: IPRoute, route: Route, index: int) -> None:
+    """``ip route replace`` of ``route`` through link ``index``, without reading first."""
+    ipr.route("replace", **_kwargs(route, index))
+
+
 def delete_route(ipr: IPRoute, route: Route) -> bool:
-    """Delete the main-table route for ``route.dst`` with ``route.protocol``; False when gone."""
+    """Delete the route of ``route.table`` for ``route.dst`` with ``route.protocol``; False when gone."""
     try:
         ipr.route(
             "del",
             dst=str(route.dst),
             family=_family(route.dst.version),
-            table=MAIN_TABLE,
+            table=route.table,
             proto=route.protocol,
         )
     except NetlinkError as exc:
@@ -162,3 +180,12 @@ def cached_path_mtu(ipr: IPRoute, dst: IPAddress) -> int | None:
     metrics = msg.get_attr("RTA_METRICS")
     value = metrics.get_attr("RTAX_MTU") if metrics is not None else None
     return int(value) if value else None
+
+
+def default_route_dev(ipr: IPRoute, family: int) -> str | None:
+    """The device of the main table's default route of one family, if there is one."""
+    names = link_names(ipr)
+    for msg in ipr.route("dump", family=af(family), table=MAIN_TABLE):
+        if msg["dst_len"] == 0 and msg.get_attr("RTA_OIF"):
+            return names.get(int(msg.get_attr("RTA_OIF")))
+    return None

@@ -1,37 +1,31 @@
-"""Routing modes, registered by their ``routingMode`` value (``tunnel``, ``native``).
+"""Routing modes, registered by name: ``tunnel``, ``native`` and ``native+tunnelFallback``.
 
-Adding a mode means adding a module with a class that satisfies ``base.RoutingMode`` and one
-line here; nothing else in podnet branches on the mode's name.
+Each mode says which configs it plans for (``applies``); ``mode_for`` picks the one that does.
+Adding a mode: one module with a class that satisfies ``base.RoutingMode`` and registers itself,
+plus its import line here. Code outside the modes asks the mode (``tunnel``, ``needs_paths``,
+``plan_peer``) instead of comparing ``routingMode`` values.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from podnet.config import AgentConfig
+from podnet.datapath.modes import hybrid, native, tunnel  # noqa: F401  (importing registers them)
 from podnet.datapath.modes.base import RoutingMode
-from podnet.datapath.modes.hybrid import HybridMode
-from podnet.datapath.modes.native import NativeMode
-from podnet.datapath.modes.tunnel import TunnelMode
+from podnet.registry import ROUTING_MODES
 
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
-
-ROUTING_MODES: dict[str, RoutingMode] = {m.name: m for m in (TunnelMode(), NativeMode())}
-HYBRID = HybridMode()
+__all__ = ["RoutingMode", "mode_for", "routing_mode"]
 
 
 def mode_for(config: AgentConfig) -> RoutingMode:
-    """The mode that plans for ``config``: its routingMode, or the hybrid for native + tunnelFallback."""
-    if config.routing_mode == "native" and config.tunnel_fallback:
-        return HYBRID
-    return routing_mode(config.routing_mode)
+    """The one registered mode that plans for ``config``."""
+    found: list[RoutingMode] = [m for m in ROUTING_MODES if m.applies(config)]
+    if len(found) != 1:
+        names = ", ".join(m.name for m in found) or "none"
+        raise LookupError(f"routingMode={config.routing_mode}: {len(found)} routing modes apply ({names})")
+    return found[0]
 
 
 def routing_mode(name: str) -> RoutingMode:
-    """The mode registered as ``name``; KeyError names the valid choices."""
-    try:
-        return ROUTING_MODES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown routing mode {name!r}: valid choices are {', '.join(sorted(ROUTING_MODES))}"
-        ) from None
+    """The mode registered as ``name``; ``registry.UnknownChoice`` names the valid ones."""
+    mode: RoutingMode = ROUTING_MODES.get(name)
+    return mode

@@ -1,76 +1,25 @@
-"""The planner's vocabulary: desired kernel objects and the one interface a routing mode supplies.
+"""The planner's vocabulary and the one interface a routing mode supplies.
 
-Everything here is a frozen dataclass compared by value, so ``diff(current, desired)`` is a set
-operation. A routing mode answers one question, "what does the kernel need to reach this peer's
-pods?", through ``RoutingMode.plan_peer``; the planner (``podnet.datapath.plan``) does the rest.
+Everything here is a frozen dataclass compared by value (the kernel objects themselves live in
+``podnet.datapath.objects``), so ``diff(current, desired)`` is a set operation. A routing mode
+answers "does this node tunnel, and with what?" (``tunnel``) and "what does the kernel need to
+reach this peer's pods?" (``plan_peer``); the planner (``podnet.datapath.plan``) does the rest.
 """
 
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from podnet import owned
-from podnet.model import IPAddress, IPNetwork, NodeInfo
+from podnet.config import AgentConfig
+from podnet.datapath.objects import FdbEntry, Neighbour, PeerPath, Route, Rule, family_of
+from podnet.datapath.tunnels import TunnelProtocol
+from podnet.model import IPAddress, NodeInfo
 
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
-
-
-@dataclass(frozen=True, order=True)
-class Route:
-    """One route in the main table, e.g. ``10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan onlink
-    src 10.244.1.1 mtu 1450 proto 201``. A route is identified by ``dst`` alone (main table)."""
-
-    dst: IPNetwork
-    dev: str
-    gateway: IPAddress | None = None
-    onlink: bool = False
-    src: IPAddress | None = None
-    mtu: int | None = None
-    protocol: int = owned.ROUTE_PROTOCOL
-
-    def describe(self) -> str:
-        """The ``ip route`` line this route stands for."""
-        parts = [str(self.dst)]
-        if self.gateway is not None:
-            parts.append(f"via {self.gateway}")
-        parts.append(f"dev {self.dev}")
-        if self.onlink:
-            parts.append("onlink")
-        if self.src is not None:
-            parts.append(f"src {self.src}")
-        if self.mtu:
-            parts.append(f"mtu {self.mtu}")
-        parts.append(f"proto {self.protocol}")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True, order=True)
-class Neighbour:
-    """A permanent neighbour entry: ``ip neigh replace <dst> lladdr <lladdr> dev <dev> nud permanent``."""
-
-    dst: IPAddress
-    lladdr: str
-    dev: str
-
-    def describe(self) -> str:
-        return f"{self.dst} lladdr {self.lladdr} dev {self.dev} permanent"
-
-
-@dataclass(frozen=True, order=True)
-class FdbEntry:
-    """A VXLAN forwarding entry: ``bridge fdb replace <lladdr> dst <dst> dev <dev> self permanent``."""
-
-    lladdr: str
-    dst: IPAddress
-    dev: str
-
-    def describe(self) -> str:
-        return f"{self.lladdr} dst {self.dst} dev {self.dev} self permanent"
+__all__ = ["DesiredState", "FdbEntry", "LocalNode", "Neighbour", "PeerIssue", "PeerPath", "PeerPlan", "Reach",
+           "Route", "RoutingMode", "Rule", "Severity", "family_of", "node_ip_for"]  # fmt: skip
 
 
 class Severity(enum.StrEnum):
@@ -94,20 +43,6 @@ class PeerIssue:
     peer: str
     severity: Severity
     message: str
-
-
-@dataclass(frozen=True)
-class PeerPath:
-    """What ``ip route get <peer node ip>`` said: the device and, if not on-link, the gateway."""
-
-    dst: IPAddress
-    dev: str | None
-    gateway: IPAddress | None = None
-    src: IPAddress | None = None
-
-    @property
-    def direct(self) -> bool:
-        return self.gateway is None
 
 
 @dataclass(frozen=True)
@@ -143,6 +78,7 @@ class DesiredState:
     routes: tuple[Route, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     fdb: tuple[FdbEntry, ...] = ()
+    rules: tuple[Rule, ...] = ()
     issues: tuple[PeerIssue, ...] = ()
     reach: tuple[tuple[str, Reach], ...] = ()
     reasons: tuple[tuple[str, str], ...] = ()
@@ -157,9 +93,19 @@ class DesiredState:
 
 
 class RoutingMode(Protocol):
-    """A routing mode, registered under its ``routingMode`` value."""
+    """A routing mode, registered under its ``name``; ``applies`` says which configs it plans for
+    (exactly one registered mode applies to a valid config)."""
 
     name: str
+    routing_mode: str  # the routingMode value it serves ("native" for the hybrid too)
+
+    def applies(self, config: AgentConfig) -> bool:
+        """True when this mode plans for ``config``."""
+        ...
+
+    def tunnel(self, config: AgentConfig) -> TunnelProtocol | None:
+        """The tunnel protocol this node sends with, or None when it never encapsulates."""
+        ...
 
     def plan_peer(
         self,
@@ -173,10 +119,6 @@ class RoutingMode(Protocol):
         ``paths`` is keyed by the peer node IP as a string (``str(peer.ipv4)``)."""
         ...
 
-    def tunnel_device(self, config: AgentConfig) -> str | None:
-        """The tunnel device this mode needs on the node, or None."""
-        ...
-
     def needs_paths(self, config: AgentConfig) -> bool:
         """Whether ``plan_peer`` looks at ``ip route get <peer ip>`` (the agent then asks the kernel)."""
         ...
@@ -185,7 +127,3 @@ class RoutingMode(Protocol):
 def node_ip_for(node: NodeInfo, family: int) -> IPAddress | None:
     """The node's underlay address of one IP family."""
     return node.ipv4 if family == 4 else node.ipv6
-
-
-def family_of(network: IPNetwork) -> int:
-    return 4 if isinstance(network, ipaddress.IPv4Network) else 6

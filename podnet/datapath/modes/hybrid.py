@@ -6,37 +6,48 @@ Per peer, the cheapest path that works (Calico's CrossSubnet, flannel's DirectRo
    ``autoDirectNodeRoutes``: ``<pod cidr> via <peer ip> dev <underlay>`` — plain packets;
 2. routed by the underlay: this node runs BGP (the fabric learns every node's pod CIDR) and the
    peer's pod CIDRs lie inside ``ipv4NativeRoutingCIDR`` — nothing per peer, plain packets;
-3. otherwise the VXLAN entries of tunnel mode (1 route, 1 neighbour, 1 FDB entry per pod CIDR).
+3. otherwise tunnel mode's entries (1 route and 1 neighbour per pod CIDR, and the protocol's
+   per-peer entries: VXLAN's one FDB entry).
+
+Decided per IP family of the peer's pod CIDRs: the routed-by-the-underlay test uses the native
+routing CIDR of that family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from podnet.config import AgentConfig
 from podnet.datapath.modes.base import LocalNode, PeerPath, PeerPlan, Reach, node_ip_for
 from podnet.datapath.modes.native import NativeMode
-from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
 from podnet.datapath.modes.tunnel import TunnelMode
-from podnet.model import NodeInfo
+from podnet.datapath.tunnels import TunnelProtocol, tunnel_protocol
+from podnet.model import IPNetwork, NodeInfo
+from podnet.registry import ROUTING_MODES
 
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
+
+def native_routing_cidr(config: AgentConfig, family: int) -> IPNetwork | None:
+    """``ipv4NativeRoutingCIDR`` or ``ipv6NativeRoutingCIDR``."""
+    return config.ipv4_native_routing_cidr if family == 4 else config.ipv6_native_routing_cidr
 
 
 class HybridMode:
     name = "native+tunnelFallback"
+    routing_mode = "native"
 
     def __init__(self) -> None:
         self._native = NativeMode()
         self._tunnel = TunnelMode()
 
+    def applies(self, config: AgentConfig) -> bool:
+        return config.routing_mode == self.routing_mode and config.tunnel_fallback
+
     def needs_paths(self, config: AgentConfig) -> bool:
         return True
 
-    def tunnel_device(self, config: AgentConfig) -> str | None:
-        return TUNNEL_PROTOCOLS[config.tunnel_protocol].device
+    def tunnel(self, config: AgentConfig) -> TunnelProtocol | None:
+        return tunnel_protocol(config.tunnel_protocol)
 
     def plan_peer(
         self,
@@ -52,17 +63,23 @@ class HybridMode:
             direct = self._native.plan_peer(local, peer, paths, config, route_mtu)
             if direct.reach is Reach.DIRECT:
                 return replace(direct, reason=f"same L2 segment as {node_ip} (dev {path.dev})")
-        native_cidr = config.ipv4_native_routing_cidr
-        if (
-            config.bgp_enabled
-            and native_cidr is not None
-            and all(c.version == 4 and c.subnet_of(native_cidr) for c in peer.pod_cidrs)  # type: ignore[arg-type]
-        ):
+        if config.bgp_enabled and all(_inside_native(config, c) for c in peer.pod_cidrs):
+            inside = ", ".join(
+                f"ipv{f}NativeRoutingCIDR {native_routing_cidr(config, f)}"
+                for f in sorted({c.version for c in peer.pod_cidrs})
+            )
             return PeerPlan(
-                reach=Reach.UNDERLAY,
-                reason=f"pod CIDRs inside ipv4NativeRoutingCIDR {native_cidr}, routed by the BGP fabric",
+                reach=Reach.UNDERLAY, reason=f"pod CIDRs inside {inside}, routed by the BGP fabric"
             )
         tunnel = self._tunnel.plan_peer(local, peer, paths, config, route_mtu)
         gateway = path.gateway if path is not None else None
         why = f"behind gateway {gateway}" if gateway else "not directly reachable"
         return replace(tunnel, reason=f"{why}, not routable by the underlay: {config.tunnel_protocol} tunnel")
+
+
+def _inside_native(config: AgentConfig, cidr: IPNetwork) -> bool:
+    native = native_routing_cidr(config, cidr.version)
+    return native is not None and native.version == cidr.version and cidr.subnet_of(native)  # type: ignore[arg-type]
+
+
+ROUTING_MODES.register(HybridMode.name, HybridMode())

@@ -11,8 +11,8 @@ pod CIDRs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from podnet.config import AgentConfig
 from podnet.datapath.modes.base import (
     LocalNode,
     PeerIssue,
@@ -24,19 +24,22 @@ from podnet.datapath.modes.base import (
     family_of,
     node_ip_for,
 )
+from podnet.datapath.tunnels import TunnelProtocol
 from podnet.model import IPNetwork, NodeInfo
-
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
+from podnet.registry import ROUTING_MODES
 
 
 class NativeMode:
     name = "native"
+    routing_mode = "native"
+
+    def applies(self, config: AgentConfig) -> bool:
+        return config.routing_mode == self.routing_mode and not config.tunnel_fallback
 
     def needs_paths(self, config: AgentConfig) -> bool:
         return config.auto_direct_node_routes
 
-    def tunnel_device(self, config: AgentConfig) -> str | None:
+    def tunnel(self, config: AgentConfig) -> TunnelProtocol | None:
         return None
 
     def plan_peer(
@@ -107,3 +110,6 @@ def _direct_route(
         mtu=route_mtu if config.mtu else None,
     )
     return route, None
+
+
+ROUTING_MODES.register(NativeMode.name, NativeMode())

@@ -1,4 +1,5 @@
-"""Tunnel routing mode: 1 route, 1 neighbour and (VXLAN) 1 FDB entry per pod CIDR of each peer.
+"""Tunnel routing mode: per peer, 1 route and 1 neighbour per pod CIDR plus the protocol's own
+entries (VXLAN: 1 FDB entry for the peer's VTEP MAC).
 
 For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and node IP 172.16.2.3:
 
@@ -13,10 +14,9 @@ For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and nod
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from podnet.config import AgentConfig
 from podnet.datapath.modes.base import (
-    FdbEntry,
     LocalNode,
     Neighbour,
     PeerIssue,
@@ -28,21 +28,23 @@ from podnet.datapath.modes.base import (
     family_of,
     node_ip_for,
 )
-from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.datapath.tunnels import TunnelProtocol, tunnel_protocol
 from podnet.model import NodeInfo
-
-if TYPE_CHECKING:
-    from podnet.config import AgentConfig
+from podnet.registry import ROUTING_MODES
 
 
 class TunnelMode:
     name = "tunnel"
+    routing_mode = "tunnel"
+
+    def applies(self, config: AgentConfig) -> bool:
+        return config.routing_mode == self.routing_mode
 
     def needs_paths(self, config: AgentConfig) -> bool:
         return False
 
-    def tunnel_device(self, config: AgentConfig) -> str | None:
-        return TUNNEL_PROTOCOLS[config.tunnel_protocol].device
+    def tunnel(self, config: AgentConfig) -> TunnelProtocol | None:
+        return tunnel_protocol(config.tunnel_protocol)
 
     def plan_peer(
         self,
@@ -52,7 +54,7 @@ class TunnelMode:
         config: AgentConfig,
         route_mtu: int,
     ) -> PeerPlan:
-        protocol = TUNNEL_PROTOCOLS[config.tunnel_protocol]
+        protocol = tunnel_protocol(config.tunnel_protocol)
         dev = protocol.device
         underlay_ip = node_ip_for(peer, local.underlay_family)
         missing = [
@@ -96,7 +98,7 @@ class TunnelMode:
                     mtu=route_mtu,
                 )
             )
-        fdb = (FdbEntry(lladdr=mac, dst=underlay_ip, dev=dev),) if protocol.uses_fdb and routes else ()
+        fdb = protocol.peer_entries(dev, mac, underlay_ip) if routes else ()
         return PeerPlan(
             reach=Reach.TUNNEL if routes else Reach.UNREACHABLE,
             routes=tuple(routes),
@@ -108,3 +110,6 @@ class TunnelMode:
 
 def _unreachable(peer: NodeInfo, message: str) -> PeerPlan:
     return PeerPlan(reach=Reach.UNREACHABLE, issues=(PeerIssue(peer.name, Severity.WARNING, message),))
+
+
+ROUTING_MODES.register(TunnelMode.name, TunnelMode())

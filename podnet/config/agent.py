@@ -20,21 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.bgp.settings import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
-from podnet.datapath.modes import ROUTING_MODES
-from podnet.datapath.modes.protocols import TUNNEL_PROTOCOLS
+from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
+from podnet.config.errors import ConfigError
+from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 
-IPAM_MODES = ("cluster-pool",)  # the modes podnet.ipam registers; others are refused at load
 MTU_MIN, MTU_MAX = 576, 65535
 ENV_PREFIX = "PODNET_"
-
-
-class ConfigError(ValueError):
-    """A configuration value podnet refuses; the message names the key and what to do instead."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"invalid configuration {key}: {message}")
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -70,11 +61,6 @@ class AgentConfig:
     def underlay_device(self) -> str | None:
         """The device that carries node-to-node traffic (Cilium's first ``devices`` entry)."""
         return self.devices[0] if self.devices else None
-
-    @property
-    def tunnel_enabled(self) -> bool:
-        """True when the node needs its tunnel device: tunnel mode, or native with tunnelFallback."""
-        return self.routing_mode == "tunnel" or (self.routing_mode == "native" and self.tunnel_fallback)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,8 +215,8 @@ def _text(key: str, value: Any) -> str:
 
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "node_name": _text,
-    "routing_mode": lambda k, v: _choice(k, v, ROUTING_MODES),
-    "tunnel_protocol": lambda k, v: _choice(k, v, TUNNEL_PROTOCOLS),
+    "routing_mode": lambda k, v: _choice(k, v, _routing_modes()),
+    "tunnel_protocol": lambda k, v: _choice(k, v, TUNNEL_PROTOCOLS.names()),
     "tunnel_port": lambda k, v: _int(k, v, 1, 65535, zero_ok=True),
     "auto_direct_node_routes": _bool,
     "direct_routing_skip_unreachable": _bool,
@@ -238,7 +224,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ipv6_native_routing_cidr": lambda k, v: _cidr6(k, v) if str(v).strip() else None,
     "tunnel_fallback": _bool,
     "mtu": lambda k, v: _int(k, v, MTU_MIN, MTU_MAX, zero_ok=True),
-    "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES),
+    "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES.names()),
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
     "etcd_endpoints": lambda k, v: _list(v),
@@ -254,6 +240,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+def _routing_modes() -> set[str]:
+    """The routingMode values the registered modes serve (the hybrid serves "native" too)."""
+    return {mode.routing_mode for mode in ROUTING_MODES}
+
+
 def _yaml_text(value: Any) -> Any:
     """A list given as text (an env variable or ``--set``) is read as YAML/JSON."""
     if isinstance(value, str) and value.strip():
@@ -267,7 +258,7 @@ def _yaml_text(value: Any) -> Any:
 
 
 def _bgp(parser: Callable[[str, Any], Any], key: str, value: Any) -> Any:
-    """The bgp section's parsers live in podnet.bgp.settings; their errors become ConfigErrors."""
+    """The bgp section's parsers live in podnet.config.bgp; their errors become ConfigErrors."""
     try:
         return parser(key, value)
     except BgpSettingError as exc:
@@ -288,7 +279,7 @@ def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> No
 
     if "legacy:tunnel" in raw:
         key, value = raw["legacy:tunnel"]
-        choice = _choice(key, value, ("disabled", *TUNNEL_PROTOCOLS))
+        choice = _choice(key, value, ("disabled", *TUNNEL_PROTOCOLS.names()))
         if choice == "disabled":
             put("routing_mode", "native", key)
         else:
@@ -392,7 +383,7 @@ def load_config(
     _apply_legacy(raw, values)
     if "node_name" not in values:
         values["node_name"] = (env or {}).get("K8S_NODE_NAME") or socket.gethostname()
-    protocol = TUNNEL_PROTOCOLS[values.get("tunnel_protocol", "vxlan")]
+    protocol = TUNNEL_PROTOCOLS.get(values.get("tunnel_protocol", "vxlan"))
     if not values.get("tunnel_port"):
         values["tunnel_port"] = protocol.default_port
     cfg = AgentConfig(**values)
@@ -415,38 +406,3 @@ def load_config_file(
     if not isinstance(data, Mapping):
         raise ConfigError(str(path), "the config file must hold a YAML mapping (key: value lines)")
     return load_config(data, env, overrides)
-
-
-BUILT_TUNNEL_KINDS = ("vxlan",)  # tunnel devices node setup can create (Geneve: planned, not built)
-
-
-def check_kernel_support(config: AgentConfig, has_link_kind: Callable[[str], bool] | None = None) -> None:
-    """Refuse a tunnel protocol the running kernel cannot carry (e.g. no geneve module).
-
-    ``has_link_kind(kind)`` answers whether the kernel can create links of that kind; by default
-    ``podnet.datapath.kernel.link.link_kind_supported``, which looks at /sys/module and
-    /proc/modules and else tries the device in a throwaway namespace.
-    """
-    if not config.tunnel_enabled:
-        return
-    if has_link_kind is None:
-        from podnet.datapath.kernel.link import link_kind_supported
-
-        has_link_kind = link_kind_supported
-    protocol = TUNNEL_PROTOCOLS[config.tunnel_protocol]
-    if has_link_kind(protocol.link_kind) and protocol.link_kind in BUILT_TUNNEL_KINDS:
-        return
-    if has_link_kind(protocol.link_kind):
-        raise ConfigError(
-            "tunnelProtocol",
-            f"{protocol.name!r}: podnet's node setup builds only VXLAN devices; use tunnelProtocol=vxlan",
-        )
-    others = [
-        p.name for p in TUNNEL_PROTOCOLS.values() if p.name != protocol.name and has_link_kind(p.link_kind)
-    ]
-    instead = f"use tunnelProtocol={others[0]}" if others else "use routingMode=native"
-    raise ConfigError(
-        "tunnelProtocol",
-        f"{protocol.name!r} needs the kernel's {protocol.link_kind} module, "
-        f"which this kernel lacks; {instead}",
-    )

@@ -1,0 +1,211 @@
+"""The agent's components: masquerading, the path-MTU prober and the BGP speaker.
+
+Each has the same small life: ``start(node, stop)`` once the node is known, ``after_round(node,
+round)`` after every applied round (returning errors for status), ``status()`` for the status
+document, and ``stop()``. The agent holds a list of them and knows none of their insides.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+
+from podnet.agent.round import RoundPlan
+from podnet.config import AgentConfig
+from podnet.datapath.kernel.nft import NftError, apply_script, list_table
+from podnet.datapath.kernel.route import cached_path_mtu
+from podnet.datapath.masquerade import MasqueradePlan, replace_script
+from podnet.datapath.modes import mode_for
+from podnet.datapath.modes.base import Reach
+from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
+from podnet.model import NodeInfo
+
+log = logging.getLogger("podnet.agent")
+
+PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
+DRIFT_CHECK_INTERVAL = 10.0  # how often the masquerade table is checked for changes behind our back
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None: ...
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
+
+
+class Masquerade:
+    """One nft table in the node's namespace, replaced atomically when its content changes, and
+    put back when someone removed it (checked every ``DRIFT_CHECK_INTERVAL``)."""
+
+    name = "masquerade"
+
+    def __init__(
+        self,
+        config: Callable[[], AgentConfig],
+        guard: Callable[[], None],
+        apply: Callable[[str], None] = apply_script,
+    ) -> None:
+        self._config = config
+        self._guard = guard  # refuses the machine's own namespace
+        self._apply = apply
+        self.applied: MasqueradePlan | None = None
+        self._applied_script: str | None = None
+        self._checked = 0.0
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        return None
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        script = replace_script(round_plan.masquerade)
+        if script == self._applied_script and not self._drifted(round_plan.masquerade is not None):
+            return []
+        self._guard()
+        try:
+            self._apply(script)
+        except NftError as exc:
+            log.error("%s", exc)
+            return [str(exc)]
+        self.applied, self._applied_script = round_plan.masquerade, script
+        log.info("nft table podnet %s", "replaced" if round_plan.masquerade else "removed (masquerading off)")
+        return []
+
+    def _drifted(self, want_table: bool) -> bool:
+        now = time.monotonic()
+        if now - self._checked < DRIFT_CHECK_INTERVAL:
+            return False
+        self._checked = now
+        return (list_table() is not None) != want_table
+
+    def status(self) -> dict[str, Any]:
+        """What is applied (the table in this namespace), not only what is configured."""
+        plan = self.applied
+        return {
+            "enableIPv4Masquerade": self._config().enable_ipv4_masquerade,
+            "mode": "nftables" if plan is not None else "disabled",
+            "table": "ip podnet" if plan is not None else None,
+            "device": plan.egress_dev if plan is not None else None,
+            "exempt": [str(c) for c in plan.exempt] if plan is not None else _exempt(self._config()),
+        }
+
+    def stop(self) -> None:
+        return None  # the table stays: pods keep their egress while the agent is down
+
+
+def _exempt(config: AgentConfig) -> list[str]:
+    native = [config.ipv4_native_routing_cidr] if config.ipv4_native_routing_cidr else []
+    return [str(c) for c in ipaddress.collapse_addresses([*config.cluster_pool_ipv4_cidrs, *native])]
+
+
+class PathMtuProber:
+    """DF-probes every peer at the size the current plan sends it (``podnet.datapath.pmtu``), every
+    ``PMTU_INTERVAL`` seconds and at once on ``probe_now`` (SIGHUP)."""
+
+    name = "pathMTU"
+
+    def __init__(self, config: Callable[[], AgentConfig]) -> None:
+        self._config = config
+        self._round: RoundPlan | None = None
+        self._peers: dict[str, NodeInfo] = {}
+        self._now = threading.Event()
+        self.results: list[PathMtu] = []
+        self.checked = 0.0
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        threading.Thread(target=self._loop, args=(stop,), name="pmtu", daemon=True).start()
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        self._round, self._peers = round_plan, {p.name: p for p in peers}
+        return []
+
+    def probe_now(self) -> None:
+        self._now.set()
+
+    def _overhead(self, reach: Reach | None) -> int:
+        config = self._config()
+        protocol = mode_for(config).tunnel(config)
+        return protocol.overhead(4) if protocol is not None and reach is Reach.TUNNEL else 0
+
+    def probe(self) -> list[PathMtu]:
+        round_plan = self._round
+        if round_plan is None:
+            return []
+        desired = round_plan.desired
+        targets = []
+        for name, reach in desired.reach:
+            size = required_size(reach, desired.route_mtu, self._overhead(Reach.TUNNEL))
+            peer = self._peers.get(name)
+            if size is not None and peer is not None and peer.ipv4 is not None:
+                targets.append((name, peer.ipv4, size))
+        with IPRoute() as ipr:
+            results = probe_peers(targets, lambda addr: cached_path_mtu(ipr, addr))
+        for res in results:
+            if not res.ok:
+                log.warning("%s", res.message(self._overhead(desired.reach_of(res.peer))))
+        self.results, self.checked = results, time.time()
+        return results
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.probe()
+            except Exception as exc:  # probing is advice; it never stops the agent
+                log.warning("path MTU probe failed: %s", exc)
+            self._now.wait(PMTU_INTERVAL)
+            self._now.clear()
+
+    def status(self) -> dict[str, Any]:
+        desired = self._round.desired if self._round is not None else None
+        return {
+            "checked": self.checked,
+            "peers": [
+                {
+                    "peer": r.peer,
+                    "address": r.address,
+                    "required": r.required,
+                    "ok": r.ok,
+                    "discovered": r.discovered,
+                    "reachable": r.reachable,
+                    "message": r.message(self._overhead(desired.reach_of(r.peer) if desired else None)),
+                }
+                for r in {p.peer: p for p in self.results}.values()
+            ],
+        }
+
+    def stop(self) -> None:
+        self._now.set()
+
+
+class Bgp:
+    """The node's BGP speaker (``podnet.bgp.speaker``): announces the node's pod CIDRs, follows
+    their changes, withdraws them on a graceful stop."""
+
+    name = "bgp"
+
+    def __init__(self, config: AgentConfig, node_ip: ipaddress.IPv4Address) -> None:
+        from podnet.bgp.speaker import BgpController
+
+        self.controller = BgpController(config, node_ip, config.state_dir / "bgp")
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        self.controller.start(node.pod_cidrs)
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        self.controller.set_prefixes(node.pod_cidrs)
+        return []
+
+    def status(self) -> dict[str, Any]:
+        return self.controller.status()
+
+    def stop(self) -> None:
+        self.controller.stop(withdraw=True)

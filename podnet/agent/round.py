@@ -1,0 +1,71 @@
+"""One agent round as a pure function: (config, local node, peers, kernel paths) -> what to apply.
+
+``plan_round`` decides everything the agent applies in a round, without I/O: the per-peer
+datapath (``podnet.datapath.plan``), the masquerade table, the pods' route MTU, and whether the
+node keeps its tunnel device (yes while its mode tunnels, and while any peer still sends it
+encapsulated packets during a live mode switch). The agent feeds it and hands the result to its
+appliers and components; tests call it directly, without root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from podnet.config import AgentConfig
+from podnet.datapath.masquerade import MasqueradePlan, plan_masquerade
+from podnet.datapath.modes import mode_for
+from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath
+from podnet.datapath.plan import plan
+from podnet.model import NodeInfo
+
+TUNNEL_LABEL = "podnet.io/tunnel"  # a node publishes it while it sends encapsulated packets
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Everything one round applies."""
+
+    desired: DesiredState
+    masquerade: MasqueradePlan | None
+    route_mtu: int
+    keep_tunnel_device: bool
+
+
+def node_labels(config: AgentConfig) -> tuple[tuple[str, str], ...]:
+    """What peers must know about this node's datapath: whether, and with what, it tunnels."""
+    protocol = mode_for(config).tunnel(config)
+    return ((TUNNEL_LABEL, protocol.name),) if protocol is not None else ()
+
+
+def keeps_tunnel_device(config: AgentConfig, peers: Sequence[NodeInfo]) -> bool:
+    """The tunnel device stays while this node tunnels or any peer still tunnels to it."""
+    return mode_for(config).tunnel(config) is not None or any(dict(p.labels).get(TUNNEL_LABEL) for p in peers)
+
+
+def plan_round(
+    config: AgentConfig,
+    local: LocalNode,
+    peers: Sequence[NodeInfo],
+    paths: Mapping[str, PeerPath],
+    previous: DesiredState | None = None,
+) -> RoundPlan:
+    """The round for ``local`` given the store's ``peers`` and the kernel's ``paths`` to them.
+    ``previous`` (the last applied plan, during a live switch) keeps peers reachable that the
+    new mode cannot plan yet."""
+    desired = plan(local, peers, config, paths, previous)
+    node = local.node
+    masquerade = plan_masquerade(
+        config.enable_ipv4_masquerade,
+        node.pod_cidrs,
+        config.cluster_pool_ipv4_cidrs,
+        config.ipv4_native_routing_cidr,
+        [node.ipv4, *(p.ipv4 for p in peers)],
+        local.underlay_dev,
+    )
+    return RoundPlan(
+        desired=desired,
+        masquerade=masquerade,
+        route_mtu=desired.route_mtu,
+        keep_tunnel_device=keeps_tunnel_device(config, peers),
+    )

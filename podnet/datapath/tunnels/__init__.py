@@ -1,0 +1,59 @@
+"""Tunnel protocols, registered by their ``tunnelProtocol`` value (``vxlan``, ``geneve``).
+
+Adding a protocol: one module with a class that satisfies ``base.TunnelProtocol`` and registers
+itself, plus its import line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from podnet.datapath.tunnels import geneve, vxlan  # noqa: F401  (importing registers them)
+from podnet.datapath.tunnels.base import DeviceRequest, TunnelError, TunnelProtocol
+from podnet.registry import TUNNEL_PROTOCOLS
+
+__all__ = [
+    "DeviceRequest",
+    "TunnelError",
+    "TunnelProtocol",
+    "all_protocols",
+    "by_link_kind",
+    "tunnel_protocol",
+    "unsupported_reason",
+]
+
+
+def tunnel_protocol(name: str) -> TunnelProtocol:
+    """The protocol registered as ``name``; ``registry.UnknownChoice`` names the valid ones."""
+    protocol: TunnelProtocol = TUNNEL_PROTOCOLS.get(name)
+    return protocol
+
+
+def all_protocols() -> tuple[TunnelProtocol, ...]:
+    return tuple(TUNNEL_PROTOCOLS)
+
+
+def by_link_kind(kind: str | None) -> TunnelProtocol | None:
+    """The protocol whose device has link kind ``kind`` (what ``ip -d link`` shows), if any."""
+    return next((p for p in all_protocols() if kind and p.link_kind == kind), None)
+
+
+def unsupported_reason(
+    protocol: TunnelProtocol, has_link_kind: Callable[[str], bool] | None = None
+) -> str | None:
+    """Why this kernel cannot carry ``protocol``, with what to use instead; None when it can.
+    ``has_link_kind`` defaults to ``podnet.datapath.kernel.link.link_kind_supported``."""
+    if has_link_kind is None:
+        from podnet.datapath.kernel.link import link_kind_supported
+
+        has_link_kind = link_kind_supported
+    reason = protocol.unsupported_reason(has_link_kind)
+    if reason is None:
+        return None
+    others = [
+        p.name
+        for p in all_protocols()
+        if p.name != protocol.name and p.unsupported_reason(has_link_kind) is None
+    ]
+    instead = f"use tunnelProtocol={others[0]}" if others else "use routingMode=native"
+    return f"{protocol.name!r} {reason}; {instead}"
