@@ -35,7 +35,7 @@ class Geneve:
     def unsupported_reason(self, has_link_kind: Callable[[str], bool]) -> str | None:
         if not has_link_kind(self.link_kind):
             return "needs the kernel's geneve module, which this kernel lacks"
-        return "podnet's node setup builds only VXLAN devices"
+        return "is not built by podnet's node setup, which makes only VXLAN devices"
 
     def ensure_device(self, ipr: Any, request: DeviceRequest) -> int:
         raise TunnelError(f"tunnelProtocol={self.name}: {self.unsupported_reason(lambda _: True)}")
