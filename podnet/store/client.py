@@ -177,11 +177,6 @@ class Store:
         result = self._post(f"delete {key}", "/kv/deleterange", {"key": _b64(key)})
         return int(result.get("deleted", 0)) > 0
 
-    def delete_prefix(self, prefix: str) -> int:
-        body = {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
-        result = self._post(f"delete {prefix}*", "/kv/deleterange", body)
-        return int(result.get("deleted", 0))
-
     # --- transactions -----------------------------------------------------------------------
     def txn(
         self,
@@ -227,10 +222,6 @@ class Store:
         except StoreError as exc:
             if "not found" not in str(exc):
                 raise
-
-    def time_to_live(self, lease: int) -> int:
-        result = self._post(f"ttl of lease {lease:x}", "/kv/lease/timetolive", {"ID": str(lease)})
-        return int(result.get("TTL", -1))
 
 
 class LeaseKeeper:

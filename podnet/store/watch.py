@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -179,19 +179,3 @@ class PrefixWatcher:
             dup = socket.socket(fileno=socket.dup(fd))
             dup.shutdown(socket.SHUT_RDWR)
             dup.close()
-
-
-def iter_prefix(store: Store, prefix: str, stop: threading.Event) -> Iterator[WatchEvent]:
-    """Iterator form of ``PrefixWatcher``: yields events until ``stop`` is set."""
-    import queue
-
-    events: queue.Queue[WatchEvent] = queue.Queue()
-    watcher = PrefixWatcher(store, prefix, events.put).start()
-    try:
-        while not stop.is_set():
-            try:
-                yield events.get(timeout=0.2)
-            except queue.Empty:
-                continue
-    finally:
-        watcher.stop()

@@ -45,26 +45,6 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**base, **(env or {})}
 
 
-def run_in(
-    netns: str,
-    argv: Sequence[str],
-    timeout: float = 30,
-    check: bool = True,
-    input_text: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run a short command inside ``netns`` and return its output."""
-    return subprocess.run(
-        ["ip", "netns", "exec", netns, *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=check,
-        input=input_text,
-        env={**os.environ, **(env or {})} if env else None,
-    )
-
-
 def stop(proc: subprocess.Popen[Any], first: int = signal.SIGTERM, grace: float = 3.0) -> None:
     """Stop a child we started, by its PID: ``first`` (SIGINT lets tcpdump flush), SIGKILL after ``grace``."""
     if proc.poll() is not None:
