@@ -11,8 +11,10 @@ restart elsewhere does not cut its pods off.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -42,7 +44,14 @@ from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
 from podnet.store.client import Store, StoreError
-from podnet.store.nodes import NodeEvent, NodeRecord, NodeRegistration, register_node, watch_nodes
+from podnet.store.nodes import (
+    NodeEvent,
+    NodeOwnedError,
+    NodeRecord,
+    NodeRegistration,
+    get_pod_cidrs,
+    watch_nodes,
+)
 
 log = logging.getLogger("podnet.agent")
 
@@ -54,6 +63,7 @@ RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_c
                 "cluster_pool_ipv4_mask_size", "agent_socket", "state_dir", "devices",
                 "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
+REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
 STORE_CONNECT_TIMEOUT = 60.0
 
 
@@ -83,6 +93,8 @@ class Agent:
         self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
         self._reload = threading.Event()
         self._stop = threading.Event()
+        self._published = 0.0
+        self._node_lock: int | None = None
         self.status_info = AgentStatus()
         self._dirty = threading.Event()
         self._lock = threading.Lock()
@@ -105,14 +117,24 @@ class Agent:
     # ---- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Set up and publish the node; nothing is written anywhere before this agent knows it is
+        the only one for its node (a lock in its state directory, then the node's claim in the
+        store). A restarted agent publishes its complete record at once, identical to the one its
+        peers already have, so they never see a node without pod CIDRs or VTEP."""
         check_kernel_support(self.config)
+        self._node_lock = hold_node_lock(self.config.state_dir)
         self.ipr = IPRoute()
         self.underlay = detect_underlay(self.ipr, self.config)
         log.info("underlay %s (%s, mtu %d)", self.underlay.dev,
                  self.underlay.ipv4 or self.underlay.ipv6, self.underlay.mtu)  # fmt: skip
         self.store = _connect(self.config.etcd_endpoints)
         bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
-        self.registration = register_node(self.store, bare, requested_pod_cidrs=self.requested)
+        try:
+            self.registration = NodeRegistration(self.store, bare.name, agent_identity(self.config))
+        except NodeOwnedError as exc:
+            raise AgentError(str(exc)) from None
+        if not get_pod_cidrs(self.store, bare.name):  # a new node: ask the operator for pod CIDRs
+            self.registration.publish(NodeRecord(bare, self.requested))
         self._set_phase("waiting for pod CIDRs from the operator")
         self.allocator = new_allocator(self.config.ipam_mode, IPAMContext(self.store, self.config.node_name))
         node = dataclasses.replace(
@@ -202,7 +224,8 @@ class Agent:
         )  # fmt: skip
         node = dataclasses.replace(node, vtep_mac=devices.vtep_mac, labels=node_labels(self.config))
         if node != self.status_info.node and self.registration is not None:
-            self.registration.update(NodeRecord(node, self.requested))
+            self.registration.publish(NodeRecord(node, self.requested))
+            self._published = time.monotonic()
             log.info("published node: vtep %s, labels %s", node.vtep_mac, dict(node.labels))
         self.status_info.node, self.status_info.devices = node, devices
         return node
@@ -211,6 +234,7 @@ class Agent:
         """One round: plan (pure) from the store's peers and the kernel's paths, then apply the
         node devices, the peer datapath, the pods' route MTU and every component."""
         assert self.ipr is not None and self.underlay is not None and self.status_info.node is not None
+        self._guard_registration()
         peers = self.peers()
         local = LocalNode(
             self.status_info.node,
@@ -247,6 +271,15 @@ class Agent:
         self.status_info.reconciles += 1
         self.status_info.errors = errors
         return report
+
+    def _guard_registration(self) -> None:
+        """Our own record as the watch last saw it: put it back if it vanished or was changed."""
+        if self.registration is None or time.monotonic() - self._published < REPUBLISH_SETTLE:
+            return
+        with self._lock:
+            seen = self._peers.get(self.config.node_name)
+        if self.registration.ensure(seen):
+            self._published = time.monotonic()
 
     def _guard_nft(self) -> None:
         refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
@@ -358,6 +391,7 @@ class Agent:
             lambda: self.registration and self.registration.close(revoke=False),
             lambda: self.store and self.store.close(),
             lambda: self.ipr and self.ipr.close(),
+            lambda: self._node_lock is not None and os.close(self._node_lock),
         ):
             try:
                 closer()
@@ -386,3 +420,32 @@ def mode_route_mtu(config: AgentConfig, underlay: Underlay) -> int:
     """The pods' route MTU before the first round (it then follows every round's plan)."""
     family = 4 if underlay.ipv4 is not None else 6
     return mtu.route_mtu(config, mode_for(config), underlay.mtu, family)
+
+
+def hold_node_lock(state_dir: Path) -> int:
+    """An exclusive lock on ``<state_dir>/agent.lock`` for the agent's lifetime (the kernel drops it
+    when the process dies, kill -9 included); ``AgentError`` when another agent holds it."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = state_dir / "agent.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AgentError(
+            f"another podnet agent (pid {holder}) runs for this node with state directory {state_dir}; "
+            "stop it first (nothing was changed)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def agent_identity(config: AgentConfig) -> str:
+    """Who serves a node, stable across restarts of the same agent: machine, host name, state dir."""
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()[:12]
+    except OSError:
+        machine = "?"
+    return f"{socket.gethostname()}/{machine}:{config.state_dir.resolve()}"

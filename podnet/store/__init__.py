@@ -3,6 +3,7 @@
 from podnet.store.client import KV, LeaseKeeper, Store, StoreError, TxnResult
 from podnet.store.nodes import (
     NodeEvent,
+    NodeOwnedError,
     NodeRecord,
     NodeRegistration,
     get_pod_cidrs,
@@ -20,6 +21,7 @@ __all__ = [
     "KV",
     "LeaseKeeper",
     "NodeEvent",
+    "NodeOwnedError",
     "NodeRecord",
     "NodeRegistration",
     "PrefixWatcher",

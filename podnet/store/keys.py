@@ -12,6 +12,7 @@ from podnet.model import IPNetwork
 
 ROOT = "/podnet/v1/"
 NODES_PREFIX = ROOT + "nodes/"  # <name> -> NodeInfo JSON + "requestedPodCIDRs", on the node's lease
+AGENTS_PREFIX = ROOT + "agents/"  # <name> -> {"owner", "pid", "since"}: which agent serves it, on its lease
 PODCIDRS_PREFIX = ROOT + "podcidrs/"  # <name> -> {"podCIDRs": [...]}, written by the operator
 CLUSTER_POOL_PREFIX = ROOT + "ipam/cluster-pool/"  # <cidr> -> node name (CAS-created)
 NODE_GONE_PREFIX = ROOT + "ipam/node-gone/"  # <name> -> {"since": unix seconds}
@@ -27,6 +28,10 @@ def _checked_name(name: str) -> str:
 
 def node_key(name: str) -> str:
     return NODES_PREFIX + _checked_name(name)
+
+
+def agent_key(name: str) -> str:
+    return AGENTS_PREFIX + _checked_name(name)
 
 
 def podcidrs_key(name: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -48,39 +50,111 @@ class NodeRecord:
         return cls.from_json(json.loads(value))
 
 
+class NodeOwnedError(RuntimeError):
+    """Another agent serves this node; nothing was written. The message says who and what to do."""
+
+
+def _owner_value(owner: str) -> str:
+    return json.dumps({"owner": owner, "pid": os.getpid(), "since": time.time()})
+
+
 class NodeRegistration:
-    """Keeps ``/podnet/v1/nodes/<name>`` alive on a lease; ``update()`` republishes, ``close()`` removes."""
+    """Keeps ``/podnet/v1/nodes/<name>`` alive on a lease, for one agent that owns the node.
+
+    Ownership first: the lease's first grant claims ``/podnet/v1/agents/<name>`` for ``owner`` (an
+    identity stable across restarts of the same agent: host and state directory). Another live
+    owner means ``NodeOwnedError`` before anything else is written; the same owner (a restart
+    after kill -9, whose old lease has not expired yet) takes the claim over. Nothing is published
+    until ``publish(record)``, so a restarting agent can write its complete record at once and
+    peers never see a degraded one. ``ensure(seen)`` restores the record when the store's copy
+    vanished or differs (someone deleted or rewrote it).
+    """
 
     def __init__(
-        self, store: Store, record: NodeRecord, ttl: int = DEFAULT_NODE_TTL, interval: float | None = None
+        self, store: Store, name: str, owner: str, ttl: int = DEFAULT_NODE_TTL, interval: float | None = None
     ) -> None:
         self._store = store.clone()
         self._lock = threading.Lock()
-        self._record = record
-        self._key = keys.node_key(record.node.name)
+        self.name = name
+        self.owner = owner
+        self._record: NodeRecord | None = None
+        self._key = keys.node_key(name)
         self._lease = 0
-        self._keeper = LeaseKeeper(store, ttl, on_granted=self._publish, interval=interval)
+        try:
+            self._keeper = LeaseKeeper(store, ttl, on_granted=self._granted, interval=interval)
+        except BaseException:
+            self._store.close()
+            raise
 
     @property
     def lease_id(self) -> int:
         return self._keeper.lease_id
 
-    def _publish(self, lease: int) -> None:
-        with self._lock:
-            self._lease = lease
-            self._store.put(self._key, json.dumps(self._record.to_json()), lease=lease)
+    @property
+    def record(self) -> NodeRecord | None:
+        return self._record
 
-    def update(self, record: NodeRecord) -> None:
-        if record.node.name != self._record.node.name:
-            raise ValueError(f"registration of {self._record.node.name} cannot publish {record.node.name}")
+    def _granted(self, lease: int) -> None:
+        """Claim the node on ``lease`` and put the record back on it (after a lost lease too)."""
+        with self._lock:
+            claim_node(self._store, self.name, self.owner, lease)
+            self._lease = lease
+            if self._record is not None:
+                self._store.put(self._key, json.dumps(self._record.to_json()), lease=lease)
+
+    def publish(self, record: NodeRecord) -> None:
+        """Write ``record`` (always: the caller decides when it changed)."""
+        if record.node.name != self.name:
+            raise ValueError(f"registration of {self.name} cannot publish {record.node.name}")
         with self._lock:
             self._record = record
             self._store.put(self._key, json.dumps(record.to_json()), lease=self._lease)
+
+    update = publish
+
+    def ensure(self, seen: NodeRecord | None) -> bool:
+        """Put the record back when ``seen`` (the store's copy) is missing or differs; True if so."""
+        record = self._record
+        if record is None or seen == record:
+            return False
+        log.warning(
+            "node record %s %s in the store; restoring it",
+            self._key,
+            "vanished" if seen is None else "was changed by someone else",
+        )
+        self.publish(record)
+        return True
 
     def close(self, revoke: bool = True) -> None:
         """Stop the keepalive; with ``revoke`` the node key goes at once, else when the TTL runs out."""
         self._keeper.close(revoke=revoke)
         self._store.close()
+
+
+def claim_node(store: Store, name: str, owner: str, lease: int) -> None:
+    """Make ``owner`` the node's agent on ``lease``: create the claim, or take over a claim of the
+    same owner; ``NodeOwnedError`` when another owner holds it."""
+    key = keys.agent_key(name)
+    for _ in range(5):
+        current = store.get(key)
+        if current is None:
+            if store.create(key, _owner_value(owner), lease=lease):
+                return
+            continue
+        try:
+            holder = json.loads(current.value)
+        except ValueError:
+            holder = {}
+        if holder.get("owner") != owner:
+            since = time.strftime("%H:%M:%S", time.localtime(float(holder.get("since", 0))))
+            raise NodeOwnedError(
+                f"node {name} is already served by another agent ({holder.get('owner', '?')}, pid "
+                f"{holder.get('pid', '?')}, since {since}); stop that agent first, or wait for its lease "
+                f"to expire (up to {DEFAULT_NODE_TTL}s) if it is gone; nothing was written"
+            )
+        if store.update(key, _owner_value(owner), current.mod_revision, lease=lease):
+            return
+    raise StoreError(f"could not claim node {name}: {key} keeps changing")
 
 
 def register_node(
@@ -89,9 +163,13 @@ def register_node(
     ttl: int = DEFAULT_NODE_TTL,
     requested_pod_cidrs: Iterable[IPNetwork] = (),
     interval: float | None = None,
+    owner: str | None = None,
 ) -> NodeRegistration:
-    """Publish ``node`` under ``/podnet/v1/nodes/<name>`` on a lease kept alive in the background."""
-    return NodeRegistration(store, NodeRecord(node, tuple(requested_pod_cidrs)), ttl, interval)
+    """Claim ``node`` and publish it under ``/podnet/v1/nodes/<name>`` on a lease kept alive in the
+    background (``owner`` defaults to this process)."""
+    reg = NodeRegistration(store, node.name, owner or f"{socket.gethostname()}:{os.getpid()}", ttl, interval)
+    reg.publish(NodeRecord(node, tuple(requested_pod_cidrs)))
+    return reg
 
 
 def list_node_records(store: Store) -> dict[str, NodeRecord]:

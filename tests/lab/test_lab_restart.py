@@ -1,0 +1,113 @@
+"""Issue 10.1: an agent restart (kill -9 or SIGTERM) is invisible to its peers.
+
+While node1's agent is killed and started again, pod2 (on node2) pings pod1 (on node1) every
+10 ms and node2's route table is watched with ``ip monitor route``: no packet may be lost and no
+route towards node1's pod CIDR may be deleted on node2, in tunnel, L2 native and BGP modes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+import pytest
+from labhelpers import pod_ips
+
+from podnet.lab import cluster as cl
+from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.run import bring_up
+from podnet.lab.topology import Topology, load_topology
+
+pytestmark = pytest.mark.lab
+
+TUNNEL = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
+NATIVE_L2 = ["routingMode=native", "autoDirectNodeRoutes=true", "ipv4NativeRoutingCIDR=10.244.0.0/16"]
+NATIVE_BGP = ["routingMode=native", "bgp.enabled=true", "ipv4NativeRoutingCIDR=10.244.0.0/16"]
+
+
+def _spawn(topo: Topology, host: str, *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["ip", "netns", "exec", st.ns_name(topo.name, host), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def _restart_agent(topo: Topology, node: str, sig: int) -> None:
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    agent = state.process(f"agent-{node}")
+    assert agent is not None and agent.running()
+    os.kill(agent.pid, sig)
+    deadline = time.monotonic() + 15
+    while agent.running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not agent.running(), f"agent-{node} (pid {agent.pid}) did not exit on signal {sig}"
+    assert bring_up(topo).changes >= 1  # starts the agent again, and waits until it is ready
+    assert cl.agent_request(topo.name, node, {"op": "status"})["ready"]
+
+
+def _pod_on(topo: Topology, node: str) -> str:
+    return next(p.name for p in topo.pods if p.node == node)
+
+
+def _pod_cidr(topo: Topology, node: str) -> str:
+    status = cl.agent_request(topo.name, node, {"op": "status"})
+    return str(status["ipam"]["podCIDRs"][0])
+
+
+def _watch_restart(topo: Topology, restart: Callable[[], None]) -> tuple[int, int, list[str]]:
+    """(sent, received, route deletions for node1's pod CIDR on node2) across ``restart()``."""
+    cidr = _pod_cidr(topo, "node1")
+    monitor = _spawn(topo, "node2", "ip", "monitor", "route")
+    src, dst = _pod_on(topo, "node2"), _pod_on(topo, "node1")
+    pinger = _spawn(topo, src, "ping", "-n", "-q", "-i", "0.01", "-W", "1", pod_ips(topo)[dst])
+    try:
+        time.sleep(1.0)
+        restart()
+        time.sleep(3.0)  # the restarted agent's first rounds, and its peers' reactions to it
+    finally:
+        ping_out = _stop(pinger)
+        monitor_out = _stop(monitor)
+    found = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
+    assert found, f"ping printed no summary: {ping_out!r}"
+    deleted = [line for line in monitor_out.splitlines() if line.startswith("Deleted") and cidr in line]
+    return int(found.group(1)), int(found.group(2)), deleted
+
+
+@pytest.mark.parametrize(
+    ("example", "settings", "sig"),
+    [
+        ("l2", TUNNEL, signal.SIGKILL),
+        ("l2", TUNNEL, signal.SIGTERM),
+        ("l2", NATIVE_L2, signal.SIGKILL),
+        ("l2", NATIVE_L2, signal.SIGTERM),
+        ("two-subnets", NATIVE_BGP, signal.SIGKILL),
+    ],
+    ids=["tunnel-kill9", "tunnel-term", "l2native-kill9", "l2native-term", "bgp-kill9"],
+)
+def test_agent_restart_is_invisible_to_peers(
+    lab_up: Callable[..., Topology], example: str, settings: list[str], sig: int
+) -> None:
+    topo = lab_up(apply_overrides(load_topology(example), settings))
+    sent, received, deleted = _watch_restart(topo, lambda: _restart_agent(topo, "node1", sig))
+    assert sent > 200, f"the ping ran too briefly to tell anything ({sent} sent)"
+    assert deleted == [], f"node2 deleted its route to node1's pods during the restart: {deleted}"
+    assert received == sent, f"{sent - received} of {sent} pings lost while node1's agent restarted"
