@@ -1,4 +1,4 @@
-"""The agent's components: masquerading, the path-MTU prober and the BGP speaker.
+"""The agent's components: masquerading, the path-MTU prober, the BGP speaker, the node report.
 
 Each has the same small life: ``start(node, stop)`` once the node is known, ``after_round(node,
 round)`` after every applied round (returning errors for status), ``status()`` for the status
@@ -25,11 +25,14 @@ from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import Reach
 from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
 from podnet.model import NodeInfo
+from podnet.store.client import Store, StoreError
+from podnet.store.nodes import put_nodestate
 
 log = logging.getLogger("podnet.agent")
 
 PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
 DRIFT_CHECK_INTERVAL = 10.0  # how often the masquerade table is checked for changes behind our back
+HEARTBEAT_INTERVAL = 30.0  # how often the agent tells the operator it is alive (below its grace period)
 
 
 class Component(Protocol):
@@ -209,3 +212,49 @@ class Bgp:
 
     def stop(self) -> None:
         self.controller.stop(withdraw=True)
+
+
+class NodeReport:
+    """Tells the operator that this node's agent is alive and how many pod endpoints it serves
+    (``/podnet/v1/nodestate/<node>``): written when the count changes and every
+    ``HEARTBEAT_INTERVAL`` seconds. The operator never reclaims the pod CIDRs of a node that
+    reported recently, and fences those of a gone node that last reported endpoints."""
+
+    name = "nodeReport"
+
+    def __init__(self, store: Store, node_name: str, endpoints: Callable[[], int]) -> None:
+        self._store = store
+        self._node = node_name
+        self._endpoints = endpoints
+        self.reported: tuple[float, int] | None = None
+        self.error = ""
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        return None
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        count, now = self._endpoints(), time.time()
+        if (
+            self.reported is not None
+            and self.reported[1] == count
+            and now - self.reported[0] < HEARTBEAT_INTERVAL
+        ):
+            return []
+        try:
+            put_nodestate(self._store, self._node, count, now)
+        except StoreError as exc:
+            if not self.error:
+                log.warning("cannot report this node's state to the store: %s", exc)
+            self.error = str(exc)
+            return []  # the store's own status says it is down; the datapath does not depend on this
+        if self.error:
+            log.info("node state reported again")
+        self.reported, self.error = (now, count), ""
+        return []
+
+    def status(self) -> dict[str, Any]:
+        when, count = self.reported or (0.0, 0)
+        return {"reported": when, "endpoints": count, "error": self.error or None}
+
+    def stop(self) -> None:
+        return None

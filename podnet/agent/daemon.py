@@ -150,6 +150,11 @@ class Agent:
                 raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
             self._set_phase("starting the BGP speaker")
             self.components.append(comp.Bgp(self.config, self.underlay.ipv4))
+        self.components.append(
+            comp.NodeReport(
+                self.store, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
+            )
+        )
         for component in self.components:
             component.start(node, self._stop)
         route_mtu = mode_route_mtu(self.config, self.underlay)

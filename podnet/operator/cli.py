@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds a node may be gone before its CIDR is reclaimed",
     )
+    parser.add_argument(
+        "--fence-period",
+        type=float,
+        default=3600.0,
+        help="seconds a gone node that last reported pod endpoints keeps its CIDR fenced",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -54,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         with Store(args.etcd_endpoints) as store:
-            run_operator(store, spec, spec.mask_size, args.grace_period, stop)
+            run_operator(
+                store, spec, spec.mask_size, args.grace_period, stop, fence_seconds=args.fence_period
+            )
     except StoreError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 1

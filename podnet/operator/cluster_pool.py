@@ -9,6 +9,7 @@ compared too, so a node never ends up with two CIDRs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 
 from podnet.ipam.cidr import PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
-from podnet.operator.plan import PoolPlan, cidrs_by_node, plan_pool
+from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
 from podnet.store import keys
 from podnet.store.client import KV, Store, StoreError, cmp_absent, cmp_mod_revision, op_delete, op_put
 from podnet.store.nodes import NodeRecord, encode_pod_cidrs
@@ -36,12 +37,23 @@ class Snapshot:
     allocations: dict[IPNetwork, KV]  # cidr -> allocation key (value: node name)
     podcidrs: dict[str, KV]
     gone: dict[str, KV]
+    nodestate: dict[str, KV] = dataclasses.field(default_factory=dict)
 
     def owners(self) -> dict[IPNetwork, str]:
         return {cidr: kv.text() for cidr, kv in self.allocations.items()}
 
     def gone_since(self) -> dict[str, float]:
         return {name: float(json.loads(kv.value).get("since", 0)) for name, kv in self.gone.items()}
+
+    def liveness(self) -> dict[str, NodeLiveness]:
+        found = {}
+        for name, kv in self.nodestate.items():
+            try:
+                data = json.loads(kv.value)
+                found[name] = NodeLiveness(float(data["heartbeat"]), int(data.get("endpoints", 0)))
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring unreadable node state %s", kv.key)
+        return found
 
 
 def read_snapshot(store: Store) -> Snapshot:
@@ -65,7 +77,13 @@ def read_snapshot(store: Store) -> Snapshot:
             allocations[keys.cidr_from_pool_key(kv.key)] = kv
         except ValueError:
             log.warning("ignoring allocation key with a bad CIDR: %s", kv.key)
-    return Snapshot(nodes, allocations, by_name(keys.PODCIDRS_PREFIX), by_name(keys.NODE_GONE_PREFIX))
+    return Snapshot(
+        nodes,
+        allocations,
+        by_name(keys.PODCIDRS_PREFIX),
+        by_name(keys.NODE_GONE_PREFIX),
+        by_name(keys.NODESTATE_PREFIX),
+    )
 
 
 def apply_plan(store: Store, snap: Snapshot, plan: PoolPlan, now: float) -> int:
@@ -105,8 +123,14 @@ def _reclaim(store: Store, snap: Snapshot, name: str, cidrs: tuple[IPNetwork, ..
         cmp_mod_revision(keys.node_gone_key(name), _rev(snap.gone[name])),
     ]
     compare += [cmp_mod_revision(keys.cluster_pool_key(c), snap.allocations[c].mod_revision) for c in cidrs]
+    # a report from the node's agent since the snapshot cancels the reclaim
+    compare.append(cmp_mod_revision(keys.nodestate_key(name), _rev(snap.nodestate.get(name))))
     success = [op_delete(keys.cluster_pool_key(c)) for c in cidrs]
-    success += [op_delete(keys.podcidrs_key(name)), op_delete(keys.node_gone_key(name))]
+    success += [
+        op_delete(keys.podcidrs_key(name)),
+        op_delete(keys.node_gone_key(name)),
+        op_delete(keys.nodestate_key(name)),
+    ]
     ok = store.txn(compare, success).succeeded
     if ok:
         log.info("reclaimed pod CIDRs %s of gone node %s", ", ".join(map(str, cidrs)), name)
@@ -124,6 +148,7 @@ def pool_status(spec: PoolSpec, snap: Snapshot, plan: PoolPlan) -> dict[str, Any
         "capacity": spec.capacity(),
         "allocated": allocated,
         "waitingNodes": list(plan.exhausted),
+        "fenced": [{"node": n, "reason": why} for n, why in plan.fenced],
     }
     if plan.exhausted:
         status["state"] = "exhausted"
@@ -139,11 +164,17 @@ class ClusterPoolOperator:
     """One operator instance; ``reconcile_once()`` is the whole algorithm, ``run()`` the loop."""
 
     def __init__(
-        self, store: Store, spec: PoolSpec, grace_seconds: float, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        spec: PoolSpec,
+        grace_seconds: float,
+        clock: Callable[[], float] = time.time,
+        fence_seconds: float = DEFAULT_FENCE_SECONDS,
     ) -> None:
         self.store = store
         self.spec = spec
         self.grace_seconds = grace_seconds
+        self.fence_seconds = fence_seconds
         self.clock = clock
         self._last_status: dict[str, Any] | None = None
         self._warned: set[tuple[str, str]] = set()
@@ -153,7 +184,10 @@ class ClusterPoolOperator:
         for _ in range(MAX_ROUNDS):
             now = self.clock()
             snap = read_snapshot(self.store)
-            plan = plan_pool(self.spec, snap.nodes, snap.owners(), snap.gone_since(), now, self.grace_seconds)
+            plan = plan_pool(
+                self.spec, snap.nodes, snap.owners(), snap.gone_since(), now, self.grace_seconds,
+                snap.liveness(), self.fence_seconds,
+            )  # fmt: skip
             self._report(snap, plan)
             if plan.empty or apply_plan(self.store, snap, plan, now) == 0:
                 break
@@ -171,6 +205,13 @@ class ClusterPoolOperator:
             return
         if plan.exhausted:
             log.error("%s", status["message"])
+        for name, why in plan.fenced:
+            if ("fenced", name) not in self._warned:  # once per fence, not every round
+                self._warned.add(("fenced", name))
+                log.warning("node %s is gone but its pod CIDRs stay fenced: %s", name, why)
+        self._warned -= {("fenced", n) for kind, n in set(self._warned) if kind == "fenced"} - {
+            ("fenced", n) for n, _ in plan.fenced
+        }
         self.store.put(keys.OPERATOR_STATUS_KEY, json.dumps({**status, "updated": self.clock()}))
         self._last_status = status
 
@@ -200,8 +241,9 @@ def run_operator(
     grace_seconds: float,
     stop_event: threading.Event,
     clock: Callable[[], float] = time.time,
+    fence_seconds: float = DEFAULT_FENCE_SECONDS,
 ) -> None:
     """Run the cluster-pool operator until ``stop_event`` is set (blocking)."""
     spec = pools if isinstance(pools, PoolSpec) else parse_pool_spec(pools, mask_size)
     tick = min(max(grace_seconds / 4.0, 0.2), 10.0)
-    ClusterPoolOperator(store, spec, grace_seconds, clock).run(stop_event, tick)
+    ClusterPoolOperator(store, spec, grace_seconds, clock, fence_seconds).run(stop_event, tick)

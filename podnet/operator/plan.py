@@ -1,13 +1,21 @@
 """Pure planning for the cluster-pool operator: which node gets which CIDR, what to reclaim.
 
 Inputs are a snapshot of the store (registered nodes, CIDR -> node allocations, "gone since"
-markers); the output is a frozen ``PoolPlan`` that the operator applies with compare-and-swap
-transactions. Requested CIDRs are honoured first (all of them), then free subnets are handed out
-in pool order to the remaining nodes sorted by name, so the result is deterministic.
+markers, what each node's agent last reported); the output is a frozen ``PoolPlan`` that the
+operator applies with compare-and-swap transactions. Requested CIDRs are honoured first (all of
+them), then free subnets are handed out in pool order to the remaining nodes sorted by name, so
+the result is deterministic.
+
+A gone node's CIDRs are reclaimed only when its registration has been gone for the grace period
+*and* its agent has not reported for as long (a node whose agent still reports is not gone, even
+if its registration vanished), *and* it reported no endpoints; a node that last reported
+endpoints is fenced for ``fence_seconds`` after that report, because its pods may still use the
+addresses. Fenced CIDRs are never handed to another node.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +31,17 @@ class IgnoredRequest:
     reason: str
 
 
+DEFAULT_FENCE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class NodeLiveness:
+    """What a node's agent last reported (``/podnet/v1/nodestate/<node>``)."""
+
+    heartbeat: float  # unix seconds
+    endpoints: int
+
+
 @dataclass(frozen=True)
 class PoolPlan:
     assign: tuple[tuple[str, IPNetwork], ...] = ()
@@ -31,6 +50,7 @@ class PoolPlan:
     reclaim: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
     exhausted: tuple[str, ...] = ()  # nodes that need a CIDR and get none
     ignored_requests: tuple[IgnoredRequest, ...] = ()
+    fenced: tuple[tuple[str, str], ...] = ()  # (gone node, why its CIDRs are not reclaimed yet)
 
     @property
     def empty(self) -> bool:
@@ -51,6 +71,8 @@ def plan_pool(
     gone_since: Mapping[str, float],
     now: float,
     grace_seconds: float,
+    liveness: Mapping[str, NodeLiveness] | None = None,
+    fence_seconds: float = DEFAULT_FENCE_SECONDS,
 ) -> PoolPlan:
     """The next steps for the cluster pool; see the module docstring for the order of choices."""
     held = cidrs_by_node(allocations)
@@ -83,16 +105,46 @@ def plan_pool(
         taken.add(free)
 
     absent = sorted(n for n in held if n not in nodes)
+    due = [n for n in absent if n in gone_since and now - gone_since[n] >= grace_seconds]
+    fenced = {
+        n: why for n in due if (why := _fence(n, (liveness or {}).get(n), now, grace_seconds, fence_seconds))
+    }
     return PoolPlan(
         assign=tuple(sorted(assign.items())),
         mark_gone=tuple(n for n in absent if n not in gone_since),
         clear_gone=tuple(sorted(n for n in gone_since if n in nodes or n not in held)),
-        reclaim=tuple(
-            (n, held[n]) for n in absent if n in gone_since and now - gone_since[n] >= grace_seconds
-        ),
+        reclaim=tuple((n, held[n]) for n in due if n not in fenced),
         exhausted=tuple(exhausted),
         ignored_requests=tuple(ignored),
+        fenced=tuple(sorted(fenced.items())),
     )
+
+
+def _fence(
+    name: str, live: NodeLiveness | None, now: float, grace_seconds: float, fence_seconds: float
+) -> str | None:
+    """Why a gone node's CIDRs must not be reclaimed yet (None: they may be). The text holds
+    times, not ages, so it stays the same from one round to the next."""
+    if live is None:
+        return None
+    age = now - live.heartbeat
+    if age < grace_seconds:
+        return (
+            f"its agent reported at {_clock(live.heartbeat)}, less than {grace_seconds:g}s ago, so the "
+            "node is not gone; its registration should return"
+        )
+    if live.endpoints > 0 and age < fence_seconds:
+        return (
+            f"it had {live.endpoints} pod endpoint(s) when its agent last reported, at "
+            f"{_clock(live.heartbeat)}; fenced until {_clock(live.heartbeat + fence_seconds)} (its pods "
+            f"may still use the addresses); delete /podnet/v1/nodestate/{name} once the node is known "
+            "to be gone, to release them now"
+        )
+    return None
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 def _request_problem(

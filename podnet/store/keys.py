@@ -16,6 +16,7 @@ AGENTS_PREFIX = ROOT + "agents/"  # <name> -> {"owner", "pid", "since"}: which a
 PODCIDRS_PREFIX = ROOT + "podcidrs/"  # <name> -> {"podCIDRs": [...]}, written by the operator
 CLUSTER_POOL_PREFIX = ROOT + "ipam/cluster-pool/"  # <cidr> -> node name (CAS-created)
 NODE_GONE_PREFIX = ROOT + "ipam/node-gone/"  # <name> -> {"since": unix seconds}
+NODESTATE_PREFIX = ROOT + "nodestate/"  # <name> -> {"heartbeat", "endpoints"}: the agent's last report
 STATUS_PREFIX = ROOT + "status/"
 OPERATOR_STATUS_KEY = STATUS_PREFIX + "operator/cluster-pool"  # {"state", "message", counts...}
 
@@ -36,6 +37,10 @@ def agent_key(name: str) -> str:
 
 def podcidrs_key(name: str) -> str:
     return PODCIDRS_PREFIX + _checked_name(name)
+
+
+def nodestate_key(name: str) -> str:
+    return NODESTATE_PREFIX + _checked_name(name)
 
 
 def node_gone_key(name: str) -> str:

@@ -239,6 +239,12 @@ def put_pod_cidrs(store: Store, node_name: str, cidrs: Iterable[IPNetwork]) -> N
     store.put(keys.podcidrs_key(node_name), encode_pod_cidrs(cidrs))
 
 
+def put_nodestate(store: Store, node_name: str, endpoints: int, now: float) -> None:
+    """The agent's report that it is alive and how many pod endpoints it serves (not on a lease:
+    it outlives the agent, so the operator can tell a node with pods from an empty one)."""
+    store.put(keys.nodestate_key(node_name), json.dumps({"heartbeat": now, "endpoints": endpoints}))
+
+
 def operator_status(store: Store) -> dict[str, Any] | None:
     """What the cluster-pool operator last reported (state, message, counts), if anything."""
     kv = store.get(keys.OPERATOR_STATUS_KEY)

@@ -20,7 +20,14 @@ from podnet.model import NodeInfo
 from podnet.operator.cluster_pool import ClusterPoolOperator, read_snapshot, run_operator
 from podnet.store import keys
 from podnet.store.client import Store
-from podnet.store.nodes import NodeRecord, get_pod_cidrs, operator_status, register_node, wait_for_pod_cidrs
+from podnet.store.nodes import (
+    NodeRecord,
+    get_pod_cidrs,
+    operator_status,
+    put_nodestate,
+    register_node,
+    wait_for_pod_cidrs,
+)
 from podnet.store.server import EtcdProcess
 
 pytestmark = pytest.mark.kernel
@@ -247,3 +254,34 @@ def test_operator_command_runs_and_stops_on_sigterm(etcd: EtcdProcess, store: St
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out.decode()
     assert b"allocated pod CIDR 10.244.2.0/24 to node node2" in out
+
+
+def test_a_gone_node_with_endpoints_is_fenced_and_a_reporting_one_is_never_reclaimed(store: Store) -> None:
+    clock = Clock()
+    spec = parse_pool_spec(["10.71.0.0/22"], 24)
+    op = ClusterPoolOperator(store, spec, 10, clock, fence_seconds=600)
+    put_node(store, "busy")
+    put_node(store, "alive")
+    op.reconcile_once()
+    (busy_cidr,), (alive_cidr,) = get_pod_cidrs(store, "busy"), get_pod_cidrs(store, "alive")
+    put_nodestate(store, "busy", endpoints=3, now=clock.now)
+    store.delete(keys.node_key("busy"))  # both registrations vanish
+    store.delete(keys.node_key("alive"))
+    op.reconcile_once()  # marks both gone
+    clock.now += 30  # past the grace period
+    put_nodestate(store, "alive", endpoints=0, now=clock.now - 5)  # its agent still reports
+    op.reconcile_once()
+    assert get_pod_cidrs(store, "busy") == (busy_cidr,), "a node that had pods was reclaimed"
+    assert get_pod_cidrs(store, "alive") == (alive_cidr,), "a node whose agent reports was reclaimed"
+    status = operator_status(store)
+    assert status is not None and {f["node"] for f in status["fenced"]} == {"busy", "alive"}
+    put_node(store, "newcomer", str(busy_cidr))  # asks for the fenced CIDR: gets another one
+    op.reconcile_once()
+    assert get_pod_cidrs(store, "newcomer") not in ((busy_cidr,), (alive_cidr,), ())
+    store.delete(keys.nodestate_key("busy"))  # the operator's way out: the node is known to be gone
+    op.reconcile_once()
+    assert get_pod_cidrs(store, "busy") == ()
+    assert store.get(keys.cluster_pool_key(busy_cidr)) is None
+    clock.now += 600  # the fence of a silent node lapses too
+    op.reconcile_once()
+    assert get_pod_cidrs(store, "alive") == ()

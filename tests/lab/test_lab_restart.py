@@ -7,6 +7,7 @@ route towards node1's pod CIDR may be deleted on node2, in tunnel, L2 native and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import yaml
 from labhelpers import pod_ips
 
 from podnet.lab import cluster as cl
@@ -111,3 +113,75 @@ def test_agent_restart_is_invisible_to_peers(
     assert sent > 200, f"the ping ran too briefly to tell anything ({sent} sent)"
     assert deleted == [], f"node2 deleted its route to node1's pods during the restart: {deleted}"
     assert received == sent, f"{sent - received} of {sent} pings lost while node1's agent restarted"
+
+
+# ---- issue 10.2: a second agent for a running node ----------------------------------------------
+
+
+def _etcdctl(topo: Topology, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(topo.name, topo.control_plane.name), "etcdctl",
+         "--endpoints", cl.etcd_endpoint(topo), *args],
+        env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+
+
+def _node_key(topo: Topology, node: str) -> str:
+    return _etcdctl(topo, "get", "--print-value-only", f"/podnet/v1/nodes/{node}").strip()
+
+
+def _second_agent(topo: Topology, node: str, conf: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    path = cl.node_dir(topo.name, node) / "second-agent.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(topo.name, node), cl._venv_bin("podnet"), "agent", "--config",
+         str(path)],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def test_a_second_agent_for_a_running_node_writes_nothing_and_changes_nothing(
+    lab_up: Callable[..., Topology],
+) -> None:
+    topo = lab_up(apply_overrides(load_topology("l2"), TUNNEL))
+    before = _node_key(topo, "node2")
+    cidr = _pod_cidr(topo, "node2")
+    conf = yaml.safe_load((cl.node_dir(topo.name, "node2") / "agent.yaml").read_text())
+    # the same agent started twice on the node: refused by the node's lock, before any write
+    same = _second_agent(topo, "node2", conf)
+    assert same.returncode != 0 and "another podnet agent" in same.stderr, same.stderr
+    # an agent elsewhere (own state directory and socket) claiming the same node name: refused by the
+    # node's claim in the store, before its record is written
+    other = dict(conf, stateDir=str(cl.node_dir(topo.name, "node2") / "other-state"),
+                 agentSocket=str(cl.node_dir(topo.name, "node2") / "other.sock"))  # fmt: skip
+    elsewhere = _second_agent(topo, "node2", other)
+    assert elsewhere.returncode != 0 and "already served by another agent" in elsewhere.stderr, (
+        elsewhere.stderr
+    )
+    time.sleep(17)  # longer than a node lease (15 s): a key put on the newcomers' leases would be gone now
+    assert _node_key(topo, "node2") == before
+    assert _pod_cidr(topo, "node2") == cidr
+    routes = subprocess.run(["ip", "-n", st.ns_name(topo.name, "node1"), "route"], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert cidr in routes, f"node1 lost its route to node2's pods: {routes}"
+
+
+def test_the_agent_restores_its_record_when_it_vanishes_or_is_rewritten(
+    lab_up: Callable[..., Topology],
+) -> None:
+    topo = lab_up(apply_overrides(load_topology("l2"), TUNNEL))
+    before = _node_key(topo, "node2")
+    _etcdctl(topo, "del", "/podnet/v1/nodes/node2")
+    _wait_for(lambda: _node_key(topo, "node2") == before, "node2's deleted record to come back")
+    forged = json.loads(before)
+    forged["vtepMAC"] = "02:66:66:66:66:66"
+    _etcdctl(topo, "put", "/podnet/v1/nodes/node2", json.dumps(forged))
+    _wait_for(lambda: _node_key(topo, "node2") == before, "node2's rewritten record to be restored")
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

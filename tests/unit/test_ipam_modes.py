@@ -9,7 +9,7 @@ import pytest
 from podnet.ipam.base import UnsupportedIPAMMode, factory_for, supported_modes
 from podnet.ipam.cidr import parse_pool_spec
 from podnet.model import NodeInfo
-from podnet.operator.plan import plan_pool
+from podnet.operator.plan import NodeLiveness, plan_pool
 from podnet.store.nodes import NodeRecord
 
 net = ipaddress.ip_network
@@ -95,3 +95,29 @@ def test_returning_node_clears_marker_and_keeps_cidr() -> None:
     assert plan.clear_gone == ("g",)
     assert plan.assign == ()
     assert plan.reclaim == ()
+
+
+@pytest.mark.parametrize(
+    ("liveness", "now", "reclaimed", "why"),
+    [
+        (None, 1000.0, True, None),  # never reported (an old agent): the grace period alone decides
+        (NodeLiveness(heartbeat=990.0, endpoints=0), 1000.0, False, "less than 60s ago"),
+        (NodeLiveness(heartbeat=900.0, endpoints=0), 1000.0, True, None),
+        (NodeLiveness(heartbeat=900.0, endpoints=3), 1000.0, False, "had 3 pod endpoint(s)"),
+        (NodeLiveness(heartbeat=900.0, endpoints=3), 900.0 + 3600.0, True, None),  # the fence lapsed
+    ],
+)
+def test_reclaim_waits_for_a_silent_agent_and_fences_nodes_with_endpoints(
+    liveness: NodeLiveness | None, now: float, reclaimed: bool, why: str | None
+) -> None:
+    cidr = net("10.244.0.0/24")
+    lives = {"g": liveness} if liveness is not None else {}
+    plan = plan_pool(SPEC, {}, {cidr: "g"}, {"g": now - 120.0}, now, 60, lives, fence_seconds=3600)
+    assert plan.reclaim == ((("g", (cidr,)),) if reclaimed else ())
+    if why is None:
+        assert plan.fenced == ()
+    else:
+        assert plan.fenced[0][0] == "g" and why in plan.fenced[0][1]
+    # a fenced CIDR is never handed to another node
+    other = plan_pool(SPEC, {"n": rec("n", str(cidr))}, {cidr: "g"}, {"g": now - 120.0}, now, 60, lives)
+    assert all(c != cidr for _, c in other.assign)
