@@ -1,4 +1,5 @@
-"""The agent's components: masquerading, the path-MTU prober, the BGP speaker, the node report.
+"""The agent's components: masquerading, the path-MTU prober, the BGP speaker, the node report
+and the store probe.
 
 Each has the same small life: ``start(node, stop)`` once the node is known, ``after_round(node,
 round)`` after every applied round (returning errors for status), ``status()`` for the status
@@ -25,7 +26,7 @@ from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import Reach
 from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
 from podnet.model import NodeInfo
-from podnet.store.client import Store, StoreError
+from podnet.store.client import Backoff, OutageLog, Store, StoreError
 from podnet.store.nodes import put_nodestate
 
 log = logging.getLogger("podnet.agent")
@@ -33,6 +34,8 @@ log = logging.getLogger("podnet.agent")
 PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
 DRIFT_CHECK_INTERVAL = 10.0  # how often the masquerade table is checked for changes behind our back
 HEARTBEAT_INTERVAL = 30.0  # how often the agent tells the operator it is alive (below its grace period)
+PROBE_INTERVAL = 5.0  # how often the store is probed for status while it answers
+PROBE_KEY = "/podnet/v1/ping"
 
 
 class Component(Protocol):
@@ -258,3 +261,60 @@ class NodeReport:
 
     def stop(self) -> None:
         return None
+
+
+class StoreProbe:
+    """A real probe of the store for status: etcd's ``maintenance/status`` every
+    ``PROBE_INTERVAL`` seconds (longer, with back-off, while it fails), with the time of the last
+    success; outages are logged as state changes."""
+
+    name = "kvstore"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store.clone()
+        self._outage = OutageLog(log, "etcd probe")
+        self.version = ""
+        self.leader = 0
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        self.probe()
+        threading.Thread(target=self._loop, args=(stop,), name="kvstore-probe", daemon=True).start()
+
+    def probe(self) -> bool:
+        """A linearizable read (it needs a quorum, as every write does), then the member's status
+        for the version; ``maintenance/status`` alone is answered by a member without quorum."""
+        try:
+            self._store.get(PROBE_KEY)
+            answer = self._store.status()
+        except StoreError as exc:
+            self._outage.failed(exc)
+            return False
+        self._outage.recovered()
+        self.version = str(answer.get("version", ""))
+        self.leader = int(answer.get("leader", 0) or 0)
+        return True
+
+    def _loop(self, stop: threading.Event) -> None:
+        backoff = Backoff(first=PROBE_INTERVAL, cap=4 * PROBE_INTERVAL)
+        while not stop.wait(PROBE_INTERVAL if self._store.health.ok else backoff.next()):
+            if self.probe():
+                backoff.reset()
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        health = self._store.health
+        return {
+            "endpoints": list(self._store.endpoints),
+            "active": self._store.endpoint,
+            "state": "ok" if health.ok else "unreachable",
+            "version": self.version or None,
+            "lastSuccess": health.last_success,
+            "failingSince": health.failing_since or None,
+            "error": health.last_error if not health.ok else None,
+            "connected": health.ok,  # kept for readers of the older document
+        }
+
+    def stop(self) -> None:
+        self._store.close()

@@ -43,7 +43,7 @@ from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
-from podnet.store.client import Store, StoreError
+from podnet.store.client import Backoff, OutageLog, Store, StoreError
 from podnet.store.nodes import (
     NodeEvent,
     NodeOwnedError,
@@ -150,6 +150,7 @@ class Agent:
                 raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
             self._set_phase("starting the BGP speaker")
             self.components.append(comp.Bgp(self.config, self.underlay.ipv4))
+        self.components.append(comp.StoreProbe(self.store))
         self.components.append(
             comp.NodeReport(
                 self.store, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
@@ -408,17 +409,19 @@ def _connect(endpoints: Sequence[str]) -> Store:
     if not endpoints:
         raise AgentError("no etcd endpoints: set etcd.endpoints (e.g. http://10.0.0.1:2379)")
     deadline = time.monotonic() + STORE_CONNECT_TIMEOUT
+    store = Store(list(endpoints))
+    outage, backoff = OutageLog(log, f"connecting to etcd at {', '.join(endpoints)}"), Backoff(0.25, 5.0)
     while True:
-        store = Store(list(endpoints))
         try:
             store.get("/podnet/v1/ping")
+            outage.recovered()
             return store
         except StoreError as exc:
-            store.close()
             if time.monotonic() > deadline:
+                store.close()
                 raise AgentError(f"cannot reach etcd at {', '.join(endpoints)}: {exc}") from exc
-            log.info("waiting for etcd at %s: %s", ", ".join(endpoints), exc)
-            time.sleep(0.5)
+            outage.failed(exc)
+            time.sleep(backoff.next())
 
 
 def mode_route_mtu(config: AgentConfig, underlay: Underlay) -> int:

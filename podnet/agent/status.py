@@ -52,7 +52,9 @@ def status_document(
         "ready": info.ready,
         "phase": info.phase,
         "node": node.to_json() if node else None,
-        "kvstore": {"endpoints": list(config.etcd_endpoints), "connected": connected},
+        "kvstore": components.get(
+            "kvstore", {"endpoints": list(config.etcd_endpoints), "connected": connected}
+        ),
         "routing": {
             "mode": config.routing_mode,
             "tunnelProtocol": tunnel.name if tunnel else None,

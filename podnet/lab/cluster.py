@@ -20,7 +20,7 @@ import yaml
 
 from podnet.lab import state as st
 from podnet.lab.build import LabError
-from podnet.lab.controlplane import etcd_endpoint
+from podnet.lab.controlplane import etcd_endpoints
 from podnet.lab.topology import Host, Pod, Topology
 from podnet.util import netns
 from podnet.util.proc import spawn
@@ -69,7 +69,7 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
     cfg.update(
         {
             "nodeName": node.name,
-            "etcd": {**cfg.get("etcd", {}), "endpoints": [etcd_endpoint(topo)]},
+            "etcd": {**cfg.get("etcd", {}), "endpoints": etcd_endpoints(topo)},
             "agentSocket": str(agent_socket(topo.name, node.name)),
             "stateDir": str(node_dir(topo.name, node.name) / "state"),
             "devices": ["eth0"],
@@ -119,7 +119,7 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
     argv = [
-        _venv_bin("podnet"), "operator", "--etcd-endpoints", etcd_endpoint(topo),
+        _venv_bin("podnet"), "operator", "--etcd-endpoints", ",".join(etcd_endpoints(topo)),
         "--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask),
         "--grace-period", "60",
     ]  # fmt: skip

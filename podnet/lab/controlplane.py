@@ -1,7 +1,9 @@
 """The lab's control-plane host: a real etcd on the underlay, the cluster store of every agent.
 
 etcd listens on the control-plane host's underlay address (``http://<cp>:2379``) and on its
-loopback; its data lives under the lab's run directory and goes with ``lab down``.
+loopback; its data lives under the lab's run directory and goes with ``lab down``. With
+``controlPlane.etcdMembers: 3`` (or 5) each member runs on a control-plane host of its own
+(``cp``, ``cp2``, ``cp3``), so a member can be killed like a machine.
 """
 
 from __future__ import annotations
@@ -14,29 +16,56 @@ ETCD_PEER_PORT = 2380
 
 
 def etcd_endpoint(topo: Topology) -> str:
-    return f"http://{topo.control_plane.primary.address.ip}:{ETCD_CLIENT_PORT}"
+    """The first member's client URL."""
+    return etcd_endpoints(topo)[0]
+
+
+def etcd_endpoints(topo: Topology) -> list[str]:
+    """Every member's client URL, in member order (what agents and the operator are given)."""
+    return [f"http://{cp.primary.address.ip}:{ETCD_CLIENT_PORT}" for cp in topo.control_planes]
+
+
+def member_process(index: int, host: str) -> str:
+    """The lab's process name of member ``index`` (the first keeps the name "etcd")."""
+    return "etcd" if index == 0 else f"etcd-{host}"
 
 
 def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
-    """Start etcd unless the recorded one still runs; returns the number of changes (0 or 1)."""
-    from podnet.store.server import start_etcd
+    """Start every etcd member whose recorded process is not running; returns how many started.
 
-    rec = state.process("etcd")
-    if rec is not None and rec.running():
-        return 0
-    cp = topo.control_plane
-    ns = st.ns_name(topo.name, cp.name)
+    Members of a cluster are started together and then waited for together: none is healthy
+    before a quorum runs. A restarted member keeps its data directory and rejoins."""
+    from podnet.store.server import start_etcd, wait_healthy
+
+    members = topo.control_planes
     run = st.lab_dir(topo.name)
-    ip = cp.primary.address.ip
-    proc = start_etcd(
-        name=f"{topo.name}-etcd",
-        data_dir=run / "etcd",
-        client_urls=[f"http://{ip}:{ETCD_CLIENT_PORT}", f"http://127.0.0.1:{ETCD_CLIENT_PORT}"],
-        peer_url=f"http://127.0.0.1:{ETCD_PEER_PORT}",
-        netns=ns,
-        log_path=run / "logs" / "etcd.log",
-    )
-    state.add_process(st.ProcessRecord("etcd", proc.pid, ns, ["etcd"], str(proc.log_path)))
+    peers = {f"{topo.name}-{cp.name}": f"http://{cp.primary.address.ip}:{ETCD_PEER_PORT}" for cp in members}
+    started = []
+    for i, cp in enumerate(members):
+        rec = state.process(member_process(i, cp.name))
+        if rec is not None and rec.running():
+            continue
+        ns = st.ns_name(topo.name, cp.name)
+        ip = cp.primary.address.ip
+        member = f"{topo.name}-{cp.name}"
+        proc = start_etcd(
+            name=member,
+            data_dir=run / ("etcd" if i == 0 else f"etcd-{cp.name}"),
+            client_urls=[f"http://{ip}:{ETCD_CLIENT_PORT}", f"http://127.0.0.1:{ETCD_CLIENT_PORT}"],
+            peer_url=peers[member],
+            netns=ns,
+            log_path=run / "logs" / f"{member_process(i, cp.name)}.log",
+            initial_cluster=peers,
+            token=f"podnet-{topo.name}",
+            wait=False,
+        )
+        state.add_process(
+            st.ProcessRecord(member_process(i, cp.name), proc.pid, ns, ["etcd"], str(proc.log_path))
+        )
+        started.append(proc)
+    for proc in started:
+        wait_healthy(proc)
     state.info["etcd"] = etcd_endpoint(topo)
+    state.info["etcdEndpoints"] = etcd_endpoints(topo)
     state.save()
-    return 1
+    return len(started)

@@ -117,7 +117,13 @@ class Topology:
 
     @property
     def control_plane(self) -> Host:
+        """The first control-plane host (etcd's first member; the operator runs there)."""
         return self.by_role("controlplane")[0]
+
+    @property
+    def control_planes(self) -> tuple[Host, ...]:
+        """Every control-plane host: one etcd member each (``controlPlane.etcdMembers``)."""
+        return self.by_role("controlplane")
 
     def node_config(self, node: str) -> dict[str, Any]:
         """The agent configuration of one node: the cluster's, with the node's overrides on top."""
@@ -179,7 +185,7 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
         raise TopologyError("nodes: a lab needs at least one node")
     if data.get("external") is not None:
         hosts.append(_parse_endhost(data["external"], "external", netmap, "external", default="world"))
-    hosts.append(_control_plane(data.get("controlPlane"), networks, hosts))
+    hosts.extend(_control_planes(data.get("controlPlane"), networks, hosts))
     _check_names(hosts, networks)
     _check_addresses(hosts, netmap)
     _check_p2p(hosts)
@@ -382,22 +388,34 @@ def _parse_endhost(
     return Host(name, role, tuple(ifaces), gateway=gateway, pod_cidr=pod_cidr, config=dict(config))
 
 
-def _control_plane(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]) -> Host:
-    """The host the lab adds for etcd: on the given network (default: the first) at a free address."""
-    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway"})
+ETCD_MEMBERS = (1, 3, 5)
+
+
+def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]) -> list[Host]:
+    """The hosts the lab adds for etcd, one per member (``etcdMembers``: 1, 3 or 5): on the given
+    network (default: the first), the first at ``address`` or the highest free address, the others
+    at the next free addresses below it."""
+    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway", "etcdMembers"})
+    members = m.get("etcdMembers", 1)
+    if members not in ETCD_MEMBERS:
+        raise TopologyError(
+            f"controlPlane.etcdMembers: {members!r} is not one of {', '.join(map(str, ETCD_MEMBERS))} "
+            "(an etcd cluster needs an odd number of members for a quorum)"
+        )
     netmap = {n.name: n for n in networks}
     net_name = m.get("network", networks[0].name)
     if net_name not in netmap:
         raise TopologyError(f"controlPlane.network: unknown network {net_name!r}")
     net = netmap[net_name]
-    if m.get("address") is not None:
-        address = m["address"]
-    else:
-        used = {i.address.ip for h in hosts for i in h.interfaces}
-        free = [a for a in reversed(list(net.cidr.hosts())) if a not in used]
-        if not free:
-            raise TopologyError(f"controlPlane: network {net.name} ({net.cidr}) has no free address for etcd")
-        address = free[0]
+    used = {i.address.ip for h in hosts for i in h.interfaces}
+    free = [a for a in reversed(list(net.cidr.hosts())) if a not in used]
+    addresses = (
+        [m["address"], *(a for a in free if str(a) != str(m["address"]))] if m.get("address") else free
+    )
+    if len(addresses) < members:
+        raise TopologyError(
+            f"controlPlane: network {net.name} ({net.cidr}) has no free address for {members} etcd member(s)"
+        )
     gateway = m.get("gateway")
     if gateway is None:
         gateway = next(
@@ -410,10 +428,14 @@ def _control_plane(raw: Any, networks: Sequence[Network], hosts: Sequence[Host])
             ),
             None,
         )
-    raw_host = {"name": CONTROL_PLANE, "network": net.name, "address": str(address)}
-    if gateway is not None:
-        raw_host["gateway"] = str(gateway)
-    return _parse_endhost(raw_host, "controlPlane", netmap, "controlplane")
+    found = []
+    for i in range(members):
+        name = CONTROL_PLANE if i == 0 else f"{CONTROL_PLANE}{i + 1}"
+        raw_host = {"name": name, "network": net.name, "address": str(addresses[i])}
+        if gateway is not None:
+            raw_host["gateway"] = str(gateway)
+        found.append(_parse_endhost(raw_host, "controlPlane", netmap, "controlplane"))
+    return found
 
 
 def _check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:

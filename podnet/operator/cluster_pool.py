@@ -22,13 +22,24 @@ from podnet.ipam.cidr import PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
 from podnet.store import keys
-from podnet.store.client import KV, Store, StoreError, cmp_absent, cmp_mod_revision, op_delete, op_put
+from podnet.store.client import (
+    KV,
+    Backoff,
+    OutageLog,
+    Store,
+    StoreError,
+    cmp_absent,
+    cmp_mod_revision,
+    op_delete,
+    op_put,
+)
 from podnet.store.nodes import NodeRecord, encode_pod_cidrs
 from podnet.store.watch import PrefixWatcher
 
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 8  # re-plan at most this often per wake-up when transactions lose races
+STATUS_HEARTBEAT = 10.0  # the status is rewritten at least this often, so readers can tell its age
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,7 @@ class ClusterPoolOperator:
         self.fence_seconds = fence_seconds
         self.clock = clock
         self._last_status: dict[str, Any] | None = None
+        self._last_written = 0.0
         self._warned: set[tuple[str, str]] = set()
 
     def reconcile_once(self) -> PoolPlan:
@@ -201,7 +213,8 @@ class ClusterPoolOperator:
                     "node %s requested pod CIDR %s: %s; allocating another", req.node, req.cidr, req.reason
                 )
         status = pool_status(self.spec, snap, plan)
-        if status == self._last_status:
+        now = self.clock()
+        if status == self._last_status and now - self._last_written < STATUS_HEARTBEAT:
             return
         if plan.exhausted:
             log.error("%s", status["message"])
@@ -212,23 +225,32 @@ class ClusterPoolOperator:
         self._warned -= {("fenced", n) for kind, n in set(self._warned) if kind == "fenced"} - {
             ("fenced", n) for n, _ in plan.fenced
         }
-        self.store.put(keys.OPERATOR_STATUS_KEY, json.dumps({**status, "updated": self.clock()}))
-        self._last_status = status
+        self.store.put(
+            keys.OPERATOR_STATUS_KEY,
+            json.dumps({**status, "updated": now, "heartbeat": STATUS_HEARTBEAT}),
+        )
+        self._last_status, self._last_written = status, now
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
         wake = threading.Event()
         watcher = PrefixWatcher(self.store, keys.NODES_PREFIX, lambda _event: wake.set()).start()
         try:
+            outage = OutageLog(log, "cluster-pool reconcile (etcd)")
+            backoff = Backoff(first=min(0.5, tick), cap=max(tick, 10.0))
             while not stop_event.is_set():
+                wait = tick
                 try:
                     self.reconcile_once()
+                    outage.recovered()
+                    backoff.reset()
                 except StoreError as exc:
-                    log.warning("cluster-pool reconcile failed, retrying: %s", exc)
+                    outage.failed(exc)
+                    wait = backoff.next()
                 except Exception:  # a malformed key or answer must not stop IPAM for the cluster
                     log.exception("cluster-pool reconcile failed unexpectedly, retrying")
-                deadline = time.monotonic() + tick
+                deadline = time.monotonic() + wait
                 while not stop_event.is_set() and not wake.is_set() and time.monotonic() < deadline:
-                    wake.wait(min(0.1, tick))
+                    wake.wait(min(0.1, wait))
                 wake.clear()
         finally:
             watcher.stop()

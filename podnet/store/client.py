@@ -2,7 +2,14 @@
 
 Values are bytes in etcd; callers here pass ``str``/``bytes`` and get ``KV`` records with the
 revisions needed for compare-and-swap. Every etcd failure becomes a ``StoreError`` that names the
-endpoint. One ``Store`` is one HTTP session: give each thread its own (``Store.clone()``).
+endpoints. One ``Store`` is one HTTP session per endpoint: give each thread its own
+(``Store.clone()``).
+
+Several endpoints (an etcd cluster) fail over: a request that cannot reach the active member
+(connection refused, timeout, "no leader" 503) is tried on the next one, each once; the member
+that answered stays active. ``health`` keeps the time of the last answer and the last error, so
+status shows a real probe instead of "a client object exists". ``Backoff`` and ``OutageLog``
+let retry loops wait longer while the store stays down and log state changes, not every retry.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,37 +97,118 @@ def op_delete(key: str) -> dict[str, Any]:
     return {"request_delete_range": {"key": _b64(key)}}
 
 
+@dataclass
+class Health:
+    """What the last requests of one ``Store`` said about etcd."""
+
+    last_success: float = 0.0  # unix seconds of the last answer
+    last_error: str = ""
+    failing_since: float = 0.0  # unix seconds of the first failure since the last success; 0: ok
+
+    @property
+    def ok(self) -> bool:
+        return self.failing_since == 0.0 and self.last_success > 0
+
+
+_UNREACHABLE = (etcd_exc.ConnectionFailedError, etcd_exc.ConnectionTimeoutError)
+
+
+def parse_endpoints(endpoints: Sequence[str] | str) -> tuple[str, ...]:
+    """``http://IP:PORT`` endpoints from a list and/or comma-separated text; StoreError if bad."""
+    eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+    found = tuple(e.strip() for ep in eps for e in ep.split(",") if e.strip())
+    if not found:
+        raise StoreError("no etcd endpoint given: pass --etcd-endpoints http://IP:2379")
+    for endpoint in found:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreError(f"invalid etcd endpoint {endpoint!r}: write it as http://IP:PORT")
+    return found
+
+
+class Backoff:
+    """Waits that double from ``first`` up to ``cap`` while failures go on; ``reset()`` on success."""
+
+    def __init__(self, first: float = 0.5, cap: float = 10.0) -> None:
+        self.first, self.cap = first, cap
+        self._next = first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+class OutageLog:
+    """Logs an outage as state changes: the first failure, a reminder every ``remind`` seconds,
+    and the recovery with its length; never every retry."""
+
+    def __init__(self, logger: logging.Logger, what: str, remind: float = 60.0) -> None:
+        self._log, self.what, self.remind = logger, what, remind
+        self.since = 0.0
+        self._said = 0.0
+
+    def failed(self, error: object) -> None:
+        now = time.monotonic()
+        if not self.since:
+            self.since = self._said = now
+            self._log.warning("%s failed: %s; retrying with back-off", self.what, error)
+        elif now - self._said >= self.remind:
+            self._said = now
+            self._log.warning("%s still failing after %.0fs: %s", self.what, now - self.since, error)
+
+    def recovered(self) -> None:
+        if self.since:
+            self._log.info("%s works again after %.1fs", self.what, time.monotonic() - self.since)
+            self.since = 0.0
+
+
 class Store:
-    """KV, transactions and leases on one etcd endpoint (``http://IP:PORT``)."""
+    """KV, transactions and leases on etcd; ``endpoints`` are the members of one cluster."""
 
     def __init__(self, endpoints: Sequence[str] | str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        eps = [e.strip() for ep in eps for e in ep.split(",") if e.strip()]
-        if not eps:
-            raise StoreError("no etcd endpoint given: pass --etcd-endpoints http://IP:2379")
-        self.endpoints = tuple(eps)
-        self.endpoint = eps[0]
-        parts = urlsplit(self.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise StoreError(f"invalid etcd endpoint {self.endpoint!r}: write it as http://IP:PORT")
-        self.host = parts.hostname
-        self.port = parts.port or 2379
-        self.protocol = parts.scheme
+        self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
-        self._client = etcd3gw.client(
-            host=self.host, port=self.port, protocol=self.protocol, timeout=timeout, api_path="/v3/"
-        )
+        self.health = Health()
+        self._active = 0
+        self._clients: dict[int, Any] = {}
+
+    def _client_for(self, index: int) -> Any:
+        client = self._clients.get(index)
+        if client is None:
+            parts = urlsplit(self.endpoints[index])
+            client = etcd3gw.client(
+                host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme,
+                timeout=self.timeout, api_path="/v3/",
+            )  # fmt: skip
+            self._clients[index] = client
+        return client
+
+    @property
+    def endpoint(self) -> str:
+        """The member requests go to now."""
+        return self.endpoints[self._active]
+
+    @property
+    def _client(self) -> Any:
+        return self._client_for(self._active)
 
     def clone(self) -> Store:
-        """A new ``Store`` (own HTTP session) on the same endpoints, for another thread."""
-        return Store(self.endpoints, self.timeout)
+        """A new ``Store`` (own HTTP sessions) on the same endpoints, for another thread; it starts
+        on the member this one found working."""
+        other = Store(self.endpoints, self.timeout)
+        other._active = self._active
+        return other
 
     @property
     def base_url(self) -> str:
         return self._client.base_url
 
     def close(self) -> None:
-        self._client.session.close()
+        for client in self._clients.values():
+            client.session.close()
 
     def __enter__(self) -> Store:
         return self
@@ -127,19 +216,40 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except etcd_exc.Etcd3Exception as exc:
-            detail = getattr(exc, "detail_text", "") or str(exc)
-            raise StoreError(
-                f"etcd at {self.endpoint}: {what} failed: {type(exc).__name__} {detail}".strip()
-                + "; check that etcd is running and --etcd-endpoints points at it"
-            ) from exc
-
     def _post(self, what: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = self._client.get_url(path)
-        return self._call(what, lambda: self._client.post(url, json=body))
+        """POST to the active member; on "unreachable", to each other member once (failover)."""
+        failures: list[str] = []
+        for step in range(len(self.endpoints)):
+            index = (self._active + step) % len(self.endpoints)
+            client = self._client_for(index)
+            try:
+                result: dict[str, Any] = client.post(client.get_url(path), json=body)
+            except etcd_exc.Etcd3Exception as exc:
+                detail = f"{type(exc).__name__} {getattr(exc, 'detail_text', '') or exc}".strip()
+                failures.append(f"{self.endpoints[index]}: {detail}")
+                if isinstance(exc, _UNREACHABLE):
+                    continue
+                self._failed(failures)  # etcd answered with an error: no point asking another member
+                raise StoreError(f"etcd at {self.endpoints[index]}: {what} failed: {detail}") from exc
+            if index != self._active:
+                log.info("etcd: %s did not answer; now using %s", self.endpoint, self.endpoints[index])
+                self._active = index
+            self.health.last_success, self.health.failing_since = time.time(), 0.0
+            return result
+        self._failed(failures)
+        raise StoreError(
+            f"etcd: {what} failed on every endpoint ({'; '.join(failures)}); check that etcd is running "
+            "and that etcd.endpoints lists its members"
+        )
+
+    def _failed(self, failures: list[str]) -> None:
+        self.health.last_error = "; ".join(failures)
+        if not self.health.failing_since:
+            self.health.failing_since = time.time()
+
+    def status(self) -> dict[str, Any]:
+        """The active member's ``maintenance/status``: version, leader, raft index (a real probe)."""
+        return self._post("status", "/maintenance/status", {})
 
     # --- KV -------------------------------------------------------------------------------
     def get(self, key: str) -> KV | None:
@@ -258,7 +368,10 @@ class LeaseKeeper:
         return lease
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        outage = OutageLog(log, f"keepalive of lease {self.lease_id:x}")
+        backoff = Backoff(first=min(0.5, self._interval), cap=self._interval)
+        wait = self._interval
+        while not self._stop.wait(wait):
             try:
                 with self._lock:
                     if self._stop.is_set():
@@ -266,8 +379,12 @@ class LeaseKeeper:
                     if self._store.keepalive_once(self.lease_id) <= 0:
                         log.warning("lease %x expired; granting a new one", self.lease_id)
                         self.lease_id = self._grant()
+                outage.recovered()
+                backoff.reset()
+                wait = self._interval
             except Exception as exc:  # keep trying: etcd may be restarting
-                log.warning("lease %x keepalive failed: %s", self.lease_id, exc)
+                outage.failed(exc)
+                wait = backoff.next()
 
     def close(self, revoke: bool = True) -> None:
         self._stop.set()

@@ -281,4 +281,11 @@ def _why_no_cidr(store: Store, node_name: str) -> str:
         return f"the node is not registered under {keys.node_key(node_name)}"
     if status is None:
         return "no operator has reported yet: is `podnet operator` running against this etcd?"
-    return f"operator reports {status.get('state')}: {status.get('message')}"
+    said = f"operator reports {status.get('state')}: {status.get('message')}"
+    age = time.time() - float(status.get("updated", 0))
+    if age > 3 * float(status.get("heartbeat", 10.0)):
+        return (
+            f"the operator last reported {age:.0f}s ago and is not updating its status (is `podnet "
+            f"operator` running?); what it said then: {said}"
+        )
+    return said

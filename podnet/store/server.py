@@ -1,6 +1,9 @@
 """Start and stop a real etcd (Debian ``etcd-server``, 3.4) as a child process, optionally in a netns.
 
-One single-member cluster per call. With ``netns`` the command is ``ip netns exec NAME etcd ...``
+One member per call: a single-member cluster, or (``initial_cluster``) a member of a cluster whose
+members are started one after the other with ``wait=False`` and then waited for together
+(``wait_healthy``), since none is healthy before a quorum runs. With ``netns`` the command is
+``ip netns exec NAME etcd ...``
 (``ip`` execs etcd, so the recorded PID is etcd's own). Startup waits for ``/health`` to answer
 true, bounded by a timeout; a failure names the log file. ``stop()`` acts only on the recorded PID.
 """
@@ -16,7 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +63,13 @@ def _is_our_etcd(pid: int) -> bool:
     return state != "Z" and any(Path(arg.decode(errors="replace")).name == ETCD_BINARY for arg in cmdline[:1])
 
 
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
@@ -87,8 +97,17 @@ def stop_pid(pid: int, grace: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def etcd_command(name: str, data_dir: Path, client_urls: Sequence[str], peer_url: str) -> list[str]:
+def etcd_command(
+    name: str,
+    data_dir: Path,
+    client_urls: Sequence[str],
+    peer_url: str,
+    initial_cluster: Mapping[str, str] | None = None,
+    token: str | None = None,
+) -> list[str]:
+    """The etcd command line; ``initial_cluster`` maps every member's name to its peer URL."""
     urls = ",".join(client_urls)
+    cluster = ",".join(f"{n}={u}" for n, u in (initial_cluster or {name: peer_url}).items())
     return [
         ETCD_BINARY,
         "--name", name,
@@ -97,9 +116,9 @@ def etcd_command(name: str, data_dir: Path, client_urls: Sequence[str], peer_url
         "--advertise-client-urls", urls,
         "--listen-peer-urls", peer_url,
         "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"{name}={peer_url}",
-        "--initial-cluster-state", "new",
-        "--initial-cluster-token", f"podnet-{name}",
+        "--initial-cluster", cluster,
+        "--initial-cluster-state", "new",  # ignored once the data dir holds the member
+        "--initial-cluster-token", token or f"podnet-{name}",
         "--logger", "zap",
         "--log-outputs", "stderr",
     ]  # fmt: skip
@@ -113,15 +132,19 @@ def start_etcd(
     netns: str | None,
     log_path: str | Path,
     timeout: float = DEFAULT_START_TIMEOUT,
+    initial_cluster: Mapping[str, str] | None = None,
+    token: str | None = None,
+    wait: bool = True,
 ) -> EtcdProcess:
-    """Run etcd (inside ``netns`` if given), wait until healthy, return its ``EtcdProcess``."""
+    """Run etcd (inside ``netns`` if given), wait until healthy (unless ``wait`` is False: a
+    cluster member, see the module docstring), return its ``EtcdProcess``."""
     if shutil.which(ETCD_BINARY) is None:
         raise EtcdStartError("etcd binary not found in PATH: install the Debian package etcd-server")
     urls = (client_urls,) if isinstance(client_urls, str) else tuple(client_urls)
     data_dir, log_path = Path(data_dir), Path(log_path)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = etcd_command(name, data_dir, urls, peer_url)
+    cmd = etcd_command(name, data_dir, urls, peer_url, initial_cluster, token)
     if netns is not None:
         if not netns_util.exists(netns):
             raise EtcdStartError(f"cannot start etcd {name}: network namespace {netns} does not exist")
@@ -133,24 +156,23 @@ def start_etcd(
             start_new_session=True,
         )  # fmt: skip
     etcd = EtcdProcess(name, proc.pid, urls, data_dir, log_path, netns)
-    try:
-        _wait_healthy(etcd, proc, timeout)
-    except BaseException:
-        etcd.stop(grace=1.0)
-        proc.wait(timeout=2)
-        raise
+    if wait:
+        try:
+            wait_healthy(etcd, timeout)
+        except BaseException:
+            etcd.stop(grace=1.0)
+            raise
     return etcd
 
 
-def _wait_healthy(etcd: EtcdProcess, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_healthy(etcd: EtcdProcess, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+    """Until ``etcd`` answers /health true; ``EtcdStartError`` naming its log if it exits or not."""
     deadline = time.monotonic() + timeout
     last = "no answer yet"
     while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            raise EtcdStartError(
-                f"etcd {etcd.name} exited with status {code} during startup; see {etcd.log_path}"
-            )
+        if not _running(etcd.pid):  # not alive(): `ip netns exec` may not have exec'd etcd yet
+            _reap(etcd.pid)
+            raise EtcdStartError(f"etcd {etcd.name} exited during startup; see {etcd.log_path}")
         ok, last = health(etcd.endpoint, etcd.netns)
         if ok:
             return

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import requests
 
-from podnet.store.client import KV, Store, _b64, _kv_from_json, _prefix_end
+from podnet.store.client import KV, Backoff, OutageLog, Store, _b64, _kv_from_json, _prefix_end
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 30.0  # an idle stream is re-opened after this long (cheap: list + watch)
+MAX_RETRY = 5.0  # the longest wait between reconnects while etcd stays unreachable
 
 
 @dataclass(frozen=True)
@@ -84,19 +85,29 @@ class PrefixWatcher:
 
     # --- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
+        outage = OutageLog(log, f"watch {self.prefix}")
+        backoff = Backoff(first=self._retry, cap=MAX_RETRY)
         while not self._stop.is_set():
             try:
                 revision = self._resync()
+            except Exception as exc:
+                outage.failed(exc)
+                self._stop.wait(backoff.next())
+                continue
+            outage.recovered()
+            backoff.reset()
+            try:
                 self._stream(revision + 1)
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                # an idle stream is re-opened on purpose (read timeout): not worth a warning
-                quiet = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
-                (log.debug if quiet else log.warning)(
-                    "watch %s interrupted (%s); reconnecting", self.prefix, exc
-                )
-                self._stop.wait(self._retry)
+                # an idle stream is re-opened on purpose (read timeout); the next resync tells an
+                # outage from that, with back-off
+                if "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower():
+                    log.debug("watch %s: idle stream re-opened (%s)", self.prefix, exc)
+                    continue
+                outage.failed(exc)
+                self._stop.wait(backoff.next())
 
     def _emit(self, event: WatchEvent) -> None:
         try:

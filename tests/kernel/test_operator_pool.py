@@ -285,3 +285,33 @@ def test_a_gone_node_with_endpoints_is_fenced_and_a_reporting_one_is_never_recla
     clock.now += 600  # the fence of a silent node lapses too
     op.reconcile_once()
     assert get_pod_cidrs(store, "alive") == ()
+
+
+def test_a_stale_operator_status_says_how_old_it_is(store: Store) -> None:
+    stale = {"state": "ok", "message": "4 of 512 node subnets allocated", "updated": time.time() - 120}
+    store.put(keys.OPERATOR_STATUS_KEY, json.dumps({**stale, "heartbeat": 10.0}))
+    put_node(store, "waiting")
+    with pytest.raises(TimeoutError) as caught:
+        wait_for_pod_cidrs(store, "waiting", timeout=0.3)
+    text = str(caught.value)
+    assert "last reported 120s ago and is not updating its status" in text
+    assert "is `podnet operator` running?" in text and "4 of 512" in text
+    fresh = {**stale, "updated": time.time()}
+    store.put(keys.OPERATOR_STATUS_KEY, json.dumps({**fresh, "heartbeat": 10.0}))
+    with pytest.raises(TimeoutError, match="operator reports ok: 4 of 512") as caught:
+        wait_for_pod_cidrs(store, "waiting", timeout=0.3)
+    assert "not updating" not in str(caught.value)
+
+
+def test_a_running_operator_refreshes_its_status(store: Store) -> None:
+    clock = Clock()
+    op = ClusterPoolOperator(store, parse_pool_spec(["10.72.0.0/22"], 24), 10, clock)
+    op.reconcile_once()
+    first = operator_status(store)
+    assert first is not None
+    op.reconcile_once()  # nothing changed, too soon: not rewritten
+    assert operator_status(store) == first
+    clock.now += 11  # past the status heartbeat
+    op.reconcile_once()
+    again = operator_status(store)
+    assert again is not None and again["updated"] == first["updated"] + 11

@@ -14,7 +14,7 @@ import pytest
 
 from podnet.model import NodeInfo
 from podnet.store import keys
-from podnet.store.client import LeaseKeeper, Store
+from podnet.store.client import LeaseKeeper, Store, StoreError
 from podnet.store.nodes import NodeEvent, list_nodes, register_node, watch_nodes
 from podnet.store.server import EtcdProcess, EtcdStartError, health, start_etcd
 from podnet.store.watch import PrefixWatcher, WatchEvent
@@ -185,3 +185,17 @@ def test_start_failure_names_the_log(tmp_path: Path, free_port: Callable[[], int
             )  # fmt: skip
     finally:
         blocker.close()
+
+
+def test_a_dead_member_fails_over_to_a_live_one(etcd: EtcdProcess, free_port: Callable[[], int]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with Store([dead, etcd.endpoint], timeout=2.0) as store:
+        assert store.endpoint == dead
+        store.put("/podnet/v1/test/failover", "x")
+        assert store.endpoint == etcd.endpoint and store.health.ok
+        assert store.clone().endpoint == etcd.endpoint  # a clone starts on the member that works
+    with Store([dead], timeout=2.0) as nowhere:
+        with pytest.raises(StoreError, match="failed on every endpoint"):
+            nowhere.get("/podnet/v1/test/failover")
+        health = nowhere.health
+        assert not health.ok and health.failing_since and "127.0.0.1" in health.last_error
