@@ -24,6 +24,7 @@ from podnet.cni import spec
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4 * 1024 * 1024
+LISTEN_BACKLOG = 1024  # a burst of pod starts queues here (the kernel caps it at net.core.somaxconn)
 READ_TIMEOUT = 30.0
 
 
@@ -79,6 +80,7 @@ class _Connection(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, path: str, api_handler: ApiHandler) -> None:
         self.api_handler = api_handler

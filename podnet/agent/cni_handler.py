@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from podnet.ipam.host import IPAMExhausted, router_ip
 from podnet.model import Endpoint
 
 log = logging.getLogger(__name__)
+
+MAX_CALL_SECONDS = 120.0  # a call without a deadline waits for the node's lock at most this long
 
 
 def free_addresses(allocator: Allocator) -> int:
@@ -82,24 +85,56 @@ class _Call:
     ifname: str
     args: dict[str, str]
     config: dict[str, Any]
+    deadline: float = 0.0  # unix seconds; 0: none given (then MAX_CALL_SECONDS)
 
     @classmethod
     def from_request(cls, request: Mapping[str, Any]) -> _Call:
+        """The request, validated as the plugin validates it (``podnet.cni.spec``: one source of
+        truth): nothing reaching the agent's socket is trusted."""
         config = request.get("config") or {}
         if not isinstance(config, dict):
             raise spec.CniError(spec.ERR_INVALID_NETCONF, "invalid network config", "config is not an object")
-        try:
-            args = spec.parse_cni_args(str(request.get("args") or ""))
-        except ValueError as exc:
-            raise spec.CniError(spec.ERR_INVALID_ENV, "invalid CNI environment variables", str(exc)) from None
+        fields = {k: request.get(k) for k in ("command", "containerID", "netns", "ifname", "args")}
+        if not all(isinstance(v, str | None) for v in fields.values()):
+            raise spec.CniError(
+                spec.ERR_INVALID_ENV, "invalid CNI environment variables", "fields must be strings"
+            )
+        command = str(fields["command"] or "")
+        env = {
+            "CNI_CONTAINERID": str(fields["containerID"] or ""),
+            "CNI_NETNS": str(fields["netns"] or ""),
+            "CNI_IFNAME": str(fields["ifname"] or ""),
+            "CNI_ARGS": str(fields["args"] or ""),
+        }
+        if command in spec.REQUIRED_ENV:
+            spec.check_env(command, env)
+        deadline = request.get("deadline")
         return cls(
-            command=str(request.get("command") or ""),
-            container_id=str(request.get("containerID") or ""),
-            netns=str(request.get("netns") or ""),
-            ifname=str(request.get("ifname") or ""),
-            args=args,
+            command=command,
+            container_id=env["CNI_CONTAINERID"],
+            netns=env["CNI_NETNS"],
+            ifname=env["CNI_IFNAME"],
+            args=spec.parse_cni_args(env["CNI_ARGS"]),
             config=config,
+            deadline=float(deadline)
+            if isinstance(deadline, int | float) and not isinstance(deadline, bool)
+            else 0.0,
         )
+
+    def time_left(self) -> float:
+        """Seconds until the caller's deadline (at most ``MAX_CALL_SECONDS``); never negative."""
+        if not self.deadline:
+            return MAX_CALL_SECONDS
+        return max(0.0, min(self.deadline - time.time(), MAX_CALL_SECONDS))
+
+    def check_deadline(self) -> None:
+        """Raise (so that the call undoes its work) when the caller has given up already."""
+        if self.deadline and time.time() > self.deadline:
+            raise spec.CniError(
+                spec.ERR_TRY_AGAIN_LATER,
+                "podnet agent was too slow",
+                f"{self.command} {self.owner} passed its deadline; what it made was undone",
+            )
 
     @property
     def owner(self) -> str:
@@ -225,8 +260,16 @@ class CniHandler:
                 raise spec.CniError(
                     spec.ERR_INVALID_ENV, "invalid CNI environment variables", f"command {call.command!r}"
                 )
-            with self._lock:
+            if not self._lock.acquire(timeout=call.time_left()):
+                raise spec.CniError(
+                    spec.ERR_TRY_AGAIN_LATER,
+                    "podnet agent is busy",
+                    f"{call.command} {call.owner} waited for earlier calls on this node until its deadline",
+                )
+            try:
                 return {"ok": True, "result": op(call)}
+            finally:
+                self._lock.release()
         except Exception as exc:
             log.warning("CNI %s %s failed: %s", request.get("command"), request.get("containerID"), exc)
             return _error(exc)
@@ -287,6 +330,7 @@ class CniHandler:
             info = ep.add_endpoint(
                 self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
             )
+            call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
             undo.pop_all()
         return self._result(info)
 
@@ -336,7 +380,7 @@ class CniHandler:
             )
         addresses = self._pod_addresses(record)
         problems = []
-        prev_ips = {ip.get("address") for ip in (call.config.get("prevResult") or {}).get("ips", [])}
+        prev_ips = set(spec.prev_result_ips(call.config))
         missing = [str(a.address) for a in addresses if str(a.address) not in prev_ips]
         if prev_ips and missing:
             problems.append(
@@ -350,14 +394,7 @@ class CniHandler:
         return {}
 
     def _gc(self, call: _Call) -> dict[str, Any]:
-        valid_list = call.config.get(spec.VALID_ATTACHMENTS_KEY, [])
-        if not isinstance(valid_list, list) or not all(isinstance(a, dict) for a in valid_list):
-            raise spec.CniError(
-                spec.ERR_INVALID_NETCONF,
-                "invalid network config",
-                f"{spec.VALID_ATTACHMENTS_KEY} must be a list",
-            )
-        valid = {(str(a.get("containerID")), str(a.get("ifname"))) for a in valid_list}
+        valid = spec.valid_attachments(call.config)
         failures: list[str] = []
         records = self.records()
         for record in records:

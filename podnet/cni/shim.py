@@ -8,9 +8,11 @@ import. One JSON request per unix-socket connection, one JSON line back (docs/cn
 from __future__ import annotations
 
 import _socket as socket  # the C module: `socket` pulls in enum and selectors (~3 ms)
+import errno
 import json
 import os
 import sys
+import time
 
 from podnet.cni import spec
 
@@ -21,23 +23,22 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 120.0  # seconds for one agent call; an ADD is normally well under one second
 MAX_RESPONSE = 4 * 1024 * 1024
+CONNECT_WAIT = 10.0  # how long a busy (backlog full) or restarting agent is waited for
+_RETRY_CONNECT = (errno.EAGAIN, errno.ECONNREFUSED, errno.ENOENT)
+DEADLINE_MARGIN = 1.0  # the agent must be done this long before the plugin gives up
 
 
 def call_agent(
     socket_path: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT
 ) -> dict[str, Any]:
-    """Send one request, return the decoded response; unreachable agent -> code 11, garbage -> 105."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Send one request, return the decoded response; unreachable agent -> code 11, garbage -> 105.
+
+    The request carries a ``deadline`` (unix seconds): an agent that cannot finish by then gives
+    up and undoes its work, so nothing completes after this plugin reported a failure."""
+    request = {**request, "deadline": time.time() + timeout - DEADLINE_MARGIN}
+    sock = _connect(socket_path, min(timeout, CONNECT_WAIT))
     sock.settimeout(timeout)
     try:
-        try:
-            sock.connect(socket_path)
-        except OSError as exc:
-            raise spec.CniError(
-                spec.ERR_TRY_AGAIN_LATER,
-                "podnet agent is not reachable",
-                f"connect {socket_path}: {exc.strerror or exc}; is the podnet agent running on this node?",
-            ) from None
         try:
             sock.sendall(json.dumps(request).encode() + b"\n")
             raw = _read_line(sock)
@@ -54,6 +55,29 @@ def call_agent(
     if not isinstance(response, dict) or "ok" not in response:
         raise spec.CniError(spec.ERR_AGENT_PROTOCOL, "bad answer from podnet agent", f"{raw[:200]!r}")
     return response
+
+
+def _connect(socket_path: str, wait: float) -> socket.socket:
+    """A connected socket; a full listen backlog, or an agent that is restarting, is retried with
+    growing pauses for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(socket_path)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _RETRY_CONNECT or time.monotonic() + pause > deadline:
+                raise spec.CniError(
+                    spec.ERR_TRY_AGAIN_LATER,
+                    "podnet agent is not reachable",
+                    f"connect {socket_path}: {exc.strerror or exc}; is the podnet agent running on this "
+                    "node?",
+                ) from None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
 
 
 def _read_line(sock: socket.socket) -> bytes:

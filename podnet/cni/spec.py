@@ -56,7 +56,9 @@ REQUIRED_ENV: dict[str, tuple[str, ...]] = {
 # The oldest config version that may ask for a command.
 MIN_VERSION = {"CHECK": (0, 4, 0), "GC": (1, 1, 0), "STATUS": (1, 1, 0)}
 
+MAX_CONFIG = 1 << 20  # bytes of network config on stdin; a larger one is refused (code 7)
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,14}$")  # ASCII: what every tool can quote
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -146,7 +148,10 @@ def check_env(command: str, env: Mapping[str, str]) -> None:
         problems.append(f"CNI_CONTAINERID {cid!r} must be alphanumeric, '_', '.' or '-'")
     ifname = env.get("CNI_IFNAME", "")
     if ifname and not valid_ifname(ifname):
-        problems.append(f"CNI_IFNAME {ifname!r} is not a valid Linux interface name")
+        problems.append(
+            f"CNI_IFNAME {ifname!r} is not a valid interface name (1-15 ASCII letters, digits, '_', '.', "
+            "'-', starting with a letter or digit)"
+        )
     try:
         parse_cni_args(env.get("CNI_ARGS", ""))
     except ValueError as exc:
@@ -156,7 +161,9 @@ def check_env(command: str, env: Mapping[str, str]) -> None:
 
 
 def valid_ifname(name: str) -> bool:
-    return 0 < len(name) < 16 and name not in (".", "..") and not re.search(r"[/:\s]", name)
+    """A Linux interface name a pod may get: 1-15 ASCII letters, digits, '_', '.', '-', starting
+    with a letter or digit (the kernel allows more; runtimes and shells do not cope with it)."""
+    return _IFNAME.match(name) is not None
 
 
 def parse_cni_args(text: str) -> dict[str, str]:
@@ -172,10 +179,20 @@ def parse_cni_args(text: str) -> dict[str, str]:
 
 def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
     """Decode and validate the network config on stdin (codes 6, 7, 1)."""
+    if len(stdin) > MAX_CONFIG:
+        raise CniError(
+            ERR_INVALID_NETCONF,
+            "invalid network config",
+            f"the network config is {len(stdin)} bytes; podnet accepts at most {MAX_CONFIG} bytes",
+        )
     try:
         config = json.loads(stdin.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CniError(ERR_DECODE, "failed to decode network config from stdin", str(exc)) from None
+    except RecursionError:
+        raise CniError(
+            ERR_DECODE, "failed to decode network config from stdin", "the JSON is nested too deeply"
+        ) from None
     if not isinstance(config, dict):
         raise CniError(ERR_DECODE, "failed to decode network config", "stdin is not a JSON object")
     if command == "VERSION":
@@ -203,7 +220,61 @@ def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
     socket_path = config.get("agentSocket")
     if socket_path is not None and not isinstance(socket_path, str):
         raise CniError(ERR_INVALID_NETCONF, "invalid network config", "agentSocket must be a string path")
+    if "prevResult" in config:
+        prev_result_ips(config)
+    if command == "GC":
+        valid_attachments(config)
     return config
+
+
+def _bad(field: str, what: str) -> CniError:
+    return CniError(ERR_INVALID_NETCONF, "invalid network config", f"{field} {what}")
+
+
+def prev_result_ips(config: Mapping[str, Any]) -> list[str]:
+    """The addresses of ``prevResult.ips`` (CIDR text); code 7 naming the field when malformed."""
+    prev = config.get("prevResult")
+    if prev is None:
+        return []
+    if not isinstance(prev, dict):
+        raise _bad("prevResult", f"must be an object (a CNI result), not {type(prev).__name__}")
+    ips = prev.get("ips", [])
+    if not isinstance(ips, list):
+        raise _bad("prevResult.ips", f"must be a list, not {type(ips).__name__}")
+    found = []
+    for i, item in enumerate(ips):
+        if not isinstance(item, dict):
+            raise _bad(f"prevResult.ips[{i}]", f"must be an object, not {type(item).__name__}")
+        address = item.get("address")
+        if not isinstance(address, str) or "/" not in address:
+            raise _bad(
+                f"prevResult.ips[{i}].address", f"must be an address with a prefix length, not {address!r}"
+            )
+        found.append(address)
+    return found
+
+
+def valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs. Required, and a list of
+    objects with string ``containerID`` and ``ifname``: a GC that cannot say what is valid must
+    delete nothing (code 7)."""
+    items = config.get(VALID_ATTACHMENTS_KEY)
+    if items is None:
+        raise _bad(
+            VALID_ATTACHMENTS_KEY, "is missing; GC deletes only what is not listed, so it needs the list"
+        )
+    if not isinstance(items, list):
+        raise _bad(VALID_ATTACHMENTS_KEY, f"must be a list, not {type(items).__name__}")
+    found = set()
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str) or not cid or not ifname:
+            raise _bad(
+                f"{VALID_ATTACHMENTS_KEY}[{i}]", f"must have string containerID and ifname, not {item!r}"
+            )
+        found.add((cid, ifname))
+    return found
 
 
 def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -103,15 +104,18 @@ def _host(host_netns: str | None) -> Iterator[IPRoute]:
 
 @contextlib.contextmanager
 def _pod(netns_path: str) -> Iterator[tuple[int, IPRoute]]:
-    """An fd pinning the pod netns (for ``net_ns_fd``) and a netlink socket inside it."""
+    """An fd pinning the pod netns (for ``net_ns_fd``) and a netlink socket inside it. Opening
+    never blocks (a FIFO or device given as the path is refused, not waited on)."""
     try:
-        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise NetnsNotFoundError(
             f"pod network namespace {netns_path} cannot be opened: {exc.strerror}; "
             "the container is probably gone"
         ) from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # an nsfs file (bind mount or /proc/PID/ns/net)
+            raise NetnsNotFoundError(f"{netns_path} is not a network namespace (not an nsfs file)")
         _refuse_own_namespace(fd, netns_path)
         try:
             ipr = netlink_socket_in(fd)

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
+from cninode import make_node  # noqa: F401  (a fixture for every kernel test)
 
 from podnet.store.client import Store
 from podnet.store.server import EtcdProcess, start_etcd

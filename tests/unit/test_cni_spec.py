@@ -57,13 +57,14 @@ def test_valid_add_is_parsed() -> None:
 )
 def test_required_env_per_command(command: str, drop: str, missing: bool) -> None:
     env = {k: v for k, v in ADD_ENV.items() if k != drop} | {"CNI_COMMAND": command}
+    stdin = netconf(**{spec.VALID_ATTACHMENTS_KEY: []}) if command == "GC" else netconf()
     if missing:
         with pytest.raises(spec.CniError) as info:
-            spec.parse_invocation(env, netconf())
+            spec.parse_invocation(env, stdin)
         assert info.value.code == spec.ERR_INVALID_ENV
         assert drop in info.value.details
     else:
-        assert spec.parse_invocation(env, netconf()).command == command
+        assert spec.parse_invocation(env, stdin).command == command
 
 
 @pytest.mark.parametrize(
