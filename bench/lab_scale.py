@@ -16,10 +16,13 @@ from typing import Any
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, parse_topology
 
+POOL = {"ipam": {"operator": {"clusterPoolIPv4PodCIDRList": ["10.244.0.0/16"]}}}  # outside the underlay
+
 
 def one_segment(nodes: int) -> dict[str, Any]:
     return {
         "name": f"bs{nodes}",
+        "cluster": POOL,
         "networks": [{"name": "lan", "cidr": "10.10.0.0/16"}],
         "nodes": [
             {"name": f"n{i}", "network": "lan", "address": f"10.10.{i // 200}.{i % 200 + 10}"}
@@ -46,6 +49,7 @@ def four_routers(nodes: int) -> dict[str, Any]:
         )
     return {
         "name": f"br{nodes}",
+        "cluster": POOL,
         "networks": [{"name": f"rack{r}", "cidr": f"10.{20 + r}.0.0/16"} for r in range(racks)],
         "routers": routers,
         "nodes": [

@@ -28,7 +28,7 @@ from podnet.agent.api import ApiServer, serve
 from podnet.agent.cni_handler import CniHandler
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.status import AgentStatus, status_document
-from podnet.agent.underlay import Underlay, detect_underlay
+from podnet.agent.underlay import Underlay, detect_underlay, pool_conflicts
 from podnet.config import AgentConfig, ConfigError, load_config_file
 from podnet.datapath import mtu
 from podnet.datapath.kernel.link import link_index, link_mtu
@@ -127,6 +127,12 @@ class Agent:
         self.underlay = detect_underlay(self.ipr, self.config)
         log.info("underlay %s (%s, mtu %d)", self.underlay.dev,
                  self.underlay.ipv4 or self.underlay.ipv6, self.underlay.mtu)  # fmt: skip
+        conflicts = pool_conflicts(self.config.cluster_pool_ipv4_cidrs, self.underlay)
+        if conflicts:
+            raise AgentError(
+                "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
+                "clusterPoolIPv4PodCIDRList (nothing was changed)"
+            )
         self.store = _connect(self.config.etcd_endpoints)
         bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
         try:

@@ -2,7 +2,15 @@
 ``--set`` pairs (``pairs``) and the one error type (``errors``). Nothing here imports the
 datapath, IPAM or agent code: valid choices come from ``podnet.registry``."""
 
-from podnet.config.agent import ENV_PREFIX, MTU_MAX, MTU_MIN, AgentConfig, load_config, load_config_file
+from podnet.config.agent import (
+    ENV_PREFIX,
+    MTU_MAX,
+    MTU_MIN,
+    AgentConfig,
+    load_config,
+    load_config_file,
+    pod_pools,
+)
 from podnet.config.errors import ConfigError
 from podnet.config.pairs import merge, parse_pairs
 
@@ -16,4 +24,5 @@ __all__ = [
     "load_config_file",
     "merge",
     "parse_pairs",
+    "pod_pools",
 ]

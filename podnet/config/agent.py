@@ -391,16 +391,29 @@ def load_config(
     return cfg
 
 
+def pod_pools(mapping: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ...]:
+    """Only the cluster pools of a settings mapping (the default when it names none), without
+    validating the rest: for checks that run before the whole config is (the lab's topology)."""
+    raw = _collect(mapping, None, None)
+    if "cluster_pool_ipv4_cidrs" not in raw:
+        return AgentConfig.__dataclass_fields__["cluster_pool_ipv4_cidrs"].default  # type: ignore[no-any-return]
+    key, value = raw["cluster_pool_ipv4_cidrs"]
+    return _PARSERS["cluster_pool_ipv4_cidrs"](key, value)  # type: ignore[no-any-return]
+
+
 def load_config_file(
     path: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> AgentConfig:
-    """``load_config`` over a YAML file (an empty file means all defaults)."""
+    """``load_config`` over a YAML file (an empty file means all defaults; a key given twice is
+    refused)."""
     import yaml
 
+    from podnet.config.yamlfile import load_yaml
+
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = load_yaml(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), f"cannot read the config file: {exc}") from None
     if not isinstance(data, Mapping):

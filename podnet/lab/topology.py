@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from podnet.config.pairs import merge
+from podnet.config.yamlfile import DuplicateKeyError, load_yaml
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 POD_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
@@ -153,7 +154,9 @@ def load_topology(path: str | Path) -> Topology:
     except OSError as e:
         raise TopologyError(f"{p}: cannot read the topology file: {e.strerror}") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as e:
+        raise TopologyError(f"{p}: {e}") from e
     except yaml.YAMLError as e:
         raise TopologyError(f"{p}: not valid YAML: {e}") from e
     topo = parse_topology(data, default_name=p.stem)
@@ -197,6 +200,7 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     cluster = data.get("cluster") or {}
     if not isinstance(cluster, Mapping):
         raise TopologyError(f"cluster: must be a mapping of agent settings, not {cluster!r}")
+    _check_pools(hosts, networks, cluster)
     return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster))
 
 
@@ -477,6 +481,41 @@ def _check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> No
                             f"{where}.address: link {i.address.network} overlaps "
                             f"network {net.name} ({net.cidr})"
                         )
+
+
+def _pools(cluster: Mapping[str, Any]) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """The cluster's pod pools as (setting, CIDR); none when the settings do not parse (``lab up``
+    reports those with the agent's own error)."""
+    from podnet.config import ConfigError, pod_pools
+
+    try:
+        pools = pod_pools(cluster)
+    except ConfigError:
+        return []
+    return [("clusterPoolIPv4PodCIDRList", c) for c in pools]
+
+
+def _check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Mapping[str, Any]) -> None:
+    """Pod addresses never overlap the underlay: no pool or node podCIDR may overlap a network, a
+    point-to-point link or any host's address (a node would take its router's address as a pod
+    gateway, and the underlay would route pod traffic to the wrong place)."""
+    pools = _pools(cluster) + [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
+    for where, pool in pools:
+        for net in networks:
+            if pool.version == net.cidr.version and pool.overlaps(net.cidr):
+                raise TopologyError(
+                    f"{where}: pod CIDR {pool} overlaps network {net.name} ({net.cidr}); pick pod "
+                    "addresses outside the underlay"
+                )
+        for h in hosts:
+            for i in h.interfaces:
+                if i.address.version == pool.version and (
+                    i.address.ip in pool or (i.peer and i.address.network.overlaps(pool))
+                ):
+                    raise TopologyError(
+                        f"{where}: pod CIDR {pool} contains {h.name}.{i.name}'s address {i.address.ip}; "
+                        "pick pod addresses outside the underlay"
+                    )
 
 
 def _check_p2p(hosts: Sequence[Host]) -> None:

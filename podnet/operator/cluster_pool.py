@@ -160,7 +160,14 @@ def pool_status(spec: PoolSpec, snap: Snapshot, plan: PoolPlan) -> dict[str, Any
         "allocated": allocated,
         "waitingNodes": list(plan.exhausted),
         "fenced": [{"node": n, "reason": why} for n, why in plan.fenced],
+        "blocked": [{"cidr": str(c), "reason": why} for c, why in plan.blocked],
     }
+    if plan.blocked:
+        status["state"] = "warning"
+        status["message"] += (
+            f"; the pool overlaps the underlay: {', '.join(f'{c} {why}' for c, why in plan.blocked)}, "
+            "never allocated; move the pool outside the node networks"
+        )
     if plan.exhausted:
         status["state"] = "exhausted"
         status["message"] = (

@@ -15,6 +15,7 @@ addresses. Fenced CIDRs are never handed to another node.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class PoolPlan:
     exhausted: tuple[str, ...] = ()  # nodes that need a CIDR and get none
     ignored_requests: tuple[IgnoredRequest, ...] = ()
     fenced: tuple[tuple[str, str], ...] = ()  # (gone node, why its CIDRs are not reclaimed yet)
+    blocked: tuple[tuple[IPNetwork, str], ...] = ()  # node subnets never handed out, and why
 
     @property
     def empty(self) -> bool:
@@ -78,7 +80,8 @@ def plan_pool(
     held = cidrs_by_node(allocations)
     family = spec.pools[0].version
     needy = sorted(n for n in nodes if not any(c.version == family for c in held.get(n, ())))
-    taken: set[IPNetwork] = set(allocations)
+    blocked = underlay_subnets(spec, nodes)
+    taken: set[IPNetwork] = set(allocations) | set(blocked)
     assign: dict[str, IPNetwork] = {}
     ignored: list[IgnoredRequest] = []
 
@@ -117,7 +120,21 @@ def plan_pool(
         exhausted=tuple(exhausted),
         ignored_requests=tuple(ignored),
         fenced=tuple(sorted(fenced.items())),
+        blocked=tuple(sorted(blocked.items(), key=lambda item: (item[0].version, item[0]))),
     )
+
+
+def underlay_subnets(spec: PoolSpec, nodes: Mapping[str, NodeRecord]) -> dict[IPNetwork, str]:
+    """Node subnets of the pools that hold a node's own (underlay) address: never handed out, so
+    pods never shadow a node (the pools should not overlap the underlay at all; status says so)."""
+    found: dict[IPNetwork, str] = {}
+    for name, record in sorted(nodes.items()):
+        for address in (record.node.ipv4, record.node.ipv6):
+            for pool in spec.pools:
+                if address is not None and address.version == pool.version and address in pool:
+                    subnet = ipaddress.ip_network(f"{address}/{spec.mask_size}", strict=False)
+                    found[subnet] = f"holds node {name}'s address {address}"
+    return found
 
 
 def _fence(

@@ -258,3 +258,33 @@ def test_down_of_an_unknown_lab_says_so() -> None:
     )
     assert res.returncode == 1
     assert "no lab named tnone-" in res.stderr and "(podnet lab list)" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("clusterPoolIPv4PodCIDRList: [10.244.0.0/16]", "clusterPoolIPv4PodCIDRList: [172.16.0.0/16]"),
+            "clusterPoolIPv4PodCIDRList: pod CIDR 172.16.0.0/16 overlaps network net1",
+        ),
+        (("  - {name: node1, network: net1,", "  - {name: node1, network: net1, name: node9,"),
+         "duplicate key 'name'"),
+    ],
+    ids=["pool-over-underlay", "duplicate-key"],
+)  # fmt: skip
+def test_lab_up_refuses_pools_over_the_underlay_and_duplicate_keys(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    text = Path(load_topology("two-subnets").source).read_text()
+    assert edit[0] in text, f"the example changed: {edit[0]!r} not found"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace(edit[0], edit[1]))
+    before = netns.listed(st.NS_PREFIX)
+    res = subprocess.run(
+        [".venv/bin/podnet", "lab", "up", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert netns.listed(st.NS_PREFIX) == before

@@ -225,3 +225,10 @@ def test_kernel_support_refuses_missing_module(cfg: AgentConfig, available: set[
 def test_kernel_support_accepts_what_is_there() -> None:
     check_kernel_support(_cfg(tunnelProtocol="vxlan"), has_link_kind=lambda kind: kind == "vxlan")
     check_kernel_support(_cfg(routingMode="native"), has_link_kind=lambda kind: False)
+
+
+def test_a_config_file_with_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("nodeName: n1\nroutingMode: native\nroutingMode: tunnel\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'routingMode' at line 3 \(first at line 2\)"):
+        load_config_file(path)

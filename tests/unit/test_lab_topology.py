@@ -152,3 +152,47 @@ def test_set_overrides_parse_yaml_values_and_dotted_keys() -> None:
 def test_examples_are_valid(name: str) -> None:
     topo = load_topology(name)
     assert topo.name == name and topo.nodes
+
+
+def _pool(pool: str) -> dict[str, Any]:
+    return {"ipam": {"operator": {"clusterPoolIPv4PodCIDRList": [pool]}}}
+
+
+@pytest.mark.parametrize(
+    ("cluster", "node_cidr", "match"),
+    [
+        (
+            _pool("172.16.0.0/16"),
+            None,
+            r"clusterPoolIPv4PodCIDRList: pod CIDR 172\.16\.0\.0/16 overlaps network net1",
+        ),
+        (_pool("172.16.3.0/25"), None, r"overlaps network net2 \(172\.16\.3\.0/24\)"),
+        (_pool("172.16.0.0/29"), None, r"pod CIDR 172\.16\.0\.0/29 contains r1\..*172\.16\.0\.1"),
+        ({}, "172.16.2.0/28", r"node1\.podCIDR: pod CIDR 172\.16\.2\.0/28 overlaps network net1"),
+    ],
+)
+def test_pod_pools_that_overlap_the_underlay_are_refused(
+    cluster: dict[str, Any], node_cidr: str | None, match: str
+) -> None:
+    data = copy.deepcopy(BASE)
+    data["cluster"] = cluster
+    if node_cidr:
+        data["nodes"][0]["podCIDR"] = node_cidr
+    with pytest.raises(TopologyError, match=match):
+        parse_topology(data)
+
+
+def test_pools_outside_the_underlay_pass() -> None:
+    data = copy.deepcopy(BASE)
+    data["cluster"] = _pool("10.244.0.0/16")
+    assert parse_topology(data).name == "t"
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path: Any) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "name: dup\nnetworks:\n  - {name: lan, cidr: 192.168.1.0/24}\nnodes:\n"
+        "  - name: node1\n    network: lan\n    address: 192.168.1.10\n    address: 192.168.1.11\n"
+    )
+    with pytest.raises(TopologyError, match=r"duplicate key 'address' at line 8 \(first at line 7\)"):
+        load_topology(path)
