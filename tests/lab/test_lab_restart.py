@@ -21,6 +21,7 @@ from labhelpers import pod_ips
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
+from podnet.lab.controlplane import etcd_endpoint
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
@@ -121,7 +122,7 @@ def test_agent_restart_is_invisible_to_peers(
 def _etcdctl(topo: Topology, *args: str) -> str:
     return subprocess.run(
         ["ip", "netns", "exec", st.ns_name(topo.name, topo.control_plane.name), "etcdctl",
-         "--endpoints", cl.etcd_endpoint(topo), *args],
+         "--endpoints", etcd_endpoint(topo), *args],
         env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout  # fmt: skip
