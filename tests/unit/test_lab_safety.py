@@ -205,7 +205,7 @@ def test_lab_down_of_an_unknown_lab(run_dir: Path, capsys: pytest.CaptureFixture
 
 def test_labview_uses_the_cluster_settings_the_lab_was_brought_up_with(run_dir: Path) -> None:
     from podnet.lab.topology import load_topology
-    from podnet.verify.labview import LabView
+    from podnet.lab.view import LabView
 
     source = load_topology("l2").source
     state = st.LabState(name="view", fingerprint="f", source=source, status="up")
