@@ -16,10 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     chooses which cluster view they read (``podnet.verify.view``)."""
     from podnet import configcmd, demo
     from podnet.agent import cli as agent_cli
-    from podnet.bgp import cli as bgp_cli
     from podnet.cni import cli as cni_cli
     from podnet.lab import cli as lab_cli
     from podnet.lab.view import open_lab
+    from podnet.verify import bgp as bgp_cli
     from podnet.verify import cli as verify_cli
 
     parser = argparse.ArgumentParser(prog="podnet", description=__doc__)
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     cni_cli.add_parser(sub)
     demo.add_parser(sub)
     verify_cli.add_parsers(sub, open_lab)  # status, connectivity, perf, capture, diagnose
-    bgp_cli.add_parser(sub)  # podnet bgp peers|routes
+    bgp_cli.add_parser(sub, open_lab)  # podnet bgp peers|routes
     return parser
 
 
