@@ -12,13 +12,13 @@ NO_ROOT = {"operator"}  # talks to etcd only
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command; the verification commands get the lab adapter here, so that ``--lab`` only
-    chooses which cluster view they read (``podnet.verify.view``)."""
+    """Every command; the verification commands and ``config set`` get the lab adapter here, so
+    that ``--lab`` only chooses which cluster view they read (``podnet.verify.view``)."""
     from podnet import configcmd, demo
     from podnet.agent import cli as agent_cli
     from podnet.cni import cli as cni_cli
     from podnet.lab import cli as lab_cli
-    from podnet.lab.view import open_lab
+    from podnet.lab.view import lab_agents, open_lab
     from podnet.verify import bgp as bgp_cli
     from podnet.verify import cli as verify_cli
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.add_parser(sub)
     agent_cli.add_parser(sub)
     sub.add_parser("operator", help="run the cluster-pool IPAM operator (podnet operator --help)")
-    configcmd.add_parser(sub)
+    configcmd.add_parser(sub, lab_agents)
     cni_cli.add_parser(sub)
     demo.add_parser(sub)
     verify_cli.add_parsers(sub, open_lab)  # status, connectivity, perf, capture, diagnose

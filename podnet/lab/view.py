@@ -5,7 +5,8 @@ pods) with its namespace, links and addresses, each node's agent, and the BIRD r
 the live kernel of each lab namespace (one netlink socket per namespace, opened on first use) and
 never changes anything. The topology file supplies roles and segments; the lab's state supplies
 the cluster settings it was brought up with (``--set`` overrides included). ``open_lab`` is what
-``podnet.cli`` hands the commands when they are asked about a lab.
+``podnet.cli`` hands the commands when they are asked about a lab; ``lab_agents`` is the same for
+``podnet config set``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from podnet.configcmd import RunningAgent, TargetError
 from podnet.lab import state as st
 from podnet.lab.bird import RouterBgpError, bird_dir, birdc
-from podnet.lab.cluster import agent_request, agent_socket
+from podnet.lab.cluster import agent_request, agent_socket, node_dir
 from podnet.lab.topology import Topology, TopologyError, load_topology
 from podnet.model import IPAddress
 from podnet.verify.view import Link, NoLabUpError, Place, UnderlayPort, ViewError
@@ -239,3 +241,20 @@ class LabView:
         owner = self.owner(ip)
         return Place(owner[0], ip, self.role(owner[0])) if owner else Place(str(ip), ip, "address")
 
+
+def lab_agents(lab: str, node: str | None) -> list[RunningAgent]:
+    """The lab's agents (``node``'s only, if given) for ``podnet config set``: each one's file under
+    the lab's node directory, SIGHUP to its recorded PID while it runs, its socket to watch."""
+    state = st.LabState.load(lab)
+    if state is None:
+        raise TargetError(f"no lab named {lab} (podnet lab list)")
+    found: list[RunningAgent] = []
+    for rec in state.processes:
+        name = rec.name.removeprefix("agent-")
+        if rec.name == name or (node and name != node):
+            continue
+        pid = rec.pid if rec.running() else None
+        found.append(RunningAgent(name, node_dir(lab, name) / "agent.yaml", pid, agent_socket(lab, name)))
+    if not found:
+        raise TargetError(f"lab {lab} has no agent{' on ' + node if node else ''}")
+    return found
