@@ -23,8 +23,8 @@ from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import neigh as kneigh
 from podnet.datapath.kernel import route as kroute
 from podnet.datapath.modes.base import LocalNode
-from podnet.datapath.objects import SCOPE_LINK, Route
 from podnet.datapath.nodesetup import setup_node, vtep_mac_for
+from podnet.datapath.objects import SCOPE_LINK, Route
 from podnet.datapath.plan import paths_needed, plan
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
 from podnet.model import NodeInfo
