@@ -12,29 +12,27 @@ NO_ROOT = {"operator"}  # talks to etcd only
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command; the verification commands and ``config set`` get the lab adapter here, so
+    that ``--lab`` only chooses which cluster view they read (``podnet.verify.view``)."""
+    from podnet import configcmd, demo
+    from podnet.agent import cli as agent_cli
+    from podnet.cni import cli as cni_cli
+    from podnet.lab import cli as lab_cli
+    from podnet.lab.view import lab_agents, open_lab
+    from podnet.verify import bgp as bgp_cli
+    from podnet.verify import cli as verify_cli
+
     parser = argparse.ArgumentParser(prog="podnet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"podnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    from podnet.lab import cli as lab_cli
-
     lab_cli.add_parser(sub)
-    from podnet import demo
-    from podnet.agent import cli as agent_cli
-
     agent_cli.add_parser(sub)
     sub.add_parser("operator", help="run the cluster-pool IPAM operator (podnet operator --help)")
-    from podnet import configcmd
-    from podnet.cni import cli as cni_cli
-
-    configcmd.add_parser(sub)
-
+    configcmd.add_parser(sub, lab_agents)
     cni_cli.add_parser(sub)
-
     demo.add_parser(sub)
-    __import__("podnet.verify.cli", fromlist=["add_parsers"]).add_parsers(sub)  # status, connectivity, ...
-    from podnet.bgp import cli as bgp_cli  # podnet bgp peers|routes
-
-    bgp_cli.add_parser(sub)
+    verify_cli.add_parsers(sub, open_lab)  # status, connectivity, perf, capture, diagnose
+    bgp_cli.add_parser(sub, open_lab)  # podnet bgp peers|routes
     return parser
 
 

@@ -4,7 +4,9 @@ In a lab, every node's agent file (``/run/podnet/labs/<lab>/nodes/<node>/agent.y
 new values and its agent a SIGHUP; on a real host the agent's own file is edited and the agent
 notices the change within a second. Values are validated for every node before any file is
 written, so a bad value changes nothing. Settings that need a restart (node name, etcd, IPAM,
-BGP identity) are refused by the agent and reported.
+BGP identity) are refused by the agent and reported. Which agents there are is the adapter's
+answer (``RunningAgent``): ``--lab`` takes the lab's (``podnet.cli`` passes
+``podnet.lab.view.lab_agents``), otherwise the one agent whose file is ``--config``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,41 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from podnet.agent.api import request
+
 CONVERGE_TIMEOUT = 30.0
+HOST_NODE = "local"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+@dataclass(frozen=True)
+class RunningAgent:
+    """One agent to reconfigure: the file it reads its settings from, the PID to SIGHUP so it
+    reloads at once (None: it notices a changed file by itself, or it is not running), and its API
+    socket to watch it converge (None: nothing to wait for)."""
+
+    node: str
+    config: Path
+    pid: int | None
+    socket: Path | None
+
+
+class TargetError(ValueError):
+    """No agent to reconfigure; the message says why and where to look."""
+
+
+LabAgents = Callable[[str, str | None], list[RunningAgent]]
+"""The lab adapter: the running agents of lab ``name`` (one node's only, if given), or TargetError."""
+
+
+def add_parser(sub: argparse._SubParsersAction, lab_agents: LabAgents) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("config", help="change the configuration of running agents")
     csub = p.add_subparsers(dest="config_cmd", required=True)
     s = csub.add_parser("set", help="set KEY=VALUE on running agents (routingMode, MTU, ...)")
@@ -33,11 +61,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     s.add_argument("--config", default="/etc/podnet/agent.yaml", help="the agent's file on a real host")
     s.add_argument("--no-wait", action="store_true", help="do not wait for the agents to converge")
     s.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    s.set_defaults(func=cmd_set)
+    s.set_defaults(func=partial(cmd_set, lab_agents=lab_agents))
+
+
+def host_agents(config: Path) -> list[RunningAgent]:
+    """A real host's one agent: its file is edited, the agent notices it by itself."""
+    if not config.exists():
+        raise TargetError(f"no agent config at {config} (use --config)")
+    return [RunningAgent(HOST_NODE, config, None, None)]
 
 
 def updated_file(path: Path, pairs: list[str]) -> dict[str, Any]:
-    """The file's settings with ``pairs`` applied, validated (ConfigError/TopologyError on bad input)."""
+    """The file's settings with ``pairs`` applied, validated (ConfigError on bad input)."""
     from podnet.config import load_config, merge, parse_pairs
 
     current = yaml.safe_load(path.read_text()) or {}
@@ -52,74 +87,53 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def cmd_set(args: argparse.Namespace) -> int:
+def cmd_set(args: argparse.Namespace, lab_agents: LabAgents) -> int:
     from podnet.config import ConfigError
-    from podnet.lab.topology import TopologyError
 
-    targets = _targets(args)
-    if isinstance(targets, str):
-        print(f"error: {targets}", file=sys.stderr)
+    try:
+        agents = lab_agents(args.lab, args.node) if args.lab else host_agents(Path(args.config))
+    except TargetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        new = {name: updated_file(path, args.pairs) for name, (path, _pid) in targets.items()}
-    except (ConfigError, TopologyError, OSError) as exc:
+        new = {a.node: updated_file(a.config, args.pairs) for a in agents}
+    except (ConfigError, OSError) as exc:
         print(f"error: {exc}; nothing was changed", file=sys.stderr)
         return 2
     started = time.time()
-    for name, (path, pid) in targets.items():
-        _write(path, new[name])
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
-    result: dict[str, Any] = {"set": args.pairs, "nodes": sorted(targets)}
-    if args.lab and not args.no_wait:
-        result["converged"] = wait_converged(args.lab, sorted(targets), new, started)
+    for a in agents:
+        _write(a.config, new[a.node])
+        if a.pid is not None:
+            os.kill(a.pid, signal.SIGHUP)
+    nodes = sorted(a.node for a in agents)
+    result: dict[str, Any] = {"set": args.pairs, "nodes": nodes}
+    watched = [a for a in agents if a.socket is not None]
+    if watched and not args.no_wait:
+        result["converged"] = wait_converged(watched, new, started)
     if args.output == "json":
         print(json.dumps(result, indent=2))
     else:
-        print(f"set {' '.join(args.pairs)} on {', '.join(sorted(targets))}")
+        print(f"set {' '.join(args.pairs)} on {', '.join(nodes)}")
         for node, state in (result.get("converged") or {}).items():
             print(f"  {node}: {state}")
     bad = [s for s in (result.get("converged") or {}).values() if not s.startswith("converged")]
     return 1 if bad else 0
 
 
-def _targets(args: argparse.Namespace) -> dict[str, tuple[Path, int | None]] | str:
-    if not args.lab:
-        path = Path(args.config)
-        return {"local": (path, None)} if path.exists() else f"no agent config at {path} (use --config)"
-    from podnet.lab import cluster as cl
-    from podnet.lab import state as st
-
-    state = st.LabState.load(args.lab)
-    if state is None:
-        return f"no lab named {args.lab} (podnet lab list)"
-    found: dict[str, tuple[Path, int | None]] = {}
-    for rec in state.processes:
-        if not rec.name.startswith("agent-"):
-            continue
-        node = rec.name.removeprefix("agent-")
-        if args.node and node != args.node:
-            continue
-        found[node] = (cl.node_dir(args.lab, node) / "agent.yaml", rec.pid if rec.running() else None)
-    if not found:
-        return f"lab {args.lab} has no agent{' on ' + args.node if args.node else ''}"
-    return found
-
-
 def wait_converged(
-    lab: str, nodes: list[str], new: dict[str, dict[str, Any]], since: float
+    agents: list[RunningAgent], new: dict[str, dict[str, Any]], since: float
 ) -> dict[str, str]:
     """Per node: 'converged' once its agent runs the new routing mode and reconciled after ``since``."""
     from podnet.config import load_config
-    from podnet.lab.cluster import agent_request
 
-    want = {n: load_config(new[n], {}, None) for n in nodes}
-    state: dict[str, str] = {n: "no answer" for n in nodes}
+    sockets = {a.node: a.socket for a in sorted(agents, key=lambda a: a.node) if a.socket is not None}
+    want = {n: load_config(new[n], {}, None) for n in sockets}
+    state: dict[str, str] = {n: "no answer" for n in sockets}
     deadline = time.monotonic() + CONVERGE_TIMEOUT
     while time.monotonic() < deadline:
-        for n in nodes:
+        for n, path in sockets.items():
             try:
-                doc = agent_request(lab, n, {"op": "status"}, timeout=2.0)
+                doc = request(path, {"op": "status"}, timeout=2.0)
             except OSError as exc:
                 state[n] = f"agent not answering: {exc}"
                 continue

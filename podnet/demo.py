@@ -26,6 +26,7 @@ from typing import Any
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import load_topology
+from podnet.lab.view import LabView
 
 GOALS = {"native": 0.97, "vxlan": 0.85}
 
@@ -71,10 +72,8 @@ def _say(msg: str) -> None:
 
 
 @contextmanager
-def lab(topology: str, name: str, sets: list[str], keep: bool) -> Iterator[Any]:
+def lab(topology: str, name: str, sets: list[str], keep: bool) -> Iterator[LabView]:
     """A fresh lab ``name`` from ``topology`` with ``--set`` overrides, torn down at the end."""
-    from podnet.verify.labview import LabView
-
     topo = apply_overrides(dataclasses.replace(load_topology(topology), name=name), sets)
     bring_down(name)  # a leftover of an interrupted demo must not mix in
     _say(f"lab {name}: {topology} {' '.join(sets)}".rstrip())
@@ -138,11 +137,11 @@ def part_tunnel(part: Part, folder: Path, args: argparse.Namespace) -> None:
     """1. two-subnets, routingMode=tunnel: pods reach each other across R1 and R2 through VXLAN"""
     from podnet.lab.bird import node_configs
     from podnet.verify.capture import capture, default_pair
-    from podnet.verify.cli import lab_status
     from podnet.verify.connectivity import run_checks
+    from podnet.verify.status import cluster_status
 
     with lab("two-subnets", "demo-tun", ["routingMode=tunnel"], args.keep) as view:
-        status = lab_status(view, None, False)["nodes"]
+        status = cluster_status(view, None, False)["nodes"]
         peers = [(n, p) for n, s in status.items() for p in s.get("peers", [])]
         part.step(
             "every peer is reached through the VXLAN tunnel (kernel route) and answers",
@@ -178,12 +177,12 @@ def part_tunnel(part: Part, folder: Path, args: argparse.Namespace) -> None:
 
 def part_native(part: Part, folder: Path, args: argparse.Namespace) -> None:
     """2. two-subnets, routingMode=native without BGP: R1 has no route to the other pod CIDR"""
-    from podnet.verify.cli import lab_status
     from podnet.verify.diagnose import Diagnoser
     from podnet.verify.probe import tcp_probe
+    from podnet.verify.status import cluster_status
 
     with lab("two-subnets", "demo-nat", ["routingMode=native"], args.keep) as view:
-        status = lab_status(view, None, False)["nodes"]
+        status = cluster_status(view, None, False)["nodes"]
         src, dst = view.resolve("pod1"), view.resolve("pod2")
         res = tcp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), timeout=2.0)
         part.step("pod1 -> pod2 across R1 and R2 (TCP)", res.ok, False, res.detail)
@@ -216,11 +215,11 @@ def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
     import subprocess
 
     from podnet.verify.capture import capture, default_pair
-    from podnet.verify.cli import lab_status
     from podnet.verify.probe import tcp_probe
+    from podnet.verify.status import cluster_status
 
     with lab("two-subnets", "demo-bgp", ["routingMode=native", "bgp.enabled=true"], args.keep) as view:
-        status = lab_status(view, None, False)["nodes"]
+        status = cluster_status(view, None, False)["nodes"]
         src, dst = view.resolve("pod1"), view.resolve("pod2")
         for a, b in ((src, dst), (dst, src)):
             res = tcp_probe(view.ns(a.host), view.ns(b.host), str(b.ip), timeout=2.0)

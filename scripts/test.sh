@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, set up from nothing: Debian packages + .venv (scripts/setup.sh),
-# ruff, then pytest (unit, kernel and lab tiers). Run as root. Exit status: pytest's, where
-# "no tests collected" (5) counts as a failure.
+# ruff, the layer contracts (lint-imports, pyproject.toml [tool.importlinter]), then pytest
+# (unit, kernel and lab tiers). Run as root. Exit status: 1 when ruff or a contract fails, else
+# pytest's, where "no tests collected" (5) counts as a failure.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh || exit 1
 echo "== ruff"
 .venv/bin/ruff check podnet tests bench || exit 1
+echo "== lint-imports"
+.venv/bin/lint-imports --no-cache || exit 1  # no cache: a stale one can hide a new upward import
 echo "== pytest"
 # namespaces that exist before the run (e.g. a lab someone has up) are never counted or touched
 netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)

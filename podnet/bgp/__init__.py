@@ -2,5 +2,6 @@
 
 ``settings`` parses Cilium-style settings, ``speaker`` runs the node's speaker under the agent
 (registry of implementations keyed by name; ExaBGP today), ``birdc`` reads BIRD's answers for
-the lab's routers, ``cli`` is ``podnet bgp``.
+the lab's routers. ``podnet bgp peers|routes`` is a verification command (``podnet.verify.bgp``):
+this package sits below the agent and imports neither the agent nor the lab.
 """

@@ -194,7 +194,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from podnet.lab.diagram import gather, render, to_dot
-    from podnet.verify.labview import LabView, LabViewError
+    from podnet.lab.view import LabView, LabViewError
 
     try:
         with LabView(args.name) as view:

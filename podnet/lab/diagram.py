@@ -12,7 +12,8 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from podnet.lab.view import LabView
 
 NL = "\\n"  # a line break inside a Graphviz label
 REACH_STYLE = {
@@ -83,9 +84,9 @@ def to_dot(p: Picture) -> str:
     return "\n".join(out) + "\n"
 
 
-def gather(view: Any) -> Picture:
-    """Read the live lab (a ``podnet.verify.labview.LabView``) into a ``Picture``."""
-    from podnet.verify.cli import lab_status
+def gather(view: LabView) -> Picture:
+    """Read the live lab into a ``Picture``."""
+    from podnet.verify.status import cluster_status
 
     topo = view.topology
     live = set(view.hosts())
@@ -94,7 +95,7 @@ def gather(view: Any) -> Picture:
         seg = f"sw-{net.name}"
         mtu = view.links(seg)["br0"].mtu if seg in live and "br0" in view.links(seg) else net.mtu
         segments.append((net.name, str(net.cidr), mtu))
-    status = lab_status(view, None, False)["nodes"]
+    status = cluster_status(view, None, False)["nodes"]
     hosts, attachments, links = [], [], []
     for h in topo.hosts:
         if h.name not in live:
@@ -108,11 +109,11 @@ def gather(view: Any) -> Picture:
         hosts.append((h.name, h.role, label))
         for i in h.interfaces:
             link = view.links(h.name).get(i.name)
-            mtu = f" mtu {link.mtu}" if link is not None else " (missing)"
+            mtu_text = f" mtu {link.mtu}" if link is not None else " (missing)"
             if i.network:
-                attachments.append((h.name, i.network, f"{i.name} {i.address.ip}{mtu}"))
+                attachments.append((h.name, i.network, f"{i.name} {i.address.ip}{mtu_text}"))
             elif i.peer and h.name < i.peer:
-                links.append((h.name, i.peer, f"{i.address.network}{mtu}"))
+                links.append((h.name, i.peer, f"{i.address.network}{mtu_text}"))
     pods = tuple((p, info["node"], ", ".join(info.get("ips") or [])) for p, info in sorted(view.pods.items()))
     reach = []
     for a, s in status.items():

@@ -23,8 +23,8 @@ from typing import Any
 
 from podnet.datapath.tunnels import TunnelProtocol, all_protocols, tunnel_protocol
 from podnet.util.proc import stop
-from podnet.verify.labview import LabView, LabViewError, Place
 from podnet.verify.probe import ping
+from podnet.verify.view import PathView, Place, ViewError
 
 ETH_P_IP = 0x0800
 ETH_P_8021Q = 0x8100
@@ -140,18 +140,18 @@ class CaptureResult:
         }
 
 
-def default_pair(view: LabView) -> tuple[Place, Place]:
+def default_pair(view: PathView) -> tuple[Place, Place]:
     """The first pod of the first node and the first pod of the second node with pods."""
     nodes = [n for n in view.nodes if view.pods_on(n)]
     if len(nodes) < 2:
-        raise LabViewError(f"lab {view.name} needs pods on two nodes for a capture probe; name --from/--to")
+        raise ViewError(f"lab {view.name} needs pods on two nodes for a capture probe; name --from/--to")
     return view.resolve(view.pods_on(nodes[0])[0]), view.resolve(view.pods_on(nodes[1])[0])
 
 
-def capture(view: LabView, host: str, iface: str, seconds: float, src: Place, dst: Place) -> CaptureResult:
+def capture(view: PathView, host: str, iface: str, seconds: float, src: Place, dst: Place) -> CaptureResult:
     """tcpdump on ``host:iface`` while ``src`` pings ``dst`` for about ``seconds``."""
     if iface not in view.links(host):
-        raise LabViewError(f"{host} has no interface {iface} (it has: {', '.join(sorted(view.links(host)))})")
+        raise ViewError(f"{host} has no interface {iface} (it has: {', '.join(sorted(view.links(host)))})")
     with tempfile.TemporaryDirectory(prefix="podnet-capture-") as tmp:
         pcap = Path(tmp) / "capture.pcap"
         argv = [
@@ -197,7 +197,7 @@ def _wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     if not seen.wait(timeout) or proc.poll() is not None:
-        raise LabViewError(f"tcpdump did not start (exit {proc.poll()})")
+        raise ViewError(f"tcpdump did not start (exit {proc.poll()})")
     time.sleep(0.1)
 
 

@@ -1,22 +1,34 @@
 """``podnet status | connectivity test | perf | capture | diagnose``: argument parsing and output.
 
 Each command prints a table for people by default and a JSON document with ``-o json``. The
-work happens in the sibling modules; this one only parses, picks the lab, and formats.
+work happens in the sibling modules; this one parses, picks the cluster view, and formats. The
+view: ``--lab L`` is the lab adapter's (``open_lab``, passed in by ``podnet.cli``); without it,
+``status`` reads this host's agent when it runs one, and every command else takes the only lab
+that is up. Connectivity, perf, capture and diagnose walk paths through a lab's hosts; on a real
+host they say what to use instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from podnet.verify.labview import LabView, LabViewError, pick_lab
+from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
+from podnet.verify.view import ClusterView, LabOpener, NoAgentError, NoLabUpError, PathView, ViewError
+
+ON_A_REAL_HOST = {
+    "connectivity test": "`podnet status` shows each peer's kernel path and a ping health",
+    "perf": "run iperf3 between two hosts and between two pods",
+    "capture": "run tcpdump -i IF on the host",
+    "diagnose": "`ip route get DST` shows the first hop and `podnet status` each peer's path",
+}
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  # type: ignore[type-arg]
     st = sub.add_parser("status", help="agent, routing, MTU, IPAM and every peer as the kernel has them")
     _lab_args(st)
     st.add_argument("--node", help="only this node of the lab")
@@ -26,21 +38,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default=None,
         help="a real host's agent socket (default /var/run/podnet/agent.sock when no --lab is given)",
     )
-    st.set_defaults(func=cmd_status)
+    st.set_defaults(func=partial(cmd_status, open_lab=open_lab))
 
     conn = sub.add_parser("connectivity", help="connectivity checks over the lab's datapath")
     csub = conn.add_subparsers(dest="conn_cmd", required=True)
     test = csub.add_parser("test", help="pod/node/external reachability and the full-size DF packet")
     _lab_args(test)
     test.add_argument("--deadline", type=float, default=90.0, help="seconds for the whole run (default 90)")
-    test.set_defaults(func=cmd_connectivity)
+    test.set_defaults(func=partial(cmd_connectivity, open_lab=open_lab))
 
     perf = sub.add_parser("perf", help="iperf3 host-to-host vs pod-to-pod across nodes (medians, ratio)")
     _lab_args(perf)
     perf.add_argument("--repetitions", type=int, default=5, help="interleaved runs per target (default 5)")
     perf.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
     perf.add_argument("--plot", help="write a PNG bar chart here")
-    perf.set_defaults(func=cmd_perf)
+    perf.set_defaults(func=partial(cmd_perf, open_lab=open_lab))
 
     cap = sub.add_parser("capture", help="tcpdump on an underlay link during a pod-to-pod probe")
     _lab_args(cap)
@@ -48,14 +60,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     cap.add_argument("--seconds", type=float, default=2.0, help="probe duration (default 2)")
     cap.add_argument("--from", dest="src", help="probe source (default: a pod on the first node)")
     cap.add_argument("--to", dest="dst", help="probe destination (default: a pod on the second node)")
-    cap.set_defaults(func=cmd_capture)
+    cap.set_defaults(func=partial(cmd_capture, open_lab=open_lab))
 
     dg = sub.add_parser("diagnose", help="walk the path SRC -> DST hop by hop and say where it drops")
     dg.add_argument("src", help="pod, node, host or address")
     dg.add_argument("dst", help="pod, node, host or address")
     _lab_args(dg)
     dg.add_argument("--size", type=int, help="packet size to check (default: the route MTU at SRC)")
-    dg.set_defaults(func=cmd_diagnose)
+    dg.set_defaults(func=partial(cmd_diagnose, open_lab=open_lab))
 
 
 def _lab_args(p: argparse.ArgumentParser) -> None:
@@ -72,52 +84,42 @@ def _emit(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     print(json.dumps(doc, indent=2))
 
 
+def status_view(args: argparse.Namespace, open_lab: LabOpener) -> ClusterView:
+    """``--agent-socket``: that host agent; ``--lab``: the lab; neither: this host's agent when
+    its socket exists, else the only lab that is up."""
+    if args.agent_socket is not None or (not args.lab and DEFAULT_AGENT_SOCKET.exists()):
+        return HostView(Path(args.agent_socket or DEFAULT_AGENT_SOCKET))
+    return open_lab(args.lab)
+
+
+def path_view(args: argparse.Namespace, open_lab: LabOpener, command: str) -> PathView:
+    """The lab named by ``--lab``, else the only lab that is up; with none up, the ViewError also
+    says what does the job on a real host."""
+    try:
+        return open_lab(args.lab)
+    except NoLabUpError as e:
+        raise NoLabUpError(f"{e}; on a real host, {ON_A_REAL_HOST[command]}") from None
+
+
 # ---- status --------------------------------------------------------------------------------------
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from pyroute2 import IPRoute
+def cmd_status(args: argparse.Namespace, open_lab: LabOpener) -> int:
+    from podnet.verify.status import cluster_status
 
-    from podnet.verify.status import DEFAULT_AGENT_SOCKET, KernelReader, agent_request, node_status
-
-    use_host = args.agent_socket is not None or (not args.lab and os.path.exists(DEFAULT_AGENT_SOCKET))
-    if use_host:
-        path = args.agent_socket or DEFAULT_AGENT_SOCKET
-        try:
-            doc = agent_request(path, {"op": "status"})
-        except OSError as e:
-            return _fail(f"agent socket {path}: {e.strerror or e}; is the agent running (podnet agent)?", 1)
-        with IPRoute() as ipr:
-            status = node_status(doc, KernelReader(ipr, None), args.verbose)
-        name = (doc.get("node") or {}).get("name", "local")
-        out = {"lab": None, "nodes": {name: status}}
-    else:
-        try:
-            with LabView(pick_lab(args.lab)) as view:
-                out = lab_status(view, args.node, args.verbose)
-        except (LabViewError, KeyError) as e:
-            return _fail(str(e))
+    try:
+        with status_view(args, open_lab) as view:
+            out = cluster_status(view, args.node, args.verbose)
+    except NoAgentError as e:
+        return _fail(str(e), 1)
+    except (ViewError, KeyError) as e:
+        return _fail(str(e))
     if args.output == "json":
         _emit(args, out)
     else:
         print_status(out)
     ok = all(s.get("agent", {}).get("ready") for s in out["nodes"].values())
     return 0 if ok else 1
-
-
-def lab_status(view: LabView, node: str | None, verbose: bool) -> dict[str, Any]:
-    from podnet.verify.status import KernelReader, node_status
-
-    nodes = [node] if node else view.nodes
-    for n in nodes:
-        if n not in view.nodes:
-            raise LabViewError(f"{n} is not a node of lab {view.name} (nodes: {', '.join(view.nodes)})")
-    routers = {str(i.address.ip): h.name for h in view.topology.routers for i in h.interfaces}
-    out: dict[str, Any] = {"lab": view.name, "nodes": {}}
-    for n in nodes:
-        reader = KernelReader(view.ipr(n), view.ns(n))
-        out["nodes"][n] = node_status(view.agent_status(n), reader, verbose, routers, health_ns=view.ns(n))
-    return out
 
 
 def _masquerading(masq: dict[str, Any]) -> str:
@@ -216,7 +218,7 @@ def _errors(errors: Any) -> str:
 # ---- connectivity --------------------------------------------------------------------------------
 
 
-def cmd_connectivity(args: argparse.Namespace) -> int:
+def cmd_connectivity(args: argparse.Namespace, open_lab: LabOpener) -> int:
     from podnet.verify.connectivity import CheckResult, run_checks
 
     def show(r: CheckResult) -> None:
@@ -230,9 +232,9 @@ def cmd_connectivity(args: argparse.Namespace) -> int:
                     print(f"         fix: {r.drop.fix}")
 
     try:
-        with LabView(pick_lab(args.lab)) as view:
+        with path_view(args, open_lab, "connectivity test") as view:
             report = run_checks(view, args.deadline, on_result=show)
-    except LabViewError as e:
+    except ViewError as e:
         return _fail(str(e))
     doc = report.to_json()
     if args.output == "json":
@@ -245,15 +247,15 @@ def cmd_connectivity(args: argparse.Namespace) -> int:
 # ---- perf ----------------------------------------------------------------------------------------
 
 
-def cmd_perf(args: argparse.Namespace) -> int:
+def cmd_perf(args: argparse.Namespace, open_lab: LabOpener) -> int:
     from podnet.verify.perf import PerfError, lab_targets, measure, plot
 
     progress = (lambda m: print(f"  - {m}", file=sys.stderr)) if args.output == "table" else (lambda _m: None)
     try:
-        with LabView(pick_lab(args.lab)) as view:
+        with path_view(args, open_lab, "perf") as view:
             report = measure(lab_targets(view), args.repetitions, args.seconds, progress)
             title = f"lab {view.name}: iperf3 medians of {args.repetitions} runs"
-    except (LabViewError, PerfError) as e:
+    except (ViewError, PerfError) as e:
         return _fail(str(e), 1)
     doc = report.to_json()
     if args.plot:
@@ -277,19 +279,19 @@ def print_perf_table(doc: dict[str, Any]) -> None:
 # ---- capture -------------------------------------------------------------------------------------
 
 
-def cmd_capture(args: argparse.Namespace) -> int:
+def cmd_capture(args: argparse.Namespace, open_lab: LabOpener) -> int:
     from podnet.verify.capture import capture, default_pair
 
     host, sep, iface = args.on.partition(":")
     if not sep or not host or not iface:
         return _fail(f"--on {args.on!r}: expected HOST:IF, e.g. r1:to-r2")
     try:
-        with LabView(pick_lab(args.lab)) as view:
+        with path_view(args, open_lab, "capture") as view:
             src, dst = default_pair(view)
             src = view.resolve(args.src) if args.src else src
             dst = view.resolve(args.dst) if args.dst else dst
             result = capture(view, host, iface, args.seconds, src, dst)
-    except LabViewError as e:
+    except ViewError as e:
         return _fail(str(e))
     if args.output == "json":
         _emit(args, result.to_json())
@@ -304,13 +306,13 @@ def cmd_capture(args: argparse.Namespace) -> int:
 # ---- diagnose ------------------------------------------------------------------------------------
 
 
-def cmd_diagnose(args: argparse.Namespace) -> int:
+def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
     from podnet.verify.diagnose import Diagnoser
 
     try:
-        with LabView(pick_lab(args.lab)) as view:
+        with path_view(args, open_lab, "diagnose") as view:
             diag = Diagnoser(view).diagnose(view.resolve(args.src), view.resolve(args.dst), args.size)
-    except LabViewError as e:
+    except ViewError as e:
         return _fail(str(e))
     if args.output == "json":
         _emit(args, diag.to_json())

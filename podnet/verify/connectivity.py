@@ -16,8 +16,8 @@ from typing import Any
 
 from podnet.verify.diagnose import Diagnoser
 from podnet.verify.explain import Drop
-from podnet.verify.labview import LabView, Place
 from podnet.verify.probe import ProbeResult, ping, tcp_probe
+from podnet.verify.view import PathView, Place
 
 DEFAULT_DEADLINE = 90.0
 ICMP_IPV4_HEADERS = 28  # IPv4 20 + ICMP 8: ping -s payload = packet size - 28
@@ -77,7 +77,7 @@ class ConnectivityReport:
         }
 
 
-def plan_checks(view: LabView, diagnoser: Diagnoser) -> list[CheckSpec]:
+def plan_checks(view: PathView, diagnoser: Diagnoser) -> list[CheckSpec]:
     """The checks this lab allows (a check needs its pods: same-node needs two on one node)."""
     nodes = [n for n in view.nodes if view.pods_on(n)]
     pod = {n: view.resolve(view.pods_on(n)[0]) for n in nodes}
@@ -95,9 +95,9 @@ def plan_checks(view: LabView, diagnoser: Diagnoser) -> list[CheckSpec]:
     for i, n in enumerate(nodes):
         other = nodes[(i + 1) % len(nodes)]
         specs.append(CheckSpec("node-to-pod", view.resolve(n), pod[other]))
-    for ext in view.topology.by_role("external"):
+    for ext in view.external_hosts():
         for n in nodes:
-            specs.append(CheckSpec("pod-to-external", pod[n], view.resolve(ext.name)))
+            specs.append(CheckSpec("pod-to-external", pod[n], view.resolve(ext)))
     if len(nodes) >= 2:
         a, b = pod[nodes[0]], pod[nodes[1]]
         specs.append(CheckSpec("full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
@@ -105,7 +105,7 @@ def plan_checks(view: LabView, diagnoser: Diagnoser) -> list[CheckSpec]:
     return specs
 
 
-def run_check(view: LabView, spec: CheckSpec) -> ProbeResult:
+def run_check(view: PathView, spec: CheckSpec) -> ProbeResult:
     if spec.size is not None:
         return ping(
             view.ns(spec.src.host),
@@ -119,7 +119,7 @@ def run_check(view: LabView, spec: CheckSpec) -> ProbeResult:
 
 
 def run_checks(
-    view: LabView,
+    view: PathView,
     deadline: float = DEFAULT_DEADLINE,
     on_result: Callable[[CheckResult], None] = lambda _r: None,
 ) -> ConnectivityReport:
@@ -131,7 +131,7 @@ def run_checks(
 
 
 def _run(
-    view: LabView,
+    view: PathView,
     diagnoser: Diagnoser,
     specs: list[CheckSpec],
     until: float,
@@ -146,7 +146,7 @@ def _run(
         yield result
 
 
-def _one(view: LabView, diagnoser: Diagnoser, spec: CheckSpec) -> CheckResult:
+def _one(view: PathView, diagnoser: Diagnoser, spec: CheckSpec) -> CheckResult:
     res = run_check(view, spec)
     if res.ok:
         return CheckResult(spec, "pass", res.detail)

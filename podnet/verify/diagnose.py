@@ -20,11 +20,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, by_link_kind
-from podnet.lab.topology import Interface
 from podnet.model import IPAddress, IPNetwork
 from podnet.verify import explain
 from podnet.verify.explain import Drop
-from podnet.verify.labview import LabView, Place
+from podnet.verify.view import PathView, Place
 
 MAX_HOPS = 24
 NUD_NAMES = {
@@ -117,7 +116,7 @@ class _Walk:
 class Diagnoser:
     """Walks paths in one lab; reuse one instance for several diagnoses (it caches kernel reads)."""
 
-    def __init__(self, view: LabView) -> None:
+    def __init__(self, view: PathView) -> None:
         self.view = view
         self._pod_cidrs: dict[IPNetwork, str] | None = None
 
@@ -142,7 +141,7 @@ class Diagnoser:
             mode = (self.view.agent_status(node).get("routing") or {}).get("mode")
             if mode:
                 return str(mode)
-        return str(self.view.topology.cluster.get("routingMode", ""))
+        return str(self.view.cluster_setting("routingMode", ""))
 
     def full_size(self, host: str, dst: IPAddress) -> int:
         """The largest packet ``host`` sends to ``dst``: its route MTU, else the device MTU."""
@@ -297,9 +296,10 @@ class Diagnoser:
             out.append(
                 (f"{host} dev {dev}", link.mtu, f"ip -n {self.view.ns(host)} link set {dev} mtu {{mtu}}")
             )
-        network = self._network_of(host, dev)
-        if network is not None:
-            seg = f"sw-{network}"
+        underlay = self.view.underlay_port(host, dev)
+        if underlay is not None and underlay.segment is not None:
+            network = underlay.segment
+            seg = self.view.segment_host(network)
             ports = self.view.links(seg) if seg in self.view.hosts() else {}
             for name in (host, nh[0]):
                 port = ports.get(name)
@@ -312,22 +312,11 @@ class Diagnoser:
                         )
                     )
         far = self.view.links(nh[0]).get(nh[1])
-        if far is not None and self._underlay_iface(nh[0], nh[1]) is not None:
+        if far is not None and self.view.underlay_port(nh[0], nh[1]) is not None:
             out.append(
                 (f"{nh[0]} dev {nh[1]}", far.mtu, f"ip -n {self.view.ns(nh[0])} link set {nh[1]} mtu {{mtu}}")
             )
         return out
-
-    def _underlay_iface(self, host: str, dev: str) -> Interface | None:
-        try:
-            h = self.view.topology.host(host)
-        except KeyError:
-            return None
-        return next((i for i in h.interfaces if i.name == dev), None)
-
-    def _network_of(self, host: str, dev: str) -> str | None:
-        iface = self._underlay_iface(host, dev)
-        return iface.network if iface is not None else None
 
     # ---- kernel reads --------------------------------------------------------------------------
 
@@ -414,7 +403,7 @@ def nft_drop_rules(ns: str) -> list[str]:
     return found
 
 
-def masquerade_active(view: LabView, node: str) -> bool:
+def masquerade_active(view: PathView, node: str) -> bool:
     """Whether the node has podnet's nft table with a masquerade rule (read from the kernel)."""
     try:
         res = subprocess.run(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.util.proc import stop
+from podnet.verify.view import PathView
 
 IPERF_PORT = 5201
 
@@ -225,7 +226,7 @@ def plot(report: PerfReport, path: Path, title: str) -> Path:
     return path.resolve()
 
 
-def lab_targets(view: Any) -> list[PerfTarget]:
+def lab_targets(view: PathView) -> list[PerfTarget]:
     """host-to-host (first two nodes with pods) and pod-to-pod across them, labelled by mode."""
     nodes = [n for n in view.nodes if view.pods_on(n)]
     if len(nodes) < 2:

@@ -4,7 +4,8 @@ The agent's status document (``podnet.agent.status``) says what the agent planne
 reads the node's kernel (podnet's routes, the tunnel device, neighbour and FDB entries, the nft
 table, device MTUs) and, for each peer, asks the kernel how it would reach the peer's pods
 (``ip route get <peer router ip>``): through the tunnel, by a direct route, via an underlay
-router, or not at all. In a lab it also pings each peer's router address from the node.
+router, or not at all. Where the node has a namespace of its own (a lab) it also pings each
+peer's router address from it. ``cluster_status`` does this for every node of a cluster view.
 """
 
 from __future__ import annotations
@@ -12,25 +13,17 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.agent.api import request as api_request
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.datapath.tunnels import by_link_kind
 from podnet.verify.probe import ping
-
-DEFAULT_AGENT_SOCKET = "/var/run/podnet/agent.sock"
-
-
-def agent_request(path: str | Path, request: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    """One request to an agent's local API at ``path`` (a unix socket)."""
-    return api_request(path, request, timeout)
+from podnet.verify.view import ClusterView, ViewError
 
 
 @dataclass(frozen=True)
@@ -214,3 +207,22 @@ def _peer(
 def _agrees(planned: str, kernel: str) -> bool:
     expected = {"tunnel": "tunnel", "direct-route": "direct-route", "underlay": "underlay-router"}
     return expected.get(planned) == kernel
+
+
+def cluster_status(view: ClusterView, node: str | None, verbose: bool) -> dict[str, Any]:
+    """``node``'s status (every node's without it), keyed by the name each agent reports.
+
+    A real host has one node, whatever ``node`` says (as ``podnet status`` always had it)."""
+    nodes = view.nodes
+    if node and view.lab is not None:
+        if node not in nodes:
+            raise ViewError(f"{node} is not a node of lab {view.lab} (nodes: {', '.join(nodes)})")
+        nodes = [node]
+    routers = view.routers_by_address()
+    out: dict[str, Any] = {"lab": view.lab, "nodes": {}}
+    for n in nodes:
+        doc = view.agent_status(n)
+        reader = KernelReader(view.ipr(n), view.ns(n))
+        name = str((doc.get("node") or {}).get("name") or n)
+        out["nodes"][name] = node_status(doc, reader, verbose, routers, health_ns=view.ns(n))
+    return out

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from podnet.bgp.birdc import parse_protocols, parse_routes
-from podnet.bgp.cli import node_peer_rows, node_route_rows, render_table
 from podnet.bgp.exabgp import SpeakerSpec, render_config
 from podnet.bgp.relay import apply_event
 from podnet.config.bgp import BgpPeer
 from podnet.lab.bird import RouterBgpError, node_configs, plan_router_bgp, render_bird_config
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
+from podnet.verify.bgp import node_peer_rows, node_route_rows, render_table
 
 BGP = ["routingMode=native", "ipv4NativeRoutingCIDR=10.244.0.0/16", "bgp.enabled=true"]
 

@@ -170,11 +170,14 @@ def test_children_do_not_inherit_podnet_settings(monkeypatch: pytest.MonkeyPatch
 
 
 def test_bgp_without_lab_or_agent_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from podnet.bgp.cli import cmd_peers
+    from podnet.verify.bgp import cmd_peers
+
+    def no_lab(name: str | None) -> Any:
+        raise AssertionError(f"without --lab no lab is opened (asked for {name})")
 
     sock = tmp_path / "agent.sock"
     args = argparse.Namespace(lab=None, node=None, router=None, socket=sock, output="table")
-    assert cmd_peers(args) == 1
+    assert cmd_peers(args, open_lab=no_lab) == 1
     err = capsys.readouterr().err
     assert f"error: no podnet agent at {sock}: start podnet agent, or use --lab NAME" in err
 
@@ -205,7 +208,7 @@ def test_lab_down_of_an_unknown_lab(run_dir: Path, capsys: pytest.CaptureFixture
 
 def test_labview_uses_the_cluster_settings_the_lab_was_brought_up_with(run_dir: Path) -> None:
     from podnet.lab.topology import load_topology
-    from podnet.verify.labview import LabView
+    from podnet.lab.view import LabView
 
     source = load_topology("l2").source
     state = st.LabState(name="view", fingerprint="f", source=source, status="up")

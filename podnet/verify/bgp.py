@@ -1,8 +1,10 @@
-"""``podnet bgp peers`` and ``podnet bgp routes``: BGP sessions and routes of nodes and lab routers.
+"""``podnet bgp peers`` and ``podnet bgp routes``: BGP sessions and routes of nodes and routers.
 
-Nodes answer through their agent's status document (the ``bgp`` section); lab routers through
-``birdc`` on their BIRD control socket. Without ``--lab`` the local agent is asked; with
-``--lab NAME`` every node and router of the lab, or one of them with ``--node``/``--router``.
+Nodes answer through their agent's status document (the ``bgp`` section); a cluster view's BGP
+routers through ``birdc`` on their BIRD control socket (``podnet.bgp.birdc`` reads the answers).
+Without ``--lab`` the local agent is asked (a ``HostView``); with ``--lab NAME`` every node and
+router of the lab, or one of them with ``--node``/``--router``. A verification command, so it
+lives here and not in ``podnet.bgp``, which the agent runs: the speaker never imports its readers.
 """
 
 from __future__ import annotations
@@ -10,15 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from podnet.agent.api import request
+from podnet.bgp.birdc import parse_protocols, parse_routes
+from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
+from podnet.verify.view import BgpRouter, ClusterView, LabOpener, NoAgentError, ViewError
+
 PEER_COLUMNS = ("host", "role", "peer", "peerAddress", "peerASN", "state", "uptime", "sent", "received")
 ROUTE_COLUMNS = ("host", "role", "direction", "prefix", "peer", "nexthop")
-DEFAULT_SOCKET = Path("/var/run/podnet/agent.sock")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  # type: ignore[type-arg]
     bgp = sub.add_parser("bgp", help="BGP sessions and routes of nodes and lab routers")
     bsub = bgp.add_subparsers(dest="bgp_cmd", required=True)
     peers = bsub.add_parser("peers", help="BGP sessions: state, uptime, prefixes sent/received")
@@ -31,10 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         target = p.add_mutually_exclusive_group()
         target.add_argument("--node", help="one node of the lab")
         target.add_argument("--router", help="one router of the lab (its BIRD)")
-        p.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help="the local agent's API socket")
+        p.add_argument(
+            "--socket", type=Path, default=DEFAULT_AGENT_SOCKET, help="the local agent's API socket"
+        )
         p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    peers.set_defaults(func=cmd_peers)
-    routes.set_defaults(func=cmd_routes)
+    peers.set_defaults(func=partial(cmd_peers, open_lab=open_lab))
+    routes.set_defaults(func=partial(cmd_routes, open_lab=open_lab))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,88 +90,74 @@ def router_peer_rows(host: str, sessions: list[dict[str, Any]]) -> list[dict[str
     ]  # fmt: skip
 
 
-def _router_rows(lab: str, router: str, what: str, direction: str | None) -> list[dict[str, Any]]:
-    from podnet.bgp.birdc import parse_protocols, parse_routes
-    from podnet.lab.bird import birdc
-
-    sessions = parse_protocols(birdc(lab, router, "show", "protocols", "all"))
+def _router_rows(router: BgpRouter, what: str, direction: str | None) -> list[dict[str, Any]]:
+    sessions = parse_protocols(router.birdc("show", "protocols", "all"))
     if what == "peers":
-        return router_peer_rows(router, sessions)
+        return router_peer_rows(router.name, sessions)
     names = {s["name"]: s.get("description") or s["name"] for s in sessions}
     rows: list[dict[str, Any]] = []
     if direction in (None, "received"):
-        for r in parse_routes(birdc(lab, router, "show", "route")):
+        for r in parse_routes(router.birdc("show", "route")):
             if r["protocol"] in names:
-                rows.append({"host": router, "role": "router", "direction": "received", "prefix": r["prefix"],
-                             "peer": names[r["protocol"]], "nexthop": ",".join(r["via"])})  # fmt: skip
+                rows.append({"host": router.name, "role": "router", "direction": "received",
+                             "prefix": r["prefix"], "peer": names[r["protocol"]],
+                             "nexthop": ",".join(r["via"])})  # fmt: skip
     if direction in (None, "advertised"):
         for proto, label in names.items():
-            for r in parse_routes(birdc(lab, router, "show", "route", "export", proto)):
-                rows.append({"host": router, "role": "router", "direction": "advertised",
+            for r in parse_routes(router.birdc("show", "route", "export", proto)):
+                rows.append({"host": router.name, "role": "router", "direction": "advertised",
                              "prefix": r["prefix"], "peer": label, "nexthop": ""})  # fmt: skip
     return rows
 
 
-class NoAgentError(RuntimeError):
-    """No agent answers on the local socket (the message says what to start or pass)."""
-
-
-def _node_bgp(lab: str | None, node: str | None, socket_path: Path) -> dict[str, Any]:
+def _node_bgp(view: ClusterView, node: str) -> dict[str, Any]:
     """The ``bgp`` section of an agent's status (one JSON request over its unix socket)."""
-    from podnet.agent.api import request
-    from podnet.lab.cluster import agent_socket
-
-    path = agent_socket(lab, node) if lab and node else socket_path
+    path = view.agent_socket(node)
     try:
         doc = request(path, {"op": "status"}, timeout=5.0)
     except (FileNotFoundError, ConnectionRefusedError) as e:
-        if lab:
+        if view.lab is not None:
             raise
         raise NoAgentError(f"no podnet agent at {path}: start podnet agent, or use --lab NAME") from e
     return dict(doc.get("bgp") or {})
 
 
-def lab_hosts(lab: str) -> tuple[list[str], list[str]]:
-    """(nodes with an agent socket, routers with a BIRD control socket) of a running lab."""
-    from podnet.lab import state as st
-    from podnet.lab.bird import bird_dir
-
-    nodes_dir = st.lab_dir(lab) / "nodes"
-    nodes = (
-        sorted(p.name for p in nodes_dir.iterdir() if (p / "agent.sock").exists())
-        if nodes_dir.is_dir()
-        else []
-    )
-    routers = sorted(p.stem for p in bird_dir(lab).glob("*.ctl"))
-    return nodes, routers
+def speakers(view: ClusterView) -> tuple[list[str], dict[str, BgpRouter]]:
+    """(nodes with an agent socket, routers with a BIRD control socket) of a lab."""
+    nodes = sorted(n for n in view.nodes if view.agent_socket(n).exists())
+    return nodes, {r.name: r for r in view.bgp_routers()}
 
 
-def collect(args: argparse.Namespace, what: str, direction: str | None = None) -> list[dict[str, Any]]:
-    if not args.lab:
+def collect(
+    view: ClusterView, args: argparse.Namespace, what: str, direction: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows of ``what`` (peers, routes): the host's agent, or the lab's nodes and routers."""
+    if view.lab is None:
         if args.node or args.router:
             raise ValueError("--node and --router need --lab NAME")
-        bgp = _node_bgp(None, None, args.socket)
-        return node_peer_rows("local", bgp) if what == "peers" else node_route_rows("local", bgp, direction)
-    nodes, routers = lab_hosts(args.lab)
+        (node,) = view.nodes
+        bgp = _node_bgp(view, node)
+        return node_peer_rows(node, bgp) if what == "peers" else node_route_rows(node, bgp, direction)
+    nodes, routers = speakers(view)
     if not nodes and not routers:
         raise ValueError(
-            f"lab {args.lab} is not up (no agents, no BGP routers); podnet lab list shows the labs"
+            f"lab {view.lab} is not up (no agents, no BGP routers); podnet lab list shows the labs"
         )
     if args.node or args.router:
         name = args.node or args.router
-        known = nodes if args.node else routers
+        known = nodes if args.node else sorted(routers)
         if name not in known:
             kind = "node with a running agent" if args.node else "router running BIRD"
             raise ValueError(
-                f"{name} is not a {kind} in lab {args.lab} (known: {', '.join(known) or 'none'})"
+                f"{name} is not a {kind} in lab {view.lab} (known: {', '.join(known) or 'none'})"
             )
-        nodes, routers = ([name], []) if args.node else ([], [name])
+        nodes, routers = ([name], {}) if args.node else ([], {name: routers[name]})
     rows: list[dict[str, Any]] = []
     for node in nodes:
-        bgp = _node_bgp(args.lab, node, args.socket)
+        bgp = _node_bgp(view, node)
         rows += node_peer_rows(node, bgp) if what == "peers" else node_route_rows(node, bgp, direction)
-    for router in routers:
-        rows += _router_rows(args.lab, router, what, direction)
+    for router in routers.values():
+        rows += _router_rows(router, what, direction)
     return rows
 
 
@@ -187,25 +182,29 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: tuple[s
         )
 
 
-def _run(args: argparse.Namespace, what: str, direction: str | None) -> int:
-    from podnet.lab.build import LabError
+def bgp_view(args: argparse.Namespace, open_lab: LabOpener) -> ClusterView:
+    """``--lab``: the lab; without it this host's agent at ``--socket``."""
+    return open_lab(args.lab) if args.lab else HostView(args.socket)
 
+
+def _run(args: argparse.Namespace, open_lab: LabOpener, what: str, direction: str | None) -> int:
     try:
-        rows = collect(args, what, direction)
+        with bgp_view(args, open_lab) as view:
+            rows = collect(view, args, what, direction)
     except NoAgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, LabError) as exc:
+    except (OSError, ValueError, ViewError) as exc:
         print(f"podnet bgp {what}: {exc}", file=sys.stderr)
         return 1
     _emit(args, rows, PEER_COLUMNS if what == "peers" else ROUTE_COLUMNS)
     return 0
 
 
-def cmd_peers(args: argparse.Namespace) -> int:
-    return _run(args, "peers", None)
+def cmd_peers(args: argparse.Namespace, open_lab: LabOpener) -> int:
+    return _run(args, open_lab, "peers", None)
 
 
-def cmd_routes(args: argparse.Namespace) -> int:
+def cmd_routes(args: argparse.Namespace, open_lab: LabOpener) -> int:
     direction = "advertised" if args.advertised else "received" if args.received else None
-    return _run(args, "routes", direction)
+    return _run(args, open_lab, "routes", direction)

@@ -1,9 +1,12 @@
-"""A read-only view of a running lab: its hosts, their namespaces, links, addresses and agents.
+"""The lab adapter: a running lab as the cluster view of the verification commands, read-only.
 
-Every verification command (status, connectivity, diagnose, capture, diagram) starts here. The
-view reads the live kernel of each lab namespace (one netlink socket per namespace, opened on
-first use) and never changes anything. The topology file supplies roles and segments; the lab's
-state supplies the cluster settings it was brought up with (``--set`` overrides included).
+``LabView`` is a ``podnet.verify.view.PathView``: every host of the lab (underlay hosts, segments,
+pods) with its namespace, links and addresses, each node's agent, and the BIRD routers. It reads
+the live kernel of each lab namespace (one netlink socket per namespace, opened on first use) and
+never changes anything. The topology file supplies roles and segments; the lab's state supplies
+the cluster settings it was brought up with (``--set`` overrides included). ``open_lab`` is what
+``podnet.cli`` hands the commands when they are asked about a lab; ``lab_agents`` is the same for
+``podnet config set``.
 """
 
 from __future__ import annotations
@@ -12,40 +15,22 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
+from podnet.configcmd import RunningAgent, TargetError
 from podnet.lab import state as st
+from podnet.lab.bird import RouterBgpError, bird_dir, birdc
+from podnet.lab.cluster import agent_request, agent_socket, node_dir
 from podnet.lab.topology import Topology, TopologyError, load_topology
 from podnet.model import IPAddress
+from podnet.verify.view import Link, NoLabUpError, Place, UnderlayPort, ViewError
 
 
-class LabViewError(RuntimeError):
+class LabViewError(ViewError):
     """The lab cannot be read; the message says which lab and what to do."""
-
-
-@dataclass(frozen=True)
-class Link:
-    """One network device as the kernel has it."""
-
-    name: str
-    index: int
-    mtu: int
-    kind: str  # "veth", "vxlan", "bridge", "" ...
-    up: bool
-
-
-@dataclass(frozen=True)
-class Place:
-    """A place a packet starts from or goes to: a lab host and one of its addresses."""
-
-    host: str
-    ip: IPAddress
-    kind: str  # "pod" | "node" | "router" | "external" | "controlplane" | "address"
-
-    def describe(self) -> str:
-        return f"{self.host} ({self.ip})" if self.host != str(self.ip) else str(self.ip)
 
 
 def pick_lab(name: str | None) -> str:
@@ -56,8 +41,27 @@ def pick_lab(name: str | None) -> str:
     if len(labs) == 1:
         return labs[0]
     if not labs:
-        raise LabViewError("no lab is up: start one with `podnet lab up two-subnets`")
+        raise NoLabUpError("no lab is up: start one with `podnet lab up two-subnets`")
     raise LabViewError(f"several labs are up ({', '.join(labs)}): choose one with --lab NAME")
+
+
+def open_lab(name: str | None) -> LabView:
+    """The lab named, or with None the only lab that is up (a ``podnet.verify.view.LabOpener``)."""
+    return LabView(pick_lab(name))
+
+
+@dataclass(frozen=True)
+class LabRouter:
+    """A lab router running BIRD, asked through its control socket."""
+
+    lab: str
+    name: str
+
+    def birdc(self, *command: str) -> str:
+        try:
+            return birdc(self.lab, self.name, *command)
+        except RouterBgpError as e:
+            raise LabViewError(str(e)) from e
 
 
 class LabView:
@@ -96,6 +100,10 @@ class LabView:
     # ---- hosts ---------------------------------------------------------------------------------
 
     @property
+    def lab(self) -> str:
+        return self.name
+
+    @property
     def pods(self) -> dict[str, dict[str, Any]]:
         """``{pod: {"node": ..., "ips": [...]}}`` as the lab wired them (CNI ADD results)."""
         return dict(self.state.info.get("podIPs", {}))
@@ -117,9 +125,18 @@ class LabView:
     def hosts(self) -> list[str]:
         """Every host with a namespace: underlay hosts, segments and pods."""
         names = [h.name for h in self.topology.hosts]
-        names += [f"sw-{n.name}" for n in self.topology.networks]
+        names += [self.segment_host(n.name) for n in self.topology.networks]
         names += sorted(self.pods)
         return [h for h in names if os.path.exists(f"/run/netns/{self.ns(h)}")]
+
+    def segment_host(self, segment: str) -> str:
+        return f"sw-{segment}"
+
+    def external_hosts(self) -> list[str]:
+        return [h.name for h in self.topology.by_role("external")]
+
+    def cluster_setting(self, key: str, default: Any = None) -> Any:
+        return self.topology.cluster.get(key, default)
 
     def ns(self, host: str) -> str:
         return st.ns_name(self.name, host)
@@ -140,6 +157,22 @@ class LabView:
 
     def node_ip(self, host: str) -> IPAddress:
         return self.topology.host(host).primary.address.ip
+
+    def underlay_port(self, host: str, dev: str) -> UnderlayPort | None:
+        try:
+            h = self.topology.host(host)
+        except KeyError:
+            return None
+        return next((UnderlayPort(i.name, i.network) for i in h.interfaces if i.name == dev), None)
+
+    # ---- routers -------------------------------------------------------------------------------
+
+    def routers_by_address(self) -> dict[str, str]:
+        return {str(i.address.ip): h.name for h in self.topology.routers for i in h.interfaces}
+
+    def bgp_routers(self) -> list[LabRouter]:
+        """The routers whose BIRD has a control socket."""
+        return [LabRouter(self.name, p.stem) for p in sorted(bird_dir(self.name).glob("*.ctl"))]
 
     # ---- kernel state --------------------------------------------------------------------------
 
@@ -173,11 +206,14 @@ class LabView:
     def owner(self, ip: IPAddress) -> tuple[str, str] | None:
         return self.addresses().get(ip)
 
+    # ---- agents --------------------------------------------------------------------------------
+
+    def agent_socket(self, node: str) -> Path:
+        return agent_socket(self.name, node)
+
     def agent_status(self, node: str) -> dict[str, Any]:
         """The node agent's status document, or ``{"error": ...}`` when the agent does not answer."""
         if node not in self._status:
-            from podnet.lab.cluster import agent_request
-
             try:
                 self._status[node] = agent_request(self.name, node, {"op": "status"}, timeout=5.0)
             except (OSError, ValueError) as e:
@@ -204,3 +240,21 @@ class LabView:
             ) from None
         owner = self.owner(ip)
         return Place(owner[0], ip, self.role(owner[0])) if owner else Place(str(ip), ip, "address")
+
+
+def lab_agents(lab: str, node: str | None) -> list[RunningAgent]:
+    """The lab's agents (``node``'s only, if given) for ``podnet config set``: each one's file under
+    the lab's node directory, SIGHUP to its recorded PID while it runs, its socket to watch."""
+    state = st.LabState.load(lab)
+    if state is None:
+        raise TargetError(f"no lab named {lab} (podnet lab list)")
+    found: list[RunningAgent] = []
+    for rec in state.processes:
+        name = rec.name.removeprefix("agent-")
+        if rec.name == name or (node and name != node):
+            continue
+        pid = rec.pid if rec.running() else None
+        found.append(RunningAgent(name, node_dir(lab, name) / "agent.yaml", pid, agent_socket(lab, name)))
+    if not found:
+        raise TargetError(f"lab {lab} has no agent{' on ' + node if node else ''}")
+    return found
