@@ -32,6 +32,7 @@ from podnet.store.nodes import put_nodestate
 log = logging.getLogger("podnet.agent")
 
 PMTU_INTERVAL = 30.0  # seconds between path MTU probes of every peer (SIGHUP probes at once)
+PMTU_BATCH = 64  # at most this many DF probes per interval (distinct peer addresses, rotating)
 DRIFT_CHECK_INTERVAL = 10.0  # how often the masquerade table is checked for changes behind our back
 HEARTBEAT_INTERVAL = 30.0  # how often the agent tells the operator it is alive (below its grace period)
 PROBE_INTERVAL = 5.0  # how often the store is probed for status while it answers
@@ -115,7 +116,8 @@ def _exempt(config: AgentConfig) -> list[str]:
 
 class PathMtuProber:
     """DF-probes every peer at the size the current plan sends it (``podnet.datapath.pmtu``), every
-    ``PMTU_INTERVAL`` seconds and at once on ``probe_now`` (SIGHUP)."""
+    ``PMTU_INTERVAL`` seconds and at once on ``probe_now`` (SIGHUP): one probe per distinct
+    address and size, at most ``PMTU_BATCH`` per interval (a rotating share in large clusters)."""
 
     name = "pathMTU"
 
@@ -124,6 +126,7 @@ class PathMtuProber:
         self._round: RoundPlan | None = None
         self._peers: dict[str, NodeInfo] = {}
         self._now = threading.Event()
+        self._cursor = 0
         self.results: list[PathMtu] = []
         self.checked = 0.0
 
@@ -147,18 +150,27 @@ class PathMtuProber:
         if round_plan is None:
             return []
         desired = round_plan.desired
-        targets = []
+        wanted: dict[tuple[object, int], str] = {}  # one probe per (address, size), named by one peer
         for name, reach in desired.reach:
             size = required_size(reach, desired.route_mtu, self._overhead(Reach.TUNNEL))
             peer = self._peers.get(name)
             if size is not None and peer is not None and peer.ipv4 is not None:
-                targets.append((name, peer.ipv4, size))
+                wanted.setdefault((peer.ipv4, size), name)
+        targets = sorted(
+            ((name, addr, size) for (addr, size), name in wanted.items()), key=lambda t: str(t[1])
+        )
+        if len(targets) > PMTU_BATCH:  # large clusters: a rotating share of the peers each interval
+            start = self._cursor % len(targets)
+            targets = (targets[start:] + targets[:start])[:PMTU_BATCH]
+            self._cursor += PMTU_BATCH
         with IPRoute() as ipr:
             results = probe_peers(targets, lambda addr: cached_path_mtu(ipr, addr))
         for res in results:
             if not res.ok:
                 log.warning("%s", res.message(self._overhead(desired.reach_of(res.peer))))
-        self.results, self.checked = results, time.time()
+        merged = {r.address: r for r in self.results if r.peer in self._peers}
+        merged.update({r.address: r for r in results})
+        self.results, self.checked = list(merged.values()), time.time()
         return results
 
     def _loop(self, stop: threading.Event) -> None:

@@ -94,6 +94,8 @@ class Agent:
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._published = 0.0
+        self._last_resync = -RESYNC_INTERVAL
+        self.reconciler: Reconciler | None = None
         self._node_lock: int | None = None
         self.status_info = AgentStatus()
         self._dirty = threading.Event()
@@ -247,6 +249,7 @@ class Agent:
         node devices, the peer datapath, the pods' route MTU and every component."""
         assert self.ipr is not None and self.underlay is not None and self.status_info.node is not None
         self._guard_registration()
+        started = time.perf_counter()
         peers = self.peers()
         local = LocalNode(
             self.status_info.node,
@@ -263,8 +266,18 @@ class Agent:
         switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
         previous = self.status_info.last_round.desired if switching and self.status_info.last_round else None
         round_plan = plan_round(self.config, local, peers, paths, previous)
+        planned = time.perf_counter()
+        tunnel_before = self.status_info.devices.tunnel_index if self.status_info.devices else None
         node = self._setup_node(local.node, round_plan.keep_tunnel_device)
-        report = Reconciler(self.ipr, self.allow_initial_netns).apply(round_plan.desired)
+        tunnel_after = self.status_info.devices.tunnel_index if self.status_info.devices else None
+        if self.reconciler is None:
+            self.reconciler = Reconciler(self.ipr, self.allow_initial_netns)
+        # a tunnel device made anew lost its neighbour and FDB entries: read the kernel again
+        resync = time.monotonic() - self._last_resync >= RESYNC_INTERVAL or tunnel_after != tunnel_before
+        report = self.reconciler.apply(round_plan.desired, resync=resync)
+        if resync:
+            self._last_resync = time.monotonic()
+        self.status_info.round_seconds = (planned - started, time.perf_counter() - planned)
         for issue in round_plan.desired.issues:
             log.warning("peer %s: %s", issue.peer, issue.message)
         for change in report.changes:

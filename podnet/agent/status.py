@@ -33,6 +33,7 @@ class AgentStatus:
     last_report: ReconcileReport | None = None
     last_reconcile: float = 0.0
     reconciles: int = 0
+    round_seconds: tuple[float, float] = (0.0, 0.0)  # the last round's (plan, apply) time
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -69,6 +70,12 @@ def status_document(
         "errors": [*config_errors, *info.errors],
         "reconciles": info.reconciles,
         "lastReconcile": info.last_reconcile,
+        "lastRound": {
+            "planSeconds": round(info.round_seconds[0], 6),
+            "applySeconds": round(info.round_seconds[1], 6),
+            "changes": len(info.last_report.changes) if info.last_report else 0,
+            "errors": len(info.last_report.errors) if info.last_report else 0,
+        },
     }
     if info.devices is not None:
         doc["mtu"] = {

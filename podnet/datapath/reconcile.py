@@ -104,6 +104,8 @@ class Reconciler:
     def __init__(self, ipr: IPRoute, allow_initial_netns: bool = False) -> None:
         ksysctl.refuse_initial_netns(ipr, "reconcile routes", allow_initial_netns)
         self.ipr = ipr
+        self._indexes: dict[str, int] = {}
+        self._applied: CurrentState | None = None  # what the last apply left, when it fully succeeded
 
     def tunnel_devices(self) -> dict[str, int]:
         """podnet's tunnel devices that exist now, name -> index."""
@@ -124,11 +126,22 @@ class Reconciler:
         rules = tuple(krule.dump_rules(self.ipr, owned.ROUTE_PROTOCOL))
         return CurrentState(routes=routes, neighbours=tuple(neighbours), fdb=tuple(fdb), rules=rules)
 
-    def apply(self, desired: DesiredState) -> ReconcileReport:
-        """Bring the kernel to ``desired``; applying the same state twice changes nothing."""
+    def apply(self, desired: DesiredState, resync: bool = True) -> ReconcileReport:
+        """Bring the kernel to ``desired``; applying the same state twice changes nothing.
+
+        The kernel is read once (``current``) and each change is one netlink call: the diff
+        already says whether an object exists, so nothing is read again per object (1000 peers
+        are 3000 changes; reading the neighbour table before each of them made it quadratic).
+        With ``resync=False`` the diff starts from what the last fully successful apply left
+        (Felix's route table does the same between resyncs): a round for one joining peer then
+        costs its own changes, not a dump of every peer's entries. Call with ``resync=True``
+        periodically, so that what someone changed behind podnet's back is repaired."""
         done: list[Change] = []
         errors: list[str] = []
-        for change in diff(self.current(), desired):
+        self._indexes = {name: index for index, name in kroute.link_names(self.ipr).items()}
+        current = self._applied if (self._applied is not None and not resync) else self.current()
+        self._applied = None
+        for change in diff(current, desired):
             try:
                 self._apply_one(change)
             except (NetlinkError, LookupError, OSError) as exc:
@@ -137,27 +150,37 @@ class Reconciler:
                 errors.append(message)
             else:
                 done.append(change)
+        if not errors:
+            self._applied = CurrentState(desired.routes, desired.neighbours, desired.fdb, desired.rules)
         return ReconcileReport(changes=tuple(done), errors=tuple(errors), issues=desired.issues)
 
     def _index(self, dev: str) -> int:
-        index = klink.link_index(self.ipr, dev)
+        index = self._indexes.get(dev)
         if index is None:
             raise LookupError(f"device {dev} does not exist")
         return index
 
     def _apply_one(self, change: Change) -> None:
         obj = change.obj
-        delete = change.op is Op.DELETE
-        if isinstance(obj, Route):
-            if delete:
-                kroute.delete_route(self.ipr, obj)
-            else:
-                kroute.ensure_route(self.ipr, obj, lambda d: klink.link_index(self.ipr, d))
+        if change.op is Op.DELETE:
+            self._delete(obj)
+        elif isinstance(obj, Route):  # ADD refuses a foreign route for the destination; REPLACE ours
+            (kroute.add_route if change.op is Op.ADD else kroute.replace_route)(
+                self.ipr, obj, self._index(obj.dev)
+            )
         elif isinstance(obj, Rule):
-            (krule.delete_rule if delete else krule.ensure_rule)(self.ipr, obj)
+            krule.ensure_rule(self.ipr, obj)
         elif isinstance(obj, Neighbour):
-            index = self._index(obj.dev)
-            (kneigh.delete_neighbour if delete else kneigh.ensure_neighbour)(self.ipr, index, obj)
+            kneigh.replace_neighbour(self.ipr, self._index(obj.dev), obj)
         else:
-            index = self._index(obj.dev)
-            (kneigh.delete_fdb if delete else kneigh.ensure_fdb)(self.ipr, index, obj)
+            kneigh.replace_fdb(self.ipr, self._index(obj.dev), obj)
+
+    def _delete(self, obj: KernelObject) -> None:
+        if isinstance(obj, Route):
+            kroute.delete_route(self.ipr, obj)
+        elif isinstance(obj, Rule):
+            krule.delete_rule(self.ipr, obj)
+        elif isinstance(obj, Neighbour):
+            kneigh.delete_neighbour(self.ipr, self._index(obj.dev), obj)
+        else:
+            kneigh.delete_fdb(self.ipr, self._index(obj.dev), obj)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,23 @@ def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
     return f"AS{bgp.get('localASN')}, advertising {', '.join(bgp.get('advertised') or []) or '-'}; {sessions}"
 
 
+def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
+    """``Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 1s ago`` or
+    ``Unreachable since 12s: <error>`` (Cilium's KVStore line, from the agent's real probe)."""
+    now = time.time() if now is None else now
+    endpoints = list(kv.get("endpoints") or [])
+    active = kv.get("active") or (endpoints[0] if endpoints else "?")
+    where = f"{active}" + (f" ({len(endpoints)} endpoints)" if len(endpoints) > 1 else "")
+    last = kv.get("lastSuccess") or 0
+    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
+    if kv.get("state", "ok" if kv.get("connected") else "unreachable") == "ok":
+        version = f"etcd-{kv['version']} " if kv.get("version") else "etcd "
+        return f"Ok   {version}{where}, {ago}"
+    since = kv.get("failingSince")
+    down = f" since {now - since:.0f}s" if since else ""
+    return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"
+
+
 def print_status(out: dict[str, Any]) -> None:
     for name, s in out["nodes"].items():
         agent = s.get("agent", {})
@@ -159,11 +177,7 @@ def print_status(out: dict[str, Any]) -> None:
                 f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
                 f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
             ),
-            (
-                "KVStore",
-                f"{'Ok' if kv.get('connected') else 'Disconnected'}  "
-                f"etcd {', '.join(kv.get('endpoints', []))}",
-            ),
+            ("KVStore", kvstore_line(kv)),
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
             ("Masquerading", _masquerading(masq)),

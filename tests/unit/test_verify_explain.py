@@ -157,3 +157,15 @@ def test_diagram_dot_has_segments_pods_and_reach() -> None:
     dot = to_dot(pic)
     assert '"seg:net1"' in dot and '"pod1"' in dot
     assert '"node1" -- "node2" [style=dashed, color="#1f77b4"' in dot
+
+
+def test_kvstore_line_tells_ok_from_unreachable() -> None:
+    from podnet.verify.cli import kvstore_line
+
+    ok = {"state": "ok", "version": "3.4.23", "active": "http://a:2379", "endpoints": ["http://a:2379",
+          "http://b:2379", "http://c:2379"], "lastSuccess": 995.0}  # fmt: skip
+    assert kvstore_line(ok, now=1000.0) == "Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 5s ago"
+    down = {**ok, "state": "unreachable", "failingSince": 988.0, "error": "connection refused"}
+    assert kvstore_line(down, now=1000.0) == (
+        "Unreachable since 12s: connection refused (http://a:2379 (3 endpoints), last success 5s ago)"
+    )

@@ -38,6 +38,12 @@ def ensure_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> bool:
     """``ip neigh replace`` unless an equal permanent entry is there; True when changed."""
     if neighbour in dump_neighbours(ipr, index, neighbour.dev):
         return False
+    replace_neighbour(ipr, index, neighbour)
+    return True
+
+
+def replace_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> None:
+    """``ip neigh replace <dst> lladdr <mac> dev <index> nud permanent``, without reading first."""
     ipr.neigh(
         "replace",
         dst=str(neighbour.dst),
@@ -46,7 +52,6 @@ def ensure_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> bool:
         state=NUD_PERMANENT,
         family=_family(neighbour.dst.version),
     )
-    return True
 
 
 def delete_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> bool:
@@ -75,6 +80,12 @@ def ensure_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> bool:
     """``bridge fdb replace <mac> dst <ip> dev <dev> self permanent``; True when changed."""
     if entry in dump_fdb(ipr, index, entry.dev):
         return False
+    replace_fdb(ipr, index, entry)
+    return True
+
+
+def replace_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> None:
+    """``bridge fdb replace <mac> dst <ip> dev <index> self permanent``, without reading first."""
     ipr.fdb(
         "replace",
         ifindex=index,
@@ -83,7 +94,6 @@ def ensure_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> bool:
         state=NUD_PERMANENT | NUD_NOARP,
         flags=NTF_SELF,
     )
-    return True
 
 
 def delete_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> bool:

@@ -16,7 +16,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.datapath.kernel import af, is_gone
+from podnet.datapath.kernel import af, is_exists, is_gone
 from podnet.datapath.objects import PeerPath, Route, default_route
 from podnet.model import IPAddress, IPNetwork
 
@@ -137,6 +137,24 @@ def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | Non
 def replace_route(ipr: IPRoute, route: Route, index: int) -> None:
     """``ip route replace`` of ``route`` through link ``index``, without reading first."""
     ipr.route("replace", **_kwargs(route, index))
+
+
+def add_route(ipr: IPRoute, route: Route, index: int) -> None:
+    """``ip route add`` (never replaces): for a destination that has no podnet route, so that a
+    route somebody else installed there is refused, not overwritten; one netlink call."""
+    try:
+        ipr.route("add", **_kwargs(route, index))
+    except NetlinkError as exc:
+        if not is_exists(exc):
+            raise
+        current = get_route(ipr, route.dst, route.table)
+        if current == route:
+            return
+        there = current.describe() if current is not None else "another route"
+        raise LookupError(
+            f"cannot install route {route.describe()}: {there} is there and is not podnet's; remove it, "
+            f"or route {route.dst} another way"
+        ) from None
 
 
 def delete_route(ipr: IPRoute, route: Route) -> bool:
