@@ -77,10 +77,14 @@ def _pod_cidr(topo: Topology, node: str) -> str:
 
 
 def _watch_restart(topo: Topology, restart: Callable[[], None]) -> tuple[int, int, list[str]]:
-    """(sent, received, route deletions for node1's pod CIDR on node2) across ``restart()``."""
+    """(sent, received, route deletions for node1's pod CIDR on node2) across ``restart()``, with
+    an iperf3 stream between the same pods as load; the stream must survive too."""
     cidr = _pod_cidr(topo, "node1")
     monitor = _spawn(topo, "node2", "ip", "monitor", "route")
     src, dst = _pod_on(topo, "node2"), _pod_on(topo, "node1")
+    server = _spawn(topo, dst, "iperf3", "-s", "-1", "-p", "5299")
+    time.sleep(0.3)
+    stream = _spawn(topo, src, "iperf3", "-c", pod_ips(topo)[dst], "-p", "5299", "-t", "8", "-b", "200M")
     pinger = _spawn(topo, src, "ping", "-n", "-q", "-i", "0.01", "-W", "1", pod_ips(topo)[dst])
     try:
         time.sleep(1.0)
@@ -89,6 +93,12 @@ def _watch_restart(topo: Topology, restart: Callable[[], None]) -> tuple[int, in
     finally:
         ping_out = _stop(pinger)
         monitor_out = _stop(monitor)
+        try:
+            stream_out, _ = stream.communicate(timeout=30)
+        finally:
+            _stop(stream)
+            _stop(server)
+    assert stream.returncode == 0 and "iperf Done" in stream_out, f"the iperf3 stream broke: {stream_out}"
     found = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
     assert found, f"ping printed no summary: {ping_out!r}"
     deleted = [line for line in monitor_out.splitlines() if line.startswith("Deleted") and cidr in line]
