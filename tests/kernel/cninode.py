@@ -35,16 +35,9 @@ class Node:
     handler: CniHandler
     allocator: MultiCIDRAllocator
 
-    def cni(
-        self,
-        command: str,
-        cid: str = "",
-        netns_path: str = "",
-        ifname: str = "eth0",
-        config: dict[str, Any] | None = None,
-        stdin: bytes | None = None,
-    ) -> tuple[int, dict[str, Any] | None]:
-        env = {
+    def env(self, command: str, cid: str, netns_path: str, ifname: str = "eth0") -> dict[str, str]:
+        """The CNI_* environment a runtime gives the plugin, pointed at this node's agent."""
+        return {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": cid,
@@ -54,6 +47,17 @@ class Node:
             "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
             spec.SOCKET_ENV: str(self.sock),
         }
+
+    def cni(
+        self,
+        command: str,
+        cid: str = "",
+        netns_path: str = "",
+        ifname: str = "eth0",
+        config: dict[str, Any] | None = None,
+        stdin: bytes | None = None,
+    ) -> tuple[int, dict[str, Any] | None]:
+        env = self.env(command, cid, netns_path, ifname)
         data = stdin if stdin is not None else json.dumps(config or CONF).encode()
         proc = subprocess.run(
             ["ip", "netns", "exec", self.ns, str(SHIM)], input=data, env=env, capture_output=True, timeout=60

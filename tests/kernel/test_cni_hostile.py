@@ -27,15 +27,7 @@ pytestmark = pytest.mark.kernel
 
 
 def _env(node: Node, command: str, cid: str, netns_path: str, ifname: str = "eth0") -> dict[str, str]:
-    return {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": netns_path,
-        "CNI_IFNAME": ifname,
-        "CNI_PATH": "/opt/cni/bin",
-        spec.SOCKET_ENV: str(node.sock),
-    }
+    return node.env(command, cid, netns_path, ifname)
 
 
 def _spawn(node: Node, command: str, cid: str, netns_path: str) -> subprocess.Popen[bytes]:
