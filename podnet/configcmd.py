@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from podnet.agent.api import request
+from podnet.util.files import write_private
 
 CONVERGE_TIMEOUT = 30.0
 HOST_NODE = "local"
@@ -82,9 +83,7 @@ def updated_file(path: Path, pairs: list[str]) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True))
-    os.replace(tmp, path)
+    write_private(path, yaml.safe_dump(data, sort_keys=True))  # 0600: it may hold secrets
 
 
 def cmd_set(args: argparse.Namespace, lab_agents: LabAgents) -> int:

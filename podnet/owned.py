@@ -34,6 +34,7 @@ VXLAN_VNI = 1  # one overlay per cluster; peers are told apart by VTEP MAC (flan
 
 # --- nftables ---------------------------------------------------------------------------------
 NFT_TABLE = "podnet"  # "table ip podnet": masquerading
+GUARD_TABLE = "podnet_guard"  # "table inet podnet_guard": what pods may send (podnet/datapath/guard.py)
 
 
 def endpoint_host_ifname(container_id: str, ifname: str = "eth0") -> str:

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from podnet import owned
 from podnet.cni import spec
 from podnet.datapath import endpoint as ep
+from podnet.datapath.guard import EndpointSource
 from podnet.datapath.objects import default_route
 from podnet.ipam.base import Allocation, Allocator
 from podnet.ipam.host import IPAMExhausted, router_ip
@@ -32,6 +33,14 @@ from podnet.model import Endpoint
 log = logging.getLogger(__name__)
 
 MAX_CALL_SECONDS = 120.0  # a call without a deadline waits for the node's lock at most this long
+
+
+class EndpointGuard(Protocol):
+    """Source verification between rounds (``podnet.agent.components.Guard``)."""
+
+    def allow(self, source: EndpointSource) -> None: ...
+
+    def revoke(self, source: EndpointSource) -> None: ...
 
 
 def free_addresses(allocator: Allocator) -> int:
@@ -47,6 +56,10 @@ _CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ep.EndpointError, spec.ERR_INTERFACE_SETUP),
     (OSError, spec.ERR_IO_FAILURE),
 )
+
+
+def source_of(record: Endpoint) -> EndpointSource:
+    return EndpointSource(record.host_ifname, tuple(a.ip for a in record.addresses))
 
 
 def _code_of(exc: BaseException) -> int:
@@ -162,8 +175,10 @@ class CniHandler:
         route_mtu: int,
         store_dir: str | Path,
         fail_after_ipam: bool = False,
+        guard: EndpointGuard | None = None,
     ) -> None:
         self.host_netns = host_netns
+        self.guard = guard
         self.allocator = allocator
         self.route_mtu = route_mtu
         self.store_dir = Path(store_dir)
@@ -211,6 +226,10 @@ class CniHandler:
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("skipping unreadable endpoint record %s: %s", path, exc)
         return found
+
+    def sources(self) -> list[EndpointSource]:
+        """Every recorded pod interface with the addresses it may send from (the pod guard)."""
+        return [source_of(r) for r in self.records()]
 
     def _load(self, container_id: str, ifname: str) -> Endpoint | None:
         path = self._record_path(container_id, ifname)
@@ -327,6 +346,10 @@ class CniHandler:
                 undo.callback(
                     _safely, "delete veth", ep.del_endpoint, self.host_netns, call.container_id, call.ifname
                 )
+            if self.guard is not None:  # the pod may send from its addresses before it can send at all
+                self.guard.allow(source_of(record))
+                if fresh:
+                    undo.callback(_safely, "revoke guard", self.guard.revoke, source_of(record))
             info = ep.add_endpoint(
                 self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
             )
@@ -367,6 +390,8 @@ class CniHandler:
         # the pod side is only touched for an attachment podnet recorded (never a stranger's veth)
         netns = (call.netns or record.netns) if record else ""
         ep.del_endpoint(self.host_netns, call.container_id, call.ifname, netns or None)
+        if record is not None and self.guard is not None:
+            self.guard.revoke(source_of(record))
         self.allocator.release(call.owner)
         self._forget(call.container_id, call.ifname)
         return {}
@@ -402,6 +427,8 @@ class CniHandler:
                 continue
             try:
                 ep.del_endpoint(self.host_netns, record.container_id, record.ifname, record.netns or None)
+                if self.guard is not None:
+                    self.guard.revoke(source_of(record))
                 self.allocator.release(f"{record.container_id}/{record.ifname}")
                 self._forget(record.container_id, record.ifname)
             except Exception as exc:

@@ -8,6 +8,7 @@ document, and ``stop()``. The agent holds a list of them and knows none of their
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
@@ -17,8 +18,17 @@ from typing import Any, Protocol
 
 from pyroute2 import IPRoute
 
+from podnet import owned
 from podnet.agent.round import RoundPlan
 from podnet.config import AgentConfig
+from podnet.datapath.guard import TABLE as GUARD_TABLE_SPEC
+from podnet.datapath.guard import (
+    EndpointSource,
+    GuardPlan,
+    add_endpoint_script,
+    delete_endpoint_script,
+)
+from podnet.datapath.guard import apply_script as guard_script
 from podnet.datapath.kernel.nft import NftError, apply_script, list_table
 from podnet.datapath.kernel.route import cached_path_mtu
 from podnet.datapath.masquerade import MasqueradePlan, replace_script
@@ -330,3 +340,100 @@ class StoreProbe:
 
     def stop(self) -> None:
         self._store.close()
+
+
+class Guard:
+    """The pod guard (``podnet.datapath.guard``): applies the round's table, and lets a new pod's
+    addresses in (and an old pod's out) at once from the CNI handler, between rounds."""
+
+    name = "guard"
+
+    def __init__(
+        self,
+        guard: Callable[[], None],
+        sources: Callable[[], Sequence[EndpointSource]] = list,
+        apply: Callable[[str], None] = apply_script,
+    ) -> None:
+        self._guard = guard  # refuses the machine's own namespace
+        self._sources = sources  # the pod interfaces now (the CNI handler's records)
+        self._apply = apply
+        self.applied: GuardPlan | None = None
+        self._script: str | None = None
+        self._checked = 0.0
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        return None
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        plan = round_plan.guard
+        off = f"add table {GUARD_TABLE_SPEC}\ndelete table {GUARD_TABLE_SPEC}\n"
+        script = guard_script(plan) if plan is not None else off
+        if script == self._script and not self._drifted(plan is not None):
+            return []
+        self._guard()
+        try:
+            self._apply(script)
+        except NftError as exc:
+            log.error("%s", exc)
+            self._script = None
+            return [f"pod guard: {exc}"]
+        self.applied, self._script = plan, script
+        log.info(
+            "nft table %s %s", GUARD_TABLE_SPEC, "applied" if plan is not None else "removed (guard off)"
+        )
+        return []
+
+    def _drifted(self, want_table: bool) -> bool:
+        now = time.monotonic()
+        if now - self._checked < DRIFT_CHECK_INTERVAL:
+            return False
+        self._checked = now
+        return (list_table(owned.GUARD_TABLE, "inet") is not None) != want_table
+
+    def allow(self, source: EndpointSource) -> None:
+        """Let a new pod interface send from its addresses (before it is wired: fail closed)."""
+        if self.applied is not None and self.applied.source_verification:
+            script = add_endpoint_script(source)
+            if script:
+                self._apply(script)
+
+    def revoke(self, source: EndpointSource) -> None:
+        """Forget a pod interface's addresses (gone already is fine)."""
+        if self.applied is not None and self.applied.source_verification:
+            with contextlib.suppress(NftError):
+                self._apply(delete_endpoint_script(source))
+
+    def status(self) -> dict[str, Any]:
+        plan = self.applied
+        if plan is None:
+            return {"enabled": False}
+        table = list_table(owned.GUARD_TABLE, "inet") or {}
+        counters: dict[str, int] = {}
+        spoofed: dict[str, int] = {}
+        for item in table.get("nftables", []):
+            if "counter" in item:
+                counters[item["counter"]["name"]] = int(item["counter"].get("packets", 0))
+            if "set" in item and item["set"].get("name") == "spoofed":
+                for element in item["set"].get("elem", []):
+                    inner = element.get("elem", {}) if isinstance(element, dict) else {}
+                    spoofed[str(inner.get("val"))] = int((inner.get("counter") or {}).get("packets", 0))
+        return {
+            "enabled": True,
+            "sourceVerification": plan.source_verification,
+            "isolation": plan.isolation,
+            "table": GUARD_TABLE_SPEC,
+            "drops": counters,
+            "endpoints": [
+                {
+                    "hostIfname": e.host_ifname,
+                    "addresses": [str(a) for a in e.addresses],
+                    "spoofDrops": spoofed.get(e.host_ifname, 0),
+                }
+                for e in self._sources()
+            ],
+            "tunnelSources": [str(a) for a in plan.peer_underlay],
+            "nodePorts": [f"{port}/{proto}" for proto, port in plan.node_ports],
+        }
+
+    def stop(self) -> None:
+        return None  # the table stays: pods stay confined while the agent is down

@@ -111,8 +111,12 @@ class Agent:
         self.watcher: Any = None
         self.underlay: Underlay | None = None
         self.pmtu = comp.PathMtuProber(lambda: self.config)
+        self.guard = comp.Guard(
+            self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
+        )
         self.components: list[comp.Component] = [
             comp.Masquerade(lambda: self.config, self._guard_nft),
+            self.guard,
             self.pmtu,
         ]
 
@@ -167,7 +171,9 @@ class Agent:
         for component in self.components:
             component.start(node, self._stop)
         route_mtu = mode_route_mtu(self.config, self.underlay)
-        self.cni_handler = CniHandler(None, self.allocator, route_mtu, self.config.state_dir / "endpoints")
+        self.cni_handler = CniHandler(
+            None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=self.guard
+        )
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
             log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
@@ -265,7 +271,8 @@ class Agent:
                 log.warning("no kernel path to node ip %s: %s", ip, exc)
         switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
         previous = self.status_info.last_round.desired if switching and self.status_info.last_round else None
-        round_plan = plan_round(self.config, local, peers, paths, previous)
+        endpoints = self.cni_handler.sources() if self.cni_handler is not None else ()
+        round_plan = plan_round(self.config, local, peers, paths, previous, endpoints)
         planned = time.perf_counter()
         tunnel_before = self.status_info.devices.tunnel_index if self.status_info.devices else None
         node = self._setup_node(local.node, round_plan.keep_tunnel_device)

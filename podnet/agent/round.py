@@ -1,7 +1,8 @@
 """One agent round as a pure function: (config, local node, peers, kernel paths) -> what to apply.
 
 ``plan_round`` decides everything the agent applies in a round, without I/O: the per-peer
-datapath (``podnet.datapath.plan``), the masquerade table, the pods' route MTU, and whether the
+datapath (``podnet.datapath.plan``), the masquerade table, the pod guard (``datapath.guard``:
+source verification and what pods may reach), the pods' route MTU, and whether the
 node keeps its tunnel device (yes while its mode tunnels, and while any peer still sends it
 encapsulated packets during a live mode switch). The agent feeds it and hands the result to its
 appliers and components; tests call it directly, without root.
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from podnet.config import AgentConfig
+from podnet.datapath.guard import EndpointSource, GuardPlan, control_plane_of, plan_guard
 from podnet.datapath.masquerade import MasqueradePlan, plan_masquerade
 from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath
@@ -30,6 +32,7 @@ class RoundPlan:
     masquerade: MasqueradePlan | None
     route_mtu: int
     keep_tunnel_device: bool
+    guard: GuardPlan | None = None  # None: neither source verification nor the pod guard is on
 
 
 def node_labels(config: AgentConfig) -> tuple[tuple[str, str], ...]:
@@ -49,6 +52,7 @@ def plan_round(
     peers: Sequence[NodeInfo],
     paths: Mapping[str, PeerPath],
     previous: DesiredState | None = None,
+    endpoints: Sequence[EndpointSource] = (),
 ) -> RoundPlan:
     """The round for ``local`` given the store's ``peers`` and the kernel's ``paths`` to them.
     ``previous`` (the last applied plan, during a live switch) keeps peers reachable that the
@@ -63,9 +67,22 @@ def plan_round(
         [node.ipv4, *(p.ipv4 for p in peers)],
         local.underlay_dev,
     )
+    keep_tunnel = keeps_tunnel_device(config, peers)
+    guard = None
+    if config.pod_guard or config.enable_source_ip_verification:
+        guard = plan_guard(
+            endpoints,
+            [a for p in peers if p.name != node.name for a in (p.ipv4, p.ipv6)],
+            config.tunnel_port if keep_tunnel else None,
+            control_plane_of(config.etcd_endpoints),
+            config.pod_guard_node_ports,
+            source_verification=config.enable_source_ip_verification,
+            isolation=config.pod_guard,
+        )
     return RoundPlan(
         desired=desired,
         masquerade=masquerade,
         route_mtu=desired.route_mtu,
-        keep_tunnel_device=keeps_tunnel_device(config, peers),
+        keep_tunnel_device=keep_tunnel,
+        guard=guard,
     )

@@ -67,6 +67,7 @@ def status_document(
             else None,
         },
         "masquerade": components.get("masquerade", {"mode": "disabled"}),
+        "guard": components.get("guard", {"enabled": False}),
         "errors": [*config_errors, *info.errors],
         "reconciles": info.reconciles,
         "lastReconcile": info.last_reconcile,

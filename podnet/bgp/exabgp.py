@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.config.bgp import BgpPeer
+from podnet.util.files import write_private
 
 API_PROCESS = "podnet"
 START_TIMEOUT = 10.0
@@ -128,7 +129,7 @@ class ExaBgpSpeaker:
             stale.unlink(missing_ok=True)
         relay = [sys.executable, "-m", "podnet.bgp.relay", str(workdir)]
         conf = workdir / "exabgp.conf"
-        conf.write_text(render_config(self.spec, relay))
+        write_private(conf, render_config(self.spec, relay))  # it holds the BGP password
         argv = [exabgp_binary(), str(conf)]
         if shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", *argv]

@@ -48,6 +48,9 @@ class AgentConfig:
     cluster_pool_ipv4_mask_size: int = 24
     etcd_endpoints: tuple[str, ...] = ()
     enable_ipv4_masquerade: bool = True
+    enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
+    pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
+    pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
     agent_socket: Path = Path("/var/run/podnet/agent.sock")
     state_dir: Path = Path("/var/lib/podnet")
     devices: tuple[str, ...] = field(default=())
@@ -87,6 +90,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
     "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
     "enable_ipv4_masquerade": ("enableIPv4Masquerade", "enable-ipv4-masquerade"),
+    "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
+    "pod_guard": ("podGuard.enabled", "pod-guard"),
+    "pod_guard_node_ports": ("podGuard.nodePorts", "pod-guard-node-ports"),
     "agent_socket": ("agentSocket", "agent-socket"),
     "state_dir": ("stateDir", "state-dir"),
     "devices": ("devices", "device"),
@@ -229,6 +235,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
     "etcd_endpoints": lambda k, v: _list(v),
     "enable_ipv4_masquerade": _bool,
+    "enable_source_ip_verification": _bool,
+    "pod_guard": _bool,
+    "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in _list(v)),
     "agent_socket": lambda k, v: Path(_text(k, v)),
     "state_dir": lambda k, v: Path(_text(k, v)),
     "devices": lambda k, v: _list(v),
@@ -243,6 +252,15 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 def _routing_modes() -> set[str]:
     """The routingMode values the registered modes serve (the hybrid serves "native" too)."""
     return {mode.routing_mode for mode in ROUTING_MODES}
+
+
+def _port(key: str, value: str) -> tuple[str, int]:
+    """``9100/tcp`` (or ``53/udp``; a bare number means TCP) as ("tcp", 9100)."""
+    number, _, proto = value.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in ("tcp", "udp"):
+        raise ConfigError(key, f"{value!r}: the protocol must be tcp or udp, e.g. 9100/tcp")
+    return proto, _int(key, number, 1, 65535)
 
 
 def _yaml_text(value: Any) -> Any:

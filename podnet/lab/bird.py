@@ -22,6 +22,7 @@ from typing import Any
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.topology import Host, Topology
+from podnet.util.files import write_private
 from podnet.util.proc import spawn
 
 BIRD = "bird"
@@ -276,7 +277,7 @@ def _ensure_bird(lab: str, state: st.LabState, plan: RouterBgp) -> int:
     running = rec is not None and rec.running()
     if running and conf.exists() and conf.read_text() == text:
         return 0
-    conf.write_text(text)
+    write_private(conf, text)  # it holds BGP passwords
     if running:
         birdc(lab, plan.router, "configure", f'"{conf}"')
         return 1

@@ -23,6 +23,7 @@ from podnet.lab.build import LabError
 from podnet.lab.controlplane import etcd_endpoints
 from podnet.lab.topology import Host, Pod, Topology
 from podnet.util import netns
+from podnet.util.files import write_private
 from podnet.util.proc import spawn
 
 CNI_VERSION = "1.1.0"
@@ -137,7 +138,7 @@ def start_agent(topo: Topology, state: st.LabState, node: Host) -> int:
     d = node_dir(topo.name, node.name)
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "agent.yaml"
-    conf.write_text(yaml.safe_dump(agent_config(topo, node), sort_keys=True))
+    write_private(conf, yaml.safe_dump(agent_config(topo, node), sort_keys=True))
     argv = [_venv_bin("podnet"), "agent", "--config", str(conf)]
     if node.pod_cidr is not None:
         argv += ["--requested-pod-cidr", str(node.pod_cidr)]

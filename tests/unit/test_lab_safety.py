@@ -218,3 +218,18 @@ def test_labview_uses_the_cluster_settings_the_lab_was_brought_up_with(run_dir: 
     with LabView("view") as view:
         assert view.topology.cluster == {"routingMode": "tunnel", "autoDirectNodeRoutes": False}
         assert view.topology.name == "view"
+
+
+def test_private_files_are_0600_from_the_first_byte(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from podnet.util.files import write_private
+
+    path = write_private(tmp_path / "sub" / "exabgp.conf", "neighbor 1.2.3.4 { md5-password secret; }\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    path.chmod(0o644)
+    write_private(path, "again\n")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text() == "again\n"
+    assert [p.name for p in path.parent.iterdir()] == ["exabgp.conf"]  # no temporary file left

@@ -1,7 +1,8 @@
 """nftables through the ``nft`` program, in the calling process's network namespace only.
 
 ``apply_script`` runs one ``nft -f -`` transaction (all of it applies or none of it does);
-``list_table`` reads podnet's table back for status. Only the ``podnet`` table is ever touched.
+``list_table`` reads a table back for status. Only podnet's tables (``owned.NFT_TABLE``,
+``owned.GUARD_TABLE``) are ever touched.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def apply_script(script: str) -> None:
         raise NftError(f"nft rejected podnet's table: {res.stderr.strip()}")
 
 
-def list_table(table: str = owned.NFT_TABLE) -> dict[str, Any] | None:
+def list_table(table: str = owned.NFT_TABLE, family: str = "ip") -> dict[str, Any] | None:
     """The table as nft's JSON, or None when it does not exist."""
     res = subprocess.run(
-        [nft_binary(), "-j", "list", "table", "ip", table], capture_output=True, text=True, timeout=30
+        [nft_binary(), "-j", "list", "table", family, table], capture_output=True, text=True, timeout=30
     )
     if res.returncode != 0:
         return None

@@ -1,0 +1,121 @@
+"""Issue 11: a pod is not trusted. Every attack runs from inside a lab pod (or an outside host),
+as the tests no one on the project wrote did; each was delivered before the pod guard existed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labhelpers import capture, pod_ips
+
+from podnet.lab import cluster as cl
+from podnet.lab import state as st
+from podnet.lab.bird import birdc
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.topology import Topology, load_topology
+
+pytestmark = pytest.mark.lab
+
+RAWSEND = str(Path(__file__).with_name("rawsend.py"))
+TUNNEL = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
+L2_NATIVE = ["routingMode=native", "autoDirectNodeRoutes=true", "ipv4NativeRoutingCIDR=10.244.0.0/16"]
+BGP = ["routingMode=native", "bgp.enabled=true", "ipv4NativeRoutingCIDR=10.244.0.0/16"]
+
+
+def _in(topo: Topology, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(topo.name, host), *argv],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def _pod_on(topo: Topology, node: str) -> str:
+    return next(p.name for p in topo.pods if p.node == node)
+
+
+def _guard(topo: Topology, node: str) -> dict[str, Any]:
+    return dict(cl.agent_request(topo.name, node, {"op": "status"})["guard"])
+
+
+def _spoof_drops(topo: Topology, node: str, pod: str) -> int:
+    ip = pod_ips(topo)[pod]
+    return sum(e["spoofDrops"] for e in _guard(topo, node)["endpoints"] if f"{ip}" in e["addresses"])
+
+
+@pytest.mark.parametrize(
+    ("example", "settings"), [("two-subnets", TUNNEL), ("l2", L2_NATIVE)], ids=["tunnel", "native"]
+)
+def test_spoofed_sources_are_dropped_and_counted(
+    lab_up: Callable[..., Topology], example: str, settings: list[str]
+) -> None:
+    topo = lab_up(apply_overrides(load_topology(example), settings))
+    ips = pod_ips(topo)
+    src, dst = _pod_on(topo, "node1"), _pod_on(topo, "node2")
+    other_pod = next((ips[p.name] for p in topo.pods if p.name not in (src, dst)), "10.244.9.9")
+    unallocated = ips[src].rsplit(".", 1)[0] + ".200"
+    gateway = next(h for h in topo.hosts if h.role in ("router", "controlplane")).primary.address.ip
+    forged = [other_pod, unallocated, "8.8.8.8", str(topo.control_plane.primary.address.ip), str(gateway)]
+    listen = [sys.executable, RAWSEND, "listen", ips[dst], "9999", "4"]
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", st.ns_name(topo.name, dst), *listen], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)
+    for source in forged:
+        assert _in(topo, src, sys.executable, RAWSEND, "udp", source, ips[dst], "9999", "5").returncode == 0
+    assert (
+        _in(topo, src, sys.executable, RAWSEND, "udp", ips[src], ips[dst], "9999", "5").returncode == 0
+    )  # legit
+    received = int((listener.communicate(timeout=30)[0] or "0").strip())
+    assert received == 5, (
+        f"{received} datagrams arrived: spoofed ones got through (only the 5 legit ones may)"
+    )
+    assert _spoof_drops(topo, "node1", src) >= 5 * len(forged)
+
+
+def test_hand_made_vxlan_is_not_delivered(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), TUNNEL))
+    ips = pod_ips(topo)
+    node2 = str(topo.host("node2").primary.address.ip)
+    with capture(topo, "pod2", "eth0", "icmp and src host 10.244.1.77") as seen:
+        # from a pod, to another node's VXLAN port: never leaves the pod's node
+        _in(topo, "pod1", sys.executable, RAWSEND, "vxlan", node2, "10.244.1.77", ips["pod2"], "5")
+        # from a host that is not a node (outside the cluster): node2 refuses it
+        _in(topo, "world", sys.executable, RAWSEND, "vxlan", node2, "10.244.1.77", ips["pod2"], "5")
+        time.sleep(1.0)
+    assert [line for line in seen if line.strip()] == [], f"injected VXLAN reached pod2: {seen}"
+    assert _guard(topo, "node1")["drops"]["pod_to_tunnel"] >= 5
+    assert _guard(topo, "node2")["drops"]["tunnel_foreign"] >= 5
+    ok = _in(topo, "pod1", "ping", "-c", "2", "-W", "1", ips["pod2"])  # real tunnel traffic still flows
+    assert ok.returncode == 0, ok.stdout
+
+
+def test_pods_cannot_reach_etcd(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), TUNNEL))
+    cp = str(topo.control_plane.primary.address.ip)
+    probe = f"import socket; socket.create_connection(('{cp}', 2379), timeout=2)"
+    res = _in(topo, "pod1", sys.executable, "-c", probe)
+    assert res.returncode != 0, "a pod opened a connection to etcd"
+    assert _guard(topo, "node1")["drops"]["pod_to_control_plane"] >= 1
+    node = _in(topo, "node1", sys.executable, "-c", probe)  # the node itself still reaches it
+    assert node.returncode == 0, node.stderr
+
+
+def test_a_pods_bgp_connection_never_reaches_bird_as_the_node(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), BGP))
+    r1 = "172.16.2.1"
+    before = birdc(topo.name, "r1", "show", "protocols", "node_node1")
+    assert "Established" in before, before
+    probe = f"import socket; socket.create_connection(('{r1}', 179), timeout=2)"
+    for _ in range(3):
+        assert _in(topo, "pod1", sys.executable, "-c", probe).returncode != 0
+    time.sleep(2)
+    after = birdc(topo.name, "r1", "show", "protocols", "node_node1")
+    assert "Established" in after, after
+    since = lambda text: text.split("node_node1", 1)[1].split()[3]  # noqa: E731  (the "Since" column)
+    assert since(after) == since(before), f"the node's session was reset: {before!r} -> {after!r}"
+    assert _guard(topo, "node1")["drops"]["pod_to_bgp"] >= 3
