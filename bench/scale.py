@@ -21,6 +21,7 @@ Prints the figures and writes bench/results/scale.json. Run as root after script
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ from pyroute2 import IPRoute
 from podnet import owned
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
+from podnet.lab.controlplane import client_tls, scheme
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
@@ -57,9 +59,12 @@ class Simulator:
 
     def __init__(self, topo: Topology) -> None:
         cp = topo.control_plane
+        tls = client_tls(topo, "lab")
+        extra = ["--endpoint", f"{scheme(topo)}://127.0.0.1:2379"]
+        extra += ["--tls", tls.ca, tls.cert, tls.key] if tls else []
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", st.ns_name(topo.name, cp.name), sys.executable,
-             str(HERE / "scale_sim.py"), "--node-ip", str(cp.primary.address.ip)],
+             str(HERE / "scale_sim.py"), "--node-ip", str(cp.primary.address.ip), *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -206,7 +211,7 @@ def main() -> int:
         print("bench/scale.py needs root (it builds a lab in network namespaces)", file=sys.stderr)
         return 2
     topo = apply_overrides(load_topology("l2"), SETTINGS)
-    topo = Topology("bscale", topo.networks, topo.hosts, topo.pods, topo.cluster, topo.source)
+    topo = dataclasses.replace(topo, name="bscale")
     bring_down(topo.name)
     try:
         bring_up(topo)

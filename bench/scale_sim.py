@@ -23,7 +23,7 @@ import urllib.request
 
 from podnet.model import NodeInfo
 from podnet.store import keys
-from podnet.store.client import LeaseKeeper, Store
+from podnet.store.client import LeaseKeeper, Store, TlsFiles
 from podnet.store.nodes import NodeRecord
 
 SIM_POOL = ipaddress.ip_network("10.100.0.0/14")  # simulated nodes' pod CIDRs (/24s), inside the lab pool
@@ -48,8 +48,11 @@ def sim_node(i: int, node_ip: ipaddress.IPv4Address) -> NodeRecord:
     return NodeRecord(node, (cidr,))
 
 
-def metrics(endpoint: str) -> dict[str, float]:
-    text = urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{endpoint}/metrics", timeout=5)
+def metrics(endpoint: str, tls: TlsFiles | None) -> dict[str, float]:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls.ssl_context()))
+    text = urllib.request.build_opener(*handlers).open(f"{endpoint}/metrics", timeout=5)
     found = {"puts": 0.0, "txns": 0.0}
     for line in text.read().decode().splitlines():
         if line.startswith("etcd_mvcc_put_total "):
@@ -63,9 +66,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", default="http://127.0.0.1:2379")
     parser.add_argument("--node-ip", required=True)
+    parser.add_argument("--tls", nargs=3, metavar=("CA", "CERT", "KEY"), help="mutual TLS files")
     args = parser.parse_args()
     node_ip = ipaddress.IPv4Address(args.node_ip)
-    store = Store(args.endpoint, timeout=10.0)
+    tls = TlsFiles(*args.tls) if args.tls else None
+    store = Store(args.endpoint, timeout=10.0, tls=tls)
     lease = LeaseKeeper(store, ttl=60)
     count = 0
     for line in sys.stdin:
@@ -80,7 +85,7 @@ def main() -> int:
             count += int(words[1])
             answer: dict[str, float] = {"added": count, "seconds": time.monotonic() - started}
         elif words[0] == "metrics":
-            answer = metrics(args.endpoint)
+            answer = metrics(args.endpoint, tls)
         elif words[0] == "quit":
             lease.close(revoke=True)
             store.close()

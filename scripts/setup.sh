@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(iproute2 etcd-server etcd-client iperf3 tcpdump nftables bird2
+apt_pkgs=(iproute2 etcd-server etcd-client iperf3 tcpdump nftables bird2 openssl
           containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv)
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -336,6 +336,7 @@ class StoreProbe:
             "failingSince": health.failing_since or None,
             "error": health.last_error if not health.ok else None,
             "connected": health.ok,  # kept for readers of the older document
+            "tls": self._store.tls is not None,
         }
 
     def stop(self) -> None:

@@ -43,7 +43,7 @@ from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
-from podnet.store.client import Backoff, OutageLog, Store, StoreError
+from podnet.store.client import Backoff, OutageLog, Store, StoreError, TlsFiles
 from podnet.store.nodes import (
     NodeEvent,
     NodeOwnedError,
@@ -139,7 +139,7 @@ class Agent:
                 "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
                 "clusterPoolIPv4PodCIDRList (nothing was changed)"
             )
-        self.store = _connect(self.config.etcd_endpoints)
+        self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
         bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
         try:
             self.registration = NodeRegistration(self.store, bare.name, agent_identity(self.config))
@@ -431,11 +431,20 @@ class Agent:
                 log.warning("during shutdown: %s", exc)
 
 
-def _connect(endpoints: Sequence[str]) -> Store:
+def etcd_tls(config: AgentConfig) -> TlsFiles | None:
+    """The agent's mutual-TLS files for etcd, when configured."""
+    if config.etcd_trusted_ca_file and config.etcd_cert_file and config.etcd_key_file:
+        return TlsFiles(
+            str(config.etcd_trusted_ca_file), str(config.etcd_cert_file), str(config.etcd_key_file)
+        )
+    return None
+
+
+def _connect(endpoints: Sequence[str], tls: TlsFiles | None = None) -> Store:
     if not endpoints:
         raise AgentError("no etcd endpoints: set etcd.endpoints (e.g. http://10.0.0.1:2379)")
     deadline = time.monotonic() + STORE_CONNECT_TIMEOUT
-    store = Store(list(endpoints))
+    store = Store(list(endpoints), tls=tls)
     outage, backoff = OutageLog(log, f"connecting to etcd at {', '.join(endpoints)}"), Backoff(0.25, 5.0)
     while True:
         try:

@@ -47,6 +47,9 @@ class AgentConfig:
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
     cluster_pool_ipv4_mask_size: int = 24
     etcd_endpoints: tuple[str, ...] = ()
+    etcd_trusted_ca_file: Path | None = None  # mutual TLS to etcd (Cilium's etcd config names)
+    etcd_cert_file: Path | None = None
+    etcd_key_file: Path | None = None
     enable_ipv4_masquerade: bool = True
     enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
     pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
@@ -89,6 +92,14 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
     "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
+    "etcd_trusted_ca_file": (
+        "etcd.trustedCAFile",
+        "etcd.caFile",
+        "etcd.trusted-ca-file",
+        "etcd-trusted-ca-file",
+    ),
+    "etcd_cert_file": ("etcd.certFile", "etcd.cert-file", "etcd-cert-file"),
+    "etcd_key_file": ("etcd.keyFile", "etcd.key-file", "etcd-key-file"),
     "enable_ipv4_masquerade": ("enableIPv4Masquerade", "enable-ipv4-masquerade"),
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
@@ -234,6 +245,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
     "etcd_endpoints": lambda k, v: _list(v),
+    "etcd_trusted_ca_file": lambda k, v: _file(k, v),
+    "etcd_cert_file": lambda k, v: _file(k, v),
+    "etcd_key_file": lambda k, v: _file(k, v),
     "enable_ipv4_masquerade": _bool,
     "enable_source_ip_verification": _bool,
     "pod_guard": _bool,
@@ -252,6 +266,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
 def _routing_modes() -> set[str]:
     """The routingMode values the registered modes serve (the hybrid serves "native" too)."""
     return {mode.routing_mode for mode in ROUTING_MODES}
+
+
+def _file(key: str, value: Any) -> Path | None:
+    text = str(value).strip()
+    return Path(text) if text else None
 
 
 def _port(key: str, value: str) -> tuple[str, int]:
@@ -369,6 +388,17 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
         )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
         raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")
+    tls = (cfg.etcd_trusted_ca_file, cfg.etcd_cert_file, cfg.etcd_key_file)
+    if any(tls) and not all(tls):
+        raise ConfigError(
+            name("etcd_trusted_ca_file"),
+            "etcd's mutual TLS needs all three of etcd.trustedCAFile, etcd.certFile and etcd.keyFile",
+        )
+    if any(e.startswith("https://") for e in cfg.etcd_endpoints) and not all(tls):
+        raise ConfigError(
+            name("etcd_endpoints"),
+            "https endpoints need etcd.trustedCAFile, etcd.certFile and etcd.keyFile (mutual TLS)",
+        )
     _validate_bgp(cfg, name)
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from podnet.lab import state as st
 from podnet.lab.build import LabError
-from podnet.lab.controlplane import etcd_endpoints
+from podnet.lab.controlplane import client_tls, etcd_endpoints
 from podnet.lab.topology import Host, Pod, Topology
 from podnet.util import netns
 from podnet.util.files import write_private
@@ -67,10 +67,14 @@ def pool_settings(topo: Topology) -> tuple[list[str], int]:
 def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
     """The agent's YAML: the cluster's settings, the node's overrides, and the lab's wiring."""
     cfg = topo.node_config(node.name)
+    tls = client_tls(topo, node.name)
+    etcd = {**cfg.get("etcd", {}), "endpoints": etcd_endpoints(topo)}
+    if tls is not None:
+        etcd.update(trustedCAFile=tls.ca, certFile=tls.cert, keyFile=tls.key)
     cfg.update(
         {
             "nodeName": node.name,
-            "etcd": {**cfg.get("etcd", {}), "endpoints": etcd_endpoints(topo)},
+            "etcd": etcd,
             "agentSocket": str(agent_socket(topo.name, node.name)),
             "stateDir": str(node_dir(topo.name, node.name) / "state"),
             "devices": ["eth0"],
@@ -124,6 +128,9 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         "--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask),
         "--grace-period", "60",
     ]  # fmt: skip
+    tls = client_tls(topo, "operator")
+    if tls is not None:
+        argv += ["--etcd-trusted-ca-file", tls.ca, "--etcd-cert-file", tls.cert, "--etcd-key-file", tls.key]
     proc = spawn(argv, cp_ns, log)
     state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
     return 1

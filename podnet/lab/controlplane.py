@@ -1,6 +1,7 @@
 """The lab's control-plane host: a real etcd on the underlay, the cluster store of every agent.
 
-etcd listens on the control-plane host's underlay address (``http://<cp>:2379``) and on its
+etcd listens on the control-plane host's underlay address (``https://<cp>:2379``, mutual TLS
+with the lab's CA, ``podnet.lab.pki``; ``controlPlane.etcdTLS: false`` for plain http) and on its
 loopback; its data lives under the lab's run directory and goes with ``lab down``. With
 ``controlPlane.etcdMembers: 3`` (or 5) each member runs on a control-plane host of its own
 (``cp``, ``cp2``, ``cp3``), so a member can be killed like a machine.
@@ -8,8 +9,12 @@ loopback; its data lives under the lab's run directory and goes with ``lab down`
 
 from __future__ import annotations
 
+import dataclasses
+
+from podnet.lab import pki
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
+from podnet.store.client import TlsFiles
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -22,7 +27,16 @@ def etcd_endpoint(topo: Topology) -> str:
 
 def etcd_endpoints(topo: Topology) -> list[str]:
     """Every member's client URL, in member order (what agents and the operator are given)."""
-    return [f"http://{cp.primary.address.ip}:{ETCD_CLIENT_PORT}" for cp in topo.control_planes]
+    return [f"{scheme(topo)}://{cp.primary.address.ip}:{ETCD_CLIENT_PORT}" for cp in topo.control_planes]
+
+
+def scheme(topo: Topology) -> str:
+    return "https" if topo.etcd_tls else "http"
+
+
+def client_tls(topo: Topology, who: str) -> TlsFiles | None:
+    """A client certificate for ``who`` (a node's name, ``operator``, ``lab``) when etcd uses TLS."""
+    return pki.client_tls(topo.name, who) if topo.etcd_tls else None
 
 
 def member_process(index: int, host: str) -> str:
@@ -39,7 +53,10 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
 
     members = topo.control_planes
     run = st.lab_dir(topo.name)
-    peers = {f"{topo.name}-{cp.name}": f"http://{cp.primary.address.ip}:{ETCD_PEER_PORT}" for cp in members}
+    peers = {
+        f"{topo.name}-{cp.name}": f"{scheme(topo)}://{cp.primary.address.ip}:{ETCD_PEER_PORT}"
+        for cp in members
+    }
     started = []
     for i, cp in enumerate(members):
         rec = state.process(member_process(i, cp.name))
@@ -48,16 +65,25 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
         ns = st.ns_name(topo.name, cp.name)
         ip = cp.primary.address.ip
         member = f"{topo.name}-{cp.name}"
+        tls = (
+            pki.ensure_cert(topo.name, f"etcd-{cp.name}", (str(ip), "127.0.0.1"), server=True)
+            if topo.etcd_tls
+            else None
+        )
         proc = start_etcd(
             name=member,
             data_dir=run / ("etcd" if i == 0 else f"etcd-{cp.name}"),
-            client_urls=[f"http://{ip}:{ETCD_CLIENT_PORT}", f"http://127.0.0.1:{ETCD_CLIENT_PORT}"],
+            client_urls=[
+                f"{scheme(topo)}://{ip}:{ETCD_CLIENT_PORT}",
+                f"{scheme(topo)}://127.0.0.1:{ETCD_CLIENT_PORT}",
+            ],
             peer_url=peers[member],
             netns=ns,
             log_path=run / "logs" / f"{member_process(i, cp.name)}.log",
             initial_cluster=peers,
             token=f"podnet-{topo.name}",
             wait=False,
+            tls=tls,
         )
         state.add_process(
             st.ProcessRecord(member_process(i, cp.name), proc.pid, ns, ["etcd"], str(proc.log_path))
@@ -67,5 +93,7 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
         wait_healthy(proc)
     state.info["etcd"] = etcd_endpoint(topo)
     state.info["etcdEndpoints"] = etcd_endpoints(topo)
+    tools = client_tls(topo, "lab")
+    state.info["etcdTLS"] = dataclasses.asdict(tools) if tools else None
     state.save()
     return len(started)

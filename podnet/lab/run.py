@@ -100,7 +100,7 @@ def summary_rows(topo: Topology) -> list[dict[str, Any]]:
             pods = [p.name for p in topo.pods if p.node == h.name]
             extra = f"pods: {', '.join(pods)}" if pods else ""
         elif h.role == "controlplane":
-            extra = f"etcd http://{h.primary.address.ip}:2379"
+            extra = f"etcd {'https' if topo.etcd_tls else 'http'}://{h.primary.address.ip}:2379"
         elif h.role == "router" and h.asn:
             extra = f"AS{h.asn}"
         rows.append(

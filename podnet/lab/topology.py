@@ -6,6 +6,7 @@ and says what to do, so a bad file fails before a single namespace exists.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,7 @@ class Topology:
     pods: tuple[Pod, ...]
     cluster: Mapping[str, Any]
     source: str = ""
+    etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -160,7 +162,7 @@ def load_topology(path: str | Path) -> Topology:
     except yaml.YAMLError as e:
         raise TopologyError(f"{p}: not valid YAML: {e}") from e
     topo = parse_topology(data, default_name=p.stem)
-    return Topology(topo.name, topo.networks, topo.hosts, topo.pods, topo.cluster, source=str(p.resolve()))
+    return dataclasses.replace(topo, source=str(p.resolve()))
 
 
 def parse_topology(data: Any, default_name: str = "lab") -> Topology:
@@ -201,7 +203,10 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     if not isinstance(cluster, Mapping):
         raise TopologyError(f"cluster: must be a mapping of agent settings, not {cluster!r}")
     _check_pools(hosts, networks, cluster)
-    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster))
+    tls = (data.get("controlPlane") or {}).get("etcdTLS", True)
+    if not isinstance(tls, bool):
+        raise TopologyError(f"controlPlane.etcdTLS: {tls!r} is not true or false")
+    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls)
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
@@ -399,7 +404,7 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     """The hosts the lab adds for etcd, one per member (``etcdMembers``: 1, 3 or 5): on the given
     network (default: the first), the first at ``address`` or the highest free address, the others
     at the next free addresses below it."""
-    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway", "etcdMembers"})
+    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway", "etcdMembers", "etcdTLS"})
     members = m.get("etcdMembers", 1)
     if members not in ETCD_MEMBERS:
         raise TopologyError(

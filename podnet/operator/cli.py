@@ -15,12 +15,15 @@ from collections.abc import Sequence
 
 from podnet.ipam.cidr import CIDRError, parse_pool_spec
 from podnet.operator.cluster_pool import run_operator
-from podnet.store.client import Store, StoreError
+from podnet.store.client import Store, StoreError, TlsFiles
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podnet operator", description=__doc__.splitlines()[0])
     parser.add_argument("--etcd-endpoints", required=True, help="comma-separated, e.g. http://IP:2379")
+    parser.add_argument("--etcd-trusted-ca-file", help="CA of etcd's certificates (mutual TLS)")
+    parser.add_argument("--etcd-cert-file", help="the operator's client certificate")
+    parser.add_argument("--etcd-key-file", help="the operator's client key")
     parser.add_argument(
         "--cluster-pool-ipv4-cidr",
         action="append",
@@ -59,7 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        with Store(args.etcd_endpoints) as store:
+        files = (args.etcd_trusted_ca_file, args.etcd_cert_file, args.etcd_key_file)
+        if any(files) and not all(files):
+            print("podnet operator: --etcd-trusted-ca-file, --etcd-cert-file and --etcd-key-file go together",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        tls = TlsFiles(*files) if all(files) else None
+        with Store(args.etcd_endpoints, tls=tls) as store:
             run_operator(
                 store, spec, spec.mask_size, args.grace_period, stop, fence_seconds=args.fence_period
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import etcd3gw
+import requests
 from etcd3gw import exceptions as etcd_exc
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,33 @@ def op_delete(key: str) -> dict[str, Any]:
     return {"request_delete_range": {"key": _b64(key)}}
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """Mutual TLS to etcd: the CA that signed the members' certificates, and this client's
+    certificate and key (Cilium's etcd config: trusted-ca-file, cert-file, key-file)."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+def http_session(tls: TlsFiles | None) -> requests.Session:
+    """An HTTP session for etcd that ignores the environment's proxies and CA bundles
+    (``REQUESTS_CA_BUNDLE`` would otherwise win over the store's own CA) and presents the
+    client certificate when there is one."""
+    session = requests.Session()
+    session.trust_env = False
+    if tls is not None:
+        session.verify = tls.ca
+        session.cert = (tls.cert, tls.key)
+    return session
+
+
 @dataclass
 class Health:
     """What the last requests of one ``Store`` said about etcd."""
@@ -168,9 +197,14 @@ class OutageLog:
 class Store:
     """KV, transactions and leases on etcd; ``endpoints`` are the members of one cluster."""
 
-    def __init__(self, endpoints: Sequence[str] | str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, endpoints: Sequence[str] | str, timeout: float = DEFAULT_TIMEOUT, tls: TlsFiles | None = None
+    ) -> None:
         self.endpoints = parse_endpoints(endpoints)
         self.timeout = timeout
+        self.tls = tls
+        if tls is None and any(e.startswith("https://") for e in self.endpoints):
+            raise StoreError("https etcd endpoints need etcd.trustedCAFile, etcd.certFile and etcd.keyFile")
         self.health = Health()
         self._active = 0
         self._clients: dict[int, Any] = {}
@@ -181,7 +215,7 @@ class Store:
             parts = urlsplit(self.endpoints[index])
             client = etcd3gw.client(
                 host=parts.hostname, port=parts.port or 2379, protocol=parts.scheme,
-                timeout=self.timeout, api_path="/v3/",
+                timeout=self.timeout, api_path="/v3/", session=http_session(self.tls),
             )  # fmt: skip
             self._clients[index] = client
         return client
@@ -198,7 +232,7 @@ class Store:
     def clone(self) -> Store:
         """A new ``Store`` (own HTTP sessions) on the same endpoints, for another thread; it starts
         on the member this one found working."""
-        other = Store(self.endpoints, self.timeout)
+        other = Store(self.endpoints, self.timeout, self.tls)
         other._active = self._active
         return other
 

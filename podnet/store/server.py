@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet.store.client import TlsFiles
 from podnet.util import netns as netns_util
 
 ETCD_BINARY = "etcd"
@@ -41,6 +42,7 @@ class EtcdProcess:
     data_dir: Path
     log_path: Path
     netns: str | None = None
+    tls: TlsFiles | None = None  # the member's certificate: also good as a client one for /health
 
     @property
     def endpoint(self) -> str:
@@ -104,8 +106,11 @@ def etcd_command(
     peer_url: str,
     initial_cluster: Mapping[str, str] | None = None,
     token: str | None = None,
+    tls: TlsFiles | None = None,
 ) -> list[str]:
-    """The etcd command line; ``initial_cluster`` maps every member's name to its peer URL."""
+    """The etcd command line; ``initial_cluster`` maps every member's name to its peer URL.
+    With ``tls`` (the member's certificate and key, and the cluster's CA) clients and peers both
+    need a certificate signed by that CA (mutual TLS); the URLs must then be https."""
     urls = ",".join(client_urls)
     cluster = ",".join(f"{n}={u}" for n, u in (initial_cluster or {name: peer_url}).items())
     return [
@@ -121,6 +126,15 @@ def etcd_command(
         "--initial-cluster-token", token or f"podnet-{name}",
         "--logger", "zap",
         "--log-outputs", "stderr",
+        *(_tls_flags(tls) if tls is not None else []),
+    ]  # fmt: skip
+
+
+def _tls_flags(tls: TlsFiles) -> list[str]:
+    return [
+        "--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca, "--client-cert-auth",
+        "--peer-cert-file", tls.cert, "--peer-key-file", tls.key, "--peer-trusted-ca-file", tls.ca,
+        "--peer-client-cert-auth",
     ]  # fmt: skip
 
 
@@ -135,6 +149,7 @@ def start_etcd(
     initial_cluster: Mapping[str, str] | None = None,
     token: str | None = None,
     wait: bool = True,
+    tls: TlsFiles | None = None,
 ) -> EtcdProcess:
     """Run etcd (inside ``netns`` if given), wait until healthy (unless ``wait`` is False: a
     cluster member, see the module docstring), return its ``EtcdProcess``."""
@@ -144,7 +159,7 @@ def start_etcd(
     data_dir, log_path = Path(data_dir), Path(log_path)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = etcd_command(name, data_dir, urls, peer_url, initial_cluster, token)
+    cmd = etcd_command(name, data_dir, urls, peer_url, initial_cluster, token, tls)
     if netns is not None:
         if not netns_util.exists(netns):
             raise EtcdStartError(f"cannot start etcd {name}: network namespace {netns} does not exist")
@@ -155,7 +170,7 @@ def start_etcd(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )  # fmt: skip
-    etcd = EtcdProcess(name, proc.pid, urls, data_dir, log_path, netns)
+    etcd = EtcdProcess(name, proc.pid, urls, data_dir, log_path, netns, tls)
     if wait:
         try:
             wait_healthy(etcd, timeout)
@@ -173,7 +188,7 @@ def wait_healthy(etcd: EtcdProcess, timeout: float = DEFAULT_START_TIMEOUT) -> N
         if not _running(etcd.pid):  # not alive(): `ip netns exec` may not have exec'd etcd yet
             _reap(etcd.pid)
             raise EtcdStartError(f"etcd {etcd.name} exited during startup; see {etcd.log_path}")
-        ok, last = health(etcd.endpoint, etcd.netns)
+        ok, last = health(etcd.endpoint, etcd.netns, tls=etcd.tls)
         if ok:
             return
         time.sleep(0.05)
@@ -183,15 +198,17 @@ def wait_healthy(etcd: EtcdProcess, timeout: float = DEFAULT_START_TIMEOUT) -> N
     )
 
 
-def health(endpoint: str, netns: str | None = None, timeout: float = 1.0) -> tuple[bool, str]:
+def health(
+    endpoint: str, netns: str | None = None, timeout: float = 1.0, tls: TlsFiles | None = None
+) -> tuple[bool, str]:
     """Ask ``endpoint``/health (from inside ``netns`` if given); (healthy, detail)."""
     url = endpoint.rstrip("/") + "/health"
     try:
         if netns is None:
-            body = _fetch(url, timeout)
+            body = _fetch(url, timeout, tls)
         else:
             with netns_util.entered(netns):  # the socket is made, and stays, inside the netns
-                body = _fetch(url, timeout)
+                body = _fetch(url, timeout, tls)
     except (OSError, urllib.error.URLError) as exc:
         return False, str(exc)
     try:
@@ -200,7 +217,10 @@ def health(endpoint: str, netns: str | None = None, timeout: float = 1.0) -> tup
         return False, body
 
 
-def _fetch(url: str, timeout: float) -> str:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _fetch(url: str, timeout: float, tls: TlsFiles | None = None) -> str:
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if tls is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=tls.ssl_context()))
+    opener = urllib.request.build_opener(*handlers)
     with opener.open(url, timeout=timeout) as resp:
         return resp.read().decode()

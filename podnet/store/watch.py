@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import requests
 
-from podnet.store.client import KV, Backoff, OutageLog, Store, _b64, _kv_from_json, _prefix_end
+from podnet.store.client import KV, Backoff, OutageLog, Store, _b64, _kv_from_json, _prefix_end, http_session
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class PrefixWatcher:
         self._synced = threading.Event()
         self._resp: requests.Response | None = None
         self._resp_lock = threading.Lock()
-        self._session = requests.Session()
+        self._session = http_session(store.tls)  # mutual TLS, no proxies, as the store's own
         self._thread = threading.Thread(target=self._run, name=f"watch {prefix}", daemon=True)
 
     def start(self) -> PrefixWatcher:

@@ -152,7 +152,7 @@ def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
     ago = f"last success {now - last:.0f}s ago" if last else "never reached"
     if kv.get("state", "ok" if kv.get("connected") else "unreachable") == "ok":
         version = f"etcd-{kv['version']} " if kv.get("version") else "etcd "
-        return f"Ok   {version}{where}, {ago}"
+        return f"Ok{' (TLS)' if kv.get('tls') else ''}   {version}{where}, {ago}"
     since = kv.get("failingSince")
     down = f" since {now - since:.0f}s" if since else ""
     return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"

@@ -93,7 +93,7 @@ def test_three_member_etcd_fails_over_and_survives_quorum_loss(lab_up: Callable[
     assert [h.name for h in topo.control_planes] == ["cp", "cp2", "cp3"]
     kv = _kvstore(topo)
     assert kv["state"] == "ok" and len(kv["endpoints"]) == 3
-    members = {f"http://{h.primary.address.ip}:2379": ("etcd" if h.name == "cp" else f"etcd-{h.name}")
+    members = {f"https://{h.primary.address.ip}:2379": ("etcd" if h.name == "cp" else f"etcd-{h.name}")
                for h in topo.control_planes}  # fmt: skip
     first = kv["active"]
     _kill(topo, members[first])  # the member node1's agent talks to

@@ -17,6 +17,7 @@ from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.bird import birdc
 from podnet.lab.overrides import apply_overrides
+from podnet.lab.pki import pki_dir
 from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
@@ -119,3 +120,27 @@ def test_a_pods_bgp_connection_never_reaches_bird_as_the_node(lab_up: Callable[.
     since = lambda text: text.split("node_node1", 1)[1].split()[3]  # noqa: E731  (the "Since" column)
     assert since(after) == since(before), f"the node's session was reset: {before!r} -> {after!r}"
     assert _guard(topo, "node1")["drops"]["pod_to_bgp"] >= 3
+
+
+def test_etcd_demands_a_client_certificate_and_status_says_tls(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), TUNNEL))
+    cp = str(topo.control_plane.primary.address.ip)
+    ca = pki_dir(topo.name) / "ca.crt"
+    attempts = {
+        "plain http": f"import urllib.request as u; u.urlopen('http://{cp}:2379/version', timeout=3).read()",
+        "TLS without a client certificate": (
+            f"import ssl, socket; c = ssl.create_default_context(cafile='{ca}'); "
+            f"s = c.wrap_socket(socket.create_connection(('{cp}', 2379), timeout=3)); "
+            "s.sendall(b'GET /version HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); assert s.recv(100)"
+        ),
+    }
+    for what, code in attempts.items():  # from node1, which reaches etcd (a pod does not even get there)
+        res = _in(topo, "node1", sys.executable, "-c", code)
+        assert res.returncode != 0, f"etcd answered {what}: {res.stdout}"
+    kv = cl.agent_request(topo.name, "node1", {"op": "status"})["kvstore"]
+    assert kv["tls"] and kv["state"] == "ok" and kv["active"].startswith("https://")
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("podnet")), "status", "--lab", topo.name],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "KVStore:" in out.stdout and "Ok (TLS)" in out.stdout, out.stdout + out.stderr

@@ -21,7 +21,7 @@ from labhelpers import pod_ips
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
-from podnet.lab.controlplane import etcd_endpoint
+from podnet.lab.controlplane import client_tls, etcd_endpoint
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
@@ -130,9 +130,12 @@ def test_agent_restart_is_invisible_to_peers(
 
 
 def _etcdctl(topo: Topology, *args: str) -> str:
+    """etcdctl in the control-plane namespace, with the lab tools' client certificate."""
+    tls = client_tls(topo, "lab")
+    flags = ["--cacert", tls.ca, "--cert", tls.cert, "--key", tls.key] if tls else []
     return subprocess.run(
         ["ip", "netns", "exec", st.ns_name(topo.name, topo.control_plane.name), "etcdctl",
-         "--endpoints", etcd_endpoint(topo), *args],
+         "--endpoints", etcd_endpoint(topo), *flags, *args],
         env={"ETCDCTL_API": "3", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout  # fmt: skip
