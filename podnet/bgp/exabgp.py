@@ -61,6 +61,8 @@ def render_config(spec: SpeakerSpec, relay_argv: Iterable[str]) -> str:
         ]
         if peer.password:
             lines.append(f'  md5-password "{peer.password}";')
+        if peer.ttl_security:  # GTSM: the router is one hop away; nothing farther can reach us
+            lines += ["  outgoing-ttl 255;", "  incoming-ttl 255;"]
         lines.append("  capability {")
         if peer.graceful_restart:
             lines.append(f"    graceful-restart {peer.restart_time};")

@@ -41,6 +41,7 @@ class BgpPeer:
     password: str | None = None
     graceful_restart: bool = True
     restart_time: int = DEFAULT_RESTART_TIME
+    ttl_security: bool = False  # GTSM (RFC 5082): send with TTL 255, accept only TTL 255 (one hop)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class BgpPeer:
             "holdTime": self.hold_time,
             "keepaliveTime": self.keepalive_time,
             "password": "***" if self.password else None,
+            "ttlSecurity": self.ttl_security,
             "gracefulRestart": {"enabled": self.graceful_restart, "restartTimeSeconds": self.restart_time},
         }
 
@@ -63,8 +65,11 @@ _PEER_KEYS: dict[str, str] = {
     "keepalivetimeseconds": "keepalive_time",
     "password": "password",
     "gracefulrestart": "graceful_restart",
+    "ttlsecurity": "ttl_security",
 }
-_PEER_SPELLINGS = ("peerAddress", "peerASN", "holdTime", "keepaliveTime", "password", "gracefulRestart")
+_PEER_SPELLINGS = (
+    "peerAddress", "peerASN", "holdTime", "keepaliveTime", "password", "gracefulRestart", "ttlSecurity",
+)  # fmt: skip
 
 
 def _norm(key: str) -> str:
@@ -152,6 +157,10 @@ def parse_peer(key: str, raw: Any) -> BgpPeer:
             values[field] = _seconds(where, value, 1, 21845)
         elif field == "password":
             values[field] = _password(where, value)
+        elif field == "ttl_security":
+            if not isinstance(value, bool):
+                raise BgpSettingError(where, f"{value!r} is not true or false")
+            values[field] = value
         else:
             values["graceful_restart"], values["restart_time"] = _graceful_restart(where, value)
     for required, spelling in (("peer_address", "peerAddress"), ("peer_asn", "peerASN")):

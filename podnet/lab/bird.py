@@ -50,6 +50,7 @@ class BirdNeighbor:
     password: str | None = None
     hold_time: int = 9
     keepalive_time: int = 3
+    ttl_security: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def _node_neighbors(topo: Topology, router: Host, bgp_nodes: Mapping[str, Any]) 
                     f"node_{node_name.replace('-', '_')}", "node", f"node {node_name}", node_if.address.ip,
                     cfg.bgp_local_asn, iface.address.ip, passive=True, password=peer.password,
                     hold_time=peer.hold_time, keepalive_time=peer.keepalive_time,
+                    ttl_security=peer.ttl_security,
                 )
             )  # fmt: skip
     return tuple(out)
@@ -219,6 +221,8 @@ def render_bird_config(plan: RouterBgp) -> str:
             lines.append("  direct;")
         if n.password:
             lines.append(f'  password "{n.password}";')
+        if n.ttl_security:
+            lines.append("  ttl security on;")
         channel = "import filter podnet_pod_cidrs; export filter podnet_pod_cidrs;"
         if ibgp:
             channel += " next hop self;"

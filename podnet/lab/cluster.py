@@ -100,6 +100,7 @@ def _fill_bgp_peers(topo: Topology, node: Host, cfg: dict[str, Any]) -> None:
             peer["peerAddress"] = str(node.gateway)
             if "peerASN" not in peer and router is not None and router.asn is not None:
                 peer["peerASN"] = router.asn
+            peer.setdefault("ttlSecurity", True)  # the gateway is one hop away: GTSM in the lab
         filled.append(peer)
     cfg["bgp"] = {**bgp, "peers": filled}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from podnet import owned
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, by_link_kind
 from podnet.model import IPAddress, IPNetwork
@@ -379,7 +380,9 @@ def _nud(state: int) -> str:
 
 
 def nft_drop_rules(ns: str) -> list[str]:
-    """Rules with a drop verdict in namespace ``ns`` (``nft -j list ruleset``), with their counters."""
+    """Rules with a drop verdict in namespace ``ns`` (``nft -j list ruleset``), with their counters.
+    podnet's own pod guard (``owned.GUARD_TABLE``) is left out: its drops are pod policy, shown
+    by ``podnet status``, not a filter in the path of node-to-node traffic."""
     try:
         res = subprocess.run(
             ["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
@@ -395,7 +398,10 @@ def nft_drop_rules(ns: str) -> list[str]:
         rule = item.get("rule")
         if not rule or not any("drop" in e for e in rule.get("expr", []) if isinstance(e, dict)):
             continue
-        packets = next((e["counter"]["packets"] for e in rule["expr"] if "counter" in e), None)
+        if rule.get("table") == owned.GUARD_TABLE:
+            continue
+        counters = [e["counter"] for e in rule["expr"] if isinstance(e, dict) and "counter" in e]
+        packets = next((c.get("packets") for c in counters if isinstance(c, dict)), None)
         count = f" ({packets} packets)" if packets is not None else ""
         found.append(
             f"table {rule.get('table')} chain {rule.get('chain')} handle {rule.get('handle')}{count}"

@@ -144,3 +144,15 @@ def test_etcd_demands_a_client_certificate_and_status_says_tls(lab_up: Callable[
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert "KVStore:" in out.stdout and "Ok (TLS)" in out.stdout, out.stdout + out.stderr
+
+
+def test_bgp_sessions_come_up_with_ttl_security_on_both_ends(lab_up: Callable[..., Topology]) -> None:
+    """GTSM (RFC 5082) on the node's ExaBGP and on the lab's BIRD: both send with TTL 255 and set
+    IP_MINTTL 255 on the session, so nothing farther than one hop can take part in it."""
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), BGP))
+    assert "Established" in birdc(topo.name, "r1", "show", "protocols", "node_node1")
+    assert "ttl security on;" in (Path(st.lab_dir(topo.name)) / "bird" / "r1.conf").read_text()
+    exabgp = next(Path(st.lab_dir(topo.name)).glob("nodes/node1/state/bgp/*.conf"))
+    text = exabgp.read_text()
+    assert "outgoing-ttl 255;" in text and "incoming-ttl 255;" in text
+    assert oct(exabgp.stat().st_mode & 0o777) == "0o600"
