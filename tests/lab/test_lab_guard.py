@@ -156,3 +156,15 @@ def test_bgp_sessions_come_up_with_ttl_security_on_both_ends(lab_up: Callable[..
     text = exabgp.read_text()
     assert "outgoing-ttl 255;" in text and "incoming-ttl 255;" in text
     assert oct(exabgp.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_bgp_peer_without_the_password_is_refused(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), [*BGP, "bgp.peers=[{password: s3cret-pw}]"]))
+    assert "Established" in birdc(topo.name, "r1", "show", "protocols", "node_node1")  # both ends sign
+    connect = (
+        "import socket; s = socket.socket(); s.settimeout(2); "
+        "s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255); s.connect(('172.16.2.1', 179))"
+    )
+    # node1's own address, the right TTL, but no TCP-MD5 signature: r1's kernel drops the SYN
+    res = _in(topo, "node1", sys.executable, "-c", connect)
+    assert res.returncode != 0 and "timed out" in res.stderr, res.stderr
