@@ -46,7 +46,8 @@ def switch(mode: str) -> None:
 def cni(command: str, cid: str, pod_ns: str) -> float:
     env = {
         "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": str(netns.NETNS_DIR / pod_ns),
-        "CNI_IFNAME": "eth0", "CNI_PATH": str(cl.cni_bin_dir(LAB)), "PATH": os.environ.get("PATH", "/usr/bin"),
+        "CNI_IFNAME": "eth0", "CNI_PATH": str(cl.cni_bin_dir(LAB)),
+        "PATH": os.environ.get("PATH", "/usr/bin"),
     }  # fmt: skip
     t0 = time.perf_counter()
     argv = ["ip", "netns", "exec", st.ns_name(LAB, "node1"), cl.cni_binary(LAB)]
@@ -63,7 +64,8 @@ def iperf(src: str, dst: str, dst_ip: str, seconds: int) -> float:
     try:
         time.sleep(0.3)
         client = ["ip", "netns", "exec", st.ns_name(LAB, src), "iperf3", "-J", "-c", dst_ip, "-p", "5301"]
-        out = subprocess.run([*client, "-t", str(seconds)], capture_output=True, text=True, timeout=seconds + 30)
+        argv = [*client, "-t", str(seconds)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
         return parse_iperf(out.stdout)[0]
     finally:
         server.kill()
