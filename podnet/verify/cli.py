@@ -158,6 +158,18 @@ def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
     return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"
 
 
+def guard_line(guard: dict[str, Any]) -> str:
+    """``nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1a2b 25``."""
+    if not guard.get("enabled"):
+        return "Disabled"
+    parts = [name for name, on in (("source verification", guard.get("sourceVerification")),
+                                   ("isolation", guard.get("isolation"))) if on]  # fmt: skip
+    drops = [f"{k} {v}" for k, v in sorted((guard.get("drops") or {}).items()) if v]
+    drops += [f"spoofed {e['hostIfname']} ({', '.join(e['addresses'])}) {e['spoofDrops']}"
+              for e in guard.get("endpoints", []) if e.get("spoofDrops")]  # fmt: skip
+    return f"nftables [{', '.join(parts)}], drops: {', '.join(drops) or 'none'}"
+
+
 def print_status(out: dict[str, Any]) -> None:
     for name, s in out["nodes"].items():
         agent = s.get("agent", {})
@@ -181,6 +193,7 @@ def print_status(out: dict[str, Any]) -> None:
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
             ("Masquerading", _masquerading(masq)),
+            ("Pod guard", guard_line(s.get("guard") or {})),
             (
                 "MTU",
                 f"device {mtu.get('kernelDevice', mtu.get('device'))} ({mtu.get('underlayDevice')}), "

@@ -165,6 +165,7 @@ def node_status(
             "exempt": (doc.get("masquerade") or {}).get("exempt", []),
         },
         "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
+        "guard": doc.get("guard") or {"enabled": False},
         "bgp": doc.get("bgp"),
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total")},

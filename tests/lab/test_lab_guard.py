@@ -158,13 +158,14 @@ def test_bgp_sessions_come_up_with_ttl_security_on_both_ends(lab_up: Callable[..
     assert oct(exabgp.stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_bgp_peer_without_the_password_is_refused(lab_up: Callable[..., Topology]) -> None:
-    topo = lab_up(apply_overrides(load_topology("two-subnets"), [*BGP, "bgp.peers=[{password: s3cret-pw}]"]))
-    assert "Established" in birdc(topo.name, "r1", "show", "protocols", "node_node1")  # both ends sign
-    connect = (
-        "import socket; s = socket.socket(); s.settimeout(2); "
-        "s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255); s.connect(('172.16.2.1', 179))"
-    )
-    # node1's own address, the right TTL, but no TCP-MD5 signature: r1's kernel drops the SYN
-    res = _in(topo, "node1", sys.executable, "-c", connect)
-    assert res.returncode != 0 and "timed out" in res.stderr, res.stderr
+def test_a_pod_reaches_its_node_by_icmp_and_opened_ports_only(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), [*TUNNEL, "podGuard.nodePorts=[7947/tcp]"]))
+    from podnet.verify.probe import tcp_probe
+
+    node_ip = str(topo.host("node1").primary.address.ip)
+    pod, node = st.ns_name(topo.name, "pod1"), st.ns_name(topo.name, "node1")
+    assert _in(topo, "pod1", "ping", "-c", "1", "-W", "2", node_ip).returncode == 0
+    assert not tcp_probe(pod, node, node_ip, port=7946, timeout=1.0).ok  # a service the user did not open
+    assert tcp_probe(pod, node, node_ip, port=7947, timeout=2.0).ok  # podGuard.nodePorts
+    assert _guard(topo, "node1")["drops"]["pod_to_node"] >= 1
+    assert tcp_probe(node, pod, pod_ips(topo)["pod1"], timeout=2.0).ok  # the node still reaches its pods

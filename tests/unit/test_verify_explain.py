@@ -169,3 +169,16 @@ def test_kvstore_line_tells_ok_from_unreachable() -> None:
     assert kvstore_line(down, now=1000.0) == (
         "Unreachable since 12s: connection refused (http://a:2379 (3 endpoints), last success 5s ago)"
     )
+
+
+def test_guard_line_names_its_parts_and_its_drops() -> None:
+    from podnet.verify.cli import guard_line
+
+    assert guard_line({"enabled": False}) == "Disabled"
+    on = {"enabled": True, "sourceVerification": True, "isolation": True,
+          "drops": {"tunnel_foreign": 3, "pod_to_bgp": 0},
+          "endpoints": [{"hostIfname": "lxc1", "addresses": ["10.244.1.2"], "spoofDrops": 25},
+                        {"hostIfname": "lxc2", "addresses": ["10.244.1.3"], "spoofDrops": 0}]}  # fmt: skip
+    assert guard_line(on) == (
+        "nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1 (10.244.1.2) 25"
+    )
