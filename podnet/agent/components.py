@@ -61,9 +61,45 @@ class Component(Protocol):
     def stop(self) -> None: ...
 
 
+class NftTable:
+    """One of podnet's nft tables in the node's namespace: a script is applied (one transaction)
+    when it differs from the last one applied, or when the table was removed or brought back
+    behind podnet's back (looked at every ``DRIFT_CHECK_INTERVAL``)."""
+
+    def __init__(
+        self, family: str, table: str, guard: Callable[[], None], apply: Callable[[str], None]
+    ) -> None:
+        self.family, self.table = family, table
+        self._guard = guard  # refuses the machine's own namespace
+        self.apply = apply
+        self._script: str | None = None
+        self._checked = 0.0
+
+    def sync(self, script: str, want_table: bool) -> str | None:
+        """Apply ``script`` if needed; returns nft's error, or None."""
+        if script == self._script and not self._drifted(want_table):
+            return None
+        self._guard()
+        try:
+            self.apply(script)
+        except NftError as exc:
+            log.error("%s", exc)
+            self._script = None
+            return str(exc)
+        self._script = script
+        log.info("nft table %s %s %s", self.family, self.table, "applied" if want_table else "removed")
+        return None
+
+    def _drifted(self, want_table: bool) -> bool:
+        now = time.monotonic()
+        if now - self._checked < DRIFT_CHECK_INTERVAL:
+            return False
+        self._checked = now
+        return (list_table(self.table, self.family) is not None) != want_table
+
+
 class Masquerade:
-    """One nft table in the node's namespace, replaced atomically when its content changes, and
-    put back when someone removed it (checked every ``DRIFT_CHECK_INTERVAL``)."""
+    """``table ip podnet``: SNAT of pod traffic leaving the node (``podnet.datapath.masquerade``)."""
 
     name = "masquerade"
 
@@ -74,35 +110,18 @@ class Masquerade:
         apply: Callable[[str], None] = apply_script,
     ) -> None:
         self._config = config
-        self._guard = guard  # refuses the machine's own namespace
-        self._apply = apply
+        self._table = NftTable("ip", owned.NFT_TABLE, guard, apply)
         self.applied: MasqueradePlan | None = None
-        self._applied_script: str | None = None
-        self._checked = 0.0
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         return None
 
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
-        script = replace_script(round_plan.masquerade)
-        if script == self._applied_script and not self._drifted(round_plan.masquerade is not None):
-            return []
-        self._guard()
-        try:
-            self._apply(script)
-        except NftError as exc:
-            log.error("%s", exc)
-            return [str(exc)]
-        self.applied, self._applied_script = round_plan.masquerade, script
-        log.info("nft table podnet %s", "replaced" if round_plan.masquerade else "removed (masquerading off)")
+        error = self._table.sync(replace_script(round_plan.masquerade), round_plan.masquerade is not None)
+        if error is not None:
+            return [error]
+        self.applied = round_plan.masquerade
         return []
-
-    def _drifted(self, want_table: bool) -> bool:
-        now = time.monotonic()
-        if now - self._checked < DRIFT_CHECK_INTERVAL:
-            return False
-        self._checked = now
-        return (list_table() is not None) != want_table
 
     def status(self) -> dict[str, Any]:
         """What is applied (the table in this namespace), not only what is configured."""
@@ -355,12 +374,9 @@ class Guard:
         sources: Callable[[], Sequence[EndpointSource]] = list,
         apply: Callable[[str], None] = apply_script,
     ) -> None:
-        self._guard = guard  # refuses the machine's own namespace
         self._sources = sources  # the pod interfaces now (the CNI handler's records)
-        self._apply = apply
+        self._table = NftTable("inet", owned.GUARD_TABLE, guard, apply)
         self.applied: GuardPlan | None = None
-        self._script: str | None = None
-        self._checked = 0.0
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         return None
@@ -368,41 +384,24 @@ class Guard:
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
         plan = round_plan.guard
         off = f"add table {GUARD_TABLE_SPEC}\ndelete table {GUARD_TABLE_SPEC}\n"
-        script = guard_script(plan) if plan is not None else off
-        if script == self._script and not self._drifted(plan is not None):
-            return []
-        self._guard()
-        try:
-            self._apply(script)
-        except NftError as exc:
-            log.error("%s", exc)
-            self._script = None
-            return [f"pod guard: {exc}"]
-        self.applied, self._script = plan, script
-        log.info(
-            "nft table %s %s", GUARD_TABLE_SPEC, "applied" if plan is not None else "removed (guard off)"
-        )
+        error = self._table.sync(guard_script(plan) if plan is not None else off, plan is not None)
+        if error is not None:
+            return [f"pod guard: {error}"]
+        self.applied = plan
         return []
-
-    def _drifted(self, want_table: bool) -> bool:
-        now = time.monotonic()
-        if now - self._checked < DRIFT_CHECK_INTERVAL:
-            return False
-        self._checked = now
-        return (list_table(owned.GUARD_TABLE, "inet") is not None) != want_table
 
     def allow(self, source: EndpointSource) -> None:
         """Let a new pod interface send from its addresses (before it is wired: fail closed)."""
         if self.applied is not None and self.applied.source_verification:
             script = add_endpoint_script(source)
             if script:
-                self._apply(script)
+                self._table.apply(script)
 
     def revoke(self, source: EndpointSource) -> None:
         """Forget a pod interface's addresses (gone already is fine)."""
         if self.applied is not None and self.applied.source_verification:
             with contextlib.suppress(NftError):
-                self._apply(delete_endpoint_script(source))
+                self._table.apply(delete_endpoint_script(source))
 
     def status(self) -> dict[str, Any]:
         plan = self.applied
