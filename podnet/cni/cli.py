@@ -14,6 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--conf-dir", default="/etc/cni/net.d", help="the runtime's CNI config directory")
 
     p.add_argument("--agent-socket", default=DEFAULT_AGENT_SOCKET, help="the local agent's API socket")
+    p.add_argument(
+        "--cni-version",
+        default="1.0.0",
+        help="the conflist's cniVersion (1.0.0: what libcni 1.1.x runtimes parse; 1.1.0 adds GC and STATUS)",
+    )
     p.set_defaults(func=cmd_install)
 
 
@@ -21,7 +26,13 @@ def cmd_install(args: argparse.Namespace) -> int:
     from podnet.cni.install import install_cni
 
     try:
-        done = install_cni(args.bin_dir, args.conf_dir, socket=args.agent_socket, python=sys.executable)
+        done = install_cni(
+            args.bin_dir,
+            args.conf_dir,
+            socket=args.agent_socket,
+            python=sys.executable,
+            cni_version=args.cni_version,
+        )
     except OSError as e:
         print(
             f"podnet install-cni: cannot write {e.filename}: {e.strerror}; run as root or pick other "

@@ -45,11 +45,22 @@ def launcher_script(python: str = sys.executable) -> str:
     )
 
 
-def conflist(socket: str = spec.DEFAULT_AGENT_SOCKET, network: str = NETWORK_NAME) -> dict[str, object]:
+# The conflist's version: what the runtimes' CNI library (libcni 1.1.x, in Debian and most
+# distributions, podman, containerd, cnitool) can parse results of. With 1.1.0 they fail after the
+# ADD ("unsupported CNI result version"), leaving the pod wired; GC and STATUS need 1.1.0 and
+# a runtime that speaks them can be given --cni-version 1.1.0.
+CONFLIST_VERSION = "1.0.0"
+
+
+def conflist(
+    socket: str = spec.DEFAULT_AGENT_SOCKET, network: str = NETWORK_NAME, cni_version: str = CONFLIST_VERSION
+) -> dict[str, object]:
+    if cni_version not in spec.SUPPORTED_VERSIONS:
+        raise ValueError(f"cniVersion {cni_version!r} is not one of {', '.join(spec.SUPPORTED_VERSIONS)}")
     plugin: dict[str, object] = {"type": PLUGIN_NAME}
     if socket != spec.DEFAULT_AGENT_SOCKET:
         plugin["agentSocket"] = socket
-    return {"cniVersion": spec.CURRENT_VERSION, "name": network, "plugins": [plugin]}
+    return {"cniVersion": cni_version, "name": network, "plugins": [plugin]}
 
 
 def install_cni(
@@ -57,12 +68,14 @@ def install_cni(
     conf_dir: str | Path = "/etc/cni/net.d",
     socket: str = spec.DEFAULT_AGENT_SOCKET,
     python: str = sys.executable,
+    cni_version: str = CONFLIST_VERSION,
 ) -> Installed:
     """Write (atomically, idempotently) the launcher and the conflist; returns their paths."""
     binary = Path(bin_dir) / PLUGIN_NAME
     conf = Path(conf_dir) / CONFLIST_NAME
+    text = json.dumps(conflist(socket, cni_version=cni_version), indent=2) + "\n"  # refused before writing
     _write_atomic(binary, launcher_script(python), 0o755)
-    _write_atomic(conf, json.dumps(conflist(socket), indent=2) + "\n", 0o644)
+    _write_atomic(conf, text, 0o644)
     return Installed(binary=binary, conflist=conf)
 
 

@@ -202,7 +202,8 @@ def test_install_writes_launcher_and_conflist(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "1.1.0" in json.loads(res.stdout)["supportedVersions"]
     conf = json.loads(done.conflist.read_text())
-    assert conf["cniVersion"] == "1.1.0" and conf["plugins"][0]["type"] == "podnet"
+    # 1.0.0: libcni 1.1.x (podman, containerd, cnitool) cannot parse 1.1.0 results
+    assert conf["cniVersion"] == "1.0.0" and conf["plugins"][0]["type"] == "podnet"
     assert conf["plugins"][0]["agentSocket"] == "/run/x/agent.sock"
     again = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
     assert again == done and json.loads(again.conflist.read_text()) == conf
@@ -215,3 +216,13 @@ def test_install_cni_command_writes_both_files(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "podnet").exists()
     conf = json.loads((tmp_path / "c" / "05-podnet.conflist").read_text())
     assert conf["plugins"] == [{"type": "podnet"}]  # default socket: nothing to say
+
+
+def test_install_refuses_an_unknown_cni_version_before_writing(tmp_path: Path) -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match=r"cniVersion '2\.0\.0' is not one of"):
+        install.install_cni(tmp_path / "bin", tmp_path / "net.d", cni_version="2.0.0")
+    assert not (tmp_path / "net.d").exists()
+    done = install.install_cni(tmp_path / "bin", tmp_path / "net.d", cni_version="1.1.0")
+    assert json.loads(done.conflist.read_text())["cniVersion"] == "1.1.0"
