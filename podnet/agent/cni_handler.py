@@ -355,7 +355,7 @@ class CniHandler:
             )
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
             undo.pop_all()
-        return self._result(info)
+        return self._result(info, spec.dns_of(call.config))
 
     def _addresses(self, allocations: Sequence[Allocation], owner: str) -> tuple[ep.PodAddress, ...]:
         """One host-prefix address per allocation, each with the gateway IPAM gave it."""
@@ -366,7 +366,7 @@ class CniHandler:
             for a in allocations
         )
 
-    def _result(self, info: ep.EndpointInfo) -> dict[str, Any]:
+    def _result(self, info: ep.EndpointInfo, dns: dict[str, Any]) -> dict[str, Any]:
         """The CNI result: both interfaces, each address with its gateway, a default route per family."""
         return {
             "cniVersion": spec.CURRENT_VERSION,
@@ -381,7 +381,7 @@ class CniHandler:
                 {"dst": str(default_route(a.family)), "gw": str(a.gateway), "mtu": self.route_mtu}
                 for a in info.addresses
             ],
-            "dns": {},
+            "dns": dns,
         }
 
     def _del(self, call: _Call) -> dict[str, Any]:

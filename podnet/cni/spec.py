@@ -224,6 +224,8 @@ def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
         prev_result_ips(config)
     if command == "GC":
         valid_attachments(config)
+    if command == "ADD":
+        dns_of(config)
     return config
 
 
@@ -252,6 +254,33 @@ def prev_result_ips(config: Mapping[str, Any]) -> list[str]:
             )
         found.append(address)
     return found
+
+
+_DNS_FIELDS = {"nameservers": list, "domain": str, "search": list, "options": list}
+
+
+def dns_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The result's ``dns``: the network config's ``dns``, with ``runtimeConfig.dns`` (what the
+    runtime asks for this pod, e.g. the cluster's DNS service) on top, field by field, as the
+    reference plugins do. Malformed fields are code 7 naming them."""
+    runtime = config.get("runtimeConfig") or {}
+    if not isinstance(runtime, dict):
+        raise _bad("runtimeConfig", f"must be an object, not {type(runtime).__name__}")
+    merged: dict[str, Any] = {}
+    for where, source in (("dns", config.get("dns")), ("runtimeConfig.dns", runtime.get("dns"))):
+        if source is None:
+            continue
+        if not isinstance(source, dict):
+            raise _bad(where, f"must be an object, not {type(source).__name__}")
+        for field, kind in _DNS_FIELDS.items():
+            value = source.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+                expected = "a list of strings" if kind is list else "a string"
+                raise _bad(f"{where}.{field}", f"must be {expected}")
+            merged[field] = value
+    return merged
 
 
 def valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:

@@ -177,7 +177,16 @@ _CONFIGS = st.one_of(
     _JSON.map(lambda v: json.dumps(v).encode()),
     st.dictionaries(
         st.sampled_from(
-            ["cniVersion", "name", "type", "prevResult", "agentSocket", spec.VALID_ATTACHMENTS_KEY, "dns"]
+            [
+                "cniVersion",
+                "name",
+                "type",
+                "prevResult",
+                "agentSocket",
+                spec.VALID_ATTACHMENTS_KEY,
+                "dns",
+                "runtimeConfig",
+            ]
         ),
         _JSON,
     ).map(lambda d: json.dumps({**CONF, **d}).encode()),

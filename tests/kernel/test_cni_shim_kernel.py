@@ -196,3 +196,14 @@ def test_records_survive_an_agent_restart(
     fresh = MultiCIDRAllocator([ipaddress.IPv4Network("10.77.0.0/24")])
     CniHandler(node.ns, fresh, ROUTE_MTU, node.handler.store_dir)
     assert fresh.allocated() == {"cid-a/eth0": (ipaddress.IPv4Address(result["ips"][0]["address"][:-3]),)}
+
+
+def test_add_result_carries_the_dns_the_runtime_asked_for(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    runtime = {"dns": {"nameservers": ["10.96.0.10"]}}
+    conf = {**CONF, "dns": {"search": ["default.svc"]}, "runtimeConfig": runtime}
+    rc, result = node.cni("ADD", "dns1", pod_path(netns_factory("dns")), config=conf)
+    assert rc == 0 and result is not None
+    assert result["dns"] == {"search": ["default.svc"], "nameservers": ["10.96.0.10"]}

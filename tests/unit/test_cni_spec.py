@@ -187,3 +187,20 @@ def test_result_conversion(version: str, has_ip_version: bool, has_route_mtu: bo
 def test_ipv6_gets_version_6_in_old_results() -> None:
     result = {"ips": [{"address": "fd00::5/128", "interface": 1}]}
     assert spec.convert_result(result, "0.4.0")["ips"][0]["version"] == "6"
+
+
+def test_dns_comes_from_the_netconf_with_runtime_config_on_top() -> None:
+    conf = {
+        "dns": {"nameservers": ["10.96.0.10"], "search": ["svc.cluster.local"]},
+        "runtimeConfig": {"dns": {"nameservers": ["10.96.0.53"], "options": ["ndots:5"]}},
+    }
+    assert spec.dns_of(conf) == {
+        "nameservers": ["10.96.0.53"], "search": ["svc.cluster.local"], "options": ["ndots:5"],
+    }  # fmt: skip
+    assert spec.dns_of({}) == {}
+    for bad, field in (({"dns": {"nameservers": "10.0.0.1"}}, "dns.nameservers"),
+                       ({"runtimeConfig": {"dns": []}}, "runtimeConfig.dns"),
+                       ({"runtimeConfig": [1]}, "runtimeConfig")):  # fmt: skip
+        with pytest.raises(spec.CniError) as info:
+            spec.dns_of(bad)
+        assert info.value.code == spec.ERR_INVALID_NETCONF and field in info.value.details
