@@ -72,6 +72,7 @@ class Endpoint:
     host_ifname: str
     addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
     gateways: tuple[IPAddress, ...] = ()  # one per address, in the same order
+    default_route: bool = True  # this attachment owns the pod's default route (the first one does)
     pod_name: str = ""
     pod_namespace: str = ""
 
@@ -83,6 +84,7 @@ class Endpoint:
             "hostIfname": self.host_ifname,
             "addresses": [str(a) for a in self.addresses],
             "gateways": [str(g) for g in self.gateways],
+            "defaultRoute": self.default_route,
             "podName": self.pod_name,
             "podNamespace": self.pod_namespace,
         }
@@ -96,6 +98,7 @@ class Endpoint:
             host_ifname=str(data["hostIfname"]),
             addresses=tuple(ipaddress.ip_interface(a) for a in data.get("addresses", [])),
             gateways=tuple(ipaddress.ip_address(g) for g in data.get("gateways", [])),
+            default_route=bool(data.get("defaultRoute", True)),
             pod_name=str(data.get("podName", "")),
             pod_namespace=str(data.get("podNamespace", "")),
         )

@@ -202,7 +202,7 @@ class CniHandler:
         returned errors make the agent try again on its next round."""
         with self._lock:
             errors = []
-            for record in self.records():
+            for record in (r for r in self.records() if r.default_route):
                 try:
                     gateways = [a.gateway for a in self._pod_addresses(record)]
                     ep.set_route_mtu(record.netns, record.ifname, gateways, route_mtu)
@@ -263,6 +263,10 @@ class CniHandler:
             found.append(ep.PodAddress(address, gateway))
         return tuple(found)
 
+    def _owns_default(self, container_id: str) -> bool:
+        """Whether another attachment of the container already owns the pod's default route."""
+        return any(r.container_id == container_id and r.default_route for r in self.records())
+
     def _forget(self, container_id: str, ifname: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._record_path(container_id, ifname).unlink()
@@ -321,7 +325,8 @@ class CniHandler:
         """Allocate, record, wire; on failure undo what *this call* made. A repeated ADD of a live
         attachment re-ensures its wiring and, if that fails, leaves the existing pod alone."""
         call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
-        fresh = self._load(call.container_id, call.ifname) is None
+        existing = self._load(call.container_id, call.ifname)
+        fresh = existing is None
         with contextlib.ExitStack() as undo:
             if fresh:
                 undo.callback(_safely, "release", self.allocator.release, call.owner)
@@ -337,6 +342,9 @@ class CniHandler:
                 host_ifname=owned.endpoint_host_ifname(call.container_id, call.ifname),
                 addresses=tuple(a.address for a in addresses),
                 gateways=tuple(a.gateway for a in addresses),
+                default_route=existing.default_route
+                if existing
+                else not self._owns_default(call.container_id),
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
             )
@@ -351,8 +359,9 @@ class CniHandler:
                 if fresh:
                     undo.callback(_safely, "revoke guard", self.guard.revoke, source_of(record))
             info = ep.add_endpoint(
-                self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
-            )
+                self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu,
+                record.default_route,
+            )  # fmt: skip
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
             undo.pop_all()
         return self._result(info, spec.dns_of(call.config))
@@ -412,8 +421,9 @@ class CniHandler:
                 f"prevResult ips {sorted(prev_ips)} do not include the recorded {', '.join(missing)}"
             )
         problems += ep.check_endpoint(
-            self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu
-        )
+            self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu,
+            record.default_route,
+        )  # fmt: skip
         if problems:
             raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", "; ".join(problems))
         return {}

@@ -79,11 +79,15 @@ class EndpointInfo:
     netns_path: str
 
 
-def pod_routes(ifname: str, address: PodAddress, route_mtu: int) -> tuple[Route, Route]:
-    """The pod's on-link route to its gateway and its default route through it."""
+def pod_routes(ifname: str, address: PodAddress, route_mtu: int, default: bool = True) -> tuple[Route, ...]:
+    """The pod's on-link route to its gateway and, for the attachment that owns it, its default
+    route through it."""
     on_link = Route(dst=host_prefix(address.gateway), dev=ifname, scope=SCOPE_LINK)
-    default = Route(dst=default_route(address.family), dev=ifname, gateway=address.gateway, mtu=route_mtu)
-    return on_link, default
+    if not default:
+        return (on_link,)
+    return on_link, Route(
+        dst=default_route(address.family), dev=ifname, gateway=address.gateway, mtu=route_mtu
+    )
 
 
 @contextlib.contextmanager
@@ -167,8 +171,11 @@ def add_endpoint(
     ifname: str,
     addresses: Sequence[PodAddress],
     route_mtu: int,
+    default_route: bool = True,
 ) -> EndpointInfo:
-    """Wire (or re-wire) one pod interface; idempotent; nothing made stays behind on failure."""
+    """Wire (or re-wire) one pod interface; idempotent; nothing made stays behind on failure.
+    Only the attachment that owns the pod's default route (``default_route``) installs it, so a
+    second attachment (``net1``) never takes it from the first, and its DEL never removes it."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
         with _host(host_netns) as host, _pod(pod_netns_path) as (fd, pod), contextlib.ExitStack() as undo:
@@ -192,7 +199,7 @@ def add_endpoint(
             pod.link("set", index=pod_idx, state="up")
             for address in addresses:
                 kaddr.ensure_addr(pod, pod_idx, address.address)
-                for route in pod_routes(ifname, address, route_mtu):
+                for route in pod_routes(ifname, address, route_mtu, default_route):
                     kroute.replace_route(pod, route, pod_idx)
                 host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
                 kroute.replace_route(host, host_route, host_idx)
@@ -257,6 +264,7 @@ def check_endpoint(
     ifname: str,
     addresses: Sequence[PodAddress],
     route_mtu: int | None = None,
+    default_route: bool = True,
 ) -> list[str]:
     """What differs between the kernel and the attachment we wired; an empty list means healthy."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
@@ -272,14 +280,14 @@ def check_endpoint(
             with _pod(pod_netns_path) as (_fd, pod):
                 if not _is_our_pair(host, pod, host_ifname, ifname):
                     return [*problems, f"{ifname} in {pod_netns_path} is not the peer of {host_ifname}"]
-                problems += _check_pod(pod, ifname, addresses, route_mtu)
+                problems += _check_pod(pod, ifname, addresses, route_mtu, default_route)
         except NetnsNotFoundError as exc:
             problems.append(str(exc))
     return problems
 
 
 def _check_pod(
-    pod: IPRoute, ifname: str, addresses: Sequence[PodAddress], route_mtu: int | None
+    pod: IPRoute, ifname: str, addresses: Sequence[PodAddress], route_mtu: int | None, owns_default: bool
 ) -> list[str]:
     problems: list[str] = []
     pod_idx = klink.link_index(pod, ifname)
@@ -288,6 +296,8 @@ def _check_pod(
         if address.address not in have:
             listed = ", ".join(sorted(str(a) for a in have if a.version == address.family)) or "none"
             problems.append(f"{ifname} lacks address {address.address} (has {listed})")
+        if not owns_default:
+            continue
         default = _routes(pod, address.family).get(default_route(address.family))
         if default is None or default.gateway != address.gateway or default.dev != ifname:
             problems.append(f"pod default route via {address.gateway} dev {ifname} is missing")

@@ -207,3 +207,21 @@ def test_add_result_carries_the_dns_the_runtime_asked_for(
     rc, result = node.cni("ADD", "dns1", pod_path(netns_factory("dns")), config=conf)
     assert rc == 0 and result is not None
     assert result["dns"] == {"search": ["default.svc"], "nameservers": ["10.96.0.10"]}
+
+
+def test_a_second_attachment_never_takes_or_breaks_the_first(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    node = make_node()
+    pod = netns_factory("two")
+    assert node.cni("ADD", "c2", pod_path(pod), ifname="eth0")[0] == 0
+    rc, second = node.cni("ADD", "c2", pod_path(pod), ifname="net1")
+    assert rc == 0 and second is not None
+    routes = ip("-n", pod, "route")
+    assert f"default via {ROUTER} dev eth0" in routes and "dev net1" in routes, routes
+    assert not any(line.startswith("default") and "net1" in line for line in routes.splitlines()), routes
+    assert node.cni("CHECK", "c2", pod_path(pod), ifname="net1")[0] == 0
+    assert node.cni("DEL", "c2", pod_path(pod), ifname="net1")[0] == 0
+    assert f"default via {ROUTER} dev eth0" in ip("-n", pod, "route")
+    rc, out = node.cni("CHECK", "c2", pod_path(pod), ifname="eth0")
+    assert rc == 0, out
