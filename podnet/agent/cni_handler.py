@@ -153,16 +153,6 @@ class _Call:
     def owner(self) -> str:
         return f"{self.container_id}/{self.ifname}"
 
-    def require(self, *fields: str) -> None:
-        missing = [env for env, value in zip(fields, self._values(fields), strict=True) if not value]
-        if missing:
-            raise spec.CniError(
-                spec.ERR_INVALID_ENV, "invalid CNI environment variables", f"{', '.join(missing)} not set"
-            )
-
-    def _values(self, fields: Sequence[str]) -> list[str]:
-        by_env = {"CNI_CONTAINERID": self.container_id, "CNI_NETNS": self.netns, "CNI_IFNAME": self.ifname}
-        return [by_env[f] for f in fields]
 
 
 class CniHandler:
@@ -324,7 +314,6 @@ class CniHandler:
     def _add(self, call: _Call) -> dict[str, Any]:
         """Allocate, record, wire; on failure undo what *this call* made. A repeated ADD of a live
         attachment re-ensures its wiring and, if that fails, leaves the existing pod alone."""
-        call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
         existing = self._load(call.container_id, call.ifname)
         fresh = existing is None
         with contextlib.ExitStack() as undo:
@@ -394,7 +383,6 @@ class CniHandler:
         }
 
     def _del(self, call: _Call) -> dict[str, Any]:
-        call.require("CNI_CONTAINERID", "CNI_IFNAME")
         record = self._load(call.container_id, call.ifname)
         # the pod side is only touched for an attachment podnet recorded (never a stranger's veth)
         netns = (call.netns or record.netns) if record else ""
@@ -406,7 +394,6 @@ class CniHandler:
         return {}
 
     def _check(self, call: _Call) -> dict[str, Any]:
-        call.require("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")
         record = self._load(call.container_id, call.ifname)
         if record is None:
             raise spec.CniError(

@@ -171,10 +171,10 @@ def add_endpoint(
     ifname: str,
     addresses: Sequence[PodAddress],
     route_mtu: int,
-    default_route: bool = True,
+    owns_default: bool = True,
 ) -> EndpointInfo:
     """Wire (or re-wire) one pod interface; idempotent; nothing made stays behind on failure.
-    Only the attachment that owns the pod's default route (``default_route``) installs it, so a
+    Only the attachment that owns the pod's default route (``owns_default``) installs it, so a
     second attachment (``net1``) never takes it from the first, and its DEL never removes it."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
@@ -199,7 +199,7 @@ def add_endpoint(
             pod.link("set", index=pod_idx, state="up")
             for address in addresses:
                 kaddr.ensure_addr(pod, pod_idx, address.address)
-                for route in pod_routes(ifname, address, route_mtu, default_route):
+                for route in pod_routes(ifname, address, route_mtu, owns_default):
                     kroute.replace_route(pod, route, pod_idx)
                 host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
                 kroute.replace_route(host, host_route, host_idx)
@@ -264,7 +264,7 @@ def check_endpoint(
     ifname: str,
     addresses: Sequence[PodAddress],
     route_mtu: int | None = None,
-    default_route: bool = True,
+    owns_default: bool = True,
 ) -> list[str]:
     """What differs between the kernel and the attachment we wired; an empty list means healthy."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
@@ -280,7 +280,7 @@ def check_endpoint(
             with _pod(pod_netns_path) as (_fd, pod):
                 if not _is_our_pair(host, pod, host_ifname, ifname):
                     return [*problems, f"{ifname} in {pod_netns_path} is not the peer of {host_ifname}"]
-                problems += _check_pod(pod, ifname, addresses, route_mtu, default_route)
+                problems += _check_pod(pod, ifname, addresses, route_mtu, owns_default)
         except NetnsNotFoundError as exc:
             problems.append(str(exc))
     return problems
