@@ -75,12 +75,14 @@ class Endpoint:
     default_route: bool = True  # this attachment owns the pod's default route (the first one does)
     pod_name: str = ""
     pod_namespace: str = ""
+    netns_id: str = ""  # dev:inode of the pod's namespace (how the agent finds it again by itself)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "containerID": self.container_id,
             "ifname": self.ifname,
             "netns": self.netns,
+            "netnsID": self.netns_id,
             "hostIfname": self.host_ifname,
             "addresses": [str(a) for a in self.addresses],
             "gateways": [str(g) for g in self.gateways],
@@ -101,4 +103,5 @@ class Endpoint:
             default_route=bool(data.get("defaultRoute", True)),
             pod_name=str(data.get("podName", "")),
             pod_namespace=str(data.get("podNamespace", "")),
+            netns_id=str(data.get("netnsID", "")),
         )

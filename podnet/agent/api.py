@@ -19,19 +19,19 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from podnet.cni import spec
+from podnet.cni import answer, spec
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4 * 1024 * 1024
 LISTEN_BACKLOG = 1024  # a burst of pod starts queues here (the kernel caps it at net.core.somaxconn)
 READ_TIMEOUT = 30.0
+MAX_FDS = 4  # descriptors accepted with one request (one is used; more is a bad request)
 
 
-class ApiHandler(Protocol):
-    """What the server dispatches to: ``op: cni`` and ``op: status``; both return a response dict."""
-
-    def cni(self, request: dict[str, Any]) -> dict[str, Any]: ...
+class ApiHandler(answer.Handler, Protocol):
+    """What the server dispatches to: ``op: cni`` (a plugin call, ``podnet.cni.answer``) and
+    ``op: status``."""
 
     def status(self) -> dict[str, Any]: ...
 
@@ -40,8 +40,9 @@ def error_response(code: int, msg: str, details: str = "") -> dict[str, Any]:
     return {"ok": False, "code": code, "msg": msg, "details": details}
 
 
-def dispatch(handler: ApiHandler, raw: bytes) -> dict[str, Any]:
-    """Decode one request line and call the handler; every failure is an error response."""
+def dispatch(handler: ApiHandler, raw: bytes, fd: int | None = None) -> dict[str, Any]:
+    """Decode one request line and call the handler; every failure is an error response. ``fd``
+    is the descriptor that came with the request (the pod's namespace); the caller closes it."""
     try:
         request = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -51,7 +52,11 @@ def dispatch(handler: ApiHandler, raw: bytes) -> dict[str, Any]:
     op = request.get("op")
     try:
         if op == "cni":
-            return handler.cni(request)
+            try:
+                env, stdin, netns_error, deadline = answer.decode(request)
+            except spec.CniError as exc:
+                return answer.Answer(1, exc.to_json(), f"podnet: {exc}").to_json()
+            return answer.answer(handler, env, stdin, fd, netns_error, deadline).to_json()
         if op == "status":
             return handler.status()
     except Exception as exc:
@@ -60,21 +65,44 @@ def dispatch(handler: ApiHandler, raw: bytes) -> dict[str, Any]:
     return error_response(spec.ERR_AGENT_PROTOCOL, "unknown API op", f"op {op!r} is not one of cni, status")
 
 
-class _Connection(socketserver.StreamRequestHandler):
+class _Connection(socketserver.BaseRequestHandler):
     server: _Server
+    request: socket.socket
 
     def handle(self) -> None:
-        self.connection.settimeout(READ_TIMEOUT)
+        self.request.settimeout(READ_TIMEOUT)
+        fds: list[int] = []
         try:
-            raw = self.rfile.readline(MAX_REQUEST)
-        except OSError as exc:
-            log.warning("agent API: reading a request failed: %s", exc)
-            return
-        response = dispatch(self.server.api_handler, raw.rstrip(b"\n"))
+            try:
+                raw = _read_request(self.request, fds)
+            except OSError as exc:
+                log.warning("agent API: reading a request failed: %s", exc)
+                return
+            response = dispatch(self.server.api_handler, raw, fds[0] if len(fds) == 1 else None)
+        finally:
+            for fd in fds:  # a second descriptor is never used; all are closed here
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         try:
-            self.wfile.write(json.dumps(response).encode() + b"\n")
+            self.request.sendall(json.dumps(response).encode() + b"\n")
         except (OSError, TypeError, ValueError) as exc:
             log.warning("agent API: answering failed: %s", exc)
+
+
+def _read_request(sock: socket.socket, fds: list[int]) -> bytes:
+    """One request line; descriptors passed with it (SCM_RIGHTS, close-on-exec) land in ``fds``."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_REQUEST:
+        data, received, _flags, _addr = socket.recv_fds(sock, 65536, MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        fds.extend(received)
+        if not data:
+            break
+        chunks.append(data)
+        size += len(data)
+        if b"\n" in data:
+            break
+    return b"".join(chunks).split(b"\n", 1)[0]
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):

@@ -16,13 +16,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from podnet import owned
-from podnet.cni import spec
+from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
 from podnet.datapath.guard import EndpointSource
 from podnet.datapath.objects import default_route
@@ -94,45 +94,35 @@ def _safely(step: str, fn: Callable[..., object], *args: object) -> None:
 class _Call:
     command: str
     container_id: str
-    netns: str
+    netns: str  # the runtime's CNI_NETNS: a label for messages and records, never opened here
     ifname: str
     args: dict[str, str]
     config: dict[str, Any]
     deadline: float = 0.0  # unix seconds; 0: none given (then MAX_CALL_SECONDS)
+    netns_fd: int | None = None  # the pod namespace as the plugin opened it
+    netns_error: str = ""
 
     @classmethod
-    def from_request(cls, request: Mapping[str, Any]) -> _Call:
-        """The request, validated as the plugin validates it (``podnet.cni.spec``: one source of
-        truth): nothing reaching the agent's socket is trusted."""
-        config = request.get("config") or {}
-        if not isinstance(config, dict):
-            raise spec.CniError(spec.ERR_INVALID_NETCONF, "invalid network config", "config is not an object")
-        fields = {k: request.get(k) for k in ("command", "containerID", "netns", "ifname", "args")}
-        if not all(isinstance(v, str | None) for v in fields.values()):
-            raise spec.CniError(
-                spec.ERR_INVALID_ENV, "invalid CNI environment variables", "fields must be strings"
-            )
-        command = str(fields["command"] or "")
-        env = {
-            "CNI_CONTAINERID": str(fields["containerID"] or ""),
-            "CNI_NETNS": str(fields["netns"] or ""),
-            "CNI_IFNAME": str(fields["ifname"] or ""),
-            "CNI_ARGS": str(fields["args"] or ""),
-        }
-        if command in spec.REQUIRED_ENV:
-            spec.check_env(command, env)
-        deadline = request.get("deadline")
+    def of(cls, call: answer.Call) -> _Call:
+        inv = call.invocation
         return cls(
-            command=command,
-            container_id=env["CNI_CONTAINERID"],
-            netns=env["CNI_NETNS"],
-            ifname=env["CNI_IFNAME"],
-            args=spec.parse_cni_args(env["CNI_ARGS"]),
-            config=config,
-            deadline=float(deadline)
-            if isinstance(deadline, int | float) and not isinstance(deadline, bool)
-            else 0.0,
+            command=inv.command,
+            container_id=inv.container_id,
+            netns=inv.netns,
+            ifname=inv.ifname,
+            args=spec.parse_cni_args(inv.args),
+            config=inv.config,
+            deadline=call.deadline,
+            netns_fd=call.netns_fd,
+            netns_error=call.netns_error,
         )
+
+    def pod_netns(self) -> ep.PodNetns:
+        """The namespace the plugin handed over; ADD and CHECK cannot go on without it (code 101)."""
+        if self.netns_fd is None:
+            why = self.netns_error or f"the plugin passed no descriptor for CNI_NETNS {self.netns}"
+            raise ep.NetnsNotFoundError(f"{why}; the container is probably gone")
+        return ep.PodNetns(self.netns_fd, self.netns)
 
     def time_left(self) -> float:
         """Seconds until the caller's deadline (at most ``MAX_CALL_SECONDS``); never negative."""
@@ -152,7 +142,6 @@ class _Call:
     @property
     def owner(self) -> str:
         return f"{self.container_id}/{self.ifname}"
-
 
 
 class CniHandler:
@@ -195,7 +184,11 @@ class CniHandler:
             for record in (r for r in self.records() if r.default_route):
                 try:
                     gateways = [a.gateway for a in self._pod_addresses(record)]
-                    ep.set_route_mtu(record.netns, record.ifname, gateways, route_mtu)
+                    with ep.find(record.netns_id, record.netns) as pod:
+                        if pod is None:
+                            errors.append(self._unreachable(record, f"route MTU {route_mtu} not set"))
+                            continue
+                        ep.set_route_mtu(pod, record.ifname, gateways, route_mtu)
                 except Exception as exc:  # one pod's trouble never stops the others
                     errors.append(f"pod {record.container_id}: route MTU {route_mtu} not set: {exc}")
             if not errors:
@@ -253,6 +246,15 @@ class CniHandler:
             found.append(ep.PodAddress(address, gateway))
         return tuple(found)
 
+    def _unreachable(self, record: Endpoint, what: str) -> str:
+        """Why a recorded pod could not be reached by the agent itself (a live host link but no
+        way into its namespace: no process in it and its path not visible from here)."""
+        return (
+            f"pod {record.container_id}/{record.ifname}: {what}: its network namespace {record.netns} "
+            "is not reachable from the agent (no process in it, path not visible in the agent's mount "
+            "namespace)"
+        )
+
     def _owns_default(self, container_id: str) -> bool:
         """Whether another attachment of the container already owns the pod's default route."""
         return any(r.container_id == container_id and r.default_route for r in self.records())
@@ -263,9 +265,9 @@ class CniHandler:
 
     # ---- API -----------------------------------------------------------------------------------
 
-    def cni(self, request: dict[str, Any]) -> dict[str, Any]:
+    def cni(self, request: answer.Call) -> dict[str, Any]:
         try:
-            call = _Call.from_request(request)
+            call = _Call.of(request)
             op = {"ADD": self._add, "DEL": self._del, "CHECK": self._check, "GC": self._gc}.get(call.command)
             if call.command == "STATUS":
                 return self._status_check()
@@ -284,7 +286,8 @@ class CniHandler:
             finally:
                 self._lock.release()
         except Exception as exc:
-            log.warning("CNI %s %s failed: %s", request.get("command"), request.get("containerID"), exc)
+            inv = request.invocation
+            log.warning("CNI %s %s/%s failed: %s", inv.command, inv.container_id, inv.ifname, exc)
             return _error(exc)
 
     def status(self) -> dict[str, Any]:
@@ -316,6 +319,7 @@ class CniHandler:
         attachment re-ensures its wiring and, if that fails, leaves the existing pod alone."""
         existing = self._load(call.container_id, call.ifname)
         fresh = existing is None
+        pod = call.pod_netns()
         with contextlib.ExitStack() as undo:
             if fresh:
                 undo.callback(_safely, "release", self.allocator.release, call.owner)
@@ -336,6 +340,7 @@ class CniHandler:
                 else not self._owns_default(call.container_id),
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
+                netns_id=pod.identity(),
             )
             if fresh:
                 undo.callback(_safely, "forget record", self._forget, call.container_id, call.ifname)
@@ -347,8 +352,10 @@ class CniHandler:
                 self.guard.allow(source_of(record))
                 if fresh:
                     undo.callback(_safely, "revoke guard", self.guard.revoke, source_of(record))
+            if existing is not None and existing.netns_id != record.netns_id:
+                self._save(record)  # the same attachment in a new namespace (a runtime's retry)
             info = ep.add_endpoint(
-                self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu,
+                self.host_netns, pod, call.container_id, call.ifname, addresses, self.route_mtu,
                 record.default_route,
             )  # fmt: skip
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
@@ -385,8 +392,8 @@ class CniHandler:
     def _del(self, call: _Call) -> dict[str, Any]:
         record = self._load(call.container_id, call.ifname)
         # the pod side is only touched for an attachment podnet recorded (never a stranger's veth)
-        netns = (call.netns or record.netns) if record else ""
-        ep.del_endpoint(self.host_netns, call.container_id, call.ifname, netns or None)
+        pod = ep.PodNetns(call.netns_fd, call.netns) if record and call.netns_fd is not None else None
+        ep.del_endpoint(self.host_netns, call.container_id, call.ifname, pod)
         if record is not None and self.guard is not None:
             self.guard.revoke(source_of(record))
         self.allocator.release(call.owner)
@@ -407,8 +414,14 @@ class CniHandler:
             problems.append(
                 f"prevResult ips {sorted(prev_ips)} do not include the recorded {', '.join(missing)}"
             )
+        try:
+            pod = call.pod_netns()
+        except ep.NetnsNotFoundError as exc:
+            raise spec.CniError(
+                spec.ERR_CHECK_FAILED, "CHECK failed", "; ".join([*problems, str(exc)])
+            ) from None
         problems += ep.check_endpoint(
-            self.host_netns, call.netns, call.container_id, call.ifname, addresses, self.route_mtu,
+            self.host_netns, pod, call.container_id, call.ifname, addresses, self.route_mtu,
             record.default_route,
         )  # fmt: skip
         if problems:
@@ -423,11 +436,7 @@ class CniHandler:
             if (record.container_id, record.ifname) in valid:
                 continue
             try:
-                ep.del_endpoint(self.host_netns, record.container_id, record.ifname, record.netns or None)
-                if self.guard is not None:
-                    self.guard.revoke(source_of(record))
-                self.allocator.release(f"{record.container_id}/{record.ifname}")
-                self._forget(record.container_id, record.ifname)
+                self._remove(record)
             except Exception as exc:
                 failures.append(f"{record.container_id}/{record.ifname}: {exc}")
         known = {r.host_ifname for r in records}
@@ -435,6 +444,17 @@ class CniHandler:
         if failures:
             raise spec.CniError(spec.ERR_INTERFACE_SETUP, "GC incomplete", "; ".join(failures))
         return {}
+
+    def _remove(self, record: Endpoint) -> None:
+        """Remove an attachment the runtime no longer lists (GC) or whose pod is gone (reaper)."""
+        if not ep.del_endpoint(self.host_netns, record.container_id, record.ifname):
+            with ep.find(record.netns_id, record.netns) as pod:  # a peer left behind, if any
+                if pod is not None:
+                    ep.del_endpoint(self.host_netns, record.container_id, record.ifname, pod)
+        if self.guard is not None:
+            self.guard.revoke(source_of(record))
+        self.allocator.release(f"{record.container_id}/{record.ifname}")
+        self._forget(record.container_id, record.ifname)
 
     def _delete_orphan_links(self, known: set[str]) -> list[str]:
         """Delete ``lxc`` links that no record names (left by a crash mid-ADD); return failures."""

@@ -29,6 +29,7 @@ from podnet.agent.cni_handler import CniHandler
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.status import AgentStatus, status_document
 from podnet.agent.underlay import Underlay, detect_underlay, pool_conflicts
+from podnet.cni import answer
 from podnet.config import AgentConfig, ConfigError, load_config_file
 from podnet.datapath import mtu
 from podnet.datapath.kernel.link import link_index, link_mtu
@@ -394,10 +395,10 @@ class Agent:
 
     # ---- API -----------------------------------------------------------------------------------
 
-    def cni(self, request: dict[str, Any]) -> dict[str, Any]:
+    def cni(self, call: answer.Call) -> dict[str, Any]:
         if self.cni_handler is None:
             return {"ok": False, "code": 11, "msg": "agent is starting", "details": self.status_info.phase}
-        return self.cni_handler.cni(request)
+        return self.cni_handler.cni(call)
 
     def status(self) -> dict[str, Any]:
         return status_document(

@@ -1,13 +1,17 @@
-"""The ``podnet`` CNI plugin binary: validate the call, forward it to the agent, print the answer.
+"""The Python ``podnet`` CNI plugin: a transport to the agent (the fallback of the compiled one).
 
-Everything with state or netlink lives in the warm agent; the shim only imports the stdlib (and
-``podnet.cni.spec``, itself stdlib-only) so a pod start costs one Python start-up, not a pyroute2
-import. One JSON request per unix-socket connection, one JSON line back (docs/cni.md).
+It sends the CNI_* environment, stdin and the open ``CNI_NETNS`` (SCM_RIGHTS: the plugin runs in
+the runtime's mount namespace, where that path exists) to the agent and prints what comes back;
+the agent validates and answers (``podnet.cni.answer``), so this shim and the compiled plugin in
+``cniplugin/`` behave alike and run the same conformance tests. Only what needs no agent happens
+here: VERSION, and the errors of an agent that cannot be reached. Stdlib only, imported at every
+pod start.
 """
 
 from __future__ import annotations
 
 import _socket as socket  # the C module: `socket` pulls in enum and selectors (~3 ms)
+import binascii
 import errno
 import json
 import os
@@ -29,9 +33,10 @@ DEADLINE_MARGIN = 1.0  # the agent must be done this long before the plugin give
 
 
 def call_agent(
-    socket_path: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT
+    socket_path: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT, fd: int | None = None
 ) -> dict[str, Any]:
-    """Send one request, return the decoded response; unreachable agent -> code 11, garbage -> 105.
+    """Send one request (with ``fd`` attached, if given), return the decoded response; an
+    unreachable agent is code 11, garbage 105.
 
     The request carries a ``deadline`` (unix seconds): an agent that cannot finish by then gives
     up and undoes its work, so nothing completes after this plugin reported a failure."""
@@ -40,7 +45,7 @@ def call_agent(
     sock.settimeout(timeout)
     try:
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n")
+            _send(sock, json.dumps(request).encode() + b"\n", fd)
             raw = _read_line(sock)
         except OSError as exc:
             raise spec.CniError(
@@ -52,9 +57,18 @@ def call_agent(
         response = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise spec.CniError(spec.ERR_AGENT_PROTOCOL, "bad answer from podnet agent", str(exc)) from None
-    if not isinstance(response, dict) or "ok" not in response:
+    if not isinstance(response, dict):
         raise spec.CniError(spec.ERR_AGENT_PROTOCOL, "bad answer from podnet agent", f"{raw[:200]!r}")
     return response
+
+
+def _send(sock: socket.socket, data: bytes, fd: int | None) -> None:
+    """Send ``data``; the descriptor rides on the first byte (SCM_RIGHTS)."""
+    if fd is not None:
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+        data = data[sent:]
+    if data:
+        sock.sendall(data)
 
 
 def _connect(socket_path: str, wait: float) -> socket.socket:
@@ -94,36 +108,56 @@ def _read_line(sock: socket.socket) -> bytes:
     return b"".join(chunks).split(b"\n", 1)[0]
 
 
+def open_netns(path: str) -> tuple[int | None, str]:
+    """Open ``CNI_NETNS`` here, in the runtime's mount namespace: (fd, "") or (None, why not)."""
+    if not path:
+        return None, ""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY), ""
+    except OSError as exc:
+        return None, f"pod network namespace {path} cannot be opened: {exc.strerror}"
+
+
 def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
     """One plugin invocation; returns the exit status. Testable without a process boundary."""
-    version = spec.CURRENT_VERSION
     command = env.get("CNI_COMMAND", "")
+    if command == "VERSION":
+        code, output = spec.version_answer(stdin)
+        _emit(stdout, output)
+        return code
     try:
-        invocation = spec.parse_invocation(env, stdin)
-        if invocation.command == "VERSION":
-            _emit(stdout, spec.version_info())
-            return 0
-        version = invocation.cni_version
-        response = call_agent(
-            spec.agent_socket(invocation.config, env),
-            invocation.to_request(),
-            float(env.get("PODNET_CNI_TIMEOUT") or DEFAULT_TIMEOUT),
-        )
-        if not response.get("ok"):
-            raise spec.CniError(
-                int(response.get("code") or spec.ERR_AGENT_INTERNAL),
-                str(response.get("msg") or "podnet agent failed"),
-                str(response.get("details") or ""),
-            )
-        if invocation.command == "ADD":
-            _emit(stdout, spec.convert_result(response.get("result") or {}, version))
-        return 0
+        spec.check_size(stdin)
     except spec.CniError as err:
-        if command == "STATUS" and err.code == spec.ERR_TRY_AGAIN_LATER:
-            err = spec.CniError(spec.ERR_PLUGIN_NOT_AVAILABLE, "plugin not available", err.details)
-        _emit(stdout, err.to_json(version if version in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION))
-        print(f"podnet: {command or '?'} failed: {err}", file=sys.stderr)
+        _emit(stdout, err.to_json())
         return 1
+    head = spec.config_head(stdin)
+    request = {
+        "op": "cni",
+        "env": {k: env[k] for k in spec.FORWARDED_ENV if k in env},
+        "stdin": binascii.b2a_base64(stdin, newline=False).decode(),
+    }
+    fd, why = open_netns(env.get("CNI_NETNS", ""))
+    if why:
+        request["netnsError"] = why
+    try:
+        try:
+            timeout = float(env.get("PODNET_CNI_TIMEOUT") or DEFAULT_TIMEOUT)
+        except ValueError:
+            timeout = DEFAULT_TIMEOUT
+        answer = call_agent(spec.agent_socket(head, env), request, timeout, fd)
+        output, code, log = answer.get("output"), answer.get("exit"), answer.get("log")
+        if not isinstance(code, int) or not isinstance(output, dict | None):
+            raise spec.CniError(spec.ERR_AGENT_PROTOCOL, "bad answer from podnet agent", f"{answer!r:.200}")
+    except spec.CniError as err:
+        output, code, log = spec.transport_error(command, head, err), 1, f"podnet: {command} failed: {err}"
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if output is not None:
+        _emit(stdout, output)
+    if log:
+        print(log, file=sys.stderr)
+    return code
 
 
 def _emit(stdout: TextIO, payload: Mapping[str, Any]) -> None:

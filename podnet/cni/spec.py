@@ -43,6 +43,8 @@ ERR_AGENT_INTERNAL = 199
 DEFAULT_AGENT_SOCKET = "/run/podnet/agent.sock"
 SOCKET_ENV = "PODNET_AGENT_SOCKET"
 VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
+# The environment a plugin forwards to the agent; everything else in its environment stays with it.
+FORWARDED_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 
 # Which CNI_* variables each command needs (CNI SPEC "Parameters"); CNI_COMMAND is always needed.
 REQUIRED_ENV: dict[str, tuple[str, ...]] = {
@@ -177,14 +179,19 @@ def parse_cni_args(text: str) -> dict[str, str]:
     return out
 
 
-def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
-    """Decode and validate the network config on stdin (codes 6, 7, 1)."""
+def check_size(stdin: bytes) -> None:
+    """A config larger than ``MAX_CONFIG`` is refused (code 7), by the plugin before it is sent."""
     if len(stdin) > MAX_CONFIG:
         raise CniError(
             ERR_INVALID_NETCONF,
             "invalid network config",
             f"the network config is {len(stdin)} bytes; podnet accepts at most {MAX_CONFIG} bytes",
         )
+
+
+def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
+    """Decode and validate the network config on stdin (codes 6, 7, 1)."""
+    check_size(stdin)
     try:
         config = json.loads(stdin.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -333,6 +340,46 @@ def agent_socket(config: Mapping[str, Any], env: Mapping[str, str]) -> str:
 def version_info() -> dict[str, Any]:
     """The VERSION command's output."""
     return {"cniVersion": CURRENT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
+# ---- what a plugin binary decides without the agent (the compiled plugin mirrors these) --------
+
+
+def version_answer(stdin: bytes) -> tuple[int, dict[str, Any]]:
+    """VERSION, answered by the plugin itself (runtimes ask before every ADD and DEL): stdin is
+    empty or a JSON object; anything else is code 6."""
+    if stdin.strip():
+        try:
+            config = json.loads(stdin)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            config = None
+        if not isinstance(config, dict):
+            error = CniError(
+                ERR_DECODE, "failed to decode network config from stdin", "stdin is not a JSON object"
+            )
+            return 1, error.to_json()
+    return 0, version_info()
+
+
+def config_head(stdin: bytes) -> dict[str, Any]:
+    """``cniVersion`` and ``agentSocket`` of the config when it is readable JSON, else nothing: a
+    plugin needs them only to find the agent and to word an error when the agent cannot answer."""
+    try:
+        config = json.loads(stdin)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    return {k: config[k] for k in ("cniVersion", "agentSocket") if isinstance(config.get(k), str)}
+
+
+def transport_error(command: str, head: Mapping[str, Any], err: CniError) -> dict[str, Any]:
+    """The error JSON when the agent cannot be reached or answers garbage: in the config's
+    version where that is one podnet speaks; STATUS says "plugin not available" (code 50)."""
+    if command == "STATUS" and err.code == ERR_TRY_AGAIN_LATER:
+        err = CniError(ERR_PLUGIN_NOT_AVAILABLE, "plugin not available", err.details)
+    version = head.get("cniVersion")
+    return err.to_json(version if version in SUPPORTED_VERSIONS else CURRENT_VERSION)
 
 
 _IFACE_FIELDS_1_1 = ("mtu", "socketPath", "pciID")

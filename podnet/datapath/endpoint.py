@@ -106,32 +106,103 @@ def _host(host_netns: str | None) -> Iterator[IPRoute]:
         ipr.close()
 
 
+@dataclass(frozen=True)
+class PodNetns:
+    """A pod's network namespace as the agent holds it: an open descriptor (handed over by the CNI
+    plugin, which opened ``CNI_NETNS`` in the runtime's mount namespace, or found by the agent
+    itself) and the runtime's name for it, for messages and the result's ``sandbox``. The agent
+    never opens a path a caller gave it; whoever made the descriptor closes it."""
+
+    fd: int
+    label: str
+
+    def identity(self) -> str:
+        """``dev:inode`` of the namespace: stable while it lives, recorded with the attachment."""
+        st = os.fstat(self.fd)
+        return f"{st.st_dev}:{st.st_ino}"
+
+
 @contextlib.contextmanager
-def _pod(netns_path: str) -> Iterator[tuple[int, IPRoute]]:
-    """An fd pinning the pod netns (for ``net_ns_fd``) and a netlink socket inside it. Opening
+def opened(path: str) -> Iterator[PodNetns]:
+    """Open a namespace file (a bind mount or /proc/PID/ns/net) as a ``PodNetns``. For the plugin
+    side, tests and namespaces the agent found itself; never for a path from a CNI call. Opening
     never blocks (a FIFO or device given as the path is refused, not waited on)."""
     try:
-        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise NetnsNotFoundError(
-            f"pod network namespace {netns_path} cannot be opened: {exc.strerror}; "
-            "the container is probably gone"
+            f"pod network namespace {path} cannot be opened: {exc.strerror}; the container is probably gone"
         ) from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # an nsfs file (bind mount or /proc/PID/ns/net)
-            raise NetnsNotFoundError(f"{netns_path} is not a network namespace (not an nsfs file)")
-        _refuse_own_namespace(fd, netns_path)
-        try:
-            ipr = netlink_socket_in(fd)
-        except OSError as exc:
-            raise NetnsNotFoundError(f"{netns_path} is not a network namespace: {exc}") from None
-        try:
-            yield fd, ipr
-        finally:
-            ipr.close()
+        yield PodNetns(fd, path)
     finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def find(identity: str, recorded_path: str = "") -> Iterator[PodNetns | None]:
+    """The live namespace recorded as ``identity`` (``dev:inode``), for work the agent does on its
+    own (a route MTU change, GC): the recorded path when ``stat`` shows it still is that namespace
+    (a runtime that shares the agent's mount namespace), else a process inside it
+    (``/proc/PID/ns/net``). Nothing is opened before its identity matched. ``None``: the pod is
+    gone, or only reachable from a mount namespace the agent cannot see and holds no process."""
+    found = False
+    for path in _paths_of(identity, recorded_path):
+        try:
+            with opened(path) as netns:
+                if netns.identity() != identity:  # replaced between stat and open
+                    continue
+                found = True
+                yield netns
+                return
+        except NetnsNotFoundError:
+            if found:
+                raise
+    yield None
+
+
+def _paths_of(identity: str, recorded_path: str) -> Iterator[str]:
+    """Paths that ``stat`` shows are the namespace ``identity``, best first."""
+
+    def same(path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return f"{st.st_dev}:{st.st_ino}" == identity
+
+    if not identity:
+        return
+    if recorded_path and same(recorded_path):
+        yield recorded_path
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for pid in pids:
+        path = f"/proc/{pid}/ns/net"
+        if same(path):
+            yield path
+
+
+@contextlib.contextmanager
+def _pod(netns: PodNetns) -> Iterator[tuple[int, IPRoute]]:
+    """The namespace's fd (for ``net_ns_fd``) and a netlink socket inside it, after checking that
+    the descriptor is a network namespace and not the node's own."""
+    fd, label = netns.fd, netns.label
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        raise NetnsNotFoundError(f"{label}: the namespace descriptor is not usable: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):  # an nsfs file (bind mount or /proc/PID/ns/net)
+        raise NetnsNotFoundError(f"{label} is not a network namespace (not an nsfs file)")
+    _refuse_own_namespace(fd, label)
+    try:
+        ipr = netlink_socket_in(fd)
+    except OSError as exc:
+        raise NetnsNotFoundError(f"{label} is not a network namespace: {exc}") from None
+    try:
+        yield fd, ipr
+    finally:
+        ipr.close()
 
 
 def _refuse_own_namespace(fd: int, netns_path: str) -> None:
@@ -166,7 +237,7 @@ def _is_our_pair(host: IPRoute, pod: IPRoute, host_ifname: str, ifname: str) -> 
 
 def add_endpoint(
     host_netns: str | None,
-    pod_netns_path: str,
+    pod_netns: PodNetns,
     container_id: str,
     ifname: str,
     addresses: Sequence[PodAddress],
@@ -178,11 +249,11 @@ def add_endpoint(
     second attachment (``net1``) never takes it from the first, and its DEL never removes it."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
-        with _host(host_netns) as host, _pod(pod_netns_path) as (fd, pod), contextlib.ExitStack() as undo:
+        with _host(host_netns) as host, _pod(pod_netns) as (fd, pod), contextlib.ExitStack() as undo:
             if not _is_our_pair(host, pod, host_ifname, ifname):
                 if klink.link_index(pod, ifname) is not None:
                     raise EndpointError(
-                        f"interface {ifname} already exists in {pod_netns_path} and is not podnet's "
+                        f"interface {ifname} already exists in {pod_netns.label} and is not podnet's "
                         f"{host_ifname} peer; pick another CNI_IFNAME or remove it"
                     )
                 klink.delete_link(host, host_ifname)  # a stale end of ours whose peer is elsewhere
@@ -209,7 +280,7 @@ def add_endpoint(
     except NetlinkError as exc:
         listed = ", ".join(str(a.address) for a in addresses)
         raise EndpointError(
-            f"failed to wire {ifname} of container {container_id} ({host_ifname} <-> {pod_netns_path}, "
+            f"failed to wire {ifname} of container {container_id} ({host_ifname} <-> {pod_netns.label}, "
             f"{listed}): {exc}"
         ) from exc
     return EndpointInfo(
@@ -220,17 +291,17 @@ def add_endpoint(
         pod_ifindex=pod_idx,
         pod_mac=str(pod_link.get("IFLA_ADDRESS")),
         addresses=tuple(addresses),
-        netns_path=pod_netns_path,
+        netns_path=pod_netns.label,
     )
 
 
 def del_endpoint(
-    host_netns: str | None, container_id: str, ifname: str, pod_netns_path: str | None = None
+    host_netns: str | None, container_id: str, ifname: str, pod_netns: PodNetns | None = None
 ) -> bool:
     """Remove the attachment; True if a link was deleted. Gone already (link or netns) is success.
 
     The node end is enough: deleting one end of a veth deletes its peer and all routes through
-    them. ``pod_netns_path`` is only used when the node end is missing, to clear a peer left
+    them. ``pod_netns`` is only used when the node end is missing, to clear a peer left
     behind in a pod whose node end was renamed or moved.
     """
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
@@ -240,10 +311,10 @@ def del_endpoint(
                 return True
     except NetlinkError as exc:
         raise EndpointError(f"failed to delete {host_ifname} of container {container_id}: {exc}") from exc
-    if not pod_netns_path:
+    if pod_netns is None:
         return False
     try:
-        with _pod(pod_netns_path) as (_fd, pod):
+        with _pod(pod_netns) as (_fd, pod):
             idx = klink.link_index(pod, ifname)
             if idx is None or _kind(pod.link("get", index=idx)[0]) != "veth":
                 return False
@@ -259,7 +330,7 @@ def _routes(ipr: IPRoute, family: int) -> dict[object, Route]:
 
 def check_endpoint(
     host_netns: str | None,
-    pod_netns_path: str,
+    pod_netns: PodNetns,
     container_id: str,
     ifname: str,
     addresses: Sequence[PodAddress],
@@ -277,9 +348,9 @@ def check_endpoint(
             if route is None or route.dev != host_ifname:
                 problems.append(f"node route {address.address.ip} dev {host_ifname} is missing")
         try:
-            with _pod(pod_netns_path) as (_fd, pod):
+            with _pod(pod_netns) as (_fd, pod):
                 if not _is_our_pair(host, pod, host_ifname, ifname):
-                    return [*problems, f"{ifname} in {pod_netns_path} is not the peer of {host_ifname}"]
+                    return [*problems, f"{ifname} in {pod_netns.label} is not the peer of {host_ifname}"]
                 problems += _check_pod(pod, ifname, addresses, route_mtu, owns_default)
         except NetnsNotFoundError as exc:
             problems.append(str(exc))
@@ -324,7 +395,7 @@ def delete_host_link(host_netns: str | None, host_ifname: str) -> bool:
         raise EndpointError(f"failed to delete orphan endpoint link {host_ifname}: {exc}") from exc
 
 
-def set_route_mtu(pod_netns_path: str, ifname: str, gateways: Sequence[IPAddress], route_mtu: int) -> bool:
+def set_route_mtu(pod_netns: PodNetns, ifname: str, gateways: Sequence[IPAddress], route_mtu: int) -> bool:
     """``ip route replace default via <gateway> dev <ifname> mtu <route_mtu>`` inside a pod, for
     each gateway (one per family).
 
@@ -332,7 +403,7 @@ def set_route_mtu(pod_netns_path: str, ifname: str, gateways: Sequence[IPAddress
     the pod keeps its addresses and connections, only the MTU of its default routes follows.
     Returns False when the pod or its interface is gone (nothing to update)."""
     try:
-        with _pod(pod_netns_path) as (_fd, pod):
+        with _pod(pod_netns) as (_fd, pod):
             pod_idx = klink.link_index(pod, ifname)
             if pod_idx is None:
                 return False

@@ -7,8 +7,10 @@ stdin at the plugin and checks the same.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,8 +22,8 @@ from cninode import CONF, SHIM, Node, pod_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podnet.agent import api
 from podnet.cni import spec
+from podnet.datapath import endpoint as ep
 
 pytestmark = pytest.mark.kernel
 
@@ -241,24 +243,32 @@ def test_work_past_the_callers_deadline_is_undone_and_a_busy_agent_says_so(
 ) -> None:
     node = make_node()
     pod = netns_factory("late")
+    env = node.env("ADD", "late", pod_path(pod))
     request = {
         "op": "cni",
-        "command": "ADD",
-        "containerID": "late",
-        "netns": pod_path(pod),
-        "ifname": "eth0",
-        "config": CONF,
+        "env": {k: env[k] for k in spec.FORWARDED_ENV if k in env},
+        "stdin": base64.b64encode(json.dumps(CONF).encode()).decode(),
     }
+
+    def send(deadline: float) -> dict[str, Any]:
+        """One call as the plugin makes it (the namespace passed as a descriptor), with a deadline."""
+        with ep.opened(pod_path(pod)) as netns, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(30)
+            conn.connect(str(node.sock))
+            line = json.dumps({**request, "deadline": deadline}).encode() + b"\n"
+            socket.send_fds(conn, [line], [netns.fd])
+            return dict(json.loads(conn.makefile("rb").readline()))
+
     # the lock is held by an earlier call: the newcomer gives up at its deadline, having made nothing
     with node.handler._lock:
         started = time.monotonic()
-        busy = api.request(node.sock, {**request, "deadline": time.time() + 0.5}, timeout=10)
+        busy = send(time.time() + 0.5)["output"]
     assert busy["code"] == spec.ERR_TRY_AGAIN_LATER and "busy" in busy["msg"], busy
     assert 0.4 < time.monotonic() - started < 5
     assert_nothing_made(node)
     # the work finished after the deadline (a deadline already past): it is undone
-    late = api.request(node.sock, {**request, "deadline": time.time() - 1}, timeout=10)
+    late = send(time.time() - 1)["output"]
     assert late["code"] == spec.ERR_TRY_AGAIN_LATER and "deadline" in late["details"], late
     assert_nothing_made(node)
-    ok = api.request(node.sock, {**request, "deadline": time.time() + 30}, timeout=30)
-    assert ok["ok"], ok
+    ok = send(time.time() + 30)
+    assert ok["exit"] == 0 and ok["output"]["ips"], ok

@@ -6,6 +6,7 @@ import errno
 import ipaddress
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from pyroute2 import IPRoute
@@ -22,20 +23,40 @@ ROUTER = ipaddress.IPv4Address("10.88.0.1")
 POD = [ep.PodAddress(ADDR, ROUTER)]
 
 
+def add(node: str, path: str, *args: Any) -> ep.EndpointInfo:
+    """``add_endpoint`` with the namespace opened from ``path``, as the plugin opens CNI_NETNS."""
+    with ep.opened(path) as pod:
+        return ep.add_endpoint(node, pod, *args)
+
+
+def check(node: str, path: str, *args: Any) -> list[str]:
+    with ep.opened(path) as pod:
+        return ep.check_endpoint(node, pod, *args)
+
+
+def delete(node: str, cid: str, ifname: str, path: str) -> bool:
+    """DEL as the agent gets it: with the namespace when the plugin could open it, else without."""
+    try:
+        with ep.opened(path) as pod:
+            return ep.del_endpoint(node, cid, ifname, pod)
+    except ep.NetnsNotFoundError:
+        return ep.del_endpoint(node, cid, ifname)
+
+
 def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30).stdout
 
 
 def test_add_is_idempotent_and_check_is_clean(netns_factory: Callable[[str], str]) -> None:
     node, pod = netns_factory("node"), netns_factory("pod")
-    first = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
-    again = ep.add_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
+    first = add(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
+    again = add(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450)
     assert first == again
     assert first.host_ifname == owned.endpoint_host_ifname("cid1", "eth0")
     assert ep.list_endpoints(node) == [first.host_ifname]
-    assert ep.check_endpoint(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450) == []
+    assert check(node, f"/run/netns/{pod}", "cid1", "eth0", POD, 1450) == []
     assert ",UP," in ip("-n", pod, "link", "show", "lo")
-    problems = ep.check_endpoint(
+    problems = check(
         node,
         f"/run/netns/{pod}",
         "cid1",
@@ -57,7 +78,7 @@ def test_proc_pid_netns_path_works(netns_factory: Callable[[str], str]) -> None:
             deadline_tries -= 1
             assert deadline_tries > 0, "sleep never entered the pod namespace"
             subprocess.run(["sleep", "0.05"], check=True)
-        info = ep.add_endpoint(node, path, "cid2", "eth1", POD, 1500)
+        info = add(node, path, "cid2", "eth1", POD, 1500)
         assert info.netns_path == path
         assert str(ADDR) in ip("-n", pod, "addr", "show", "eth1")
     finally:
@@ -84,7 +105,7 @@ def test_failure_after_veth_creation_rolls_back(
 
     monkeypatch.setattr(ep.kaddr, "ensure_addr", failing)  # the step after the veth is made
     with pytest.raises(ep.EndpointError, match="failed to wire eth0"):
-        ep.add_endpoint(node, f"/run/netns/{pod}", "cid3", "eth0", POD, 1500)
+        add(node, f"/run/netns/{pod}", "cid3", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []
     assert "eth0" not in ip("-n", pod, "link")
 
@@ -94,7 +115,7 @@ def test_foreign_ifname_in_pod_is_refused_and_left_alone(netns_factory: Callable
     with IPRoute(netns=pod, flags=0) as ipr:
         ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "theirs0"})
     with pytest.raises(ep.EndpointError, match="already exists"):
-        ep.add_endpoint(node, f"/run/netns/{pod}", "cid4", "eth0", POD, 1500)
+        add(node, f"/run/netns/{pod}", "cid4", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []
     assert "theirs0" in ip("-n", pod, "link")
 
@@ -102,21 +123,21 @@ def test_foreign_ifname_in_pod_is_refused_and_left_alone(netns_factory: Callable
 def test_missing_netns_is_netns_not_found(netns_factory: Callable[[str], str]) -> None:
     node = netns_factory("node")
     with pytest.raises(ep.NetnsNotFoundError) as info:
-        ep.add_endpoint(node, "/run/netns/pnt-no-such-ns", "cid5", "eth0", POD, 1500)
+        add(node, "/run/netns/pnt-no-such-ns", "cid5", "eth0", POD, 1500)
     assert "cannot be opened" in str(info.value)
     assert not netns.exists("pnt-no-such-ns")  # never created by accident
 
 
 def test_del_twice_and_after_netns_removal(netns_factory: Callable[[str], str]) -> None:
     node, pod = netns_factory("node"), netns_factory("pod")
-    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
-    assert ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}") is True
-    assert ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}") is False
+    add(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
+    assert delete(node, "cid6", "eth0", f"/run/netns/{pod}") is True
+    assert delete(node, "cid6", "eth0", f"/run/netns/{pod}") is False
     assert "10.88.0.5" not in ip("-n", node, "route")
-    ep.add_endpoint(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
+    add(node, f"/run/netns/{pod}", "cid6", "eth0", POD, 1500)
     netns.remove(pod)  # the kernel tears the veth down asynchronously: it may still be there
-    ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}")
-    ep.del_endpoint(node, "cid6", "eth0", f"/run/netns/{pod}")
+    delete(node, "cid6", "eth0", f"/run/netns/{pod}")
+    delete(node, "cid6", "eth0", f"/run/netns/{pod}")
     assert ep.list_endpoints(node) == []
 
 
@@ -135,7 +156,7 @@ def test_the_callers_own_namespace_is_never_taken_for_a_pod(netns_factory) -> No
 
     node = netns_factory("ownns")
     with pytest.raises(ep.NetnsNotFoundError, match="node's own network namespace"):
-        ep.add_endpoint(
+        add(
             node,
             "/proc/self/ns/net",
             "c-own",

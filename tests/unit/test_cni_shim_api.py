@@ -16,17 +16,20 @@ from typing import Any
 import pytest
 
 from podnet.agent import api
-from podnet.cni import install, shim, spec
+from podnet.cni import answer, install, shim, spec
 
 
 class FakeHandler:
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[answer.Call] = []
         self.answer: dict[str, Any] = {"ok": True, "result": {}}
         self.raise_exc: Exception | None = None
+        self.netns_inodes: list[int | None] = []
 
-    def cni(self, request: dict[str, Any]) -> dict[str, Any]:
+    def cni(self, request: answer.Call) -> dict[str, Any]:
         self.requests.append(request)
+        fd = request.netns_fd
+        self.netns_inodes.append(os.fstat(fd).st_ino if fd is not None else None)
         if self.raise_exc is not None:
             raise self.raise_exc
         return self.answer
@@ -86,10 +89,65 @@ def test_add_forwards_request_and_converts_result(agent: tuple[FakeHandler, Path
     assert status == 0 and out is not None
     assert out["cniVersion"] == "0.4.0" and out["ips"][0]["version"] == "4"
     assert "mtu" not in out["routes"][0]
-    request = handler.requests[0]
-    assert request["op"] == "cni" and request["command"] == "ADD"
-    assert (request["containerID"], request["netns"], request["ifname"]) == ("abc", "/run/netns/x", "eth0")
-    assert request["config"] == CONF
+    call = handler.requests[0].invocation
+    assert call.command == "ADD"
+    assert (call.container_id, call.netns, call.ifname) == ("abc", "/run/netns/x", "eth0")
+    assert call.config == CONF
+    # /run/netns/x does not exist: no descriptor came, and the agent is told why
+    assert handler.requests[0].netns_fd is None
+    assert "cannot be opened" in handler.requests[0].netns_error
+
+
+def test_the_plugin_hands_over_the_namespace_it_opened(
+    agent: tuple[FakeHandler, Path], tmp_path: Path
+) -> None:
+    """The plugin opens CNI_NETNS (in the runtime's mount namespace) and passes the descriptor;
+    the agent sees the very file the plugin opened, whatever its own mount namespace shows."""
+    handler, sock = agent
+    target = tmp_path / "netns-file"
+    target.write_text("")
+    env = {**env_for("ADD", sock), "CNI_NETNS": str(target)}
+    run_shim(env, CONF)
+    assert handler.netns_inodes == [os.stat(target).st_ino]
+    assert handler.requests[0].netns_error == ""
+
+
+def test_extra_descriptors_are_closed_and_ignored(agent: tuple[FakeHandler, Path], tmp_path: Path) -> None:
+    handler, sock = agent
+    files = [os.open(tmp_path, os.O_RDONLY) for _ in range(2)]
+    request = {
+        "op": "cni",
+        "env": env_for("ADD", sock),
+        "stdin": __import__("base64").b64encode(json.dumps(CONF).encode()).decode(),
+    }
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        conn.connect(str(sock))
+        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], files)
+        reply = json.loads(conn.makefile("rb").readline())
+    for fd in files:
+        os.close(fd)
+    assert reply["exit"] == 0 and handler.requests[0].netns_fd is None
+    assert len(os.listdir("/proc/self/fd")) < 200  # nothing piles up in the agent
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"op": "cni", "env": "x", "stdin": ""},
+        {"op": "cni", "env": {"CNI_COMMAND": 5}, "stdin": ""},
+        {"op": "cni", "env": {}, "stdin": "!!!"},
+        {"op": "cni", "env": {}, "stdin": "", "deadline": "soon"},
+        {"op": "cni", "env": {}, "stdin": "", "netnsError": 3},
+    ],
+)
+def test_malformed_plugin_requests_are_protocol_errors(
+    agent: tuple[FakeHandler, Path], request_: dict[str, Any]
+) -> None:
+    handler, sock = agent
+    reply = api.request(sock, request_)
+    assert reply["exit"] == 1 and reply["output"]["code"] == spec.ERR_AGENT_PROTOCOL, reply
+    assert handler.requests == []
 
 
 def test_agent_error_becomes_spec_error(agent: tuple[FakeHandler, Path]) -> None:
