@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what podnet needs on a Debian machine, idempotently: the Debian packages
-# (iproute2, etcd-server, iperf3, tcpdump, nftables, bird2, CNI reference plugins, graphviz)
-# and a virtualenv in .venv with podnet and its dev tools. Run as root.
+# (iproute2, etcd-server, iperf3, tcpdump, nftables, bird2, CNI reference plugins, graphviz,
+# golang-go), a virtualenv in .venv with podnet and its dev tools, and the compiled CNI plugin
+# (scripts/build-plugin.sh, cached outside the repository). Run as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 apt_pkgs=(iproute2 etcd-server etcd-client iperf3 tcpdump nftables bird2 openssl
-          containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv)
+          containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv golang-go)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -30,4 +31,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+bash scripts/build-plugin.sh
 echo "setup: ready (.venv/bin/podnet)"

@@ -19,6 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         default="1.0.0",
         help="the conflist's cniVersion (1.0.0: what libcni 1.1.x runtimes parse; 1.1.0 adds GC and STATUS)",
     )
+    p.add_argument(
+        "--plugin",
+        default="auto",
+        choices=("auto", "compiled", "python"),
+        help="the compiled plugin (auto: when it was built) or the Python launcher",
+    )
     p.set_defaults(func=cmd_install)
 
 
@@ -32,7 +38,11 @@ def cmd_install(args: argparse.Namespace) -> int:
             socket=args.agent_socket,
             python=sys.executable,
             cni_version=args.cni_version,
+            kind=args.plugin,
         )
+    except ValueError as e:
+        print(f"podnet install-cni: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"podnet install-cni: cannot write {e.filename}: {e.strerror}; run as root or pick other "
@@ -40,5 +50,5 @@ def cmd_install(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(f"installed {done.binary}\nwrote     {done.conflist}")
+    print(f"installed {done.binary} ({done.kind} plugin)\nwrote     {done.conflist}")
     return 0

@@ -1,10 +1,11 @@
-"""Install the podnet CNI plugin on a node: the ``podnet`` launcher and ``05-podnet.conflist``.
+"""Install the podnet CNI plugin on a node: the ``podnet`` plugin and ``05-podnet.conflist``.
 
-The launcher is a tiny Python script named after the conflist's plugin ``type``; it runs this
-Python in isolated mode without ``site`` (``-I -S``: no .pth files, no site-packages scan) and puts
-only podnet's own directory on ``sys.path``, because the shim needs nothing but the standard
-library and starts once per pod (about 10 ms saved per call). Directories are parameters: tests
-install into ``tmp_path``, a real host uses /opt/cni/bin and /etc/cni/net.d.
+The plugin is the compiled one (``cniplugin/``, built by scripts/build-plugin.sh) when it was
+built, else the Python launcher: a tiny script named after the conflist's plugin ``type`` that
+runs this Python in isolated mode without ``site`` (``-I -S``) with only podnet's own directory on
+``sys.path`` (the shim needs nothing but the standard library). Both are transports to the agent
+and behave alike. Directories are parameters: tests install into ``tmp_path``, a real host uses
+/opt/cni/bin and /etc/cni/net.d.
 """
 
 from __future__ import annotations
@@ -22,10 +23,14 @@ CONFLIST_NAME = "05-podnet.conflist"
 NETWORK_NAME = "podnet"
 
 
+PLUGIN_KINDS = ("auto", "compiled", "python")
+
+
 @dataclass(frozen=True)
 class Installed:
     binary: Path
     conflist: Path
+    kind: str  # compiled | python
 
 
 def package_root() -> str:
@@ -33,6 +38,12 @@ def package_root() -> str:
     import podnet
 
     return str(Path(podnet.__file__).resolve().parent.parent)
+
+
+def compiled_plugin() -> Path:
+    """Where scripts/build-plugin.sh installs the compiled plugin (``PODNET_PLUGIN_BINARY`` wins)."""
+    override = os.environ.get("PODNET_PLUGIN_BINARY")
+    return Path(override) if override else Path(sys.prefix) / "lib" / "podnet-plugin" / PLUGIN_NAME
 
 
 def launcher_script(python: str = sys.executable) -> str:
@@ -69,19 +80,40 @@ def install_cni(
     socket: str = spec.DEFAULT_AGENT_SOCKET,
     python: str = sys.executable,
     cni_version: str = CONFLIST_VERSION,
+    kind: str = "auto",
 ) -> Installed:
-    """Write (atomically, idempotently) the launcher and the conflist; returns their paths."""
+    """Write (atomically, idempotently) the plugin and the conflist; returns their paths. ``kind``
+    auto takes the compiled plugin when it was built, else the Python launcher."""
     binary = Path(bin_dir) / PLUGIN_NAME
     conf = Path(conf_dir) / CONFLIST_NAME
     text = json.dumps(conflist(socket, cni_version=cni_version), indent=2) + "\n"  # refused before writing
-    _write_atomic(binary, launcher_script(python), 0o755)
-    _write_atomic(conf, text, 0o644)
-    return Installed(binary=binary, conflist=conf)
+    kind = plugin_kind(kind)
+    if kind == "compiled":
+        _write_atomic(binary, compiled_plugin().read_bytes(), 0o755)
+    else:
+        _write_atomic(binary, launcher_script(python).encode(), 0o755)
+    _write_atomic(conf, text.encode(), 0o644)
+    return Installed(binary=binary, conflist=conf, kind=kind)
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
+def plugin_kind(kind: str) -> str:
+    """``auto`` resolved; ``compiled`` when it was not built is an error saying how to build it."""
+    if kind not in PLUGIN_KINDS:
+        raise ValueError(f"plugin {kind!r} is not one of {', '.join(PLUGIN_KINDS)}")
+    built = compiled_plugin().is_file()
+    if kind == "compiled" and not built:
+        raise ValueError(
+            f"the compiled plugin {compiled_plugin()} was not built: run scripts/build-plugin.sh "
+            "(needs Debian's golang-go) or install --plugin python"
+        )
+    if kind == "auto":
+        return "compiled" if built else "python"
+    return kind
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.chmod(tmp, mode)
     os.replace(tmp, path)

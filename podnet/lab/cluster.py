@@ -228,10 +228,15 @@ def cni_binary(lab: str) -> str:
 
 
 def ensure_cni_installed(lab: str) -> int:
-    from podnet.cni.install import install_cni, launcher_script
+    """Install the plugin (the compiled one when built) into the lab's directory; 1 if written now."""
+    from podnet.cni.install import compiled_plugin, install_cni, launcher_script, plugin_kind
 
     binary = Path(cni_binary(lab))
-    if binary.exists() and binary.read_text() == launcher_script(sys.executable):
+    if plugin_kind("auto") == "compiled":
+        want = compiled_plugin().read_bytes()
+    else:
+        want = launcher_script(sys.executable).encode()
+    if binary.exists() and binary.read_bytes() == want:
         return 0
     install_cni(cni_bin_dir(lab), st.lab_dir(lab) / "cni" / "net.d", python=sys.executable)
     return 1

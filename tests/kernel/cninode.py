@@ -18,11 +18,12 @@ from pyroute2 import IPRoute
 from podnet import owned
 from podnet.agent import api
 from podnet.agent.cni_handler import CniHandler
-from podnet.cni import spec
+from podnet.cni import install, spec
 from podnet.ipam.cluster_pool import MultiCIDRAllocator
 from podnet.util import netns
 
-SHIM = Path(sys.executable).parent / "podnet-cni"
+# The two plugin binaries; every test of a node runs against both (they must behave alike).
+PLUGINS = {"compiled": install.compiled_plugin(), "python": Path(sys.executable).parent / "podnet-cni"}
 ROUTER = ipaddress.IPv4Address("10.77.0.1")
 ROUTE_MTU = 1400
 CONF = {"cniVersion": "1.1.0", "name": "podnet", "type": "podnet"}
@@ -34,6 +35,7 @@ class Node:
     sock: Path
     handler: CniHandler
     allocator: MultiCIDRAllocator
+    plugin: Path
 
     def env(self, command: str, cid: str, netns_path: str, ifname: str = "eth0") -> dict[str, str]:
         """The CNI_* environment a runtime gives the plugin, pointed at this node's agent."""
@@ -60,7 +62,11 @@ class Node:
         env = self.env(command, cid, netns_path, ifname)
         data = stdin if stdin is not None else json.dumps(config or CONF).encode()
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.ns, str(SHIM)], input=data, env=env, capture_output=True, timeout=60
+            ["ip", "netns", "exec", self.ns, str(self.plugin)],
+            input=data,
+            env=env,
+            capture_output=True,
+            timeout=60,
         )
         out = proc.stdout.decode().strip()
         return proc.returncode, (json.loads(out) if out else None)
@@ -75,8 +81,18 @@ def pod_path(ns: str) -> str:
     return f"/run/netns/{ns}"
 
 
+@pytest.fixture(params=sorted(PLUGINS))
+def plugin(request: pytest.FixtureRequest) -> Path:
+    path = PLUGINS[request.param]
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
+    return path
+
+
 @pytest.fixture
-def make_node(netns_factory: Callable[[str], str], tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def make_node(
+    netns_factory: Callable[[str], str], tmp_path: Path, plugin: Path
+) -> Iterator[Callable[..., Node]]:
     servers: list[api.ApiServer] = []
 
     def make(cidr: str = "10.77.0.0/24", fail_after_ipam: bool = False) -> Node:
@@ -98,7 +114,7 @@ def make_node(netns_factory: Callable[[str], str], tmp_path: Path) -> Iterator[C
         )
         sock = tmp_path / f"agent{len(servers)}.sock"
         servers.append(api.serve(sock, handler))
-        return Node(ns=ns, sock=sock, handler=handler, allocator=allocator)
+        return Node(ns=ns, sock=sock, handler=handler, allocator=allocator, plugin=plugin)
 
     yield make
     for server in servers:

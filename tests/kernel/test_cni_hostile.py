@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cninode import CONF, SHIM, Node, pod_path
+from cninode import CONF, Node, pod_path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +34,7 @@ def _env(node: Node, command: str, cid: str, netns_path: str, ifname: str = "eth
 
 def _spawn(node: Node, command: str, cid: str, netns_path: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", node.ns, str(SHIM)],
+        ["ip", "netns", "exec", node.ns, str(node.plugin)],
         env=_env(node, command, cid, netns_path),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

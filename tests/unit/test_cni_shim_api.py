@@ -249,9 +249,10 @@ def test_stale_socket_is_replaced(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_install_writes_launcher_and_conflist(tmp_path: Path) -> None:
-    done = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
-    assert done.binary == tmp_path / "bin" / "podnet"
+@pytest.mark.parametrize("kind", ["compiled", "python"])
+def test_install_writes_plugin_and_conflist(tmp_path: Path, kind: str) -> None:
+    done = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock", kind=kind)
+    assert done.binary == tmp_path / "bin" / "podnet" and done.kind == kind
     assert os.access(done.binary, os.X_OK)
     # the launcher runs on its own, as a runtime would exec it, and answers VERSION
     res = subprocess.run(
@@ -263,7 +264,7 @@ def test_install_writes_launcher_and_conflist(tmp_path: Path) -> None:
     # 1.0.0: libcni 1.1.x (podman, containerd, cnitool) cannot parse 1.1.0 results
     assert conf["cniVersion"] == "1.0.0" and conf["plugins"][0]["type"] == "podnet"
     assert conf["plugins"][0]["agentSocket"] == "/run/x/agent.sock"
-    again = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock")
+    again = install.install_cni(tmp_path / "bin", tmp_path / "net.d", socket="/run/x/agent.sock", kind=kind)
     assert again == done and json.loads(again.conflist.read_text()) == conf
 
 
@@ -271,7 +272,7 @@ def test_install_cni_command_writes_both_files(tmp_path: Path) -> None:
     from podnet.cli import main
 
     assert main(["install-cni", "--bin-dir", str(tmp_path / "b"), "--conf-dir", str(tmp_path / "c")]) == 0
-    assert (tmp_path / "b" / "podnet").exists()
+    assert (tmp_path / "b" / "podnet").read_bytes() == install.compiled_plugin().read_bytes()
     conf = json.loads((tmp_path / "c" / "05-podnet.conflist").read_text())
     assert conf["plugins"] == [{"type": "podnet"}]  # default socket: nothing to say
 

@@ -1,0 +1,3 @@
+module podnet/cniplugin
+
+go 1.19

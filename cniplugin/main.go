@@ -1,0 +1,284 @@
+// Command podnet is podnet's compiled CNI plugin: a transport between the container runtime and
+// the podnet agent on the node, started once per CNI call.
+//
+// It forwards the CNI_* environment and stdin to the agent's unix socket, together with the open
+// CNI_NETNS (SCM_RIGHTS: the plugin runs in the runtime's mount namespace, where that path
+// exists; the agent never opens a path it is given), and prints what the agent answers. The agent
+// validates the call and decides the output (podnet/cni/answer.py), so this program and the
+// Python shim (podnet/cni/shim.py) cannot drift apart: the same conformance tests run against
+// both. Only what needs no agent happens here: VERSION, the size limit of the config, and the
+// errors of an agent that cannot be reached. The constants come from podnet/cni/spec.py, written
+// into zz_spec.go when the plugin is built (scripts/build-plugin.sh). Standard library only.
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+const (
+	defaultTimeout = 120 * time.Second // one agent call; an ADD normally takes milliseconds
+	connectWait    = 10 * time.Second  // a busy (full backlog) or restarting agent is waited for
+	deadlineMargin = 1.0               // seconds: the agent must be done this long before we give up
+	maxResponse    = 4 << 20
+)
+
+type cniError struct {
+	Code    int
+	Msg     string
+	Details string
+}
+
+func (e *cniError) Error() string {
+	if e.Details == "" {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Details
+}
+
+// head is what the plugin reads of the config itself: where the agent is and which version to
+// word a transport error in. Validation is the agent's.
+type head struct {
+	CNIVersion  interface{} `json:"cniVersion"`
+	AgentSocket interface{} `json:"agentSocket"`
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	command := os.Getenv("CNI_COMMAND")
+	stdin, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return fail(command, head{}, &cniError{ErrIOFailure, "failed to read stdin", err.Error()})
+	}
+	if command == "VERSION" {
+		return version(stdin)
+	}
+	if len(stdin) > MaxConfig {
+		return emitError(CurrentVersion, &cniError{ErrInvalidNetconf, "invalid network config",
+			fmt.Sprintf("the network config is %d bytes; podnet accepts at most %d bytes", len(stdin), MaxConfig)})
+	}
+	var h head
+	_ = json.Unmarshal(stdin, &h) // unreadable: the agent says why; we only need the two fields
+	env := map[string]string{}
+	for _, name := range ForwardedEnv {
+		if value, ok := os.LookupEnv(name); ok {
+			env[name] = value
+		}
+	}
+	timeout := defaultTimeout
+	if text := os.Getenv("PODNET_CNI_TIMEOUT"); text != "" {
+		if seconds, err := strconv.ParseFloat(text, 64); err == nil && seconds > 0 {
+			timeout = time.Duration(seconds * float64(time.Second))
+		}
+	}
+	request := map[string]interface{}{
+		"op":       "cni",
+		"env":      env,
+		"stdin":    base64.StdEncoding.EncodeToString(stdin),
+		"deadline": float64(time.Now().Add(timeout).UnixNano())/1e9 - deadlineMargin,
+	}
+	fd := -1
+	if path := os.Getenv("CNI_NETNS"); path != "" {
+		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+		if err != nil {
+			fd = -1
+			request["netnsError"] = fmt.Sprintf("pod network namespace %s cannot be opened: %s", path, strerror(err))
+		}
+	}
+	answer, cerr := call(socketPath(h), request, fd, timeout)
+	if fd >= 0 {
+		syscall.Close(fd)
+	}
+	if cerr != nil {
+		return fail(command, h, cerr)
+	}
+	if answer.Output != nil && string(answer.Output) != "null" {
+		os.Stdout.Write(append(bytes.TrimSpace(answer.Output), '\n'))
+	}
+	if answer.Log != "" {
+		fmt.Fprintln(os.Stderr, answer.Log)
+	}
+	return answer.Exit
+}
+
+// version answers VERSION without the agent (runtimes ask before every ADD and DEL): stdin is
+// empty or a JSON object, anything else is code 6 (spec.version_answer).
+func version(stdin []byte) int {
+	if len(bytes.TrimSpace(stdin)) > 0 {
+		var config map[string]interface{}
+		if json.Unmarshal(stdin, &config) != nil || config == nil {
+			return emitError(CurrentVersion, &cniError{ErrDecode, "failed to decode network config from stdin",
+				"stdin is not a JSON object"})
+		}
+	}
+	emit(map[string]interface{}{"cniVersion": CurrentVersion, "supportedVersions": SupportedVersions})
+	return 0
+}
+
+func socketPath(h head) string {
+	if path := os.Getenv(SocketEnv); path != "" {
+		return path
+	}
+	if path, ok := h.AgentSocket.(string); ok && path != "" {
+		return path
+	}
+	return DefaultAgentSocket
+}
+
+type agentAnswer struct {
+	Exit   int             `json:"exit"`
+	Output json.RawMessage `json:"output"`
+	Log    string          `json:"log"`
+}
+
+func call(path string, request map[string]interface{}, fd int, timeout time.Duration) (*agentAnswer, *cniError) {
+	conn, cerr := connect(path, minDuration(timeout, connectWait))
+	if cerr != nil {
+		return nil, cerr
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	data, err := json.Marshal(request)
+	if err != nil {
+		return nil, &cniError{ErrAgentProtocol, "bad request for podnet agent", err.Error()}
+	}
+	data = append(data, '\n')
+	if err := send(conn, data, fd); err != nil {
+		return nil, &cniError{ErrTryAgainLater, "podnet agent did not answer", path + ": " + err.Error()}
+	}
+	line, err := readLine(conn)
+	if err != nil {
+		return nil, &cniError{ErrTryAgainLater, "podnet agent did not answer", path + ": " + err.Error()}
+	}
+	var answer agentAnswer
+	if err := json.Unmarshal(line, &answer); err != nil {
+		return nil, &cniError{ErrAgentProtocol, "bad answer from podnet agent", err.Error()}
+	}
+	if answer.Output != nil && string(answer.Output) != "null" && !json.Valid(answer.Output) {
+		return nil, &cniError{ErrAgentProtocol, "bad answer from podnet agent", "output is not JSON"}
+	}
+	return &answer, nil
+}
+
+// connect retries a full listen backlog or an agent that is restarting, with growing pauses.
+func connect(path string, wait time.Duration) (*net.UnixConn, *cniError) {
+	deadline := time.Now().Add(wait)
+	pause := 5 * time.Millisecond
+	for {
+		conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			return conn, nil
+		}
+		retry := errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+		if !retry || time.Now().Add(pause).After(deadline) {
+			return nil, &cniError{ErrTryAgainLater, "podnet agent is not reachable",
+				fmt.Sprintf("connect %s: %s; is the podnet agent running on this node?", path, strerror(err))}
+		}
+		time.Sleep(pause)
+		pause *= 2
+		if pause > 250*time.Millisecond {
+			pause = 250 * time.Millisecond
+		}
+	}
+}
+
+// send writes the request; the descriptor rides on the first bytes (SCM_RIGHTS).
+func send(conn *net.UnixConn, data []byte, fd int) error {
+	if fd >= 0 {
+		n, _, err := conn.WriteMsgUnix(data, syscall.UnixRights(fd), nil)
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	for len(data) > 0 {
+		n, err := conn.Write(data)
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+func readLine(conn *net.UnixConn) ([]byte, error) {
+	var buf bytes.Buffer
+	chunk := make([]byte, 65536)
+	for buf.Len() <= maxResponse {
+		n, err := conn.Read(chunk)
+		buf.Write(chunk[:n])
+		if i := bytes.IndexByte(buf.Bytes(), '\n'); i >= 0 {
+			return buf.Bytes()[:i], nil
+		}
+		if err == io.EOF {
+			return buf.Bytes(), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// fail reports a transport error in the config's version where that is one podnet speaks;
+// STATUS says "plugin not available" (spec.transport_error).
+func fail(command string, h head, e *cniError) int {
+	if command == "STATUS" && e.Code == ErrTryAgainLater {
+		e = &cniError{ErrPluginNotAvailable, "plugin not available", e.Details}
+	}
+	version := CurrentVersion
+	if v, ok := h.CNIVersion.(string); ok {
+		for _, known := range SupportedVersions {
+			if v == known {
+				version = v
+			}
+		}
+	}
+	if command == "" {
+		command = "?"
+	}
+	emitError(version, e)
+	fmt.Fprintf(os.Stderr, "podnet: %s failed: %s\n", command, e.Error())
+	return 1
+}
+
+func emitError(version string, e *cniError) int {
+	out := map[string]interface{}{"cniVersion": version, "code": e.Code, "msg": e.Msg}
+	if e.Details != "" {
+		out["details"] = e.Details
+	}
+	emit(out)
+	return 1
+}
+
+func emit(payload interface{}) {
+	data, _ := json.Marshal(payload)
+	os.Stdout.Write(append(data, '\n'))
+}
+
+func strerror(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,124 @@
+"""Both plugin binaries (compiled and Python) against one agent API: what each decides alone
+(VERSION, size limit, an unreachable or garbled agent) and what it forwards must be the same."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cni_shim_api import CONF, RESULT, FakeHandler
+
+from podnet.agent import api
+from podnet.cni import install, spec
+
+PLUGINS = {"compiled": install.compiled_plugin(), "python": Path(sys.executable).parent / "podnet-cni"}
+
+
+@pytest.fixture(params=sorted(PLUGINS))
+def plugin(request: pytest.FixtureRequest) -> Path:
+    path = PLUGINS[request.param]
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
+    return path
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[FakeHandler, Path]]:
+    handler = FakeHandler()
+    path = tmp_path / "agent.sock"
+    with api.serve(path, handler):
+        yield handler, path
+
+
+def call(plugin: Path, env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None, str]:
+    proc = subprocess.run([str(plugin)], input=stdin, env=env, capture_output=True, timeout=60)
+    out = proc.stdout.decode().strip()
+    assert out.count("\n") == 0, out  # one JSON line at most
+    return proc.returncode, (json.loads(out) if out else None), proc.stderr.decode()
+
+
+def env_for(command: str, sock: Path, netns: str = "") -> dict[str, str]:
+    env = {"CNI_COMMAND": command, "CNI_CONTAINERID": "abc", "CNI_IFNAME": "eth0", spec.SOCKET_ENV: str(sock)}
+    if netns:
+        env["CNI_NETNS"] = netns
+    return env
+
+
+def test_version_is_answered_without_the_agent(plugin: Path, tmp_path: Path) -> None:
+    for stdin in (b"", b'{"cniVersion": "1.0.0"}'):
+        assert call(plugin, env_for("VERSION", tmp_path / "none.sock"), stdin)[:2] == (0, spec.version_info())
+    rc, out, _ = call(plugin, env_for("VERSION", tmp_path / "none.sock"), b"[1, 2]")
+    assert rc == 1 and out is not None and out["code"] == spec.ERR_DECODE
+
+
+@pytest.mark.parametrize(("command", "code"), [("ADD", spec.ERR_TRY_AGAIN_LATER), ("STATUS", 50)])
+def test_an_unreachable_agent_is_worded_in_the_configs_version(
+    plugin: Path, tmp_path: Path, command: str, code: int
+) -> None:
+    conf = json.dumps({**CONF, "cniVersion": "1.1.0"}).encode()
+    env = {**env_for(command, tmp_path / "none.sock"), "PODNET_CNI_TIMEOUT": "0.2"}
+    rc, out, err = call(plugin, env, conf)
+    assert rc == 1 and out is not None and (out["code"], out["cniVersion"]) == (code, "1.1.0"), out
+    assert "is the podnet agent running" in out["details"] and err
+    rc, out, _ = call(plugin, env, b'{"cniVersion": "9.9.9"}')  # a version podnet does not speak
+    assert out is not None and out["cniVersion"] == spec.CURRENT_VERSION
+
+
+def test_a_config_over_the_limit_is_refused_before_it_is_sent(
+    plugin: Path, agent: tuple[FakeHandler, Path]
+) -> None:
+    handler, sock = agent
+    big = json.dumps({**CONF, "pad": "x" * spec.MAX_CONFIG}).encode()
+    rc, out, _ = call(plugin, env_for("ADD", sock), big)
+    assert rc == 1 and out is not None and out["code"] == spec.ERR_INVALID_NETCONF
+    assert handler.requests == []
+
+
+def test_the_agents_answer_is_printed_as_given(
+    plugin: Path, agent: tuple[FakeHandler, Path], tmp_path: Path
+) -> None:
+    handler, sock = agent
+    target = tmp_path / "ns"
+    target.write_text("")
+    handler.answer = {"ok": True, "result": RESULT}
+    rc, out, _ = call(plugin, env_for("ADD", sock, str(target)), json.dumps(CONF).encode())
+    assert rc == 0 and out is not None and out["cniVersion"] == "0.4.0" and out["ips"][0]["version"] == "4"
+    assert handler.netns_inodes == [target.stat().st_ino]  # the descriptor the plugin opened
+    handler.answer = {"ok": False, "code": 100, "msg": "IPAM exhausted", "details": "full"}
+    rc, out, err = call(plugin, env_for("ADD", sock, str(tmp_path / "gone")), json.dumps(CONF).encode())
+    assert (rc, out) == (1, {"cniVersion": "0.4.0", "code": 100, "msg": "IPAM exhausted", "details": "full"})
+    assert "IPAM exhausted" in err
+    assert handler.netns_inodes[-1] is None and "cannot be opened" in handler.requests[-1].netns_error
+    handler.answer = {"ok": True, "result": {}}
+    assert call(plugin, env_for("DEL", sock), json.dumps(CONF).encode())[:2] == (0, None)
+
+
+@pytest.mark.parametrize("reply", [b"garbage\n", b'{"exit": "x"}\n', b""])
+def test_a_garbled_agent_is_a_protocol_error(plugin: Path, tmp_path: Path, reply: bytes) -> None:
+    path = tmp_path / "bad.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1 << 20)
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    try:
+        rc, out, _ = call(plugin, env_for("ADD", path), json.dumps(CONF).encode())
+    finally:
+        thread.join(timeout=10)
+        server.close()
+    assert rc == 1 and out is not None
+    assert out["code"] == spec.ERR_AGENT_PROTOCOL, out
