@@ -164,6 +164,7 @@ class CniHandler:
         self.fail_after_ipam = fail_after_ipam
         self._lock = threading.Lock()
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._index = {r.host_ifname: r for r in self._read_records()}  # the files, in memory
         for r in self.records():  # one by one: a bad record must not keep the agent from starting
             try:
                 allocator.restore({f"{r.container_id}/{r.ifname}": tuple(a.ip for a in r.addresses)})
@@ -201,6 +202,10 @@ class CniHandler:
         return self.store_dir / f"{owned.endpoint_host_ifname(container_id, ifname)}.json"
 
     def records(self) -> list[Endpoint]:
+        """Every attachment recorded (the files as read at start and written since)."""
+        return sorted(self._index.values(), key=lambda r: r.host_ifname)
+
+    def _read_records(self) -> list[Endpoint]:
         """Every attachment recorded on disk (unreadable files are logged and skipped)."""
         found = []
         for path in sorted(self.store_dir.glob(f"{owned.ENDPOINT_PREFIX}*.json")):
@@ -215,20 +220,18 @@ class CniHandler:
         return [source_of(r) for r in self.records()]
 
     def _load(self, container_id: str, ifname: str) -> Endpoint | None:
-        path = self._record_path(container_id, ifname)
-        try:
-            return Endpoint.from_json(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        return self._index.get(owned.endpoint_host_ifname(container_id, ifname))
 
     def _save(self, record: Endpoint) -> None:
+        """Write the record (atomically: a kill -9 leaves the old file or the new one). No fsync:
+        the records protect against the agent dying, and the page cache outlives the agent; a
+        machine that loses power loses its pods' namespaces with it, and the reaper then frees
+        whatever a half-written store still names."""
         path = self._record_path(record.container_id, record.ifname)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(record.to_json(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp.write_text(json.dumps(record.to_json()))
         os.replace(tmp, path)
+        self._index[record.host_ifname] = record
 
     def _pod_addresses(self, record: Endpoint) -> tuple[ep.PodAddress, ...]:
         """The record's addresses with their gateways; a record written before gateways were
@@ -262,6 +265,7 @@ class CniHandler:
     def _forget(self, container_id: str, ifname: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._record_path(container_id, ifname).unlink()
+        self._index.pop(owned.endpoint_host_ifname(container_id, ifname), None)
 
     # ---- API -----------------------------------------------------------------------------------
 
@@ -444,6 +448,26 @@ class CniHandler:
         if failures:
             raise spec.CniError(spec.ERR_INTERFACE_SETUP, "GC incomplete", "; ".join(failures))
         return {}
+
+    def stale(self) -> list[Endpoint]:
+        """Recorded attachments whose node-side link is gone: the pod's namespace was destroyed
+        (which deletes both veth ends) without a CNI DEL, or the agent died between recording an
+        ADD and wiring it."""
+        with self._lock:
+            return self._stale()
+
+    def _stale(self) -> list[Endpoint]:
+        links = set(ep.list_endpoints(self.host_netns))
+        return [r for r in self.records() if r.host_ifname not in links]
+
+    def reap_stale(self) -> list[Endpoint]:
+        """Release every stale attachment (addresses, guard entries, records); returns them. Under
+        the call lock, so an ADD between recording and wiring is never taken for stale."""
+        with self._lock:
+            gone = self._stale()
+            for record in gone:
+                self._remove(record)
+            return gone
 
     def _remove(self, record: Endpoint) -> None:
         """Remove an attachment the runtime no longer lists (GC) or whose pod is gone (reaper)."""

@@ -119,6 +119,7 @@ class Agent:
             comp.Masquerade(lambda: self.config, self._guard_nft),
             self.guard,
             self.pmtu,
+            comp.EndpointReaper(lambda: self.cni_handler, lambda: self.config.endpoint_gc_interval),
         ]
 
     # ---- start ---------------------------------------------------------------------------------

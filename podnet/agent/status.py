@@ -68,6 +68,7 @@ def status_document(
         },
         "masquerade": components.get("masquerade", {"mode": "disabled"}),
         "guard": components.get("guard", {"enabled": False}),
+        "endpoints": components.get("endpoints", {}),
         "errors": [*config_errors, *info.errors],
         "reconciles": info.reconciles,
         "lastReconcile": info.last_reconcile,

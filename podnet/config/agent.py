@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class AgentConfig:
     enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
     pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
     pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
+    endpoint_gc_interval: float = 300.0  # seconds between sweeps for pods whose namespace is gone; 0: off
     agent_socket: Path = Path("/var/run/podnet/agent.sock")
     state_dir: Path = Path("/var/lib/podnet")
     devices: tuple[str, ...] = field(default=())
@@ -104,6 +106,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
     "pod_guard_node_ports": ("podGuard.nodePorts", "pod-guard-node-ports"),
+    "endpoint_gc_interval": ("endpointGCInterval", "endpoint-gc-interval"),
     "agent_socket": ("agentSocket", "agent-socket"),
     "state_dir": ("stateDir", "state-dir"),
     "devices": ("devices", "device"),
@@ -223,6 +226,28 @@ def _cidr6(key: str, value: Any) -> ipaddress.IPv6Network:
         raise ConfigError(key, f"{value!r} is not an IPv6 CIDR like fd00:10:244::/48 ({exc})") from None
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _duration(key: str, value: Any) -> float:
+    """Seconds from a Go duration as Cilium writes them (``5m0s``, ``90s``, ``1h``, ``0``) or a
+    plain number of seconds."""
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ConfigError(
+                key, f"{value!r} is not a duration; write it like 5m0s, 30s or 0 (off)"
+            ) from None
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(key, f"{value!r} is not a duration; it must be 0 (off) or more")
+    return seconds
+
+
 def _text(key: str, value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -252,6 +277,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "enable_source_ip_verification": _bool,
     "pod_guard": _bool,
     "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in _list(v)),
+    "endpoint_gc_interval": _duration,
     "agent_socket": lambda k, v: Path(_text(k, v)),
     "state_dir": lambda k, v: Path(_text(k, v)),
     "devices": lambda k, v: _list(v),

@@ -170,6 +170,19 @@ def guard_line(guard: dict[str, Any]) -> str:
     return f"nftables [{', '.join(parts)}], drops: {', '.join(drops) or 'none'}"
 
 
+def endpoints_line(eps: dict[str, Any]) -> str:
+    """``12 (2 stale: netns gone, no CNI DEL: c1/eth0 10.0.1.5/32 ...), GC every 300s, 3 reaped``."""
+    stale = eps.get("stale") or []
+    listed = ", ".join(f"{e['containerID']}/{e['ifname']} {' '.join(e['addresses'])}" for e in stale[:3])
+    more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+    interval = float(eps.get("gcInterval") or 0)
+    gc = f"GC every {interval:g}s" if interval else "GC off (endpointGCInterval 0): run CNI GC or DEL"
+    head = f"{eps.get('total', 0)}" + (
+        f" ({len(stale)} stale: netns gone, no CNI DEL: {listed}{more})" if stale else ""
+    )
+    return f"{head}, {gc}, {eps.get('reaped', 0)} reaped"
+
+
 def print_status(out: dict[str, Any]) -> None:
     for name, s in out["nodes"].items():
         agent = s.get("agent", {})
@@ -205,6 +218,8 @@ def print_status(out: dict[str, Any]) -> None:
                 f"{ipam.get('used')}/{ipam.get('total')} allocated",
             ),
         ]
+        if s.get("endpoints"):
+            rows.append(("Endpoints", endpoints_line(s["endpoints"])))
         bgp = _bgp_line(s.get("bgp"))
         if bgp:
             rows.append(("BGP", bgp))

@@ -166,6 +166,7 @@ def node_status(
         },
         "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
         "guard": doc.get("guard") or {"enabled": False},
+        "endpoints": doc.get("endpoints") or {},
         "bgp": doc.get("bgp"),
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total")},

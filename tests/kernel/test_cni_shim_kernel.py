@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from cninode import CONF, ROUTE_MTU, ROUTER, Node, pod_path
@@ -225,3 +227,86 @@ def test_a_second_attachment_never_takes_or_breaks_the_first(
     assert f"default via {ROUTER} dev eth0" in ip("-n", pod, "route")
     rc, out = node.cni("CHECK", "c2", pod_path(pod), ifname="eth0")
     assert rc == 0, out
+
+
+PRIVATE_RUNTIME = r"""
+set -eu
+mount -t tmpfs pnt-private "$DIR"           # seen only in this mount namespace
+touch "$DIR/c1" "$DIR/c2"
+unshare --net="$DIR/c1" true                # two pod namespaces, bound to files here only
+unshare --net="$DIR/c2" true
+cni() { CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS="$DIR/$2" ip netns exec "$NODE" "$PLUGIN" < "$CONF"; }
+cni ADD c1 > "$OUT/add"
+cni CHECK c1
+nsenter --net="$DIR/c1" ip -o addr show eth0 > "$OUT/addr"
+cni ADD c2 > /dev/null
+cni DEL c2
+cni DEL c2
+"""
+
+
+def test_a_runtime_in_its_own_mount_namespace_and_a_pod_that_vanishes_without_del(
+    make_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    """The runtime's netns paths exist only in its private mount namespace (podman started with
+    ``ip netns exec``): the plugin opens them there and hands the descriptor over, so ADD, CHECK
+    and DEL work although the agent cannot see the path. When that namespace goes away with no
+    DEL (containerd's ``ctr`` after kill and rm), status shows the endpoint stale and the reaper
+    frees it."""
+    import json
+    import os
+
+    from podnet.agent.components import EndpointReaper
+
+    node = make_node()
+    private, out, conf = tmp_path / "private", tmp_path / "out", tmp_path / "conf.json"
+    private.mkdir()
+    out.mkdir()
+    conf.write_text(json.dumps(CONF))
+    env = {**node.env("ADD", "", ""), "DIR": str(private), "OUT": str(out), "CONF": str(conf),
+           "NODE": node.ns, "PLUGIN": str(node.plugin)}  # fmt: skip
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", PRIVATE_RUNTIME],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert not os.listdir(private)  # the agent's mount namespace never saw the pods' paths
+    address = json.loads((out / "add").read_text())["ips"][0]["address"]
+    assert address in (out / "addr").read_text()
+    assert [r.container_id for r in node.handler.records()] == ["c1"]  # c2's DEL went through
+
+    # the runtime's mount namespace is gone, with the only reference to c1's network namespace
+    reaper = EndpointReaper(lambda: node.handler, lambda: 300.0)
+    deadline = time.monotonic() + 30
+    while not node.handler.stale() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [r.container_id for r in node.handler.stale()] == ["c1"]
+    assert reaper.status()["stale"][0]["addresses"] == [address]
+    assert [r.container_id for r in reaper.sweep()] == ["c1"]
+    assert node.handler.records() == [] and node.allocator.allocated() == {}
+    assert node.lxc_links() == [] and reaper.status()["reaped"] == 1
+    assert reaper.sweep() == []  # nothing twice
+
+
+def test_a_record_left_by_a_crash_mid_add_is_stale_and_reaped_after_a_restart(
+    make_node: Callable[..., Node],
+) -> None:
+    """An ADD recorded but never wired (the agent killed between the two): after a restart it
+    holds an address that no pod has; the reaper gives it back."""
+    import json
+
+    from podnet.model import Endpoint
+
+    node = make_node()
+    record = Endpoint(
+        container_id="crashed", ifname="eth0", netns="/run/netns/pnt-gone",
+        host_ifname=owned.endpoint_host_ifname("crashed", "eth0"),
+        addresses=(ipaddress.ip_interface("10.77.0.9/32"),), gateways=(ROUTER,),
+    )  # fmt: skip
+    (node.handler.store_dir / f"{record.host_ifname}.json").write_text(json.dumps(record.to_json()))
+    fresh = MultiCIDRAllocator([ipaddress.IPv4Network("10.77.0.0/24")])
+    restarted = CniHandler(node.ns, fresh, ROUTE_MTU, node.handler.store_dir)
+    assert fresh.allocated() == {"crashed/eth0": (ipaddress.IPv4Address("10.77.0.9"),)}
+    assert [r.container_id for r in restarted.reap_stale()] == ["crashed"]
+    assert fresh.allocated() == {} and restarted.records() == []
+    assert not (node.handler.store_dir / f"{record.host_ifname}.json").exists()

@@ -232,3 +232,17 @@ def test_a_config_file_with_a_key_given_twice_is_refused(tmp_path: Path) -> None
     path.write_text("nodeName: n1\nroutingMode: native\nroutingMode: tunnel\n")
     with pytest.raises(ConfigError, match=r"duplicate key 'routingMode' at line 3 \(first at line 2\)"):
         load_config_file(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("5m0s", 300.0), ("30s", 30.0), ("1h30m", 5400.0), ("0", 0.0), (90, 90.0)]
+)
+def test_endpoint_gc_interval_takes_cilium_durations(value: object, seconds: float) -> None:
+    assert load_config({**NODE, "endpointGCInterval": value}).endpoint_gc_interval == seconds
+    assert load_config({**NODE, "endpoint-gc-interval": value}).endpoint_gc_interval == seconds
+
+
+@pytest.mark.parametrize("value", ["5 min", "-1s", "-3", "nan", "inf", "m", ""])
+def test_a_bad_endpoint_gc_interval_is_refused_with_an_example(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"endpointGCInterval.*(5m0s|0 \(off\) or more)"):
+        load_config({**NODE, "endpointGCInterval": value})
