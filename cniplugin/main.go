@@ -114,17 +114,32 @@ func run() int {
 }
 
 // version answers VERSION without the agent (runtimes ask before every ADD and DEL): stdin is
-// empty or a JSON object, anything else is code 6 (spec.version_answer).
+// empty or a JSON object, anything else is code 6; the answer speaks the config's cniVersion
+// when it is one podnet knows, else the newest (spec.version_answer).
 func version(stdin []byte) int {
+	answer := CurrentVersion
 	if len(bytes.TrimSpace(stdin)) > 0 {
 		var config map[string]interface{}
 		if json.Unmarshal(stdin, &config) != nil || config == nil {
 			return emitError(CurrentVersion, &cniError{ErrDecode, "failed to decode network config from stdin",
 				"stdin is not a JSON object"})
 		}
+		answer = known(config["cniVersion"])
 	}
-	emit(map[string]interface{}{"cniVersion": CurrentVersion, "supportedVersions": SupportedVersions})
+	emit(map[string]interface{}{"cniVersion": answer, "supportedVersions": SupportedVersions})
 	return 0
+}
+
+// known is v when it is a version podnet speaks, else the newest.
+func known(v interface{}) string {
+	if text, ok := v.(string); ok {
+		for _, supported := range SupportedVersions {
+			if text == supported {
+				return text
+			}
+		}
+	}
+	return CurrentVersion
 }
 
 func socketPath(h head) string {
@@ -238,14 +253,7 @@ func fail(command string, h head, e *cniError) int {
 	if command == "STATUS" && e.Code == ErrTryAgainLater {
 		e = &cniError{ErrPluginNotAvailable, "plugin not available", e.Details}
 	}
-	version := CurrentVersion
-	if v, ok := h.CNIVersion.(string); ok {
-		for _, known := range SupportedVersions {
-			if v == known {
-				version = v
-			}
-		}
-	}
+	version := known(h.CNIVersion)
 	if command == "" {
 		command = "?"
 	}

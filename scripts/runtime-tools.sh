@@ -30,6 +30,9 @@ command -v apt-get >/dev/null && command -v dpkg-query >/dev/null \
 
 export DEBIAN_FRONTEND=noninteractive
 apt_lock=(-o DPkg::Lock::Timeout=300)
+# podman's package ships /etc/cni/net.d/87-podman-bridge.conflist: the machine's own CNI config
+# directory is never written, so dpkg leaves /etc/cni out (podnet points podman at its own dirs).
+no_etc_cni=(-o 'DPkg::Options::=--path-exclude=/etc/cni*')
 
 # run LOG CMD...: runs CMD with its output in LOG; on failure shows the log's tail and stops.
 run() {
@@ -54,7 +57,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   aptlog=$(mktemp /tmp/$prog-apt.XXXXXX.log)
   echo "$prog: installing Debian packages: ${missing[*]} (log: $aptlog)" >&2
   run "$aptlog" apt-get -q "${apt_lock[@]}" update
-  run "$aptlog" apt-get -q -y "${apt_lock[@]}" install --no-install-recommends "${missing[@]}"
+  run "$aptlog" apt-get -q -y "${apt_lock[@]}" "${no_etc_cni[@]}" install --no-install-recommends "${missing[@]}"
   rm -f "$aptlog"
 fi
 

@@ -25,7 +25,7 @@ from podnet import owned
 from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
 from podnet.datapath.guard import EndpointSource
-from podnet.datapath.objects import default_route
+from podnet.datapath.objects import SCOPE_LINK, Route
 from podnet.ipam.base import Allocation, Allocator
 from podnet.ipam.host import IPAMExhausted, router_ip
 from podnet.model import Endpoint
@@ -142,6 +142,17 @@ class _Call:
     @property
     def owner(self) -> str:
         return f"{self.container_id}/{self.ifname}"
+
+
+def _route_json(route: Route) -> dict[str, Any]:
+    out: dict[str, Any] = {"dst": str(route.dst)}
+    if route.gateway is not None:
+        out["gw"] = str(route.gateway)
+    if route.mtu:
+        out["mtu"] = route.mtu
+    if route.scope == SCOPE_LINK:
+        out["scope"] = SCOPE_LINK
+    return out
 
 
 class CniHandler:
@@ -364,7 +375,7 @@ class CniHandler:
             )  # fmt: skip
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
             undo.pop_all()
-        return self._result(info, spec.dns_of(call.config))
+        return self._result(info, record.default_route, spec.dns_of(call.config))
 
     def _addresses(self, allocations: Sequence[Allocation], owner: str) -> tuple[ep.PodAddress, ...]:
         """One host-prefix address per allocation, each with the gateway IPAM gave it."""
@@ -375,8 +386,15 @@ class CniHandler:
             for a in allocations
         )
 
-    def _result(self, info: ep.EndpointInfo, dns: dict[str, Any]) -> dict[str, Any]:
-        """The CNI result: both interfaces, each address with its gateway, a default route per family."""
+    def _result(self, info: ep.EndpointInfo, owns_default: bool, dns: dict[str, Any]) -> dict[str, Any]:
+        """The CNI result: both interfaces, each address with its gateway, and the routes the pod
+        got: the on-link route to each gateway and, for the attachment that owns it, a default
+        route per family (``mtu``/``scope`` only survive in 1.1.0 results: older ones lack them)."""
+        routes = [
+            _route_json(route)
+            for a in info.addresses
+            for route in ep.pod_routes(info.pod_ifname, a, self.route_mtu, owns_default)
+        ]
         return {
             "cniVersion": spec.CURRENT_VERSION,
             "interfaces": [
@@ -386,10 +404,7 @@ class CniHandler:
             "ips": [
                 {"address": str(a.address), "gateway": str(a.gateway), "interface": 1} for a in info.addresses
             ],
-            "routes": [
-                {"dst": str(default_route(a.family)), "gw": str(a.gateway), "mtu": self.route_mtu}
-                for a in info.addresses
-            ],
+            "routes": routes,
             "dns": dns,
         }
 

@@ -347,7 +347,9 @@ def version_info() -> dict[str, Any]:
 
 def version_answer(stdin: bytes) -> tuple[int, dict[str, Any]]:
     """VERSION, answered by the plugin itself (runtimes ask before every ADD and DEL): stdin is
-    empty or a JSON object; anything else is code 6."""
+    empty or a JSON object, anything else is code 6. The answer speaks the config's
+    ``cniVersion`` when it is one podnet knows (what the runtime parses), else the newest."""
+    config: Any = {}
     if stdin.strip():
         try:
             config = json.loads(stdin)
@@ -358,7 +360,8 @@ def version_answer(stdin: bytes) -> tuple[int, dict[str, Any]]:
                 ERR_DECODE, "failed to decode network config from stdin", "stdin is not a JSON object"
             )
             return 1, error.to_json()
-    return 0, version_info()
+    asked = config.get("cniVersion")
+    return 0, {**version_info(), "cniVersion": asked if asked in SUPPORTED_VERSIONS else CURRENT_VERSION}
 
 
 def config_head(stdin: bytes) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
 from podnet.datapath.kernel import addr as kaddr
+from podnet.datapath.kernel import is_exists, is_gone
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import route as kroute
 from podnet.datapath.objects import SCOPE_LINK, Route, default_route, host_prefix
@@ -250,32 +251,26 @@ def add_endpoint(
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
         with _host(host_netns) as host, _pod(pod_netns) as (fd, pod), contextlib.ExitStack() as undo:
-            if not _is_our_pair(host, pod, host_ifname, ifname):
-                if klink.link_index(pod, ifname) is not None:
-                    raise EndpointError(
-                        f"interface {ifname} already exists in {pod_netns.label} and is not podnet's "
-                        f"{host_ifname} peer; pick another CNI_IFNAME or remove it"
-                    )
-                klink.delete_link(host, host_ifname)  # a stale end of ours whose peer is elsewhere
-                host.link("add", ifname=host_ifname, kind="veth", peer={"ifname": ifname, "net_ns_fd": fd})
+            fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label)
+            if fresh:
                 undo.callback(klink.delete_link, host, host_ifname)
-            host_idx = klink.link_index(host, host_ifname)
-            pod_idx = klink.link_index(pod, ifname)
-            if host_idx is None or pod_idx is None:
+            host_link, pod_link = _get_link(host, host_ifname), _get_link(pod, ifname)
+            if host_link is None or pod_link is None:
                 raise EndpointError(f"veth {host_ifname}/{ifname} vanished while being set up")
-            host.link("set", index=host_idx, state="up")
-            lo_idx = klink.link_index(pod, "lo")
-            if lo_idx is not None:
-                pod.link("set", index=lo_idx, state="up")
+            host_idx, pod_idx = int(host_link["index"]), int(pod_link["index"])
+            if not fresh:
+                host.link("set", index=host_idx, state="up")
+            pod.link("set", index=LOOPBACK_INDEX, state="up")
             pod.link("set", index=pod_idx, state="up")
             for address in addresses:
-                kaddr.ensure_addr(pod, pod_idx, address.address)
+                if fresh:  # a new veth has no addresses: no need to read them first
+                    kaddr.add_addr(pod, pod_idx, address.address)
+                else:
+                    kaddr.ensure_addr(pod, pod_idx, address.address)
                 for route in pod_routes(ifname, address, route_mtu, owns_default):
                     kroute.replace_route(pod, route, pod_idx)
                 host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
                 kroute.replace_route(host, host_route, host_idx)
-            host_link = klink.link_msg(host, host_idx)
-            pod_link = klink.link_msg(pod, pod_idx)
             undo.pop_all()
     except NetlinkError as exc:
         listed = ", ".join(str(a.address) for a in addresses)
@@ -293,6 +288,45 @@ def add_endpoint(
         addresses=tuple(addresses),
         netns_path=pod_netns.label,
     )
+
+
+LOOPBACK_INDEX = 1  # every network namespace's lo
+
+
+def _make_pair(host: IPRoute, pod: IPRoute, fd: int, host_ifname: str, ifname: str, label: str) -> bool:
+    """Make the veth (node end up, pod end born in the pod); True when made now, False when our
+    pair is there already. The common case is one netlink call; only a name that exists leads to
+    lookups: our pair is kept, a stale node end of ours is replaced, a stranger's name refused."""
+    try:
+        _add_veth(host, fd, host_ifname, ifname)
+        return True
+    except NetlinkError as exc:
+        if not is_exists(exc):
+            raise
+    if _is_our_pair(host, pod, host_ifname, ifname):
+        return False
+    if klink.link_index(pod, ifname) is not None:
+        raise EndpointError(
+            f"interface {ifname} already exists in {label} and is not podnet's {host_ifname} peer; "
+            "pick another CNI_IFNAME or remove it"
+        )
+    klink.delete_link(host, host_ifname)  # a stale end of ours whose peer is elsewhere
+    _add_veth(host, fd, host_ifname, ifname)
+    return True
+
+
+def _add_veth(host: IPRoute, fd: int, host_ifname: str, ifname: str) -> None:
+    host.link("add", ifname=host_ifname, kind="veth", state="up", peer={"ifname": ifname, "net_ns_fd": fd})
+
+
+def _get_link(ipr: IPRoute, ifname: str) -> object | None:
+    """The link's message (index, MAC, flags) in one call; None when there is no such link."""
+    try:
+        return ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if is_gone(exc):
+            return None
+        raise
 
 
 def del_endpoint(

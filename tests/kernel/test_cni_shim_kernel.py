@@ -52,7 +52,11 @@ def test_add_wires_pods_that_reach_router_and_each_other(
     addr_a = result["ips"][0]["address"]
     assert addr_a == "10.77.0.2/32" and result["ips"][0]["gateway"] == str(ROUTER)
     assert result["ips"][0]["interface"] == 1 and "version" not in result["ips"][0]
-    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": str(ROUTER), "mtu": ROUTE_MTU}]
+    # the on-link route to the gateway the pod got, then its default route (CONF is 1.1.0)
+    assert result["routes"] == [
+        {"dst": f"{ROUTER}/32", "scope": 253},
+        {"dst": "0.0.0.0/0", "gw": str(ROUTER), "mtu": ROUTE_MTU},
+    ]
     rc, result_b = node.cni("ADD", "cid-b", pod_path(pod_b))
     assert rc == 0 and result_b is not None
     addr_b = result_b["ips"][0]["address"]
@@ -87,7 +91,8 @@ def test_old_cni_version_gets_old_result_form(
     rc, result = node.cni("ADD", "cid-old", pod_path(pod), config={**CONF, "cniVersion": "0.4.0"})
     assert rc == 0 and result is not None
     assert result["cniVersion"] == "0.4.0"
-    assert result["ips"][0]["version"] == "4" and "mtu" not in result["routes"][0]
+    assert result["ips"][0]["version"] == "4"
+    assert result["routes"] == [{"dst": f"{ROUTER}/32"}, {"dst": "0.0.0.0/0", "gw": str(ROUTER)}]
 
 
 def test_del_succeeds_when_netns_is_gone(
@@ -167,7 +172,7 @@ def test_exhausted_allocator_and_status(
 def test_version_through_the_real_binary(make_node: Callable[..., Node]) -> None:
     node = make_node()
     rc, out = node.cni("VERSION", stdin=b'{"cniVersion": "1.0.0"}')
-    assert rc == 0 and out == {"cniVersion": "1.1.0", "supportedVersions": list(spec.SUPPORTED_VERSIONS)}
+    assert rc == 0 and out == {"cniVersion": "1.0.0", "supportedVersions": list(spec.SUPPORTED_VERSIONS)}
 
 
 def test_gc_removes_attachments_not_listed_and_orphan_links(
@@ -219,6 +224,7 @@ def test_a_second_attachment_never_takes_or_breaks_the_first(
     assert node.cni("ADD", "c2", pod_path(pod), ifname="eth0")[0] == 0
     rc, second = node.cni("ADD", "c2", pod_path(pod), ifname="net1")
     assert rc == 0 and second is not None
+    assert second["routes"] == [{"dst": f"{ROUTER}/32", "scope": 253}]  # it does not own the default
     routes = ip("-n", pod, "route")
     assert f"default via {ROUTER} dev eth0" in routes and "dev net1" in routes, routes
     assert not any(line.startswith("default") and "net1" in line for line in routes.splitlines()), routes

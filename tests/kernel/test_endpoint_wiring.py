@@ -104,6 +104,7 @@ def test_failure_after_veth_creation_rolls_back(
         raise NetlinkError(errno.EPERM, "injected")
 
     monkeypatch.setattr(ep.kaddr, "ensure_addr", failing)  # the step after the veth is made
+    monkeypatch.setattr(ep.kaddr, "add_addr", failing)
     with pytest.raises(ep.EndpointError, match="failed to wire eth0"):
         add(node, f"/run/netns/{pod}", "cid3", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []

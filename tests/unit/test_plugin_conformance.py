@@ -51,9 +51,14 @@ def env_for(command: str, sock: Path, netns: str = "") -> dict[str, str]:
     return env
 
 
-def test_version_is_answered_without_the_agent(plugin: Path, tmp_path: Path) -> None:
-    for stdin in (b"", b'{"cniVersion": "1.0.0"}'):
-        assert call(plugin, env_for("VERSION", tmp_path / "none.sock"), stdin)[:2] == (0, spec.version_info())
+def test_version_is_answered_without_the_agent_in_the_configs_version(plugin: Path, tmp_path: Path) -> None:
+    env = env_for("VERSION", tmp_path / "none.sock")
+    for stdin, speaks in (
+        (b"", "1.1.0"),
+        (b'{"cniVersion": "1.0.0"}', "1.0.0"),
+        (b'{"cniVersion": "7"}', "1.1.0"),
+    ):
+        assert call(plugin, env, stdin)[:2] == (0, {**spec.version_info(), "cniVersion": speaks})
     rc, out, _ = call(plugin, env_for("VERSION", tmp_path / "none.sock"), b"[1, 2]")
     assert rc == 1 and out is not None and out["code"] == spec.ERR_DECODE
 

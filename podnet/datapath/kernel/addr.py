@@ -39,6 +39,11 @@ def ensure_addr(ipr: IPRoute, index: int, address: Interface) -> bool:
     """Add ``address`` (e.g. 10.244.1.1/32) to link ``index``; True when added now."""
     if address in addresses(ipr, index):
         return False
+    return add_addr(ipr, index, address)
+
+
+def add_addr(ipr: IPRoute, index: int, address: Interface) -> bool:
+    """Add ``address`` without reading the link's addresses first (one call); False if there."""
     extra = {"nodad": True} if address.version == 6 else {}
     try:
         ipr.addr("add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen, **extra)
