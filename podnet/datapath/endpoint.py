@@ -268,7 +268,10 @@ def add_endpoint(
                 else:
                     kaddr.ensure_addr(pod, pod_idx, address.address)
                 for route in pod_routes(ifname, address, route_mtu, owns_default):
-                    kroute.replace_route(pod, route, pod_idx)
+                    if owns_default:
+                        kroute.replace_route(pod, route, pod_idx)
+                    else:  # never take the owner's route to the same gateway away from it
+                        _add_unless_there(pod, route, pod_idx)
                 host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
                 kroute.replace_route(host, host_route, host_idx)
             undo.pop_all()
@@ -291,6 +294,14 @@ def add_endpoint(
 
 
 LOOPBACK_INDEX = 1  # every network namespace's lo
+
+
+def _add_unless_there(ipr: IPRoute, route: Route, index: int) -> None:
+    try:
+        ipr.route("add", **kroute.route_kwargs(route, index))
+    except NetlinkError as exc:
+        if not is_exists(exc):
+            raise
 
 
 def _make_pair(host: IPRoute, pod: IPRoute, fd: int, host_ifname: str, ifname: str, label: str) -> bool:

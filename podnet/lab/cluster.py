@@ -64,9 +64,13 @@ def pool_settings(topo: Topology) -> tuple[list[str], int]:
     return [str(c) for c in cfg.cluster_pool_ipv4_cidrs], cfg.cluster_pool_ipv4_mask_size
 
 
+LAB_ENDPOINT_GC = "10s"  # lab pods come and go in seconds (a topology may set its own)
+
+
 def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
     """The agent's YAML: the cluster's settings, the node's overrides, and the lab's wiring."""
     cfg = topo.node_config(node.name)
+    cfg.setdefault("endpointGCInterval", LAB_ENDPOINT_GC)
     tls = client_tls(topo, node.name)
     etcd = {**cfg.get("etcd", {}), "endpoints": etcd_endpoints(topo)}
     if tls is not None:

@@ -226,8 +226,10 @@ def test_a_second_attachment_never_takes_or_breaks_the_first(
     assert rc == 0 and second is not None
     assert second["routes"] == [{"dst": f"{ROUTER}/32", "scope": 253}]  # it does not own the default
     routes = ip("-n", pod, "route")
-    assert f"default via {ROUTER} dev eth0" in routes and "dev net1" in routes, routes
+    assert f"default via {ROUTER} dev eth0" in routes, routes
+    assert second["ips"][0]["address"] in ip("-n", pod, "addr", "show", "net1")
     assert not any(line.startswith("default") and "net1" in line for line in routes.splitlines()), routes
+    assert f"{ROUTER} dev eth0" in routes, routes  # the owner keeps its on-link route to the gateway
     assert node.cni("CHECK", "c2", pod_path(pod), ifname="net1")[0] == 0
     assert node.cni("DEL", "c2", pod_path(pod), ifname="net1")[0] == 0
     assert f"default via {ROUTER} dev eth0" in ip("-n", pod, "route")
