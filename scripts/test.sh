@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, set up from nothing: Debian packages + .venv (scripts/setup.sh),
-# ruff, the layer contracts (lint-imports, pyproject.toml [tool.importlinter]), then pytest
+# The whole test suite, set up from nothing: Debian packages + .venv + the compiled plugin
+# (scripts/setup.sh), the runtime tier's CNI clients (scripts/runtime-tools.sh), ruff, the layer contracts (lint-imports, pyproject.toml [tool.importlinter]), then pytest
 # (unit, kernel and lab tiers). Run as root. Exit status: 1 when ruff or a contract fails, else
 # pytest's, where "no tests collected" (5) counts as a failure.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh || exit 1
+echo "== runtime tools (cnitool from Debian's source, podman, runc, busybox)"
+bash scripts/runtime-tools.sh || exit 1
 echo "== ruff"
 .venv/bin/ruff check podnet tests bench || exit 1
 echo "== lint-imports"
