@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -69,8 +70,10 @@ func run() int {
 		return emitError(CurrentVersion, &cniError{ErrInvalidNetconf, "invalid network config",
 			fmt.Sprintf("the network config is %d bytes; podnet accepts at most %d bytes", len(stdin), MaxConfig)})
 	}
-	var h head
-	_ = json.Unmarshal(stdin, &h) // unreadable: the agent says why; we only need the two fields
+	h, derr := readHead(stdin)
+	if derr != nil {
+		return fail(command, head{}, derr)
+	}
 	env := map[string]string{}
 	for _, name := range ForwardedEnv {
 		if value, ok := os.LookupEnv(name); ok {
@@ -140,6 +143,28 @@ func known(v interface{}) string {
 		}
 	}
 	return CurrentVersion
+}
+
+// readHead takes the two fields the plugin needs; a config that is not a JSON object is code 6
+// here already (spec.config_head). Numbers stay text, so no value is refused for its size.
+func readHead(stdin []byte) (head, *cniError) {
+	decoder := json.NewDecoder(bytes.NewReader(stdin))
+	decoder.UseNumber()
+	var config map[string]interface{}
+	if err := decoder.Decode(&config); err != nil {
+		detail := err.Error()
+		if strings.Contains(detail, "exceeded max depth") {
+			detail = "the JSON is nested too deeply" // spec.config_head's words
+		}
+		return head{}, &cniError{ErrDecode, "failed to decode network config from stdin", detail}
+	}
+	if config == nil {
+		return head{}, &cniError{ErrDecode, "failed to decode network config from stdin", "stdin is not a JSON object"}
+	}
+	if _, err := decoder.Token(); err != io.EOF {
+		return head{}, &cniError{ErrDecode, "failed to decode network config from stdin", "text after the JSON object"}
+	}
+	return head{CNIVersion: config["cniVersion"], AgentSocket: config["agentSocket"]}, nil
 }
 
 func socketPath(h head) string {

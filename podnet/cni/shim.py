@@ -127,10 +127,11 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
         return code
     try:
         spec.check_size(stdin)
+        head = spec.config_head(stdin)
     except spec.CniError as err:
         _emit(stdout, err.to_json())
+        print(f"podnet: {command} failed: {err}", file=sys.stderr)
         return 1
-    head = spec.config_head(stdin)
     request = {
         "op": "cni",
         "env": {k: env[k] for k in spec.FORWARDED_ENV if k in env},

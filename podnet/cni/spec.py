@@ -364,15 +364,21 @@ def version_answer(stdin: bytes) -> tuple[int, dict[str, Any]]:
     return 0, {**version_info(), "cniVersion": asked if asked in SUPPORTED_VERSIONS else CURRENT_VERSION}
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def config_head(stdin: bytes) -> dict[str, Any]:
-    """``cniVersion`` and ``agentSocket`` of the config when it is readable JSON, else nothing: a
-    plugin needs them only to find the agent and to word an error when the agent cannot answer."""
+    """``cniVersion`` and ``agentSocket`` of the config: a plugin needs them to find the agent
+    and to word an error when the agent cannot answer. A config that is not a JSON object is
+    code 6 here already (without the agent); everything else is the agent's to validate."""
     try:
-        config = json.loads(stdin)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return {}
+        config = json.loads(stdin, parse_constant=_no_constants)  # NaN/Infinity: not JSON (as Go)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = "the JSON is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise CniError(ERR_DECODE, "failed to decode network config from stdin", detail) from None
     if not isinstance(config, dict):
-        return {}
+        raise CniError(ERR_DECODE, "failed to decode network config from stdin", "stdin is not a JSON object")
     return {k: config[k] for k in ("cniVersion", "agentSocket") if isinstance(config.get(k), str)}
 
 

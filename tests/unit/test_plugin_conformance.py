@@ -127,3 +127,12 @@ def test_a_garbled_agent_is_a_protocol_error(plugin: Path, tmp_path: Path, reply
         server.close()
     assert rc == 1 and out is not None
     assert out["code"] == spec.ERR_AGENT_PROTOCOL, out
+
+
+@pytest.mark.parametrize("stdin", [b"{not json", b"[1]", b"null", b'{"cniVersion": NaN}', b"{} {}", b""])
+def test_a_config_that_is_not_a_json_object_is_code_6_even_without_an_agent(
+    plugin: Path, tmp_path: Path, stdin: bytes
+) -> None:
+    rc, out, err = call(plugin, env_for("ADD", tmp_path / "none.sock"), stdin)
+    assert rc == 1 and out is not None and out["code"] == spec.ERR_DECODE, out
+    assert "failed to decode" in out["msg"] and err
