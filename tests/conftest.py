@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from podnet.cni import install
 from podnet.util import netns
 
 TEST_PREFIX = "pnt-"
@@ -30,3 +32,15 @@ def netns_factory() -> Iterator[Callable[[str], str]]:
     yield make
     for name in reversed(made):
         netns.remove(name)
+
+
+PLUGINS = install.plugin_binaries()
+
+
+@pytest.fixture(params=sorted(PLUGINS))
+def plugin(request: pytest.FixtureRequest) -> Path:
+    """Each CNI plugin binary in turn (compiled, Python): tests that take it run on both."""
+    path = PLUGINS[request.param]
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
+    return path

@@ -46,6 +46,11 @@ def compiled_plugin() -> Path:
     return Path(override) if override else Path(sys.prefix) / "lib" / "podnet-plugin" / PLUGIN_NAME
 
 
+def plugin_binaries() -> dict[str, Path]:
+    """Both plugin binaries by kind: they behave alike, and the conformance tests run on both."""
+    return {"compiled": compiled_plugin(), "python": Path(sys.executable).parent / "podnet-cni"}
+
+
 def launcher_script(python: str = sys.executable) -> str:
     return (
         f"#!{python} -IS\n"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,10 @@ from pyroute2 import IPRoute
 from podnet import owned
 from podnet.agent import api
 from podnet.agent.cni_handler import CniHandler
-from podnet.cni import install, spec
+from podnet.cni import spec
 from podnet.ipam.cluster_pool import MultiCIDRAllocator
 from podnet.util import netns
 
-# The two plugin binaries; every test of a node runs against both (they must behave alike).
-PLUGINS = {"compiled": install.compiled_plugin(), "python": Path(sys.executable).parent / "podnet-cni"}
 ROUTER = ipaddress.IPv4Address("10.77.0.1")
 ROUTE_MTU = 1400
 CONF = {"cniVersion": "1.1.0", "name": "podnet", "type": "podnet"}
@@ -79,14 +76,6 @@ class Node:
 
 def pod_path(ns: str) -> str:
     return f"/run/netns/{ns}"
-
-
-@pytest.fixture(params=sorted(PLUGINS))
-def plugin(request: pytest.FixtureRequest) -> Path:
-    path = PLUGINS[request.param]
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
-    return path
 
 
 @pytest.fixture

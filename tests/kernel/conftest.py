@@ -11,7 +11,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
-from cninode import make_node, plugin  # noqa: F401  (fixtures for every kernel test)
+from cninode import make_node  # noqa: F401  (a fixture for every kernel test)
 
 from podnet.store.client import Store
 from podnet.store.server import EtcdProcess, start_etcd

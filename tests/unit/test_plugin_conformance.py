@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,17 +15,7 @@ import pytest
 from test_cni_shim_api import CONF, RESULT, FakeHandler
 
 from podnet.agent import api
-from podnet.cni import install, spec
-
-PLUGINS = {"compiled": install.compiled_plugin(), "python": Path(sys.executable).parent / "podnet-cni"}
-
-
-@pytest.fixture(params=sorted(PLUGINS))
-def plugin(request: pytest.FixtureRequest) -> Path:
-    path = PLUGINS[request.param]
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
-    return path
+from podnet.cni import spec
 
 
 @pytest.fixture
