@@ -30,6 +30,8 @@ NET_DEV = "podnet_net"  # the other end of that pair
 VXLAN_DEV = "podnet_vxlan"
 GENEVE_DEV = "podnet_geneve"
 ENDPOINT_PREFIX = "lxc"  # host side of a pod's veth: lxc + 11 hex characters of the container ID
+RETIRED_PREFIX = "lxz"  # a pod veth after DEL, until it is deleted: lxz + its ifindex in hex
+RETIRED_GROUP = 0x706E647A  # link group of retired veths ("pndz"): one `ip link del group` deletes them
 VXLAN_VNI = 1  # one overlay per cluster; peers are told apart by VTEP MAC (flannel's default)
 
 # --- nftables ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ attachment, named after its host link) is written *before* the veth exists: afte
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from podnet import owned
+from podnet.agent.retired import RetiredLinks
 from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
 from podnet.datapath.guard import EndpointSource
@@ -174,6 +176,8 @@ class CniHandler:
         self.store_dir = Path(store_dir)
         self.fail_after_ipam = fail_after_ipam
         self._lock = threading.Lock()
+        self.retired = RetiredLinks(functools.partial(ep.purge_retired, host_netns))
+        self.retired.purge_now()  # veths a killed agent retired but never deleted
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index = {r.host_ifname: r for r in self._read_records()}  # the files, in memory
         for r in self.records():  # one by one: a bad record must not keep the agent from starting
@@ -306,6 +310,7 @@ class CniHandler:
             return _error(exc)
 
     def status(self) -> dict[str, Any]:
+        self.retired.flush()  # the node as it is once the DELs answered so far are done
         records = self.records()
         free = free_addresses(self.allocator)
         return {
@@ -409,10 +414,13 @@ class CniHandler:
         }
 
     def _del(self, call: _Call) -> dict[str, Any]:
+        """Unplug now (its routes go with the link's state), release, forget; the veth itself is
+        deleted right after, in a batch (``podnet.agent.retired``)."""
         record = self._load(call.container_id, call.ifname)
         # the pod side is only touched for an attachment podnet recorded (never a stranger's veth)
         pod = ep.PodNetns(call.netns_fd, call.netns) if record and call.netns_fd is not None else None
-        ep.del_endpoint(self.host_netns, call.container_id, call.ifname, pod)
+        if ep.retire_endpoint(self.host_netns, call.container_id, call.ifname, pod):
+            self.retired.kick()
         if record is not None and self.guard is not None:
             self.guard.revoke(source_of(record))
         self.allocator.release(call.owner)

@@ -458,9 +458,7 @@ class EndpointReaper:
 
     name = "endpoints"
 
-    def __init__(
-        self, handler: Callable[[], EndpointSweeper | None], interval: Callable[[], float]
-    ) -> None:
+    def __init__(self, handler: Callable[[], EndpointSweeper | None], interval: Callable[[], float]) -> None:
         self._handler = handler
         self._interval = interval
         self.reaped = 0

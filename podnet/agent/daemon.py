@@ -402,6 +402,8 @@ class Agent:
         return self.cni_handler.cni(call)
 
     def status(self) -> dict[str, Any]:
+        if self.cni_handler is not None:  # the node as it is once the DELs answered so far are done
+            self.cni_handler.retired.flush(2.0)
         return status_document(
             self.config,
             self.status_info,

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pyroute2 import netns as _netns
 
@@ -133,31 +135,37 @@ def write_sysctl(name: str, settings: dict[str, str]) -> None:
 
 
 _CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _setns(fd: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
+    if _libc().setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def netlink_socket_in(fd: int) -> IPRoute:
-    """A netlink socket bound to the namespace behind ``fd``, made without forking a helper.
-
-    The calling thread switches into the namespace only for the instant the socket is created
-    and always switches back (the socket stays in the namespace it was made in). pyroute2's
-    ``IPRoute(netns=...)`` forks a process for the same thing, which costs ~8 ms per pod.
-    """
+    """A pyroute2 netlink socket bound to the namespace behind ``fd``, made without forking a
+    helper (pyroute2's ``IPRoute(netns=...)`` forks a process for the same thing, ~8 ms per pod)."""
     from pyroute2 import IPRoute
 
+    return made_in(fd, IPRoute)
+
+
+def made_in(fd: int, make: Callable[[], T]) -> T:
+    """``make()`` (a socket) run with the calling thread in the namespace behind ``fd``: the
+    thread switches only for the instant of the call and always switches back; the socket stays
+    in the namespace it was made in."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _setns(fd)
         try:
-            return IPRoute()
+            return make()
         finally:
             _setns(own)
     finally:

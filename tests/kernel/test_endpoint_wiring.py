@@ -103,8 +103,7 @@ def test_failure_after_veth_creation_rolls_back(
     def failing(*_args: object, **_kwargs: object) -> None:
         raise NetlinkError(errno.EPERM, "injected")
 
-    monkeypatch.setattr(ep.kaddr, "ensure_addr", failing)  # the step after the veth is made
-    monkeypatch.setattr(ep.kaddr, "add_addr", failing)
+    monkeypatch.setattr(ep.Rtnl, "add_addr", failing)  # the step after the veth is made
     with pytest.raises(ep.EndpointError, match="failed to wire eth0"):
         add(node, f"/run/netns/{pod}", "cid3", "eth0", POD, 1500)
     assert ep.list_endpoints(node) == []
@@ -140,6 +139,34 @@ def test_del_twice_and_after_netns_removal(netns_factory: Callable[[str], str]) 
     delete(node, "cid6", "eth0", f"/run/netns/{pod}")
     delete(node, "cid6", "eth0", f"/run/netns/{pod}")
     assert ep.list_endpoints(node) == []
+
+
+def test_retire_unplugs_at_once_and_purge_deletes_later(netns_factory: Callable[[str], str]) -> None:
+    """CNI DEL's path: the node end goes down (its route with it) and both ends are renamed, so
+    the same attachment can be wired again into the same namespace before the purge ran."""
+    node, pod = netns_factory("node"), netns_factory("pod")
+    info = add(node, f"/run/netns/{pod}", "cid7", "eth0", POD, 1500)
+    with ep.opened(f"/run/netns/{pod}") as netns_:
+        assert ep.retire_endpoint(node, "cid7", "eth0", netns_) is True
+    assert ep.list_endpoints(node) == []
+    assert "10.88.0.5" not in ip("-n", node, "route")
+    assert "eth0" not in ip("-n", pod, "-o", "link").split()  # renamed: the name is free
+    retired = ip("-n", node, "-o", "link", "show", "group", str(owned.RETIRED_GROUP))
+    assert ep.retired_name(info.host_ifindex) in retired and ",UP" not in retired
+    again = add(node, f"/run/netns/{pod}", "cid7", "eth0", POD, 1500)  # a runtime's re-ADD
+    assert check(node, f"/run/netns/{pod}", "cid7", "eth0", POD, 1500) == []
+    assert ep.purge_retired(node) is True
+    assert ep.purge_retired(node) is False
+    assert ip("-n", node, "-o", "link", "show", "group", str(owned.RETIRED_GROUP)).strip() == ""
+    assert ep.list_endpoints(node) == [again.host_ifname]  # the new pair survived the purge
+    assert check(node, f"/run/netns/{pod}", "cid7", "eth0", POD, 1500) == []
+    with ep.opened(f"/run/netns/{pod}") as netns_:
+        assert ep.retire_endpoint(node, "cid7", "eth0", netns_) is True
+        assert ep.retire_endpoint(node, "cid7", "eth0", netns_) is False  # DEL twice
+    netns.remove(pod)
+    assert ep.retire_endpoint(node, "cid7", "eth0") is False  # and after the namespace went
+    ep.purge_retired(node)
+    assert "lxz" not in ip("-n", node, "-o", "link")
 
 
 def test_delete_host_link_refuses_foreign_names(netns_factory: Callable[[str], str]) -> None:
