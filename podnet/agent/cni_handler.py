@@ -10,6 +10,7 @@ attachment, named after its host link) is written *before* the veth exists: afte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -277,6 +278,24 @@ class CniHandler:
         """Whether another attachment of the container already owns the pod's default route."""
         return any(r.container_id == container_id and r.default_route for r in self.records())
 
+    def _default_route(self, call: _Call, existing: Endpoint | None) -> bool:
+        """Whether this attachment owns the pod's default route: as the netconf's ``defaultRoute``
+        says, else as recorded (a repeated ADD), else when no other attachment owns it."""
+        wanted = spec.default_route_of(call.config)
+        if wanted is not None:
+            return wanted
+        if existing is not None:
+            return existing.default_route
+        return not self._owns_default(call.container_id)
+
+    def _hand_over_default(self, record: Endpoint) -> None:
+        """``record`` took the pod's default route: the attachment that had it no longer owns it
+        (its DEL must not be thought to take the route with it; it does not)."""
+        for other in self.records():
+            same_pod = other.container_id == record.container_id and other.ifname != record.ifname
+            if same_pod and other.default_route:
+                self._save(dataclasses.replace(other, default_route=False))
+
     def _forget(self, container_id: str, ifname: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._record_path(container_id, ifname).unlink()
@@ -355,9 +374,7 @@ class CniHandler:
                 host_ifname=owned.endpoint_host_ifname(call.container_id, call.ifname),
                 addresses=tuple(a.address for a in addresses),
                 gateways=tuple(a.gateway for a in addresses),
-                default_route=existing.default_route
-                if existing
-                else not self._owns_default(call.container_id),
+                default_route=self._default_route(call, existing),
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
                 netns_id=pod.identity(),
@@ -372,13 +389,15 @@ class CniHandler:
                 self.guard.allow(source_of(record))
                 if fresh:
                     undo.callback(_safely, "revoke guard", self.guard.revoke, source_of(record))
-            if existing is not None and existing.netns_id != record.netns_id:
-                self._save(record)  # the same attachment in a new namespace (a runtime's retry)
+            if existing is not None and existing != record:
+                self._save(record)  # a runtime's retry in a new namespace, or a new defaultRoute
             info = ep.add_endpoint(
                 self.host_netns, pod, call.container_id, call.ifname, addresses, self.route_mtu,
                 record.default_route,
             )  # fmt: skip
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
+            if record.default_route:
+                self._hand_over_default(record)
             undo.pop_all()
         return self._result(info, record.default_route, spec.dns_of(call.config))
 

@@ -290,6 +290,16 @@ def dns_of(config: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def default_route_of(config: Mapping[str, Any]) -> bool | None:
+    """The netconf's ``defaultRoute``: True, this attachment takes the pod's default route (from
+    an attachment that had it); False, it never does; absent (None), the container's first
+    attachment owns it. Anything else is code 7."""
+    value = config.get("defaultRoute")
+    if value is None or isinstance(value, bool):
+        return value
+    raise _bad("defaultRoute", f"must be true or false, not {json.dumps(value)}")
+
+
 def valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
     """GC's ``cni.dev/valid-attachments`` as (containerID, ifname) pairs. Required, and a list of
     objects with string ``containerID`` and ``ifname``: a GC that cannot say what is valid must

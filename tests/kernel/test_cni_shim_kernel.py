@@ -25,6 +25,7 @@ from podnet.util import netns
 
 pytestmark = pytest.mark.kernel
 
+
 def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30).stdout
 
@@ -34,8 +35,6 @@ def ping(ns: str, target: str) -> bool:
         ["ip", "netns", "exec", ns, "ping", "-c1", "-W1", target], capture_output=True, timeout=30
     )
     return proc.returncode == 0
-
-
 
 
 def test_add_wires_pods_that_reach_router_and_each_other(
@@ -235,6 +234,34 @@ def test_a_second_attachment_never_takes_or_breaks_the_first(
     assert f"default via {ROUTER} dev eth0" in ip("-n", pod, "route")
     rc, out = node.cni("CHECK", "c2", pod_path(pod), ifname="eth0")
     assert rc == 0, out
+
+
+def test_default_route_follows_the_netconfs_default_route(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    """``defaultRoute: true`` takes the pod's default route from the first attachment,
+    ``false`` never owns it (not even as the first), anything else is refused (code 7)."""
+    node = make_node()
+    pod = netns_factory("dflt")
+    rc, bad = node.cni("ADD", "d1", pod_path(pod), config={**CONF, "defaultRoute": "yes"})
+    assert rc == 1 and bad is not None and bad["code"] == 7 and "defaultRoute" in bad["details"]
+    assert node.lxc_links() == []
+    rc, first = node.cni("ADD", "d1", pod_path(pod), config={**CONF, "defaultRoute": False})
+    assert rc == 0 and first is not None
+    assert not any(r["dst"] == "0.0.0.0/0" for r in first["routes"])
+    assert "default" not in ip("-n", pod, "route")
+    assert node.cni("ADD", "d1", pod_path(pod), ifname="net1")[0] == 0  # no owner yet: it owns it
+    assert f"default via {ROUTER} dev net1" in ip("-n", pod, "route")
+    rc, third = node.cni("ADD", "d1", pod_path(pod), ifname="net2", config={**CONF, "defaultRoute": True})
+    assert rc == 0 and third is not None and any(r["dst"] == "0.0.0.0/0" for r in third["routes"])
+    assert f"default via {ROUTER} dev net2" in ip("-n", pod, "route")
+    owners = {r["ifname"]: r["defaultRoute"] for r in node.handler.status()["endpoints"]}
+    assert owners == {"eth0": False, "net1": False, "net2": True}
+    for ifname in ("eth0", "net1"):  # neither checks for a default route it no longer owns
+        assert node.cni("CHECK", "d1", pod_path(pod), ifname=ifname)[0] == 0
+    assert (
+        node.cni("CHECK", "d1", pod_path(pod), ifname="net2", config={**CONF, "defaultRoute": True})[0] == 0
+    )
 
 
 PRIVATE_RUNTIME = r"""
