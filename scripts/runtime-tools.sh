@@ -10,10 +10,10 @@
 #   2. cnitool, built offline in GOPATH mode from Debian's source package golang-github-appc-cni
 #      (the same version as the installed golang-github-appc-cni-dev) against Debian's Go
 #      library packages. The source is fetched with `apt-get source` through a private apt
-#      state (deb-src entries derived at run time from the machine's enabled deb entries);
-#      the machine's /etc/apt is never changed. Everything is cached outside the repository in
-#      ${PODNET_CACHE:-/var/cache/podnet}/cnitool-<debian version>/ (src/, bin/cnitool) and
-#      reused: a second run neither downloads nor builds.
+#      state (scripts/lib/debsrc.sh: deb-src entries derived at run time from the machine's
+#      enabled deb entries); the machine's /etc/apt is never changed. Everything is cached
+#      outside the repository in ${PODNET_CACHE:-/var/cache/podnet}/cnitool-<debian version>/
+#      (src/, bin/cnitool) and reused: a second run neither downloads nor builds.
 #      The build adds one file to cnitool (cachedir.go): CNI_CACHE_DIR=<dir> replaces cnitool's
 #      fixed result cache /var/lib/cni (libcni.CacheDir), so tests never write /var/lib/cni.
 #   3. Prints one line per tool: cnitool= podman= runc= busybox= cni-plugins=.
@@ -23,6 +23,9 @@ set -euo pipefail
 
 prog=runtime-tools
 die() { echo "$prog: error: $*" >&2; exit 1; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/lib/debsrc.sh
+. "$here/lib/debsrc.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs Debian packages): sudo $0"
 command -v apt-get >/dev/null && command -v dpkg-query >/dev/null \
@@ -82,79 +85,14 @@ else
   log=$dir/work/build.log
   : >"$log"
 
-  # 2a. Private deb-src list from the machine's enabled deb entries (one-line .list files and
-  #     deb822 .sources files; files named *.disabled* are skipped, as apt itself does).
-  main_list=/etc/apt/sources.list parts_dir=/etc/apt/sources.list.d/
-  eval "$(apt-config shell main_list Dir::Etc::sourcelist/f parts_dir Dir::Etc::sourceparts/d)"
-  srclist=$dir/work/deb-src.sources     # deb822 (apt picks the format by the .sources suffix)
-  : >"$srclist"
-  list_to_822='
-    /^[ \t]*(#|$)/ { next }
-    $1 != "deb" { next }
-    {
-      line = $0; sub(/^[ \t]*deb[ \t]+/, "", line); opts = ""
-      if (line ~ /^\[/) { opts = line; sub(/\].*/, "", opts); sub(/^\[/, "", opts); sub(/^[^\]]*\][ \t]*/, "", line) }
-      nf = split(line, F, /[ \t]+/); if (nf < 2) next
-      print "Types: deb-src"; print "URIs: " F[1]; print "Suites: " F[2]
-      c = ""; for (i = 3; i <= nf; i++) c = c (c == "" ? "" : " ") F[i]
-      if (c != "") print "Components: " c
-      no = split(opts, O, /[ \t]+/)
-      for (i = 1; i <= no; i++) {
-        if (O[i] ~ /^signed-by=/) { sub(/^signed-by=/, "", O[i]); print "Signed-By: " O[i] }
-        else if (O[i] ~ /^trusted=/) { sub(/^trusted=/, "", O[i]); print "Trusted: " O[i] }
-        else if (O[i] ~ /^check-valid-until=/) { sub(/^check-valid-until=/, "", O[i]); print "Check-Valid-Until: " O[i] }
-      }
-      print ""
-    }'
-  sources_to_822='
-    function flush(   i) {
-      if (n > 0 && enabled && isdeb) { print "Types: deb-src"; for (i = 1; i <= n; i++) print L[i]; print "" }
-      n = 0; enabled = 1; isdeb = 0; drop = 0
-    }
-    BEGIN { n = 0; enabled = 1; isdeb = 0; drop = 0 }
-    /^#/ { next }
-    /^[ \t]*$/ { flush(); next }
-    /^[ \t]/ { if (!drop) L[++n] = $0; next }
-    {
-      k = tolower($0); sub(/[ \t]*:.*/, "", k); v = $0; sub(/^[^:]*:[ \t]*/, "", v); drop = 0
-      if (k == "types") { if (v ~ /(^|[ \t])deb([ \t]|$)/) isdeb = 1; drop = 1; next }
-      if (k == "enabled") { if (tolower(v) == "no") enabled = 0; drop = 1; next }
-      if (k == "architectures") { drop = 1; next }
-      L[++n] = $0
-    }
-    END { flush() }'
-  [ -f "$main_list" ] && awk "$list_to_822" "$main_list" >>"$srclist"
-  for f in "$parts_dir"*.list "$parts_dir"*.sources; do
-    [ -f "$f" ] || continue
-    case "$(basename "$f")" in *.disabled*) continue;; esac
-    case "$f" in
-      *.list) awk "$list_to_822" "$f" >>"$srclist";;
-      *.sources) awk "$sources_to_822" "$f" >>"$srclist";;
-    esac
-  done
-  grep -q '^Types: deb-src' "$srclist" \
-    || die "no enabled 'deb' entries found in $main_list or $parts_dir*.list|*.sources to derive deb-src entries from"
-
-  # 2b. apt-get update + apt-get source with private state, cache and source list.
-  mkdir -p "$dir/work/apt/state/lists/partial" "$dir/work/apt/cache/archives/partial"
-  papt=(apt-get -q "${apt_lock[@]}"
-        -o Dir::State="$dir/work/apt/state" -o Dir::Cache="$dir/work/apt/cache"
-        -o Dir::Etc::SourceList="$srclist" -o Dir::Etc::SourceParts=/dev/null)
-  run "$log" "${papt[@]}" update
-  # apt downloads as the unprivileged _apt user where it exists: let it write the target dir.
-  if id _apt >/dev/null 2>&1; then chown _apt "$dir/src"; fi
-  (cd "$dir/src" && run "$log" "${papt[@]}" source --download-only "$srcpkg=$ver") \
-    || die "could not download source package $srcpkg=$ver (see $log)"
-  chown -R root:root "$dir/src"
-  dsc=$(ls "$dir/src/"*.dsc 2>/dev/null | head -n1 || true)
-  [ -n "$dsc" ] || die "apt-get source left no .dsc in $dir/src (see $log)"
-  # apt already checked the files against the signed Sources index; dpkg-source checks the
-  # checksums in the .dsc again and applies Debian's patches.
-  run "$log" dpkg-source -x "$dsc" "$dir/src/$srcpkg-$ver"
-  tool_src=$dir/src/$srcpkg-$ver/cnitool/cnitool.go
+  # 2a. apt-get source with a private apt state, cache and deb-src list derived from the
+  #     machine's enabled deb entries (scripts/lib/debsrc.sh), then dpkg-source -x.
+  srcdir=$(debsrc_fetch "$srcpkg" "$ver" "$dir/work" "$dir/src" "$log") \
+    || die "could not fetch source package $srcpkg=$ver (see $log)"
+  tool_src=$srcdir/cnitool/cnitool.go
   [ -f "$tool_src" ] || die "$tool_src is missing from the source package"
 
-  # 2c. GOPATH-mode build: only cnitool's main package lives in the private GOPATH; libcni and
+  # 2b. GOPATH-mode build: only cnitool's main package lives in the private GOPATH; libcni and
   #     pkg/* resolve to golang-github-appc-cni-dev in /usr/share/gocode.
   gopath=$dir/work/gopath
   pkgdir=$gopath/src/github.com/containernetworking/cni/cnitool
