@@ -45,6 +45,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt_lock=(-o DPkg::Lock::Timeout=300)
 kube_want=v1.20.2
 bins=(kube-apiserver kube-controller-manager)
+# The build recipe: a cache made by an older recipe is rebuilt. 2: vendor/github.com/modern-go/
+# reflect2 1.0.1 replaced by Debian's 1.0.2 (1.0.1 crashes under Go 1.19 with "fatal error:
+# fault" in mapiterinit on the first custom-resource create).
+recipe=2
 
 # run LOG CMD...: runs CMD with its output in LOG; on failure shows the log's tail and stops.
 run() {
@@ -63,7 +67,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 bin_ok() { local out; [ -x "$1" ] && out=$("$1" --version 2>&1) && [ "$out" = "Kubernetes $kube_want" ]; }
 # dir_ok DIR: a finished build (stamp written last) whose binaries both work.
 dir_ok() {
-  local b; [ -f "$1/.complete" ] || return 1
+  local b; [ -f "$1/.complete" ] && grep -qx "recipe $recipe" "$1/.complete" || return 1
   for b in "${bins[@]}"; do bin_ok "$1/bin/$b" || return 1; done
 }
 
@@ -89,7 +93,7 @@ if [ -n "$dir" ]; then
   echo "kubernetes: cached ($dir)"
 else
   # ---- 1. Debian packages ---------------------------------------------------------------------
-  pkgs=(golang-go dpkg-dev)
+  pkgs=(golang-go dpkg-dev golang-github-modern-go-reflect2-dev)
   missing=()
   for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -131,6 +135,17 @@ else
   [ "$gitversion" = "$kube_want" ] \
     || die "Debian's kubernetes $ver is upstream ${gitversion:-?}, not $kube_want (set PODNET_KUBE_DEB_VERSION)"
   ldflags="-s -w -buildid= $(sed -n 2p <<<"$vars")"
+
+  # reflect2 1.0.1 (vendored) reads Go's map internals in a way Go 1.18+ changed: the API server
+  # dies on the first custom resource it stores. Debian's 1.0.2 (same API) fixes it.
+  reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [ -f "$reflect2/reflect2.go" ] || die "$reflect2 is missing (golang-github-modern-go-reflect2-dev)"
+  reflect2_ver=$(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)
+  rm -rf "$src/vendor/github.com/modern-go/reflect2"
+  mkdir -p "$src/vendor/github.com/modern-go/reflect2"
+  find "$reflect2" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' \
+    -exec cp -t "$src/vendor/github.com/modern-go/reflect2" {} +
+  sed -i 's|^# github.com/modern-go/reflect2 v1.0.1$|# github.com/modern-go/reflect2 v1.0.2|' "$src/vendor/modules.txt"
 
   # ---- 3. the build (offline, GOPATH mode with the tree's own vendor/) ------------------------
   # Kubernetes 1.20 builds in GOPATH mode (hack/lib/init.sh: GO111MODULE=off; debian/rules
@@ -205,11 +220,12 @@ else
     echo "download: $dl_bytes bytes ($(cd "$build/work/src" && echo ./*.dsc ./*.tar.* | xargs -n1 basename | tr '\n' ' '))"
     echo "compiler: $goversion"
     echo "GOPATH mode (GO111MODULE=off, vendor/), GOPROXY=off, CGO_ENABLED=0: go build -trimpath -tags selinux,notest"
+    echo "vendor/github.com/modern-go/reflect2: Debian's golang-github-modern-go-reflect2-dev $reflect2_ver"
     echo "ldflags: $ldflags"
     printf '%s\n' "${info[@]}"
   } >"$build/BUILD-INFO"
   rm -rf "$build/work"    # private apt lists, source tree (~280 MB), Go build cache
-  echo "$ver" >"$build/.complete"
+  printf '%s\nrecipe %s\n' "$ver" "$recipe" >"$build/.complete"
   dir=$cache/kubernetes-${ver//:/_}
   rm -rf "$dir"
   mv "$build" "$dir"

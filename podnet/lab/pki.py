@@ -50,8 +50,16 @@ def ensure_ca(lab: str) -> Path:
     return d
 
 
-def ensure_cert(lab: str, name: str, ips: tuple[str, ...] = (), server: bool = False) -> TlsFiles:
-    """The certificate ``<name>.crt`` signed by the lab's CA (made once), as TLS files."""
+def ensure_cert(
+    lab: str,
+    name: str,
+    ips: tuple[str, ...] = (),
+    server: bool = False,
+    dns: tuple[str, ...] = (),
+    org: str = "",
+) -> TlsFiles:
+    """The certificate ``<name>.crt`` signed by the lab's CA (made once), as TLS files. ``org``
+    becomes the subject's O (Kubernetes reads it as the user's group, e.g. system:masters)."""
     d = ensure_ca(lab)
     cert, key = d / f"{name}.crt", d / f"{name}.key"
     if not cert.exists():
@@ -59,17 +67,31 @@ def ensure_cert(lab: str, name: str, ips: tuple[str, ...] = (), server: bool = F
         ext = d / f"{name}.ext"
         lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",
                  f"extendedKeyUsage={usage}"]  # fmt: skip
-        if ips:
-            lines.append("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips))
+        sans = [*(f"IP:{ip}" for ip in ips), *(f"DNS:{n}" for n in dns)]
+        if sans:
+            lines.append("subjectAltName=" + ",".join(sans))
         ext.write_text("\n".join(lines) + "\n")
+        subject = f"/CN={name}" + (f"/O={org}" if org else "")
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                 "-keyout", key.name, "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+                 "-keyout", key.name, "-out", f"{name}.csr", "-subj", subject, cwd=d)  # fmt: skip
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
                  "-out", cert.name, "-days", DAYS, "-extfile", ext.name, cwd=d)  # fmt: skip
         os.chmod(key, 0o600)
         (d / f"{name}.csr").unlink()
         ext.unlink()
     return TlsFiles(ca=str(d / "ca.crt"), cert=str(cert), key=str(key))
+
+
+def ensure_signing_key(lab: str, name: str) -> tuple[Path, Path]:
+    """An RSA key pair ``<name>.key``/``<name>.pub`` (the API server signs service-account
+    tokens with it), made once."""
+    d = ensure_ca(lab)
+    key, pub = d / f"{name}.key", d / f"{name}.pub"
+    if not pub.exists():
+        _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key.name, cwd=d)
+        os.chmod(key, 0o600)
+        _openssl("pkey", "-in", key.name, "-pubout", "-out", pub.name, cwd=d)
+    return key, pub
 
 
 def client_tls(lab: str, who: str) -> TlsFiles:

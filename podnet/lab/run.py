@@ -15,6 +15,7 @@ from podnet.lab import state as st
 from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_converged
 from podnet.lab.build import BuildReport, LabBuilder, Progress
 from podnet.lab.controlplane import ensure_control_plane
+from podnet.lab.kubeapi import ensure_kube_control_plane
 from podnet.lab.teardown import TeardownReport, teardown, teardown_all
 from podnet.lab.topology import Topology
 
@@ -44,6 +45,9 @@ def bring_up(
         report = builder.up()
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
+        if topo.kubernetes:
+            progress("control plane (kube-apiserver)")
+            report.changes += ensure_kube_control_plane(topo, builder.state)
         if cluster:
             progress("BGP on routers (BIRD)")
             report.changes += ensure_router_bgp(topo, builder.state)

@@ -94,6 +94,7 @@ class Topology:
     cluster: Mapping[str, Any]
     source: str = ""
     etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
+    kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -203,10 +204,12 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     if not isinstance(cluster, Mapping):
         raise TopologyError(f"cluster: must be a mapping of agent settings, not {cluster!r}")
     _check_pools(hosts, networks, cluster)
-    tls = (data.get("controlPlane") or {}).get("etcdTLS", True)
-    if not isinstance(tls, bool):
-        raise TopologyError(f"controlPlane.etcdTLS: {tls!r} is not true or false")
-    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls)
+    control = data.get("controlPlane") or {}
+    tls, kube = control.get("etcdTLS", True), control.get("kubernetes", False)
+    for key, value in (("etcdTLS", tls), ("kubernetes", kube)):
+        if not isinstance(value, bool):
+            raise TopologyError(f"controlPlane.{key}: {value!r} is not true or false")
+    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube)
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
@@ -404,7 +407,8 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     """The hosts the lab adds for etcd, one per member (``etcdMembers``: 1, 3 or 5): on the given
     network (default: the first), the first at ``address`` or the highest free address, the others
     at the next free addresses below it."""
-    m = _mapping(raw or {}, "controlPlane", {"network", "address", "gateway", "etcdMembers", "etcdTLS"})
+    known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes"}
+    m = _mapping(raw or {}, "controlPlane", known)
     members = m.get("etcdMembers", 1)
     if members not in ETCD_MEMBERS:
         raise TopologyError(

@@ -149,6 +149,16 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def enter_for_good(path: str | Path) -> None:
+    """Move the calling thread into the namespace at ``path`` and stay: only for a process of
+    its own (the lab's forwarder) before it starts any thread, never in a shared one."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
 def netlink_socket_in(fd: int) -> IPRoute:
     """A pyroute2 netlink socket bound to the namespace behind ``fd``, made without forking a
     helper (pyroute2's ``IPRoute(netns=...)`` forks a process for the same thing, ~8 ms per pod)."""

@@ -1,0 +1,1 @@
+"""podnet on the Kubernetes datastore: the API client, podnet's resources, watches that resume."""

@@ -1,0 +1,61 @@
+"""PodnetNode objects <-> podnet's node records (pure; the same record the etcd datastore stores).
+
+Who writes what, as with CiliumNode: the node's agent owns ``spec.addresses``, ``spec.vtepMAC``,
+``spec.routerIPs``, ``spec.labels``, ``spec.ipam.requestedPodCIDRs`` and ``status``; the operator
+owns ``spec.ipam.podCIDRs``. Each applies only its own fields (server-side apply, one field
+manager each), so neither overwrites the other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+from podnet.model import NodeInfo
+from podnet.store.nodes import NodeRecord
+
+AGENT_MANAGER = "podnet-agent"
+OPERATOR_MANAGER = "podnet-operator"
+
+
+def agent_spec(record: NodeRecord) -> dict[str, Any]:
+    """The part of a PodnetNode's spec the node's agent owns."""
+    node = record.node
+    addresses = [{"type": "InternalIP", "ip": str(ip)} for ip in (node.ipv4, node.ipv6) if ip is not None]
+    spec: dict[str, Any] = {
+        "addresses": addresses,
+        "routerIPs": [str(ip) for ip in node.router_ips],
+        "labels": dict(node.labels),
+        "ipam": {"requestedPodCIDRs": [str(c) for c in record.requested_pod_cidrs]},
+    }
+    if node.vtep_mac:
+        spec["vtepMAC"] = node.vtep_mac
+    return spec
+
+
+def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None) -> NodeRecord:
+    """A PodnetNode as a node record; ``ValueError`` for one that cannot be read."""
+    spec, status = spec or {}, status or {}
+    ipv4 = ipv6 = None
+    for entry in spec.get("addresses") or []:
+        if entry.get("type") != "InternalIP":
+            continue
+        ip = ipaddress.ip_address(entry["ip"])
+        if isinstance(ip, ipaddress.IPv4Address):
+            ipv4 = ipv4 or ip
+        else:
+            ipv6 = ipv6 or ip
+    ipam = spec.get("ipam") or {}
+    node = NodeInfo(
+        name=name,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        vtep_mac=spec.get("vtepMAC"),
+        pod_cidrs=tuple(ipaddress.ip_network(c) for c in ipam.get("podCIDRs") or []),
+        router_ips=tuple(ipaddress.ip_address(a) for a in spec.get("routerIPs") or []),
+        health=str(status.get("health") or "ok"),
+        labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("labels") or {}).items())),
+    )
+    requested = tuple(ipaddress.ip_network(c) for c in ipam.get("requestedPodCIDRs") or [])
+    return NodeRecord(node=node, requested_pod_cidrs=requested)

@@ -1,0 +1,212 @@
+"""The lab's Kubernetes control plane: kube-apiserver on the control-plane host, against the lab's
+etcd (keys under ``/podnet-kube``, apart from podnet's own ``/podnet/v1``), and a kubeconfig per lab.
+
+Design fact: no kubelet runs. The lab plays its part (Node and Pod objects, the CNI calls with a
+kubelet's CNI_ARGS); the API server, its RBAC and its watches are the real v1.20.2, built from
+Debian's source by ``scripts/build-kube.sh`` (cached under ``/var/cache/podnet/kubernetes-*``).
+Certificates come from the lab's CA (``podnet.lab.pki``): the API server's serving certificate, an
+admin client certificate (O=system:masters) and the service-account signing key. The API server
+listens on the underlay; ``<lab dir>/kubeconfig`` reaches it from the machine through the lab's
+forwarder on 127.0.0.1 (``podnet.lab.kubeforward``), so ``kubectl --kubeconfig`` works from the host.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from podnet.lab import pki
+from podnet.lab import state as st
+from podnet.lab.kubeobjects import apply_manifests
+from podnet.lab.topology import Topology
+from podnet.store.client import TlsFiles
+from podnet.util import proc
+
+APISERVER_PORT = 6443
+ETCD_PREFIX = "/podnet-kube"
+SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are only allocated (no kube-proxy runs in the lab)
+SERVICE_IP = "10.96.0.1"  # the "kubernetes" service's ClusterIP (the first of SERVICE_CIDR)
+SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+BINARIES = ("kube-apiserver", "kube-controller-manager")
+APISERVER = "kube-apiserver"
+FORWARDER = "kube-forward"
+READY_TIMEOUT = 60.0
+MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+
+
+class KubeError(RuntimeError):
+    """The lab's Kubernetes control plane could not be started; the message says what to do."""
+
+
+def binaries() -> dict[str, Path]:
+    """kube-apiserver and kube-controller-manager as scripts/build-kube.sh left them."""
+    cache = Path(os.environ.get("PODNET_CACHE", "/var/cache/podnet"))
+    for d in sorted(cache.glob("kubernetes-*"), reverse=True):
+        found = {b: d / "bin" / b for b in BINARIES}
+        if (d / ".complete").exists() and all(os.access(p, os.X_OK) for p in found.values()):
+            return found
+    raise KubeError(
+        f"kube-apiserver is not built under {cache}: run `bash scripts/build-kube.sh` (it builds "
+        "v1.20.2 from Debian's source once, ~4 minutes, and caches it)"
+    )
+
+
+def wanted(topo: Topology) -> bool:
+    """Whether this lab runs a Kubernetes control plane (``controlPlane.kubernetes: true``)."""
+    return topo.kubernetes
+
+
+def kubeconfig_path(lab: str) -> Path:
+    return st.lab_dir(lab) / "kubeconfig"
+
+
+def kube_dir(lab: str) -> Path:
+    return st.lab_dir(lab) / "kube"
+
+
+def server_url(topo: Topology) -> str:
+    """The API server as the nodes reach it, over the underlay."""
+    return f"https://{topo.control_plane.primary.address.ip}:{APISERVER_PORT}"
+
+
+def apiserver_argv(topo: Topology, etcd: list[str], etcd_tls: TlsFiles | None) -> list[str]:
+    cp = topo.control_plane.primary.address.ip
+    lab = topo.name
+    ips = (str(cp), "127.0.0.1", SERVICE_IP)
+    serving = pki.ensure_cert(lab, "kube-apiserver", ips, server=True, dns=SERVICE_NAMES)
+    sa_key, sa_pub = pki.ensure_signing_key(lab, "service-accounts")
+    argv = [
+        str(binaries()[APISERVER]),
+        f"--etcd-servers={','.join(etcd)}",
+        f"--etcd-prefix={ETCD_PREFIX}",
+        "--bind-address=0.0.0.0",  # inside the control-plane host's namespace only
+        f"--advertise-address={cp}",
+        f"--secure-port={APISERVER_PORT}",
+        f"--tls-cert-file={serving.cert}",
+        f"--tls-private-key-file={serving.key}",
+        f"--client-ca-file={serving.ca}",
+        f"--cert-dir={kube_dir(lab) / 'certs'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-signing-key-file={sa_key}",
+        f"--service-account-key-file={sa_pub}",
+        "--authorization-mode=Node,RBAC",
+        "--allow-privileged=true",  # the agent's DaemonSet is privileged (dry-run checks it)
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+    ]
+    if etcd_tls is not None:
+        argv += [
+            f"--etcd-cafile={etcd_tls.ca}",
+            f"--etcd-certfile={etcd_tls.cert}",
+            f"--etcd-keyfile={etcd_tls.key}",
+        ]
+    return argv
+
+
+def kubeconfig(server: str, ca: str, user: dict[str, str], name: str = "podnet-lab") -> str:
+    """A kubeconfig with one cluster, one user (client certificate or token) and one context."""
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": ca}}],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def ensure_kube_control_plane(topo: Topology, state: st.LabState) -> int:
+    """Start kube-apiserver and the forwarder if they do not run, write the kubeconfigs, apply
+    podnet's CRDs and RBAC; returns how many processes started."""
+    if not wanted(topo):
+        return 0
+    from podnet.lab.controlplane import client_tls, etcd_endpoints
+
+    lab, ns = topo.name, st.ns_name(topo.name, topo.control_plane.name)
+    run = st.lab_dir(lab)
+    started = 0
+    rec = state.process(APISERVER)
+    if rec is None or not rec.running():
+        etcd_tls = client_tls(topo, "kube-apiserver")
+        argv = apiserver_argv(topo, etcd_endpoints(topo), etcd_tls)
+        log = run / "logs" / f"{APISERVER}.log"
+        child = proc.spawn(argv, ns, log)
+        state.add_process(st.ProcessRecord(APISERVER, child.pid, ns, [APISERVER], str(log)))
+        started += 1
+    port = _ensure_forwarder(topo, state)
+    admin = pki.ensure_cert(lab, "kube-admin", org="system:masters")
+    local = f"https://127.0.0.1:{port}"
+    user = {"client-certificate": admin.cert, "client-key": admin.key}
+    kubeconfig_path(lab).write_text(kubeconfig(local, admin.ca, user))
+    os.chmod(kubeconfig_path(lab), 0o600)
+    wait_ready(local, admin, state)
+    apply_manifests(kubeconfig_path(lab), [MANIFESTS / "crds.yaml", MANIFESTS / "rbac.yaml"])
+    state.info["kubernetes"] = {
+        "server": server_url(topo),
+        "local": local,
+        "kubeconfig": str(kubeconfig_path(lab)),
+    }
+    state.save()
+    return started
+
+
+def _ensure_forwarder(topo: Topology, state: st.LabState) -> int:
+    """The forwarder from 127.0.0.1 into the control-plane host; returns its local port."""
+    lab = topo.name
+    port_file = kube_dir(lab) / "forward.port"
+    rec = state.process(FORWARDER)
+    if rec is not None and rec.running() and port_file.exists():
+        return int(port_file.read_text())
+    kube_dir(lab).mkdir(parents=True, exist_ok=True)
+    previous = port_file.read_text().strip() if port_file.exists() else "0"  # keeps kubeconfig valid
+    port_file.unlink(missing_ok=True)
+    target = f"{topo.control_plane.primary.address.ip}:{APISERVER_PORT}"
+    cp_ns = st.ns_name(lab, topo.control_plane.name)
+    argv = [sys.executable, "-m", "podnet.lab.kubeforward", "--netns", cp_ns, "--target", target,
+            "--port-file", str(port_file), "--port", previous]  # fmt: skip
+    log = st.lab_dir(lab) / "logs" / f"{FORWARDER}.log"
+    child = proc.spawn(argv, None, log)  # listens on the machine's 127.0.0.1, connects in the lab
+    state.add_process(st.ProcessRecord(FORWARDER, child.pid, "", [sys.executable], str(log)))
+    state.save()
+    deadline = time.monotonic() + 10
+    while not port_file.exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise KubeError(f"the lab's API forwarder did not start; see {log}")
+        time.sleep(0.02)
+    return int(port_file.read_text())
+
+
+def wait_ready(url: str, tls: TlsFiles, state: st.LabState, timeout: float = READY_TIMEOUT) -> None:
+    """Until ``/readyz`` answers ok; an error naming the log if the API server exits or is slow."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    rec = state.process(APISERVER)
+    with httpx.Client(verify=tls.ssl_context(), timeout=5, trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if rec is not None and not rec.running():
+                raise KubeError(f"kube-apiserver exited during start-up; see {rec.log}")
+            try:
+                answer = http.get(f"{url}/readyz")
+                if answer.status_code == 200:
+                    return
+                last = f"HTTP {answer.status_code}: {answer.text.strip()[-300:]}"
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+    log = rec.log if rec is not None else "its log"
+    raise KubeError(f"kube-apiserver not ready at {url} after {timeout:g}s ({last}); see {log}")
