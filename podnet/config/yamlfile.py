@@ -22,8 +22,7 @@ class _StrictLoader(yaml.SafeLoader):
                 continue  # unhashable keys: PyYAML itself refuses them below
             if key in seen:
                 raise DuplicateKeyError(
-                    f"duplicate key {key!r} at line {line} (first at line {seen[key]}); "
-                    "remove one of the two"
+                    f"duplicate key {key!r} at line {line} (first at line {seen[key]}); remove one of the two"
                 )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
