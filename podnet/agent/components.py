@@ -37,7 +37,7 @@ from podnet.datapath.modes.base import Reach
 from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
 from podnet.model import Endpoint, NodeInfo
 from podnet.store.client import Backoff, OutageLog, Store, StoreError
-from podnet.store.nodes import put_nodestate
+from podnet.store.datastore import Datastore, DatastoreError
 
 log = logging.getLogger("podnet.agent")
 
@@ -266,8 +266,8 @@ class NodeReport:
 
     name = "nodeReport"
 
-    def __init__(self, store: Store, node_name: str, endpoints: Callable[[], int]) -> None:
-        self._store = store
+    def __init__(self, datastore: Datastore, node_name: str, endpoints: Callable[[], int]) -> None:
+        self._datastore = datastore
         self._node = node_name
         self._endpoints = endpoints
         self.reported: tuple[float, int] | None = None
@@ -285,8 +285,8 @@ class NodeReport:
         ):
             return []
         try:
-            put_nodestate(self._store, self._node, count, now)
-        except StoreError as exc:
+            self._datastore.report(self._node, count, now)
+        except DatastoreError as exc:
             if not self.error:
                 log.warning("cannot report this node's state to the store: %s", exc)
             self.error = str(exc)

@@ -4,8 +4,9 @@ Restart-safe by construction (Calico Felix's rule): no route, neighbour or FDB e
 peers is changed until the node watch has synced the whole node set (start-up only ensures the
 node's own devices, keeping an existing tunnel device), endpoint allocations are restored from the records
 the CNI handler keeps, and the reconciler only ever touches what carries podnet's marks. A node
-that vanishes from the store keeps its routes for ``NODE_GONE_GRACE`` seconds, so an agent
-restart elsewhere does not cut its pods off.
+that vanishes from etcd keeps its routes for ``NODE_GONE_GRACE`` seconds, so an agent restart
+elsewhere does not cut its pods off (its lease may lapse). On the Kubernetes datastore a node
+vanishes only when its Node object is deleted, so its routes go at once.
 """
 
 from __future__ import annotations
@@ -45,14 +46,8 @@ from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, new_allocator
 from podnet.model import IPNetwork, NodeInfo
 from podnet.store.client import Backoff, OutageLog, Store, StoreError, TlsFiles
-from podnet.store.nodes import (
-    NodeEvent,
-    NodeOwnedError,
-    NodeRecord,
-    NodeRegistration,
-    get_pod_cidrs,
-    watch_nodes,
-)
+from podnet.store.datastore import Datastore, EtcdDatastore, Registration
+from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
 
 log = logging.getLogger("podnet.agent")
 
@@ -104,8 +99,9 @@ class Agent:
         self._peers: dict[str, NodeRecord] = {}
         self._gone: dict[str, tuple[float, NodeRecord]] = {}
         self.ipr: IPRoute | None = None
-        self.store: Store | None = None
-        self.registration: NodeRegistration | None = None
+        self.store: Store | None = None  # etcd's client (datastore: etcd)
+        self.datastore: Datastore | None = None
+        self.registration: Registration | None = None
         self.allocator: Allocator | None = None
         self.cni_handler: CniHandler | None = None
         self.api: ApiServer | None = None
@@ -141,16 +137,17 @@ class Agent:
                 "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
                 "clusterPoolIPv4PodCIDRList (nothing was changed)"
             )
-        self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
+        self.datastore = self._open_datastore()
         bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
         try:
-            self.registration = NodeRegistration(self.store, bare.name, agent_identity(self.config))
+            self.registration = self.datastore.register(bare.name, agent_identity(self.config))
         except NodeOwnedError as exc:
             raise AgentError(str(exc)) from None
-        if not get_pod_cidrs(self.store, bare.name):  # a new node: ask the operator for pod CIDRs
+        if not self.datastore.pod_cidrs(bare.name):  # a new node: ask the operator for pod CIDRs
             self.registration.publish(NodeRecord(bare, self.requested))
         self._set_phase("waiting for pod CIDRs from the operator")
-        self.allocator = new_allocator(self.config.ipam_mode, IPAMContext(self.store, self.config.node_name))
+        context = IPAMContext(self.datastore, self.config.node_name)
+        self.allocator = new_allocator(self.config.ipam_mode, context)
         node = dataclasses.replace(
             bare, pod_cidrs=self.allocator.cidrs, router_ips=self.allocator.router_ips()
         )
@@ -164,10 +161,10 @@ class Agent:
                 raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
             self._set_phase("starting the BGP speaker")
             self.components.append(comp.Bgp(self.config, self.underlay.ipv4))
-        self.components.append(comp.StoreProbe(self.store))
+        self.components.append(self._datastore_probe())
         self.components.append(
             comp.NodeReport(
-                self.store, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
+                self.datastore, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
             )
         )
         for component in self.components:
@@ -179,15 +176,35 @@ class Agent:
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
             log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
-        self.watcher = watch_nodes(self.store, self._on_nodes)
+        self.watcher = self.datastore.watch_nodes(self._on_nodes)
         if not self.watcher.wait_synced(STORE_CONNECT_TIMEOUT):
-            raise AgentError("the node watch did not sync with etcd; is etcd healthy?")
+            raise AgentError(f"the node watch did not sync with {self.datastore.kind}; is it healthy?")
         self.reconcile()
         self.api = serve(self.config.agent_socket, self)
         self.status_info.ready = True
         self._set_phase("running")
         log.info("agent ready: node %s pod CIDRs %s, routing %s", node.name,
                  ", ".join(map(str, node.pod_cidrs)), self.config.routing_mode)  # fmt: skip
+
+    def _open_datastore(self) -> Datastore:
+        """The configured datastore, reachable (``AgentError`` saying which one and why not)."""
+        if self.config.datastore == "kubernetes":
+            from podnet.kube.datastore import KubeDatastore, KubeDatastoreError
+
+            try:
+                return KubeDatastore.open(self.config.k8s_kubeconfig_path, STORE_CONNECT_TIMEOUT)
+            except KubeDatastoreError as exc:
+                raise AgentError(str(exc)) from None
+        self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
+        return EtcdDatastore(self.store)
+
+    def _datastore_probe(self) -> comp.Component:
+        if self.store is not None:
+            return comp.StoreProbe(self.store)
+        from podnet.kube.datastore import KubeProbe
+
+        assert self.datastore is not None
+        return KubeProbe(self.datastore)  # type: ignore[arg-type]
 
     def _set_phase(self, phase: str) -> None:
         self.status_info.phase = phase
@@ -198,8 +215,9 @@ class Agent:
     def _on_nodes(self, event: NodeEvent) -> None:
         with self._lock:
             now = time.monotonic()
+            keep = self.datastore is None or self.datastore.kind == "etcd"  # see the module docstring
             for name, rec in self._peers.items():
-                if name not in event.nodes:
+                if name not in event.nodes and keep:
                     self._gone[name] = (now, rec)
             for name in event.nodes:
                 self._gone.pop(name, None)
@@ -410,7 +428,7 @@ class Agent:
             self.allocator,
             self.peers(),
             {c.name: c.status() for c in self.components},
-            connected=self.store is not None,
+            connected=self.datastore is not None,
             config_errors=self.config_errors,
         )
 
@@ -425,7 +443,7 @@ class Agent:
             lambda: self.watcher and self.watcher.stop(),
             # the lease is not revoked: the node key lapses after its TTL, so a restart is not a departure
             lambda: self.registration and self.registration.close(revoke=False),
-            lambda: self.store and self.store.close(),
+            lambda: self.datastore and self.datastore.close(),
             lambda: self.ipr and self.ipr.close(),
             lambda: self._node_lock is not None and os.close(self._node_lock),
         ):

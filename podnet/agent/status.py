@@ -53,9 +53,14 @@ def status_document(
         "ready": info.ready,
         "phase": info.phase,
         "node": node.to_json() if node else None,
+        "datastore": config.datastore,
         "kvstore": components.get(
-            "kvstore", {"endpoints": list(config.etcd_endpoints), "connected": connected}
+            "kvstore",
+            {"endpoints": list(config.etcd_endpoints), "connected": connected}
+            if config.datastore == "etcd"
+            else {"state": "disabled"},
         ),
+        "kubernetes": components.get("kubernetes", {"state": "disabled"}),
         "routing": {
             "mode": config.routing_mode,
             "tunnelProtocol": tunnel.name if tunnel else None,

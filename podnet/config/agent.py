@@ -47,6 +47,8 @@ class AgentConfig:
     ipam_mode: str = "cluster-pool"
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
     cluster_pool_ipv4_mask_size: int = 24
+    datastore: str = "etcd"  # where node records live: the embedded etcd, or "kubernetes" (CRDs)
+    k8s_kubeconfig_path: Path | None = None  # datastore: kubernetes; none: the pod's service account
     etcd_endpoints: tuple[str, ...] = ()
     etcd_trusted_ca_file: Path | None = None  # mutual TLS to etcd (Cilium's etcd config names)
     etcd_cert_file: Path | None = None
@@ -93,6 +95,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "cluster-pool-ipv4-cidr",
     ),
     "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
+    "datastore": ("datastore", "podnet-datastore"),
+    "k8s_kubeconfig_path": ("k8sKubeconfigPath", "k8s-kubeconfig-path"),
     "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
     "etcd_trusted_ca_file": (
         "etcd.trustedCAFile",
@@ -269,6 +273,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES.names()),
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
+    "datastore": lambda k, v: _choice(k, v, ("etcd", "kubernetes")),
+    "k8s_kubeconfig_path": lambda k, v: _file(k, v),
     "etcd_endpoints": lambda k, v: _list(v),
     "etcd_trusted_ca_file": lambda k, v: _file(k, v),
     "etcd_cert_file": lambda k, v: _file(k, v),

@@ -17,7 +17,7 @@ from podnet.model import IPAddress, IPNetwork
 from podnet.registry import IPAM_MODES, UnknownChoice
 
 if TYPE_CHECKING:
-    from podnet.store.client import Store
+    from podnet.store.datastore import Datastore
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Allocator(Protocol):
 class IPAMContext:
     """What a mode's factory may use to build a node's allocator."""
 
-    store: Store
+    datastore: Datastore  # the pod CIDRs the operator gave the node (cluster-pool)
     node_name: str
     wait_timeout: float = 60.0
 

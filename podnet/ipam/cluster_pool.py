@@ -79,9 +79,7 @@ class MultiCIDRAllocator:
 
 
 def _factory(ctx: IPAMContext) -> MultiCIDRAllocator:
-    from podnet.store.nodes import wait_for_pod_cidrs
-
-    return MultiCIDRAllocator(wait_for_pod_cidrs(ctx.store, ctx.node_name, ctx.wait_timeout))
+    return MultiCIDRAllocator(ctx.datastore.wait_pod_cidrs(ctx.node_name, ctx.wait_timeout))
 
 
 register_mode(MODE, _factory)

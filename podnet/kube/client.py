@@ -40,3 +40,12 @@ def connect(kubeconfig: str | Path | None = None, timeout: float = DEFAULT_TIMEO
     # trust_env off: the machine's proxy variables never route API traffic (a kubeconfig's own
     # proxy-url still applies, as in client-go)
     return Client(config=config, timeout=httpx.Timeout(timeout), field_manager=FIELD_MANAGER, trust_env=False)
+
+
+def server_version(client: Client) -> str:
+    """The API server's ``gitVersion`` (``GET /version``, readable by every authenticated user).
+    lightkube has no call for it; its HTTP client is used directly (pinned lightkube 1.0)."""
+    http = client._client._client  # lightkube 1.0's httpx client
+    answer = http.get("/version")
+    answer.raise_for_status()
+    return str(answer.json().get("gitVersion", ""))

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from podnet.lab import kubeapi
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.controlplane import client_tls, etcd_endpoints
@@ -84,6 +85,8 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
             "devices": ["eth0"],
         }
     )
+    if kubeapi.on_kubernetes(topo):
+        cfg["k8sKubeconfigPath"] = str(kubeapi.account_kubeconfig_path(topo.name, "podnet-agent"))
     _fill_bgp_peers(topo, node, cfg)
     return cfg
 
@@ -129,13 +132,25 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
     argv = [
-        _venv_bin("podnet"), "operator", "--etcd-endpoints", ",".join(etcd_endpoints(topo)),
+        _venv_bin("podnet"), "operator",
         "--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask),
         "--grace-period", "60",
     ]  # fmt: skip
     tls = client_tls(topo, "operator")
-    if tls is not None:
-        argv += ["--etcd-trusted-ca-file", tls.ca, "--etcd-cert-file", tls.cert, "--etcd-key-file", tls.key]
+    if kubeapi.on_kubernetes(topo):
+        kubeconfig = kubeapi.account_kubeconfig_path(topo.name, "podnet-operator")
+        argv += ["--datastore", "kubernetes", "--k8s-kubeconfig-path", str(kubeconfig)]
+    else:
+        argv += ["--etcd-endpoints", ",".join(etcd_endpoints(topo))]
+        if tls is not None:
+            argv += [
+                "--etcd-trusted-ca-file",
+                tls.ca,
+                "--etcd-cert-file",
+                tls.cert,
+                "--etcd-key-file",
+                tls.key,
+            ]
     proc = spawn(argv, cp_ns, log)
     state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
     return 1

@@ -62,9 +62,43 @@ def binaries() -> dict[str, Path]:
     )
 
 
+def on_kubernetes(topo: Topology) -> bool:
+    """Whether the lab's agents and operator use the API server (cluster ``datastore: kubernetes``)."""
+    return str(topo.cluster.get("datastore", "etcd")).strip().lower() == "kubernetes"
+
+
 def wanted(topo: Topology) -> bool:
-    """Whether this lab runs a Kubernetes control plane (``controlPlane.kubernetes: true``)."""
-    return topo.kubernetes
+    """Whether this lab runs a Kubernetes control plane (``controlPlane.kubernetes: true``, or the
+    Kubernetes datastore)."""
+    return topo.kubernetes or on_kubernetes(topo)
+
+
+def account_kubeconfig_path(lab: str, account: str) -> Path:
+    """The kubeconfig of ``kube-system/<account>`` for processes inside the lab (the underlay URL)."""
+    return kube_dir(lab) / f"{account}.kubeconfig"
+
+
+TOKEN_SECONDS = 7 * 24 * 3600  # a lab lives for minutes to hours
+
+
+def write_account_kubeconfig(topo: Topology, account: str, local: str, admin: TlsFiles) -> Path:
+    """A TokenRequest token of the service account (exactly its RBAC role) in a kubeconfig."""
+    import httpx2 as httpx
+
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": TOKEN_SECONDS}}  # fmt: skip
+    with httpx.Client(base_url=local, verify=admin.ssl_context(), timeout=10, trust_env=False) as http:
+        answer = http.post(f"/api/v1/namespaces/kube-system/serviceaccounts/{account}/token", json=body)
+    if answer.status_code >= 300:
+        raise KubeError(
+            f"cannot get a token for kube-system/{account}: HTTP {answer.status_code} {answer.text[-300:]}"
+        )
+    path = account_kubeconfig_path(topo.name, account)
+    path.write_text(
+        kubeconfig(server_url(topo), admin.ca, {"token": answer.json()["status"]["token"]}, account)
+    )
+    os.chmod(path, 0o600)
+    return path
 
 
 def kubeconfig_path(lab: str) -> Path:
@@ -154,6 +188,17 @@ def ensure_kube_control_plane(topo: Topology, state: st.LabState) -> int:
     os.chmod(kubeconfig_path(lab), 0o600)
     wait_ready(local, admin, state)
     apply_manifests(kubeconfig_path(lab), [MANIFESTS / "crds.yaml", MANIFESTS / "rbac.yaml"])
+    for account in ("podnet-agent", "podnet-operator"):
+        write_account_kubeconfig(topo, account, local, admin)
+    if on_kubernetes(topo):  # the kubelet's part: Node objects before the agents start
+        from podnet.kube.client import connect
+        from podnet.lab.kubelet import register_nodes
+
+        client = connect(kubeconfig_path(lab))
+        try:
+            register_nodes(client, topo)
+        finally:
+            client.close()
     state.info["kubernetes"] = {
         "server": server_url(topo),
         "local": local,

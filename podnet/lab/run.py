@@ -16,6 +16,7 @@ from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_con
 from podnet.lab.build import BuildReport, LabBuilder, Progress
 from podnet.lab.controlplane import ensure_control_plane
 from podnet.lab.kubeapi import ensure_kube_control_plane
+from podnet.lab.kubeapi import wanted as kube_wanted
 from podnet.lab.teardown import TeardownReport, teardown, teardown_all
 from podnet.lab.topology import Topology
 
@@ -45,7 +46,7 @@ def bring_up(
         report = builder.up()
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
-        if topo.kubernetes:
+        if kube_wanted(topo):
             progress("control plane (kube-apiserver)")
             report.changes += ensure_kube_control_plane(topo, builder.state)
         if cluster:

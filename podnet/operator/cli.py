@@ -1,7 +1,9 @@
-"""``podnet operator``: run the cluster-pool operator against an etcd until SIGTERM/SIGINT.
+"""``podnet operator``: run the cluster-pool operator on etcd or Kubernetes until SIGTERM/SIGINT.
 
     podnet operator --etcd-endpoints http://10.0.0.1:2379 \
         --cluster-pool-ipv4-cidr 10.244.0.0/16 --cluster-pool-ipv4-mask-size 24 --grace-period 60
+    podnet operator --datastore kubernetes --k8s-kubeconfig-path /etc/podnet/kubeconfig \
+        --cluster-pool-ipv4-cidr 10.244.0.0/16
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from podnet.ipam.cidr import CIDRError, parse_pool_spec
+from podnet.ipam.cidr import CIDRError, PoolSpec, parse_pool_spec
 from podnet.operator.cluster_pool import run_operator
 from podnet.store.client import Store, StoreError, TlsFiles
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podnet operator", description=__doc__.splitlines()[0])
-    parser.add_argument("--etcd-endpoints", required=True, help="comma-separated, e.g. http://IP:2379")
+    parser.add_argument(
+        "--datastore", choices=("etcd", "kubernetes"), default="etcd", help="where node records live"
+    )
+    parser.add_argument(
+        "--k8s-kubeconfig-path",
+        help="datastore kubernetes: a kubeconfig (default: the pod's service account)",
+    )
+    parser.add_argument("--etcd-endpoints", help="datastore etcd: comma-separated, e.g. http://IP:2379")
     parser.add_argument("--etcd-trusted-ca-file", help="CA of etcd's certificates (mutual TLS)")
     parser.add_argument("--etcd-cert-file", help="the operator's client certificate")
     parser.add_argument("--etcd-key-file", help="the operator's client key")
@@ -61,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.datastore == "kubernetes":
+        return _run_on_kubernetes(args, spec, stop)
+    if not args.etcd_endpoints:
+        print("podnet operator: --etcd-endpoints is required with --datastore etcd", file=sys.stderr)
+        return 2
     try:
         files = (args.etcd_trusted_ca_file, args.etcd_cert_file, args.etcd_key_file)
         if any(files) and not all(files):
@@ -75,6 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_on_kubernetes(args: argparse.Namespace, spec: PoolSpec, stop: threading.Event) -> int:
+    from podnet.kube.client import KubeConnectError, connect
+    from podnet.operator.kube_pool import KubeClusterPoolOperator
+
+    try:
+        operator = KubeClusterPoolOperator(
+            lambda: connect(args.k8s_kubeconfig_path),
+            spec,
+            args.grace_period,
+            fence_seconds=args.fence_period,
+        )
+    except KubeConnectError as exc:
+        print(f"podnet operator: {exc}", file=sys.stderr)
+        return 1
+    operator.run(stop, min(max(args.grace_period / 4.0, 0.2), 10.0))
     return 0
 
 

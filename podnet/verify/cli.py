@@ -145,6 +145,8 @@ def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
     """``Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 1s ago`` or
     ``Unreachable since 12s: <error>`` (Cilium's KVStore line, from the agent's real probe)."""
     now = time.time() if now is None else now
+    if kv.get("state") == "disabled":
+        return "Disabled"
     endpoints = list(kv.get("endpoints") or [])
     active = kv.get("active") or (endpoints[0] if endpoints else "?")
     where = f"{active}" + (f" ({len(endpoints)} endpoints)" if len(endpoints) > 1 else "")
@@ -156,6 +158,24 @@ def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
     since = kv.get("failingSince")
     down = f" since {now - since:.0f}s" if since else ""
     return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"
+
+
+def kubernetes_line(k8s: dict[str, Any], now: float | None = None) -> str:
+    """``Ok   1.20 (v1.20.2), last success 3s ago``, ``Disabled`` or ``Unreachable since 12s: ...``
+    (Cilium's Kubernetes line)."""
+    now = time.time() if now is None else now
+    state = k8s.get("state", "disabled")
+    if state == "disabled":
+        return "Disabled"
+    version = str(k8s.get("version") or "")
+    short = ".".join(version.lstrip("v").split(".")[:2])
+    last = k8s.get("lastSuccess") or 0
+    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
+    if state == "ok":
+        return f"Ok   {short} ({version}), {ago}"
+    since = k8s.get("failingSince")
+    down = f" since {now - since:.0f}s" if since else ""
+    return f"Unreachable{down}: {k8s.get('error') or 'no answer'} ({ago})"
 
 
 def guard_line(guard: dict[str, Any]) -> str:
@@ -202,6 +222,7 @@ def print_status(out: dict[str, Any]) -> None:
                 f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
                 f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
             ),
+            ("Kubernetes", kubernetes_line(s.get("kubernetes") or {})),
             ("KVStore", kvstore_line(kv)),
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),

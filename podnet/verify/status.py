@@ -155,6 +155,7 @@ def node_status(
         },
         "node": doc.get("node"),
         "kvstore": doc.get("kvstore"),
+        "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
         "routing": {**routing, "summary": routing_summary(routing)},
         "nativeRoutingCIDR": routing.get("ipv4NativeRoutingCIDR"),
         "masquerading": {

@@ -20,6 +20,7 @@ from podnet.model import NodeInfo
 from podnet.operator.cluster_pool import ClusterPoolOperator, read_snapshot, run_operator
 from podnet.store import keys
 from podnet.store.client import Store
+from podnet.store.datastore import EtcdDatastore
 from podnet.store.nodes import (
     NodeRecord,
     get_pod_cidrs,
@@ -226,7 +227,7 @@ def test_exhaustion_is_reported(store: Store) -> None:
 def test_cluster_pool_allocator_for_the_agent(store: Store) -> None:
     put_node(store, "agent", "10.244.7.0/24")
     ClusterPoolOperator(store, parse_pool_spec(["10.244.0.0/16"], 24), 60).reconcile_once()
-    alloc = new_allocator("cluster-pool", IPAMContext(store, "agent", wait_timeout=5))
+    alloc = new_allocator("cluster-pool", IPAMContext(EtcdDatastore(store), "agent", wait_timeout=5))
     (first,) = alloc.allocate("container-1/eth0")
     assert (str(first.ip), str(first.gateway), str(first.cidr)) == (
         "10.244.7.2",

@@ -1,0 +1,201 @@
+"""The cluster-pool operator on the Kubernetes datastore: the same pure plan (``plan.plan_pool``) over
+PodnetNodes and Node objects instead of etcd keys.
+
+Design fact: the allocations are the PodnetNodes' ``spec.ipam.podCIDRs`` themselves (no index
+beside them), written with the object's resourceVersion as a precondition, so two operators (or an
+operator and an agent) never both win a race: the loser gets 409 and plans again. A node is
+registered while its Node object exists; a PodnetNode without one is gone since the time in its
+``podnet.io/gone-since`` annotation, and after the grace period (and the fence of a node that
+last reported endpoints) the operator deletes it, which frees its CIDRs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
+
+from podnet.ipam.cidr import PoolSpec
+from podnet.kube.convert import OPERATOR_MANAGER, record_of
+from podnet.kube.resources import PodnetNode
+from podnet.kube.watch import ResourceWatcher
+from podnet.model import IPNetwork
+from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
+from podnet.store.client import Backoff, OutageLog
+from podnet.store.nodes import NodeRecord
+
+log = logging.getLogger(__name__)
+
+GONE_ANNOTATION = "podnet.io/gone-since"
+CONFLICT, NOT_FOUND = 409, 404
+MAX_ROUNDS = 5
+
+
+@dataclass
+class KubeSnapshot:
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)  # PodnetNodes whose Node exists
+    objects: dict[str, Any] = field(default_factory=dict)  # every PodnetNode by name
+    allocations: dict[IPNetwork, str] = field(default_factory=dict)
+    gone_since: dict[str, float] = field(default_factory=dict)
+    liveness: dict[str, NodeLiveness] = field(default_factory=dict)
+
+
+def _seconds(stamp: str) -> float:
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def read_snapshot(client: Client) -> KubeSnapshot:
+    existing = {str(n.metadata.name) for n in client.list(Node)}
+    snap = KubeSnapshot()
+    for obj in client.list(PodnetNode):
+        name = str(obj.metadata.name)
+        snap.objects[name] = obj
+        try:
+            record = record_of(name, obj.spec, obj.status)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable podnetnode %s: %s", name, exc)
+            continue
+        for cidr in record.node.pod_cidrs:
+            snap.allocations[cidr] = name
+        if name in existing:
+            snap.nodes[name] = record
+        since = (obj.metadata.annotations or {}).get(GONE_ANNOTATION)
+        if since:
+            snap.gone_since[name] = float(since)
+        status = obj.status or {}
+        if status.get("lastSeen"):
+            snap.liveness[name] = NodeLiveness(
+                _seconds(status["lastSeen"]), int(status.get("endpoints") or 0)
+            )
+    return snap
+
+
+class KubeClusterPoolOperator:
+    def __init__(
+        self,
+        make_client: Callable[[], Client],
+        spec: PoolSpec,
+        grace_seconds: float,
+        clock: Callable[[], float] = time.time,
+        fence_seconds: float = DEFAULT_FENCE_SECONDS,
+    ) -> None:
+        self._make_client = make_client
+        self.client = make_client()
+        self.spec = spec
+        self.grace_seconds = grace_seconds
+        self.fence_seconds = fence_seconds
+        self.clock = clock
+        self._reported: dict[str, str] = {}
+
+    def reconcile_once(self) -> PoolPlan:
+        plan = PoolPlan()
+        for _ in range(MAX_ROUNDS):
+            now = self.clock()
+            snap = read_snapshot(self.client)
+            plan = plan_pool(
+                self.spec, snap.nodes, snap.allocations, snap.gone_since, now, self.grace_seconds,
+                snap.liveness, self.fence_seconds,
+            )  # fmt: skip
+            self._report(snap, plan)
+            if plan.empty or self.apply(snap, plan, now) == 0:
+                break
+        return plan
+
+    def _patch(self, name: str, body: dict[str, Any]) -> bool:
+        """A merge patch with the object's resourceVersion in it: False when someone was first."""
+        try:
+            self.client.patch(
+                PodnetNode, name, body, patch_type=PatchType.MERGE, field_manager=OPERATOR_MANAGER
+            )
+        except ApiError as exc:
+            if exc.status.code in (CONFLICT, NOT_FOUND):
+                return False
+            raise
+        return True
+
+    def apply(self, snap: KubeSnapshot, plan: PoolPlan, now: float) -> int:
+        """Apply ``plan``; returns how many steps lost a race (the caller then plans again)."""
+        conflicts = 0
+        held = cidrs_by_node(snap.allocations)
+        for name, cidr in plan.assign:
+            rv = snap.objects[name].metadata.resourceVersion
+            cidrs = [str(c) for c in (*held.get(name, ()), cidr)]
+            ok = self._patch(
+                name, {"metadata": {"resourceVersion": rv}, "spec": {"ipam": {"podCIDRs": cidrs}}}
+            )
+            if ok:
+                log.info("allocated pod CIDR %s to node %s", cidr, name)
+            conflicts += not ok
+        for name in plan.mark_gone:
+            if self._patch(name, {"metadata": {"annotations": {GONE_ANNOTATION: f"{now:.3f}"}}}):
+                log.info(
+                    "node %s is gone (no Node object); its pod CIDRs are reclaimed after the grace period",
+                    name,
+                )
+        for name in plan.clear_gone:
+            conflicts += not self._patch(name, {"metadata": {"annotations": {GONE_ANNOTATION: None}}})
+        for name, cidrs in plan.reclaim:
+            try:
+                self.client.delete(PodnetNode, name)
+                log.info("reclaimed pod CIDRs %s of gone node %s", ", ".join(map(str, cidrs)), name)
+            except ApiError as exc:
+                if exc.status.code != NOT_FOUND:
+                    raise
+        return conflicts
+
+    def _report(self, snap: KubeSnapshot, plan: PoolPlan) -> None:
+        """A node that gets no CIDR is told why in its status (what its agent waits for)."""
+        wanted = {name: f"pool exhausted: {self.spec.describe()} has no free /{self.spec.mask_size}"
+                  for name in plan.exhausted}  # fmt: skip
+        for name in set(self._reported) | set(wanted):
+            error = wanted.get(name, "")
+            if self._reported.get(name, "") == error or name not in snap.objects:
+                continue
+            body = {"status": {"ipam": {"operatorStatus": {"error": error}}}}
+            try:
+                self.client.patch(PodnetNode.Status, name, body, patch_type=PatchType.MERGE)
+                self._reported[name] = error
+            except ApiError as exc:
+                log.warning("cannot report to podnetnode %s: %s", name, exc.status.message)
+            if error:
+                log.error("node %s: %s", name, error)
+
+    def run(self, stop_event: threading.Event, tick: float) -> None:
+        wake = threading.Event()
+        watchers = [
+            ResourceWatcher(self._make_client, kind, lambda _e: wake.set()).start()
+            for kind in (PodnetNode, Node)
+        ]
+        try:
+            outage = OutageLog(log, "cluster-pool reconcile (Kubernetes)")
+            backoff = Backoff(first=min(0.5, tick), cap=max(tick, 10.0))
+            while not stop_event.is_set():
+                wait = tick
+                try:
+                    self.reconcile_once()
+                    outage.recovered()
+                    backoff.reset()
+                except ApiError as exc:
+                    outage.failed(f"{exc.status.code} {exc.status.message}")
+                    wait = backoff.next()
+                except Exception as exc:  # the API server away, a timeout: try again
+                    outage.failed(exc)
+                    wait = backoff.next()
+                deadline = time.monotonic() + wait
+                while not stop_event.is_set() and not wake.is_set() and time.monotonic() < deadline:
+                    wake.wait(min(0.1, wait))
+                wake.clear()
+        finally:
+            for watcher in watchers:
+                watcher.stop()
+            self.client.close()

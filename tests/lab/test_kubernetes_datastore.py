@@ -1,0 +1,119 @@
+"""datastore: kubernetes (issue 13): agents and the operator on the lab's real API server. The same
+connectivity test as on etcd; a deleted Node takes its routes off every peer; an API server that
+dies leaves the datapath alone and the watches pick up again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labhelpers import assert_all_pods_reach_each_other, sh
+from lightkube.resources.core_v1 import Node
+
+from podnet.kube.client import connect
+from podnet.kube.resources import PodnetNode
+from podnet.lab import kubeapi
+from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.topology import Topology, load_topology
+
+pytestmark = pytest.mark.lab
+PODNET = str(Path(sys.executable).with_name("podnet"))
+
+
+def podnet(*args: str, code: int | None = 0) -> dict[str, Any]:
+    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=180)
+    if code is not None:
+        assert res.returncode == code, (
+            f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+        )
+    return json.loads(res.stdout)
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("example", "overrides"),
+    [
+        ("l2", []),  # native, autoDirectNodeRoutes
+        ("l2", ["routingMode=tunnel", "autoDirectNodeRoutes=false"]),
+        ("two-subnets", ["routingMode=native", "bgp.enabled=true"]),
+    ],
+    ids=["l2-native", "l2-tunnel", "two-subnets-bgp"],
+)
+def test_same_connectivity_on_the_kubernetes_datastore(
+    lab_up: Callable[..., Topology], example: str, overrides: list[str]
+) -> None:
+    topo = lab_up(apply_overrides(load_topology(example), ["datastore=kubernetes", *overrides]))
+    conn = podnet("connectivity", "test", "--lab", topo.name, "-o", "json")
+    assert conn["failed"] == 0 and conn["passed"] > 0
+    status = podnet("status", "--lab", topo.name, "-o", "json")
+    for node in topo.nodes:
+        doc = status["nodes"][node.name]
+        assert doc["kubernetes"]["state"] == "ok" and doc["kubernetes"]["version"] == "v1.20.2"
+        assert doc["kvstore"]["state"] == "disabled"
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    cidrs = {o.metadata.name: o.spec["ipam"]["podCIDRs"] for o in admin.list(PodnetNode)}
+    assert set(cidrs) == {n.name for n in topo.nodes} and all(len(c) == 1 for c in cidrs.values())
+
+
+def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("l2"), ["datastore=kubernetes"]))
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    node3_cidr = admin.get(PodnetNode, "node3").spec["ipam"]["podCIDRs"][0]
+
+    # the API server dies: pods keep talking, status says so, nothing in the datapath changes
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    rec = state.process(kubeapi.APISERVER)
+    assert rec is not None and rec.running()
+    routes_before = sh(topo, "node1", "ip", "route")
+    os.kill(rec.pid, signal.SIGKILL)
+    _wait(lambda: not rec.running(), "kube-apiserver to die")
+    assert_all_pods_reach_each_other(topo)
+    _wait(
+        lambda: (
+            podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")["nodes"]["node1"][
+                "kubernetes"
+            ]["state"]
+            == "unreachable"
+        ),
+        "status to say the API server is unreachable",
+        timeout=40,
+    )
+    assert sh(topo, "node1", "ip", "route") == routes_before
+    kubeapi.ensure_kube_control_plane(topo, state)
+    _wait(
+        lambda: (
+            podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")["nodes"]["node1"][
+                "kubernetes"
+            ]["state"]
+            == "ok"
+        ),
+        "the agent to reach the API server again",
+        timeout=40,
+    )
+
+    # the watches picked up again: deleting a Node takes its routes off the peers at once
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    admin.delete(Node, "node3")
+    for peer in ("node1", "node2"):
+        _wait(
+            lambda p=peer: node3_cidr not in sh(topo, p, "ip", "route"), f"{peer} to drop node3's route", 15
+        )
+    status = podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+    assert "node3" not in {p["name"] for p in status["nodes"]["node1"]["peers"]}
