@@ -76,6 +76,10 @@ class Endpoint:
     pod_name: str = ""
     pod_namespace: str = ""
     netns_id: str = ""  # dev:inode of the pod's namespace (how the agent finds it again by itself)
+    pod_uid: str = ""  # K8S_POD_UID, checked against the Pod object (datastore: kubernetes)
+    pod_labels: tuple[tuple[str, str], ...] = ()  # the Pod's, as the API server had them at ADD
+    pod_annotations: tuple[tuple[str, str], ...] = ()
+    namespace_labels: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +93,10 @@ class Endpoint:
             "defaultRoute": self.default_route,
             "podName": self.pod_name,
             "podNamespace": self.pod_namespace,
+            "podUID": self.pod_uid,
+            "podLabels": dict(self.pod_labels),
+            "podAnnotations": dict(self.pod_annotations),
+            "namespaceLabels": dict(self.namespace_labels),
         }
 
     @classmethod
@@ -104,4 +112,15 @@ class Endpoint:
             pod_name=str(data.get("podName", "")),
             pod_namespace=str(data.get("podNamespace", "")),
             netns_id=str(data.get("netnsID", "")),
+            pod_uid=str(data.get("podUID", "")),
+            pod_labels=_pairs(data.get("podLabels")),
+            pod_annotations=_pairs(data.get("podAnnotations")),
+            namespace_labels=_pairs(data.get("namespaceLabels")),
         )
+
+
+def _pairs(mapping: Any) -> tuple[tuple[str, str], ...]:
+    """A JSON object of strings as sorted pairs (frozen, comparable); anything else as none."""
+    if not isinstance(mapping, dict):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from podnet import owned
+from podnet.agent.podmeta import PodChanged, PodMeta
 from podnet.agent.retired import RetiredLinks
 from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
@@ -158,6 +159,10 @@ def _route_json(route: Route) -> dict[str, Any]:
     return out
 
 
+class PodResolver(Protocol):
+    def resolve(self, namespace: str, name: str, uid: str = "") -> PodMeta | None: ...
+
+
 class CniHandler:
     """Serves ``op: cni`` and ``op: status`` for the agent API (see ``podnet.agent.api``)."""
 
@@ -169,8 +174,10 @@ class CniHandler:
         store_dir: str | Path,
         fail_after_ipam: bool = False,
         guard: EndpointGuard | None = None,
+        pods: PodResolver | None = None,
     ) -> None:
         self.host_netns = host_netns
+        self.pods = pods  # the Pod objects behind CNI_ARGS (datastore: kubernetes)
         self.guard = guard
         self.allocator = allocator
         self.route_mtu = route_mtu
@@ -359,6 +366,7 @@ class CniHandler:
         existing = self._load(call.container_id, call.ifname)
         fresh = existing is None
         pod = call.pod_netns()
+        meta = self._pod_meta(call)  # before IPAM: a pool may follow the pod's annotations
         with contextlib.ExitStack() as undo:
             if fresh:
                 undo.callback(_safely, "release", self.allocator.release, call.owner)
@@ -378,6 +386,10 @@ class CniHandler:
                 pod_name=call.args.get("K8S_POD_NAME", ""),
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
                 netns_id=pod.identity(),
+                pod_uid=meta.uid if meta else call.args.get("K8S_POD_UID", ""),
+                pod_labels=meta.labels if meta else (),
+                pod_annotations=meta.annotations if meta else (),
+                namespace_labels=meta.namespace_labels if meta else (),
             )
             if fresh:
                 undo.callback(_safely, "forget record", self._forget, call.container_id, call.ifname)
@@ -400,6 +412,17 @@ class CniHandler:
                 self._hand_over_default(record)
             undo.pop_all()
         return self._result(info, record.default_route, spec.dns_of(call.config))
+
+    def _pod_meta(self, call: _Call) -> PodMeta | None:
+        if self.pods is None:
+            return None
+        args = call.args
+        try:
+            return self.pods.resolve(
+                args.get("K8S_POD_NAMESPACE", ""), args.get("K8S_POD_NAME", ""), args.get("K8S_POD_UID", "")
+            )
+        except PodChanged as exc:
+            raise spec.CniError(spec.ERR_TRY_AGAIN_LATER, "pod changed under the sandbox", str(exc)) from None
 
     def _addresses(self, allocations: Sequence[Allocation], owner: str) -> tuple[ep.PodAddress, ...]:
         """One host-prefix address per allocation, each with the gateway IPAM gave it."""

@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
-from podnet.agent.cni_handler import CniHandler
+from podnet.agent.cni_handler import CniHandler, PodResolver
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.status import AgentStatus, status_document
 from podnet.agent.underlay import Underlay, detect_underlay, pool_conflicts
@@ -171,8 +171,9 @@ class Agent:
             component.start(node, self._stop)
         route_mtu = mode_route_mtu(self.config, self.underlay)
         self.cni_handler = CniHandler(
-            None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=self.guard
-        )
+            None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=self.guard,
+            pods=self._pod_resolver(),
+        )  # fmt: skip
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
             log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
@@ -197,6 +198,15 @@ class Agent:
                 raise AgentError(str(exc)) from None
         self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
         return EtcdDatastore(self.store)
+
+    def _pod_resolver(self) -> PodResolver | None:
+        """Pod metadata from the API server, on the Kubernetes datastore."""
+        if self.config.datastore != "kubernetes":
+            return None
+        from podnet.agent.podmeta import KubePodResolver
+        from podnet.kube.client import connect
+
+        return KubePodResolver(lambda: connect(self.config.k8s_kubeconfig_path))
 
     def _datastore_probe(self) -> comp.Component:
         if self.store is not None:

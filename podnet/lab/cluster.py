@@ -7,18 +7,22 @@ network configuration on stdin. ``lab down`` runs CNI DEL for every pod before t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
+from lightkube import Client
 
-from podnet.lab import kubeapi
+from podnet.kube.client import connect
+from podnet.lab import kubeapi, kubelet
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.controlplane import client_tls, etcd_endpoints
@@ -274,8 +278,9 @@ def container_id(lab: str, pod: str) -> str:
     return f"{lab}-{pod}"
 
 
-def run_cni(lab: str, pod: Pod, command: str) -> tuple[int, dict[str, Any]]:
-    """Execute the CNI plugin for ``pod`` as a runtime does; returns (exit status, JSON output)."""
+def run_cni(lab: str, pod: Pod, command: str, cni_args: str | None = None) -> tuple[int, dict[str, Any]]:
+    """Execute the CNI plugin for ``pod`` as a runtime does; returns (exit status, JSON output).
+    ``cni_args`` defaults to the pod's name and namespace (a kubelet adds its UID and sandbox)."""
     pod_ns = st.ns_name(lab, pod.name)
     env = {
         "CNI_COMMAND": command,
@@ -283,7 +288,7 @@ def run_cni(lab: str, pod: Pod, command: str) -> tuple[int, dict[str, Any]]:
         "CNI_NETNS": str(netns.NETNS_DIR / pod_ns),
         "CNI_IFNAME": "eth0",
         "CNI_PATH": str(cni_bin_dir(lab)),
-        "CNI_ARGS": f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE=default",
+        "CNI_ARGS": cni_args or f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE={pod.namespace}",
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     }
     res = subprocess.run(
@@ -311,16 +316,45 @@ def ensure_pod(topo: Topology, state: st.LabState, pod: Pod) -> int:
             return 0
     state.add_namespace(pod_ns)
     netns.create(pod_ns)
-    code, out = run_cni(topo.name, pod, "ADD")
+    kubelet_args = _as_kubelet(topo, pod)
+    code, out = run_cni(topo.name, pod, "ADD", kubelet_args)
     if code != 0:
         raise ClusterError(
             f"CNI ADD of pod {pod.name} on {pod.node} failed (code {out.get('code')}): {out.get('msg')} "
             f"{out.get('details', '')}".strip()
         )
     ips = [ip["address"].split("/")[0] for ip in out.get("ips", [])]
-    pods[pod.name] = {"node": pod.node, "ips": ips}
+    pods[pod.name] = {"node": pod.node, "ips": ips, "namespace": pod.namespace}
     state.save()
+    if kubelet_args is not None:
+        with _kube_admin(topo.name) as client:
+            kubelet.report_pod_ips(client, pod.namespace, pod.name, ips)
     return 1
+
+
+@contextlib.contextmanager
+def _kube_admin(lab: str) -> Iterator[Client]:
+    client = connect(kubeapi.kubeconfig_path(lab))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _as_kubelet(topo: Topology, pod: Pod) -> str | None:
+    """With an API server, the kubelet's part before a sandbox's ADD: the namespace (with its
+    labels from ``namespaces:``) and the Pod object, bound to the node; returns the kubelet's
+    CNI_ARGS (None without an API server)."""
+    if not kubeapi.wanted(topo):
+        return None
+    declared = {n.name: n for n in topo.namespaces}
+    ns = declared.get(pod.namespace)
+    with _kube_admin(topo.name) as client:
+        kubelet.ensure_namespace(
+            client, pod.namespace, ns.labels if ns else None, ns.annotations if ns else None
+        )
+        uid = kubelet.register_pod(client, pod.namespace, pod.name, pod.node, pod.labels, pod.annotations)
+    return kubelet.cni_args(pod.namespace, pod.name, container_id(topo.name, pod.name), uid)
 
 
 def delete_pods(lab: str, state: st.LabState) -> None:

@@ -83,6 +83,17 @@ class Pod:
     node: str
     pool: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    namespace: str = "default"
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KubeNamespace:
+    """A Kubernetes namespace the lab creates (``namespaces:``), for its labels and annotations."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class Topology:
     source: str = ""
     etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
     kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
+    namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -170,7 +182,17 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     """Validate a topology mapping (as loaded from YAML) into a ``Topology``."""
     if not isinstance(data, Mapping):
         raise TopologyError("the topology file must be a mapping with networks, nodes, ...")
-    known = {"name", "networks", "routers", "nodes", "pods", "cluster", "external", "controlPlane"}
+    known = {
+        "name",
+        "networks",
+        "routers",
+        "nodes",
+        "pods",
+        "cluster",
+        "external",
+        "controlPlane",
+        "namespaces",
+    }
     for key in data:
         if key not in known:
             raise TopologyError(f"{key}: unknown top-level key (known: {', '.join(sorted(known))})")
@@ -209,7 +231,10 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     for key, value in (("etcdTLS", tls), ("kubernetes", kube)):
         if not isinstance(value, bool):
             raise TopologyError(f"controlPlane.{key}: {value!r} is not true or false")
-    return Topology(name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube)
+    return Topology(
+        name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube,
+        namespaces=_parse_namespaces(data.get("namespaces")),
+    )  # fmt: skip
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
@@ -572,6 +597,43 @@ def _check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> Non
             raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")
 
 
+K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _k8s_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not K8S_NAME_RE.match(value):
+        raise TopologyError(
+            f"{where}: {value!r} is not a Kubernetes name (lower case, digits, '-', at most 63)"
+        )
+    return value
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TopologyError(f"{where}: must be a mapping of strings, not {value!r}")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _parse_namespaces(raw: Any) -> tuple[KubeNamespace, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise TopologyError("namespaces: must be a list of {name, labels, annotations}")
+    found = []
+    for i, item in enumerate(raw):
+        m = _mapping(item, f"namespaces[{i}]", {"name", "labels", "annotations"})
+        found.append(
+            KubeNamespace(
+                _k8s_name(m.get("name"), f"namespaces[{i}].name"),
+                _string_map(m.get("labels"), f"namespaces[{i}].labels"),
+                _string_map(m.get("annotations"), f"namespaces[{i}].annotations"),
+            )
+        )
+    return tuple(found)
+
+
 def _parse_pods(raw: Any, nodes: Sequence[str]) -> tuple[Pod, ...]:
     if raw is None:
         return ()
@@ -580,7 +642,11 @@ def _parse_pods(raw: Any, nodes: Sequence[str]) -> tuple[Pod, ...]:
     pods: list[Pod] = []
     for i, item in enumerate(raw):
         where = f"pods[{i}]"
-        m = _mapping(item, where, {"name", "node", "count", "pool", "labels"})
+        m = _mapping(item, where, {"name", "node", "count", "pool", "labels", "namespace", "annotations"})
+        extra = {
+            "namespace": _k8s_name(m.get("namespace", "default"), f"{where}.namespace"),
+            "annotations": _string_map(m.get("annotations"), f"{where}.annotations"),
+        }
         targets = nodes if m.get("node") in (None, "*") else [m["node"]]
         for t in targets:
             if t not in nodes:
@@ -592,14 +658,17 @@ def _parse_pods(raw: Any, nodes: Sequence[str]) -> tuple[Pod, ...]:
             name = m["name"]
             if not isinstance(name, str) or not POD_NAME_RE.match(name):
                 raise TopologyError(f"{where}.name: {name!r} is not a valid pod name")
-            pods.append(Pod(name, targets[0], m.get("pool"), dict(m.get("labels") or {})))
+            pods.append(
+                Pod(name, targets[0], m.get("pool"), _string_map(m.get("labels"), f"{where}.labels"), **extra)
+            )
             continue
         if not isinstance(count, int) or count < 1 or count > 200:
             raise TopologyError(f"{where}.count: {count!r} is not a pod count between 1 and 200")
         for t in targets:
             start = sum(1 for p in pods if p.node == t)
             for k in range(count):
-                pods.append(Pod(f"{t}-p{start + k + 1}", t, m.get("pool"), dict(m.get("labels") or {})))
+                labels = _string_map(m.get("labels"), f"{where}.labels")
+                pods.append(Pod(f"{t}-p{start + k + 1}", t, m.get("pool"), labels, **extra))
     names = [p.name for p in pods]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

@@ -214,7 +214,8 @@ def test_deployment_manifests_pass_server_side_dry_run_and_say_what_podnet_accep
             for flag in (a for a in argv if a.startswith("--")):
                 assert flag in helptext, f"{container.name}: podnet {argv[1]} has no {flag}"
     settings = yaml.safe_load(objs[0].data["config.yaml"])
-    assert load_config(settings, {"K8S_NODE_NAME": "node1"}).ipam_mode == "cluster-pool"
+    loaded = load_config(settings, {"K8S_NODE_NAME": "node1"})
+    assert (loaded.ipam_mode, loaded.datastore) == ("cluster-pool", "kubernetes")
 
 
 def test_the_lab_plays_kubelet(kube_lab: Topology) -> None:

@@ -4,6 +4,7 @@ dies leaves the datapath alone and the watches pick up again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,13 +18,14 @@ from typing import Any
 import pytest
 from labhelpers import assert_all_pods_reach_each_other, sh
 from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Pod as KubePod
 
 from podnet.kube.client import connect
 from podnet.kube.resources import PodnetNode
 from podnet.lab import kubeapi
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
-from podnet.lab.topology import Topology, load_topology
+from podnet.lab.topology import KubeNamespace, Pod, Topology, load_topology
 
 pytestmark = pytest.mark.lab
 PODNET = str(Path(sys.executable).with_name("podnet"))
@@ -117,3 +119,39 @@ def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]
         )
     status = podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")
     assert "node3" not in {p["name"] for p in status["nodes"]["node1"]["peers"]}
+
+
+def test_the_lab_plays_kubelet_and_the_agent_reads_the_pod(lab_up: Callable[..., Topology]) -> None:
+    """Pods as Pod objects in their namespaces, CNI_ARGS as a kubelet passes them; the agent
+    records the Pod's UID, labels, annotations and its namespace's labels from the API server."""
+    base = apply_overrides(load_topology("l2"), ["datastore=kubernetes"])
+    pods = (
+        Pod(
+            "web-1",
+            "node1",
+            labels={"app": "web"},
+            namespace="team-a",
+            annotations={"ipam.podnet.io/ip-pool": "blue"},
+        ),
+        Pod("db-1", "node2"),
+    )
+    topo = lab_up(
+        dataclasses.replace(base, pods=pods, namespaces=(KubeNamespace("team-a", {"tier": "web"}),))
+    )
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    web = admin.get(KubePod, "web-1", namespace="team-a")
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    assert [ip.ip for ip in web.status.podIPs] == state.info["podIPs"]["web-1"]["ips"]
+    assert web.spec.nodeName == "node1"
+    records = [
+        json.loads(p.read_text())
+        for p in (st.lab_dir(topo.name) / "nodes" / "node1" / "state" / "endpoints").glob("lxc*.json")
+    ]
+    (record,) = records
+    assert record["podNamespace"] == "team-a" and record["podName"] == "web-1"
+    assert record["podUID"] == web.metadata.uid
+    assert record["podLabels"] == {"app": "web"}
+    assert record["podAnnotations"] == {"ipam.podnet.io/ip-pool": "blue"}
+    assert record["namespaceLabels"]["tier"] == "web"
+    assert_all_pods_reach_each_other(topo)

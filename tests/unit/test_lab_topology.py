@@ -82,11 +82,26 @@ DELETE = object()
         ("routers.0.asn", 0, r"routers\[0\]\.asn: 0 is not an AS number"),
         ("nodes.1.name", "node1", r"name 'node1' is used twice"),
         ("nodes", [], r"nodes: a lab needs at least one node"),
+        ("pods", [{"name": "p1", "node": "node1", "namespace": "Team_A"}], r"pods\[0\]\.namespace: 'Team_A'"),
+        ("pods", [{"name": "p1", "node": "node1", "annotations": ["x"]}], r"pods\[0\]\.annotations: must be"),
+        ("namespaces", [{"name": "a", "colour": "b"}], r"namespaces\[0\]\.colour: unknown key"),
+        ("namespaces", {"name": "a"}, r"namespaces: must be a list"),
+        ("controlPlane", {"kubernetes": "yes"}, r"controlPlane\.kubernetes: 'yes' is not true or false"),
     ],
 )
 def test_bad_topology_names_the_key(path: str, value: Any, expected: str) -> None:
     with pytest.raises(TopologyError, match=expected):
         parse_topology(mutate(path, value))
+
+
+def test_pods_in_namespaces_with_labels_and_annotations() -> None:
+    data = copy.deepcopy(BASE)
+    data["namespaces"] = [{"name": "team-a", "labels": {"tier": "web"}, "annotations": {"a": 1}}]
+    data["pods"] = [{"name": "web", "node": "node1", "namespace": "team-a", "labels": {"app": "web"}}]
+    topo = parse_topology(data)
+    assert topo.namespaces[0].labels == {"tier": "web"} and topo.namespaces[0].annotations == {"a": "1"}
+    (pod,) = topo.pods
+    assert (pod.namespace, dict(pod.labels), dict(pod.annotations)) == ("team-a", {"app": "web"}, {})
 
 
 def test_good_topology_gets_a_control_plane_at_a_free_address() -> None:
