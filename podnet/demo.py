@@ -63,6 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--repetitions", type=int, default=5, help="interleaved iperf3 runs per path (default 5)")
     p.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
     p.add_argument("--skip-perf", action="store_true", help="leave out the l2 throughput comparison")
+    p.add_argument(
+        "--datastore",
+        choices=["etcd", "kubernetes"],
+        default="etcd",
+        help="where the labs keep node records: the embedded etcd (default) or a kube-apiserver",
+    )
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_demo)
 
@@ -72,8 +78,12 @@ def _say(msg: str) -> None:
 
 
 @contextmanager
-def lab(topology: str, name: str, sets: list[str], keep: bool) -> Iterator[LabView]:
-    """A fresh lab ``name`` from ``topology`` with ``--set`` overrides, torn down at the end."""
+def lab(topology: str, name: str, sets: list[str], args: argparse.Namespace) -> Iterator[LabView]:
+    """A fresh lab ``name`` from ``topology`` with ``--set`` overrides (and the demo's datastore),
+    torn down at the end unless ``--keep``."""
+    keep = bool(args.keep)
+    if getattr(args, "datastore", "etcd") != "etcd":
+        sets = [*sets, f"datastore={args.datastore}"]
     topo = apply_overrides(dataclasses.replace(load_topology(topology), name=name), sets)
     bring_down(name)  # a leftover of an interrupted demo must not mix in
     _say(f"lab {name}: {topology} {' '.join(sets)}".rstrip())
@@ -90,7 +100,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder = Path(args.report_dir)
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[Part] = []
-    print("podnet demo: tunnel vs native routing on real labs (takes about 1-2 minutes)", file=sys.stderr)
+    print(
+        f"podnet demo: tunnel vs native routing on real labs, datastore {args.datastore} "
+        "(takes about 1-2 minutes, 5 with the throughput comparison)",
+        file=sys.stderr,
+    )
     for run in (part_tunnel, part_native, part_bgp, None if args.skip_perf else part_perf):
         if run is None:
             continue
@@ -100,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             run(part, folder, args)
         except Exception as exc:  # a broken part is reported, the others still run
             part.step(f"{part.title}: ran to the end", False, True, f"{type(exc).__name__}: {exc}")
-    report = write_report(folder, parts)
+    report = write_report(folder, parts, args.datastore)
     steps = [s for p in parts for s in p.steps]
     if args.output == "json":
         doc = {
@@ -140,7 +154,7 @@ def part_tunnel(part: Part, folder: Path, args: argparse.Namespace) -> None:
     from podnet.verify.connectivity import run_checks
     from podnet.verify.status import cluster_status
 
-    with lab("two-subnets", "demo-tun", ["routingMode=tunnel"], args.keep) as view:
+    with lab("two-subnets", "demo-tun", ["routingMode=tunnel"], args) as view:
         status = cluster_status(view, None, False)["nodes"]
         peers = [(n, p) for n, s in status.items() for p in s.get("peers", [])]
         part.step(
@@ -181,7 +195,7 @@ def part_native(part: Part, folder: Path, args: argparse.Namespace) -> None:
     from podnet.verify.probe import tcp_probe
     from podnet.verify.status import cluster_status
 
-    with lab("two-subnets", "demo-nat", ["routingMode=native"], args.keep) as view:
+    with lab("two-subnets", "demo-nat", ["routingMode=native"], args) as view:
         status = cluster_status(view, None, False)["nodes"]
         src, dst = view.resolve("pod1"), view.resolve("pod2")
         res = tcp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), timeout=2.0)
@@ -218,7 +232,7 @@ def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
     from podnet.verify.probe import tcp_probe
     from podnet.verify.status import cluster_status
 
-    with lab("two-subnets", "demo-bgp", ["routingMode=native", "bgp.enabled=true"], args.keep) as view:
+    with lab("two-subnets", "demo-bgp", ["routingMode=native", "bgp.enabled=true"], args) as view:
         status = cluster_status(view, None, False)["nodes"]
         src, dst = view.resolve("pod1"), view.resolve("pod2")
         for a, b in ((src, dst), (dst, src)):
@@ -250,7 +264,7 @@ def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
     from podnet.verify.perf import PerfTarget, measure, plot
 
     tunnel_sets = ["routingMode=tunnel", "tunnelProtocol=vxlan", "autoDirectNodeRoutes=false"]
-    with lab("l2", "demo-l2v", tunnel_sets, args.keep) as vx, lab("l2", "demo-l2n", [], args.keep) as nat:
+    with lab("l2", "demo-l2v", tunnel_sets, args) as vx, lab("l2", "demo-l2n", [], args) as nat:
         targets = [
             PerfTarget("host", nat.ns("node1"), nat.ns("node2"), str(nat.node_ip("node2"))),
             PerfTarget("vxlan", vx.ns("node1-p1"), vx.ns("node2-p1"), str(vx.pod_ip("node2-p1"))),
@@ -348,9 +362,14 @@ def _status_md(status: dict[str, Any]) -> list[str]:
     return ["", *rows, ""]
 
 
-def write_report(folder: Path, parts: list[Part]) -> Path:
+def write_report(folder: Path, parts: list[Part], datastore: str = "etcd") -> Path:
     path = folder / "README.md"
-    lines = [f"# podnet demo - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", ""]
+    lines = [
+        f"# podnet demo - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Datastore: {datastore}.",
+        "",
+    ]
     for p in parts:
         lines += [f"## {p.title}", "", "| step | result | expected | detail |", "|---|---|---|---|"]
         for s in p.steps:

@@ -4,4 +4,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
+case " $* " in  # the demo on the Kubernetes datastore needs the API server built (once, cached)
+  *" --datastore kubernetes "*|*" --datastore=kubernetes "*) bash scripts/build-kube.sh ;;
+esac
 exec .venv/bin/podnet demo "$@"

@@ -54,8 +54,9 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         ("l2", []),  # native, autoDirectNodeRoutes
         ("l2", ["routingMode=tunnel", "autoDirectNodeRoutes=false"]),
         ("two-subnets", ["routingMode=native", "bgp.enabled=true"]),
+        ("mixed", []),  # native where on-link, VXLAN to the routed rack (tunnelFallback)
     ],
-    ids=["l2-native", "l2-tunnel", "two-subnets-bgp"],
+    ids=["l2-native", "l2-tunnel", "two-subnets-bgp", "mixed-hybrid"],
 )
 def test_same_connectivity_on_the_kubernetes_datastore(
     lab_up: Callable[..., Topology], example: str, overrides: list[str]
