@@ -13,30 +13,25 @@ import contextlib
 import dataclasses
 import functools
 import ipaddress
-import json
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from podnet import owned
+from podnet.agent.cni_call import Call, cni_result, error_answer
 from podnet.agent.podmeta import PodChanged, PodMeta
+from podnet.agent.records import EndpointRecords
 from podnet.agent.retired import RetiredLinks
 from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
 from podnet.datapath.guard import EndpointSource
-from podnet.datapath.objects import SCOPE_LINK, Route
 from podnet.ipam.base import Allocation, Allocator
 from podnet.ipam.host import IPAMExhausted, router_ip
 from podnet.model import Endpoint
 
 log = logging.getLogger(__name__)
-
-MAX_CALL_SECONDS = 120.0  # a call without a deadline waits for the node's lock at most this long
 
 
 class EndpointGuard(Protocol):
@@ -54,36 +49,8 @@ def free_addresses(allocator: Allocator) -> int:
     return min((allocator.free(f) for f in families), default=0)
 
 
-_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (IPAMExhausted, spec.ERR_IPAM_EXHAUSTED),
-    (ep.NetnsNotFoundError, spec.ERR_NETNS_NOT_FOUND),  # before EndpointError, its base
-    (ep.EndpointError, spec.ERR_INTERFACE_SETUP),
-    (OSError, spec.ERR_IO_FAILURE),
-)
-
-
 def source_of(record: Endpoint) -> EndpointSource:
     return EndpointSource(record.host_ifname, tuple(a.ip for a in record.addresses))
-
-
-def _code_of(exc: BaseException) -> int:
-    """The CNI error code for a datapath or IPAM error (they know nothing of CNI)."""
-    return next((code for kind, code in _CODES if isinstance(exc, kind)), spec.ERR_AGENT_INTERNAL)
-
-
-_MESSAGES = {
-    spec.ERR_IPAM_EXHAUSTED: "IPAM exhausted",
-    spec.ERR_NETNS_NOT_FOUND: "network namespace not found",
-    spec.ERR_INTERFACE_SETUP: "failed to set up pod interface",
-    spec.ERR_IO_FAILURE: "I/O failure",
-}
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, spec.CniError):
-        return {"ok": False, "code": exc.code, "msg": exc.msg, "details": exc.details}
-    code = _code_of(exc)
-    return {"ok": False, "code": code, "msg": _MESSAGES.get(code, "podnet agent error"), "details": str(exc)}
 
 
 def _safely(step: str, fn: Callable[..., object], *args: object) -> None:
@@ -92,71 +59,6 @@ def _safely(step: str, fn: Callable[..., object], *args: object) -> None:
         fn(*args)
     except Exception:
         log.exception("rollback step %s failed", step)
-
-
-@dataclass(frozen=True)
-class _Call:
-    command: str
-    container_id: str
-    netns: str  # the runtime's CNI_NETNS: a label for messages and records, never opened here
-    ifname: str
-    args: dict[str, str]
-    config: dict[str, Any]
-    deadline: float = 0.0  # unix seconds; 0: none given (then MAX_CALL_SECONDS)
-    netns_fd: int | None = None  # the pod namespace as the plugin opened it
-    netns_error: str = ""
-
-    @classmethod
-    def of(cls, call: answer.Call) -> _Call:
-        inv = call.invocation
-        return cls(
-            command=inv.command,
-            container_id=inv.container_id,
-            netns=inv.netns,
-            ifname=inv.ifname,
-            args=spec.parse_cni_args(inv.args),
-            config=inv.config,
-            deadline=call.deadline,
-            netns_fd=call.netns_fd,
-            netns_error=call.netns_error,
-        )
-
-    def pod_netns(self) -> ep.PodNetns:
-        """The namespace the plugin handed over; ADD and CHECK cannot go on without it (code 101)."""
-        if self.netns_fd is None:
-            why = self.netns_error or f"the plugin passed no descriptor for CNI_NETNS {self.netns}"
-            raise ep.NetnsNotFoundError(f"{why}; the container is probably gone")
-        return ep.PodNetns(self.netns_fd, self.netns)
-
-    def time_left(self) -> float:
-        """Seconds until the caller's deadline (at most ``MAX_CALL_SECONDS``); never negative."""
-        if not self.deadline:
-            return MAX_CALL_SECONDS
-        return max(0.0, min(self.deadline - time.time(), MAX_CALL_SECONDS))
-
-    def check_deadline(self) -> None:
-        """Raise (so that the call undoes its work) when the caller has given up already."""
-        if self.deadline and time.time() > self.deadline:
-            raise spec.CniError(
-                spec.ERR_TRY_AGAIN_LATER,
-                "podnet agent was too slow",
-                f"{self.command} {self.owner} passed its deadline; what it made was undone",
-            )
-
-    @property
-    def owner(self) -> str:
-        return f"{self.container_id}/{self.ifname}"
-
-
-def _route_json(route: Route) -> dict[str, Any]:
-    out: dict[str, Any] = {"dst": str(route.dst)}
-    if route.gateway is not None:
-        out["gw"] = str(route.gateway)
-    if route.mtu:
-        out["mtu"] = route.mtu
-    if route.scope == SCOPE_LINK:
-        out["scope"] = SCOPE_LINK
-    return out
 
 
 class PodResolver(Protocol):
@@ -186,15 +88,14 @@ class CniHandler:
         self._lock = threading.Lock()
         self.retired = RetiredLinks(functools.partial(ep.purge_retired, host_netns))
         self.retired.purge_now()  # veths a killed agent retired but never deleted
-        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._index = {r.host_ifname: r for r in self._read_records()}  # the files, in memory
+        self._records = EndpointRecords(self.store_dir)
         for r in self.records():  # one by one: a bad record must not keep the agent from starting
             try:
                 allocator.restore({f"{r.container_id}/{r.ifname}": tuple(a.ip for a in r.addresses)})
             except Exception as exc:
                 log.warning(
                     "endpoint record %s not restored (%s); it is left for CNI GC or removal by hand",
-                    self._record_path(r.container_id, r.ifname),
+                    self._records.path(r.container_id, r.ifname),
                     exc,
                 )
 
@@ -221,40 +122,18 @@ class CniHandler:
 
     # ---- records -------------------------------------------------------------------------------
 
-    def _record_path(self, container_id: str, ifname: str) -> Path:
-        return self.store_dir / f"{owned.endpoint_host_ifname(container_id, ifname)}.json"
-
     def records(self) -> list[Endpoint]:
-        """Every attachment recorded (the files as read at start and written since)."""
-        return sorted(self._index.values(), key=lambda r: r.host_ifname)
-
-    def _read_records(self) -> list[Endpoint]:
-        """Every attachment recorded on disk (unreadable files are logged and skipped)."""
-        found = []
-        for path in sorted(self.store_dir.glob(f"{owned.ENDPOINT_PREFIX}*.json")):
-            try:
-                found.append(Endpoint.from_json(json.loads(path.read_text())))
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("skipping unreadable endpoint record %s: %s", path, exc)
-        return found
+        return self._records.all()
 
     def sources(self) -> list[EndpointSource]:
         """Every recorded pod interface with the addresses it may send from (the pod guard)."""
         return [source_of(r) for r in self.records()]
 
     def _load(self, container_id: str, ifname: str) -> Endpoint | None:
-        return self._index.get(owned.endpoint_host_ifname(container_id, ifname))
+        return self._records.load(container_id, ifname)
 
     def _save(self, record: Endpoint) -> None:
-        """Write the record (atomically: a kill -9 leaves the old file or the new one). No fsync:
-        the records protect against the agent dying, and the page cache outlives the agent; a
-        machine that loses power loses its pods' namespaces with it, and the reaper then frees
-        whatever a half-written store still names."""
-        path = self._record_path(record.container_id, record.ifname)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record.to_json()))
-        os.replace(tmp, path)
-        self._index[record.host_ifname] = record
+        self._records.save(record)
 
     def _pod_addresses(self, record: Endpoint) -> tuple[ep.PodAddress, ...]:
         """The record's addresses with their gateways; a record written before gateways were
@@ -285,7 +164,7 @@ class CniHandler:
         """Whether another attachment of the container already owns the pod's default route."""
         return any(r.container_id == container_id and r.default_route for r in self.records())
 
-    def _default_route(self, call: _Call, existing: Endpoint | None) -> bool:
+    def _default_route(self, call: Call, existing: Endpoint | None) -> bool:
         """Whether this attachment owns the pod's default route: as the netconf's ``defaultRoute``
         says, else as recorded (a repeated ADD), else when no other attachment owns it."""
         wanted = spec.default_route_of(call.config)
@@ -304,15 +183,13 @@ class CniHandler:
                 self._save(dataclasses.replace(other, default_route=False))
 
     def _forget(self, container_id: str, ifname: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._record_path(container_id, ifname).unlink()
-        self._index.pop(owned.endpoint_host_ifname(container_id, ifname), None)
+        self._records.forget(container_id, ifname)
 
     # ---- API -----------------------------------------------------------------------------------
 
     def cni(self, request: answer.Call) -> dict[str, Any]:
         try:
-            call = _Call.of(request)
+            call = Call.of(request)
             op = {"ADD": self._add, "DEL": self._del, "CHECK": self._check, "GC": self._gc}.get(call.command)
             if call.command == "STATUS":
                 return self._status_check()
@@ -333,7 +210,7 @@ class CniHandler:
         except Exception as exc:
             inv = request.invocation
             log.warning("CNI %s %s/%s failed: %s", inv.command, inv.container_id, inv.ifname, exc)
-            return _error(exc)
+            return error_answer(exc)
 
     def status(self) -> dict[str, Any]:
         self.retired.flush()  # the node as it is once the DELs answered so far are done
@@ -360,7 +237,7 @@ class CniHandler:
 
     # ---- commands ------------------------------------------------------------------------------
 
-    def _add(self, call: _Call) -> dict[str, Any]:
+    def _add(self, call: Call) -> dict[str, Any]:
         """Allocate, record, wire; on failure undo what *this call* made. A repeated ADD of a live
         attachment re-ensures its wiring and, if that fails, leaves the existing pod alone."""
         existing = self._load(call.container_id, call.ifname)
@@ -411,9 +288,9 @@ class CniHandler:
             if record.default_route:
                 self._hand_over_default(record)
             undo.pop_all()
-        return self._result(info, record.default_route, spec.dns_of(call.config))
+        return cni_result(info, self.route_mtu, record.default_route, spec.dns_of(call.config))
 
-    def _pod_meta(self, call: _Call) -> PodMeta | None:
+    def _pod_meta(self, call: Call) -> PodMeta | None:
         if self.pods is None:
             return None
         args = call.args
@@ -433,29 +310,7 @@ class CniHandler:
             for a in allocations
         )
 
-    def _result(self, info: ep.EndpointInfo, owns_default: bool, dns: dict[str, Any]) -> dict[str, Any]:
-        """The CNI result: both interfaces, each address with its gateway, and the routes the pod
-        got: the on-link route to each gateway and, for the attachment that owns it, a default
-        route per family (``mtu``/``scope`` only survive in 1.1.0 results: older ones lack them)."""
-        routes = [
-            _route_json(route)
-            for a in info.addresses
-            for route in ep.pod_routes(info.pod_ifname, a, self.route_mtu, owns_default)
-        ]
-        return {
-            "cniVersion": spec.CURRENT_VERSION,
-            "interfaces": [
-                {"name": info.host_ifname, "mac": info.host_mac},
-                {"name": info.pod_ifname, "mac": info.pod_mac, "sandbox": info.netns_path},
-            ],
-            "ips": [
-                {"address": str(a.address), "gateway": str(a.gateway), "interface": 1} for a in info.addresses
-            ],
-            "routes": routes,
-            "dns": dns,
-        }
-
-    def _del(self, call: _Call) -> dict[str, Any]:
+    def _del(self, call: Call) -> dict[str, Any]:
         """Unplug now (its routes go with the link's state), release, forget; the veth itself is
         deleted right after, in a batch (``podnet.agent.retired``)."""
         record = self._load(call.container_id, call.ifname)
@@ -469,7 +324,7 @@ class CniHandler:
         self._forget(call.container_id, call.ifname)
         return {}
 
-    def _check(self, call: _Call) -> dict[str, Any]:
+    def _check(self, call: Call) -> dict[str, Any]:
         record = self._load(call.container_id, call.ifname)
         if record is None:
             raise spec.CniError(
@@ -497,7 +352,7 @@ class CniHandler:
             raise spec.CniError(spec.ERR_CHECK_FAILED, "CHECK failed", "; ".join(problems))
         return {}
 
-    def _gc(self, call: _Call) -> dict[str, Any]:
+    def _gc(self, call: Call) -> dict[str, Any]:
         valid = spec.valid_attachments(call.config)
         failures: list[str] = []
         records = self.records()
