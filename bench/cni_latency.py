@@ -20,9 +20,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchlib import percentile, write_json
 
 from podnet import owned
 from podnet.lab import cluster as cl
@@ -33,12 +34,6 @@ from podnet.lab.topology import load_topology
 from podnet.util import netns
 
 REF_DIR = Path("/usr/lib/cni")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def find_cnitool() -> Path:
@@ -95,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bring_down(topo.name)
     print_table(results)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"json: {out}")
+    write_json(args.json, results)
     return 0
 
 

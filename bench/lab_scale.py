@@ -7,11 +7,11 @@ Run as root: .venv/bin/python bench/lab_scale.py
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from benchlib import write_json
 
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, parse_topology
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "goal_met": all(r["up_s"] < 20 for r in rows if r["nodes"] >= 40) if goal else None,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"json: {out}")
+    write_json(args.json, result)
     return 0
 
 

@@ -17,8 +17,9 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from benchlib import write_json
 
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
@@ -196,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:<18} {result[key]}")
     for s in result["switches"]:
         print(f"switch to {s['to']:<28} converged in {s['seconds']} s")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"json: {out}")
+    write_json(args.json, result)
     return 0
 
 

@@ -24,9 +24,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from benchlib import percentile, write_json
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node
 
@@ -46,11 +46,6 @@ from podnet.util import netns
 
 LABS = {"etcd": "bjetcd", "kubernetes": "bjkube"}
 JOIN_TIMEOUT = 30.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
 
 
 class RouteClock:
@@ -183,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind, r in result["datastores"].items():
         print(f"  {kind:<11} p50 {r['p50_ms']:>7} ms   p99 {r['p99_ms']:>7} ms   max {r['max_ms']:>7} ms")
     print(f"  kubernetes/etcd: {result['ratio_kubernetes_over_etcd']}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"json: {out}")
+    write_json(args.json, result)
     return 0
 
 

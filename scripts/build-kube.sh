@@ -50,15 +50,7 @@ bins=(kube-apiserver kube-controller-manager)
 # fault" in mapiterinit on the first custom-resource create).
 recipe=2
 
-# run LOG CMD...: runs CMD with its output in LOG; on failure shows the log's tail and stops.
-run() {
-  local log=$1; shift
-  if ! "$@" >>"$log" 2>&1; then
-    echo "$prog: error: '$*' failed; last lines of $log:" >&2
-    tail -n 25 "$log" >&2
-    exit 1
-  fi
-}
+# run LOG CMD... comes from scripts/lib/debsrc.sh
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }

@@ -37,15 +37,7 @@ apt_lock=(-o DPkg::Lock::Timeout=300)
 # directory is never written, so dpkg leaves /etc/cni out (podnet points podman at its own dirs).
 no_etc_cni=(-o 'DPkg::Options::=--path-exclude=/etc/cni*')
 
-# run LOG CMD...: runs CMD with its output in LOG; on failure shows the log's tail and stops.
-run() {
-  local log=$1; shift
-  if ! "$@" >>"$log" 2>&1; then
-    echo "$prog: error: '$*' failed; last lines of $log:" >&2
-    tail -n 25 "$log" >&2
-    exit 1
-  fi
-}
+# run LOG CMD... comes from scripts/lib/debsrc.sh
 
 # cnitool with no arguments prints its usage (and exits 1): that shows the binary runs.
 cnitool_ok() { local out; out=$("$1" 2>&1 || true); case "$out" in *" add "*"<netns>"*) return 0;; esac; return 1; }

@@ -23,11 +23,23 @@
 #       debsrc_sources_list + `debsrc_apt WORKDIR update`), e.g. `debsrc_apt W source --download-only P`.
 #   debsrc_cache_showsrc WORKDIR PKG
 #       apt-cache showsrc PKG against the private lists (which versions the archive has).
+#   run LOG CMD...
+#       Runs CMD with its output appended to LOG; on failure shows LOG's tail and exits 1 (the
+#       build scripts' one way of running a step).
 #
 # Needs: root (apt), apt-get, apt-config, awk, dpkg-source (package dpkg-dev).
 # Messages are prefixed with $prog if the caller set it.
 
 _debsrc_err() { echo "${prog:-debsrc}: error: $*" >&2; }
+
+run() {
+  local log=$1; shift
+  if ! "$@" >>"$log" 2>&1; then
+    echo "${prog:-debsrc}: error: '$*' failed; last lines of $log:" >&2
+    tail -n 25 "$log" >&2
+    exit 1
+  fi
+}
 
 # _debsrc_run LOG CMD...: CMD's output goes to LOG; on failure shows LOG's tail and returns 1.
 _debsrc_run() {

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import permutations
+from pathlib import Path
+from typing import Any
 
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
 from podnet.verify.probe import tcp_probe
+
+PODNET = str(Path(sys.executable).with_name("podnet"))
+
+
+def podnet_json(*args: str, code: int | None = 0, timeout: float = 180) -> dict[str, Any]:
+    """``podnet <args>`` (the venv's), its exit status checked, its JSON output parsed."""
+    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=timeout)
+    if code is not None:
+        assert res.returncode == code, (
+            f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+        )
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
 
 
 def pod_ips(topo: Topology) -> dict[str, str]:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 import yaml
+from labhelpers import wait_for
 from lightkube import Client, KubeConfig, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
@@ -33,14 +33,6 @@ from podnet.lab import state as st
 from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
-
-
-def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _admin_http(lab: str) -> httpx.Client:
@@ -127,7 +119,7 @@ def _restart(topo: Topology, name: str) -> None:
     rec = state.process(name)
     assert rec is not None and rec.running()
     os.kill(rec.pid, signal.SIGKILL)
-    _wait(lambda: not rec.running(), f"{name} to die")
+    wait_for(lambda: not rec.running(), f"{name} to die")
     kubeapi.ensure_kube_control_plane(topo, state)
 
 
@@ -147,7 +139,7 @@ def test_watch_resumes_after_a_dropped_stream_and_relists_after_410(kube_lab: To
     _restart(kube_lab, kubeapi.FORWARDER)
     admin = connect(kubeconfig)
     admin.create(_pnn("c", "192.168.1.3"))
-    _wait(lambda: "c" in first.snapshot(), "the resumed watch to see c")
+    wait_for(lambda: "c" in first.snapshot(), "the resumed watch to see c")
     assert first.resumes >= 1 and first.relists == 1  # nothing listed again
     first.stop()
 
@@ -165,7 +157,7 @@ def test_watch_resumes_after_a_dropped_stream_and_relists_after_410(kube_lab: To
     with lock:
         seen.clear()
     later.start()
-    _wait(lambda: set(later.snapshot()) == {"a", "c", "d"}, "the relisted snapshot")
+    wait_for(lambda: set(later.snapshot()) == {"a", "c", "d"}, "the relisted snapshot")
     assert later.relists == 1
     with lock:
         changes = sorted((e.type, e.name) for e in seen)

@@ -8,15 +8,10 @@ import dataclasses
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-from labhelpers import assert_all_pods_reach_each_other, sh
+from labhelpers import assert_all_pods_reach_each_other, podnet_json, sh, wait_for
 from lightkube.resources.core_v1 import Node
 from lightkube.resources.core_v1 import Pod as KubePod
 
@@ -28,24 +23,6 @@ from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import KubeNamespace, Pod, Topology, load_topology
 
 pytestmark = pytest.mark.lab
-PODNET = str(Path(sys.executable).with_name("podnet"))
-
-
-def podnet(*args: str, code: int | None = 0) -> dict[str, Any]:
-    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=180)
-    if code is not None:
-        assert res.returncode == code, (
-            f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-        )
-    return json.loads(res.stdout)
-
-
-def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize(
@@ -62,9 +39,9 @@ def test_same_connectivity_on_the_kubernetes_datastore(
     lab_up: Callable[..., Topology], example: str, overrides: list[str]
 ) -> None:
     topo = lab_up(apply_overrides(load_topology(example), ["datastore=kubernetes", *overrides]))
-    conn = podnet("connectivity", "test", "--lab", topo.name, "-o", "json")
+    conn = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
     assert conn["failed"] == 0 and conn["passed"] > 0
-    status = podnet("status", "--lab", topo.name, "-o", "json")
+    status = podnet_json("status", "--lab", topo.name, "-o", "json")
     for node in topo.nodes:
         doc = status["nodes"][node.name]
         assert doc["kubernetes"]["state"] == "ok" and doc["kubernetes"]["version"] == "v1.20.2"
@@ -72,6 +49,11 @@ def test_same_connectivity_on_the_kubernetes_datastore(
     admin = connect(kubeapi.kubeconfig_path(topo.name))
     cidrs = {o.metadata.name: o.spec["ipam"]["podCIDRs"] for o in admin.list(PodnetNode)}
     assert set(cidrs) == {n.name for n in topo.nodes} and all(len(c) == 1 for c in cidrs.values())
+
+
+def _kube_state(topo: Topology) -> str:
+    status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+    return str(status["nodes"]["node1"]["kubernetes"]["state"])
 
 
 def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]) -> None:
@@ -86,27 +68,17 @@ def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]
     assert rec is not None and rec.running()
     routes_before = sh(topo, "node1", "ip", "route")
     os.kill(rec.pid, signal.SIGKILL)
-    _wait(lambda: not rec.running(), "kube-apiserver to die")
+    wait_for(lambda: not rec.running(), "kube-apiserver to die")
     assert_all_pods_reach_each_other(topo)
-    _wait(
-        lambda: (
-            podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")["nodes"]["node1"][
-                "kubernetes"
-            ]["state"]
-            == "unreachable"
-        ),
+    wait_for(
+        lambda: _kube_state(topo) == "unreachable",
         "status to say the API server is unreachable",
         timeout=40,
     )
     assert sh(topo, "node1", "ip", "route") == routes_before
     kubeapi.ensure_kube_control_plane(topo, state)
-    _wait(
-        lambda: (
-            podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")["nodes"]["node1"][
-                "kubernetes"
-            ]["state"]
-            == "ok"
-        ),
+    wait_for(
+        lambda: _kube_state(topo) == "ok",
         "the agent to reach the API server again",
         timeout=40,
     )
@@ -115,10 +87,10 @@ def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]
     admin = connect(kubeapi.kubeconfig_path(topo.name))
     admin.delete(Node, "node3")
     for peer in ("node1", "node2"):
-        _wait(
+        wait_for(
             lambda p=peer: node3_cidr not in sh(topo, p, "ip", "route"), f"{peer} to drop node3's route", 15
         )
-    status = podnet("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+    status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
     assert "node3" not in {p["name"] for p in status["nodes"]["node1"]["peers"]}
 
 

@@ -1,0 +1,24 @@
+"""What the benchmarks share: percentiles as the tables print them, and the JSON they write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile by nearest rank (p50 of 100 values is the 50th smallest)."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write the result (making its directory) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"json: {out}")
+    return out

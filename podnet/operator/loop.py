@@ -1,0 +1,42 @@
+"""The operator's loop, whichever datastore it runs on: reconcile every ``tick`` seconds or as soon
+as a watch wakes it; while the datastore is away (``outages``) back off and log only the changes
+of state; any other failure is logged with its traceback and retried (a malformed object must not
+stop IPAM for the whole cluster)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from podnet.store.client import Backoff, OutageLog
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_forever(
+    reconcile: Callable[[], object],
+    wake: threading.Event,
+    stop: threading.Event,
+    tick: float,
+    what: str,
+    outages: tuple[type[BaseException], ...],
+) -> None:
+    outage = OutageLog(log, what)
+    backoff = Backoff(first=min(0.5, tick), cap=max(tick, 10.0))
+    while not stop.is_set():
+        wait = tick
+        try:
+            reconcile()
+            outage.recovered()
+            backoff.reset()
+        except outages as exc:
+            outage.failed(exc)
+            wait = backoff.next()
+        except Exception:
+            log.exception("%s failed unexpectedly, retrying", what)
+        deadline = time.monotonic() + wait
+        while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
+            wake.wait(min(0.1, wait))
+        wake.clear()
