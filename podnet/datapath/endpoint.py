@@ -30,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -96,60 +97,60 @@ def pod_routes(ifname: str, address: PodAddress, route_mtu: int, default: bool =
     )
 
 
+S = TypeVar("S", IPRoute, Rtnl)
+
+
+def _pyroute2(fd: int | None) -> IPRoute:
+    return IPRoute() if fd is None else netlink_socket_in(fd)
+
+
 @contextlib.contextmanager
-def _host(host_netns: str | None) -> Iterator[IPRoute]:
+def _in_host(host_netns: str | None, make: Callable[[int | None], S]) -> Iterator[S]:
+    """A socket made by ``make`` in the node's namespace (``/run/netns/<host_netns>``, or this one)."""
     if host_netns:
         fd = os.open(f"/run/netns/{host_netns}", os.O_RDONLY | os.O_CLOEXEC)  # never created here
         try:
-            ipr = netlink_socket_in(fd)
+            sock = make(fd)
         finally:
             os.close(fd)
     else:
-        ipr = IPRoute()
+        sock = make(None)
     try:
-        yield ipr
-    finally:
-        ipr.close()
-
-
-@contextlib.contextmanager
-def _pod(netns: PodNetns) -> Iterator[tuple[int, IPRoute]]:
-    """The namespace's fd and a pyroute2 socket inside it (reads: CHECK, route MTU changes)."""
-    fd = checked_fd(netns)
-    try:
-        ipr = netlink_socket_in(fd)
-    except OSError as exc:
-        raise NetnsNotFoundError(f"{netns.label} is not a network namespace: {exc}") from None
-    try:
-        yield fd, ipr
-    finally:
-        ipr.close()
-
-
-@contextlib.contextmanager
-def _pod_rtnl(netns: PodNetns) -> Iterator[tuple[int, Rtnl]]:
-    """The namespace's fd (for the veth's ``netns``) and a hot-path socket inside it."""
-    fd = checked_fd(netns)
-    try:
-        sock = Rtnl(fd)
-    except OSError as exc:
-        raise NetnsNotFoundError(f"{netns.label} is not a network namespace: {exc}") from None
-    with sock:
-        yield fd, sock
-
-
-@contextlib.contextmanager
-def _host_rtnl(host_netns: str | None) -> Iterator[Rtnl]:
-    if host_netns:
-        fd = os.open(f"/run/netns/{host_netns}", os.O_RDONLY | os.O_CLOEXEC)  # never created here
-        try:
-            sock = Rtnl(fd)
-        finally:
-            os.close(fd)
-    else:
-        sock = Rtnl()
-    with sock:
         yield sock
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def _in_pod(netns: PodNetns, make: Callable[[int | None], S]) -> Iterator[tuple[int, S]]:
+    """The pod namespace's fd (for a veth's ``netns``) and a socket made by ``make`` inside it."""
+    fd = checked_fd(netns)
+    try:
+        sock = make(fd)
+    except OSError as exc:
+        raise NetnsNotFoundError(f"{netns.label} is not a network namespace: {exc}") from None
+    try:
+        yield fd, sock
+    finally:
+        sock.close()
+
+
+def _host(host_netns: str | None) -> contextlib.AbstractContextManager[IPRoute]:
+    """pyroute2 in the node: reads and dumps (CHECK, listing)."""
+    return _in_host(host_netns, _pyroute2)
+
+
+def _host_rtnl(host_netns: str | None) -> contextlib.AbstractContextManager[Rtnl]:
+    """The hot path's socket in the node (ADD, DEL)."""
+    return _in_host(host_netns, Rtnl)
+
+
+def _pod(netns: PodNetns) -> contextlib.AbstractContextManager[tuple[int, IPRoute]]:
+    return _in_pod(netns, _pyroute2)
+
+
+def _pod_rtnl(netns: PodNetns) -> contextlib.AbstractContextManager[tuple[int, Rtnl]]:
+    return _in_pod(netns, Rtnl)
 
 
 def _peer_of(host: Rtnl, pod: Rtnl, host_ifname: str, ifname: str) -> Link | None:

@@ -20,12 +20,11 @@ from typing import Any
 
 from podnet.ipam.cidr import PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
+from podnet.operator.loop import reconcile_forever
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
 from podnet.store import keys
 from podnet.store.client import (
     KV,
-    Backoff,
-    OutageLog,
     Store,
     StoreError,
     cmp_absent,
@@ -242,23 +241,9 @@ class ClusterPoolOperator:
         wake = threading.Event()
         watcher = PrefixWatcher(self.store, keys.NODES_PREFIX, lambda _event: wake.set()).start()
         try:
-            outage = OutageLog(log, "cluster-pool reconcile (etcd)")
-            backoff = Backoff(first=min(0.5, tick), cap=max(tick, 10.0))
-            while not stop_event.is_set():
-                wait = tick
-                try:
-                    self.reconcile_once()
-                    outage.recovered()
-                    backoff.reset()
-                except StoreError as exc:
-                    outage.failed(exc)
-                    wait = backoff.next()
-                except Exception:  # a malformed key or answer must not stop IPAM for the cluster
-                    log.exception("cluster-pool reconcile failed unexpectedly, retrying")
-                deadline = time.monotonic() + wait
-                while not stop_event.is_set() and not wake.is_set() and time.monotonic() < deadline:
-                    wake.wait(min(0.1, wait))
-                wake.clear()
+            reconcile_forever(
+                self.reconcile_once, wake, stop_event, tick, "cluster-pool reconcile (etcd)", (StoreError,)
+            )
         finally:
             watcher.stop()
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
@@ -29,8 +30,8 @@ from podnet.kube.convert import OPERATOR_MANAGER, record_of
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import ResourceWatcher
 from podnet.model import IPNetwork
+from podnet.operator.loop import reconcile_forever
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
-from podnet.store.client import Backoff, OutageLog
 from podnet.store.nodes import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -177,24 +178,14 @@ class KubeClusterPoolOperator:
             for kind in (PodnetNode, Node)
         ]
         try:
-            outage = OutageLog(log, "cluster-pool reconcile (Kubernetes)")
-            backoff = Backoff(first=min(0.5, tick), cap=max(tick, 10.0))
-            while not stop_event.is_set():
-                wait = tick
-                try:
-                    self.reconcile_once()
-                    outage.recovered()
-                    backoff.reset()
-                except ApiError as exc:
-                    outage.failed(f"{exc.status.code} {exc.status.message}")
-                    wait = backoff.next()
-                except Exception as exc:  # the API server away, a timeout: try again
-                    outage.failed(exc)
-                    wait = backoff.next()
-                deadline = time.monotonic() + wait
-                while not stop_event.is_set() and not wake.is_set() and time.monotonic() < deadline:
-                    wake.wait(min(0.1, wait))
-                wake.clear()
+            reconcile_forever(
+                self.reconcile_once,
+                wake,
+                stop_event,
+                tick,
+                "cluster-pool reconcile (Kubernetes)",
+                (httpx.HTTPError, OSError),
+            )
         finally:
             for watcher in watchers:
                 watcher.stop()
