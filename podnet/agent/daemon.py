@@ -145,7 +145,11 @@ class Agent:
             raise AgentError(str(exc)) from None
         if not self.datastore.pod_cidrs(bare.name):  # a new node: ask the operator for pod CIDRs
             self.registration.publish(NodeRecord(bare, self.requested))
-        self._set_phase("waiting for pod CIDRs from the operator")
+        self._set_phase(
+            "waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)"
+            if self.config.ipam_mode == "kubernetes"
+            else "waiting for pod CIDRs from the operator"
+        )
         context = IPAMContext(self.datastore, self.config.node_name)
         self.allocator = new_allocator(self.config.ipam_mode, context)
         node = dataclasses.replace(
@@ -193,7 +197,8 @@ class Agent:
             from podnet.kube.datastore import KubeDatastore, KubeDatastoreError
 
             try:
-                return KubeDatastore.open(self.config.k8s_kubeconfig_path, STORE_CONNECT_TIMEOUT)
+                from_node = self.config.ipam_mode == "kubernetes"  # Node.spec.podCIDRs
+                return KubeDatastore.open(self.config.k8s_kubeconfig_path, STORE_CONNECT_TIMEOUT, from_node)
             except KubeDatastoreError as exc:
                 raise AgentError(str(exc)) from None
         self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
@@ -320,6 +325,8 @@ class Agent:
         for change in report.changes:
             log.info("%s", change.describe())
         errors = list(report.errors)
+        if self.status_info.cidr_problem:
+            errors.append(self.status_info.cidr_problem)
         errors += self._follow_route_mtu(round_plan.route_mtu)
         for component in self.components:
             try:
@@ -342,6 +349,7 @@ class Agent:
             seen = self._peers.get(self.config.node_name)
         if self.registration.ensure(seen):
             self._published = time.monotonic()
+        self.status_info.cidr_problem = cidr_change(self.allocator, seen)
 
     def _guard_nft(self) -> None:
         refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
@@ -461,6 +469,22 @@ class Agent:
                 closer()
             except Exception as exc:  # shutting down goes on
                 log.warning("during shutdown: %s", exc)
+
+
+def cidr_change(allocator: Allocator | None, seen: NodeRecord | None) -> str:
+    """What to report when the datastore now gives this node other pod CIDRs than the ones its
+    pods use (a changed Node annotation, a hand-edited record): never applied under running pods."""
+    if allocator is None or seen is None or not seen.node.pod_cidrs:
+        return ""
+    now, used = set(seen.node.pod_cidrs), set(allocator.cidrs)
+    if now == used:
+        return ""
+    listed = ", ".join(map(str, sorted(now, key=str)))
+    kept = ", ".join(map(str, allocator.cidrs))
+    return (
+        f"the datastore now gives this node pod CIDR(s) {listed}; podnet keeps {kept} under its running "
+        "pods (a pod CIDR is not changed in place): drain the node and restart its agent to take the new one"
+    )
 
 
 def etcd_tls(config: AgentConfig) -> TlsFiles | None:

@@ -35,6 +35,7 @@ class AgentStatus:
     reconciles: int = 0
     round_seconds: tuple[float, float] = (0.0, 0.0)  # the last round's (plan, apply) time
     errors: list[str] = dataclasses.field(default_factory=list)
+    cidr_problem: str = ""  # the datastore's pod CIDRs for this node differ from the ones in use
 
 
 def status_document(

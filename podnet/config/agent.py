@@ -418,6 +418,12 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             name("cluster_pool_ipv4_mask_size"),
             f"{cfg.cluster_pool_ipv4_mask_size} leaves no room for pods; use 30 or less (24 is usual)",
         )
+    if cfg.ipam_mode == "kubernetes" and cfg.datastore != "kubernetes":
+        raise ConfigError(
+            name("ipam_mode"),
+            "kubernetes (pod CIDRs from Node.spec.podCIDRs) needs datastore: kubernetes; set it, or "
+            "use ipam.mode cluster-pool with etcd",
+        )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
         raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")
     tls = (cfg.etcd_trusted_ca_file, cfg.etcd_cert_file, cfg.etcd_key_file)

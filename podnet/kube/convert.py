@@ -59,3 +59,25 @@ def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, An
     )
     requested = tuple(ipaddress.ip_network(c) for c in ipam.get("requestedPodCIDRs") or [])
     return NodeRecord(node=node, requested_pod_cidrs=requested)
+
+
+POD_CIDR_ANNOTATIONS = {
+    4: ("network.podnet.io/ipv4-pod-cidr", "network.cilium.io/ipv4-pod-cidr"),
+    6: ("network.podnet.io/ipv6-pod-cidr", "network.cilium.io/ipv6-pod-cidr"),
+}
+
+
+def node_pod_cidrs(
+    spec_pod_cidrs: list[str] | None, annotations: Mapping[str, str] | None
+) -> tuple[Any, ...]:
+    """A Node's pod CIDRs as ``ipam.mode: kubernetes`` reads them: ``spec.podCIDRs`` (what
+    kube-controller-manager's node IPAM controller assigned), else Cilium's fallback, the
+    annotations (podnet's names first, Cilium's accepted), one per family."""
+    if spec_pod_cidrs:
+        return tuple(ipaddress.ip_network(c) for c in spec_pod_cidrs)
+    found = []
+    for names in POD_CIDR_ANNOTATIONS.values():
+        value = next((annotations[n] for n in names if annotations and annotations.get(n)), None)
+        if value:
+            found.append(ipaddress.ip_network(value))
+    return tuple(found)

@@ -11,6 +11,7 @@ identity whose ``status.lastSeen`` is fresher than ``OWNER_TTL`` is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -26,7 +27,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from podnet.kube.client import KubeConnectError, connect, server_version
-from podnet.kube.convert import AGENT_MANAGER, agent_spec, record_of
+from podnet.kube.convert import AGENT_MANAGER, agent_spec, node_pod_cidrs, record_of
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import KubeEvent, ResourceWatcher
 from podnet.model import IPNetwork
@@ -40,6 +41,10 @@ OWNER_ANNOTATION = "podnet.io/agent"
 OWNER_TTL = 45.0  # seconds: an agent reports every HEARTBEAT_INTERVAL (10 s) at most
 NOT_FOUND, FORBIDDEN, UNAUTHORIZED = 404, 403, 401
 PROBE_INTERVAL = 10.0
+NO_NODE_CIDR = (
+    "its Node has no spec.podCIDRs (nor a network.podnet.io/ipv4-pod-cidr annotation): ipam.mode "
+    "kubernetes needs kube-controller-manager with --allocate-node-cidrs --cluster-cidr"
+)
 NO_CIDR_YET = (
     "its podnetnode has no spec.ipam.podCIDRs yet: is `podnet operator --datastore kubernetes` running?"
 )
@@ -75,15 +80,18 @@ def now_iso(now: float | None = None) -> str:
 class KubeDatastore:
     kind = "kubernetes"
 
-    def __init__(self, make_client: Callable[[], Client]) -> None:
+    def __init__(self, make_client: Callable[[], Client], cidrs_from_node: bool = False) -> None:
+        """``cidrs_from_node``: pod CIDRs are the Node objects' ``spec.podCIDRs`` (ipam.mode
+        kubernetes, kube-controller-manager assigns them), not the operator's PodnetNode field."""
         self._make_client = make_client
         self.client = make_client()
+        self.cidrs_from_node = cidrs_from_node
 
     @classmethod
-    def open(cls, kubeconfig: Path | None, timeout: float) -> KubeDatastore:
+    def open(cls, kubeconfig: Path | None, timeout: float, cidrs_from_node: bool = False) -> KubeDatastore:
         """Connect and check that PodnetNodes can be listed, retrying until ``timeout``."""
         try:
-            store = cls(lambda: connect(kubeconfig))
+            store = cls(lambda: connect(kubeconfig), cidrs_from_node)
         except KubeConnectError as exc:
             raise KubeDatastoreError(str(exc)) from None
         deadline = time.monotonic() + timeout
@@ -119,10 +127,24 @@ class KubeDatastore:
             raise DatastoreError(_explain(exc, f"reading podnetnode {name}")) from None
 
     def pod_cidrs(self, name: str) -> tuple[IPNetwork, ...]:
+        if self.cidrs_from_node:
+            return self._node_cidrs(name)
         obj = self._get(name)
         return record_of(name, obj.spec, obj.status).node.pod_cidrs if obj is not None else ()
 
+    def _node_cidrs(self, name: str) -> tuple[IPNetwork, ...]:
+        try:
+            node = self.client.get(Node, name)
+        except ApiError as exc:
+            if exc.status.code == NOT_FOUND:
+                return ()
+            raise DatastoreError(_explain(exc, f"reading node {name}")) from None
+        spec = node.spec.podCIDRs if node.spec else None
+        return node_pod_cidrs(spec, node.metadata.annotations)
+
     def wait_pod_cidrs(self, name: str, timeout: float) -> tuple[IPNetwork, ...]:
+        if self.cidrs_from_node:
+            return self._wait_node_cidrs(name, timeout)
         deadline = time.monotonic() + timeout
         why = ""
         while time.monotonic() < deadline:
@@ -142,8 +164,20 @@ class KubeDatastore:
             time.sleep(0.2)
         raise TimeoutError(f"node {name} got no pod CIDR within {timeout:g}s: {why}")
 
+    def _wait_node_cidrs(self, name: str, timeout: float) -> tuple[IPNetwork, ...]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                cidrs = self._node_cidrs(name)
+            except DatastoreError:
+                cidrs = ()
+            if cidrs:
+                return cidrs
+            time.sleep(0.2)
+        raise TimeoutError(f"node {name} got no pod CIDR within {timeout:g}s: {NO_NODE_CIDR}")
+
     def watch_nodes(self, on_change: Callable[[NodeEvent], None]) -> KubeNodeWatch:
-        return KubeNodeWatch(self._make_client, on_change).start()
+        return KubeNodeWatch(self._make_client, on_change, self.cidrs_from_node).start()
 
     def report(self, name: str, endpoints: int, now: float) -> None:
         status = {"status": {"health": "ok", "endpoints": endpoints, "lastSeen": now_iso(now)}}
@@ -224,11 +258,17 @@ class KubeRegistration:
 class KubeNodeWatch:
     """Peers = PodnetNodes whose Node object exists, from two watches; one ``NodeEvent`` per change."""
 
-    def __init__(self, make_client: Callable[[], Client], on_change: Callable[[NodeEvent], None]) -> None:
+    def __init__(
+        self,
+        make_client: Callable[[], Client],
+        on_change: Callable[[NodeEvent], None],
+        cidrs_from_node: bool = False,
+    ) -> None:
         self._on_change = on_change
+        self._cidrs_from_node = cidrs_from_node
         self._lock = threading.Lock()
         self._records: dict[str, NodeRecord] = {}
-        self._nodes: set[str] = set()
+        self._nodes: dict[str, tuple[IPNetwork, ...]] = {}  # Node objects and their pod CIDRs
         self._emitted: dict[str, NodeRecord] = {}
         self._pnn = ResourceWatcher(make_client, PodnetNode, self._on_pnn)
         self._node = ResourceWatcher(make_client, Node, self._on_node)
@@ -263,13 +303,25 @@ class KubeNodeWatch:
     def _on_node(self, event: KubeEvent) -> None:
         with self._lock:
             if event.type == "DELETED":
-                self._nodes.discard(event.name)
+                self._nodes.pop(event.name, None)
             else:
-                self._nodes.add(event.name)
+                obj = event.obj
+                try:
+                    cidrs = node_pod_cidrs(obj.spec.podCIDRs if obj.spec else None, obj.metadata.annotations)
+                except ValueError as exc:
+                    log.warning("node %s: unreadable pod CIDRs: %s", event.name, exc)
+                    cidrs = ()
+                self._nodes[event.name] = cidrs
             self._emit()
 
+    def _record(self, name: str, record: NodeRecord) -> NodeRecord:
+        """With ``cidrs_from_node``, the node's pod CIDRs are its Node object's."""
+        if not self._cidrs_from_node:
+            return record
+        return dataclasses.replace(record, node=dataclasses.replace(record.node, pod_cidrs=self._nodes[name]))
+
     def _emit(self) -> None:
-        current = {n: r for n, r in self._records.items() if n in self._nodes}
+        current = {n: self._record(n, r) for n, r in self._records.items() if n in self._nodes}
         before, self._emitted = self._emitted, current
         for name in sorted(set(before) | set(current)):
             old, new = before.get(name), current.get(name)

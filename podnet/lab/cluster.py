@@ -62,6 +62,12 @@ def _venv_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
+def ipam_mode(topo: Topology) -> str:
+    from podnet.config import load_config
+
+    return load_config(agent_config(topo, topo.nodes[0]), {}, None).ipam_mode
+
+
 def pool_settings(topo: Topology) -> tuple[list[str], int]:
     from podnet.config import load_config
 
@@ -129,10 +135,14 @@ def validate_cluster_config(topo: Topology) -> None:
 
 
 def ensure_operator(topo: Topology, state: st.LabState) -> int:
+    """The operator that gives nodes their pod CIDRs: podnet's (cluster-pool), or with ipam.mode
+    kubernetes, kube-controller-manager's node IPAM controller."""
+    pools, mask = pool_settings(topo)
+    if ipam_mode(topo) == "kubernetes":
+        return kubeapi.ensure_controller_manager(topo, state, pools, mask)
     rec = state.process("operator")
     if rec is not None and rec.running():
         return 0
-    pools, mask = pool_settings(topo)
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
     argv = [

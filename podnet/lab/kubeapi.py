@@ -208,6 +208,35 @@ def ensure_kube_control_plane(topo: Topology, state: st.LabState) -> int:
     return started
 
 
+CONTROLLER_MANAGER = "kube-controller-manager"
+
+
+def ensure_controller_manager(topo: Topology, state: st.LabState, pools: list[str], mask: int) -> int:
+    """kube-controller-manager with only the node IPAM controller (ipam.mode kubernetes): it gives
+    every Node a ``spec.podCIDRs`` of ``mask`` bits out of ``pools``; returns 1 when started."""
+    rec = state.process(CONTROLLER_MANAGER)
+    if rec is not None and rec.running():
+        return 0
+    lab, ns = topo.name, st.ns_name(topo.name, topo.control_plane.name)
+    admin = pki.ensure_cert(lab, "kube-admin", org="system:masters")
+    config = kube_dir(lab) / "controller-manager.kubeconfig"
+    config.write_text(
+        kubeconfig(server_url(topo), admin.ca, {"client-certificate": admin.cert, "client-key": admin.key})
+    )
+    os.chmod(config, 0o600)
+    argv = [
+        str(binaries()[CONTROLLER_MANAGER]), f"--kubeconfig={config}", "--controllers=nodeipam",
+        "--allocate-node-cidrs=true", f"--cluster-cidr={','.join(pools)}", f"--node-cidr-mask-size={mask}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}", "--bind-address=127.0.0.1", "--secure-port=10257",
+        "--port=0", "--leader-elect=false",
+    ]  # fmt: skip
+    log = st.lab_dir(lab) / "logs" / f"{CONTROLLER_MANAGER}.log"
+    child = proc.spawn(argv, ns, log)
+    state.add_process(st.ProcessRecord(CONTROLLER_MANAGER, child.pid, ns, [CONTROLLER_MANAGER], str(log)))
+    state.save()
+    return 1
+
+
 def _ensure_forwarder(topo: Topology, state: st.LabState) -> int:
     """The forwarder from 127.0.0.1 into the control-plane host; returns its local port."""
     lab = topo.name

@@ -5,6 +5,7 @@ dies leaves the datapath alone and the watches pick up again."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import signal
@@ -127,4 +128,32 @@ def test_the_lab_plays_kubelet_and_the_agent_reads_the_pod(lab_up: Callable[...,
     assert record["podLabels"] == {"app": "web"}
     assert record["podAnnotations"] == {"ipam.podnet.io/ip-pool": "blue"}
     assert record["namespaceLabels"]["tier"] == "web"
+    assert_all_pods_reach_each_other(topo)
+
+
+def test_ipam_mode_kubernetes_takes_the_node_cidrs_controller_manager_assigned(
+    lab_up: Callable[..., Topology],
+) -> None:
+    """ipam.mode kubernetes (host scope): kube-controller-manager's node IPAM controller gives each
+    Node a spec.podCIDRs; each pod's address is inside its Node's; peers route to those CIDRs."""
+    topo = lab_up(apply_overrides(load_topology("l2"), ["datastore=kubernetes", "ipam.mode=kubernetes"]))
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    node_cidrs = {
+        n.metadata.name: [ipaddress.ip_network(c) for c in n.spec.podCIDRs] for n in admin.list(Node)
+    }
+    assert set(node_cidrs) == {n.name for n in topo.nodes}
+    state = st.LabState.load(topo.name)
+    assert state is not None and state.process(kubeapi.CONTROLLER_MANAGER) is not None
+    assert state.process("operator") is None  # controller-manager gives the CIDRs, not podnet's operator
+    for name, info in state.info["podIPs"].items():
+        ip = ipaddress.ip_address(info["ips"][0])
+        assert any(ip in c for c in node_cidrs[info["node"]]), (
+            f"{name} {ip} not in {node_cidrs[info['node']]}"
+        )
+    status = podnet_json("status", "--lab", topo.name, "-o", "json")
+    for node in topo.nodes:
+        doc = status["nodes"][node.name]
+        peers = {p["name"]: p["podCIDRs"] for p in doc["peers"]}
+        for peer, cidrs in peers.items():
+            assert cidrs == [str(c) for c in node_cidrs[peer]]
     assert_all_pods_reach_each_other(topo)

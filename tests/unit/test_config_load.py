@@ -137,7 +137,8 @@ def test_config_is_frozen() -> None:
             "1..32",
         ),
         ({"ipam": {"mode": "eni"}}, "ipam.mode", "cluster-pool"),
-        ({"ipam": {"mode": "kubernetes"}}, "ipam.mode", "cluster-pool"),  # not built yet: refused at load
+        ({"ipam": {"mode": "kubernetes"}}, "ipam.mode", "needs datastore: kubernetes"),
+        ({"ipam": {"mode": "multi-pool"}}, "ipam.mode", "cluster-pool, kubernetes"),  # not built yet
         ({"tunnel": "disabled", "routingMode": "tunnel"}, "tunnel", "contradicts routingMode"),
         ({"kvstore": "consul"}, "kvstore", "is not one of etcd"),
         ({"kvstore-opt": "etcd.config=/x"}, "kvstore-opt", "use etcd.endpoints="),

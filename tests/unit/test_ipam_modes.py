@@ -15,15 +15,15 @@ from podnet.store.nodes import NodeRecord
 net = ipaddress.ip_network
 
 
-def test_registry_has_cluster_pool_only() -> None:
-    assert supported_modes() == ("cluster-pool",)
-    assert callable(factory_for("cluster-pool"))
+def test_registry_has_the_built_modes() -> None:
+    assert supported_modes() == ("cluster-pool", "kubernetes")
+    assert callable(factory_for("cluster-pool")) and callable(factory_for("kubernetes"))
 
 
-@pytest.mark.parametrize("mode", ["kubernetes", "multi-pool", "crd", "eni", "bogus"])
+@pytest.mark.parametrize("mode", ["multi-pool", "crd", "eni", "bogus"])
 def test_unsupported_mode_lists_supported(mode: str) -> None:
     with pytest.raises(
-        UnsupportedIPAMMode, match=f"'{mode}' is not supported; supported modes: cluster-pool"
+        UnsupportedIPAMMode, match=f"'{mode}' is not supported; supported modes: cluster-pool, kubernetes"
     ):
         factory_for(mode)
 

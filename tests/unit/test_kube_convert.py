@@ -47,3 +47,48 @@ def test_a_node_without_vtep_or_addresses_yet() -> None:
 def test_unreadable_specs_are_value_errors(spec: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         record_of("bad", spec, None)
+
+
+def test_node_pod_cidrs_spec_first_then_podnets_then_ciliums_annotations() -> None:
+    from podnet.kube.convert import node_pod_cidrs
+
+    net = ipaddress.ip_network
+    assert node_pod_cidrs(["10.244.3.0/24"], {"network.podnet.io/ipv4-pod-cidr": "10.9.0.0/24"}) == (
+        net("10.244.3.0/24"),
+    )
+    both = {
+        "network.podnet.io/ipv4-pod-cidr": "10.9.0.0/24",
+        "network.cilium.io/ipv4-pod-cidr": "10.8.0.0/24",
+    }
+    assert node_pod_cidrs(None, both) == (net("10.9.0.0/24"),)
+    cilium = {
+        "network.cilium.io/ipv4-pod-cidr": "10.8.0.0/24",
+        "network.cilium.io/ipv6-pod-cidr": "fd00:8::/64",
+    }
+    assert node_pod_cidrs([], cilium) == (net("10.8.0.0/24"), net("fd00:8::/64"))
+    assert node_pod_cidrs(None, None) == ()
+    with pytest.raises(ValueError):
+        node_pod_cidrs(None, {"network.podnet.io/ipv4-pod-cidr": "10.9.0.1/24"})
+
+
+def test_a_changed_pod_cidr_is_reported_not_applied() -> None:
+    from podnet.agent.daemon import cidr_change
+    from podnet.ipam.cluster_pool import MultiCIDRAllocator
+
+    allocator = MultiCIDRAllocator([ipaddress.ip_network("10.244.1.0/24")])
+    same = NodeRecord(NodeInfo("node1", None, pod_cidrs=(ipaddress.ip_network("10.244.1.0/24"),)))
+    moved = NodeRecord(NodeInfo("node1", None, pod_cidrs=(ipaddress.ip_network("10.244.7.0/24"),)))
+    assert cidr_change(allocator, same) == "" and cidr_change(allocator, None) == ""
+    said = cidr_change(allocator, moved)
+    assert "10.244.7.0/24" in said and "keeps 10.244.1.0/24" in said and "restart" in said
+
+
+def test_ipam_mode_kubernetes_needs_the_kubernetes_datastore() -> None:
+    from podnet.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="needs datastore: kubernetes"):
+        load_config({"ipam": {"mode": "kubernetes"}}, {}, None)
+    assert (
+        load_config({"ipam": {"mode": "kubernetes"}, "datastore": "kubernetes"}, {}, None).ipam_mode
+        == "kubernetes"
+    )
