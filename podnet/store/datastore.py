@@ -10,7 +10,7 @@ changes, never traffic.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from podnet.model import IPNetwork
 from podnet.store.client import Store, StoreError
@@ -99,6 +99,3 @@ class EtcdDatastore:
 
     def close(self) -> None:
         self.store.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "endpoints": list(self.store.endpoints)}
