@@ -8,6 +8,7 @@ manager each), so neither overwrites the other.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -15,8 +16,19 @@ from typing import Any
 from podnet.model import NodeInfo
 from podnet.store.nodes import NodeRecord
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' date-time (RFC 3339, UTC, seconds)
 AGENT_MANAGER = "podnet-agent"
 OPERATOR_MANAGER = "podnet-operator"
+
+
+def to_time(seconds: float) -> str:
+    """Unix seconds as a Kubernetes date-time (``status.lastSeen``)."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(TIME_FORMAT)
+
+
+def from_time(stamp: str) -> float:
+    """A Kubernetes date-time as unix seconds."""
+    return datetime.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=datetime.UTC).timestamp()
 
 
 def agent_spec(record: NodeRecord) -> dict[str, Any]:

@@ -12,7 +12,6 @@ identity whose ``status.lastSeen`` is fresher than ``OWNER_TTL`` is refused.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import threading
 import time
@@ -27,7 +26,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from podnet.kube.client import KubeConnectError, connect, server_version
-from podnet.kube.convert import AGENT_MANAGER, agent_spec, node_pod_cidrs, record_of
+from podnet.kube.convert import AGENT_MANAGER, agent_spec, from_time, node_pod_cidrs, record_of, to_time
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import KubeEvent, ResourceWatcher
 from podnet.model import IPNetwork
@@ -70,11 +69,6 @@ def _explain(exc: Exception, what: str) -> str:
             return f"{what}: not found (404): apply deploy/kubernetes/crds.yaml (the PodnetNode CRD)"
         return f"{what}: {exc.status.code} {exc.status.message}"
     return f"{what}: {exc}"
-
-
-def now_iso(now: float | None = None) -> str:
-    moment = datetime.datetime.fromtimestamp(time.time() if now is None else now, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class KubeDatastore:
@@ -180,7 +174,7 @@ class KubeDatastore:
         return KubeNodeWatch(self._make_client, on_change, self.cidrs_from_node).start()
 
     def report(self, name: str, endpoints: int, now: float) -> None:
-        status = {"status": {"health": "ok", "endpoints": endpoints, "lastSeen": now_iso(now)}}
+        status = {"status": {"health": "ok", "endpoints": endpoints, "lastSeen": to_time(now)}}
         try:
             self.client.patch(PodnetNode.Status, name, status, patch_type=PatchType.MERGE)
         except Exception as exc:
@@ -214,10 +208,7 @@ class KubeRegistration:
         seen = (obj.status or {}).get("lastSeen")
         if holder in (None, self.owner) or not seen:
             return
-        age = (
-            time.time()
-            - datetime.datetime.strptime(seen, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
-        )
+        age = time.time() - from_time(seen)
         if age < OWNER_TTL:
             raise NodeOwnedError(
                 f"node {self.name} is already served by another agent ({holder}, last seen {age:.0f}s ago); "

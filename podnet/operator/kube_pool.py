@@ -11,7 +11,6 @@ last reported endpoints) the operator deletes it, which frees its CIDRs.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -26,7 +25,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from podnet.ipam.cidr import PoolSpec
-from podnet.kube.convert import OPERATOR_MANAGER, record_of
+from podnet.kube.convert import OPERATOR_MANAGER, from_time, record_of
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import ResourceWatcher
 from podnet.model import IPNetwork
@@ -50,11 +49,6 @@ class KubeSnapshot:
     liveness: dict[str, NodeLiveness] = field(default_factory=dict)
 
 
-def _seconds(stamp: str) -> float:
-    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
-
-
 def read_snapshot(client: Client) -> KubeSnapshot:
     existing = {str(n.metadata.name) for n in client.list(Node)}
     snap = KubeSnapshot()
@@ -76,7 +70,7 @@ def read_snapshot(client: Client) -> KubeSnapshot:
         status = obj.status or {}
         if status.get("lastSeen"):
             snap.liveness[name] = NodeLiveness(
-                _seconds(status["lastSeen"]), int(status.get("endpoints") or 0)
+                from_time(status["lastSeen"]), int(status.get("endpoints") or 0)
             )
     return snap
 

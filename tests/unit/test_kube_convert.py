@@ -92,3 +92,10 @@ def test_ipam_mode_kubernetes_needs_the_kubernetes_datastore() -> None:
         load_config({"ipam": {"mode": "kubernetes"}, "datastore": "kubernetes"}, {}, None).ipam_mode
         == "kubernetes"
     )
+
+
+def test_kubernetes_times_round_trip_in_utc() -> None:
+    from podnet.kube.convert import from_time, to_time
+
+    assert to_time(0) == "1970-01-01T00:00:00Z"
+    assert from_time(to_time(1795000000.7)) == 1795000000.0
