@@ -27,7 +27,7 @@ from podnet.agent.retired import RetiredLinks
 from podnet.cni import answer, spec
 from podnet.datapath import endpoint as ep
 from podnet.datapath.guard import EndpointSource
-from podnet.ipam.base import Allocation, Allocator
+from podnet.ipam.base import Allocation, Allocator, PodRef
 from podnet.ipam.host import IPAMExhausted, router_ip
 from podnet.model import Endpoint
 
@@ -47,6 +47,16 @@ def free_addresses(allocator: Allocator) -> int:
     family the node has pod CIDRs of)."""
     families = sorted({c.version for c in allocator.cidrs})
     return min((allocator.free(f) for f in families), default=0)
+
+
+def pod_ref(call: Call, meta: PodMeta | None) -> PodRef:
+    """The pod IPAM allocates for: named by the runtime, described by the API server."""
+    return PodRef(
+        namespace=call.args.get("K8S_POD_NAMESPACE", ""),
+        name=call.args.get("K8S_POD_NAME", ""),
+        annotations=meta.annotations if meta else (),
+        namespace_annotations=meta.namespace_annotations if meta else (),
+    )
 
 
 def source_of(record: Endpoint) -> EndpointSource:
@@ -247,7 +257,7 @@ class CniHandler:
         with contextlib.ExitStack() as undo:
             if fresh:
                 undo.callback(_safely, "release", self.allocator.release, call.owner)
-            addresses = self._addresses(self.allocator.allocate(call.owner), call.owner)
+            addresses = self._addresses(self.allocator.allocate(call.owner, pod_ref(call, meta)), call.owner)
             if self.fail_after_ipam:
                 raise spec.CniError(
                     spec.ERR_INJECTED, "injected failure after IPAM", "fail_after_ipam is set"

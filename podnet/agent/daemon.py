@@ -38,13 +38,13 @@ from podnet.datapath.kernel.route import route_get
 from podnet.datapath.kernel.sysctl import refuse_initial_netns
 from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import LocalNode, PeerPath
-from podnet.datapath.nodesetup import setup_node
+from podnet.datapath.nodesetup import add_router_ips, setup_node
 from podnet.datapath.plan import paths_needed
 from podnet.datapath.reconcile import Reconciler, ReconcileReport
 from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
-from podnet.ipam.base import Allocator, IPAMContext, new_allocator
-from podnet.model import IPNetwork, NodeInfo
+from podnet.ipam.base import Allocator, IPAMContext, UnsupportedIPAMMode, new_allocator
+from podnet.model import IPAddress, IPNetwork, NodeInfo
 from podnet.store.client import Backoff, OutageLog, Store, StoreError, TlsFiles
 from podnet.store.datastore import Datastore, EtcdDatastore, Registration
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
@@ -56,9 +56,16 @@ SWITCH_GRACE = 30.0  # after a live mode switch, peers keep their previous path 
 CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
 # settings a running agent cannot adopt: they change its identity, its store or its allocations
 RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
-                "cluster_pool_ipv4_mask_size", "agent_socket", "state_dir", "devices",
+                "cluster_pool_ipv4_mask_size", "multi_pool_pre_allocation", "agent_socket", "state_dir",
+                "devices",
                 "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
+STATIC_CIDR_MODES = ("cluster-pool", "kubernetes")  # a node's pod CIDRs never change under its pods
+IPAM_WAIT = {
+    "kubernetes": "waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
+    "crd": "reading the node's address pool (PodnetNode spec.ipam.pool)",
+    "multi-pool": "reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
+}
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
 STORE_CONNECT_TIMEOUT = 60.0
 
@@ -103,6 +110,8 @@ class Agent:
         self.datastore: Datastore | None = None
         self.registration: Registration | None = None
         self.allocator: Allocator | None = None
+        self._router_lock = threading.Lock()  # router IPs added between rounds vs a round's removals
+        self._prepared: set[IPAddress] = set()
         self.cni_handler: CniHandler | None = None
         self.api: ApiServer | None = None
         self.watcher: Any = None
@@ -145,16 +154,20 @@ class Agent:
             raise AgentError(str(exc)) from None
         if not self.datastore.pod_cidrs(bare.name):  # a new node: ask the operator for pod CIDRs
             self.registration.publish(NodeRecord(bare, self.requested))
-        self._set_phase(
-            "waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)"
-            if self.config.ipam_mode == "kubernetes"
-            else "waiting for pod CIDRs from the operator"
+        self._set_phase(IPAM_WAIT.get(self.config.ipam_mode, "waiting for pod CIDRs from the operator"))
+        context = IPAMContext(
+            self.datastore,
+            self.config.node_name,
+            pre_allocate=self.config.multi_pool_pre_allocation,
+            prepare=self._prepare_router_ips,
+            changed=self._dirty.set,
         )
-        context = IPAMContext(self.datastore, self.config.node_name)
-        self.allocator = new_allocator(self.config.ipam_mode, context)
-        node = dataclasses.replace(
-            bare, pod_cidrs=self.allocator.cidrs, router_ips=self.allocator.router_ips()
-        )
+        try:
+            self.allocator = new_allocator(self.config.ipam_mode, context)
+        except UnsupportedIPAMMode as exc:
+            raise AgentError(str(exc)) from None
+        with self._router_lock:
+            node = self._with_ipam(bare)
         # an existing tunnel device stays until the first round knows whether peers still use it
         keep = mode_for(self.config).tunnel(self.config) is not None or any(
             link_index(self.ipr, p.device) is not None for p in all_protocols()
@@ -190,6 +203,24 @@ class Agent:
         self._set_phase("running")
         log.info("agent ready: node %s pod CIDRs %s, routing %s", node.name,
                  ", ".join(map(str, node.pod_cidrs)), self.config.routing_mode)  # fmt: skip
+
+    def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
+        """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any
+        pod is given an address behind it; the round that runs meanwhile does not remove it."""
+        with self._router_lock:
+            with IPRoute() as ipr:
+                add_router_ips(ipr, router_ips)
+            self._prepared |= set(router_ips)
+        log.info("router IP(s) %s added for new pod addresses", ", ".join(map(str, router_ips)))
+
+    def _with_ipam(self, node: NodeInfo) -> NodeInfo:
+        """``node`` with IPAM's current pod CIDRs and router IPs (they grow in crd and multi-pool),
+        plus router IPs prepared since (under ``_router_lock``)."""
+        assert self.allocator is not None
+        router_ips = self.allocator.router_ips()
+        self._prepared -= set(router_ips)
+        extra = tuple(sorted(self._prepared, key=lambda a: (a.version, a)))
+        return dataclasses.replace(node, pod_cidrs=self.allocator.cidrs, router_ips=(*router_ips, *extra))
 
     def _open_datastore(self) -> Datastore:
         """The configured datastore, reachable (``AgentError`` saying which one and why not)."""
@@ -292,25 +323,22 @@ class Agent:
         self._guard_registration()
         started = time.perf_counter()
         peers = self.peers()
-        local = LocalNode(
-            self.status_info.node,
-            self.underlay.dev,
-            self.underlay.index,
-            link_mtu(self.ipr, self.underlay.index),
-        )
-        paths: dict[str, PeerPath] = {}
-        for ip in paths_needed(local, peers, self.config):
-            try:
-                paths[str(ip)] = route_get(self.ipr, ip)
-            except Exception as exc:  # an unroutable peer is a plan input, not a crash
-                log.warning("no kernel path to node ip %s: %s", ip, exc)
-        switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
-        previous = self.status_info.last_round.desired if switching and self.status_info.last_round else None
-        endpoints = self.cni_handler.sources() if self.cni_handler is not None else ()
-        round_plan = plan_round(self.config, local, peers, paths, previous, endpoints)
-        planned = time.perf_counter()
-        tunnel_before = self.status_info.devices.tunnel_index if self.status_info.devices else None
-        node = self._setup_node(local.node, round_plan.keep_tunnel_device)
+        with self._router_lock:  # until the node's devices are set up (see _prepare_router_ips)
+            local = LocalNode(
+                self._with_ipam(self.status_info.node),
+                self.underlay.dev,
+                self.underlay.index,
+                link_mtu(self.ipr, self.underlay.index),
+            )
+            paths = self._kernel_paths(local, peers)
+            switching = time.monotonic() - self._mode_changed < SWITCH_GRACE
+            last = self.status_info.last_round
+            previous = last.desired if switching and last else None
+            endpoints = self.cni_handler.sources() if self.cni_handler is not None else ()
+            round_plan = plan_round(self.config, local, peers, paths, previous, endpoints, self._pool_cidrs())
+            planned = time.perf_counter()
+            tunnel_before = self.status_info.devices.tunnel_index if self.status_info.devices else None
+            node = self._setup_node(local.node, round_plan.keep_tunnel_device)
         tunnel_after = self.status_info.devices.tunnel_index if self.status_info.devices else None
         if self.reconciler is None:
             self.reconciler = Reconciler(self.ipr, self.allow_initial_netns)
@@ -327,6 +355,8 @@ class Agent:
         errors = list(report.errors)
         if self.status_info.cidr_problem:
             errors.append(self.status_info.cidr_problem)
+        if self.allocator is not None:
+            errors += self.allocator.problems()
         errors += self._follow_route_mtu(round_plan.route_mtu)
         for component in self.components:
             try:
@@ -341,6 +371,16 @@ class Agent:
         self.status_info.errors = errors
         return report
 
+    def _kernel_paths(self, local: LocalNode, peers: Sequence[NodeInfo]) -> dict[str, PeerPath]:
+        assert self.ipr is not None
+        paths: dict[str, PeerPath] = {}
+        for ip in paths_needed(local, peers, self.config):
+            try:
+                paths[str(ip)] = route_get(self.ipr, ip)
+            except Exception as exc:  # an unroutable peer is a plan input, not a crash
+                log.warning("no kernel path to node ip %s: %s", ip, exc)
+        return paths
+
     def _guard_registration(self) -> None:
         """Our own record as the watch last saw it: put it back if it vanished or was changed."""
         if self.registration is None or time.monotonic() - self._published < REPUBLISH_SETTLE:
@@ -349,7 +389,14 @@ class Agent:
             seen = self._peers.get(self.config.node_name)
         if self.registration.ensure(seen):
             self._published = time.monotonic()
-        self.status_info.cidr_problem = cidr_change(self.allocator, seen)
+        if self.config.ipam_mode in STATIC_CIDR_MODES:
+            self.status_info.cidr_problem = cidr_change(self.allocator, seen)
+
+    def _pool_cidrs(self) -> tuple[IPNetwork, ...]:
+        """Every pool's CIDRs IPAM knows of (multi-pool): masquerading spares them all."""
+        if self.allocator is None:
+            return ()
+        return tuple(dict.fromkeys(c for use in self.allocator.usage() for c in use.pool_cidrs))
 
     def _guard_nft(self) -> None:
         refuse_initial_netns(self.ipr, "write podnet's nft table", self.allow_initial_netns)
@@ -459,6 +506,7 @@ class Agent:
             lambda: self.api and self.api.close(),
             *(component.stop for component in reversed(self.components)),  # BGP withdraws first
             lambda: self.watcher and self.watcher.stop(),
+            lambda: self.allocator and self.allocator.close(),
             # the lease is not revoked: the node key lapses after its TTL, so a restart is not a departure
             lambda: self.registration and self.registration.close(revoke=False),
             lambda: self.datastore and self.datastore.close(),

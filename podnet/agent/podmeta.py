@@ -1,5 +1,5 @@
 """The pod behind a CNI call, from the API server (``datastore: kubernetes``): its labels and
-annotations and its namespace's labels, as multi-pool IPAM and policies need them.
+annotations and its namespace's labels and annotations, as multi-pool IPAM and policies need them.
 
 Design fact: the runtime (kubelet) names the pod in CNI_ARGS (``K8S_POD_NAMESPACE``,
 ``K8S_POD_NAME``, ``K8S_POD_UID``); the agent reads the rest from the API server, never from the
@@ -36,6 +36,7 @@ class PodMeta:
     labels: tuple[tuple[str, str], ...]
     annotations: tuple[tuple[str, str], ...]
     namespace_labels: tuple[tuple[str, str], ...]
+    namespace_annotations: tuple[tuple[str, str], ...] = ()
 
 
 def _pairs(mapping: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
@@ -73,10 +74,13 @@ class KubePodResolver:
                 "the kubelet retries with the current one"
             )
         try:
-            ns_labels = _pairs(self._client.get(Namespace, namespace).metadata.labels)
+            ns_meta = self._client.get(Namespace, namespace).metadata
+            ns_labels, ns_annotations = _pairs(ns_meta.labels), _pairs(ns_meta.annotations)
         except Exception:
-            ns_labels = ()
-        return PodMeta(found, _pairs(pod.metadata.labels), _pairs(pod.metadata.annotations), ns_labels)
+            ns_labels = ns_annotations = ()
+        return PodMeta(
+            found, _pairs(pod.metadata.labels), _pairs(pod.metadata.annotations), ns_labels, ns_annotations
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -19,7 +19,7 @@ from podnet.datapath.masquerade import MasqueradePlan, plan_masquerade
 from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import DesiredState, LocalNode, PeerPath
 from podnet.datapath.plan import plan
-from podnet.model import NodeInfo
+from podnet.model import IPNetwork, NodeInfo
 
 TUNNEL_LABEL = "podnet.io/tunnel"  # a node publishes it while it sends encapsulated packets
 
@@ -53,16 +53,19 @@ def plan_round(
     paths: Mapping[str, PeerPath],
     previous: DesiredState | None = None,
     endpoints: Sequence[EndpointSource] = (),
+    pool_cidrs: Sequence[IPNetwork] = (),
 ) -> RoundPlan:
     """The round for ``local`` given the store's ``peers`` and the kernel's ``paths`` to them.
     ``previous`` (the last applied plan, during a live switch) keeps peers reachable that the
-    new mode cannot plan yet."""
+    new mode cannot plan yet. Masquerading spares the cluster pool, ``pool_cidrs`` (every IP
+    pool, multi-pool) and every node's pod CIDRs (whatever IPAM mode gave them)."""
     desired = plan(local, peers, config, paths, previous)
     node = local.node
+    cluster = [*config.cluster_pool_ipv4_cidrs, *pool_cidrs, *(c for p in peers for c in p.pod_cidrs)]
     masquerade = plan_masquerade(
         config.enable_ipv4_masquerade,
         node.pod_cidrs,
-        config.cluster_pool_ipv4_cidrs,
+        cluster,
         config.ipv4_native_routing_cidr,
         [node.ipv4, *(p.ipv4 for p in peers)],
         local.underlay_dev,

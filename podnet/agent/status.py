@@ -112,6 +112,8 @@ def _ipam(config: AgentConfig, allocator: Allocator) -> dict[str, Any]:
         "free": free,
         "total": used + free,
         "allocations": {k: [str(a) for a in v] for k, v in allocated.items()},
+        "pools": [use.to_json() for use in allocator.usage()],
+        "routerIPs": [str(a) for a in allocator.router_ips()],
     }
 
 
@@ -130,6 +132,7 @@ def _peers(round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[dict[str, A
             "issues": issues.get(name, []),
             "ipv4": str(known[name].ipv4) if name in known and known[name].ipv4 else None,
             "podCIDRs": [str(c) for c in known[name].pod_cidrs] if name in known else [],
+            "routerIPs": [str(a) for a in known[name].router_ips] if name in known else [],
         }
         for name, reach in desired.reach
     ]

@@ -47,6 +47,9 @@ class AgentConfig:
     ipam_mode: str = "cluster-pool"
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
     cluster_pool_ipv4_mask_size: int = 24
+    multi_pool_pre_allocation: tuple[tuple[str, int], ...] = (("default", 8),)  # pool -> preAlloc
+    # the operator's multi-pool pools to create when missing: (name, PodnetIPPool spec as JSON)
+    auto_create_pod_ip_pools: tuple[tuple[str, str], ...] = ()
     datastore: str = "etcd"  # where node records live: the embedded etcd, or "kubernetes" (CRDs)
     k8s_kubeconfig_path: Path | None = None  # datastore: kubernetes; none: the pod's service account
     etcd_endpoints: tuple[str, ...] = ()
@@ -95,6 +98,12 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "cluster-pool-ipv4-cidr",
     ),
     "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
+    "multi_pool_pre_allocation": ("ipam.multiPoolPreAllocation", "ipam-multi-pool-pre-allocation"),
+    "auto_create_pod_ip_pools": (
+        "ipam.operator.autoCreatePodIPPools",
+        "ipam.operator.autoCreateCiliumPodIPPools",
+        "auto-create-pod-ip-pools",
+    ),
     "datastore": ("datastore", "podnet-datastore"),
     "k8s_kubeconfig_path": ("k8sKubeconfigPath", "k8s-kubeconfig-path"),
     "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
@@ -138,11 +147,15 @@ _KEY_INDEX.update({_norm(k): f"legacy:{f}" for f, k in _LEGACY.items()})
 _SPELLINGS: tuple[str, ...] = tuple(n for names in _ALIASES.values() for n in names) + tuple(_LEGACY.values())
 
 
+# keys whose value is a mapping (not flattened further)
+_MAP_VALUED = ("legacy:kvstore_opt", "multi_pool_pre_allocation", "auto_create_pod_ip_pools")
+
+
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
     """Nested YAML (``ipam: {operator: {...}}``) as dotted keys; known leaf keys stay whole."""
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and _KEY_INDEX.get(_norm(dotted)) != "legacy:kvstore_opt":
+        if isinstance(value, Mapping) and _KEY_INDEX.get(_norm(dotted)) not in _MAP_VALUED:
             yield from _flatten(value, f"{dotted}.")
         else:
             yield dotted, value
@@ -273,6 +286,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES.names()),
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
+    "multi_pool_pre_allocation": lambda k, v: _pre_allocation(k, v),
+    "auto_create_pod_ip_pools": lambda k, v: _pool_specs(k, _yaml_text(v)),
     "datastore": lambda k, v: _choice(k, v, ("etcd", "kubernetes")),
     "k8s_kubeconfig_path": lambda k, v: _file(k, v),
     "etcd_endpoints": lambda k, v: _list(v),
@@ -293,6 +308,36 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "bgp_peers": lambda k, v: _bgp(parse_peers, k, _yaml_text(v)),
     "bgp_advertise": lambda k, v: _bgp(parse_advertise, k, v),
 }
+
+
+def _pre_allocation(key: str, value: Any) -> tuple[tuple[str, int], ...]:
+    """``{default: 8, blue: 4}`` or Cilium's flag form ``default=8,blue=4``."""
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        items = []
+        for part in _list(value):
+            name, sep, count = part.partition("=")
+            if not sep or not name.strip():
+                raise ConfigError(key, f"{part!r}: expected POOL=COUNT, e.g. default=8")
+            items.append((name.strip(), count))
+    return tuple(sorted((name, _int(key, count, 0, 65536, zero_ok=True)) for name, count in items))
+
+
+def _pool_specs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """``{default: {ipv4: {cidrs: [10.10.0.0/16], maskSize: 24}}}``: pool name -> PodnetIPPool spec
+    (the operator checks the CIDRs when it creates the pools)."""
+    import json
+
+    if value in (None, ""):
+        return ()
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise ConfigError(key, "expected {POOL: {ipv4: {cidrs: [CIDR, ...], maskSize: N}}}")
+    for name, spec in value.items():
+        for family in spec:
+            if family not in ("ipv4", "ipv6") or not isinstance(spec[family], Mapping):
+                raise ConfigError(key, f"pool {name}: {family!r} is not ipv4/ipv6 with {{cidrs, maskSize}}")
+    return tuple(sorted((str(name), json.dumps(spec, sort_keys=True)) for name, spec in value.items()))
 
 
 def _routing_modes() -> set[str]:
@@ -418,10 +463,15 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             name("cluster_pool_ipv4_mask_size"),
             f"{cfg.cluster_pool_ipv4_mask_size} leaves no room for pods; use 30 or less (24 is usual)",
         )
-    if cfg.ipam_mode == "kubernetes" and cfg.datastore != "kubernetes":
+    needs_kube = {
+        "kubernetes": "pod CIDRs from Node.spec.podCIDRs",
+        "crd": "addresses from the node's PodnetNode spec.ipam.pool",
+        "multi-pool": "CIDRs from PodnetIPPools",
+    }
+    if cfg.ipam_mode in needs_kube and cfg.datastore != "kubernetes":
         raise ConfigError(
             name("ipam_mode"),
-            "kubernetes (pod CIDRs from Node.spec.podCIDRs) needs datastore: kubernetes; set it, or "
+            f"{cfg.ipam_mode} ({needs_kube[cfg.ipam_mode]}) needs datastore: kubernetes; set it, or "
             "use ipam.mode cluster-pool with etcd",
         )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:

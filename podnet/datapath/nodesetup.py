@@ -28,7 +28,7 @@ from podnet.datapath.kernel import sysctl as ksysctl
 from podnet.datapath.modes import mode_for
 from podnet.datapath.tunnels import DeviceRequest, TunnelError, TunnelProtocol, all_protocols, tunnel_protocol
 from podnet.datapath.tunnels import unsupported_reason as tunnel_unsupported
-from podnet.model import NodeInfo
+from podnet.model import IPAddress, NodeInfo
 
 
 class NodeSetupError(RuntimeError):
@@ -114,6 +114,15 @@ def setup_node(
         tunnel_index=tunnel_index,
         vtep_mac=vtep_mac,
     )
+
+
+def add_router_ips(ipr: IPRoute, router_ips: tuple[IPAddress, ...]) -> None:
+    """Put new router IPs on podnet_host now, between rounds (a pod CIDR that IPAM just got):
+    the node answers a pod's ARP for its gateway from the first packet. Only adds; the next round
+    makes the set exact."""
+    host_index, _ = klink.ensure_veth_pair(ipr, owned.HOST_DEV, owned.NET_DEV)
+    for ip in router_ips:
+        kaddr.ensure_addr(ipr, host_index, ipaddress.ip_interface(f"{ip}/{ip.max_prefixlen}"))
 
 
 def _ensure_router_ips(ipr: IPRoute, host_index: int, node: NodeInfo) -> None:

@@ -2,15 +2,22 @@
 
 One ``Allocator`` per node gives pod addresses, each with the gateway the pod routes through
 (host-local's result shape). How the node gets its addresses is what differs between modes
-(cluster-pool: the podnet operator carves pod CIDRs; later kubernetes, multi-pool, crd, eni). A
-mode module registers its factory in ``podnet.registry.IPAM_MODES``; ``podnet.ipam.modes`` imports
-the built-in ones. Asking for a mode that is not registered fails with the supported ones.
+(cluster-pool: the podnet operator carves pod CIDRs; kubernetes: kube-controller-manager does;
+crd: someone fills the node's address pool; multi-pool: CIDRs per named pool, asked for as pods
+come). A mode module registers its factory in ``podnet.registry.IPAM_MODES``;
+``podnet.ipam.modes`` imports the built-in ones. Asking for a mode that is not registered fails
+with the supported ones.
+
+Design fact: a mode whose CIDRs grow while the agent runs (crd, multi-pool) calls
+``IPAMContext.prepare`` with the new router IPs *before* it hands out an address behind them (the
+node must answer the pod's ARP for its gateway from the first packet), then ``changed`` so the
+agent publishes the node's new CIDRs to its peers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from podnet.model import IPAddress, IPNetwork
@@ -33,15 +40,58 @@ class Allocation:
         return self.ip.version
 
 
+@dataclass(frozen=True)
+class PodRef:
+    """The pod an address is for, as the API server describes it (never as the pod says):
+    multi-pool picks a pool from its annotations, crd records ``namespace/name`` as the owner."""
+
+    namespace: str = ""
+    name: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()
+    namespace_annotations: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.name else ""
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """One pool's use on this node, per family (``podnet status``'s IPAM line, ``podnet ipam``)."""
+
+    pool: str  # "default" in single-pool modes
+    family: int
+    cidrs: tuple[IPNetwork, ...]  # what this node holds of the pool
+    used: int
+    capacity: int
+    needed: int | None = None  # multi-pool: addresses the node asks the operator for
+    error: str = ""  # why the pool cannot give this node more (exhausted, unknown pool)
+    pool_cidrs: tuple[IPNetwork, ...] = ()  # the whole pool, where the mode knows it
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pool": self.pool,
+            "family": self.family,
+            "cidrs": [str(c) for c in self.cidrs],
+            "used": self.used,
+            "capacity": self.capacity,
+            "needed": self.needed,
+            "error": self.error or None,
+            "poolCIDRs": [str(c) for c in self.pool_cidrs],
+        }
+
+
 class Allocator(Protocol):
     """Pod address allocation on one node: idempotent per owner, restorable after a restart."""
 
     @property
-    def cidrs(self) -> tuple[IPNetwork, ...]: ...
+    def cidrs(self) -> tuple[IPNetwork, ...]:
+        """Every CIDR peers must route to this node (all pools; crd: its addresses collapsed)."""
+        ...
 
     def router_ips(self) -> tuple[IPAddress, ...]: ...
 
-    def allocate(self, owner: str) -> tuple[Allocation, ...]:
+    def allocate(self, owner: str, pod: PodRef | None = None) -> tuple[Allocation, ...]:
         """One address per IP family for ``owner``; the same ones when asked again."""
         ...
 
@@ -61,6 +111,18 @@ class Allocator(Protocol):
         """How many more addresses of one family (4 or 6) can be handed out now."""
         ...
 
+    def usage(self) -> tuple[PoolUsage, ...]:
+        """Per pool and family: the node's CIDRs, use and capacity, and what stops it growing."""
+        ...
+
+    def problems(self) -> list[str]:
+        """What the agent's status must report (an address in use that left its pool, ...)."""
+        ...
+
+    def close(self) -> None:
+        """Stop watching the datastore; allocations stay as they are."""
+        ...
+
 
 @dataclass(frozen=True)
 class IPAMContext:
@@ -69,6 +131,9 @@ class IPAMContext:
     datastore: Datastore  # the pod CIDRs the operator gave the node (cluster-pool)
     node_name: str
     wait_timeout: float = 60.0
+    pre_allocate: tuple[tuple[str, int], ...] = ()  # multi-pool: preAlloc per pool
+    prepare: Callable[[tuple[IPAddress, ...]], None] = field(default=lambda ips: None)
+    changed: Callable[[], None] = field(default=lambda: None)
 
 
 AllocatorFactory = Callable[[IPAMContext], Allocator]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from podnet.ipam.base import Allocation, IPAMContext, register_mode
+from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, register_mode
 from podnet.ipam.host import HostAllocator, IPAMExhausted
 from podnet.model import IPAddress, IPNetwork
 
@@ -30,7 +30,7 @@ class MultiCIDRAllocator:
     def router_ips(self) -> tuple[IPAddress, ...]:
         return tuple(h.router_ip for h in self._hosts)
 
-    def allocate(self, owner: str) -> tuple[Allocation, ...]:
+    def allocate(self, owner: str, pod: PodRef | None = None) -> tuple[Allocation, ...]:
         result = []
         for family in sorted({h.cidr.version for h in self._hosts}):
             host = self._holding(owner, family) or self._with_room(family)
@@ -63,6 +63,15 @@ class MultiCIDRAllocator:
     def free(self, family: int) -> int:
         return sum(h.free_count() for h in self._hosts if h.cidr.version == family)
 
+    def usage(self) -> tuple[PoolUsage, ...]:
+        return host_usage("default", self._hosts)
+
+    def problems(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
     def _holding(self, owner: str, family: int) -> HostAllocator | None:
         return next(
             (h for h in self._hosts if h.cidr.version == family and owner in h.allocated()),
@@ -76,6 +85,24 @@ class MultiCIDRAllocator:
                 return host
         sizes = ", ".join(f"{h.cidr} ({h.capacity()} addresses)" for h in hosts)
         raise IPAMExhausted(f"all IPv{family} pod CIDRs of this node are full: {sizes}")
+
+
+def host_usage(pool: str, hosts: Sequence[HostAllocator], **extra: object) -> tuple[PoolUsage, ...]:
+    """One ``PoolUsage`` per family over ``hosts`` (the CIDRs a node holds of one pool)."""
+    found = []
+    for family in sorted({h.cidr.version for h in hosts}):
+        mine = [h for h in hosts if h.cidr.version == family]
+        found.append(
+            PoolUsage(
+                pool=pool,
+                family=family,
+                cidrs=tuple(h.cidr for h in mine),
+                used=sum(len(h.allocated()) for h in mine),
+                capacity=sum(h.capacity() for h in mine),
+                **extra,  # type: ignore[arg-type]
+            )
+        )
+    return tuple(found)
 
 
 def _factory(ctx: IPAMContext) -> MultiCIDRAllocator:

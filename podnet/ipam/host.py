@@ -26,6 +26,11 @@ def router_ip(cidr: IPNetwork) -> IPAddress:
     return cidr.network_address + 1
 
 
+def pod_capacity(cidr: IPNetwork) -> int:
+    """Pod addresses a CIDR holds: all but network, router and (IPv4) broadcast."""
+    return cidr.num_addresses - (3 if cidr.version == 4 else 2)
+
+
 class HostAllocator:
     """Hands out single addresses of ``cidr`` to owners; lowest free address first."""
 

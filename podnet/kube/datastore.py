@@ -77,7 +77,7 @@ class KubeDatastore:
     def __init__(self, make_client: Callable[[], Client], cidrs_from_node: bool = False) -> None:
         """``cidrs_from_node``: pod CIDRs are the Node objects' ``spec.podCIDRs`` (ipam.mode
         kubernetes, kube-controller-manager assigns them), not the operator's PodnetNode field."""
-        self._make_client = make_client
+        self.make_client = make_client  # for the IPAM modes that watch the node's own object
         self.client = make_client()
         self.cidrs_from_node = cidrs_from_node
 
@@ -171,7 +171,7 @@ class KubeDatastore:
         raise TimeoutError(f"node {name} got no pod CIDR within {timeout:g}s: {NO_NODE_CIDR}")
 
     def watch_nodes(self, on_change: Callable[[NodeEvent], None]) -> KubeNodeWatch:
-        return KubeNodeWatch(self._make_client, on_change, self.cidrs_from_node).start()
+        return KubeNodeWatch(self.make_client, on_change, self.cidrs_from_node).start()
 
     def report(self, name: str, endpoints: int, now: float) -> None:
         status = {"status": {"health": "ok", "endpoints": endpoints, "lastSeen": to_time(now)}}

@@ -8,3 +8,6 @@ GROUP = "podnet.io"
 VERSION = "v1"
 
 PodnetNode = create_global_resource(group=GROUP, version=VERSION, kind="PodnetNode", plural="podnetnodes")
+PodnetIPPool = create_global_resource(
+    group=GROUP, version=VERSION, kind="PodnetIPPool", plural="podnetippools"
+)

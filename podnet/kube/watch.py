@@ -52,9 +52,12 @@ class ResourceWatcher:
         server_timeout: int = SERVER_TIMEOUT,
         known: Mapping[str, Any] | None = None,
         version: str | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> None:
         """``known`` and ``version``: what an earlier watcher had seen (e.g. its ``snapshot()`` and
-        ``version``); the watch starts from there, and a 410 reports the difference to it."""
+        ``version``); the watch starts from there, and a 410 reports the difference to it.
+        ``fields``: a field selector (``{"metadata.name": node}``: one object only)."""
+        self._fields = dict(fields) if fields else None
         self._connect = connect
         self._resource = resource
         self._on_event = on_event
@@ -132,7 +135,7 @@ class ResourceWatcher:
 
     def _relist(self) -> None:
         assert self._client is not None
-        listed = self._client.list(self._resource)
+        listed = self._client.list(self._resource, fields=self._fields)
         items = {key_of(obj): obj for obj in listed}
         version = listed.resourceVersion
         with self._lock:
@@ -152,7 +155,10 @@ class ResourceWatcher:
     def _watch(self) -> None:
         assert self._client is not None
         stream = self._client.watch(
-            self._resource, resource_version=self.version, server_timeout=self._server_timeout
+            self._resource,
+            resource_version=self.version,
+            server_timeout=self._server_timeout,
+            fields=self._fields,
         )
         for kind, obj in stream:
             if self._stop.is_set():

@@ -12,6 +12,7 @@ learnt routes (``proto bird``), merging equal paths (ECMP) unless the router say
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,7 @@ class RouterBgp:
     asn: int
     router_id: ipaddress.IPv4Address
     neighbors: tuple[BirdNeighbor, ...]
-    pod_prefixes: tuple[tuple[ipaddress.IPv4Network, int], ...]
+    pod_prefixes: tuple[tuple[ipaddress.IPv4Network, int, int], ...]  # (CIDR, shortest, longest)
     multipath: bool = True
 
 
@@ -86,13 +87,28 @@ def _router_options(router: Host) -> Mapping[str, Any]:
     return router.bgp
 
 
+def pod_prefixes(cfg: Any) -> tuple[tuple[ipaddress.IPv4Network, int, int], ...]:
+    """What the routers accept from nodes, as a network admin would filter: the cluster pool's
+    node CIDRs (cluster-pool, kubernetes), any prefix inside it (crd: a node's addresses collapse
+    to prefixes of every length), and each multi-pool pool's CIDRs at its mask size."""
+    mask = cfg.cluster_pool_ipv4_mask_size
+    high = 32 if cfg.ipam_mode == "crd" else mask
+    found = [(c, mask, high) for c in cfg.cluster_pool_ipv4_cidrs]
+    if cfg.ipam_mode == "multi-pool":
+        for _, text in cfg.auto_create_pod_ip_pools:
+            spec = json.loads(text).get("ipv4") or {}
+            size = int(spec.get("maskSize") or mask)
+            found += [(ipaddress.ip_network(c), size, size) for c in spec.get("cidrs") or []]
+    return tuple(dict.fromkeys(found))
+
+
 def plan_router_bgp(topo: Topology, node_configs: Mapping[str, Any]) -> tuple[RouterBgp, ...]:
     """The BIRD setup of every router, from the topology and the nodes' loaded ``AgentConfig``s."""
     bgp_nodes = {n: c for n, c in node_configs.items() if c.bgp_enabled}
     if not bgp_nodes:
         return ()
     any_cfg = next(iter(bgp_nodes.values()))
-    pods = tuple((c, any_cfg.cluster_pool_ipv4_mask_size) for c in any_cfg.cluster_pool_ipv4_cidrs)
+    pods = pod_prefixes(any_cfg)
     routers = {r.name: r for r in topo.routers}
     _check_node_peers(topo, bgp_nodes, routers)
     plans = []
@@ -183,7 +199,7 @@ def _router_neighbors(
 
 def render_bird_config(plan: RouterBgp) -> str:
     """BIRD 2's configuration for one router."""
-    prefixes = ", ".join(f"{net}{{{size},{size}}}" for net, size in plan.pod_prefixes)
+    prefixes = ", ".join(f"{net}{{{low},{high}}}" for net, low, high in plan.pod_prefixes)
     lines = [
         f"# podnet lab router {plan.router} (AS{plan.asn}); generated, do not edit",
         "log stderr all;",

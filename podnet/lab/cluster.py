@@ -22,7 +22,7 @@ import yaml
 from lightkube import Client
 
 from podnet.kube.client import connect
-from podnet.lab import kubeapi, kubelet
+from podnet.lab import kubeapi, kubeipam, kubelet
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.controlplane import client_tls, etcd_endpoints
@@ -135,11 +135,17 @@ def validate_cluster_config(topo: Topology) -> None:
 
 
 def ensure_operator(topo: Topology, state: st.LabState) -> int:
-    """The operator that gives nodes their pod CIDRs: podnet's (cluster-pool), or with ipam.mode
-    kubernetes, kube-controller-manager's node IPAM controller."""
+    """Whatever gives nodes their addresses: podnet's operator (cluster-pool, multi-pool), with
+    ipam.mode kubernetes kube-controller-manager's node IPAM controller, with crd the lab itself
+    (``kubeipam``: each node's pool)."""
+    from podnet.config import load_config
+
     pools, mask = pool_settings(topo)
-    if ipam_mode(topo) == "kubernetes":
+    mode = ipam_mode(topo)
+    if mode == "kubernetes":
         return kubeapi.ensure_controller_manager(topo, state, pools, mask)
+    if mode == "crd":
+        return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
     rec = state.process("operator")
     if rec is not None and rec.running():
         return 0
@@ -151,6 +157,10 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         "--grace-period", "60",
     ]  # fmt: skip
     tls = client_tls(topo, "operator")
+    if mode == "multi-pool":
+        configured = load_config(agent_config(topo, topo.nodes[0]), {}, None).auto_create_pod_ip_pools
+        argv += ["--ipam", "multi-pool"]
+        argv += ["--auto-create-pod-ip-pools", kubeipam.auto_create_arg(configured, pools, mask)]
     if kubeapi.on_kubernetes(topo):
         kubeconfig = kubeapi.account_kubeconfig_path(topo.name, "podnet-operator")
         argv += ["--datastore", "kubernetes", "--k8s-kubeconfig-path", str(kubeconfig)]

@@ -1,9 +1,11 @@
-"""``podnet operator``: run the cluster-pool operator on etcd or Kubernetes until SIGTERM/SIGINT.
+"""``podnet operator``: run the IPAM operator (cluster-pool on etcd or Kubernetes, multi-pool on
+Kubernetes) until SIGTERM/SIGINT.
 
     podnet operator --etcd-endpoints http://10.0.0.1:2379 \
         --cluster-pool-ipv4-cidr 10.244.0.0/16 --cluster-pool-ipv4-mask-size 24 --grace-period 60
     podnet operator --datastore kubernetes --k8s-kubeconfig-path /etc/podnet/kubeconfig \
         --cluster-pool-ipv4-cidr 10.244.0.0/16
+    podnet operator --datastore kubernetes --ipam multi-pool   # pools are PodnetIPPool objects
 """
 
 from __future__ import annotations
@@ -34,10 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--etcd-cert-file", help="the operator's client certificate")
     parser.add_argument("--etcd-key-file", help="the operator's client key")
     parser.add_argument(
+        "--ipam",
+        choices=("cluster-pool", "multi-pool"),
+        default="cluster-pool",
+        help="the IPAM mode to serve (ipam.mode; multi-pool needs --datastore kubernetes)",
+    )
+    parser.add_argument(
         "--cluster-pool-ipv4-cidr",
         action="append",
-        required=True,
         help="cluster pool CIDR (repeat or comma-separate for several): clusterPoolIPv4PodCIDRList",
+    )
+    parser.add_argument(
+        "--auto-create-pod-ip-pools",
+        help='multi-pool: pools to create when missing, as JSON: {"default": {"ipv4": {"cidrs": '
+        '["10.10.0.0/16"], "maskSize": 24}}} (autoCreateCiliumPodIPPools)',
     )
     parser.add_argument("--cluster-pool-ipv4-mask-size", type=int, default=24, help="per-node mask size")
     parser.add_argument(
@@ -61,15 +73,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.ipam == "multi-pool":
+        if args.datastore != "kubernetes":
+            print("podnet operator: --ipam multi-pool needs --datastore kubernetes (pools are PodnetIPPool "
+                  "objects)", file=sys.stderr)  # fmt: skip
+            return 2
+        return _run_multi_pool(args, stop)
+    if not args.cluster_pool_ipv4_cidr:
+        print(
+            "podnet operator: --cluster-pool-ipv4-cidr is required with --ipam cluster-pool", file=sys.stderr
+        )
+        return 2
     pools = [c for item in args.cluster_pool_ipv4_cidr for c in item.split(",") if c.strip()]
     try:
         spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size)
     except CIDRError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     if args.datastore == "kubernetes":
         return _run_on_kubernetes(args, spec, stop)
     if not args.etcd_endpoints:
@@ -102,6 +125,34 @@ def _run_on_kubernetes(args: argparse.Namespace, spec: PoolSpec, stop: threading
             spec,
             args.grace_period,
             fence_seconds=args.fence_period,
+        )
+    except KubeConnectError as exc:
+        print(f"podnet operator: {exc}", file=sys.stderr)
+        return 1
+    operator.run(stop, min(max(args.grace_period / 4.0, 0.2), 10.0))
+    return 0
+
+
+def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
+    import json
+
+    from podnet.ipam.pools import parse_pool
+    from podnet.kube.client import KubeConnectError, connect
+    from podnet.operator.kube_multi_pool import KubeMultiPoolOperator
+
+    try:
+        auto = json.loads(args.auto_create_pod_ip_pools) if args.auto_create_pod_ip_pools else {}
+        for name, spec in auto.items():
+            parse_pool(name, spec)
+    except (ValueError, AttributeError) as exc:
+        print(f"podnet operator: --auto-create-pod-ip-pools: {exc}", file=sys.stderr)
+        return 2
+    try:
+        operator = KubeMultiPoolOperator(
+            lambda: connect(args.k8s_kubeconfig_path),
+            args.grace_period,
+            fence_seconds=args.fence_period,
+            auto_create=auto,
         )
     except KubeConnectError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)

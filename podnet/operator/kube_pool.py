@@ -30,7 +30,14 @@ from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import ResourceWatcher
 from podnet.model import IPNetwork
 from podnet.operator.loop import reconcile_forever
-from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
+from podnet.operator.plan import (
+    DEFAULT_FENCE_SECONDS,
+    GonePlan,
+    NodeLiveness,
+    PoolPlan,
+    cidrs_by_node,
+    plan_pool,
+)
 from podnet.store.nodes import NodeRecord
 
 log = logging.getLogger(__name__)
@@ -106,18 +113,6 @@ class KubeClusterPoolOperator:
                 break
         return plan
 
-    def _patch(self, name: str, body: dict[str, Any]) -> bool:
-        """A merge patch with the object's resourceVersion in it: False when someone was first."""
-        try:
-            self.client.patch(
-                PodnetNode, name, body, patch_type=PatchType.MERGE, field_manager=OPERATOR_MANAGER
-            )
-        except ApiError as exc:
-            if exc.status.code in (CONFLICT, NOT_FOUND):
-                return False
-            raise
-        return True
-
     def apply(self, snap: KubeSnapshot, plan: PoolPlan, now: float) -> int:
         """Apply ``plan``; returns how many steps lost a race (the caller then plans again)."""
         conflicts = 0
@@ -125,28 +120,13 @@ class KubeClusterPoolOperator:
         for name, cidr in plan.assign:
             rv = snap.objects[name].metadata.resourceVersion
             cidrs = [str(c) for c in (*held.get(name, ()), cidr)]
-            ok = self._patch(
-                name, {"metadata": {"resourceVersion": rv}, "spec": {"ipam": {"podCIDRs": cidrs}}}
-            )
+            body = {"metadata": {"resourceVersion": rv}, "spec": {"ipam": {"podCIDRs": cidrs}}}
+            ok = patch_node(self.client, name, body)
             if ok:
                 log.info("allocated pod CIDR %s to node %s", cidr, name)
             conflicts += not ok
-        for name in plan.mark_gone:
-            if self._patch(name, {"metadata": {"annotations": {GONE_ANNOTATION: f"{now:.3f}"}}}):
-                log.info(
-                    "node %s is gone (no Node object); its pod CIDRs are reclaimed after the grace period",
-                    name,
-                )
-        for name in plan.clear_gone:
-            conflicts += not self._patch(name, {"metadata": {"annotations": {GONE_ANNOTATION: None}}})
-        for name, cidrs in plan.reclaim:
-            try:
-                self.client.delete(PodnetNode, name)
-                log.info("reclaimed pod CIDRs %s of gone node %s", ", ".join(map(str, cidrs)), name)
-            except ApiError as exc:
-                if exc.status.code != NOT_FOUND:
-                    raise
-        return conflicts
+        gone = GonePlan(plan.mark_gone, plan.clear_gone, plan.reclaim, plan.fenced)
+        return conflicts + apply_gone(self.client, gone, now)
 
     def _report(self, snap: KubeSnapshot, plan: PoolPlan) -> None:
         """A node that gets no CIDR is told why in its status (what its agent waits for)."""
@@ -166,21 +146,56 @@ class KubeClusterPoolOperator:
                 log.error("node %s: %s", name, error)
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
-        wake = threading.Event()
-        watchers = [
-            ResourceWatcher(self._make_client, kind, lambda _e: wake.set()).start()
-            for kind in (PodnetNode, Node)
-        ]
+        run_kube_operator(
+            self._make_client, self.reconcile_once, stop_event, tick, "cluster-pool reconcile (Kubernetes)"
+        )
+        self.client.close()
+
+
+def patch_node(client: Client, name: str, body: dict[str, Any]) -> bool:
+    """A merge patch of a PodnetNode (with the object's resourceVersion in ``body`` where it
+    matters): False when someone was first (409) or the object is gone."""
+    try:
+        client.patch(PodnetNode, name, body, patch_type=PatchType.MERGE, field_manager=OPERATOR_MANAGER)
+    except ApiError as exc:
+        if exc.status.code in (CONFLICT, NOT_FOUND):
+            return False
+        raise
+    return True
+
+
+def apply_gone(client: Client, gone: GonePlan, now: float) -> int:
+    """Mark nodes gone, clear the mark of returned ones, delete the PodnetNodes of nodes gone for
+    the grace period (which frees their CIDRs); returns the conflicts."""
+    conflicts = 0
+    for name in gone.mark_gone:
+        if patch_node(client, name, {"metadata": {"annotations": {GONE_ANNOTATION: f"{now:.3f}"}}}):
+            log.info("node %s is gone (no Node object); its CIDRs are reclaimed after the grace period", name)
+    for name in gone.clear_gone:
+        conflicts += not patch_node(client, name, {"metadata": {"annotations": {GONE_ANNOTATION: None}}})
+    for name, cidrs in gone.reclaim:
         try:
-            reconcile_forever(
-                self.reconcile_once,
-                wake,
-                stop_event,
-                tick,
-                "cluster-pool reconcile (Kubernetes)",
-                (httpx.HTTPError, OSError),
-            )
-        finally:
-            for watcher in watchers:
-                watcher.stop()
-            self.client.close()
+            client.delete(PodnetNode, name)
+            log.info("reclaimed pod CIDRs %s of gone node %s", ", ".join(map(str, cidrs)), name)
+        except ApiError as exc:
+            if exc.status.code != NOT_FOUND:
+                raise
+    return conflicts
+
+
+def run_kube_operator(
+    make_client: Callable[[], Client],
+    reconcile_once: Callable[[], object],
+    stop_event: threading.Event,
+    tick: float,
+    what: str,
+    kinds: tuple[Any, ...] = (PodnetNode, Node),
+) -> None:
+    """Reconcile every ``tick`` and whenever an object of ``kinds`` changes, until stopped."""
+    wake = threading.Event()
+    watchers = [ResourceWatcher(make_client, kind, lambda _e: wake.set()).start() for kind in kinds]
+    try:
+        reconcile_forever(reconcile_once, wake, stop_event, tick, what, (httpx.HTTPError, OSError))
+    finally:
+        for watcher in watchers:
+            watcher.stop()

@@ -107,20 +107,48 @@ def plan_pool(
         assign[name] = free
         taken.add(free)
 
+    gone = plan_gone(held, nodes, gone_since, now, grace_seconds, liveness, fence_seconds)
+    return PoolPlan(
+        assign=tuple(sorted(assign.items())),
+        mark_gone=gone.mark_gone,
+        clear_gone=gone.clear_gone,
+        reclaim=gone.reclaim,
+        exhausted=tuple(exhausted),
+        ignored_requests=tuple(ignored),
+        fenced=gone.fenced,
+        blocked=tuple(sorted(blocked.items(), key=lambda item: (item[0].version, item[0]))),
+    )
+
+
+@dataclass(frozen=True)
+class GonePlan:
+    mark_gone: tuple[str, ...] = ()
+    clear_gone: tuple[str, ...] = ()
+    reclaim: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
+    fenced: tuple[tuple[str, str], ...] = ()
+
+
+def plan_gone(
+    held: Mapping[str, tuple[IPNetwork, ...]],
+    nodes: Mapping[str, NodeRecord],
+    gone_since: Mapping[str, float],
+    now: float,
+    grace_seconds: float,
+    liveness: Mapping[str, NodeLiveness] | None = None,
+    fence_seconds: float = DEFAULT_FENCE_SECONDS,
+) -> GonePlan:
+    """Nodes that hold CIDRs but are no longer registered: mark them gone, and reclaim their
+    CIDRs after the grace period unless fenced (see the module docstring); any IPAM mode."""
     absent = sorted(n for n in held if n not in nodes)
     due = [n for n in absent if n in gone_since and now - gone_since[n] >= grace_seconds]
     fenced = {
         n: why for n in due if (why := _fence(n, (liveness or {}).get(n), now, grace_seconds, fence_seconds))
     }
-    return PoolPlan(
-        assign=tuple(sorted(assign.items())),
+    return GonePlan(
         mark_gone=tuple(n for n in absent if n not in gone_since),
         clear_gone=tuple(sorted(n for n in gone_since if n in nodes or n not in held)),
         reclaim=tuple((n, held[n]) for n in due if n not in fenced),
-        exhausted=tuple(exhausted),
-        ignored_requests=tuple(ignored),
         fenced=tuple(sorted(fenced.items())),
-        blocked=tuple(sorted(blocked.items(), key=lambda item: (item[0].version, item[0]))),
     )
 
 

@@ -233,11 +233,7 @@ def print_status(out: dict[str, Any]) -> None:
                 f"device {mtu.get('kernelDevice', mtu.get('device'))} ({mtu.get('underlayDevice')}), "
                 f"route {mtu.get('route')}" + (f", {tunnel['name']} {tunnel['mtu']}" if tunnel else ""),
             ),
-            (
-                "IPAM",
-                f"{ipam.get('mode')} {', '.join(ipam.get('podCIDRs') or [])}, "
-                f"{ipam.get('used')}/{ipam.get('total')} allocated",
-            ),
+            ("IPAM", ipam_line(ipam)),
         ]
         if s.get("endpoints"):
             rows.append(("Endpoints", endpoints_line(s["endpoints"])))
@@ -272,6 +268,39 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+
+
+def ipam_line(ipam: dict[str, Any]) -> str:
+    """Cilium's ``IPv4: 5/254 allocated from 10.244.1.0/24``, per family; with several pools
+    (multi-pool), each pool's share and what stops it growing."""
+    pools = ipam.get("pools")
+    if pools is None:  # an agent from before pools were reported
+        return (
+            f"{ipam.get('mode')} {', '.join(ipam.get('podCIDRs') or [])}, "
+            f"{ipam.get('used')}/{ipam.get('total')} allocated"
+        )
+    parts = []
+    for family in sorted({p["family"] for p in pools}):
+        mine = [p for p in pools if p["family"] == family]
+        used, capacity = sum(p["used"] for p in mine), sum(p["capacity"] for p in mine)
+        if len(mine) == 1 and mine[0]["pool"] in ("default", "crd"):
+            crd = mine[0]["pool"] == "crd"
+            cidrs = ", ".join(mine[0]["cidrs"]) or ("the node's address pool" if crd else "-")
+            text = f"IPv{family}: {used}/{capacity} allocated from {cidrs}"
+            if mine[0].get("error"):
+                text += f" ({mine[0]['error']})"
+        else:
+            each = "; ".join(_pool_text(p) for p in mine)
+            text = f"IPv{family}: {used}/{capacity} allocated from {len(mine)} IPAM pool(s): {each}"
+        parts.append(text)
+    return f"{', '.join(parts) or 'no address yet'} [{ipam.get('mode')}]"
+
+
+def _pool_text(p: dict[str, Any]) -> str:
+    text = f"{p['pool']} {p['used']}/{p['capacity']} from {', '.join(p['cidrs']) or 'no CIDR yet'}"
+    if p.get("needed") is not None:
+        text += f", needs {p['needed']}"
+    return text + (f" (ERROR {p['error']})" if p.get("error") else "")
 
 
 def _errors(errors: Any) -> str:

@@ -170,7 +170,7 @@ def node_status(
         "endpoints": doc.get("endpoints") or {},
         "bgp": doc.get("bgp"),
         "mtu": mtu,
-        "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total")},
+        "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
         "peers": [_peer(p, kernel, routers, health_ns) for p in doc.get("peers", [])],
     }
     if verbose:
@@ -183,7 +183,10 @@ def _peer(
     p: dict[str, Any], kernel: KernelReader, routers: dict[str, str], health_ns: str | None
 ) -> dict[str, Any]:
     cidrs = p.get("podCIDRs") or []
-    target = str(next(ipaddress.ip_network(c).network_address + 1 for c in cidrs)) if cidrs else None
+    router_ips = p.get("routerIPs") or []
+    target = router_ips[0] if router_ips else None
+    if target is None and cidrs:  # an agent from before routerIPs were listed
+        target = str(ipaddress.ip_network(cidrs[0]).network_address + 1)
     path = (
         kernel.path_to(target, p.get("ipv4"), routers)
         if target

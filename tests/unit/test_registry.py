@@ -17,7 +17,7 @@ NODE = {"nodeName": "n", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}
 def test_builtin_names() -> None:
     assert ROUTING_MODES.names() == ("native", "native+tunnelFallback", "tunnel")
     assert TUNNEL_PROTOCOLS.names() == ("geneve", "vxlan")
-    assert IPAM_MODES.names() == ("cluster-pool", "kubernetes")
+    assert IPAM_MODES.names() == ("cluster-pool", "crd", "kubernetes", "multi-pool")
 
 
 def test_unknown_name_lists_the_choices_and_a_near_miss() -> None:

@@ -1,0 +1,249 @@
+"""IPAM modes crd and multi-pool on the lab's real API server (issue 14): where each pod's address
+comes from, what the PodnetNode records, the errors a user sees when a pool runs dry, and that pods
+of different pools reach each other natively (one L2, BGP across subnets) and through the tunnel."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import signal
+from collections.abc import Callable
+from itertools import permutations
+from typing import Any
+
+import pytest
+from labhelpers import podnet_json, wait_for
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.types import PatchType
+
+from podnet.kube.client import connect
+from podnet.kube.resources import PodnetIPPool, PodnetNode
+from podnet.lab import cluster as cl
+from podnet.lab import kubeapi
+from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.topology import KubeNamespace, Pod, Topology, load_topology
+from podnet.verify.probe import tcp_probe
+
+pytestmark = pytest.mark.lab
+
+POOL = "ipam.podnet.io/ip-pool"
+CILIUM_POOL = "ipam.cilium.io/ip-pool"
+BLUE = ipaddress.ip_network("10.250.0.0/16")
+POOLS = json.dumps(
+    {
+        "default": {"ipv4": {"cidrs": ["10.244.0.0/16"], "maskSize": 24}},
+        "blue": {"ipv4": {"cidrs": [str(BLUE)], "maskSize": 27}},
+    }
+)
+
+
+def _ips(topo: Topology) -> dict[str, str]:
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    return {name: info["ips"][0] for name, info in state.info["podIPs"].items()}
+
+
+def _all_reach(topo: Topology, names: list[str]) -> None:
+    ips = _ips(topo)
+    for a, b in permutations(names, 2):
+        res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b])
+        assert res.ok, f"{a} -> {b} ({ips[b]}): {res.detail}"
+        assert ips[a] in res.detail, f"{b} should see {a}'s own address (no SNAT between pools): {res.detail}"
+
+
+def _add_pod(topo: Topology, pod: Pod) -> str:
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    cl.ensure_pod(topo, state, pod)
+    return _ips(topo)[pod.name]
+
+
+def _node(admin: Any, name: str) -> Any:
+    return admin.get(PodnetNode, name)
+
+
+# ---- crd ---------------------------------------------------------------------------------------
+
+
+def test_crd_mode_hands_out_only_the_pool_and_records_owners(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(apply_overrides(load_topology("l2"), ["datastore=kubernetes", "ipam.mode=crd"]))
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    ips = _ips(topo)
+    for node in topo.nodes:
+        obj = _node(admin, node.name)
+        pool, used = obj.spec["ipam"]["pool"], obj.status["ipam"]["used"]
+        mine = {n: ip for n, ip in ips.items() if n.startswith(f"{node.name}-")}
+        assert mine and all(ip in pool for ip in mine.values())
+        assert {ip: u["owner"] for ip, u in used.items() if u["owner"] != "router"} == {
+            ip: f"default/{n}" for n, ip in mine.items()
+        }
+        assert list(u["owner"] for u in used.values()).count("router") == 1
+    # an empty pool: the ADD fails naming the node and the pool, then works once an address is added
+    node1 = _node(admin, "node1")
+    in_use = set(node1.status["ipam"]["used"])
+    emptied = {ip: None for ip in node1.spec["ipam"]["pool"] if ip not in in_use}
+    admin.patch(PodnetNode, "node1", {"spec": {"ipam": {"pool": emptied}}}, patch_type=PatchType.MERGE)
+    wait_for(lambda: _free(topo, "node1") == 0, "node1 to see its emptied pool")
+    with pytest.raises(cl.ClusterError, match=r"code 100.*node node1.*podnetnode node1 spec.ipam.pool"):
+        _add_pod(topo, Pod("late", "node1"))
+    admin.patch(
+        PodnetNode, "node1", {"spec": {"ipam": {"pool": {"10.244.0.200": {}}}}}, patch_type=PatchType.MERGE
+    )
+    wait_for(lambda: _free(topo, "node1") == 1, "node1 to see the added address")
+    assert _add_pod(topo, Pod("late", "node1")) == "10.244.0.200"
+    wait_for(
+        lambda: (
+            _node(admin, "node1").status["ipam"]["used"].get("10.244.0.200", {}).get("owner")
+            == "default/late"
+        ),
+        "status.ipam.used to name the new pod",
+    )
+    # an address in use taken out of the pool: the pod keeps working, status says so
+    gone = ips["node1-p1"]
+    admin.patch(PodnetNode, "node1", {"spec": {"ipam": {"pool": {gone: None}}}}, patch_type=PatchType.MERGE)
+    wait_for(lambda: any(gone in e for e in _errors(topo, "node1")), "the removed address to be reported")
+    _all_reach(topo, ["node1-p1", "late", "node2-p1", "node3-p1"])
+
+
+def _status(topo: Topology, node: str) -> dict[str, Any]:
+    return podnet_json("status", "--lab", topo.name, "--node", node, "-o", "json")["nodes"][node]  # type: ignore[no-any-return]
+
+
+def _free(topo: Topology, node: str) -> int:
+    pools = _status(topo, node)["ipam"]["pools"]
+    return sum(p["capacity"] - p["used"] for p in pools)
+
+
+def _errors(topo: Topology, node: str) -> list[str]:
+    return list(_status(topo, node)["agent"]["errors"])
+
+
+# ---- multi-pool --------------------------------------------------------------------------------
+
+
+def _multi_pool_topo(example: str, overrides: list[str]) -> Topology:
+    base = apply_overrides(
+        load_topology(example),
+        [
+            "datastore=kubernetes",
+            "ipam.mode=multi-pool",
+            f"ipam.operator.autoCreatePodIPPools={POOLS}",
+            *overrides,
+        ],
+    )
+    nodes = [n.name for n in base.nodes]
+    pods = (
+        Pod("plain", nodes[0]),  # neither annotated: default
+        Pod("blue-pod", nodes[1], annotations={CILIUM_POOL: "blue"}),  # Cilium's annotation name
+        Pod("ns-pod", nodes[-1], namespace="team-b"),  # its namespace's annotation
+        Pod("own-pod", nodes[-1], namespace="team-b", annotations={POOL: "default"}),  # the pod's wins
+    )
+    return dataclasses.replace(
+        base, pods=pods, namespaces=(KubeNamespace("team-b", annotations={POOL: "blue"}),)
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "overrides"),
+    [
+        ("l2", []),  # native, autoDirectNodeRoutes
+        ("l2", ["routingMode=tunnel", "autoDirectNodeRoutes=false"]),
+        ("two-subnets", ["routingMode=native", "bgp.enabled=true"]),
+    ],
+    ids=["l2-native", "l2-tunnel", "two-subnets-bgp"],
+)
+def test_multi_pool_picks_the_pool_and_pools_reach_each_other(
+    lab_up: Callable[..., Topology], example: str, overrides: list[str]
+) -> None:
+    topo = lab_up(_multi_pool_topo(example, overrides))
+    ips = {n: ipaddress.ip_address(ip) for n, ip in _ips(topo).items()}
+    default = ipaddress.ip_network("10.244.0.0/16")
+    assert ips["plain"] in default and ips["own-pod"] in default
+    assert ips["blue-pod"] in BLUE and ips["ns-pod"] in BLUE
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    in_default = {
+        n.name: sum(1 for p in topo.pods if p.node == n.name and ips[p.name] in default) for n in topo.nodes
+    }
+    for node in topo.nodes:  # every node asks for the default pool up front: roundUp(inUse + 8, 8)
+        pools = _node(admin, node.name).spec["ipam"]["pools"]
+        needed = -(-(in_default[node.name] + 8) // 8) * 8
+        assert {"pool": "default", "needed": {"ipv4-addrs": needed}} in pools["requested"]
+    blue = admin.get(PodnetIPPool, "blue")  # the operator reports which nodes hold its CIDRs
+    assert set(blue.status["nodes"]) == {topo.nodes[1].name, topo.nodes[-1].name}
+    _all_reach(topo, ["plain", "blue-pod", "ns-pod", "own-pod"])
+    node = topo.nodes[1].name
+    on_blue = sum(1 for p in topo.pods if p.node == node and ips[p.name] in BLUE)
+    pools = {p["pool"]: p for p in _status(topo, node)["ipam"]["pools"]}
+    assert pools["blue"]["used"] == on_blue and pools["blue"]["cidrs"] and not pools["blue"]["error"]
+
+
+def test_multi_pool_grows_by_the_formula_and_names_an_exhausted_pool(lab_up: Callable[..., Topology]) -> None:
+    """A pool of four /29s (5 pod addresses each) with preAlloc 2, which every node asks for up
+    front: node1 asks for roundUp(inUse + pending + 2, 2), gets a second /29 when the first runs
+    short, and the ADD that finds the pool exhausted fails with code 100 naming the pool. An
+    overlapping pool is refused, and an operator killed with SIGKILL loses nothing."""
+    pools = json.dumps(
+        {
+            "default": {"ipv4": {"cidrs": ["10.244.0.0/16"], "maskSize": 24}},
+            "small": {"ipv4": {"cidrs": ["10.251.0.0/27"], "maskSize": 29}},
+        }
+    )
+    base = apply_overrides(
+        load_topology("l2"),
+        [
+            "datastore=kubernetes",
+            "ipam.mode=multi-pool",
+            f"ipam.operator.autoCreatePodIPPools={pools}",
+            "ipam.multiPoolPreAllocation=default=8,small=2",
+        ],
+    )
+    topo = lab_up(dataclasses.replace(base, pods=(Pod("p0", "node1"),)))
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+
+    def requested(pool: str) -> int:
+        entries = _node(admin, "node1").spec["ipam"]["pools"]["requested"]
+        return int(next(e["needed"]["ipv4-addrs"] for e in entries if e["pool"] == pool))
+
+    def allocated(pool: str) -> list[str]:
+        entries = _node(admin, "node1").spec["ipam"]["pools"].get("allocated") or []
+        return next((list(e["cidrs"]) for e in entries if e["pool"] == pool), [])
+
+    wait_for(lambda: requested("small") == 2 and len(allocated("small")) == 1, "the first CIDR")
+    for i in range(1, 11):  # 10 pods fill two /29s
+        ip = _add_pod(topo, Pod(f"s{i}", "node1", annotations={POOL: "small"}))
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.251.0.0/27")
+        wait_for(lambda i=i: requested("small") == -(-(i + 2) // 2) * 2, f"needed = roundUp({i} + 2, 2)")
+    assert len(allocated("small")) == 2  # the other two /29s are node2's and node3's
+    with pytest.raises(cl.ClusterError, match=r"code 100.*IP pool 'small'.*exhausted"):
+        _add_pod(topo, Pod("s11", "node1", annotations={POOL: "small"}))
+    with pytest.raises(cl.ClusterError, match=r"code 100.*no PodnetIPPool 'nosuch'"):
+        _add_pod(topo, Pod("lost", "node1", annotations={POOL: "nosuch"}))
+    # an overlapping pool is refused and says why; the older pool keeps working
+    clash = PodnetIPPool(
+        metadata=ObjectMeta(name="clash"), spec={"ipv4": {"cidrs": ["10.251.0.0/24"], "maskSize": 28}}
+    )
+    admin.create(clash)
+    wait_for(
+        lambda: (
+            "overlaps 10.251.0.0/27 of pool small"
+            in (admin.get(PodnetIPPool, "clash").status or {}).get("error", "")
+        ),
+        "the overlapping pool to be refused",
+    )
+    # the operator killed: nothing changes, and after a restart nothing is lost
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    operator = state.process("operator")
+    assert operator is not None
+    before = {n.name: _node(admin, n.name).spec["ipam"]["pools"]["allocated"] for n in topo.nodes}
+    os.kill(operator.pid, signal.SIGKILL)
+    wait_for(lambda: not operator.running(), "the operator to die")
+    assert cl.ensure_operator(topo, state) == 1
+    state.save()
+    _add_pod(topo, Pod("after", "node2"))
+    after = {n.name: _node(admin, n.name).spec["ipam"]["pools"]["allocated"] for n in topo.nodes}
+    assert after == before
+    _all_reach(topo, ["p0", "s1", "s10", "after"])
