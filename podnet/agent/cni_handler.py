@@ -9,12 +9,14 @@ attachment, named after its host link) is written *before* the veth exists: afte
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +34,8 @@ from podnet.ipam.host import IPAMExhausted, router_ip
 from podnet.model import Endpoint
 
 log = logging.getLogger(__name__)
+
+FAILED_ADDS_KEPT = 20
 
 
 class EndpointGuard(Protocol):
@@ -96,6 +100,7 @@ class CniHandler:
         self.store_dir = Path(store_dir)
         self.fail_after_ipam = fail_after_ipam
         self._lock = threading.Lock()
+        self.failed_adds: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAILED_ADDS_KEPT)
         self.retired = RetiredLinks(functools.partial(ep.purge_retired, host_netns))
         self.retired.purge_now()  # veths a killed agent retired but never deleted
         self._records = EndpointRecords(self.store_dir)
@@ -220,7 +225,27 @@ class CniHandler:
         except Exception as exc:
             inv = request.invocation
             log.warning("CNI %s %s/%s failed: %s", inv.command, inv.container_id, inv.ifname, exc)
-            return error_answer(exc)
+            answer_doc = error_answer(exc)
+            if inv.command == "ADD":
+                self._failed_add(inv, answer_doc)
+            return answer_doc
+
+    def _failed_add(self, inv: Any, answer_doc: dict[str, Any]) -> None:
+        """Keep the last failed ADDs: ``podnet ipam`` and ``diagnose`` name a pod that never started."""
+        args = dict(p.split("=", 1) for p in inv.args.split(";") if "=" in p)
+        pod = (
+            f"{args.get('K8S_POD_NAMESPACE', '')}/{args['K8S_POD_NAME']}" if args.get("K8S_POD_NAME") else ""
+        )
+        self.failed_adds.append(
+            {
+                "pod": pod,
+                "containerID": inv.container_id,
+                "code": answer_doc.get("code"),
+                "msg": answer_doc.get("msg"),
+                "details": answer_doc.get("details"),
+                "at": time.time(),
+            }
+        )
 
     def status(self) -> dict[str, Any]:
         self.retired.flush()  # the node as it is once the DELs answered so far are done

@@ -487,7 +487,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         if self.cni_handler is not None:  # the node as it is once the DELs answered so far are done
             self.cni_handler.retired.flush(2.0)
-        return status_document(
+        doc = status_document(
             self.config,
             self.status_info,
             self.allocator,
@@ -496,6 +496,8 @@ class Agent:
             connected=self.datastore is not None,
             config_errors=self.config_errors,
         )
+        doc["failedAdds"] = list(self.cni_handler.failed_adds) if self.cni_handler is not None else []
+        return doc
 
     # ---- stop ----------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     )
     st.set_defaults(func=partial(cmd_status, open_lab=open_lab))
 
+    from podnet.verify import ipam
+
+    ipam.add_parser(sub, partial(cmd_ipam, open_lab=open_lab))
+
     conn = sub.add_parser("connectivity", help="connectivity checks over the lab's datapath")
     csub = conn.add_subparsers(dest="conn_cmd", required=True)
     test = csub.add_parser("test", help="pod/node/external reachability and the full-size DF packet")
@@ -398,11 +402,23 @@ def cmd_capture(args: argparse.Namespace, open_lab: LabOpener) -> int:
 # ---- diagnose ------------------------------------------------------------------------------------
 
 
+def cmd_ipam(args: argparse.Namespace, open_lab: LabOpener) -> int:
+    from podnet.verify.ipam import run_ipam
+
+    try:
+        return run_ipam(args, status_view(args, open_lab))
+    except ViewError as e:
+        return _fail(str(e))
+
+
 def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
     from podnet.verify.diagnose import Diagnoser
 
     try:
         with path_view(args, open_lab, "diagnose") as view:
+            unstarted = _never_started(view, args.src, args.dst)
+            if unstarted is not None:
+                return _print_unstarted(args, *unstarted)
             diag = Diagnoser(view).diagnose(view.resolve(args.src), view.resolve(args.dst), args.size)
     except ViewError as e:
         return _fail(str(e))
@@ -411,6 +427,52 @@ def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
     else:
         print_diagnosis(diag.to_json())
     return 0 if diag.ok else 1
+
+
+def _never_started(view: PathView, *targets: str) -> tuple[str, str, dict[str, Any]] | None:
+    """A target that is no pod the cluster knows but whose CNI ADD failed: (pod, node, failure)."""
+    from podnet.verify.ipam import failed_start
+
+    for target in targets:
+        if target in view.pods:
+            continue
+        try:
+            view.resolve(target)
+            continue
+        except ViewError:
+            pass
+        found = failed_start(view, target)
+        if found is not None:
+            return target, found[0], found[1]
+    return None
+
+
+def _print_unstarted(args: argparse.Namespace, pod: str, node: str, failure: dict[str, Any]) -> int:
+    """``diagnose`` for a pod that never got an address: the node, the CNI error (which names the
+    pool or the node's address pool), and what to do."""
+    details = str(failure.get("details") or "")
+    fix = (
+        "give the pool more CIDRs (or the node more addresses), or delete pods that hold them; "
+        "`podnet ipam` shows each pool's use per node"
+        if failure.get("code") == 100
+        else "see the agent's log on that node"
+    )
+    doc = {
+        "src": args.src,
+        "dst": args.dst,
+        "verdict": {
+            "host": node,
+            "reason": f"pod {pod} never started: CNI ADD failed on node {node} with code "
+            f"{failure.get('code')} ({failure.get('msg')}): {details}",
+            "fix": fix,
+        },
+    }
+    if args.output == "json":
+        _emit(args, doc)
+    else:
+        print(f"verdict: {doc['verdict']['reason']}")
+        print(f"fix: {fix}")
+    return 1
 
 
 def print_diagnosis(doc: dict[str, Any]) -> None:

@@ -219,6 +219,20 @@ def test_multi_pool_grows_by_the_formula_and_names_an_exhausted_pool(lab_up: Cal
     assert len(allocated("small")) == 2  # the other two /29s are node2's and node3's
     with pytest.raises(cl.ClusterError, match=r"code 100.*IP pool 'small'.*exhausted"):
         _add_pod(topo, Pod("s11", "node1", annotations={POOL: "small"}))
+    report = podnet_json("ipam", "--lab", topo.name, "-o", "json")
+    assert report["pools"]["small/IPv4"]["exhausted"] and report["pools"]["small/IPv4"]["used"] == 10
+    verdict = podnet_json("diagnose", "s11", "p0", "--lab", topo.name, "-o", "json", code=1)["verdict"]
+    assert verdict["host"] == "node1" and "IP pool 'small'" in verdict["reason"]
+    # the pool extended live: the same pod starts
+    admin.patch(
+        PodnetIPPool,
+        "small",
+        {"spec": {"ipv4": {"cidrs": ["10.251.0.0/27", "10.251.1.0/28"], "maskSize": 29}}},
+        patch_type=PatchType.MERGE,
+    )
+    assert ipaddress.ip_address(_add_pod(topo, Pod("s11", "node1", annotations={POOL: "small"}))) in (
+        ipaddress.ip_network("10.251.1.0/28")
+    )
     with pytest.raises(cl.ClusterError, match=r"code 100.*no PodnetIPPool 'nosuch'"):
         _add_pod(topo, Pod("lost", "node1", annotations={POOL: "nosuch"}))
     # an overlapping pool is refused and says why; the older pool keeps working
@@ -246,4 +260,4 @@ def test_multi_pool_grows_by_the_formula_and_names_an_exhausted_pool(lab_up: Cal
     _add_pod(topo, Pod("after", "node2"))
     after = {n.name: _node(admin, n.name).spec["ipam"]["pools"]["allocated"] for n in topo.nodes}
     assert after == before
-    _all_reach(topo, ["p0", "s1", "s10", "after"])
+    _all_reach(topo, ["p0", "s1", "s10", "s11", "after"])
