@@ -53,12 +53,19 @@ def free_addresses(allocator: Allocator) -> int:
     return min((allocator.free(f) for f in families), default=0)
 
 
+POOL_ARG = "IP_POOL"  # CNI_ARGS: the pool, where no API server describes the pod (datastore etcd)
+
+
 def pod_ref(call: Call, meta: PodMeta | None) -> PodRef:
-    """The pod IPAM allocates for: named by the runtime, described by the API server."""
+    """The pod IPAM allocates for: named by the runtime, described by the API server (without
+    one, the runtime may name the pool in CNI_ARGS ``IP_POOL=<pool>``)."""
+    annotations = meta.annotations if meta else ()
+    if meta is None and call.args.get(POOL_ARG):
+        annotations = (("ipam.podnet.io/ip-pool", call.args[POOL_ARG]),)
     return PodRef(
         namespace=call.args.get("K8S_POD_NAMESPACE", ""),
         name=call.args.get("K8S_POD_NAME", ""),
-        annotations=meta.annotations if meta else (),
+        annotations=annotations,
         namespace_annotations=meta.namespace_annotations if meta else (),
     )
 

@@ -466,13 +466,12 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
     needs_kube = {
         "kubernetes": "pod CIDRs from Node.spec.podCIDRs",
         "crd": "addresses from the node's PodnetNode spec.ipam.pool",
-        "multi-pool": "CIDRs from PodnetIPPools",
     }
     if cfg.ipam_mode in needs_kube and cfg.datastore != "kubernetes":
         raise ConfigError(
             name("ipam_mode"),
             f"{cfg.ipam_mode} ({needs_kube[cfg.ipam_mode]}) needs datastore: kubernetes; set it, or "
-            "use ipam.mode cluster-pool with etcd",
+            "use ipam.mode cluster-pool or multi-pool with etcd",
         )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
         raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")

@@ -7,7 +7,8 @@ it gives back (no pod, not needed); the operator owns ``spec.ipam.pools.allocate
 pool's trouble to ``status.ipam.pools.<pool>.error``. An ADD whose pool has no free address waits
 (``ALLOCATE_WAIT``) while the operator carves a new CIDR; with the pool exhausted it fails with
 CNI code 100 naming the pool. A new CIDR's router IP is on the node before any pod gets an address
-in it. With ``datastore: kubernetes`` only.
+in it. On either datastore: the same fields live in the PodnetNode on Kubernetes and under
+``/podnet/v1/ipam/multi-pool/`` in etcd (``store.multipool``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, UnsupportedIPAMMode, register_mode
+from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, register_mode
 from podnet.ipam.cluster_pool import host_usage
 from podnet.ipam.host import HostAllocator, IPAMError, IPAMExhausted
 from podnet.ipam.pools import (
@@ -320,25 +321,43 @@ class MultiPoolAllocator:
         """Hook: the Kubernetes-backed subclass writes ``requested`` after changes."""
 
 
-class KubeMultiPoolAllocator(MultiPoolAllocator):
-    """``MultiPoolAllocator`` fed by the node's PodnetNode and the PodnetIPPools."""
+class PoolView(Protocol):
+    """Where a node reads its pools and writes its request: ``kube.nodeipam.NodeIpamView`` or
+    ``store.multipool.EtcdPoolView`` (the same fields on either datastore)."""
 
-    def __init__(self, ctx: IPAMContext) -> None:
+    def wait_synced(self, timeout: float) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def spec_ipam(self) -> dict[str, Any]: ...
+
+    def status_ipam(self) -> dict[str, Any]: ...
+
+    def pools(self) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]: ...
+
+    def write_requested(self, requested: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+def _view(ctx: IPAMContext, on_change: Callable[[], None]) -> PoolView:
+    if ctx.datastore.kind == "kubernetes":
         from podnet.kube.nodeipam import NodeIpamView
 
-        make_client = getattr(ctx.datastore, "make_client", None)
-        if ctx.datastore.kind != "kubernetes" or make_client is None:
-            raise UnsupportedIPAMMode(
-                "ipam.mode multi-pool reads PodnetIPPools and the node's PodnetNode: it needs datastore: "
-                "kubernetes"
-            )
+        return NodeIpamView(ctx.datastore.make_client, ctx.node_name, on_change, pools=True).start()  # type: ignore[attr-defined]
+    from podnet.store.multipool import EtcdPoolView
+
+    return EtcdPoolView(ctx.datastore.store, ctx.node_name, on_change).start()  # type: ignore[attr-defined]
+
+
+class WatchedMultiPoolAllocator(MultiPoolAllocator):
+    """``MultiPoolAllocator`` fed by the datastore: the node's allocation and the pools."""
+
+    def __init__(self, ctx: IPAMContext) -> None:
         super().__init__(ctx.node_name, ctx.pre_allocate, ctx)
         self._writer = Debounced(self._write_requested, "multi-pool-requested")
-        self._view = NodeIpamView(make_client, ctx.node_name, self._on_change, pools=True)
-        self._view.start()
+        self._view = _view(ctx, self._on_change)
         if not self._view.wait_synced(ctx.wait_timeout):
             self._view.stop()
-            raise TimeoutError(f"node {ctx.node_name}: the watch of its podnetnode and IP pools did not sync")
+            raise TimeoutError(f"node {ctx.node_name}: the watch of its IP pools did not sync")
         self._on_change()
         self._kick()
 
@@ -391,4 +410,4 @@ def _normal(entries: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     )
 
 
-register_mode(MODE, KubeMultiPoolAllocator)
+register_mode(MODE, WatchedMultiPoolAllocator)

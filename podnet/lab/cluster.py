@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from lightkube import Client
 
+from podnet.ipam.pools import POOL_ANNOTATIONS
 from podnet.kube.client import connect
 from podnet.lab import kubeapi, kubeipam, kubelet
 from podnet.lab import state as st
@@ -298,6 +299,14 @@ def container_id(lab: str, pod: str) -> str:
     return f"{lab}-{pod}"
 
 
+def runtime_args(pod: Pod) -> str:
+    """CNI_ARGS as a runtime without an API server passes them: the pod's name, and the IP pool
+    its annotations name (multi-pool on etcd reads ``IP_POOL``)."""
+    args = f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE={pod.namespace}"
+    pool = next((pod.annotations[k] for k in POOL_ANNOTATIONS if pod.annotations.get(k)), None)
+    return f"{args};IP_POOL={pool}" if pool else args
+
+
 def run_cni(lab: str, pod: Pod, command: str, cni_args: str | None = None) -> tuple[int, dict[str, Any]]:
     """Execute the CNI plugin for ``pod`` as a runtime does; returns (exit status, JSON output).
     ``cni_args`` defaults to the pod's name and namespace (a kubelet adds its UID and sandbox)."""
@@ -308,7 +317,7 @@ def run_cni(lab: str, pod: Pod, command: str, cni_args: str | None = None) -> tu
         "CNI_NETNS": str(netns.NETNS_DIR / pod_ns),
         "CNI_IFNAME": "eth0",
         "CNI_PATH": str(cni_bin_dir(lab)),
-        "CNI_ARGS": cni_args or f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE={pod.namespace}",
+        "CNI_ARGS": cni_args or runtime_args(pod),
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     }
     res = subprocess.run(

@@ -77,10 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if args.ipam == "multi-pool":
-        if args.datastore != "kubernetes":
-            print("podnet operator: --ipam multi-pool needs --datastore kubernetes (pools are PodnetIPPool "
-                  "objects)", file=sys.stderr)  # fmt: skip
-            return 2
         return _run_multi_pool(args, stop)
     if not args.cluster_pool_ipv4_cidr:
         print(
@@ -95,17 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.datastore == "kubernetes":
         return _run_on_kubernetes(args, spec, stop)
-    if not args.etcd_endpoints:
-        print("podnet operator: --etcd-endpoints is required with --datastore etcd", file=sys.stderr)
+    store = _etcd_store(args)
+    if store is None:
         return 2
     try:
-        files = (args.etcd_trusted_ca_file, args.etcd_cert_file, args.etcd_key_file)
-        if any(files) and not all(files):
-            print("podnet operator: --etcd-trusted-ca-file, --etcd-cert-file and --etcd-key-file go together",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-        tls = TlsFiles(*files) if all(files) else None
-        with Store(args.etcd_endpoints, tls=tls) as store:
+        with store:
             run_operator(
                 store, spec, spec.mask_size, args.grace_period, stop, fence_seconds=args.fence_period
             )
@@ -137,8 +127,6 @@ def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
     import json
 
     from podnet.ipam.pools import parse_pool
-    from podnet.kube.client import KubeConnectError, connect
-    from podnet.operator.kube_multi_pool import KubeMultiPoolOperator
 
     try:
         auto = json.loads(args.auto_create_pod_ip_pools) if args.auto_create_pod_ip_pools else {}
@@ -147,18 +135,46 @@ def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
     except (ValueError, AttributeError) as exc:
         print(f"podnet operator: --auto-create-pod-ip-pools: {exc}", file=sys.stderr)
         return 2
-    try:
-        operator = KubeMultiPoolOperator(
-            lambda: connect(args.k8s_kubeconfig_path),
-            args.grace_period,
-            fence_seconds=args.fence_period,
-            auto_create=auto,
-        )
-    except KubeConnectError as exc:
-        print(f"podnet operator: {exc}", file=sys.stderr)
-        return 1
-    operator.run(stop, min(max(args.grace_period / 4.0, 0.2), 10.0))
+    tick = min(max(args.grace_period / 4.0, 0.2), 10.0)
+    if args.datastore == "kubernetes":
+        from podnet.kube.client import KubeConnectError, connect
+        from podnet.operator.kube_multi_pool import KubeMultiPoolOperator
+
+        try:
+            operator = KubeMultiPoolOperator(
+                lambda: connect(args.k8s_kubeconfig_path),
+                args.grace_period,
+                fence_seconds=args.fence_period,
+                auto_create=auto,
+            )
+        except KubeConnectError as exc:
+            print(f"podnet operator: {exc}", file=sys.stderr)
+            return 1
+        operator.run(stop, tick)
+        return 0
+    from podnet.operator.etcd_multi_pool import EtcdMultiPoolOperator
+
+    store = _etcd_store(args)
+    if store is None:
+        return 2
+    with store:
+        EtcdMultiPoolOperator(
+            store, args.grace_period, fence_seconds=args.fence_period, auto_create=auto
+        ).run(stop, tick)
     return 0
+
+
+def _etcd_store(args: argparse.Namespace) -> Store | None:
+    """The etcd client the flags describe; None (after saying why) when they do not fit."""
+    if not args.etcd_endpoints:
+        print("podnet operator: --etcd-endpoints is required with --datastore etcd", file=sys.stderr)
+        return None
+    files = (args.etcd_trusted_ca_file, args.etcd_cert_file, args.etcd_key_file)
+    if any(files) and not all(files):
+        print("podnet operator: --etcd-trusted-ca-file, --etcd-cert-file and --etcd-key-file go together",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return Store(args.etcd_endpoints, tls=TlsFiles(*files) if all(files) else None)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ PodnetIPPool's ``status.error`` and ``status.nodes``.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -27,7 +26,6 @@ from lightkube.types import PatchType
 
 from podnet.ipam.pools import PoolDef, parse_pool
 from podnet.kube.resources import PodnetIPPool, PodnetNode
-from podnet.model import IPNetwork
 from podnet.operator.kube_pool import (
     CONFLICT,
     MAX_ROUNDS,
@@ -37,30 +35,10 @@ from podnet.operator.kube_pool import (
     read_snapshot,
     run_kube_operator,
 )
-from podnet.operator.multi_plan import MultiPoolPlan, NodePools, plan_multi_pool
+from podnet.operator.multi_plan import MultiPoolPlan, node_pools_of, plan_multi_pool
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, plan_gone
 
 log = logging.getLogger(__name__)
-
-ADDRS = {"ipv4-addrs": 4, "ipv6-addrs": 6}
-
-
-def node_pools_of(spec: Mapping[str, Any] | None) -> NodePools:
-    """A PodnetNode's ``spec.ipam.pools`` (unreadable entries are skipped with a warning)."""
-    pools = ((spec or {}).get("ipam") or {}).get("pools") or {}
-    needed: dict[str, dict[int, int]] = {}
-    release: dict[str, frozenset[IPNetwork]] = {}
-    allocated: dict[str, tuple[IPNetwork, ...]] = {}
-    try:
-        for entry in pools.get("requested") or []:
-            name = str(entry["pool"])
-            needed[name] = {ADDRS[k]: int(v) for k, v in (entry.get("needed") or {}).items() if k in ADDRS}
-            release[name] = frozenset(ipaddress.ip_network(c) for c in entry.get("release") or [])
-        for entry in pools.get("allocated") or []:
-            allocated[str(entry["pool"])] = tuple(ipaddress.ip_network(c) for c in entry.get("cidrs") or [])
-    except (KeyError, TypeError, ValueError) as exc:
-        log.warning("ignoring unreadable spec.ipam.pools entry: %s", exc)
-    return NodePools(needed, release, allocated)
 
 
 def read_pools(client: Client) -> tuple[list[PoolDef], dict[str, str], dict[str, Any]]:

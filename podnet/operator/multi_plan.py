@@ -12,12 +12,19 @@ cluster that are gone keep their CIDRs until the gone-node rules reclaim them (`
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from podnet.ipam.host import pod_capacity
 from podnet.ipam.pools import PoolDef, overlapping
 from podnet.model import IPNetwork
+
+log = logging.getLogger(__name__)
+
+ADDRS = {"ipv4-addrs": 4, "ipv6-addrs": 6}
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,24 @@ class MultiPoolPlan:
     errors: dict[str, dict[str, str]]  # node -> pool -> why its request is not met
     pool_errors: dict[str, str]  # pool -> why it is not used
     pool_nodes: dict[str, dict[str, tuple[IPNetwork, ...]]]  # pool -> node -> CIDRs, after the plan
+
+
+def node_pools_of(spec: Mapping[str, Any] | None) -> NodePools:
+    """A PodnetNode's ``spec.ipam.pools`` (unreadable entries are skipped with a warning)."""
+    pools = ((spec or {}).get("ipam") or {}).get("pools") or {}
+    needed: dict[str, dict[int, int]] = {}
+    release: dict[str, frozenset[IPNetwork]] = {}
+    allocated: dict[str, tuple[IPNetwork, ...]] = {}
+    try:
+        for entry in pools.get("requested") or []:
+            name = str(entry["pool"])
+            needed[name] = {ADDRS[k]: int(v) for k, v in (entry.get("needed") or {}).items() if k in ADDRS}
+            release[name] = frozenset(ipaddress.ip_network(c) for c in entry.get("release") or [])
+        for entry in pools.get("allocated") or []:
+            allocated[str(entry["pool"])] = tuple(ipaddress.ip_network(c) for c in entry.get("cidrs") or [])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring unreadable spec.ipam.pools entry: %s", exc)
+    return NodePools(needed, release, allocated)
 
 
 def free_subnet(cidrs: Sequence[IPNetwork], mask: int, taken: Iterable[IPNetwork]) -> IPNetwork | None:

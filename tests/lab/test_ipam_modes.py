@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from itertools import permutations
 from typing import Any
@@ -47,9 +48,15 @@ def _ips(topo: Topology) -> dict[str, str]:
 
 
 def _all_reach(topo: Topology, names: list[str]) -> None:
+    """Each pod reaches each other by its own address. A CIDR given a moment ago reaches the peers
+    with the node's next record (etcd) or at once (Kubernetes): a probe may wait for it a while."""
     ips = _ips(topo)
     for a, b in permutations(names, 2):
         res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b])
+        deadline = time.monotonic() + 10
+        while not res.ok and time.monotonic() < deadline:
+            time.sleep(0.2)
+            res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b])
         assert res.ok, f"{a} -> {b} ({ips[b]}): {res.detail}"
         assert ips[a] in res.detail, f"{b} should see {a}'s own address (no SNAT between pools): {res.detail}"
 
@@ -261,3 +268,36 @@ def test_multi_pool_grows_by_the_formula_and_names_an_exhausted_pool(lab_up: Cal
     after = {n.name: _node(admin, n.name).spec["ipam"]["pools"]["allocated"] for n in topo.nodes}
     assert after == before
     _all_reach(topo, ["p0", "s1", "s10", "s11", "after"])
+
+
+def test_multi_pool_on_etcd(lab_up: Callable[..., Topology]) -> None:
+    """The same pools on the embedded etcd: pods pick theirs (the runtime names it in CNI_ARGS
+    IP_POOL, there being no API server), pools reach each other, and an operator killed and
+    restarted changes no node's CIDRs."""
+    base = apply_overrides(
+        load_topology("l2"), ["ipam.mode=multi-pool", f"ipam.operator.autoCreatePodIPPools={POOLS}"]
+    )
+    pods = (Pod("plain", "node1"), Pod("blue-pod", "node2", annotations={POOL: "blue"}))
+    topo = lab_up(dataclasses.replace(base, pods=pods))
+    ips = {n: ipaddress.ip_address(ip) for n, ip in _ips(topo).items()}
+    assert ips["plain"] in ipaddress.ip_network("10.244.0.0/16") and ips["blue-pod"] in BLUE
+    _all_reach(topo, ["plain", "blue-pod"])
+
+    def cidrs() -> dict[str, dict[str, list[str]]]:
+        report = podnet_json("ipam", "--lab", topo.name, "-o", "json")
+        return {key: {n: u["cidrs"] for n, u in e["nodes"].items()} for key, e in report["pools"].items()}
+
+    before = cidrs()
+    assert before["blue/IPv4"]["node2"] and before["default/IPv4"]["node1"]
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    operator = state.process("operator")
+    assert operator is not None
+    os.kill(operator.pid, signal.SIGKILL)
+    wait_for(lambda: not operator.running(), "the operator to die")
+    assert cl.ensure_operator(topo, state) == 1
+    _add_pod(topo, Pod("blue-2", "node1", annotations={CILIUM_POOL: "blue"}))
+    after = cidrs()
+    assert after["default/IPv4"] == before["default/IPv4"]
+    assert after["blue/IPv4"]["node2"] == before["blue/IPv4"]["node2"] and after["blue/IPv4"]["node1"]
+    _all_reach(topo, ["plain", "blue-pod", "blue-2"])

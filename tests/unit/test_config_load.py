@@ -140,7 +140,6 @@ def test_config_is_frozen() -> None:
         ({"ipam": {"mode": "kubernetes"}}, "ipam.mode", "needs datastore: kubernetes"),
         ({"ipam": {"mode": "eni"}}, "ipam.mode", "cluster-pool, crd, kubernetes, multi-pool"),  # not yet
         ({"ipam": {"mode": "crd"}}, "ipam.mode", "needs datastore: kubernetes"),
-        ({"ipam": {"mode": "multi-pool"}}, "ipam.mode", "needs datastore: kubernetes"),
         ({"tunnel": "disabled", "routingMode": "tunnel"}, "tunnel", "contradicts routingMode"),
         ({"kvstore": "consul"}, "kvstore", "is not one of etcd"),
         ({"kvstore-opt": "etcd.config=/x"}, "kvstore-opt", "use etcd.endpoints="),

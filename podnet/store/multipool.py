@@ -1,0 +1,106 @@
+"""Multi-pool IPAM's keys in etcd (``datastore: etcd``), the same fields as on Kubernetes:
+
+    /podnet/v1/ipam/multi-pool/pools/<pool>         {"spec": {"ipv4": {cidrs, maskSize}}, "created"}
+    /podnet/v1/ipam/multi-pool/pool-status/<pool>   {"error", "nodes"}            (the operator)
+    /podnet/v1/ipam/multi-pool/requests/<node>      {"requested": [...]}          (the node's agent)
+    /podnet/v1/ipam/multi-pool/allocations/<node>   {"allocated": [...], "errors"} (the operator)
+
+Design fact: none is on a lease (a node's CIDRs outlive its agent), and each has one writer, so
+the operator's transactions compare the node's request and allocation revisions it planned from.
+``EtcdPoolView`` gives the agent what ``kube.nodeipam.NodeIpamView`` gives it on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from podnet.store.client import KV, Store
+from podnet.store.keys import ROOT
+from podnet.store.watch import PrefixWatcher, WatchEvent
+
+log = logging.getLogger(__name__)
+
+PREFIX = ROOT + "ipam/multi-pool/"
+POOLS = PREFIX + "pools/"
+POOL_STATUS = PREFIX + "pool-status/"
+REQUESTS = PREFIX + "requests/"
+ALLOCATIONS = PREFIX + "allocations/"
+
+
+def decode(kv: KV | None) -> dict[str, Any]:
+    return decode_value(kv.key, kv.value) if kv is not None else {}
+
+
+def decode_value(key: str, raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring unreadable %s", key)
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class EtcdPoolView:
+    """One watch over the multi-pool keys; the node's own request and allocation, and the pools."""
+
+    def __init__(self, store: Store, node: str, on_change: Callable[[], None]) -> None:
+        self.node = node
+        self._store = store
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._values: dict[str, bytes] = {}
+        self._watcher = PrefixWatcher(store, PREFIX, self._on_event)
+
+    def start(self) -> EtcdPoolView:
+        self._watcher.start()
+        return self
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._watcher.wait_synced(timeout)
+
+    def stop(self) -> None:
+        self._watcher.stop()
+
+    def _on_event(self, event: WatchEvent) -> None:
+        with self._lock:
+            if event.kind == "delete":
+                self._values.pop(event.key, None)
+            else:
+                self._values[event.key] = event.value
+        self._on_change()
+
+    def _get(self, key: str) -> dict[str, Any]:
+        with self._lock:
+            return decode_value(key, self._values.get(key))
+
+    def spec_ipam(self) -> dict[str, Any]:
+        requested = self._get(REQUESTS + self.node).get("requested") or []
+        allocated = self._get(ALLOCATIONS + self.node).get("allocated") or []
+        return {"pools": {"requested": requested, "allocated": allocated}}
+
+    def status_ipam(self) -> dict[str, Any]:
+        errors = self._get(ALLOCATIONS + self.node).get("errors") or {}
+        return {"pools": {pool: {"error": error} for pool, error in errors.items()}}
+
+    def pools(self) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+        with self._lock:
+            found = [
+                (
+                    key[len(POOLS) :],
+                    decode_value(key, raw),
+                    decode_value(key, self._values.get(POOL_STATUS + key[len(POOLS) :])),
+                )
+                for key, raw in self._values.items()
+                if key.startswith(POOLS)
+            ]
+        found.sort(key=lambda f: (float(f[1].get("created") or 0), f[0]))
+        return [(name, doc.get("spec") or {}, status) for name, doc, status in found]
+
+    def write_requested(self, requested: Sequence[Mapping[str, Any]]) -> None:
+        self._store.put(REQUESTS + self.node, json.dumps({"requested": list(requested)}))
