@@ -4,7 +4,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh
-case " $* " in  # the demo on the Kubernetes datastore needs the API server built (once, cached)
-  *" --datastore kubernetes "*|*" --datastore=kubernetes "*) bash scripts/build-kube.sh ;;
-esac
+# the IPAM-modes part (and --datastore kubernetes) needs the API server built (once, cached)
+bash scripts/build-kube.sh
 exec .venv/bin/podnet demo "$@"

@@ -5,7 +5,8 @@
    fails and ``diagnose`` names router R1. 3. the same lab in native mode with BGP: the routers
    learn the pod CIDRs (``proto bird``), pods reach each other, the R1-R2 link carries plain pod
    addresses. 4. l2 (one segment) in tunnel and in native mode at once: iperf3 host-to-host
-   against pod-to-pod through VXLAN and natively, interleaved, medians and ratios, a PNG. Each
+   against pod-to-pod through VXLAN and natively, interleaved, medians and ratios, a PNG. 5. the
+   IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. Each
    step compares what happened with what should happen; the exit status is 0 only when every
    step behaved as expected. A Markdown report goes to ``--report-dir``.
 """
@@ -17,43 +18,13 @@ import dataclasses
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.lab.overrides import apply_overrides
-from podnet.lab.run import bring_down, bring_up
-from podnet.lab.topology import load_topology
-from podnet.lab.view import LabView
+from podnet.demo.ipam import part_ipam
+from podnet.demo.parts import Part, lab, say
 
 GOALS = {"native": 0.97, "vxlan": 0.85}
-
-
-@dataclass(frozen=True)
-class Step:
-    title: str
-    ok: bool
-    expected: bool
-    detail: str
-
-    @property
-    def as_expected(self) -> bool:
-        return self.ok == self.expected
-
-
-@dataclass
-class Part:
-    """One chapter of the story: its steps and the Markdown it adds to the report."""
-
-    title: str
-    steps: list[Step] = field(default_factory=list)
-    markdown: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def step(self, title: str, ok: bool, expected: bool, detail: str) -> None:
-        self.steps.append(Step(title, ok, expected, detail))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,39 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.set_defaults(func=cmd_demo)
 
 
-def _say(msg: str) -> None:
-    print(f"  - {msg}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def lab(topology: str, name: str, sets: list[str], args: argparse.Namespace) -> Iterator[LabView]:
-    """A fresh lab ``name`` from ``topology`` with ``--set`` overrides (and the demo's datastore),
-    torn down at the end unless ``--keep``."""
-    keep = bool(args.keep)
-    if getattr(args, "datastore", "etcd") != "etcd":
-        sets = [*sets, f"datastore={args.datastore}"]
-    topo = apply_overrides(dataclasses.replace(load_topology(topology), name=name), sets)
-    bring_down(name)  # a leftover of an interrupted demo must not mix in
-    _say(f"lab {name}: {topology} {' '.join(sets)}".rstrip())
-    try:
-        bring_up(topo)
-        with LabView(name) as view:
-            yield view
-    finally:
-        if not keep:
-            bring_down(name)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     folder = Path(args.report_dir)
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[Part] = []
     print(
         f"podnet demo: tunnel vs native routing on real labs, datastore {args.datastore} "
-        "(takes about 1-2 minutes, 5 with the throughput comparison)",
+        "(takes about 2-3 minutes, 6 with the throughput comparison)",
         file=sys.stderr,
     )
-    for run in (part_tunnel, part_native, part_bgp, None if args.skip_perf else part_perf):
+    for run in (part_tunnel, part_native, part_bgp, None if args.skip_perf else part_perf, part_ipam):
         if run is None:
             continue
         part = Part(run.__doc__.splitlines()[0] if run.__doc__ else run.__name__)
@@ -138,6 +86,11 @@ def print_table(parts: list[Part]) -> None:
         for s in p.steps:
             mark = "ok " if s.as_expected else "UNEXPECTED"
             print(f"  [{mark}] {s.title}: {'yes' if s.ok else 'no'} ({s.detail})")
+        for mode, pods in (p.data.get("ipam") or {}).items():
+            for pod in pods:
+                print(
+                    f"    {mode:<13} {pod['pod']:<10} {pod['node']:<7} {pod['address']:<13} {pod['source']}"
+                )
         perf = p.data.get("perf")
         if perf:
             print()
@@ -270,7 +223,7 @@ def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
             PerfTarget("vxlan", vx.ns("node1-p1"), vx.ns("node2-p1"), str(vx.pod_ip("node2-p1"))),
             PerfTarget("native", nat.ns("node1-p1"), nat.ns("node2-p1"), str(nat.pod_ip("node2-p1"))),
         ]
-        report = measure(targets, args.repetitions, args.seconds, _say)
+        report = measure(targets, args.repetitions, args.seconds, say)
         facts = tunnel_facts(vx.ns("node1"))
         part.markdown += [
             "",
