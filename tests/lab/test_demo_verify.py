@@ -20,7 +20,7 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         [PODNET, "demo", "--report-dir", str(tmp_path), "--repetitions", "1", "--seconds", "1", "-o", "json"],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
     )
     try:
         assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
@@ -37,7 +37,12 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         assert (tmp_path / "perf.png").exists() and (tmp_path / "demo-tunnel.svg").exists()
         diag = parts["2."]["data"]["diagnose"]
         assert diag["verdict"]["host"] == "r1"
+        ipam = parts["5."]["data"]["ipam"]  # each mode's pods, with where their addresses came from
+        assert set(ipam) == {"cluster-pool", "kubernetes", "crd", "multi-pool"}
+        blue = next(p for p in ipam["multi-pool"] if p["pod"] == "blue-1")
+        assert blue["address"].startswith("10.250.") and blue["source"].startswith("pool blue")
         assert not [lab for lab in st.known_labs() if lab.startswith("demo-")]
     finally:
-        for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2n"):
+        for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2n", "demo-ipc", "demo-ipk",
+                    "demo-ipr", "demo-ipm"):  # fmt: skip
             subprocess.run([PODNET, "lab", "down", lab], capture_output=True, timeout=60)
