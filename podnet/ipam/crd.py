@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MODE = "crd"
 ROUTER_OWNER = "router"
+WRITE_DELAY = 0.05  # seconds between an ADD and the status.ipam.used it changes
 
 
 class CrdAllocator:
@@ -223,7 +224,7 @@ class KubeCrdAllocator(CrdAllocator):
                 "kubernetes"
             )
         self._view = NodeIpamView(make_client, ctx.node_name, self._on_change)
-        self._writer = Debounced(self._write_used, "crd-used")
+        self._writer = Debounced(self._write_used, "crd-used", delay=WRITE_DELAY)
         self._view.start()
         if not self._view.wait_synced(ctx.wait_timeout):
             self._view.stop()

@@ -42,6 +42,7 @@ MODE = "multi-pool"
 ALLOCATE_WAIT = 10.0  # seconds an ADD waits for the operator to give its pool a new CIDR
 ERROR_WAIT = 2.0  # ... when the operator already reports trouble with that pool
 ADDRS_KEY = {4: "ipv4-addrs", 6: "ipv6-addrs"}
+WRITE_DELAY = 0.05  # seconds between an ADD and the request it changes (at once when an ADD waits)
 
 
 @dataclass
@@ -193,7 +194,7 @@ class MultiPoolAllocator:
         """Ask the operator for more (the pending count goes into ``needed``) and wait."""
         pool = self._pools.setdefault(name, _Pool())
         pool.pending[family] = pool.pending.get(family, 0) + 1
-        self._kick()
+        self._kick(urgent=True)
         started = time.monotonic()
         try:
             while True:
@@ -317,8 +318,8 @@ class MultiPoolAllocator:
     def close(self) -> None:
         pass
 
-    def _kick(self) -> None:
-        """Hook: the Kubernetes-backed subclass writes ``requested`` after changes."""
+    def _kick(self, urgent: bool = False) -> None:
+        """Hook: the datastore-backed subclass writes ``requested`` after changes."""
 
 
 class PoolView(Protocol):
@@ -353,7 +354,7 @@ class WatchedMultiPoolAllocator(MultiPoolAllocator):
 
     def __init__(self, ctx: IPAMContext) -> None:
         super().__init__(ctx.node_name, ctx.pre_allocate, ctx)
-        self._writer = Debounced(self._write_requested, "multi-pool-requested")
+        self._writer = Debounced(self._write_requested, "multi-pool-requested", delay=WRITE_DELAY)
         self._view = _view(ctx, self._on_change)
         if not self._view.wait_synced(ctx.wait_timeout):
             self._view.stop()
@@ -385,8 +386,8 @@ class WatchedMultiPoolAllocator(MultiPoolAllocator):
         self.set_state(allocated, errors, defs, def_errors, releasing)
         self._kick()  # a CIDR the operator took back leaves the release list
 
-    def _kick(self) -> None:
-        self._writer.kick()
+    def _kick(self, urgent: bool = False) -> None:
+        self._writer.kick(urgent)
 
     def _write_requested(self) -> None:
         requested = self.requested()

@@ -2,7 +2,9 @@
 
 Design fact: ``kick()`` never blocks (a CNI ADD calls it); a burst of kicks while a write runs
 gives one more write, not one per kick; a failing write is retried with a growing delay (capped)
-and the latest state is what gets written, since ``fn`` reads it when it runs.
+and the latest state is what gets written, since ``fn`` reads it when it runs. With ``delay``, a
+write starts that long after the first kick (``kick(urgent=True)``: at once), so that it does not
+compete for the CPU with the CNI ADD that kicked it (measured: ~4 ms of a 15 ms ADD on 2 cores).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ log = logging.getLogger(__name__)
 
 
 class Debounced:
-    def __init__(self, fn: Callable[[], None], name: str, retry_cap: float = 5.0) -> None:
+    def __init__(self, fn: Callable[[], None], name: str, retry_cap: float = 5.0, delay: float = 0.0) -> None:
         self._fn = fn
+        self._delay = delay
+        self._urgent = threading.Event()
         self._name = name
         self._retry_cap = retry_cap
         self._kick = threading.Event()
@@ -27,8 +31,10 @@ class Debounced:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def kick(self) -> None:
+    def kick(self, urgent: bool = False) -> None:
         self._idle.clear()
+        if urgent:
+            self._urgent.set()
         self._kick.set()
 
     def flush(self, timeout: float) -> bool:
@@ -38,6 +44,7 @@ class Debounced:
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._kick.set()
+        self._urgent.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -46,6 +53,9 @@ class Debounced:
             self._kick.wait(delay)
             if self._stop.is_set():
                 return
+            if self._delay and delay is None and not self._urgent.is_set():
+                self._urgent.wait(self._delay)  # let the caller finish first
+            self._urgent.clear()
             self._kick.clear()
             try:
                 self._fn()
