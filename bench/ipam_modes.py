@@ -149,7 +149,7 @@ def main() -> int:
         "extra_p99_ms": round((percentile(waits, 99) - usual) * 1000, 2),
     }
     print(
-        f"\nCNI ADD on node1, {args.trials} pods per mode, interleaved in rotating order, as a kubelet calls it"
+        f"\nCNI ADD on node1, {args.trials} pods per mode, interleaved in rotating order, as a kubelet would"
     )
     print(f"{'mode':<14}{'p50 ms':>9}{'p99 ms':>9}{'p50 / cluster-pool':>20}")
     for mode, row in rows.items():
