@@ -15,7 +15,7 @@ from itertools import permutations
 from typing import Any
 
 import pytest
-from labhelpers import podnet_json, wait_for
+from labhelpers import podnet_json, sh, wait_for
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
@@ -301,3 +301,43 @@ def test_multi_pool_on_etcd(lab_up: Callable[..., Topology]) -> None:
     assert after["default/IPv4"] == before["default/IPv4"]
     assert after["blue/IPv4"]["node2"] == before["blue/IPv4"]["node2"] and after["blue/IPv4"]["node1"]
     _all_reach(topo, ["plain", "blue-pod", "blue-2"])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [["datastore=kubernetes", "ipam.mode=crd"], ["ipam.mode=multi-pool"]],
+    ids=["crd", "multi-pool-etcd"],
+)
+def test_agent_kill_9_in_a_growing_mode_keeps_addresses_router_ips_and_routes(
+    lab_up: Callable[..., Topology], sets: list[str]
+) -> None:
+    """The modes whose addresses come and go while the agent runs restore exactly what they had:
+    the pods' addresses, the node's router IPs (crd: recorded as used by owner router) and the
+    peers' routes; pods talk while the agent is down."""
+    topo = lab_up(apply_overrides(load_topology("l2"), sets))
+    before = cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]
+    routes = {n: _pod_routes(topo, n) for n in ("node1", "node2")}
+    host_addrs = sh(topo, "node1", "ip", "-o", "addr", "show", "dev", "podnet_host")
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    agent = state.process("agent-node1")
+    assert agent is not None
+    os.kill(agent.pid, signal.SIGKILL)
+    wait_for(lambda: not agent.running(), "agent-node1 to die")
+    _all_reach(topo, ["node1-p1", "node2-p1"])
+    bring_up_again(topo)
+    after = cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]
+    assert after["allocations"] == before["allocations"] and after["routerIPs"] == before["routerIPs"]
+    assert sh(topo, "node1", "ip", "-o", "addr", "show", "dev", "podnet_host") == host_addrs
+    assert {n: _pod_routes(topo, n) for n in ("node1", "node2")} == routes
+    _all_reach(topo, ["node1-p1", "node1-p2", "node2-p1", "node3-p1"])
+
+
+def _pod_routes(topo: Topology, node: str) -> str:
+    return sh(topo, node, "ip", "route", "show", "proto", "201")
+
+
+def bring_up_again(topo: Topology) -> None:
+    from podnet.lab.run import bring_up
+
+    assert bring_up(topo).changes >= 1  # the dead agent, started again
