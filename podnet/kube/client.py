@@ -13,6 +13,7 @@ service account's token (in-cluster), as Cilium's agent does.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx2 as httpx
@@ -21,6 +22,8 @@ from lightkube.core.exceptions import ConfigError
 
 DEFAULT_TIMEOUT = 10.0
 FIELD_MANAGER = "podnet"
+# one INFO line per HTTP request (a watch, every poll) drowned the agent's and operator's own logs
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 
 class KubeConnectError(RuntimeError):

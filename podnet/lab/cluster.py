@@ -224,9 +224,11 @@ def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT
     if pending:
         name = sorted(pending)[0]
         rec = state.process(f"agent-{name}")
+        operator = state.process("operator")  # what an agent waiting for its addresses waits for
         raise ClusterError(
             f"the agent of {name} is not ready after {timeout:g}s ({last.get(name, 'no answer')}); "
             f"{log_tail(rec.log) if rec else ''}"
+            + (f"\noperator log:{log_tail(operator.log)}" if operator and operator.log else "")
         )
 
 

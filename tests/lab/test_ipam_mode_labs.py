@@ -175,9 +175,12 @@ def test_multi_pool_picks_the_pool_and_pools_reach_each_other(
         n.name: sum(1 for p in topo.pods if p.node == n.name and ips[p.name] in default) for n in topo.nodes
     }
     for node in topo.nodes:  # every node asks for the default pool up front: roundUp(inUse + 8, 8)
-        pools = _node(admin, node.name).spec["ipam"]["pools"]
         needed = -(-(in_default[node.name] + 8) // 8) * 8
-        assert {"pool": "default", "needed": {"ipv4-addrs": needed}} in pools["requested"]
+        wanted = {"pool": "default", "needed": {"ipv4-addrs": needed}}
+        wait_for(  # the request follows an ADD within 50 ms (WRITE_DELAY)
+            lambda n=node.name, w=wanted: w in _node(admin, n).spec["ipam"]["pools"]["requested"],
+            f"{node.name} to ask for {needed} default addresses",
+        )
     blue = admin.get(PodnetIPPool, "blue")  # the operator reports which nodes hold its CIDRs
     assert set(blue.status["nodes"]) == {topo.nodes[1].name, topo.nodes[-1].name}
     _all_reach(topo, ["plain", "blue-pod", "ns-pod", "own-pod"])
@@ -317,7 +320,7 @@ def test_agent_kill_9_in_a_growing_mode_keeps_addresses_router_ips_and_routes(
     topo = lab_up(apply_overrides(load_topology("l2"), sets))
     before = cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]
     routes = {n: _pod_routes(topo, n) for n in ("node1", "node2")}
-    host_addrs = sh(topo, "node1", "ip", "-o", "addr", "show", "dev", "podnet_host")
+    host_addrs = sh(topo, "node1", "ip", "-4", "-o", "addr", "show", "dev", "podnet_host")  # router IPs
     state = st.LabState.load(topo.name)
     assert state is not None
     agent = state.process("agent-node1")
@@ -328,7 +331,7 @@ def test_agent_kill_9_in_a_growing_mode_keeps_addresses_router_ips_and_routes(
     bring_up_again(topo)
     after = cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]
     assert after["allocations"] == before["allocations"] and after["routerIPs"] == before["routerIPs"]
-    assert sh(topo, "node1", "ip", "-o", "addr", "show", "dev", "podnet_host") == host_addrs
+    assert sh(topo, "node1", "ip", "-4", "-o", "addr", "show", "dev", "podnet_host") == host_addrs
     assert {n: _pod_routes(topo, n) for n in ("node1", "node2")} == routes
     _all_reach(topo, ["node1-p1", "node1-p2", "node2-p1", "node3-p1"])
 
