@@ -324,6 +324,9 @@ def _pre_allocation(key: str, value: Any) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((name, _int(key, count, 0, 65536, zero_ok=True)) for name, count in items))
 
 
+POOL_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a PodnetIPPool's (DNS-1123) name
+
+
 def _pool_specs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     """``{default: {ipv4: {cidrs: [10.10.0.0/16], maskSize: 24}}}``: pool name -> PodnetIPPool spec
     (the operator checks the CIDRs when it creates the pools)."""
@@ -334,6 +337,8 @@ def _pool_specs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
         raise ConfigError(key, "expected {POOL: {ipv4: {cidrs: [CIDR, ...], maskSize: N}}}")
     for name, spec in value.items():
+        if not POOL_NAME.fullmatch(str(name)):
+            raise ConfigError(key, f"pool name {name!r}: use lower-case letters, digits, '-' and '.'")
         for family in spec:
             if family not in ("ipv4", "ipv6") or not isinstance(spec[family], Mapping):
                 raise ConfigError(key, f"pool {name}: {family!r} is not ipv4/ipv6 with {{cidrs, maskSize}}")

@@ -209,7 +209,7 @@ def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT
         for name in sorted(pending):
             rec = state.process(f"agent-{name}")
             if rec is not None and not rec.running():
-                raise ClusterError(f"the agent of {name} exited during start:{log_tail(rec.log)}")
+                raise ClusterError(f"the agent of {name} exited during start:{log_tail(rec.log, 20)}")
             try:
                 status = agent_request(topo.name, name, {"op": "status"}, timeout=2.0)
             except OSError as e:

@@ -63,15 +63,33 @@ def node_pools_of(spec: Mapping[str, Any] | None) -> NodePools:
 
 
 def free_subnet(cidrs: Sequence[IPNetwork], mask: int, taken: Iterable[IPNetwork]) -> IPNetwork | None:
-    """The lowest /mask of ``cidrs`` that overlaps nothing in ``taken``."""
-    held = list(taken)
+    """The lowest /mask of ``cidrs`` that overlaps nothing in ``taken``. Jumps past each taken
+    CIDR instead of walking every subnet: a /8 pool split into /30s with hundreds of nodes is
+    answered in microseconds, an exhausted one too."""
     for cidr in cidrs:
         if mask < cidr.prefixlen:
             continue
-        for subnet in cidr.subnets(new_prefix=mask):
-            if not any(subnet.version == t.version and subnet.overlaps(t) for t in held):  # type: ignore[arg-type]
-                return subnet
+        held = sorted(
+            (t for t in taken if t.version == cidr.version and t.overlaps(cidr)),  # type: ignore[arg-type]
+            key=lambda t: t.network_address,
+        )
+        step = 1 << (cidr.max_prefixlen - mask)
+        start, end = int(cidr.network_address), int(cidr.broadcast_address)
+        for t in held:
+            if int(t.network_address) >= start + step:  # a whole /mask fits before this one
+                break
+            start = max(start, _round_up(int(t.broadcast_address) + 1, step))
+        if start + step - 1 <= end:
+            return (
+                ipaddress.ip_network((start, mask))
+                if cidr.version == 4
+                else ipaddress.IPv6Network((start, mask))
+            )
     return None
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
 
 
 def plan_multi_pool(

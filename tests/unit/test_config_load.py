@@ -140,6 +140,20 @@ def test_config_is_frozen() -> None:
         ({"ipam": {"mode": "kubernetes"}}, "ipam.mode", "needs datastore: kubernetes"),
         ({"ipam": {"mode": "eni"}}, "ipam.mode", "cluster-pool, crd, kubernetes, multi-pool"),  # not yet
         ({"ipam": {"mode": "crd"}}, "ipam.mode", "needs datastore: kubernetes"),
+        (
+            {
+                "ipam": {
+                    "operator": {"autoCreatePodIPPools": {"../x": {"ipv4": {"cidrs": [], "maskSize": 24}}}}
+                }
+            },
+            "ipam.operator.autoCreatePodIPPools",
+            "pool name '../x'",
+        ),
+        (
+            {"ipam": {"multiPoolPreAllocation": "default"}},
+            "ipam.multiPoolPreAllocation",
+            "expected POOL=COUNT",
+        ),
         ({"tunnel": "disabled", "routingMode": "tunnel"}, "tunnel", "contradicts routingMode"),
         ({"kvstore": "consul"}, "kvstore", "is not one of etcd"),
         ({"kvstore-opt": "etcd.config=/x"}, "kvstore-opt", "use etcd.endpoints="),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,35 @@ def test_the_labs_crd_pools() -> None:
     assert crd_pool(["10.244.0.0/16"], 24, 2, size=3) == ["10.244.2.1", "10.244.2.2", "10.244.2.3"]
     with pytest.raises(ValueError, match="no /24 number 300"):
         crd_pool(["10.244.0.0/24", "10.245.0.0/24"], 24, 300)
+
+
+def test_free_subnet_agrees_with_walking_every_subnet() -> None:
+    """The jumping search against the obvious one, on random pools, masks and holdings (seeded)."""
+    import random
+
+    rnd = random.Random(14)
+
+    def walk(cidrs: list[Any], mask: int, taken: list[Any]) -> Any:
+        for cidr in cidrs:
+            for subnet in cidr.subnets(new_prefix=mask) if mask >= cidr.prefixlen else ():
+                if not any(subnet.overlaps(t) for t in taken):
+                    return subnet
+        return None
+
+    def some_cidr(prefixes: list[int]) -> Any:
+        third = rnd.randint(0, 3)
+        return net(
+            f"10.{rnd.randint(0, 3)}.{third}.{rnd.randrange(0, 256, 16)}/{rnd.choice(prefixes)}", strict=False
+        )
+
+    for _ in range(2000):
+        pools = [some_cidr([22, 23, 24]) for _ in range(rnd.randint(1, 2))]
+        mask = rnd.choice([21, 24, 25, 26, 27, 28])
+        taken = [some_cidr([24, 26, 28, 30]) for _ in range(rnd.randint(0, 12))]
+        assert free_subnet(pools, mask, taken) == walk(pools, mask, taken), (pools, mask, taken)
+
+
+def test_free_subnet_in_a_huge_pool_does_not_walk_it() -> None:
+    taken = [net(f"10.0.{i}.0/24") for i in range(250)]
+    assert free_subnet([net("10.0.0.0/8")], 30, taken) == net("10.0.250.0/30")
+    assert free_subnet([net("10.0.0.0/8")], 30, [net("10.0.0.0/8")]) is None  # 4M subnets, none free
