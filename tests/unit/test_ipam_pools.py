@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from podnet.ipam.base import IPAMContext, PodRef
+from podnet.ipam.cidr import free_subnet
 from podnet.ipam.crd import CrdAllocator
 from podnet.ipam.host import IPAMError, IPAMExhausted, pod_capacity
 from podnet.ipam.multi_pool import MultiPoolAllocator
@@ -25,7 +26,7 @@ from podnet.ipam.pools import (
 )
 from podnet.kube.convert import routed_cidrs
 from podnet.lab.kubeipam import crd_pool
-from podnet.operator.multi_plan import NodePools, free_subnet, plan_multi_pool
+from podnet.operator.multi_plan import NodePools, plan_multi_pool
 
 net, addr = ipaddress.ip_network, ipaddress.ip_address
 
