@@ -10,140 +10,44 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from podnet.config.pairs import merge
 from podnet.config.yamlfile import DuplicateKeyError, load_yaml
+from podnet.lab.topocheck import check_addresses, check_gateways, check_names, check_p2p, check_pools
+from podnet.lab.topomodel import (
+    DEFAULT_MTU,
+    Host,
+    Interface,
+    KubeNamespace,
+    Network,
+    Pod,
+    StaticRoute,
+    Topology,
+    TopologyError,
+)
+
+__all__ = [
+    "DEFAULT_MTU",
+    "Host",
+    "Interface",
+    "KubeNamespace",
+    "Network",
+    "Pod",
+    "StaticRoute",
+    "Topology",
+    "TopologyError",
+    "load_topology",
+    "parse_topology",
+    "resolve_topology_path",
+]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
 POD_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 CONTROL_PLANE = "cp"
-DEFAULT_MTU = 1500
-
-
-class TopologyError(ValueError):
-    """A topology file that cannot be built; the message names the key and the bad value."""
-
-
-@dataclass(frozen=True)
-class Network:
-    """An underlay L2 segment: a bridge inside its own namespace (``pn-<lab>-sw-<name>``)."""
-
-    name: str
-    cidr: ipaddress.IPv4Network
-    ipv6: ipaddress.IPv6Network | None = None
-    mtu: int = DEFAULT_MTU
-
-
-@dataclass(frozen=True)
-class Interface:
-    """One interface of a host: on a network (``network``) or a point-to-point link (``peer``)."""
-
-    name: str
-    address: ipaddress.IPv4Interface
-    network: str | None = None
-    peer: str | None = None
-    ipv6: ipaddress.IPv6Interface | None = None
-    mtu: int = DEFAULT_MTU
-
-
-@dataclass(frozen=True)
-class StaticRoute:
-    to: ipaddress.IPv4Network
-    via: ipaddress.IPv4Address
-
-
-@dataclass(frozen=True)
-class Host:
-    """A namespace on the underlay: a router, a cluster node, the control plane or the world host."""
-
-    name: str
-    role: str  # "router" | "node" | "controlplane" | "external"
-    interfaces: tuple[Interface, ...]
-    gateway: ipaddress.IPv4Address | None = None
-    routes: tuple[StaticRoute, ...] = ()
-    asn: int | None = None
-    bgp: Mapping[str, Any] = field(default_factory=dict)
-    pod_cidr: ipaddress.IPv4Network | None = None
-    config: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def primary(self) -> Interface:
-        return self.interfaces[0]
-
-
-@dataclass(frozen=True)
-class Pod:
-    name: str
-    node: str
-    pool: str | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
-    namespace: str = "default"
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class KubeNamespace:
-    """A Kubernetes namespace the lab creates (``namespaces:``), for its labels and annotations."""
-
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Topology:
-    name: str
-    networks: tuple[Network, ...]
-    hosts: tuple[Host, ...]
-    pods: tuple[Pod, ...]
-    cluster: Mapping[str, Any]
-    source: str = ""
-    etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
-    kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
-    namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
-
-    def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
-
-    def network(self, name: str) -> Network:
-        for n in self.networks:
-            if n.name == name:
-                return n
-        raise KeyError(name)
-
-    def by_role(self, role: str) -> tuple[Host, ...]:
-        return tuple(h for h in self.hosts if h.role == role)
-
-    @property
-    def nodes(self) -> tuple[Host, ...]:
-        return self.by_role("node")
-
-    @property
-    def routers(self) -> tuple[Host, ...]:
-        return self.by_role("router")
-
-    @property
-    def control_plane(self) -> Host:
-        """The first control-plane host (etcd's first member; the operator runs there)."""
-        return self.by_role("controlplane")[0]
-
-    @property
-    def control_planes(self) -> tuple[Host, ...]:
-        """Every control-plane host: one etcd member each (``controlPlane.etcdMembers``)."""
-        return self.by_role("controlplane")
-
-    def node_config(self, node: str) -> dict[str, Any]:
-        """The agent configuration of one node: the cluster's, with the node's overrides on top."""
-        return merge(self.cluster, self.host(node).config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +118,10 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     if data.get("external") is not None:
         hosts.append(_parse_endhost(data["external"], "external", netmap, "external", default="world"))
     hosts.extend(_control_planes(data.get("controlPlane"), networks, hosts))
-    _check_names(hosts, networks)
-    _check_addresses(hosts, netmap)
-    _check_p2p(hosts)
-    _check_gateways(hosts, netmap)
+    check_names(hosts, networks)
+    check_addresses(hosts, netmap)
+    check_p2p(hosts)
+    check_gateways(hosts, netmap)
     pods = _parse_pods(data.get("pods"), [h.name for h in hosts if h.role == "node"])
     clash = {p.name for p in pods} & ({h.name for h in hosts} | {f"sw-{n.name}" for n in networks})
     if clash:
@@ -225,7 +129,7 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     cluster = data.get("cluster") or {}
     if not isinstance(cluster, Mapping):
         raise TopologyError(f"cluster: must be a mapping of agent settings, not {cluster!r}")
-    _check_pools(hosts, networks, cluster)
+    check_pools(hosts, networks, cluster)
     control = data.get("controlPlane") or {}
     tls, kube = control.get("etcdTLS", True), control.get("kubernetes", False)
     for key, value in (("etcdTLS", tls), ("kubernetes", kube)):
@@ -474,127 +378,6 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
             raw_host["gateway"] = str(gateway)
         found.append(_parse_endhost(raw_host, "controlPlane", netmap, "controlplane"))
     return found
-
-
-def _check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
-    seen: dict[str, str] = {}
-    for h in hosts:
-        if h.name.startswith("sw-"):
-            raise TopologyError(
-                f"{h.role}s: name {h.name!r} starts with 'sw-', which the lab keeps for its segments' "
-                "namespaces; rename the host"
-            )
-        if h.name in seen:
-            raise TopologyError(f"{h.role}s: name {h.name!r} is used twice ({seen[h.name]} and {h.role})")
-        seen[h.name] = h.role
-    names = [n.name for n in networks]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise TopologyError(f"networks: name {sorted(dup)[0]!r} is used twice")
-
-
-def _check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
-    owner: dict[ipaddress.IPv4Address, str] = {}
-    for h in hosts:
-        attached: set[str] = set()
-        for i in h.interfaces:
-            if i.network and i.network in attached:
-                raise TopologyError(f"{h.name}: two interfaces on network {i.network}")
-            if i.network:
-                attached.add(i.network)
-            where = f"{h.name}.{i.name}"
-            if i.address.ip in owner:
-                raise TopologyError(
-                    f"{where}.address: {i.address.ip} is already used by {owner[i.address.ip]}"
-                )
-            owner[i.address.ip] = where
-            if i.peer:
-                for net in netmap.values():
-                    if net.cidr.overlaps(i.address.network):
-                        raise TopologyError(
-                            f"{where}.address: link {i.address.network} overlaps "
-                            f"network {net.name} ({net.cidr})"
-                        )
-
-
-def _pools(cluster: Mapping[str, Any]) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
-    """The cluster's pod pools as (setting, CIDR); none when the settings do not parse (``lab up``
-    reports those with the agent's own error)."""
-    from podnet.config import ConfigError, pod_pools
-
-    try:
-        pools = pod_pools(cluster)
-    except ConfigError:
-        return []
-    return [("clusterPoolIPv4PodCIDRList", c) for c in pools]
-
-
-def _check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Mapping[str, Any]) -> None:
-    """Pod addresses never overlap the underlay: no pool or node podCIDR may overlap a network, a
-    point-to-point link or any host's address (a node would take its router's address as a pod
-    gateway, and the underlay would route pod traffic to the wrong place)."""
-    pools = _pools(cluster) + [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
-    for where, pool in pools:
-        for net in networks:
-            if pool.version == net.cidr.version and pool.overlaps(net.cidr):
-                raise TopologyError(
-                    f"{where}: pod CIDR {pool} overlaps network {net.name} ({net.cidr}); pick pod "
-                    "addresses outside the underlay"
-                )
-        for h in hosts:
-            for i in h.interfaces:
-                if i.address.version == pool.version and (
-                    i.address.ip in pool or (i.peer and i.address.network.overlaps(pool))
-                ):
-                    raise TopologyError(
-                        f"{where}: pod CIDR {pool} contains {h.name}.{i.name}'s address {i.address.ip}; "
-                        "pick pod addresses outside the underlay"
-                    )
-
-
-def _check_p2p(hosts: Sequence[Host]) -> None:
-    routers = {h.name: h for h in hosts if h.role == "router"}
-    for h in routers.values():
-        for i in h.interfaces:
-            if i.peer is None:
-                continue
-            where = f"routers.{h.name}.interfaces.peer"
-            if i.peer not in routers or i.peer == h.name:
-                raise TopologyError(
-                    f"{where}: {i.peer!r} is not another router (known: {', '.join(routers)})"
-                )
-            back = [j for j in routers[i.peer].interfaces if j.peer == h.name]
-            if not back:
-                raise TopologyError(f"{where}: router {i.peer} has no interface with peer: {h.name}")
-            if back[0].address.network != i.address.network:
-                raise TopologyError(
-                    f"{where}: the ends of link {h.name}-{i.peer} are in different subnets "
-                    f"({i.address} and {back[0].address})"
-                )
-
-
-def _check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
-    router_addrs = {
-        (i.network, i.address.ip): h.name
-        for h in hosts
-        if h.role == "router"
-        for i in h.interfaces
-        if i.network
-    }
-    for h in hosts:
-        if h.role == "router":
-            continue
-        where = f"{h.role}s.{h.name}.gateway" if h.role == "node" else f"{h.role}.gateway"
-        net = h.primary.network
-        if h.gateway is None:
-            if len(netmap) > 1 and h.role != "controlplane":
-                raise TopologyError(
-                    f"{where}: missing; with {len(netmap)} networks the host needs its router's address "
-                    f"on {net} as gateway"
-                )
-            continue
-        if (net, h.gateway) not in router_addrs:
-            raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")
 
 
 K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

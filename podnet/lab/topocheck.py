@@ -1,0 +1,131 @@
+"""Whole-topology checks run after parsing: names, addresses, pools, point-to-point links and
+gateways. Each error names the key path and the bad value and says what to do."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from podnet.lab.topomodel import Host, Network, TopologyError
+
+
+def check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
+    seen: dict[str, str] = {}
+    for h in hosts:
+        if h.name.startswith("sw-"):
+            raise TopologyError(
+                f"{h.role}s: name {h.name!r} starts with 'sw-', which the lab keeps for its segments' "
+                "namespaces; rename the host"
+            )
+        if h.name in seen:
+            raise TopologyError(f"{h.role}s: name {h.name!r} is used twice ({seen[h.name]} and {h.role})")
+        seen[h.name] = h.role
+    names = [n.name for n in networks]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise TopologyError(f"networks: name {sorted(dup)[0]!r} is used twice")
+
+
+def check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
+    owner: dict[ipaddress.IPv4Address, str] = {}
+    for h in hosts:
+        attached: set[str] = set()
+        for i in h.interfaces:
+            if i.network and i.network in attached:
+                raise TopologyError(f"{h.name}: two interfaces on network {i.network}")
+            if i.network:
+                attached.add(i.network)
+            where = f"{h.name}.{i.name}"
+            if i.address.ip in owner:
+                raise TopologyError(
+                    f"{where}.address: {i.address.ip} is already used by {owner[i.address.ip]}"
+                )
+            owner[i.address.ip] = where
+            if i.peer:
+                for net in netmap.values():
+                    if net.cidr.overlaps(i.address.network):
+                        raise TopologyError(
+                            f"{where}.address: link {i.address.network} overlaps "
+                            f"network {net.name} ({net.cidr})"
+                        )
+
+
+def _pools(cluster: Mapping[str, Any]) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """The cluster's pod pools as (setting, CIDR); none when the settings do not parse (``lab up``
+    reports those with the agent's own error)."""
+    from podnet.config import ConfigError, pod_pools
+
+    try:
+        pools = pod_pools(cluster)
+    except ConfigError:
+        return []
+    return [("clusterPoolIPv4PodCIDRList", c) for c in pools]
+
+
+def check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Mapping[str, Any]) -> None:
+    """Pod addresses never overlap the underlay: no pool or node podCIDR may overlap a network, a
+    point-to-point link or any host's address (a node would take its router's address as a pod
+    gateway, and the underlay would route pod traffic to the wrong place)."""
+    pools = _pools(cluster) + [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
+    for where, pool in pools:
+        for net in networks:
+            if pool.version == net.cidr.version and pool.overlaps(net.cidr):
+                raise TopologyError(
+                    f"{where}: pod CIDR {pool} overlaps network {net.name} ({net.cidr}); pick pod "
+                    "addresses outside the underlay"
+                )
+        for h in hosts:
+            for i in h.interfaces:
+                if i.address.version == pool.version and (
+                    i.address.ip in pool or (i.peer and i.address.network.overlaps(pool))
+                ):
+                    raise TopologyError(
+                        f"{where}: pod CIDR {pool} contains {h.name}.{i.name}'s address {i.address.ip}; "
+                        "pick pod addresses outside the underlay"
+                    )
+
+
+def check_p2p(hosts: Sequence[Host]) -> None:
+    routers = {h.name: h for h in hosts if h.role == "router"}
+    for h in routers.values():
+        for i in h.interfaces:
+            if i.peer is None:
+                continue
+            where = f"routers.{h.name}.interfaces.peer"
+            if i.peer not in routers or i.peer == h.name:
+                raise TopologyError(
+                    f"{where}: {i.peer!r} is not another router (known: {', '.join(routers)})"
+                )
+            back = [j for j in routers[i.peer].interfaces if j.peer == h.name]
+            if not back:
+                raise TopologyError(f"{where}: router {i.peer} has no interface with peer: {h.name}")
+            if back[0].address.network != i.address.network:
+                raise TopologyError(
+                    f"{where}: the ends of link {h.name}-{i.peer} are in different subnets "
+                    f"({i.address} and {back[0].address})"
+                )
+
+
+def check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
+    router_addrs = {
+        (i.network, i.address.ip): h.name
+        for h in hosts
+        if h.role == "router"
+        for i in h.interfaces
+        if i.network
+    }
+    for h in hosts:
+        if h.role == "router":
+            continue
+        where = f"{h.role}s.{h.name}.gateway" if h.role == "node" else f"{h.role}.gateway"
+        net = h.primary.network
+        if h.gateway is None:
+            if len(netmap) > 1 and h.role != "controlplane":
+                raise TopologyError(
+                    f"{where}: missing; with {len(netmap)} networks the host needs its router's address "
+                    f"on {net} as gateway"
+                )
+            continue
+        if (net, h.gateway) not in router_addrs:
+            raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")

@@ -1,0 +1,132 @@
+"""The lab topology's frozen objects (what ``topology.load_topology`` returns)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from podnet.config.pairs import merge
+
+DEFAULT_MTU = 1500
+
+
+class TopologyError(ValueError):
+    """A topology file that cannot be built; the message names the key and the bad value."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """An underlay L2 segment: a bridge inside its own namespace (``pn-<lab>-sw-<name>``)."""
+
+    name: str
+    cidr: ipaddress.IPv4Network
+    ipv6: ipaddress.IPv6Network | None = None
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One interface of a host: on a network (``network``) or a point-to-point link (``peer``)."""
+
+    name: str
+    address: ipaddress.IPv4Interface
+    network: str | None = None
+    peer: str | None = None
+    ipv6: ipaddress.IPv6Interface | None = None
+    mtu: int = DEFAULT_MTU
+
+
+@dataclass(frozen=True)
+class StaticRoute:
+    to: ipaddress.IPv4Network
+    via: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Host:
+    """A namespace on the underlay: a router, a cluster node, the control plane or the world host."""
+
+    name: str
+    role: str  # "router" | "node" | "controlplane" | "external"
+    interfaces: tuple[Interface, ...]
+    gateway: ipaddress.IPv4Address | None = None
+    routes: tuple[StaticRoute, ...] = ()
+    asn: int | None = None
+    bgp: Mapping[str, Any] = field(default_factory=dict)
+    pod_cidr: ipaddress.IPv4Network | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> Interface:
+        return self.interfaces[0]
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    node: str
+    pool: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    namespace: str = "default"
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KubeNamespace:
+    """A Kubernetes namespace the lab creates (``namespaces:``), for its labels and annotations."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    networks: tuple[Network, ...]
+    hosts: tuple[Host, ...]
+    pods: tuple[Pod, ...]
+    cluster: Mapping[str, Any]
+    source: str = ""
+    etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
+    kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
+    namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def network(self, name: str) -> Network:
+        for n in self.networks:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def by_role(self, role: str) -> tuple[Host, ...]:
+        return tuple(h for h in self.hosts if h.role == role)
+
+    @property
+    def nodes(self) -> tuple[Host, ...]:
+        return self.by_role("node")
+
+    @property
+    def routers(self) -> tuple[Host, ...]:
+        return self.by_role("router")
+
+    @property
+    def control_plane(self) -> Host:
+        """The first control-plane host (etcd's first member; the operator runs there)."""
+        return self.by_role("controlplane")[0]
+
+    @property
+    def control_planes(self) -> tuple[Host, ...]:
+        """Every control-plane host: one etcd member each (``controlPlane.etcdMembers``)."""
+        return self.by_role("controlplane")
+
+    def node_config(self, node: str) -> dict[str, Any]:
+        """The agent configuration of one node: the cluster's, with the node's overrides on top."""
+        return merge(self.cluster, self.host(node).config)
