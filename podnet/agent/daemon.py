@@ -12,10 +12,8 @@ vanishes only when its Node object is deleted, so its routes go at once.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,11 +26,20 @@ from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
 from podnet.agent.cni_handler import CniHandler, PodResolver
 from podnet.agent.round import node_labels, plan_round
+from podnet.agent.startup import (
+    STORE_CONNECT_TIMEOUT,
+    AgentError,
+    agent_identity,
+    cidr_change,
+    connect_etcd,
+    etcd_tls,
+    hold_node_lock,
+    mode_route_mtu,
+)
 from podnet.agent.status import AgentStatus, status_document
 from podnet.agent.underlay import Underlay, detect_underlay, pool_conflicts
 from podnet.cni import answer
 from podnet.config import AgentConfig, ConfigError, load_config_file
-from podnet.datapath import mtu
 from podnet.datapath.kernel.link import link_index, link_mtu
 from podnet.datapath.kernel.route import route_get
 from podnet.datapath.kernel.sysctl import refuse_initial_netns
@@ -45,7 +52,7 @@ from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, UnsupportedIPAMMode, new_allocator
 from podnet.model import IPAddress, IPNetwork, NodeInfo
-from podnet.store.client import Backoff, OutageLog, Store, StoreError, TlsFiles
+from podnet.store.client import Store
 from podnet.store.datastore import Datastore, EtcdDatastore, Registration
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
 
@@ -67,11 +74,6 @@ IPAM_WAIT = {
     "multi-pool": "reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
 }
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
-STORE_CONNECT_TIMEOUT = 60.0
-
-
-class AgentError(RuntimeError):
-    """The agent cannot start; the message says what to fix."""
 
 
 class Agent:
@@ -232,7 +234,7 @@ class Agent:
                 return KubeDatastore.open(self.config.k8s_kubeconfig_path, STORE_CONNECT_TIMEOUT, from_node)
             except KubeDatastoreError as exc:
                 raise AgentError(str(exc)) from None
-        self.store = _connect(self.config.etcd_endpoints, etcd_tls(self.config))
+        self.store = connect_etcd(self.config.etcd_endpoints, etcd_tls(self.config))
         return EtcdDatastore(self.store)
 
     def _pod_resolver(self) -> PodResolver | None:
@@ -519,82 +521,3 @@ class Agent:
                 closer()
             except Exception as exc:  # shutting down goes on
                 log.warning("during shutdown: %s", exc)
-
-
-def cidr_change(allocator: Allocator | None, seen: NodeRecord | None) -> str:
-    """What to report when the datastore now gives this node other pod CIDRs than the ones its
-    pods use (a changed Node annotation, a hand-edited record): never applied under running pods."""
-    if allocator is None or seen is None or not seen.node.pod_cidrs:
-        return ""
-    now, used = set(seen.node.pod_cidrs), set(allocator.cidrs)
-    if now == used:
-        return ""
-    listed = ", ".join(map(str, sorted(now, key=str)))
-    kept = ", ".join(map(str, allocator.cidrs))
-    return (
-        f"the datastore now gives this node pod CIDR(s) {listed}; podnet keeps {kept} under its running "
-        "pods (a pod CIDR is not changed in place): drain the node and restart its agent to take the new one"
-    )
-
-
-def etcd_tls(config: AgentConfig) -> TlsFiles | None:
-    """The agent's mutual-TLS files for etcd, when configured."""
-    if config.etcd_trusted_ca_file and config.etcd_cert_file and config.etcd_key_file:
-        return TlsFiles(
-            str(config.etcd_trusted_ca_file), str(config.etcd_cert_file), str(config.etcd_key_file)
-        )
-    return None
-
-
-def _connect(endpoints: Sequence[str], tls: TlsFiles | None = None) -> Store:
-    if not endpoints:
-        raise AgentError("no etcd endpoints: set etcd.endpoints (e.g. http://10.0.0.1:2379)")
-    deadline = time.monotonic() + STORE_CONNECT_TIMEOUT
-    store = Store(list(endpoints), tls=tls)
-    outage, backoff = OutageLog(log, f"connecting to etcd at {', '.join(endpoints)}"), Backoff(0.25, 5.0)
-    while True:
-        try:
-            store.get("/podnet/v1/ping")
-            outage.recovered()
-            return store
-        except StoreError as exc:
-            if time.monotonic() > deadline:
-                store.close()
-                raise AgentError(f"cannot reach etcd at {', '.join(endpoints)}: {exc}") from exc
-            outage.failed(exc)
-            time.sleep(backoff.next())
-
-
-def mode_route_mtu(config: AgentConfig, underlay: Underlay) -> int:
-    """The pods' route MTU before the first round (it then follows every round's plan)."""
-    family = 4 if underlay.ipv4 is not None else 6
-    return mtu.route_mtu(config, mode_for(config), underlay.mtu, family)
-
-
-def hold_node_lock(state_dir: Path) -> int:
-    """An exclusive lock on ``<state_dir>/agent.lock`` for the agent's lifetime (the kernel drops it
-    when the process dies, kill -9 included); ``AgentError`` when another agent holds it."""
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = state_dir / "agent.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise AgentError(
-            f"another podnet agent (pid {holder}) runs for this node with state directory {state_dir}; "
-            "stop it first (nothing was changed)"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def agent_identity(config: AgentConfig) -> str:
-    """Who serves a node, stable across restarts of the same agent: machine, host name, state dir."""
-    try:
-        machine = Path("/etc/machine-id").read_text().strip()[:12]
-    except OSError:
-        machine = "?"
-    return f"{socket.gethostname()}/{machine}:{config.state_dir.resolve()}"

@@ -72,7 +72,7 @@ def test_node_pod_cidrs_spec_first_then_podnets_then_ciliums_annotations() -> No
 
 
 def test_a_changed_pod_cidr_is_reported_not_applied() -> None:
-    from podnet.agent.daemon import cidr_change
+    from podnet.agent.startup import cidr_change
     from podnet.ipam.cluster_pool import MultiCIDRAllocator
 
     allocator = MultiCIDRAllocator([ipaddress.ip_network("10.244.1.0/24")])
