@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import logging
 import os
@@ -39,6 +40,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    faulthandler.enable()  # a crash in C (a signal such as SIGSEGV) leaves its Python stack in the log
     try:
         overrides = parse_pairs(args.set)
         cfg = (
@@ -59,9 +61,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
         overrides=overrides,
     )
 
-    def on_stop(*_: object) -> None:
+    def on_stop(signum: int, _frame: object) -> None:
         stop.set()
         if not agent.status_info.ready:  # still starting (waiting for etcd, a CIDR, the watch): leave now
+            logging.getLogger("podnet.agent").warning(
+                "signal %d while starting (%s): leaving", signum, agent.status_info.phase
+            )
             raise SystemExit(143)
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -49,6 +49,19 @@ def log_tail(path: str | Path, lines: int = 8) -> str:
     return "\n    | ".join(["", *text[-lines:]]) if text else ""
 
 
+def exit_status(pid: int) -> str:
+    """How a process this one spawned ended (it is a zombie until reaped), for error messages."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "exit status unknown: not a child of this process, or already reaped"
+    if done == 0:
+        return "still running"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
 def node_dir(lab: str, node: str) -> Path:
     return st.lab_dir(lab) / "nodes" / node
 
@@ -209,7 +222,10 @@ def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT
         for name in sorted(pending):
             rec = state.process(f"agent-{name}")
             if rec is not None and not rec.running():
-                raise ClusterError(f"the agent of {name} exited during start:{log_tail(rec.log, 20)}")
+                raise ClusterError(
+                    f"the agent of {name} exited during start ({exit_status(rec.pid)}):"
+                    f"{log_tail(rec.log, 20)}"
+                )
             try:
                 status = agent_request(topo.name, name, {"op": "status"}, timeout=2.0)
             except OSError as e:
