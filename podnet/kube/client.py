@@ -13,10 +13,13 @@ service account's token (in-cluster), as Cilium's agent does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import httpx2 as httpx
+import msgspec
 from lightkube import Client, KubeConfig
 from lightkube.core.exceptions import ConfigError
 
@@ -30,8 +33,33 @@ class KubeConnectError(RuntimeError):
     """No usable Kubernetes client configuration; the message says which one was tried."""
 
 
+_WARM_LOCK = threading.Lock()
+_warmed = False
+
+
+def warm_models() -> None:
+    """Build msgspec's decoding info for every Kubernetes model podnet decodes, once, in one thread.
+
+    Design fact (measured here): msgspec (0.22) builds a class's decoding info the first time it
+    converts to it, and two threads doing that at once crash the process with SIGSEGV: an agent's
+    two watch threads decoding their first ObjectMeta together killed it in about one lab start in
+    ten. After this has run, concurrent decoding only reads that info."""
+    global _warmed
+    with _WARM_LOCK:
+        if _warmed:
+            return
+        from lightkube.models.meta_v1 import ListMeta, ObjectMeta, Status
+        from lightkube.resources.core_v1 import Namespace, Node, Pod, ServiceAccount
+
+        for model in (ObjectMeta, ListMeta, Status, Node, Pod, Namespace, ServiceAccount):
+            with contextlib.suppress(msgspec.ValidationError):  # required fields missing: built all the same
+                msgspec.convert({}, model)
+        _warmed = True
+
+
 def connect(kubeconfig: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> Client:
     """A client from ``kubeconfig`` (a path), else from the pod's service account."""
+    warm_models()
     try:
         config = KubeConfig.from_file(str(kubeconfig)) if kubeconfig else KubeConfig.from_service_account()
     except (ConfigError, OSError) as exc:

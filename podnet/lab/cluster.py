@@ -222,9 +222,10 @@ def wait_agents_ready(topo: Topology, state: st.LabState, timeout: float = AGENT
         for name in sorted(pending):
             rec = state.process(f"agent-{name}")
             if rec is not None and not rec.running():
+                how = exit_status(rec.pid)
+                lines = 80 if "signal" in how else 20  # a crash: faulthandler's stack of every thread
                 raise ClusterError(
-                    f"the agent of {name} exited during start ({exit_status(rec.pid)}):"
-                    f"{log_tail(rec.log, 20)}"
+                    f"the agent of {name} exited during start ({how}):" + log_tail(rec.log, lines)
                 )
             try:
                 status = agent_request(topo.name, name, {"op": "status"}, timeout=2.0)
