@@ -87,7 +87,7 @@ class MultiCIDRAllocator:
         raise IPAMExhausted(f"all IPv{family} pod CIDRs of this node are full: {sizes}")
 
 
-def host_usage(pool: str, hosts: Sequence[HostAllocator], **extra: object) -> tuple[PoolUsage, ...]:
+def host_usage(pool: str, hosts: Sequence[HostAllocator]) -> tuple[PoolUsage, ...]:
     """One ``PoolUsage`` per family over ``hosts`` (the CIDRs a node holds of one pool)."""
     found = []
     for family in sorted({h.cidr.version for h in hosts}):
@@ -99,7 +99,6 @@ def host_usage(pool: str, hosts: Sequence[HostAllocator], **extra: object) -> tu
                 cidrs=tuple(h.cidr for h in mine),
                 used=sum(len(h.allocated()) for h in mine),
                 capacity=sum(h.capacity() for h in mine),
-                **extra,  # type: ignore[arg-type]
             )
         )
     return tuple(found)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, register_mode
 from podnet.ipam.cluster_pool import host_usage
-from podnet.ipam.host import HostAllocator, IPAMError, IPAMExhausted
+from podnet.ipam.host import HostAllocator, IPAMError, IPAMExhausted, router_ip
 from podnet.ipam.pools import (
     CidrUse,
     PoolDef,
@@ -88,7 +88,7 @@ class MultiPoolAllocator:
             known = {c for p in self._pools.values() for c in p.hosts}
         new = [c for cidrs in allocated.values() for c in cidrs if c not in known]
         if new and self._ctx is not None:
-            self._ctx.prepare(tuple(HostAllocator(c).router_ip for c in new))  # before any pod uses them
+            self._ctx.prepare(tuple(router_ip(c) for c in new))  # before any pod uses them
         with self._cond:
             for name, cidrs in allocated.items():
                 pool = self._pools.setdefault(name, _Pool())
@@ -150,7 +150,7 @@ class MultiPoolAllocator:
         return tuple(sorted(held, key=lambda c: (c.version, c)))
 
     def router_ips(self) -> tuple[IPAddress, ...]:
-        return tuple(HostAllocator(c).router_ip for c in self.cidrs)
+        return tuple(router_ip(c) for c in self.cidrs)
 
     def allocate(self, owner: str, pod: PodRef | None = None) -> tuple[Allocation, ...]:
         name = pool_of(pod)
