@@ -64,7 +64,7 @@ CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
 # settings a running agent cannot adopt: they change its identity, its store or its allocations
 RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
                 "cluster_pool_ipv4_mask_size", "multi_pool_pre_allocation", "agent_socket", "state_dir",
-                "devices",
+                "devices", "eni",
                 "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
 STATIC_CIDR_MODES = ("cluster-pool", "kubernetes")  # a node's pod CIDRs never change under its pods
@@ -72,6 +72,7 @@ IPAM_WAIT = {
     "kubernetes": "waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
     "crd": "reading the node's address pool (PodnetNode spec.ipam.pool)",
     "multi-pool": "reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
+    "eni": "reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
 }
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
 
@@ -143,7 +144,7 @@ class Agent:
         log.info("underlay %s (%s, mtu %d)", self.underlay.dev,
                  self.underlay.ipv4 or self.underlay.ipv6, self.underlay.mtu)  # fmt: skip
         conflicts = pool_conflicts(self.config.cluster_pool_ipv4_cidrs, self.underlay)
-        if conflicts:
+        if conflicts and self.config.ipam_mode != "eni":  # ENI addresses are the underlay's own
             raise AgentError(
                 "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
                 "clusterPoolIPv4PodCIDRList (nothing was changed)"
@@ -163,6 +164,8 @@ class Agent:
             pre_allocate=self.config.multi_pool_pre_allocation,
             prepare=self._prepare_router_ips,
             changed=self._dirty.set,
+            eni=self.config.eni,
+            node_ip=self.underlay.ipv4,
         )
         try:
             self.allocator = new_allocator(self.config.ipam_mode, context)
@@ -189,8 +192,9 @@ class Agent:
         for component in self.components:
             component.start(node, self._stop)
         route_mtu = mode_route_mtu(self.config, self.underlay)
+        hooks = self._endpoint_hooks()
         self.cni_handler = CniHandler(
-            None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=self.guard,
+            None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=hooks,
             pods=self._pod_resolver(),
         )  # fmt: skip
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
@@ -205,6 +209,22 @@ class Agent:
         self._set_phase("running")
         log.info("agent ready: node %s pod CIDRs %s, routing %s", node.name,
                  ", ".join(map(str, node.pod_cidrs)), self.config.routing_mode)  # fmt: skip
+
+    def _endpoint_hooks(self) -> Any:
+        """What a CNI ADD/DEL tells at once: the pod guard, and in ENI mode the pod's rules."""
+        from podnet.ipam.eni import EniAllocator
+
+        if not isinstance(self.allocator, EniAllocator):
+            return self.guard
+        from podnet.agent.eni_routing import EndpointHooks, EniRouting
+
+        routing = EniRouting(
+            self.allocator,
+            lambda: self.config,
+            lambda: self.cni_handler.sources() if self.cni_handler else [],
+        )
+        self.components.append(routing)
+        return EndpointHooks(self.guard, routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any

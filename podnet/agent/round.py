@@ -68,7 +68,7 @@ def plan_round(
         cluster,
         config.ipv4_native_routing_cidr,
         [node.ipv4, *(p.ipv4 for p in peers)],
-        local.underlay_dev,
+        ",".join(config.egress_masquerade_interfaces) or local.underlay_dev,
     )
     keep_tunnel = keeps_tunnel_device(config, peers)
     guard = None

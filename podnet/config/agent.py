@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
+from podnet.config.eni import EniSettingError, EniSettings, eni_conflicts, parse_eni
 from podnet.config.errors import ConfigError
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 
@@ -57,6 +58,9 @@ class AgentConfig:
     etcd_cert_file: Path | None = None
     etcd_key_file: Path | None = None
     enable_ipv4_masquerade: bool = True
+    egress_masquerade_interfaces: tuple[
+        str, ...
+    ] = ()  # where pod traffic is masqueraded (default: devices[0])
     enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
     pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
     pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
@@ -69,6 +73,7 @@ class AgentConfig:
     bgp_local_asn: int | None = None
     bgp_peers: tuple[BgpPeer, ...] = ()
     bgp_advertise: tuple[str, ...] = ("PodCIDR",)
+    eni: EniSettings = field(default_factory=EniSettings)  # ipam.mode eni (podnet.config.eni)
 
     @property
     def underlay_device(self) -> str | None:
@@ -116,6 +121,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "etcd_cert_file": ("etcd.certFile", "etcd.cert-file", "etcd-cert-file"),
     "etcd_key_file": ("etcd.keyFile", "etcd.key-file", "etcd-key-file"),
     "enable_ipv4_masquerade": ("enableIPv4Masquerade", "enable-ipv4-masquerade"),
+    "egress_masquerade_interfaces": ("egressMasqueradeInterfaces", "egress-masquerade-interfaces"),
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
     "pod_guard_node_ports": ("podGuard.nodePorts", "pod-guard-node-ports"),
@@ -128,6 +134,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "bgp_local_asn": ("bgp.localASN", "bgp-local-asn"),
     "bgp_peers": ("bgp.peers", "bgp-peers"),
     "bgp_advertise": ("bgp.advertise", "bgp-advertise"),
+    "eni": ("eni",),
 }
 # Legacy spellings that are translated rather than stored as they are.
 _LEGACY = {
@@ -148,7 +155,7 @@ _SPELLINGS: tuple[str, ...] = tuple(n for names in _ALIASES.values() for n in na
 
 
 # keys whose value is a mapping (not flattened further)
-_MAP_VALUED = ("legacy:kvstore_opt", "multi_pool_pre_allocation", "auto_create_pod_ip_pools")
+_MAP_VALUED = ("legacy:kvstore_opt", "multi_pool_pre_allocation", "auto_create_pod_ip_pools", "eni")
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -265,6 +272,12 @@ def _duration(key: str, value: Any) -> float:
     return seconds
 
 
+def _ifname(key: str, value: str) -> str:
+    if not re.match(r"^[A-Za-z0-9_.:+-]{1,15}$", value.rstrip("*")) or "*" in value.rstrip("*"):
+        raise ConfigError(key, f"{value!r} is not an interface name (like eth0, or eth+ / eth* for a prefix)")
+    return value.replace("+", "*")
+
+
 def _text(key: str, value: Any) -> str:
     text = str(value).strip()
     if not text:
@@ -295,6 +308,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "etcd_cert_file": lambda k, v: _file(k, v),
     "etcd_key_file": lambda k, v: _file(k, v),
     "enable_ipv4_masquerade": _bool,
+    "egress_masquerade_interfaces": lambda k, v: tuple(_ifname(k, i) for i in _list(v)),
     "enable_source_ip_verification": _bool,
     "pod_guard": _bool,
     "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in _list(v)),
@@ -307,7 +321,15 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "bgp_local_asn": lambda k, v: _bgp(parse_asn, k, v),
     "bgp_peers": lambda k, v: _bgp(parse_peers, k, _yaml_text(v)),
     "bgp_advertise": lambda k, v: _bgp(parse_advertise, k, v),
+    "eni": lambda k, v: _eni(k, _yaml_text(v)),
 }
+
+
+def _eni(key: str, value: Any) -> EniSettings:
+    try:
+        return parse_eni(key, value)
+    except EniSettingError as exc:
+        raise ConfigError(exc.key, str(exc)) from None
 
 
 def _pre_allocation(key: str, value: Any) -> tuple[tuple[str, int], ...]:
@@ -492,6 +514,9 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             "https endpoints need etcd.trustedCAFile, etcd.certFile and etcd.keyFile (mutual TLS)",
         )
     _validate_bgp(cfg, name)
+    if cfg.ipam_mode == "eni":
+        for fld, message in eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore):
+            raise ConfigError(name(fld), message)
 
 
 def _validate_bgp(cfg: AgentConfig, name: Callable[[str], str]) -> None:

@@ -182,7 +182,8 @@ def add_endpoint(
             _pod_rtnl(pod_netns) as (fd, pod),
             contextlib.ExitStack() as undo,
         ):
-            fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label)
+            link_mtu = route_mtu if route_mtu > VETH_MTU else None  # jumbo underlays (ENI: 9001)
+            fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label, link_mtu)
             if fresh:
                 undo.callback(_delete_named, host, host_ifname)
             host_link, pod_link = host.get_link(host_ifname), pod.get_link(ifname)
@@ -221,6 +222,7 @@ def add_endpoint(
 
 
 LOOPBACK_INDEX = 1  # every network namespace's lo
+VETH_MTU = 1500  # a pod veth's MTU unless the route MTU is larger (a jumbo underlay)
 
 
 def _add_unless_there(sock: Rtnl, route: Route, index: int) -> None:
@@ -231,12 +233,14 @@ def _add_unless_there(sock: Rtnl, route: Route, index: int) -> None:
             raise
 
 
-def _make_pair(host: Rtnl, pod: Rtnl, fd: int, host_ifname: str, ifname: str, label: str) -> bool:
+def _make_pair(
+    host: Rtnl, pod: Rtnl, fd: int, host_ifname: str, ifname: str, label: str, mtu: int | None = None
+) -> bool:
     """Make the veth (node end up, pod end born in the pod); True when made now, False when our
     pair is there already. The common case is one netlink call; only a name that exists leads to
     lookups: our pair is kept, a stale node end of ours is replaced, a stranger's name refused."""
     try:
-        host.add_veth(host_ifname, ifname, fd)
+        host.add_veth(host_ifname, ifname, fd, mtu=mtu)
         return True
     except NetlinkError as exc:
         if not is_exists(exc):
@@ -249,7 +253,7 @@ def _make_pair(host: Rtnl, pod: Rtnl, fd: int, host_ifname: str, ifname: str, la
             "pick another CNI_IFNAME or remove it"
         )
     _delete_named(host, host_ifname)  # a stale end of ours whose peer is elsewhere
-    host.add_veth(host_ifname, ifname, fd)
+    host.add_veth(host_ifname, ifname, fd, mtu=mtu)
     return True
 
 

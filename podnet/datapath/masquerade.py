@@ -19,12 +19,17 @@ from podnet.model import IPNetwork
 
 @dataclass(frozen=True)
 class MasqueradePlan:
-    """``nft`` state for one node: SNAT what leaves ``egress_dev`` from ``pod_cidrs`` except to ``exempt``."""
+    """``nft`` state for one node: SNAT what leaves ``egress_dev`` from ``pod_cidrs`` except to ``exempt``.
+    ``egress_dev`` is one device or several, comma-separated (``egressMasqueradeInterfaces``)."""
 
     pod_cidrs: tuple[ipaddress.IPv4Network, ...]
     exempt: tuple[ipaddress.IPv4Network, ...]
     node_ips: tuple[ipaddress.IPv4Address, ...]
     egress_dev: str
+
+    @property
+    def egress_devs(self) -> tuple[str, ...]:
+        return tuple(d for d in self.egress_dev.split(",") if d)
 
     def ruleset(self) -> str:
         """The table as ``nft -f`` input (without the replace preamble)."""
@@ -51,6 +56,12 @@ def plan_masquerade(
     return MasqueradePlan(pods, exempt_nets, ips, egress_dev)
 
 
+def _devices(devices: Sequence[str]) -> str:
+    """``"eth0"`` or ``{ "eth0", "eth1" }`` (nft's anonymous set; ``eth*`` wildcards as nft has them)."""
+    quoted = [f'"{d}"' for d in devices]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
+
+
 def _elements(items: Iterable[object]) -> str:
     listed = ", ".join(str(i) for i in items)
     return f"elements = {{ {listed} }}" if listed else ""
@@ -69,7 +80,7 @@ def render_table(plan: MasqueradePlan) -> str:
         "    ip saddr != @pod_cidrs return",
         "    ip daddr @no_masquerade return",
         "    ip daddr @node_ips return",
-        f'    oifname "{plan.egress_dev}" counter masquerade comment "podnet: pod traffic leaving"',
+        f'    oifname {_devices(plan.egress_devs)} counter masquerade comment "podnet: pod traffic leaving"',
         "  }",
         "}",
     ]

@@ -24,6 +24,7 @@ from podnet.model import IPAddress, IPNetwork
 from podnet.registry import IPAM_MODES, UnknownChoice
 
 if TYPE_CHECKING:
+    from podnet.config.eni import EniSettings
     from podnet.store.datastore import Datastore
 
 
@@ -134,6 +135,8 @@ class IPAMContext:
     pre_allocate: tuple[tuple[str, int], ...] = ()  # multi-pool: preAlloc per pool
     prepare: Callable[[tuple[IPAddress, ...]], None] = field(default=lambda ips: None)
     changed: Callable[[], None] = field(default=lambda: None)
+    eni: EniSettings | None = None  # eni: the node's ENI spec (podnet.config.eni)
+    node_ip: IPAddress | None = None  # eni: how the operator finds the node's instance
 
 
 AllocatorFactory = Callable[[IPAMContext], Allocator]

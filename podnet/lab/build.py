@@ -128,7 +128,7 @@ class LabBuilder:
         return self.report
 
     def make_namespaces(self) -> None:
-        wanted = [st.segment_ns(self.topo.name, n.name) for n in self.topo.networks]
+        wanted = [st.segment_ns(self.topo.name, n.name) for n in self.topo.networks if not n.vpc]
         wanted += [self.ns(h.name) for h in self.topo.hosts]
         self._check_namespaces_free(wanted + [self.ns(p.name) for p in self.topo.pods])  # pods: later
         for name in wanted:
@@ -152,6 +152,8 @@ class LabBuilder:
 
     def make_segments(self) -> None:
         for net in self.topo.networks:
+            if net.vpc:
+                continue  # the lab's EC2 links each instance to the VPC router (lab.vpc)
             ipr = self.sockets(st.segment_ns(self.topo.name, net.name))
             self._count(wire.ensure_bridge(ipr, "br0", net.mtu))
 
@@ -159,6 +161,8 @@ class LabBuilder:
         """Pass 1: every veth (segment ports and router links) exists, ends in their namespaces."""
         ipr = self.sockets(self.ns(host.name))
         for iface in host.interfaces:
+            if self.topo.on_vpc(iface):
+                continue
             if iface.network is not None:
                 seg = st.segment_ns(self.topo.name, iface.network)
                 self._count(wire.ensure_veth(ipr, iface.name, seg, host.name, iface.mtu))
@@ -172,6 +176,8 @@ class LabBuilder:
         """Pass 2: each host's ends up, with their MTU and addresses."""
         ipr = self.sockets(self.ns(host.name))
         for iface in host.interfaces:
+            if self.topo.on_vpc(iface):
+                continue
             self._count(wire.ensure_up(ipr, iface.name, iface.mtu))
             self._count(wire.ensure_address(ipr, iface.name, iface.address))
             if iface.ipv6 is not None:
@@ -181,7 +187,7 @@ class LabBuilder:
         for host in self.topo.hosts:
             sysctls = ROUTER_SYSCTLS if host.role == "router" else HOST_SYSCTLS
             self._count(_ensure_sysctls(self.ns(host.name), sysctls))
-            if host.gateway is not None:
+            if host.gateway is not None and not self.topo.on_vpc(host.primary):
                 self._count(wire.ensure_route(self.sockets(self.ns(host.name)), None, [host.gateway]))
         for route in plan_underlay_routes(self.topo):
             self._count(wire.ensure_route(self.sockets(self.ns(route.router)), route.dst, route.via))

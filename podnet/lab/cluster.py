@@ -175,6 +175,16 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         configured = load_config(agent_config(topo, topo.nodes[0]), {}, None).auto_create_pod_ip_pools
         argv += ["--ipam", "multi-pool"]
         argv += ["--auto-create-pod-ip-pools", kubeipam.auto_create_arg(configured, pools, mask)]
+    env = None
+    if mode == "eni":
+        from podnet.lab.cloud import CREDENTIALS, front_endpoint
+
+        eni = load_config(agent_config(topo, topo.nodes[0]), {}, None).eni
+        argv = [*argv[:2], "--grace-period", "60", "--ipam", "eni", "--ec2-api-endpoint", front_endpoint()]
+        argv += ["--aws-region", topo.cloud.region if topo.cloud else eni.region]
+        argv += ["--aws-release-excess-ips" if eni.release_excess else "--no-aws-release-excess-ips"]
+        argv += ["--excess-ip-release-delay", f"{eni.release_delay:g}"]
+        env = CREDENTIALS
     if kubeapi.on_kubernetes(topo):
         kubeconfig = kubeapi.account_kubeconfig_path(topo.name, "podnet-operator")
         argv += ["--datastore", "kubernetes", "--k8s-kubeconfig-path", str(kubeconfig)]
@@ -189,7 +199,7 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
                 "--etcd-key-file",
                 tls.key,
             ]
-    proc = spawn(argv, cp_ns, log)
+    proc = spawn(argv, cp_ns, log, env=env)
     state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
     return 1
 

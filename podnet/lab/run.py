@@ -14,6 +14,7 @@ from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_converged
 from podnet.lab.build import BuildReport, LabBuilder, Progress
+from podnet.lab.cloud import ensure_cloud
 from podnet.lab.controlplane import ensure_control_plane
 from podnet.lab.kubeapi import ensure_kube_control_plane
 from podnet.lab.kubeapi import wanted as kube_wanted
@@ -44,6 +45,9 @@ def bring_up(
         builder.state.info["overrides"] = list(overrides)
         builder.state.save()
         report = builder.up()
+        if topo.cloud is not None:
+            progress("cloud (EC2 API, VPC)")
+            report.changes += ensure_cloud(topo, builder.state)
         progress("control plane (etcd)")
         report.changes += ensure_control_plane(topo, builder.state)
         if kube_wanted(topo):

@@ -67,7 +67,10 @@ def check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Map
     """Pod addresses never overlap the underlay: no pool or node podCIDR may overlap a network, a
     point-to-point link or any host's address (a node would take its router's address as a pod
     gateway, and the underlay would route pod traffic to the wrong place)."""
-    pools = _pools(cluster) + [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
+    ipam = cluster.get("ipam")
+    eni = isinstance(ipam, Mapping) and ipam.get("mode") == "eni"  # pods take VPC addresses
+    pools = [] if eni else _pools(cluster)
+    pools += [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
     for where, pool in pools:
         for net in networks:
             if pool.version == net.cidr.version and pool.overlaps(net.cidr):

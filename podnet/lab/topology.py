@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from podnet.config.yamlfile import DuplicateKeyError, load_yaml
+from podnet.lab.cloudtopo import expand_cloud, with_control_planes
 from podnet.lab.topocheck import check_addresses, check_gateways, check_names, check_p2p, check_pools
 from podnet.lab.topomodel import (
     DEFAULT_MTU,
@@ -96,10 +97,14 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
         "external",
         "controlPlane",
         "namespaces",
+        "cloud",
     }
     for key in data:
         if key not in known:
             raise TopologyError(f"{key}: unknown top-level key (known: {', '.join(sorted(known))})")
+    cloud = None
+    if data.get("cloud") is not None:
+        data, cloud = expand_cloud(data)
     name = str(data.get("name", default_name))
     if not LAB_NAME_RE.match(name):
         raise TopologyError(
@@ -107,6 +112,10 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
             "starting with a letter, at most 16 characters)"
         )
     networks = _parse_networks(data.get("networks"))
+    if cloud is not None:
+        networks = [
+            dataclasses.replace(n, vpc=True) if n.cidr.subnet_of(cloud.vpc_cidr) else n for n in networks
+        ]
     netmap = {n.name: n for n in networks}
     hosts: list[Host] = []
     for i, raw in enumerate(_list(data, "routers")):
@@ -118,6 +127,8 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     if data.get("external") is not None:
         hosts.append(_parse_endhost(data["external"], "external", netmap, "external", default="world"))
     hosts.extend(_control_planes(data.get("controlPlane"), networks, hosts))
+    if cloud is not None:
+        cloud = with_control_planes(cloud, hosts)
     check_names(hosts, networks)
     check_addresses(hosts, netmap)
     check_p2p(hosts)
@@ -137,7 +148,7 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
             raise TopologyError(f"controlPlane.{key}: {value!r} is not true or false")
     return Topology(
         name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube,
-        namespaces=_parse_namespaces(data.get("namespaces")),
+        namespaces=_parse_namespaces(data.get("namespaces")), cloud=cloud,
     )  # fmt: skip
 
 
@@ -200,8 +211,8 @@ def _v4_network(value: Any, where: str) -> ipaddress.IPv4Network:
 
 
 def _mtu(value: Any, where: str) -> int:
-    if not isinstance(value, int) or not 576 <= value <= 9000:
-        raise TopologyError(f"{where}: {value!r} is not an MTU between 576 and 9000")
+    if not isinstance(value, int) or not 576 <= value <= 9216:
+        raise TopologyError(f"{where}: {value!r} is not an MTU between 576 and 9216")
     return value
 
 

@@ -24,6 +24,7 @@ class Network:
     cidr: ipaddress.IPv4Network
     ipv6: ipaddress.IPv6Network | None = None
     mtu: int = DEFAULT_MTU
+    vpc: bool = False  # a VPC subnet: no bridge, every host is linked to the VPC router (lab.vpc)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Topology:
     etcd_tls: bool = True  # controlPlane.etcdTLS: etcd with mutual TLS (a lab CA), the default
     kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
     namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
+    cloud: Any = None  # lab.cloudtopo.Cloud: the topology's VPC (``cloud:``), None without one
 
     def host(self, name: str) -> Host:
         for h in self.hosts:
@@ -105,6 +107,10 @@ class Topology:
             if n.name == name:
                 return n
         raise KeyError(name)
+
+    def on_vpc(self, iface: Interface) -> bool:
+        """True for an interface on a VPC subnet (made by the lab's EC2, not by the builder)."""
+        return iface.network is not None and self.network(iface.network).vpc
 
     def by_role(self, role: str) -> tuple[Host, ...]:
         return tuple(h for h in self.hosts if h.role == role)

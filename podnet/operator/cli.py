@@ -37,9 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--etcd-key-file", help="the operator's client key")
     parser.add_argument(
         "--ipam",
-        choices=("cluster-pool", "multi-pool"),
+        choices=("cluster-pool", "multi-pool", "eni"),
         default="cluster-pool",
-        help="the IPAM mode to serve (ipam.mode; multi-pool needs --datastore kubernetes)",
+        help="the IPAM mode to serve (ipam.mode; eni needs --datastore etcd)",
+    )
+    parser.add_argument("--ec2-api-endpoint", default="", help="eni: the EC2 API URL (default: the region's)")
+    parser.add_argument("--aws-region", default="us-east-1", help="eni: the AWS region")
+    parser.add_argument(
+        "--aws-release-excess-ips",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="eni: give back addresses above preAllocate + maxAboveWatermark (Cilium's default: off)",
+    )
+    parser.add_argument(
+        "--excess-ip-release-delay",
+        type=float,
+        default=180.0,
+        help="eni: seconds an excess lasts before release",
     )
     parser.add_argument(
         "--cluster-pool-ipv4-cidr",
@@ -78,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     if args.ipam == "multi-pool":
         return _run_multi_pool(args, stop)
+    if args.ipam == "eni":
+        return _run_eni(args, stop)
     if not args.cluster_pool_ipv4_cidr:
         print(
             "podnet operator: --cluster-pool-ipv4-cidr is required with --ipam cluster-pool", file=sys.stderr
@@ -161,6 +177,34 @@ def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
         EtcdMultiPoolOperator(
             store, args.grace_period, fence_seconds=args.fence_period, auto_create=auto
         ).run(stop, tick)
+    return 0
+
+
+def _run_eni(args: argparse.Namespace, stop: threading.Event) -> int:
+    from podnet.config.eni import EniSettingError, parse_eni
+    from podnet.operator.eni import EniOperator, ec2_client
+
+    if args.datastore != "etcd":
+        print(
+            "podnet operator: --ipam eni keeps node ENI state in etcd: use --datastore etcd", file=sys.stderr
+        )
+        return 2
+    try:
+        settings = {
+            "awsReleaseExcessIPs": args.aws_release_excess_ips,
+            "excessIPReleaseDelay": args.excess_ip_release_delay,
+            "ec2APIEndpoint": args.ec2_api_endpoint,
+            "awsRegion": args.aws_region,
+        }
+        defaults = parse_eni("operator", settings)
+    except EniSettingError as exc:
+        print(f"podnet operator: {exc.key}: {exc}", file=sys.stderr)
+        return 2
+    store = _etcd_store(args)
+    if store is None:
+        return 2
+    with store:
+        EniOperator(store, ec2_client(defaults.ec2_endpoint, defaults.region), defaults).run(stop)
     return 0
 
 

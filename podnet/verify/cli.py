@@ -246,6 +246,7 @@ def print_status(out: dict[str, Any]) -> None:
             rows.append(("BGP", bgp))
         for problem in s.get("pathMTU") or []:
             rows.append(("Path MTU", f"WARNING {problem.get('message')}"))
+        rows += eni_rows(s.get("eni"))
         for key, value in rows:
             print(f"  {key + ':':<21}{value}")
         print("  Peers:")
@@ -272,6 +273,43 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+
+
+def eni_rows(eni: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """ENI mode: the instance and its limits, one row per ENI, the operator's last EC2 calls and
+    errors (what ``cilium status`` and CiliumNode status.eni show)."""
+    if not eni:
+        return []
+    inst, limits = eni.get("instance") or {}, eni.get("limits") or {}
+    where = f"{inst.get('instanceID') or '?'} {inst.get('instanceType') or '?'}"
+    where += f" in {inst.get('availabilityZone') or '?'}"
+    head = (
+        f"{where}: "
+        f"at most {limits.get('adapters', '?')} ENIs x {limits.get('ipv4PerAdapter', '?')} addresses, "
+        f"pods from eth{eni.get('firstInterfaceIndex', 0)} up; needed {eni.get('needed') or 0}, "
+        f"excess {eni.get('excess') or 0}"
+    )
+    rows = [("ENI", head)]
+    for e in eni.get("enis") or []:
+        addresses = e.get("addresses") or {}
+        used = sum(1 for owner in addresses.values() if owner)
+        what = f"{used}/{len(addresses)} used" if e.get("forPods") else "not for pods"
+        groups = ",".join(e["securityGroups"])
+        rows.append(
+            (f"  {e['device']}", f"{e['id']} {e['mac']} {e['subnet']} table {e['table']}, {what}, {groups}")
+        )
+    if eni.get("release"):
+        rows.append(("  releasing", ", ".join(eni["release"])))
+    if eni.get("limitReached"):
+        rows.append(("  LIMIT", eni["limitReached"]))
+    for err in (eni.get("errors") or [])[-3:]:
+        rows.append(("  EC2 error", f"{err.get('action')}: {err.get('code')}: {err.get('message')}"))
+    calls = eni.get("calls") or []
+    if calls:
+        rows.append(("  EC2 calls", ", ".join(c.get("action", "?") for c in calls[-6:])))
+    for problem in (eni.get("missingLinks") or []) + (eni.get("datapathErrors") or []):
+        rows.append(("  WARNING", str(problem)))
+    return rows
 
 
 def ipam_line(ipam: dict[str, Any]) -> str:

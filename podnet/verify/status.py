@@ -169,6 +169,7 @@ def node_status(
         "guard": doc.get("guard") or {"enabled": False},
         "endpoints": doc.get("endpoints") or {},
         "bgp": doc.get("bgp"),
+        "eni": doc.get("eni"),
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
         "peers": [_peer(p, kernel, routers, health_ns) for p in doc.get("peers", [])],

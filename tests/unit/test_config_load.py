@@ -136,9 +136,18 @@ def test_config_is_frozen() -> None:
             "ipam.operator.clusterPoolIPv4MaskSize",
             "1..32",
         ),
-        ({"ipam": {"mode": "eni"}}, "ipam.mode", "cluster-pool"),
+        ({"ipam": {"mode": "eni"}}, "routingMode", "set routingMode=native"),
+        (
+            {"ipam": {"mode": "eni"}, "routingMode": "native", "autoDirectNodeRoutes": True},
+            "autoDirectNodeRoutes",
+            "the VPC delivers each pod address",
+        ),
+        ({"eni": {"awsEnablePrefixDelegation": True}}, "eni.awsEnablePrefixDelegation", "not supported"),
+        ({"eni": {"preAlocate": 4}}, "eni.preAlocate", "did you mean 'preAllocate'"),
+        ({"eni": {"subnetIDsFilter": ["subnet-x"]}}, "eni.subnetIDsFilter", "not an ID like subnet-"),
+        ({"egressMasqueradeInterfaces": ["eth/0"]}, "egressMasqueradeInterfaces", "not an interface name"),
         ({"ipam": {"mode": "kubernetes"}}, "ipam.mode", "needs datastore: kubernetes"),
-        ({"ipam": {"mode": "eni"}}, "ipam.mode", "cluster-pool, crd, kubernetes, multi-pool"),  # not yet
+        ({"ipam": {"mode": "foo"}}, "ipam.mode", "cluster-pool, crd, eni, kubernetes, multi-pool"),
         ({"ipam": {"mode": "crd"}}, "ipam.mode", "needs datastore: kubernetes"),
         (
             {

@@ -16,15 +16,15 @@ net = ipaddress.ip_network
 
 
 def test_registry_has_the_built_modes() -> None:
-    assert supported_modes() == ("cluster-pool", "crd", "kubernetes", "multi-pool")
+    assert supported_modes() == ("cluster-pool", "crd", "eni", "kubernetes", "multi-pool")
     assert all(callable(factory_for(mode)) for mode in supported_modes())
 
 
-@pytest.mark.parametrize("mode", ["eni", "bogus"])
+@pytest.mark.parametrize("mode", ["aws-eni", "bogus"])
 def test_unsupported_mode_lists_supported(mode: str) -> None:
     with pytest.raises(
         UnsupportedIPAMMode,
-        match=f"'{mode}' is not supported; supported modes: cluster-pool, crd, kubernetes, multi-pool",
+        match=f"'{mode}' is not supported; supported modes: cluster-pool, crd, eni, kubernetes, multi-pool",
     ):
         factory_for(mode)
 

@@ -17,7 +17,7 @@ NODE = {"nodeName": "n", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}
 def test_builtin_names() -> None:
     assert ROUTING_MODES.names() == ("native", "native+tunnelFallback", "tunnel")
     assert TUNNEL_PROTOCOLS.names() == ("geneve", "vxlan")
-    assert IPAM_MODES.names() == ("cluster-pool", "crd", "kubernetes", "multi-pool")
+    assert IPAM_MODES.names() == ("cluster-pool", "crd", "eni", "kubernetes", "multi-pool")
 
 
 def test_unknown_name_lists_the_choices_and_a_near_miss() -> None:
@@ -25,7 +25,7 @@ def test_unknown_name_lists_the_choices_and_a_near_miss() -> None:
     with pytest.raises(UnknownChoice, match=near_miss):
         TUNNEL_PROTOCOLS.get("vxlam")
     with pytest.raises(UnsupportedIPAMMode, match="supported modes: cluster-pool"):
-        factory_for("eni")
+        factory_for("aws-eni")
 
 
 def test_a_name_registered_twice_is_refused() -> None:
@@ -57,5 +57,5 @@ def test_exactly_one_mode_applies(values: dict[str, Any], mode: str, tunnel: str
 def test_config_choices_come_from_the_registries() -> None:
     with pytest.raises(ConfigError, match="native, tunnel"):
         load_config({**NODE, "routingMode": "hybrid"})
-    with pytest.raises(ConfigError, match="cluster-pool"):
-        load_config({**NODE, "ipam": {"mode": "eni"}})
+    with pytest.raises(ConfigError, match="cluster-pool, crd, eni"):
+        load_config({**NODE, "ipam": {"mode": "aws-eni"}})

@@ -39,7 +39,15 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
 # attributes
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO, IFLA_GROUP, IFLA_NET_NS_FD = 1, 3, 5, 18, 27, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_GROUP, IFLA_NET_NS_FD = (
+    1,
+    3,
+    4,
+    5,
+    18,
+    27,
+    28,
+)
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -156,14 +164,18 @@ class Rtnl:
 
     # ---- links ---------------------------------------------------------------------------------
 
-    def add_veth(self, name: str, peer: str, peer_netns_fd: int, up: bool = True) -> None:
-        """``ip link add NAME [up] type veth peer name PEER netns FD``. Only this end can be born
-        up: the kernel configures the peer before the pair is joined (ENOTCONN when asked)."""
-        peer_info = _ifinfo() + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_netns_fd)
+    def add_veth(
+        self, name: str, peer: str, peer_netns_fd: int, up: bool = True, mtu: int | None = None
+    ) -> None:
+        """``ip link add NAME [up] [mtu M] type veth peer name PEER netns FD [mtu M]``. Only this
+        end can be born up: the kernel configures the peer before the pair is joined (ENOTCONN)."""
+        sized = _u32(IFLA_MTU, mtu) if mtu else b""
+        peer_info = _ifinfo() + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_netns_fd) + sized
         data = _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
         body = (
             _ifinfo(up=up)
             + _str(IFLA_IFNAME, name)
+            + sized
             + _attr(IFLA_LINKINFO, _str(IFLA_INFO_KIND, "veth") + data)
         )
         self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)

@@ -1,0 +1,156 @@
+"""The agent's ENI component (``ipam.mode: eni``): the ENIs up at MTU 9001, a routing table per
+ENI and two rules per pod address (``podnet.datapath.eni``), applied after every round and, for
+one pod, at once from its CNI ADD (before the ADD answers) and DEL.
+
+Its status is what ``podnet status`` shows of the node's ENIs: each ENI with its device, subnet,
+security groups and addresses (used or free), the instance type's limits, and the operator's last
+EC2 calls and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from podnet.agent.round import RoundPlan
+from podnet.config import AgentConfig
+from podnet.datapath import eni as dp
+from podnet.datapath.guard import EndpointSource
+from podnet.ipam.eni import EniAllocator
+from podnet.ipam.enimodel import Eni
+from podnet.model import IPAddress, NodeInfo
+
+log = logging.getLogger("podnet.agent")
+
+
+def port_of(eni: Eni) -> dp.EniPort:
+    return dp.EniPort(eni.index, eni.mac, eni.gateway)
+
+
+class EniRouting:
+    name = "eni"
+
+    def __init__(
+        self,
+        allocator: EniAllocator,
+        config: Callable[[], AgentConfig],
+        sources: Callable[[], Sequence[EndpointSource]],
+    ) -> None:
+        self._allocator = allocator
+        self._config = config
+        self._sources = sources
+        self._lock = threading.Lock()
+        self.plan: dp.EniPlan | None = None
+        self.errors: list[str] = []
+
+    def _egress_cidrs(self) -> tuple[ipaddress.IPv4Network, ...]:
+        """The VPC's CIDRs when masquerading (the rule then only covers traffic inside the VPC)."""
+        config = self._config()
+        if not config.enable_ipv4_masquerade:
+            return ()
+        vpc = self._allocator.operator_status().get("vpc") or {}
+        cidrs = tuple(ipaddress.IPv4Network(c) for c in vpc.get("cidrs") or ())
+        if cidrs:
+            return cidrs
+        return (config.ipv4_native_routing_cidr,) if config.ipv4_native_routing_cidr else ()
+
+    def _endpoints(self, sources: Sequence[EndpointSource]) -> dict[IPAddress, int]:
+        found = {}
+        for source in sources:
+            for address in source.addresses:
+                eni = self._allocator.eni_of(address)
+                if eni is not None:
+                    found[address] = eni.index
+        return found
+
+    def _plan(self, ipr: IPRoute) -> dp.EniPlan:
+        """Rules for every pod address, and for the router IP: the node answers from it (health
+        pings, the pods' gateway), and that answer must leave through the ENI that owns it too."""
+        enis = self._allocator.enis()
+        router = EndpointSource("podnet_host", self._allocator.router_ips())
+        endpoints = self._endpoints([*self._sources(), router])
+        return dp.plan_eni([port_of(e) for e in enis], dp.links_by_mac(ipr), endpoints, self._egress_cidrs())
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        return None
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        with self._lock, IPRoute() as ipr:
+            plan = self._plan(ipr)
+            errors = dp.apply_eni(ipr, plan, lambda text: log.info("eni: %s", text))
+            self.plan, self.errors = plan, errors
+        return errors
+
+    def allow(self, source: EndpointSource) -> None:
+        """A new pod: its rules before its ADD answers (the round would add them later)."""
+        with self._lock, IPRoute() as ipr:
+            for address in source.addresses:
+                eni = self._allocator.eni_of(address)
+                if eni is not None:
+                    dp.add_rules(ipr, dp.endpoint_rules(address, port_of(eni), self._egress_cidrs()))
+
+    def revoke(self, source: EndpointSource) -> None:
+        with self._lock, IPRoute() as ipr, contextlib.suppress(OSError):
+            for address in source.addresses:
+                eni = self._allocator.eni_of(address)
+                if eni is not None:
+                    dp.delete_rules(ipr, dp.endpoint_rules(address, port_of(eni), self._egress_cidrs()))
+
+    def status(self) -> dict[str, Any]:
+        op = self._allocator.operator_status()
+        used = self._allocator.used()
+        first = self._allocator.settings.first_interface_index
+        plan = self.plan
+        return {
+            "instance": {k: op.get(k) for k in ("instanceID", "instanceType", "availabilityZone")},
+            "vpc": op.get("vpc") or {},
+            "limits": op.get("limits") or {},
+            "firstInterfaceIndex": first,
+            "needed": op.get("needed"),
+            "excess": op.get("excess"),
+            "limitReached": op.get("limitReached") or "",
+            "enis": [
+                {
+                    "id": e.id,
+                    "device": f"eth{e.index}",
+                    "mac": e.mac,
+                    "table": e.table,
+                    "subnet": f"{e.subnet_id} {e.subnet_cidr}",
+                    "primary": str(e.primary),
+                    "securityGroups": list(e.security_groups),
+                    "forPods": e.index >= first,
+                    "addresses": {str(a): used.get(str(a), "") for a in e.addresses},
+                }
+                for e in self._allocator.enis()
+            ],
+            "release": sorted(op.get("release") or {}),
+            "rules": len(plan.rules) if plan else 0,
+            "missingLinks": list(plan.missing) if plan else [],
+            "errors": op.get("errors") or [],
+            "calls": (op.get("calls") or [])[-10:],
+            "datapathErrors": self.errors,
+        }
+
+    def stop(self) -> None:
+        return None  # rules and tables stay: pods keep their traffic while the agent is down
+
+
+class EndpointHooks:
+    """Several endpoint hooks as one (the CNI handler's ``guard``): the pod guard, then ENI rules."""
+
+    def __init__(self, *hooks: Any) -> None:
+        self._hooks = hooks
+
+    def allow(self, source: EndpointSource) -> None:
+        for hook in self._hooks:
+            hook.allow(source)
+
+    def revoke(self, source: EndpointSource) -> None:
+        for hook in self._hooks:
+            hook.revoke(source)

@@ -1,0 +1,97 @@
+"""ENI IPAM's keys in etcd, one writer each (CiliumNode's ``spec.eni`` and ``status.eni``):
+
+    /podnet/v1/ipam/eni/<node>/spec     the node's agent: preAllocate, subnets, groups ...
+    /podnet/v1/ipam/eni/<node>/used     the node's agent: {"used": {ip: owner}, "releaseReady": [ip]}
+    /podnet/v1/ipam/eni/<node>/status   the operator: instance, limits, ENIs, "release", errors, calls
+
+Design fact: releasing an address is a handshake, so that an address the agent is handing out is
+never unassigned under it: the operator marks it in ``status.release``, the agent stops using it
+and lists it in ``releaseReady`` (unless a pod holds it), and only then does the operator call
+UnassignPrivateIpAddresses. None of the keys is on a lease: a node's ENIs outlive its agent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from podnet.store.client import Store
+from podnet.store.keys import ROOT
+from podnet.store.multipool import decode_value
+from podnet.store.watch import PrefixWatcher, WatchEvent
+
+PREFIX = ROOT + "ipam/eni/"
+SPEC, USED, STATUS = "spec", "used", "status"
+
+
+def key(node: str, part: str) -> str:
+    return f"{PREFIX}{node}/{part}"
+
+
+def split_key(full: str) -> tuple[str, str] | None:
+    """(node, part) of an ENI key, or None."""
+    rest = full[len(PREFIX) :] if full.startswith(PREFIX) else ""
+    node, sep, part = rest.partition("/")
+    return (node, part) if sep and node and part in (SPEC, USED, STATUS) else None
+
+
+class EniView:
+    """A watch over ENI keys (one node's, or every node's for the operator), decoded."""
+
+    def __init__(self, store: Store, node: str | None, on_change: Callable[[], None]) -> None:
+        self._store = store
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], dict[str, Any]] = {}
+        prefix = f"{PREFIX}{node}/" if node else PREFIX
+        self._watcher = PrefixWatcher(store, prefix, self._on_event)
+
+    def start(self) -> EniView:
+        self._watcher.start()
+        return self
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._watcher.wait_synced(timeout)
+
+    def stop(self) -> None:
+        self._watcher.stop()
+
+    def _on_event(self, event: WatchEvent) -> None:
+        where = split_key(event.key)
+        if where is None:
+            return
+        with self._lock:
+            if event.kind == "delete":
+                self._values.pop(where, None)
+            else:
+                self._values[where] = decode_value(event.key, event.value)
+        self._on_change()
+
+    def get(self, node: str, part: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values.get((node, part)) or {})
+
+    def nodes(self) -> list[str]:
+        """Nodes that published an ENI spec."""
+        with self._lock:
+            return sorted({n for n, p in self._values if p == SPEC})
+
+
+def write_spec(store: Store, node: str, spec: Mapping[str, Any]) -> None:
+    store.put(key(node, SPEC), json.dumps(dict(spec), sort_keys=True))
+
+
+def write_used(store: Store, node: str, used: Mapping[str, str], release_ready: Sequence[str]) -> None:
+    doc = {"used": dict(sorted(used.items())), "releaseReady": sorted(release_ready)}
+    store.put(key(node, USED), json.dumps(doc, sort_keys=True))
+
+
+def write_status(store: Store, node: str, status: Mapping[str, Any]) -> None:
+    store.put(key(node, STATUS), json.dumps(dict(status), sort_keys=True))
+
+
+def read(store: Store, node: str, part: str) -> dict[str, Any]:
+    kv = store.get(key(node, part))
+    return decode_value(kv.key, kv.value) if kv is not None else {}
