@@ -210,14 +210,13 @@ def ensure_cloud(topo: Topology, state: st.LabState) -> int:
     deadline = time.monotonic() + READY_TIMEOUT
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            from podnet.lab.cluster import log_tail
-
             why = (
                 f"exited ({proc.returncode})"
                 if proc.poll() is not None
                 else f"not ready after {READY_TIMEOUT:g}s"
             )
-            raise RuntimeError(f"the lab's cloud (moto + VPC) {why}:{log_tail(logfile, 30)}")
+            tail = "\n    | ".join(["", *logfile.read_text(errors="replace").splitlines()[-30:]])
+            raise RuntimeError(f"the lab's cloud (moto + VPC) {why}:{tail}")
         time.sleep(0.1)
     return 1
 
