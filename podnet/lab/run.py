@@ -6,6 +6,7 @@ before the call), so a failed ``lab up`` leaves nothing behind.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -34,8 +35,13 @@ def bring_up(
     ``--set`` pairs -- applied); both go into the state, where ``LabView`` reads them back.
     """
     if cluster:
-        cl.validate_cluster_config(topo)  # before anything exists
-        validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
+        try:
+            cl.validate_cluster_config(topo)  # before anything exists
+            validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
+        except BaseException:
+            if st.LabState.load(topo.name) is None:  # only the certificates validation made
+                shutil.rmtree(st.lab_dir(topo.name), ignore_errors=True)
+            raise
     started = time.monotonic()
     existing = st.LabState.load(topo.name)
     was_up = existing is not None and existing.status == "up"

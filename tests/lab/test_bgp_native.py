@@ -154,3 +154,4 @@ def test_bgp_peer_that_is_no_router_fails_before_anything_is_built() -> None:
     with pytest.raises(RouterBgpError, match=re.escape("172.16.9.1 is not a router on node1's networks")):
         bring_up(topo)
     assert not netns.exists(st.ns_name(topo.name, "r1"))
+    assert not st.lab_dir(topo.name).exists()  # not even the certificates made while validating
