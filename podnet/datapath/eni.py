@@ -21,6 +21,7 @@ Pure planning here; ``apply_eni`` makes the kernel match and removes only podnet
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,8 +29,8 @@ from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.datapath.kernel.link import ensure_mtu, ensure_up
-from podnet.datapath.kernel.route import delete_route, dump_owned_routes, ensure_route
-from podnet.datapath.kernel.rule import delete_rule, dump_rules, ensure_rule
+from podnet.datapath.kernel.route import delete_route, ensure_route, route_from_msg
+from podnet.datapath.kernel.rule import add_rule, delete_rule, dump_rules
 from podnet.datapath.objects import SCOPE_LINK, Route, Rule, default_route, host_prefix
 from podnet.model import IPAddress
 
@@ -149,13 +150,26 @@ def apply_eni(ipr: IPRoute, plan: EniPlan, log: Callable[[str], None]) -> list[s
                 log(f"route {route.describe()}")
         except (LookupError, OSError) as exc:
             errors.append(f"ENI route {route.describe()}: {exc}")
-    for table in eni_tables():
-        for route in dump_owned_routes(ipr, table=table):
-            if route not in wanted and not any(w.key == route.key for w in wanted):
-                delete_route(ipr, route)
-                log(f"removed route {route.describe()}")
+    keys = {w.key for w in wanted}
+    for route in owned_eni_routes(ipr):
+        if route not in wanted and route.key not in keys:
+            delete_route(ipr, route)
+            log(f"removed route {route.describe()}")
     errors += sync_rules(ipr, plan.rules, log)
     return errors
+
+
+def owned_eni_routes(ipr: IPRoute) -> list[Route]:
+    """podnet's routes in the ENI tables (one dump of every table)."""
+    names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()}
+    found = []
+    for msg in ipr.route("dump", family=socket.AF_INET, proto=owned.ROUTE_PROTOCOL):
+        table = int(msg.get_attr("RTA_TABLE") or msg["table"])
+        if table in eni_tables():
+            route = route_from_msg(msg, lambda i: names.get(i, f"if{i}"))
+            if route is not None and route.protocol == owned.ROUTE_PROTOCOL:
+                found.append(route)
+    return found
 
 
 def sync_rules(ipr: IPRoute, rules: Sequence[Rule], log: Callable[[str], None]) -> list[str]:
@@ -166,7 +180,7 @@ def sync_rules(ipr: IPRoute, rules: Sequence[Rule], log: Callable[[str], None]) 
         if rule in have:
             continue
         try:
-            ensure_rule(ipr, rule)
+            add_rule(ipr, rule)
             log(rule.describe())
         except OSError as exc:
             errors.append(f"{rule.describe()}: {exc}")
@@ -179,7 +193,7 @@ def sync_rules(ipr: IPRoute, rules: Sequence[Rule], log: Callable[[str], None]) 
 
 def add_rules(ipr: IPRoute, rules: Sequence[Rule]) -> None:
     for rule in rules:
-        ensure_rule(ipr, rule)
+        add_rule(ipr, rule)
 
 
 def delete_rules(ipr: IPRoute, rules: Sequence[Rule]) -> None:

@@ -69,6 +69,8 @@ class EniAllocator:
             if owner == ROUTER_OWNER:
                 self._recorded_router = ipaddress.ip_address(ip)
         with self._cond:
+            shape = (enis, marked, str(status.get("limitReached") or ""))
+            reshaped = shape != (self._enis, self._marked, str(self._status.get("limitReached") or ""))
             self._enis, self._owner_of_eni, self._marked = enis, usable, marked
             self._status = dict(status)
             router = self._router_candidate()
@@ -78,7 +80,7 @@ class EniAllocator:
             if router is not None and self._router is None:
                 self._router = router
             self._cond.notify_all()
-        if self._ctx is not None:
+        if self._ctx is not None and (reshaped or router is not None):  # not for the operator's counters
             self._ctx.changed()
 
     def _router_candidate(self) -> IPAddress | None:

@@ -35,7 +35,7 @@ log = logging.getLogger("podnet.lab.cloud")
 
 MOTO_PORT = 5000
 FRONT_PORT = 8773
-SYNC_INTERVAL = 0.5
+SYNC_INTERVAL = 2.0  # changes made through the front are applied at once; this catches the rest
 READY_TIMEOUT = 60.0
 AMI = "ami-12c6146b"  # one of moto's built-in images
 HOST_TAG = "podnet-lab/host"

@@ -27,6 +27,7 @@ from podnet.store.client import Store
 log = logging.getLogger("podnet.operator.eni")
 
 KEPT_CALLS = 20
+RESYNC_INTERVAL = 5.0  # seconds between looks at EC2 for a node whose etcd keys did not change
 KEPT_ERRORS = 10
 MANAGED_TAG = "podnet.io/node"
 
@@ -58,6 +59,8 @@ class _NodeMemory:
     calls: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     vpc_cidrs: list[str] = field(default_factory=list)
+    synced: float = 0.0  # when EC2 was last read for the node
+    pending: bool = True  # the last plan left work for the next round (an action, a shortfall, a timer)
 
 
 class EniOperator:
@@ -205,6 +208,7 @@ class EniOperator:
 
     def sync_node(self, node: str) -> None:
         memory = self._nodes.setdefault(node, _NodeMemory())
+        memory.synced, memory.pending = self.clock(), True
         spec_doc = self._view.get(node, keys.SPEC)
         node_ip = str(spec_doc.pop("nodeIP", "") or "")
         try:
@@ -227,6 +231,9 @@ class EniOperator:
                 enis = self._enis(instance, subnets, memory)
             self._publish(
                 node, memory, _status(instance, limits, enis, plan, marked, self._vpc_cidrs(instance, memory))
+            )
+            memory.pending = (
+                bool(plan.actions) or plan.needed > 0 or memory.excess_since is not None or bool(marked)
             )
         except Ec2Error as exc:
             self._publish(
@@ -308,14 +315,22 @@ class EniOperator:
         if not self._view.wait_synced(30.0):
             log.warning("the watch of ENI nodes did not sync yet; going on")
         log.info("ENI operator running")
+        woken = True
         while not stop.is_set():
             self._wake.clear()
             for node in self._view.nodes():
-                try:
-                    self.sync_node(node)
-                except Exception as exc:  # one node's trouble never stops the others
-                    log.exception("node %s: %s", node, exc)
-            self._wake.wait(tick)
+                memory = self._nodes.get(node)
+                if (
+                    woken
+                    or memory is None
+                    or memory.pending
+                    or self.clock() - memory.synced >= RESYNC_INTERVAL
+                ):
+                    try:
+                        self.sync_node(node)
+                    except Exception as exc:  # one node's trouble never stops the others
+                        log.exception("node %s: %s", node, exc)
+            woken = self._wake.wait(tick)
         self._view.stop()
 
 

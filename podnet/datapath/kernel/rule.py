@@ -82,6 +82,18 @@ def ensure_rule(ipr: IPRoute, rule: Rule) -> bool:
     return True
 
 
+def add_rule(ipr: IPRoute, rule: Rule) -> bool:
+    """Add ``rule`` without reading first (one netlink call): the kernel refuses an equal rule
+    with EEXIST, which is success here. True when added now."""
+    try:
+        ipr.rule("add", **_kwargs(rule))
+    except NetlinkError as exc:
+        if is_exists(exc):
+            return False
+        raise
+    return True
+
+
 def delete_rule(ipr: IPRoute, rule: Rule) -> bool:
     """Delete ``rule``; False when it was already gone."""
     try:
