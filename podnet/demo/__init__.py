@@ -6,7 +6,9 @@
    learn the pod CIDRs (``proto bird``), pods reach each other, the R1-R2 link carries plain pod
    addresses. 4. l2 (one segment) in tunnel and in native mode at once: iperf3 host-to-host
    against pod-to-pod through VXLAN and natively, interleaved, medians and ratios, a PNG. 5. the
-   IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. Each
+   IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. 6. AWS
+   ENI mode in the lab's VPC (``demo.eni``): VPC addresses, no SNAT, egress through the pod's
+   own ENI. Each
    step compares what happened with what should happen; the exit status is 0 only when every
    step behaved as expected. A Markdown report goes to ``--report-dir``.
 """
@@ -21,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from podnet.demo.eni import part_eni
 from podnet.demo.ipam import part_ipam
 from podnet.demo.parts import Part, lab, say
 
@@ -53,7 +56,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "(takes about 2-3 minutes, 6 with the throughput comparison)",
         file=sys.stderr,
     )
-    for run in (part_tunnel, part_native, part_bgp, None if args.skip_perf else part_perf, part_ipam):
+    for run in (
+        part_tunnel,
+        part_native,
+        part_bgp,
+        None if args.skip_perf else part_perf,
+        part_ipam,
+        part_eni,
+    ):
         if run is None:
             continue
         part = Part(run.__doc__.splitlines()[0] if run.__doc__ else run.__name__)

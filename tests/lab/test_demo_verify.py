@@ -41,8 +41,10 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         assert set(ipam) == {"cluster-pool", "kubernetes", "crd", "multi-pool"}
         blue = next(p for p in ipam["multi-pool"] if p["pod"] == "blue-1")
         assert blue["address"].startswith("10.250.") and blue["source"].startswith("pool blue")
+        enis = parts["6."]["data"]["eni"]  # node -> its ENIs, with each address's owner
+        assert any(owner == "default/pod1" for e in enis["node1"] for owner in e["addresses"].values())
         assert not [lab for lab in st.known_labs() if lab.startswith("demo-")]
     finally:
         for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2n", "demo-ipc", "demo-ipk",
-                    "demo-ipr", "demo-ipm"):  # fmt: skip
+                    "demo-ipr", "demo-ipm", "demo-eni"):  # fmt: skip
             subprocess.run([PODNET, "lab", "down", lab], capture_output=True, timeout=60)
