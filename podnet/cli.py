@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     lab_cli.add_parser(sub)
     agent_cli.add_parser(sub)
-    sub.add_parser("operator", help="run the IPAM operator: cluster-pool, multi-pool or eni (podnet operator -h)")
+    sub.add_parser(
+        "operator", help="run the IPAM operator: cluster-pool, multi-pool, eni (podnet operator -h)"
+    )
     configcmd.add_parser(sub, lab_agents)
     cni_cli.add_parser(sub)
     demo.add_parser(sub)

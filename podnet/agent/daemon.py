@@ -197,6 +197,9 @@ class Agent:
             None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=hooks,
             pods=self._pod_resolver(),
         )  # fmt: skip
+        restored = getattr(self.allocator, "restored", None)  # eni: may report its use from now on
+        if restored is not None:
+            restored()
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
             log.warning("%s", problem)
         self._set_phase("syncing nodes from the store")
@@ -222,6 +225,7 @@ class Agent:
             self.allocator,
             lambda: self.config,
             lambda: self.cni_handler.sources() if self.cni_handler else [],
+            wake=self._dirty.set,
         )
         self.components.append(routing)
         return EndpointHooks(self.guard, routing)

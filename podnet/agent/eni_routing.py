@@ -28,6 +28,8 @@ from podnet.model import IPAddress, NodeInfo
 
 log = logging.getLogger("podnet.agent")
 
+WIRE_RETRY = 1.0  # seconds before another round when an ENI's link is not on the node yet
+
 
 def port_of(eni: Eni) -> dp.EniPort:
     return dp.EniPort(eni.index, eni.mac, eni.gateway)
@@ -41,8 +43,10 @@ class EniRouting:
         allocator: EniAllocator,
         config: Callable[[], AgentConfig],
         sources: Callable[[], Sequence[EndpointSource]],
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._allocator = allocator
+        self._wake = wake  # asks the agent for a round (an ENI whose link has not appeared yet)
         self._config = config
         self._sources = sources
         self._lock = threading.Lock()
@@ -85,6 +89,12 @@ class EniRouting:
             plan = self._plan(ipr)
             errors = dp.apply_eni(ipr, plan, lambda text: log.info("eni: %s", text))
             self.plan, self.errors = plan, errors
+        enis = self._allocator.enis()
+        self._allocator.set_wired(frozenset(e.mac for e in enis if e.mac not in plan.missing_macs))
+        if plan.missing:  # a NIC attached a moment ago shows up shortly: look again then
+            timer = threading.Timer(WIRE_RETRY, self._wake)
+            timer.daemon = True
+            timer.start()
         return errors
 
     def allow(self, source: EndpointSource) -> None:

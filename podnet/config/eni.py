@@ -121,6 +121,8 @@ def parse_eni(key: str, value: Any) -> EniSettings:
             continue
         if fld:
             found[fld] = _PARSE[fld](where, raw)
+    if found.get("pre_allocate") == 0:  # Cilium's rule: 0 means the default
+        found["pre_allocate"] = DEFAULT_PRE_ALLOCATE
     return EniSettings(**found)
 
 

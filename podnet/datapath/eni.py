@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 
@@ -57,8 +57,8 @@ class EniPlan:
     links: tuple[tuple[str, int], ...]  # (ifname, mtu) to bring up
     routes: tuple[Route, ...]
     rules: tuple[Rule, ...]
-    missing: tuple[str, ...] = ()  # ENIs whose link is not on the node (yet)
-    notes: tuple[str, ...] = field(default=())
+    missing: tuple[str, ...] = ()  # ENIs whose link is not on the node (yet), as "ethN (mac)"
+    missing_macs: frozenset[str] = frozenset()
 
 
 def eni_tables() -> range:
@@ -96,12 +96,13 @@ def plan_eni(
     mtu: int = ENI_MTU,
 ) -> EniPlan:
     """``ifnames``: MAC -> the node's link; ``endpoints``: local pod address -> its ENI's index."""
-    links, routes, rules, missing = [], [], [], []
+    links, routes, rules, missing, macs = [], [], [], [], set()
     by_index = {p.index: p for p in ports}
     for port in sorted(ports, key=lambda p: p.index):
         ifname = ifnames.get(port.mac.lower())
         if ifname is None:
             missing.append(f"eth{port.index} ({port.mac})")
+            macs.add(port.mac.lower())
             continue
         links.append((ifname, mtu))
         routes += port_routes(port, ifname)
@@ -109,9 +110,8 @@ def plan_eni(
         port = by_index.get(index)
         if port is not None and address.version == 4:
             rules += endpoint_rules(address, port, egress_cidrs)
-    return EniPlan(
-        tuple(links), tuple(routes), tuple(sorted(set(rules), key=lambda r: r.sort_key)), tuple(missing)
-    )
+    rules = sorted(set(rules), key=lambda r: r.sort_key)
+    return EniPlan(tuple(links), tuple(routes), tuple(rules), tuple(missing), frozenset(macs))
 
 
 # ---- applying (netlink) ------------------------------------------------------------------------

@@ -54,6 +54,9 @@ class EniAllocator:
         self._router: IPAddress | None = None
         self._recorded_router: IPAddress | None = None
         self._status: dict[str, Any] = {}
+        self._epochs: dict[IPAddress, int] = {}  # marked address -> the operator's mark epoch
+        self._wired: frozenset[str] | None = None  # MACs of ENIs whose link is set up (None: all)
+        self._restored = False  # pods from before a restart are back: "used" may be reported
         self._waiting = 0
 
     # ---- what the operator says ----------------------------------------------------------------
@@ -64,14 +67,16 @@ class EniAllocator:
         enis = enis_from_status(status)
         first = self.settings.first_interface_index
         usable = {a: e for e in enis if e.index >= first for a in e.addresses}
-        marked = frozenset(ipaddress.IPv4Address(a) for a in status.get("release") or {})
+        release = status.get("release") or {}
+        marked = frozenset(ipaddress.IPv4Address(a) for a in release)
+        epochs = {ipaddress.IPv4Address(a): _epoch(v) for a, v in release.items()}
         for ip, owner in (recorded_used or {}).items():
             if owner == ROUTER_OWNER:
                 self._recorded_router = ipaddress.ip_address(ip)
         with self._cond:
             shape = (enis, marked, str(status.get("limitReached") or ""))
             reshaped = shape != (self._enis, self._marked, str(self._status.get("limitReached") or ""))
-            self._enis, self._owner_of_eni, self._marked = enis, usable, marked
+            self._enis, self._owner_of_eni, self._marked, self._epochs = enis, usable, marked, epochs
             self._status = dict(status)
             router = self._router_candidate()
         if router is not None and self._ctx is not None:
@@ -97,8 +102,15 @@ class EniAllocator:
         return taken | ({self._router} if self._router is not None else set())
 
     def _free(self) -> list[IPAddress]:
+        """Free addresses of ENIs whose link is set up (an address of an ENI the node has not
+        wired yet would route through an empty table), not marked for release."""
         taken = self._taken()
-        return [a for a in sorted(self._owner_of_eni) if a not in taken and a not in self._marked]
+        wired = self._wired
+        return [
+            a
+            for a, eni in sorted(self._owner_of_eni.items())
+            if a not in taken and a not in self._marked and (wired is None or eni.mac in wired)
+        ]
 
     # ---- Allocator -----------------------------------------------------------------------------
 
@@ -143,6 +155,8 @@ class EniAllocator:
     def _empty(self) -> str:
         errors = self._status.get("errors") or []
         last = f"; the operator's last EC2 error: {errors[-1].get('message')}" if errors else ""
+        if self._status.get("problem"):
+            last += f"; the operator says: {self._status['problem']}"
         return (
             f"node {self.node}: no free ENI address after {self._wait:g}s: {len(self._owner_of_eni)} "
             f"address(es) on its ENIs, {len(self._taken())} in use{last}; is 'podnet operator --ipam eni' "
@@ -233,11 +247,25 @@ class EniAllocator:
                 found.update({str(ip): self._pods.get(owner, owner) for ip in ips})
             return found
 
-    def release_ready(self) -> list[str]:
-        """Addresses the operator marked that no pod holds (they are not handed out any more)."""
+    def release_ready(self) -> dict[str, int]:
+        """Addresses the operator marked that no pod holds (they are not handed out any more),
+        each with the epoch of the mark it answers: the operator unassigns only on a match."""
         with self._cond:
             taken = self._taken()
-            return sorted(str(a) for a in self._marked if a not in taken)
+            return {str(a): self._epochs.get(a, 0) for a in sorted(self._marked) if a not in taken}
+
+    def set_wired(self, macs: frozenset[str]) -> None:
+        """The ENIs whose link the datapath has set up (their addresses may be handed out)."""
+        with self._cond:
+            self._wired = macs
+            self._cond.notify_all()
+
+    def restored(self) -> None:
+        """Every pod from before a restart has its address back: ``used`` may now be reported
+        (before, the operator would see their addresses as free and could release them)."""
+        with self._cond:
+            self._restored = True
+        self._kick()
 
     def enis(self) -> tuple[Eni, ...]:
         with self._cond:
@@ -294,6 +322,8 @@ class WatchedEniAllocator(EniAllocator):
             writer.kick(urgent)
 
     def _write_used(self) -> None:
+        if not self._restored:
+            return  # the pods of a previous run are not restored yet (see restored())
         current = self._view.get(self.node, self._keys.USED)
         used, ready = self.used(), self.release_ready()
         if current.get("used") != used or current.get("releaseReady") != ready:
@@ -302,6 +332,11 @@ class WatchedEniAllocator(EniAllocator):
     def close(self) -> None:
         self._writer.stop()
         self._view.stop()
+
+
+def _epoch(mark: Any) -> int:
+    """A release mark's epoch (``{"eni": ..., "epoch": n}``; an older operator wrote the ENI ID)."""
+    return int(mark.get("epoch", 0)) if isinstance(mark, dict) else 0
 
 
 register_mode(MODE, WatchedEniAllocator)

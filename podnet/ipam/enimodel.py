@@ -2,7 +2,8 @@
 type's limits, and Cilium's two formulas (addresses needed, addresses in excess).
 
     needed = preAllocate - (available - used), at least minAllocate - available
-    excess = available - used - preAllocate - maxAboveWatermark, at most available - minAllocate
+    excess = available - used - preAllocate - maxAboveWatermark,
+             at most available - (minAllocate + maxAboveWatermark)
 
 ``available`` counts the secondary addresses of the ENIs podnet may use (device index at least
 ``firstInterfaceIndex``); an ENI's primary address is never given to a pod (it is the ENI's own).
@@ -105,8 +106,9 @@ def needed_addresses(available: int, used: int, pre_allocate: int, min_allocate:
 def excess_addresses(
     available: int, used: int, pre_allocate: int, min_allocate: int, max_above_watermark: int
 ) -> int:
-    """How many addresses the node could give back (0 or less: none)."""
-    excess = available - used - pre_allocate - max_above_watermark
-    if min_allocate > 0:
-        excess = min(excess, available - min_allocate)
-    return excess
+    """How many addresses the node could give back (0 or less: none). It always keeps
+    ``minAllocate + maxAboveWatermark`` (Cilium's calculateExcessIPs)."""
+    floor = min_allocate + max_above_watermark
+    if available <= floor:
+        return 0
+    return min(available - used - pre_allocate - max_above_watermark, available - floor)

@@ -28,7 +28,7 @@ from typing import Any
 
 from podnet.lab import state as st
 from podnet.lab.cloudtopo import DEFAULT_GROUP, VPC_ROUTER, Cloud
-from podnet.lab.topology import Topology
+from podnet.lab.topology import CONTROL_PLANE, Topology
 from podnet.util.proc import spawn
 
 log = logging.getLogger("podnet.lab.cloud")
@@ -140,6 +140,7 @@ class LabCloud:
         hosts = {v: k for k, v in ids["instances"].items()}
         first = True
         while True:
+            self.changed.clear()  # a change from here on is seen by the next pass
             try:
                 with front.lock:  # a consistent picture: no call is half done
                     ports, nft = self._desired(moto, hosts)
@@ -151,7 +152,6 @@ class LabCloud:
             except Exception as exc:  # the next round tries again
                 log.exception("sync failed: %s", exc)
             self.changed.wait(SYNC_INTERVAL)
-            self.changed.clear()
 
     def _desired(self, moto: Any, hosts: dict[str, str]) -> tuple[list[Any], str]:
         from podnet.lab.vpc import plan_ports, render_nft
@@ -223,7 +223,7 @@ def ensure_cloud(topo: Topology, state: st.LabState) -> int:
 
 def ec2_call(lab: str, action: str, **params: Any) -> dict[str, Any]:
     """One EC2 call through the lab's front, made inside the control plane's namespace."""
-    topo_ns = st.ns_name(lab, "cp")
+    topo_ns = st.ns_name(lab, CONTROL_PLANE)  # the first control-plane host, where the cloud runs
     code = (
         "import json,sys; from podnet.lab.cloud import client, front_endpoint; "
         "c = client(front_endpoint(), sys.argv[3]); "

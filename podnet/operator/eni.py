@@ -27,6 +27,7 @@ from podnet.store.client import Store
 log = logging.getLogger("podnet.operator.eni")
 
 KEPT_CALLS = 20
+MAX_BACKOFF = 30.0  # seconds between tries at most while EC2 keeps failing for a node
 RESYNC_INTERVAL = 5.0  # seconds between looks at EC2 for a node whose etcd keys did not change
 KEPT_ERRORS = 10
 MANAGED_TAG = "podnet.io/node"
@@ -60,6 +61,11 @@ class _NodeMemory:
     errors: list[dict[str, Any]] = field(default_factory=list)
     vpc_cidrs: list[str] = field(default_factory=list)
     synced: float = 0.0  # when EC2 was last read for the node
+    marks: dict[str, dict[str, Any]] | None = None  # address -> {"eni", "epoch"}; None: not read yet
+    epoch: int = 0  # the last release mark's epoch
+    swept: bool = False  # orphan ENIs of this node looked for since start
+    failures: int = 0  # EC2 failures in a row
+    backoff_until: float = 0.0
     pending: bool = True  # the last plan left work for the next round (an action, a shortfall, a timer)
 
 
@@ -120,7 +126,15 @@ class EniOperator:
             how = (
                 f"instance {spec.instance_id}" if spec.instance_id else f"an instance with address {node_ip}"
             )
-            raise Ec2Error("DescribeInstances", "NotFound", f"node {node}: no {how} in EC2")
+            error = Ec2Error(
+                "DescribeInstances",
+                "NotFound",
+                f"node {node}: no {how} in EC2; set eni.instanceID in its config",
+            )
+            memory.errors.append({"time": time.time(), "action": error.action, "code": error.code,
+                                  "message": error.message})  # fmt: skip
+            del memory.errors[:-KEPT_ERRORS]
+            raise error
         inst = found[0]
         eth0 = next((n for n in inst.get("NetworkInterfaces", []) if n["Attachment"]["DeviceIndex"] == 0), {})
         memory.instance = ep.Instance(
@@ -211,43 +225,71 @@ class EniOperator:
         memory.synced, memory.pending = self.clock(), True
         spec_doc = self._view.get(node, keys.SPEC)
         node_ip = str(spec_doc.pop("nodeIP", "") or "")
+        status = self._view.get(node, keys.STATUS)
+        if memory.marks is None:  # the first look since start: etcd has what the last run marked
+            memory.marks = {
+                a: dict(m) for a, m in (status.get("release") or {}).items() if isinstance(m, dict)
+            }
+            memory.epoch = max([int(m.get("epoch", 0)) for m in memory.marks.values()] + [0])
         try:
             spec = parse_eni(f"node {node} ENI spec", spec_doc)
-        except EniSettingError as exc:
-            self._publish(node, memory, {"problem": f"{exc.key}: {exc}"})
+        except EniSettingError as exc:  # keep what the node has; say what is wrong
+            self._publish(node, memory, {**status, "problem": f"{exc.key}: {exc}"})
             return
         spec = _with_release(spec, self.defaults)
-        used_doc = self._view.get(node, keys.USED)
-        status = self._view.get(node, keys.STATUS)
         try:
             instance = self._instance(node, spec, node_ip, memory)
+            if not memory.swept:
+                self._sweep_orphans(node, memory)
             limits = self._limits_of(instance.type, memory)
             subnets = self._subnets(instance, memory)
             enis = self._enis(instance, subnets, memory)
-            state = self._state(spec, instance, limits, enis, used_doc, status, memory)
+            state = self._state(spec, instance, limits, enis, self._view.get(node, keys.USED), memory)
             plan = ep.plan_node(state, subnets, self._tagged_groups(spec, instance, memory))
-            marked = self._apply(node, plan, state, instance, memory)
+            self._apply(node, plan, instance, memory)
             if any(not isinstance(a, ep.Mark | ep.Unmark) for a in plan.actions):
                 enis = self._enis(instance, subnets, memory)
-            self._publish(
-                node, memory, _status(instance, limits, enis, plan, marked, self._vpc_cidrs(instance, memory))
-            )
+            on_enis = {str(a) for e in enis for a in e.addresses}
+            memory.marks = {a: m for a, m in memory.marks.items() if a in on_enis}  # gone: no mark
+            vpc = self._vpc_cidrs(instance, memory)
+            self._publish(node, memory, _status(instance, limits, enis, plan, memory.marks, vpc))
             memory.pending = (
-                bool(plan.actions) or plan.needed > 0 or memory.excess_since is not None or bool(marked)
+                bool(plan.actions) or plan.needed > 0 or memory.excess_since is not None or bool(memory.marks)
             )
+            memory.failures = 0
         except Ec2Error as exc:
-            self._publish(
-                node, memory, {**status, "errors": list(memory.errors), "calls": list(memory.calls)}
-            )
+            memory.failures += 1
+            memory.backoff_until = self.clock() + min(MAX_BACKOFF, 2.0**memory.failures)
+            self._publish(node, memory, status)
             log.debug("node %s: %s", node, exc)
+
+    def _sweep_orphans(self, node: str, memory: _NodeMemory) -> None:
+        """ENIs this operator created for ``node`` that are attached nowhere (it was killed between
+        CreateNetworkInterface and AttachNetworkInterface): deleted once per start."""
+        filters = [
+            {"Name": f"tag:{MANAGED_TAG}", "Values": [node]},
+            {"Name": "status", "Values": ["available"]},
+        ]
+        for eni in self._call(memory, "DescribeNetworkInterfaces", Filters=filters)["NetworkInterfaces"]:
+            if not (eni.get("Attachment") or {}).get("InstanceId"):
+                self._call(memory, "DeleteNetworkInterface", NetworkInterfaceId=eni["NetworkInterfaceId"])
+        memory.swept = True
 
     def _state(
         self, spec: EniSettings, instance: ep.Instance, limits: Limits, enis: tuple[Eni, ...],
-        used_doc: dict[str, Any], status: dict[str, Any], memory: _NodeMemory,
+        used_doc: dict[str, Any], memory: _NodeMemory,
     ) -> ep.NodeState:  # fmt: skip
+        """The plan's input. Marks come from this operator's memory (it is their only writer; the
+        watch may lag); an agent's "ready" counts only for the epoch of the current mark."""
+        assert memory.marks is not None
         used = frozenset(ipaddress.IPv4Address(a) for a in (used_doc.get("used") or {}))
-        marked = {ipaddress.IPv4Address(a): str(e) for a, e in (status.get("release") or {}).items()}
-        ready = frozenset(ipaddress.IPv4Address(a) for a in used_doc.get("releaseReady") or ())
+        marked = {ipaddress.IPv4Address(a): str(m.get("eni", "")) for a, m in memory.marks.items()}
+        answers = used_doc.get("releaseReady") or {}
+        ready = frozenset(
+            ipaddress.IPv4Address(a)
+            for a, epoch in (answers.items() if isinstance(answers, dict) else ())
+            if a in memory.marks and int(memory.marks[a].get("epoch", -1)) == int(epoch)
+        )
         probe = ep.NodeState(spec, instance, limits, enis, used, marked, ready)
         excess = ep.plan_node(probe, ()).excess
         now = self.clock()
@@ -258,11 +300,9 @@ class EniOperator:
         held = now - memory.excess_since if memory.excess_since is not None else 0.0
         return ep.NodeState(spec, instance, limits, enis, used, marked, ready, held)
 
-    def _apply(
-        self, node: str, plan: ep.NodePlan, state: ep.NodeState, instance: ep.Instance, memory: _NodeMemory
-    ) -> dict[str, str]:
-        """Run the plan's actions; returns the release marks after them."""
-        marked = {str(a): e for a, e in state.marked.items()}
+    def _apply(self, node: str, plan: ep.NodePlan, instance: ep.Instance, memory: _NodeMemory) -> None:
+        """Run the plan's actions; the release marks change in ``memory`` as they go."""
+        assert memory.marks is not None
         for action in plan.actions:
             if isinstance(action, ep.Assign):
                 self._call(memory, "AssignPrivateIpAddresses", NetworkInterfaceId=action.eni_id,
@@ -270,17 +310,17 @@ class EniOperator:
             elif isinstance(action, ep.Create):
                 self._create_attach(node, action, instance, memory)
             elif isinstance(action, ep.Mark):
-                marked.update({str(a): e for a, e in action.addresses})
+                memory.epoch += 1
+                memory.marks.update({str(a): {"eni": e, "epoch": memory.epoch} for a, e in action.addresses})
                 memory.excess_since = None
             elif isinstance(action, ep.Unmark):
                 for a in action.addresses:
-                    marked.pop(str(a), None)
+                    memory.marks.pop(str(a), None)
             elif isinstance(action, ep.Unassign):
                 self._call(memory, "UnassignPrivateIpAddresses", NetworkInterfaceId=action.eni_id,
                            PrivateIpAddresses=[str(a) for a in action.addresses])  # fmt: skip
                 for a in action.addresses:
-                    marked.pop(str(a), None)
-        return marked
+                    memory.marks.pop(str(a), None)
 
     def _create_attach(
         self, node: str, action: ep.Create, instance: ep.Instance, memory: _NodeMemory
@@ -320,12 +360,10 @@ class EniOperator:
             self._wake.clear()
             for node in self._view.nodes():
                 memory = self._nodes.get(node)
-                if (
-                    woken
-                    or memory is None
-                    or memory.pending
-                    or self.clock() - memory.synced >= RESYNC_INTERVAL
-                ):
+                now = self.clock()
+                if memory is not None and now < memory.backoff_until:
+                    continue  # EC2 kept failing for this node: wait (the status says why)
+                if woken or memory is None or memory.pending or now - memory.synced >= RESYNC_INTERVAL:
                     try:
                         self.sync_node(node)
                     except Exception as exc:  # one node's trouble never stops the others
@@ -343,7 +381,7 @@ def _with_release(spec: EniSettings, defaults: EniSettings) -> EniSettings:
 
 
 def _status(
-    instance: ep.Instance, limits: Limits, enis: tuple[Eni, ...], plan: ep.NodePlan, marked: dict[str, str],
+    instance: ep.Instance, limits: Limits, enis: tuple[Eni, ...], plan: ep.NodePlan, marked: dict[str, Any],
     vpc_cidrs: list[str],
 ) -> dict[str, Any]:  # fmt: skip
     return {

@@ -21,6 +21,7 @@ from podnet.config.eni import EniSettings
 from podnet.ipam.enimodel import Eni, Limits, excess_addresses, needed_addresses
 
 IPv4 = ipaddress.IPv4Address
+MAX_DEVICES = 16  # device indexes 0..15: the ENI tables 10..25 (podnet.datapath.eni.MAX_ENIS)
 
 
 @dataclass(frozen=True)
@@ -142,13 +143,16 @@ def _grow(
 ) -> tuple[Action | None, str, str]:
     """(action, limit reached, problem) for a shortfall of ``want`` addresses."""
     limits, spec, inst = state.limits, state.spec, state.instance
+    free_in = {s.id: s.available for s in subnets}
     for eni in sorted(enis, key=lambda e: e.index):
-        room = limits.ipv4_per_adapter - 1 - len(eni.addresses)
-        if room > 0:
+        room = min(limits.ipv4_per_adapter - 1 - len(eni.addresses), free_in.get(eni.subnet_id, want))
+        if room > 0:  # an ENI whose subnet is full cannot grow: a new ENI may go elsewhere
             return Assign(eni.id, min(want, room)), "", ""
     taken = {e.index for e in state.enis}
-    index = next(i for i in range(max(1, spec.first_interface_index), 64) if i not in taken)
-    if len(state.enis) >= limits.adapters or index >= limits.adapters:
+    index = next(
+        (i for i in range(max(1, spec.first_interface_index), MAX_DEVICES) if i not in taken), MAX_DEVICES
+    )
+    if len(state.enis) >= limits.adapters or index >= min(limits.adapters, MAX_DEVICES):
         total = limits.pod_addresses(spec.first_interface_index)
         return (
             None,

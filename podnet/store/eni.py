@@ -1,20 +1,21 @@
 """ENI IPAM's keys in etcd, one writer each (CiliumNode's ``spec.eni`` and ``status.eni``):
 
     /podnet/v1/ipam/eni/<node>/spec     the node's agent: preAllocate, subnets, groups ...
-    /podnet/v1/ipam/eni/<node>/used     the node's agent: {"used": {ip: owner}, "releaseReady": [ip]}
+    /podnet/v1/ipam/eni/<node>/used     the node's agent: {"used": {ip: owner}, "releaseReady": {ip: epoch}}
     /podnet/v1/ipam/eni/<node>/status   the operator: instance, limits, ENIs, "release", errors, calls
 
 Design fact: releasing an address is a handshake, so that an address the agent is handing out is
-never unassigned under it: the operator marks it in ``status.release``, the agent stops using it
-and lists it in ``releaseReady`` (unless a pod holds it), and only then does the operator call
-UnassignPrivateIpAddresses. None of the keys is on a lease: a node's ENIs outlive its agent.
+never unassigned under it: the operator marks it in ``status.release`` with a new epoch, the agent
+stops using it and lists it in ``releaseReady`` with that epoch (unless a pod holds it), and only
+for a matching epoch does the operator call UnassignPrivateIpAddresses (an answer to an older mark
+of the same address never counts). None of the keys is on a lease: a node's ENIs outlive its agent.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from podnet.store.client import Store
@@ -83,8 +84,8 @@ def write_spec(store: Store, node: str, spec: Mapping[str, Any]) -> None:
     store.put(key(node, SPEC), json.dumps(dict(spec), sort_keys=True))
 
 
-def write_used(store: Store, node: str, used: Mapping[str, str], release_ready: Sequence[str]) -> None:
-    doc = {"used": dict(sorted(used.items())), "releaseReady": sorted(release_ready)}
+def write_used(store: Store, node: str, used: Mapping[str, str], release_ready: Mapping[str, int]) -> None:
+    doc = {"used": dict(sorted(used.items())), "releaseReady": dict(sorted(release_ready.items()))}
     store.put(key(node, USED), json.dumps(doc, sort_keys=True))
 
 

@@ -40,7 +40,7 @@ def test_needed_addresses(available: int, used: int, pre: int, min_: int, needed
 
 @pytest.mark.parametrize(
     ("available", "used", "pre", "min_", "above", "excess"),
-    [(18, 1, 8, 0, 0, 9), (18, 1, 8, 0, 4, 5), (18, 1, 8, 16, 0, 2), (9, 1, 8, 0, 0, 0)],
+    [(18, 1, 8, 0, 0, 9), (18, 1, 8, 0, 4, 5), (18, 1, 8, 16, 0, 2), (9, 1, 8, 0, 0, 0), (6, 1, 0, 4, 2, 0)],
 )
 def test_excess_addresses(available: int, used: int, pre: int, min_: int, above: int, excess: int) -> None:
     assert excess_addresses(available, used, pre, min_, above) == excess
@@ -177,7 +177,7 @@ def test_allocator_never_hands_out_a_marked_address_and_reports_ready_ones() -> 
     assert a.ip == e.addresses[1]
     with pytest.raises(IPAMExhausted, match="no free ENI address"):
         alloc.allocate("p2")
-    assert alloc.release_ready() == [str(x) for x in e.addresses[2:]]
+    assert alloc.release_ready() == {str(x): 0 for x in e.addresses[2:]}
 
 
 def test_allocator_fails_at_once_at_the_limit_and_waits_otherwise() -> None:
@@ -256,3 +256,32 @@ def test_vpc_ports_and_its_table() -> None:
     assert "ip saddr { 10.0.0.0/16 } meta l4proto tcp th dport 5201 accept" in table
     assert "ip saddr { 10.0.8.4, 10.0.8.5 } accept" in table  # the group's own members
     assert 'oifname "internet" ip saddr 10.0.0.0/16 counter masquerade' in table
+
+
+def test_a_full_subnet_does_not_block_growth() -> None:
+    full = [
+        ep.Subnet("subnet-00000008", N("10.0.8.0/24"), "us-east-1a", "vpc-1", 0, (("tier", "pods"),)),
+        *SUBNETS[2:],
+    ]
+    plan = ep.plan_node(state((eni(1, 3),), used=3, subnet_tags=(("tier", "pods"),)), full)
+    assert plan.actions == (ep.Create("subnet-00000009", ("sg-00000000",), 2, 8),)
+
+
+def test_release_answers_carry_the_marks_epoch_and_unwired_enis_are_not_used() -> None:
+    e1, e2 = eni(1, 2), eni(2, 3)
+    alloc = EniAllocator("node1", EniSettings(first_interface_index=1), wait=0.0)
+    alloc.set_status(status(e1, e2, release={str(e2.addresses[2]): {"eni": e2.id, "epoch": 7}}))
+    assert alloc.release_ready() == {str(e2.addresses[2]): 7}
+    alloc.set_wired(frozenset({e1.mac}))  # eth2's link is not on the node yet
+    (a,) = alloc.allocate("p1")
+    assert a.ip == e1.addresses[1]
+    with pytest.raises(IPAMExhausted):
+        alloc.allocate("p2")
+    alloc.set_wired(frozenset({e1.mac, e2.mac}))
+    assert alloc.allocate("p2")[0].ip == e2.addresses[0]
+
+
+def test_pre_allocate_zero_means_the_default() -> None:
+    from podnet.config.eni import parse_eni
+
+    assert parse_eni("eni", {"preAllocate": 0}).pre_allocate == 8
