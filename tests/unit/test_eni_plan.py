@@ -285,3 +285,21 @@ def test_pre_allocate_zero_means_the_default() -> None:
     from podnet.config.eni import parse_eni
 
     assert parse_eni("eni", {"preAllocate": 0}).pre_allocate == 8
+
+
+def test_the_operator_unassigns_only_for_an_answer_to_the_current_mark() -> None:
+    """A "ready" written for an earlier mark of the same address (the agent has since handed it
+    to a pod; its newer "used" is not here yet) must not count."""
+    from podnet.operator.eni import EniOperator, _NodeMemory
+    from podnet.store.client import Store
+
+    operator = EniOperator(Store(["http://127.0.0.1:9"]), None, EniSettings())  # no call is made
+    e = eni(1, 9)
+    address = str(e.addresses[5])
+    memory = _NodeMemory(marks={address: {"eni": e.id, "epoch": 4}}, epoch=4)
+    spec = EniSettings(first_interface_index=1)
+    stale = operator._state(spec, INSTANCE, M5, (e,), {"used": {}, "releaseReady": {address: 3}}, memory)
+    assert stale.ready == frozenset()
+    current = operator._state(spec, INSTANCE, M5, (e,), {"used": {}, "releaseReady": {address: 4}}, memory)
+    assert current.ready == frozenset({e.addresses[5]})
+    assert ep.plan_node(current, SUBNETS).actions == (ep.Unassign(e.id, (e.addresses[5],)),)
