@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def stats(values: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and mean of latencies in seconds, as milliseconds."""
+    return {
+        "p50_ms": round(percentile(values, 50) * 1000, 2),
+        "p99_ms": round(percentile(values, 99) * 1000, 2),
+        "mean_ms": round(statistics.fmean(values) * 1000, 2),
+    }
 
 
 def write_json(path: str | Path, result: dict[str, Any]) -> Path:

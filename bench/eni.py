@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import statistics
 import sys
 import time
 from typing import Any
 
-from benchlib import percentile, write_json
+from benchlib import percentile, stats, write_json
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -71,14 +70,6 @@ def spare(topo: Topology) -> tuple[int, int]:
     eni = cl.agent_request(topo.name, "node1", {"op": "status"})["eni"]
     free = sum(1 for e in eni["enis"] if e["forPods"] for owner in e["addresses"].values() if not owner)
     return free - len(eni["release"]), len(eni["release"])
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(percentile(values, 50) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
-        "mean_ms": round(statistics.fmean(values) * 1000, 2),
-    }
 
 
 def wait_for(cond: Any, what: str, timeout: float = 60.0) -> None:

@@ -23,12 +23,11 @@ import argparse
 import dataclasses
 import datetime
 import json
-import statistics
 import sys
 import time
 from typing import Any
 
-from benchlib import percentile, write_json
+from benchlib import percentile, stats, write_json
 
 from podnet.kube.client import connect
 from podnet.kube.resources import PodnetNode
@@ -97,14 +96,6 @@ def holds(topo: Topology, pool: str) -> list[str]:
         client.close()
     allocated = ((obj.spec or {}).get("ipam") or {}).get("pools", {}).get("allocated") or []
     return next((list(e["cidrs"]) for e in allocated if e["pool"] == pool), [])
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(percentile(values, 50) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
-        "mean_ms": round(statistics.fmean(values) * 1000, 2),
-    }
 
 
 def main() -> int:

@@ -312,8 +312,8 @@ class WatchedEniAllocator(EniAllocator):
         self._on_change()
 
     def _on_change(self) -> None:
-        used = self._view.get(self.node, self._keys.USED)
-        self.set_status(self._view.get(self.node, self._keys.STATUS), used.get("used") or {})
+        used = self._view.get_doc(self.node, self._keys.USED)
+        self.set_status(self._view.get_doc(self.node, self._keys.STATUS), used.get("used") or {})
         self._kick()  # a new release mark is answered
 
     def _kick(self, urgent: bool = False) -> None:
@@ -324,7 +324,7 @@ class WatchedEniAllocator(EniAllocator):
     def _write_used(self) -> None:
         if not self._restored:
             return  # the pods of a previous run are not restored yet (see restored())
-        current = self._view.get(self.node, self._keys.USED)
+        current = self._view.get_doc(self.node, self._keys.USED)
         used, ready = self.used(), self.release_ready()
         if current.get("used") != used or current.get("releaseReady") != ready:
             self._keys.write_used(self._store, self.node, used, ready)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from podnet.lab.topomodel import TopologyError
+from podnet.lab.topomodel import TopologyError, checked_mapping
 
 VPC_MTU = 9001
 VPC_ROUTER = "vpc"
@@ -118,15 +118,6 @@ def _tags(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
 
 
-def _mapping(raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise TopologyError(f"{where}: must be a mapping, not {raw!r}")
-    for key in raw:
-        if key not in allowed:
-            raise TopologyError(f"{where}.{key}: unknown key (known: {', '.join(sorted(allowed))})")
-    return raw
-
-
 def _net(value: Any, where: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(str(value))
@@ -140,7 +131,7 @@ def _subnets(raw: Any, vpc: ipaddress.IPv4Network, region: str) -> tuple[Subnet,
     found: list[Subnet] = []
     for i, item in enumerate(raw):
         where = f"cloud.vpc.subnets[{i}]"
-        m = _mapping(item, where, {"name", "cidr", "az", "tags"})
+        m = checked_mapping(item, where, {"name", "cidr", "az", "tags"})
         cidr = _net(m.get("cidr"), f"{where}.cidr")
         if not cidr.subnet_of(vpc):
             raise TopologyError(f"{where}.cidr: {cidr} is outside the VPC's {vpc}")
@@ -171,11 +162,11 @@ def _groups(raw: Any) -> tuple[SecurityGroup, ...]:
     found: list[SecurityGroup] = []
     for i, item in enumerate(raw or []):
         where = f"cloud.securityGroups[{i}]"
-        m = _mapping(item, where, {"name", "tags", "ingress"})
+        m = checked_mapping(item, where, {"name", "tags", "ingress"})
         rules: list[SgRule] = []
         for j, rule in enumerate(m.get("ingress") or []):
             rw = f"{where}.ingress[{j}]"
-            r = _mapping(rule, rw, {"protocol", "ports", "from"})
+            r = checked_mapping(rule, rw, {"protocol", "ports", "from"})
             proto = PROTOCOLS.get(str(r.get("protocol", "all")).lower())
             if proto is None:
                 raise TopologyError(f"{rw}.protocol: {r.get('protocol')!r} is not one of all, tcp, udp, icmp")
@@ -199,25 +190,27 @@ def _groups(raw: Any) -> tuple[SecurityGroup, ...]:
 
 def expand_cloud(data: Mapping[str, Any]) -> tuple[dict[str, Any], Cloud]:
     """The topology mapping with the VPC as networks, a router and instance hosts; and the cloud."""
-    m = _mapping(data["cloud"], "cloud", {"provider", "region", "vpc", "securityGroups", "internet"})
+    m = checked_mapping(data["cloud"], "cloud", {"provider", "region", "vpc", "securityGroups", "internet"})
     if m.get("provider", "aws") != "aws":
         raise TopologyError(f"cloud.provider: {m.get('provider')!r} is not supported (only aws)")
     for key in ("networks", "routers"):
         if data.get(key):
             raise TopologyError(f"{key}: a cloud topology makes its own (subnets, the VPC router); remove it")
     region = str(m.get("region", "us-east-1"))
-    vpc = _mapping(m.get("vpc"), "cloud.vpc", {"cidr", "subnets"})
+    vpc = checked_mapping(m.get("vpc"), "cloud.vpc", {"cidr", "subnets"})
     vpc_cidr = _net(vpc.get("cidr"), "cloud.vpc.cidr")
     subnets = _subnets(vpc.get("subnets"), vpc_cidr, region)
     groups = _groups(m.get("securityGroups"))
-    internet_raw = _mapping(m.get("internet") or {}, "cloud.internet", {"cidr"})
+    internet_raw = checked_mapping(m.get("internet") or {}, "cloud.internet", {"cidr"})
     internet = _net(internet_raw.get("cidr", DEFAULT_INTERNET), "cloud.internet.cidr")
     by_name = {s.name: s for s in subnets}
     nodes, instances = [], []
     for i, raw in enumerate(data.get("nodes") or []):
         where = f"nodes[{i}]"
         n = dict(
-            _mapping(raw, where, {"name", "subnet", "address", "instanceType", "securityGroups", "config"})
+            checked_mapping(
+                raw, where, {"name", "subnet", "address", "instanceType", "securityGroups", "config"}
+            )
         )
         subnet = by_name.get(str(n.get("subnet", subnets[0].name)))
         if subnet is None:

@@ -96,7 +96,7 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
     """The agent's YAML: the cluster's settings, the node's overrides, and the lab's wiring."""
     cfg = topo.node_config(node.name)
     cfg.setdefault("endpointGCInterval", LAB_ENDPOINT_GC)
-    tls = client_tls(topo, node.name)
+    tls = client_tls(topo, node.name, make=False)  # start_agent makes it; checks write nothing
     etcd = {**cfg.get("etcd", {}), "endpoints": etcd_endpoints(topo)}
     if tls is not None:
         etcd.update(trustedCAFile=tls.ca, certFile=tls.cert, keyFile=tls.key)
@@ -213,6 +213,7 @@ def start_agent(topo: Topology, state: st.LabState, node: Host) -> int:
     d = node_dir(topo.name, node.name)
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "agent.yaml"
+    client_tls(topo, node.name)  # the certificate the configuration names
     write_private(conf, yaml.safe_dump(agent_config(topo, node), sort_keys=True))
     argv = [_venv_bin("podnet"), "agent", "--config", str(conf)]
     if node.pod_cidr is not None:

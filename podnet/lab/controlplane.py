@@ -34,9 +34,10 @@ def scheme(topo: Topology) -> str:
     return "https" if topo.etcd_tls else "http"
 
 
-def client_tls(topo: Topology, who: str) -> TlsFiles | None:
-    """A client certificate for ``who`` (a node's name, ``operator``, ``lab``) when etcd uses TLS."""
-    return pki.client_tls(topo.name, who) if topo.etcd_tls else None
+def client_tls(topo: Topology, who: str, make: bool = True) -> TlsFiles | None:
+    """A client certificate for ``who`` (a node's name, ``operator``, ``lab``) when etcd uses TLS
+    (``make=False``: its file names only, nothing is written)."""
+    return pki.client_tls(topo.name, who, make) if topo.etcd_tls else None
 
 
 def member_process(index: int, host: str) -> str:

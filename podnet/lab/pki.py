@@ -94,6 +94,10 @@ def ensure_signing_key(lab: str, name: str) -> tuple[Path, Path]:
     return key, pub
 
 
-def client_tls(lab: str, who: str) -> TlsFiles:
-    """A client certificate of the lab (an agent by node name, ``operator``, or ``lab`` tools)."""
+def client_tls(lab: str, who: str, make: bool = True) -> TlsFiles:
+    """A client certificate of the lab (an agent by node name, ``operator``, or ``lab`` tools);
+    ``make=False`` only names its files (a configuration checked before the lab exists)."""
+    if not make:
+        d, name = pki_dir(lab), f"client-{who}"
+        return TlsFiles(ca=str(d / "ca.crt"), cert=str(d / f"{name}.crt"), key=str(d / f"{name}.key"))
     return ensure_cert(lab, f"client-{who}")

@@ -28,6 +28,7 @@ from podnet.lab.topomodel import (
     StaticRoute,
     Topology,
     TopologyError,
+    checked_mapping,
 )
 
 __all__ = [
@@ -159,15 +160,6 @@ def _list(data: Mapping[str, Any], key: str) -> list[Any]:
     return value
 
 
-def _mapping(raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise TopologyError(f"{where}: must be a mapping, not {raw!r}")
-    for key in raw:
-        if key not in allowed:
-            raise TopologyError(f"{where}.{key}: unknown key (known: {', '.join(sorted(allowed))})")
-    return raw
-
-
 def _name(raw: Mapping[str, Any], where: str) -> str:
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -184,7 +176,7 @@ def _parse_networks(raw: Any) -> list[Network]:
     nets: list[Network] = []
     for i, item in enumerate(raw):
         where = f"networks[{i}]"
-        m = _mapping(item, where, {"name", "cidr", "ipv6", "mtu"})
+        m = checked_mapping(item, where, {"name", "cidr", "ipv6", "mtu"})
         cidr = _v4_network(m.get("cidr"), f"{where}.cidr")
         ipv6 = None
         if m.get("ipv6") is not None:
@@ -263,7 +255,7 @@ def _network_interface(
 
 
 def _parse_router(raw: Any, where: str, netmap: Mapping[str, Network]) -> Host:
-    m = _mapping(raw, where, {"name", "asn", "bgp", "interfaces", "routes"})
+    m = checked_mapping(raw, where, {"name", "asn", "bgp", "interfaces", "routes"})
     name = _name(m, where)
     ifaces: list[Interface] = []
     items = m.get("interfaces")
@@ -271,7 +263,7 @@ def _parse_router(raw: Any, where: str, netmap: Mapping[str, Network]) -> Host:
         raise TopologyError(f"{where}.interfaces: a router needs a list of interfaces")
     for j, item in enumerate(items):
         iw = f"{where}.interfaces[{j}]"
-        im = _mapping(item, iw, {"network", "peer", "address", "ipv6"})
+        im = checked_mapping(item, iw, {"network", "peer", "address", "ipv6"})
         if ("network" in im) == ("peer" in im):
             raise TopologyError(f"{iw}: give exactly one of network (a segment) or peer (a router link)")
         if "network" in im:
@@ -301,7 +293,7 @@ def _p2p_interface(im: Mapping[str, Any], where: str) -> Interface:
 
 
 def _static_route(raw: Any, where: str) -> StaticRoute:
-    m = _mapping(raw, where, {"to", "via"})
+    m = checked_mapping(raw, where, {"to", "via"})
     try:
         via = ipaddress.IPv4Address(str(m.get("via")))
     except ValueError as e:
@@ -315,14 +307,14 @@ def _parse_endhost(
     allowed = {"name", "network", "address", "ipv6", "gateway", "interfaces"}
     if role == "node":
         allowed |= {"podCIDR", "config"}
-    m = _mapping(raw, where, allowed)
+    m = checked_mapping(raw, where, allowed)
     if default and "name" not in m:
         m = {**m, "name": default}
     name = _name(m, where)
     ifaces = [_network_interface(m, where, netmap, "eth0")]
     for j, item in enumerate(m.get("interfaces") or []):
         iw = f"{where}.interfaces[{j}]"
-        im = _mapping(item, iw, {"name", "network", "address", "ipv6"})
+        im = checked_mapping(item, iw, {"name", "network", "address", "ipv6"})
         ifname = str(im.get("name", f"eth{j + 1}"))
         if not re.match(r"^[a-z][a-z0-9]{0,14}$", ifname) or ifname in {i.name for i in ifaces}:
             raise TopologyError(f"{iw}.name: {ifname!r} is not a free interface name on {name}")
@@ -348,7 +340,7 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     network (default: the first), the first at ``address`` or the highest free address, the others
     at the next free addresses below it."""
     known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes"}
-    m = _mapping(raw or {}, "controlPlane", known)
+    m = checked_mapping(raw or {}, "controlPlane", known)
     members = m.get("etcdMembers", 1)
     if members not in ETCD_MEMBERS:
         raise TopologyError(
@@ -417,7 +409,7 @@ def _parse_namespaces(raw: Any) -> tuple[KubeNamespace, ...]:
         raise TopologyError("namespaces: must be a list of {name, labels, annotations}")
     found = []
     for i, item in enumerate(raw):
-        m = _mapping(item, f"namespaces[{i}]", {"name", "labels", "annotations"})
+        m = checked_mapping(item, f"namespaces[{i}]", {"name", "labels", "annotations"})
         found.append(
             KubeNamespace(
                 _k8s_name(m.get("name"), f"namespaces[{i}].name"),
@@ -436,7 +428,9 @@ def _parse_pods(raw: Any, nodes: Sequence[str]) -> tuple[Pod, ...]:
     pods: list[Pod] = []
     for i, item in enumerate(raw):
         where = f"pods[{i}]"
-        m = _mapping(item, where, {"name", "node", "count", "pool", "labels", "namespace", "annotations"})
+        m = checked_mapping(
+            item, where, {"name", "node", "count", "pool", "labels", "namespace", "annotations"}
+        )
         extra = {
             "namespace": _k8s_name(m.get("namespace", "default"), f"{where}.namespace"),
             "annotations": _string_map(m.get("annotations"), f"{where}.annotations"),

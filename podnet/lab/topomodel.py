@@ -16,6 +16,16 @@ class TopologyError(ValueError):
     """A topology file that cannot be built; the message names the key and the bad value."""
 
 
+def checked_mapping(raw: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:
+    """``raw`` when it is a mapping with only ``allowed`` keys; else the error naming ``where``."""
+    if not isinstance(raw, Mapping):
+        raise TopologyError(f"{where}: must be a mapping, not {raw!r}")
+    for key in raw:
+        if key not in allowed:
+            raise TopologyError(f"{where}.{key}: unknown key (known: {', '.join(sorted(allowed))})")
+    return raw
+
+
 @dataclass(frozen=True)
 class Network:
     """An underlay L2 segment: a bridge inside its own namespace (``pn-<lab>-sw-<name>``)."""

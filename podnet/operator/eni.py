@@ -223,9 +223,9 @@ class EniOperator:
     def sync_node(self, node: str) -> None:
         memory = self._nodes.setdefault(node, _NodeMemory())
         memory.synced, memory.pending = self.clock(), True
-        spec_doc = self._view.get(node, keys.SPEC)
+        spec_doc = self._view.get_doc(node, keys.SPEC)
         node_ip = str(spec_doc.pop("nodeIP", "") or "")
-        status = self._view.get(node, keys.STATUS)
+        status = self._view.get_doc(node, keys.STATUS)
         if memory.marks is None:  # the first look since start: etcd has what the last run marked
             memory.marks = {
                 a: dict(m) for a, m in (status.get("release") or {}).items() if isinstance(m, dict)
@@ -244,7 +244,7 @@ class EniOperator:
             limits = self._limits_of(instance.type, memory)
             subnets = self._subnets(instance, memory)
             enis = self._enis(instance, subnets, memory)
-            state = self._state(spec, instance, limits, enis, self._view.get(node, keys.USED), memory)
+            state = self._state(spec, instance, limits, enis, self._view.get_doc(node, keys.USED), memory)
             plan = ep.plan_node(state, subnets, self._tagged_groups(spec, instance, memory))
             self._apply(node, plan, instance, memory)
             if any(not isinstance(a, ep.Mark | ep.Unmark) for a in plan.actions):
@@ -345,7 +345,7 @@ class EniOperator:
 
     def _publish(self, node: str, memory: _NodeMemory, status: dict[str, Any]) -> None:
         status = {**status, "errors": list(memory.errors), "calls": list(memory.calls)}
-        if self._view.get(node, keys.STATUS) != status:
+        if self._view.get_doc(node, keys.STATUS) != status:
             keys.write_status(self.store, node, status)
 
     # ---- the loop ------------------------------------------------------------------------------

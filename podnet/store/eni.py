@@ -14,14 +14,13 @@ of the same address never counts). None of the keys is on a lease: a node's ENIs
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from podnet.store.client import Store
 from podnet.store.keys import ROOT
 from podnet.store.multipool import decode_value
-from podnet.store.watch import PrefixWatcher, WatchEvent
+from podnet.store.watch import PrefixCache
 
 PREFIX = ROOT + "ipam/eni/"
 SPEC, USED, STATUS = "spec", "used", "status"
@@ -38,46 +37,19 @@ def split_key(full: str) -> tuple[str, str] | None:
     return (node, part) if sep and node and part in (SPEC, USED, STATUS) else None
 
 
-class EniView:
+class EniView(PrefixCache):
     """A watch over ENI keys (one node's, or every node's for the operator), decoded."""
 
     def __init__(self, store: Store, node: str | None, on_change: Callable[[], None]) -> None:
-        self._store = store
-        self._on_change = on_change
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, str], dict[str, Any]] = {}
-        prefix = f"{PREFIX}{node}/" if node else PREFIX
-        self._watcher = PrefixWatcher(store, prefix, self._on_event)
+        super().__init__(store, f"{PREFIX}{node}/" if node else PREFIX, on_change)
 
-    def start(self) -> EniView:
-        self._watcher.start()
-        return self
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._watcher.wait_synced(timeout)
-
-    def stop(self) -> None:
-        self._watcher.stop()
-
-    def _on_event(self, event: WatchEvent) -> None:
-        where = split_key(event.key)
-        if where is None:
-            return
-        with self._lock:
-            if event.kind == "delete":
-                self._values.pop(where, None)
-            else:
-                self._values[where] = decode_value(event.key, event.value)
-        self._on_change()
-
-    def get(self, node: str, part: str) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._values.get((node, part)) or {})
+    def get_doc(self, node: str, part: str) -> dict[str, Any]:
+        full = key(node, part)
+        return decode_value(full, self.get(full))
 
     def nodes(self) -> list[str]:
         """Nodes that published an ENI spec."""
-        with self._lock:
-            return sorted({n for n, p in self._values if p == SPEC})
+        return sorted({w[0] for k, _ in self.items() if (w := split_key(k)) is not None and w[1] == SPEC})
 
 
 def write_spec(store: Store, node: str, spec: Mapping[str, Any]) -> None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from podnet.store.client import KV, Store
 from podnet.store.keys import ROOT
-from podnet.store.watch import PrefixWatcher, WatchEvent
+from podnet.store.watch import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -46,38 +45,16 @@ def decode_value(key: str, raw: bytes | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class EtcdPoolView:
+class EtcdPoolView(PrefixCache):
     """One watch over the multi-pool keys; the node's own request and allocation, and the pools."""
 
     def __init__(self, store: Store, node: str, on_change: Callable[[], None]) -> None:
+        super().__init__(store, PREFIX, on_change)
         self.node = node
         self._store = store
-        self._on_change = on_change
-        self._lock = threading.Lock()
-        self._values: dict[str, bytes] = {}
-        self._watcher = PrefixWatcher(store, PREFIX, self._on_event)
-
-    def start(self) -> EtcdPoolView:
-        self._watcher.start()
-        return self
-
-    def wait_synced(self, timeout: float) -> bool:
-        return self._watcher.wait_synced(timeout)
-
-    def stop(self) -> None:
-        self._watcher.stop()
-
-    def _on_event(self, event: WatchEvent) -> None:
-        with self._lock:
-            if event.kind == "delete":
-                self._values.pop(event.key, None)
-            else:
-                self._values[event.key] = event.value
-        self._on_change()
 
     def _get(self, key: str) -> dict[str, Any]:
-        with self._lock:
-            return decode_value(key, self._values.get(key))
+        return decode_value(key, self.get(key))
 
     def spec_ipam(self) -> dict[str, Any]:
         requested = self._get(REQUESTS + self.node).get("requested") or []
@@ -89,16 +66,16 @@ class EtcdPoolView:
         return {"pools": {pool: {"error": error} for pool, error in errors.items()}}
 
     def pools(self) -> list[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
-        with self._lock:
-            found = [
-                (
-                    key[len(POOLS) :],
-                    decode_value(key, raw),
-                    decode_value(key, self._values.get(POOL_STATUS + key[len(POOLS) :])),
-                )
-                for key, raw in self._values.items()
-                if key.startswith(POOLS)
-            ]
+        values = dict(self.items())
+        found = [
+            (
+                key[len(POOLS) :],
+                decode_value(key, raw),
+                decode_value(key, values.get(POOL_STATUS + key[len(POOLS) :])),
+            )
+            for key, raw in values.items()
+            if key.startswith(POOLS)
+        ]
         found.sort(key=lambda f: (float(f[1].get("created") or 0), f[0]))
         return [(name, doc.get("spec") or {}, status) for name, doc, status in found]
 

@@ -15,7 +15,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import requests
 
@@ -190,3 +190,40 @@ class PrefixWatcher:
             dup = socket.socket(fileno=socket.dup(fd))
             dup.shutdown(socket.SHUT_RDWR)
             dup.close()
+
+
+class PrefixCache:
+    """The current values under a prefix, kept up to date by one ``PrefixWatcher``; calls
+    ``on_change`` after every event (from the watch thread). Readers get copies."""
+
+    def __init__(self, store: Store, prefix: str, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._values: dict[str, bytes] = {}
+        self._watcher = PrefixWatcher(store, prefix, self._on_event)
+
+    def start(self) -> Self:
+        self._watcher.start()
+        return self
+
+    def wait_synced(self, timeout: float) -> bool:
+        return self._watcher.wait_synced(timeout)
+
+    def stop(self) -> None:
+        self._watcher.stop()
+
+    def _on_event(self, event: WatchEvent) -> None:
+        with self._lock:
+            if event.kind == "delete":
+                self._values.pop(event.key, None)
+            else:
+                self._values[event.key] = event.value
+        self._on_change()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def items(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return sorted(self._values.items())

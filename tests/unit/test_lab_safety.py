@@ -233,3 +233,19 @@ def test_private_files_are_0600_from_the_first_byte(tmp_path: Path) -> None:
     write_private(path, "again\n")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and path.read_text() == "again\n"
     assert [p.name for p in path.parent.iterdir()] == ["exabgp.conf"]  # no temporary file left
+
+
+def test_checking_a_labs_configuration_writes_nothing() -> None:
+    """Validating the agents' settings of a lab that is not up (lab up's first step, the BGP
+    checks) names certificate files but makes none: no lab directory appears."""
+    import dataclasses
+
+    from podnet.lab.bird import node_configs
+    from podnet.lab.cluster import validate_cluster_config
+    from podnet.lab.topology import load_topology
+
+    topo = dataclasses.replace(load_topology("two-subnets"), name="tcheck")
+    assert not st.lab_dir("tcheck").exists()
+    validate_cluster_config(topo)
+    assert set(node_configs(topo)) == {"node1", "node2"}
+    assert not st.lab_dir("tcheck").exists()
