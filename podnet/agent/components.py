@@ -111,17 +111,27 @@ class Masquerade:
     ) -> None:
         self._config = config
         self._table = NftTable("ip", owned.NFT_TABLE, guard, apply)
+        self._table6 = NftTable("ip6", owned.NFT_TABLE, guard, apply)
         self.applied: MasqueradePlan | None = None
+        self.applied6: MasqueradePlan | None = None
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         return None
 
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
-        error = self._table.sync(replace_script(round_plan.masquerade), round_plan.masquerade is not None)
-        if error is not None:
-            return [error]
-        self.applied = round_plan.masquerade
-        return []
+        errors = []
+        for table, plan, family in (
+            (self._table, round_plan.masquerade, 4),
+            (self._table6, round_plan.masquerade6, 6),
+        ):
+            error = table.sync(replace_script(plan, family), plan is not None)
+            if error is not None:
+                errors.append(error)
+            elif family == 4:
+                self.applied = plan
+            else:
+                self.applied6 = plan
+        return errors
 
     def status(self) -> dict[str, Any]:
         """What is applied (the table in this namespace), not only what is configured."""
@@ -132,6 +142,12 @@ class Masquerade:
             "table": "ip podnet" if plan is not None else None,
             "device": plan.egress_dev if plan is not None else None,
             "exempt": [str(c) for c in plan.exempt] if plan is not None else _exempt(self._config()),
+            "ipv6": {
+                "enableIPv6Masquerade": self._config().enable_ipv6_masquerade,
+                "mode": "nftables" if self.applied6 is not None else "disabled",
+                "table": "ip6 podnet" if self.applied6 is not None else None,
+                "exempt": [str(c) for c in self.applied6.exempt] if self.applied6 is not None else [],
+            },
         }
 
     def stop(self) -> None:

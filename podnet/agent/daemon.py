@@ -74,6 +74,7 @@ IPAM_WAIT = {
     "multi-pool": "reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
     "eni": "reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
 }
+ERROR_RETRY = 1.0  # seconds before a round that failed to apply something runs again
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
 
 
@@ -373,6 +374,10 @@ class Agent:
         report = self.reconciler.apply(round_plan.desired, resync=resync)
         if resync:
             self._last_resync = time.monotonic()
+        if report.errors:  # e.g. an IPv6 source address not usable for a moment: try again soon
+            retry = threading.Timer(ERROR_RETRY, self._dirty.set)
+            retry.daemon = True
+            retry.start()
         self.status_info.round_seconds = (planned - started, time.perf_counter() - planned)
         for issue in round_plan.desired.issues:
             log.warning("peer %s: %s", issue.peer, issue.message)

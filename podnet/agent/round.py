@@ -33,6 +33,7 @@ class RoundPlan:
     route_mtu: int
     keep_tunnel_device: bool
     guard: GuardPlan | None = None  # None: neither source verification nor the pod guard is on
+    masquerade6: MasqueradePlan | None = None  # table ip6 podnet (dual stack, enableIPv6Masquerade)
 
 
 def node_labels(config: AgentConfig) -> tuple[tuple[str, str], ...]:
@@ -61,14 +62,20 @@ def plan_round(
     pool, multi-pool) and every node's pod CIDRs (whatever IPAM mode gave them)."""
     desired = plan(local, peers, config, paths, previous)
     node = local.node
-    cluster = [*config.cluster_pool_ipv4_cidrs, *pool_cidrs, *(c for p in peers for c in p.pod_cidrs)]
-    masquerade = plan_masquerade(
-        config.enable_ipv4_masquerade,
-        node.pod_cidrs,
-        cluster,
-        config.ipv4_native_routing_cidr,
-        [node.ipv4, *(p.ipv4 for p in peers)],
-        ",".join(config.egress_masquerade_interfaces) or local.underlay_dev,
+    cluster = [
+        *config.cluster_pool_ipv4_cidrs,
+        *(config.cluster_pool_ipv6_cidrs if config.enable_ipv6 else ()),
+        *pool_cidrs,
+        *(c for p in peers for c in p.pod_cidrs),
+    ]
+    egress = ",".join(config.egress_masquerade_interfaces) or local.underlay_dev
+    node_ips = [a for n in (node, *peers) for a in (n.ipv4, n.ipv6)]
+    masquerade, masquerade6 = (
+        plan_masquerade(enabled, node.pod_cidrs, cluster, native, node_ips, egress, family)
+        for enabled, native, family in (
+            (config.enable_ipv4_masquerade, config.ipv4_native_routing_cidr, 4),
+            (config.enable_ipv6 and config.enable_ipv6_masquerade, config.ipv6_native_routing_cidr, 6),
+        )
     )
     keep_tunnel = keeps_tunnel_device(config, peers)
     guard = None
@@ -88,4 +95,5 @@ def plan_round(
         route_mtu=desired.route_mtu,
         keep_tunnel_device=keep_tunnel,
         guard=guard,
+        masquerade6=masquerade6,
     )

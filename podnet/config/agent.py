@@ -24,6 +24,7 @@ from typing import Any
 from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
 from podnet.config.eni import EniSettingError, EniSettings, eni_conflicts, parse_eni
 from podnet.config.errors import ConfigError
+from podnet.config.families import family_conflicts
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 
 MTU_MIN, MTU_MAX = 576, 65535
@@ -48,6 +49,11 @@ class AgentConfig:
     ipam_mode: str = "cluster-pool"
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
     cluster_pool_ipv4_mask_size: int = 24
+    cluster_pool_ipv6_cidrs: tuple[ipaddress.IPv6Network, ...] = (ipaddress.IPv6Network("fd00::/104"),)
+    cluster_pool_ipv6_mask_size: int = 120
+    enable_ipv4: bool = True  # ipv4.enabled
+    enable_ipv6: bool = False  # ipv6.enabled: dual stack (pods get an address of each family)
+    underlay_protocol: str = "ipv4"  # underlayProtocol: the family node-to-node traffic uses
     multi_pool_pre_allocation: tuple[tuple[str, int], ...] = (("default", 8),)  # pool -> preAlloc
     # the operator's multi-pool pools to create when missing: (name, PodnetIPPool spec as JSON)
     auto_create_pod_ip_pools: tuple[tuple[str, str], ...] = ()
@@ -58,6 +64,7 @@ class AgentConfig:
     etcd_cert_file: Path | None = None
     etcd_key_file: Path | None = None
     enable_ipv4_masquerade: bool = True
+    enable_ipv6_masquerade: bool = True
     egress_masquerade_interfaces: tuple[
         str, ...
     ] = ()  # where pod traffic is masqueraded (default: devices[0])
@@ -103,6 +110,11 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "cluster-pool-ipv4-cidr",
     ),
     "cluster_pool_ipv4_mask_size": ("ipam.operator.clusterPoolIPv4MaskSize", "cluster-pool-ipv4-mask-size"),
+    "cluster_pool_ipv6_cidrs": ("ipam.operator.clusterPoolIPv6PodCIDRList", "cluster-pool-ipv6-cidr"),
+    "cluster_pool_ipv6_mask_size": ("ipam.operator.clusterPoolIPv6MaskSize", "cluster-pool-ipv6-mask-size"),
+    "enable_ipv4": ("ipv4.enabled", "enable-ipv4"),
+    "enable_ipv6": ("ipv6.enabled", "enable-ipv6"),
+    "underlay_protocol": ("underlayProtocol", "underlay-protocol"),
     "multi_pool_pre_allocation": ("ipam.multiPoolPreAllocation", "ipam-multi-pool-pre-allocation"),
     "auto_create_pod_ip_pools": (
         "ipam.operator.autoCreatePodIPPools",
@@ -121,6 +133,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "etcd_cert_file": ("etcd.certFile", "etcd.cert-file", "etcd-cert-file"),
     "etcd_key_file": ("etcd.keyFile", "etcd.key-file", "etcd-key-file"),
     "enable_ipv4_masquerade": ("enableIPv4Masquerade", "enable-ipv4-masquerade"),
+    "enable_ipv6_masquerade": ("enableIPv6Masquerade", "enable-ipv6-masquerade"),
     "egress_masquerade_interfaces": ("egressMasqueradeInterfaces", "egress-masquerade-interfaces"),
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
@@ -299,6 +312,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES.names()),
     "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
     "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
+    "cluster_pool_ipv6_cidrs": lambda k, v: tuple(_cidr6(k, c) for c in _list(v)),
+    "cluster_pool_ipv6_mask_size": lambda k, v: _int(k, v, 1, 128),
+    "enable_ipv4": _bool,
+    "enable_ipv6": _bool,
+    "underlay_protocol": lambda k, v: _choice(k, v, ("ipv4", "ipv6")),
     "multi_pool_pre_allocation": lambda k, v: _pre_allocation(k, v),
     "auto_create_pod_ip_pools": lambda k, v: _pool_specs(k, _yaml_text(v)),
     "datastore": lambda k, v: _choice(k, v, ("etcd", "kubernetes")),
@@ -308,6 +326,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "etcd_cert_file": lambda k, v: _file(k, v),
     "etcd_key_file": lambda k, v: _file(k, v),
     "enable_ipv4_masquerade": _bool,
+    "enable_ipv6_masquerade": _bool,
     "egress_masquerade_interfaces": lambda k, v: tuple(_ifname(k, i) for i in _list(v)),
     "enable_source_ip_verification": _bool,
     "pod_guard": _bool,
@@ -514,6 +533,11 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             "https endpoints need etcd.trustedCAFile, etcd.certFile and etcd.keyFile (mutual TLS)",
         )
     _validate_bgp(cfg, name)
+    for fld, message in family_conflicts(
+        cfg.enable_ipv4, cfg.enable_ipv6, cfg.underlay_protocol, cfg.routing_mode, cfg.enable_ipv6_masquerade,
+        cfg.ipv6_native_routing_cidr, cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size,
+    ):  # fmt: skip
+        raise ConfigError(name(fld), message)
     if cfg.ipam_mode == "eni":
         for fld, message in eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore):
             raise ConfigError(name(fld), message)

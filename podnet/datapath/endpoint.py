@@ -12,7 +12,9 @@ Per attachment and per address (IPv4 and IPv6 alike; ``ip`` equivalents, node si
     ip route replace default via 10.244.1.1 dev eth0 mtu <route_mtu> proto 201
 
 The gateway comes with the address from IPAM (the node's router IP of that pod CIDR, a local
-address of the node on ``podnet_host``), so the node answers the pod's ARP for it on the veth.
+address of the node on ``podnet_host``), so the node answers the pod's ARP for it on the veth. IPv6
+answers neighbour solicitations only for addresses of the receiving link, so an IPv6 gateway
+also gets ``ip -6 neigh replace proxy <gateway> dev lxc...`` (with ``proxy_ndp`` on, no delay).
 DEL unplugs at once and deletes later (``retire_endpoint``, then ``purge_retired``)::
 
     ip link set lxcXXXXXXXXXXX down                       # every route through it goes now
@@ -42,6 +44,7 @@ from podnet.datapath.kernel import addr as kaddr
 from podnet.datapath.kernel import is_exists, is_gone
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import route as kroute
+from podnet.datapath.kernel import sysctl as ksysctl
 from podnet.datapath.kernel.rtnl import Link, Rtnl
 from podnet.datapath.objects import SCOPE_LINK, Route, default_route, host_prefix
 from podnet.datapath.podns import EndpointError as EndpointError
@@ -202,6 +205,9 @@ def add_endpoint(
                         _add_unless_there(pod, route, pod_link.index)
                 host_route = Route(dst=host_prefix(address.address.ip), dev=host_ifname, scope=SCOPE_LINK)
                 host.write_route(host_route, host_link.index)
+                if address.gateway.version == 6:  # the node answers the pod's NS for its gateway
+                    _answer_at_once(host_netns, host_ifname)
+                    host.add_proxy_neigh(host_link.index, address.gateway)  # type: ignore[arg-type]
             undo.pop_all()
     except NetlinkError as exc:
         listed = ", ".join(str(a.address) for a in addresses)
@@ -223,6 +229,15 @@ def add_endpoint(
 
 LOOPBACK_INDEX = 1  # every network namespace's lo
 VETH_MTU = 1500  # a pod veth's MTU unless the route MTU is larger (a jumbo underlay)
+
+
+def _answer_at_once(host_netns: str | None, host_ifname: str) -> None:
+    """``net.ipv6.neigh.<veth>.proxy_delay=0``: proxied answers to multicast solicitations are
+    otherwise delayed up to 0.8 s (a namespace other than the machine's has no ``default`` to set
+    once). The veth is podnet's own, so this is written wherever the node is."""
+    ksysctl.ensure_sysctls(
+        {f"net.ipv6.neigh.{host_ifname}.proxy_delay": "0"}, netns=host_netns, allow_initial_netns=True
+    )
 
 
 def _add_unless_there(sock: Rtnl, route: Route, index: int) -> None:

@@ -65,6 +65,7 @@ def node_sysctls(node: NodeInfo, tunnel_dev: str | None) -> dict[str, str]:
             settings[f"net.ipv4.conf.{dev}.rp_filter"] = "0"
     if any(a.version == 6 for a in node.router_ips):
         settings["net.ipv6.conf.all.forwarding"] = "1"
+        settings["net.ipv6.conf.all.proxy_ndp"] = "1"  # pods' gateways: proxy entries on their veths
     return settings
 
 

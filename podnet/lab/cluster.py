@@ -171,6 +171,10 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         "--grace-period", "60",
     ]  # fmt: skip
     tls = client_tls(topo, "operator")
+    node_cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
+    if mode == "cluster-pool" and node_cfg.enable_ipv6:  # dual stack: an IPv6 pod CIDR per node too
+        argv += ["--cluster-pool-ipv6-cidr", ",".join(str(c) for c in node_cfg.cluster_pool_ipv6_cidrs)]
+        argv += ["--cluster-pool-ipv6-mask-size", str(node_cfg.cluster_pool_ipv6_mask_size)]
     if mode == "multi-pool":
         configured = load_config(agent_config(topo, topo.nodes[0]), {}, None).auto_create_pod_ip_pools
         argv += ["--ipam", "multi-pool"]

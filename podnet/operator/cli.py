@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cluster-pool-ipv4-mask-size", type=int, default=24, help="per-node mask size")
     parser.add_argument(
+        "--cluster-pool-ipv6-cidr",
+        action="append",
+        help="dual stack: IPv6 pool CIDR(s), clusterPoolIPv6PodCIDRList (a CIDR of each family per node)",
+    )
+    parser.add_argument(
+        "--cluster-pool-ipv6-mask-size",
+        type=int,
+        default=120,
+        help="per-node IPv6 mask size (clusterPoolIPv6MaskSize)",
+    )
+    parser.add_argument(
         "--grace-period",
         type=float,
         default=60.0,
@@ -100,12 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     pools = [c for item in args.cluster_pool_ipv4_cidr for c in item.split(",") if c.strip()]
+    pools6 = [c for item in args.cluster_pool_ipv6_cidr or [] for c in item.split(",") if c.strip()]
     try:
         spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size)
+        spec6 = parse_pool_spec(pools6, args.cluster_pool_ipv6_mask_size, family=6) if pools6 else None
     except CIDRError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 2
     if args.datastore == "kubernetes":
+        if spec6 is not None:
+            print("podnet operator: IPv6 cluster pools are served on etcd only so far; on Kubernetes use "
+                  "ipam.mode kubernetes (dual-stack Node.spec.podCIDRs)", file=sys.stderr)  # fmt: skip
+            return 2
         return _run_on_kubernetes(args, spec, stop)
     store = _etcd_store(args)
     if store is None:
@@ -113,7 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with store:
             run_operator(
-                store, spec, spec.mask_size, args.grace_period, stop, fence_seconds=args.fence_period
+                store,
+                spec,
+                spec.mask_size,
+                args.grace_period,
+                stop,
+                fence_seconds=args.fence_period,
+                spec6=spec6,
             )
     except StoreError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)

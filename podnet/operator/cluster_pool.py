@@ -21,7 +21,7 @@ from typing import Any
 from podnet.ipam.cidr import PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
 from podnet.operator.loop import reconcile_forever
-from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pool
+from podnet.operator.plan import DEFAULT_FENCE_SECONDS, NodeLiveness, PoolPlan, cidrs_by_node, plan_pools
 from podnet.store import keys
 from podnet.store.client import (
     KV,
@@ -100,18 +100,24 @@ def apply_plan(store: Store, snap: Snapshot, plan: PoolPlan, now: float) -> int:
     """Apply ``plan``; returns how many steps lost a race (the caller then re-plans)."""
     conflicts = 0
     held = cidrs_by_node(snap.owners())
-    for name, cidr in plan.assign:
+    new: dict[str, list[IPNetwork]] = {}
+    for name, cidr in plan.assign:  # a dual-stack node gets both families in one transaction
+        new.setdefault(name, []).append(cidr)
+    for name, cidrs in new.items():
         index = snap.podcidrs.get(name)
-        cidrs = (*held.get(name, ()), cidr)
+        every = tuple(sorted((*held.get(name, ()), *cidrs), key=lambda c: (c.version, c)))
         ok = store.txn(
-            [cmp_absent(keys.cluster_pool_key(cidr)), cmp_mod_revision(keys.podcidrs_key(name), _rev(index))],
             [
-                op_put(keys.cluster_pool_key(cidr), name),
-                op_put(keys.podcidrs_key(name), encode_pod_cidrs(cidrs)),
+                *(cmp_absent(keys.cluster_pool_key(c)) for c in cidrs),
+                cmp_mod_revision(keys.podcidrs_key(name), _rev(index)),
+            ],
+            [
+                *(op_put(keys.cluster_pool_key(c), name) for c in cidrs),
+                op_put(keys.podcidrs_key(name), encode_pod_cidrs(every)),
             ],
         ).succeeded
         if ok:
-            log.info("allocated pod CIDR %s to node %s", cidr, name)
+            log.info("allocated pod CIDR(s) %s to node %s", ", ".join(map(str, cidrs)), name)
         conflicts += not ok
     for name in plan.mark_gone:
         if store.create(keys.node_gone_key(name), json.dumps({"since": now})):
@@ -149,7 +155,10 @@ def _reclaim(store: Store, snap: Snapshot, name: str, cidrs: tuple[IPNetwork, ..
 
 def pool_status(spec: PoolSpec, snap: Snapshot, plan: PoolPlan) -> dict[str, Any]:
     """What ``podnet status`` shows about the cluster pool (written to OPERATOR_STATUS_KEY)."""
-    allocated = len(snap.allocations) + len(plan.assign)
+    family = spec.pools[0].version
+    allocated = sum(c.version == family for c in snap.allocations) + sum(
+        c.version == family for _, c in plan.assign
+    )
     status: dict[str, Any] = {
         "state": "ok",
         "message": f"{allocated} of {spec.capacity()} node subnets allocated ({spec.describe()})",
@@ -167,12 +176,13 @@ def pool_status(spec: PoolSpec, snap: Snapshot, plan: PoolPlan) -> dict[str, Any
             f"; the pool overlaps the underlay: {', '.join(f'{c} {why}' for c, why in plan.blocked)}, "
             "never allocated; move the pool outside the node networks"
         )
-    if plan.exhausted:
+    if plan.exhausted and allocated >= spec.capacity():  # this family's pool is the one that is full
         status["state"] = "exhausted"
         status["message"] = (
             f"cluster pool exhausted: all {spec.capacity()} node subnets of {spec.describe()} are "
             f"allocated; nodes without a pod CIDR: {', '.join(plan.exhausted)}; add a CIDR to "
-            "clusterPoolIPv4PodCIDRList (--cluster-pool-ipv4-cidr) or remove nodes that are gone"
+            f"clusterPoolIPv{family}PodCIDRList (--cluster-pool-ipv{family}-cidr) or remove nodes that "
+            "are gone"
         )
     return status
 
@@ -187,9 +197,11 @@ class ClusterPoolOperator:
         grace_seconds: float,
         clock: Callable[[], float] = time.time,
         fence_seconds: float = DEFAULT_FENCE_SECONDS,
+        spec6: PoolSpec | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
+        self.specs = (spec, spec6) if spec6 is not None else (spec,)  # dual-stack: a CIDR of each
         self.grace_seconds = grace_seconds
         self.fence_seconds = fence_seconds
         self.clock = clock
@@ -202,8 +214,8 @@ class ClusterPoolOperator:
         for _ in range(MAX_ROUNDS):
             now = self.clock()
             snap = read_snapshot(self.store)
-            plan = plan_pool(
-                self.spec, snap.nodes, snap.owners(), snap.gone_since(), now, self.grace_seconds,
+            plan = plan_pools(
+                self.specs, snap.nodes, snap.owners(), snap.gone_since(), now, self.grace_seconds,
                 snap.liveness(), self.fence_seconds,
             )  # fmt: skip
             self._report(snap, plan)
@@ -219,6 +231,8 @@ class ClusterPoolOperator:
                     "node %s requested pod CIDR %s: %s; allocating another", req.node, req.cidr, req.reason
                 )
         status = pool_status(self.spec, snap, plan)
+        if len(self.specs) > 1:
+            status["ipv6"] = pool_status(self.specs[1], snap, plan)
         now = self.clock()
         if status == self._last_status and now - self._last_written < STATUS_HEARTBEAT:
             return
@@ -256,8 +270,10 @@ def run_operator(
     stop_event: threading.Event,
     clock: Callable[[], float] = time.time,
     fence_seconds: float = DEFAULT_FENCE_SECONDS,
+    spec6: PoolSpec | None = None,
 ) -> None:
-    """Run the cluster-pool operator until ``stop_event`` is set (blocking)."""
+    """Run the cluster-pool operator until ``stop_event`` is set (blocking); with ``spec6`` every
+    node gets an IPv6 pod CIDR as well (dual stack)."""
     spec = pools if isinstance(pools, PoolSpec) else parse_pool_spec(pools, mask_size)
     tick = min(max(grace_seconds / 4.0, 0.2), 10.0)
-    ClusterPoolOperator(store, spec, grace_seconds, clock, fence_seconds).run(stop_event, tick)
+    ClusterPoolOperator(store, spec, grace_seconds, clock, fence_seconds, spec6).run(stop_event, tick)

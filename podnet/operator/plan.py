@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from podnet.ipam.cidr import PoolSpec, next_free_subnet
@@ -117,6 +117,35 @@ def plan_pool(
         ignored_requests=tuple(ignored),
         fenced=gone.fenced,
         blocked=tuple(sorted(blocked.items(), key=lambda item: (item[0].version, item[0]))),
+    )
+
+
+def plan_pools(
+    specs: Sequence[PoolSpec],
+    nodes: Mapping[str, NodeRecord],
+    allocations: Mapping[IPNetwork, str],
+    gone_since: Mapping[str, float],
+    now: float,
+    grace_seconds: float,
+    liveness: Mapping[str, NodeLiveness] | None = None,
+    fence_seconds: float = DEFAULT_FENCE_SECONDS,
+) -> PoolPlan:
+    """``plan_pool`` for a dual-stack cluster: one pool spec per family (IPv4, IPv6), so each node
+    gets one CIDR of each; gone nodes are handled once, whatever their CIDRs' families."""
+    plans = [
+        plan_pool(spec, nodes, allocations, gone_since, now, grace_seconds, liveness, fence_seconds)
+        for spec in specs
+    ]
+    first = plans[0]
+    return PoolPlan(
+        assign=tuple(sorted((a for p in plans for a in p.assign), key=lambda a: (a[0], a[1].version))),
+        mark_gone=first.mark_gone,
+        clear_gone=first.clear_gone,
+        reclaim=first.reclaim,
+        exhausted=tuple(sorted({n for p in plans for n in p.exhausted})),
+        ignored_requests=tuple(r for p in plans for r in p.ignored_requests),
+        fenced=first.fenced,
+        blocked=tuple(b for p in plans for b in p.blocked),
     )
 
 

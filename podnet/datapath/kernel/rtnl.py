@@ -38,6 +38,10 @@ SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR = 20
 RTM_NEWROUTE = 24
+RTM_NEWNEIGH = 28
+NDA_DST = 1
+NTF_PROXY = 0x08
+NUD_PERMANENT = 0x80
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_GROUP, IFLA_NET_NS_FD = (
     1,
@@ -62,6 +66,7 @@ _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, src_len, tos, table, proto, scope, type, flags
+_NDMSG = struct.Struct("=BxxxiHBB")  # ndmsg: family, ifindex, state, flags, type
 _NLA = struct.Struct("=HH")
 
 
@@ -252,6 +257,15 @@ class Rtnl:
                 return False
             raise
         return True
+
+    def add_proxy_neigh(self, index: int, address: ipaddress.IPv6Address) -> None:
+        """``ip -6 neigh replace proxy ADDRESS dev INDEX``: the node answers neighbour
+        solicitations for ``address`` on that link (a pod's IPv6 gateway, local on podnet_host;
+        IPv6 answers only for addresses on the receiving link, unlike IPv4's ARP)."""
+        body = _NDMSG.pack(socket.AF_INET6, index, NUD_PERMANENT, NTF_PROXY, 0) + _attr(
+            NDA_DST, address.packed
+        )
+        self.request(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, body)
 
     def write_route(self, route: Route, index: int, replace: bool = True) -> None:
         """``ip route replace`` (or ``add``, which refuses an existing route with EEXIST) of
