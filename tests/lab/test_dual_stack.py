@@ -1,0 +1,91 @@
+"""Dual stack (issue 16): every pod has an IPv4 and an IPv6 address; IPv6 pods reach each other
+natively on one L2 (autoDirectNodeRoutes over the nodes' IPv6 addresses) and through IPv4 VXLAN
+(route MTU 1450); IPv6 traffic to the world is masqueraded, pod-to-pod is not."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from itertools import permutations
+
+import pytest
+from labhelpers import capture, sh
+
+from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.topology import Topology, load_topology
+from podnet.verify.probe import tcp_probe
+
+pytestmark = pytest.mark.lab
+
+WORLD6 = "fd00:1::100"
+
+
+def _ips(topo: Topology) -> dict[str, tuple[str, str]]:
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    return {name: (info["ips"][0], info["ips"][1]) for name, info in state.info["podIPs"].items()}
+
+
+def _reach6(topo: Topology, ips: dict[str, tuple[str, str]]) -> None:
+    """Every pod reaches every other by IPv6, and is seen with its own IPv6 address. A route
+    through a device whose IPv6 address is a second old may wait a round: probes retry a while."""
+    for a, b in permutations(sorted(ips), 2):
+        deadline = time.monotonic() + 10
+        res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b][1])
+        while not res.ok and time.monotonic() < deadline:
+            time.sleep(0.3)
+            res = tcp_probe(st.ns_name(topo.name, a), st.ns_name(topo.name, b), ips[b][1])
+        assert res.ok, f"{a} -> {b} ({ips[b][1]}): {res.detail}"
+        assert ips[a][1] in res.detail, f"{b} should see {a}'s own IPv6 address: {res.detail}"
+
+
+def _ping6(topo: Topology, pod: str, dst: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        st.ns_name(topo.name, pod),
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        *extra,
+        dst,
+    ]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def test_dual_stack_native_on_one_l2(lab_up: Callable[..., Topology]) -> None:
+    topo = lab_up(load_topology("dual-stack"))
+    ips = _ips(topo)
+    assert ips["node1-p1"][1].startswith("fd00:10:244:") and ips["node1-p1"][0].startswith("10.244.")
+    routes = sh(topo, "node1", "ip", "-6", "route", "show", "proto", "201")
+    peer = next(line for line in routes.splitlines() if "via fd00:1::11" in line)
+    assert peer.startswith("fd00:10:244:") and "dev eth0" in peer, routes
+    _reach6(topo, ips)
+    # to the world: masqueraded to node1's IPv6 address (pods keep theirs among themselves, above)
+    assert _ping6(topo, "node1-p1", WORLD6).returncode == 0  # neighbours resolved
+    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
+        assert _ping6(topo, "node1-p1", WORLD6).returncode == 0
+    assert any(f"fd00:1::10 > {WORLD6}" in line for line in seen), seen
+    assert not any(ips["node1-p1"][1] in line for line in seen), seen
+    table = sh(topo, "node1", "nft", "list", "table", "ip6", "podnet")
+    assert "fd00:10:244::/56" in table and "masquerade" in table
+
+
+def test_dual_stack_ipv6_pods_inside_ipv4_vxlan(lab_up: Callable[..., Topology]) -> None:
+    sets = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
+    topo = lab_up(apply_overrides(load_topology("dual-stack"), sets))
+    ips = _ips(topo)
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "node1", "eth0", "udp port 8472") as outer:
+        assert _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1402").returncode == 0  # 1402 + 48 = 1450
+    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in outer), outer
+    too_big = _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1403")
+    assert too_big.returncode != 0 and "mtu: 1450" in too_big.stderr, too_big
+    assert "mtu 1450" in sh(topo, "node1-p1", "ip", "-6", "route", "show", "default")
