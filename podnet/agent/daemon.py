@@ -144,6 +144,11 @@ class Agent:
         self.underlay = detect_underlay(self.ipr, self.config)
         log.info("underlay %s (%s, mtu %d)", self.underlay.dev,
                  self.underlay.ipv4 or self.underlay.ipv6, self.underlay.mtu)  # fmt: skip
+        if self.config.underlay_protocol == "ipv6" and self.underlay.ipv6 is None:
+            raise AgentError(
+                f"underlayProtocol is ipv6 but {self.underlay.dev} has no global IPv6 address: give the node "
+                "one, or set underlayProtocol=ipv4"
+            )
         conflicts = pool_conflicts(self.config.cluster_pool_ipv4_cidrs, self.underlay)
         if conflicts and self.config.ipam_mode != "eni":  # ENI addresses are the underlay's own
             raise AgentError(
@@ -356,6 +361,7 @@ class Agent:
                 self.underlay.dev,
                 self.underlay.index,
                 link_mtu(self.ipr, self.underlay.index),
+                6 if self.config.underlay_protocol == "ipv6" else None,
             )
             paths = self._kernel_paths(local, peers)
             switching = time.monotonic() - self._mode_changed < SWITCH_GRACE

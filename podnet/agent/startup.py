@@ -75,7 +75,7 @@ def connect_etcd(endpoints: Sequence[str], tls: TlsFiles | None = None) -> Store
 
 def mode_route_mtu(config: AgentConfig, underlay: Underlay) -> int:
     """The pods' route MTU before the first round (it then follows every round's plan)."""
-    family = 4 if underlay.ipv4 is not None else 6
+    family = 6 if config.underlay_protocol == "ipv6" or underlay.ipv4 is None else 4
     return mtu.route_mtu(config, mode_for(config), underlay.mtu, family)
 
 

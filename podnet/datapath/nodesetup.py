@@ -161,7 +161,7 @@ def _ensure_tunnel(
             klink.delete_link(ipr, protocol.device)
     if wanted is None:
         return None, None, None
-    local = node.ipv4 or node.ipv6
+    local = node.ipv6 if config.underlay_protocol == "ipv6" else (node.ipv4 or node.ipv6)
     if local is None:
         raise NodeSetupError(f"node {node.name} has no underlay address to use as the tunnel source")
     request = DeviceRequest(

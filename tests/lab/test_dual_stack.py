@@ -89,3 +89,25 @@ def test_dual_stack_ipv6_pods_inside_ipv4_vxlan(lab_up: Callable[..., Topology])
     too_big = _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1403")
     assert too_big.returncode != 0 and "mtu: 1450" in too_big.stderr, too_big
     assert "mtu 1450" in sh(topo, "node1-p1", "ip", "-6", "route", "show", "default")
+
+
+def test_vxlan_over_an_ipv6_underlay(lab_up: Callable[..., Topology]) -> None:
+    """underlayProtocol=ipv6: the VXLAN device sends from the node's IPv6 address, the overhead is
+    70 bytes (route MTU 1430), and both families of pods ride inside IPv6 UDP."""
+    sets = ["routingMode=tunnel", "autoDirectNodeRoutes=false", "underlayProtocol=ipv6"]
+    topo = lab_up(apply_overrides(load_topology("dual-stack"), sets))
+    ips = _ips(topo)
+    _reach6(topo, ips)
+    assert "local fd00:1::10 " in sh(topo, "node1", "ip", "-d", "link", "show", "podnet_vxlan")
+    v4, v6 = ips["node2-p1"]
+    with capture(topo, "node1", "eth0", "udp port 8472") as outer:
+        assert _ping6(topo, "node1-p1", v6, "-M", "do", "-s", "1382").returncode == 0  # 1382 + 48 = 1430
+        ping4 = ["ip", "netns", "exec", st.ns_name(topo.name, "node1-p1"), "ping", "-c", "1", "-W", "1"]
+        assert subprocess.run([*ping4, "-M", "do", "-s", "1402", v4], capture_output=True).returncode == 0
+    assert any(
+        line.startswith(("IP6 fd00:1::10.", "IP6 fd00:1::11.")) or " IP6 fd00:1::1" in line for line in outer
+    )
+    assert any(f"> {v6}: ICMP6, echo request" in line for line in outer), outer
+    assert any(f"> {v4}: ICMP echo request" in line for line in outer), outer
+    too_big = _ping6(topo, "node1-p1", v6, "-M", "do", "-s", "1383")
+    assert "mtu: 1430" in too_big.stderr, too_big

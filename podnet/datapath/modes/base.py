@@ -53,9 +53,12 @@ class LocalNode:
     underlay_dev: str
     underlay_ifindex: int
     underlay_mtu: int
+    protocol: int | None = None  # underlayProtocol (4 or 6); None: IPv4 when the node has it
 
     @property
     def underlay_family(self) -> int:
+        if self.protocol is not None:
+            return self.protocol
         return 4 if self.node.ipv4 is not None else 6
 
 
