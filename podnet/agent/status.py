@@ -71,6 +71,11 @@ def status_document(
             "ipv4NativeRoutingCIDR": str(config.ipv4_native_routing_cidr)
             if config.ipv4_native_routing_cidr
             else None,
+            "ipv6NativeRoutingCIDR": str(config.ipv6_native_routing_cidr)
+            if config.enable_ipv6 and config.ipv6_native_routing_cidr
+            else None,
+            "families": [f for f, on in (("IPv4", config.enable_ipv4), ("IPv6", config.enable_ipv6)) if on],
+            "underlayProtocol": config.underlay_protocol,
         },
         "masquerade": components.get("masquerade", {"mode": "disabled"}),
         "guard": components.get("guard", {"enabled": False}),

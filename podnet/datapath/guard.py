@@ -130,9 +130,10 @@ def _rules(plan: GuardPlan) -> list[str]:
             f"prerouting {pods} jump endpoint_source",
             "endpoint_source meta nfproto ipv4 iifname . ip saddr @allowed4 return",
             "endpoint_source meta nfproto ipv6 iifname . ip6 saddr @allowed6 return",
-            # IPv6 neighbour discovery from link-local addresses is not spoofing a pod address
-            "endpoint_source ip6 saddr fe80::/10 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, "
-            "nd-neighbor-advert } return",
+            # IPv6 neighbour discovery and multicast listener reports from a link-local or the
+            # unspecified address (DAD, MLD before the link-local is ready) spoof no pod address
+            "endpoint_source ip6 saddr { ::/128, fe80::/10 } icmpv6 type { nd-router-solicit, "
+            "nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } return",
             "endpoint_source update @spoofed { iifname } drop",
         ]
     if not plan.isolation:

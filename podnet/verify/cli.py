@@ -136,6 +136,13 @@ def _masquerading(masq: dict[str, Any]) -> str:
     return f"nftables [{masq.get('device')}], not to {', '.join(masq.get('exempt') or [])} or nodes"
 
 
+def _masquerading6(masq6: dict[str, Any]) -> str:
+    """The IPv6 half of the line in a dual-stack cluster (nothing in an IPv4 one)."""
+    if masq6.get("mode") != "nftables":
+        return ""
+    return f"; IPv6 nftables, not to {', '.join(masq6.get('exempt') or [])} or nodes"
+
+
 def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
     if not bgp or not bgp.get("enabled"):
         return None
@@ -230,7 +237,7 @@ def print_status(out: dict[str, Any]) -> None:
             ("KVStore", kvstore_line(kv)),
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
-            ("Masquerading", _masquerading(masq)),
+            ("Masquerading", _masquerading(masq) + _masquerading6(s.get("masquerading6") or {})),
             ("Pod guard", guard_line(s.get("guard") or {})),
             (
                 "MTU",

@@ -9,6 +9,7 @@ namespaces (``podnet.verify.probe``); the MTU check is ``ping -M do``. Each fail
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from podnet.verify.view import PathView, Place
 
 DEFAULT_DEADLINE = 90.0
 ICMP_IPV4_HEADERS = 28  # IPv4 20 + ICMP 8: ping -s payload = packet size - 28
+ICMP_IPV6_HEADERS = 48  # IPv6 40 + ICMPv6 8
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,28 @@ def plan_checks(view: PathView, diagnoser: Diagnoser) -> list[CheckSpec]:
         a, b = pod[nodes[0]], pod[nodes[1]]
         specs.append(CheckSpec("full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
         specs.append(CheckSpec("full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
+    return specs + _ipv6_checks(view, diagnoser, nodes)
+
+
+def _ipv6_checks(view: PathView, diagnoser: Diagnoser, nodes: list[str]) -> list[CheckSpec]:
+    """The same pod checks by IPv6, for pods that have an IPv6 address (dual stack)."""
+    pod6 = {n: p for n in nodes if (p := _pod_place(view, view.pods_on(n)[0], 6)) is not None}
+    specs = [
+        CheckSpec("IPv6 pod-to-pod across nodes", pod6[a], pod6[b]) for a in pod6 for b in pod6 if a != b
+    ]
+    if len(pod6) >= 2:
+        a, b = list(pod6.values())[:2]
+        specs.append(CheckSpec("IPv6 full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
+        specs.append(CheckSpec("IPv6 full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
     return specs
+
+
+def _pod_place(view: PathView, pod: str, family: int) -> Place | None:
+    for text in view.pods[pod].get("ips") or []:
+        ip = ipaddress.ip_address(text)
+        if ip.version == family:
+            return Place(pod, ip, "pod")
+    return None
 
 
 def run_check(view: PathView, spec: CheckSpec) -> ProbeResult:
@@ -114,7 +137,7 @@ def run_check(view: PathView, spec: CheckSpec) -> ProbeResult:
             str(spec.dst.ip),
             count=2,
             timeout=1.0,
-            size=spec.size - ICMP_IPV4_HEADERS,
+            size=spec.size - (ICMP_IPV4_HEADERS if spec.dst.ip.version == 4 else ICMP_IPV6_HEADERS),
             dont_fragment=True,
         )
     return tcp_probe(view.ns(spec.src.host), view.ns(spec.dst.host), str(spec.dst.ip), timeout=2.0)

@@ -157,7 +157,11 @@ def node_status(
         "kvstore": doc.get("kvstore"),
         "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
         "routing": {**routing, "summary": routing_summary(routing)},
-        "nativeRoutingCIDR": routing.get("ipv4NativeRoutingCIDR"),
+        "nativeRoutingCIDR": ", ".join(
+            c for c in (routing.get("ipv4NativeRoutingCIDR"), routing.get("ipv6NativeRoutingCIDR")) if c
+        )
+        or None,
+        "masquerading6": (doc.get("masquerade") or {}).get("ipv6") or {},
         "masquerading": {
             "enabled": (doc.get("masquerade") or {}).get("enableIPv4Masquerade"),
             "kernel": bool(nft and ("masquerade" in nft or "snat" in nft)),

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from itertools import permutations
 
 import pytest
-from labhelpers import capture, sh
+from labhelpers import capture, podnet_json, sh
 
+from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
@@ -75,6 +76,11 @@ def test_dual_stack_native_on_one_l2(lab_up: Callable[..., Topology]) -> None:
     assert not any(ips["node1-p1"][1] in line for line in seen), seen
     table = sh(topo, "node1", "nft", "list", "table", "ip6", "podnet")
     assert "fd00:10:244::/56" in table and "masquerade" in table
+    report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+    checks = {r["check"] for r in report["results"] if r["status"] == "pass"}
+    assert report["ok"] and {"IPv6 pod-to-pod across nodes", "IPv6 full-size DF packet"} <= checks, report
+    guard = cl.agent_request(topo.name, "node1", {"op": "status"})["guard"]
+    assert not any(e["spoofDrops"] for e in guard["endpoints"]), guard  # DAD and MLD are no spoofing
 
 
 def test_dual_stack_ipv6_pods_inside_ipv4_vxlan(lab_up: Callable[..., Topology]) -> None:
