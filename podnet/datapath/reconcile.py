@@ -94,6 +94,7 @@ def diff(current: CurrentState, desired: DesiredState) -> tuple[Change, ...]:
     n_up, n_del = _diff_keyed(current.neighbours, desired.neighbours, lambda n: (n.dst, n.dev))
     f_up, f_del = _diff_keyed(current.fdb, desired.fdb, lambda f: (f.lladdr, f.dev))
     r_up, r_del = _diff_keyed(current.routes, desired.routes, lambda r: r.key)
+    r_up = sorted(r_up, key=lambda c: -c.obj.dst.prefixlen)  # host routes before the routes via them
     u_up, u_del = _diff_keyed(current.rules, desired.rules, lambda u: u)
     return tuple(n_up + f_up + r_up + u_up + u_del + r_del + f_del + n_del)
 

@@ -6,6 +6,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
+from podnet.util import netns
 from podnet.verify.probe import tcp_probe
 
 PODNET = str(Path(sys.executable).with_name("podnet"))
@@ -123,3 +125,38 @@ def _wait_for_line(proc: subprocess.Popen[str], word: str, timeout: float) -> st
             break  # tcpdump exited
         said += chunk.decode(errors="replace")
     return said
+
+
+def config_set(lab: str, *pairs: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "podnet.cli", "config", "set", "--lab", lab, *pairs],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+class Stream:
+    """An established TCP connection between two pods that must survive the mode switches."""
+
+    def __init__(self, client_ns: str, server_ns: str, server_ip: str) -> None:
+        family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
+        with netns.entered(server_ns):
+            self.listener = socket.create_server((server_ip, 7777), family=family)
+        with netns.entered(client_ns):
+            self.client = socket.create_connection((server_ip, 7777), timeout=5)
+        self.server, _ = self.listener.accept()
+        self.server.settimeout(5)
+
+    def exchange(self, size: int = 64 * 1024) -> None:
+        payload = b"x" * size
+        self.client.sendall(payload)
+        got = b""
+        while len(got) < size:
+            chunk = self.server.recv(size - len(got))
+            assert chunk, "connection closed"
+            got += chunk
+
+    def close(self) -> None:
+        for s in (self.client, self.server, self.listener):
+            s.close()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from itertools import permutations
 
 import pytest
-from labhelpers import capture, podnet_json, sh
+from labhelpers import Stream, capture, config_set, podnet_json, sh
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -115,3 +115,24 @@ def test_vxlan_over_an_ipv6_underlay(lab_up: Callable[..., Topology]) -> None:
     assert any(f"> {v4}: ICMP echo request" in line for line in outer), outer
     too_big = _ping6(topo, "node1-p1", v6, "-M", "do", "-s", "1383")
     assert "mtu: 1430" in too_big.stderr, too_big
+
+
+def test_live_mode_switch_keeps_ipv6_connections(lab_up: Callable[..., Topology]) -> None:
+    """An IPv6 TCP connection between pods on two nodes survives native -> tunnel -> native."""
+    topo = lab_up(load_topology("dual-stack"))
+    ips = _ips(topo)
+    _reach6(topo, ips)
+    stream = Stream(st.ns_name(topo.name, "node1-p1"), st.ns_name(topo.name, "node2-p1"), ips["node2-p1"][1])
+    try:
+        stream.exchange()
+        res = config_set(topo.name, "routingMode=tunnel", "autoDirectNodeRoutes=false")
+        assert res.returncode == 0, res.stdout + res.stderr
+        routes = sh(topo, "node1", "ip", "-6", "route", "show", "proto", "201")
+        assert "dev podnet_vxlan" in routes and "via fd00:1::11" not in routes, routes
+        stream.exchange()
+        res = config_set(topo.name, "routingMode=native", "autoDirectNodeRoutes=true")
+        assert res.returncode == 0, res.stdout + res.stderr
+        stream.exchange()
+        assert _ips(topo) == ips  # no pod was re-created
+    finally:
+        stream.close()

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
-from labhelpers import assert_all_pods_reach_each_other, capture, pod_ips
+from labhelpers import Stream, assert_all_pods_reach_each_other, capture, config_set, pod_ips
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import load_topology
-from podnet.util import netns
 
 pytestmark = pytest.mark.lab
-
-
-def config_set(lab: str, *pairs: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "podnet.cli", "config", "set", "--lab", lab, *pairs],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 def test_mixed_topology_plain_on_l2_vxlan_across_the_router(lab_up) -> None:
@@ -48,31 +36,6 @@ def test_mixed_topology_plain_on_l2_vxlan_across_the_router(lab_up) -> None:
     assert to_l2 and to_routed, seen[:8]
     assert all(".8472:" not in seen[i - 1] for i in to_l2)  # plain: no VXLAN header before it
     assert all(".8472:" in seen[i - 1] for i in to_routed)  # encapsulated to node3
-
-
-class Stream:
-    """An established TCP connection between two pods that must survive the mode switches."""
-
-    def __init__(self, client_ns: str, server_ns: str, server_ip: str) -> None:
-        with netns.entered(server_ns):
-            self.listener = socket.create_server((server_ip, 7777))
-        with netns.entered(client_ns):
-            self.client = socket.create_connection((server_ip, 7777), timeout=5)
-        self.server, _ = self.listener.accept()
-        self.server.settimeout(5)
-
-    def exchange(self, size: int = 64 * 1024) -> None:
-        payload = b"x" * size
-        self.client.sendall(payload)
-        got = b""
-        while len(got) < size:
-            chunk = self.server.recv(size - len(got))
-            assert chunk, "connection closed"
-            got += chunk
-
-    def close(self) -> None:
-        for s in (self.client, self.server, self.listener):
-            s.close()
 
 
 def test_live_switch_tunnel_native_tunnel_keeps_pods_and_connections(lab_up) -> None:

@@ -3,6 +3,7 @@ auto-direct-node-routes; plus peers with missing data and conflicting CIDRs."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import Any
 
@@ -252,3 +253,27 @@ def test_switch_to_tunnel_keeps_direct_route_until_the_peer_publishes_its_vtep()
     after = plan(LOCAL, [node(2)], cfg(), {}, previous=during)
     assert lines(after)[0].startswith("10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan")
     assert plan(LOCAL, [no_vtep_yet], cfg(), {}).routes == ()  # nothing to keep without a previous plan
+
+
+def dual(n: int) -> NodeInfo:
+    """node ``n`` with an IPv6 pod CIDR beside its IPv4 one."""
+    base = node(n)
+    return dataclasses.replace(
+        base,
+        pod_cidrs=(*base.pod_cidrs, net(f"fd00:10:244:{n}::/64")),
+        router_ips=(*base.router_ips, ip(f"fd00:10:244:{n}::1")),
+    )
+
+
+def test_tunnel_ipv6_cidr_gets_a_host_route_for_its_gateway_applied_first() -> None:
+    from podnet.datapath.reconcile import CurrentState, diff
+
+    state = plan(LocalNode(dual(1), "eth0", 2, 1500), [dual(1), dual(2)], cfg(ipv6={"enabled": True}), {})
+    assert lines(state) == [
+        "10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan onlink src 10.244.1.1 mtu 1450 proto 201",
+        "fd00:10:244:2::/64 via fd00:10:244:2::1 dev podnet_vxlan onlink src fd00:10:244:1::1 mtu 1450 "
+        "proto 201",
+        "fd00:10:244:2::1/128 dev podnet_vxlan scope link mtu 1450 proto 201",
+    ]
+    order = [c.obj.describe() for c in diff(CurrentState((), (), ()), state) if c.obj in state.routes]
+    assert order[0].startswith("fd00:10:244:2::1/128")  # IPv6 checks the gateway against the table

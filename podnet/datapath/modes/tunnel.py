@@ -8,7 +8,10 @@ For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and nod
     ip route replace 10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan onlink src <local router ip> \
         mtu <route mtu> proto 201
 
-(flannel's vxlan backend, with the peer's router IP as its VTEP address.)
+(flannel's vxlan backend, with the peer's router IP as its VTEP address.) An IPv6 CIDR also gets
+``<peer router ip>/128 dev podnet_vxlan scope link``: IPv6 refuses an onlink gateway that another
+route covers through another device (a native route during a live switch: "Nexthop has invalid
+gateway or device mismatch"), and the host route, added first, is the one it then finds.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from podnet.datapath.modes.base import (
     family_of,
     node_ip_for,
 )
+from podnet.datapath.objects import SCOPE_LINK, host_prefix
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_protocol
 from podnet.model import NodeInfo
 from podnet.registry import ROUTING_MODES
@@ -88,6 +92,8 @@ class TunnelMode:
                 )
                 continue
             neighbours.append(Neighbour(dst=vtep_ip, lladdr=mac, dev=dev))
+            if family == 6:  # IPv6 checks an onlink gateway against the table: give it a route
+                routes.append(Route(dst=host_prefix(vtep_ip), dev=dev, scope=SCOPE_LINK, mtu=route_mtu))
             routes.append(
                 Route(
                     dst=cidr,
