@@ -183,7 +183,7 @@ def test_bad_topology_file_fails_before_anything_exists(tmp_path: Path) -> None:
         .read_text()
         .replace("address: 172.16.3.2, gateway", "address: 172.16.2.2, gateway")
     )
-    before = netns.listed(st.NS_PREFIX)
+    before = netns.listed(st.ns_name("two-subnets", ""))  # this lab's: other labs may run meanwhile
     dir_before = st.lab_dir("two-subnets").exists()
     res = subprocess.run(
         [".venv/bin/podnet", "lab", "up", str(bad)],
@@ -193,7 +193,7 @@ def test_bad_topology_file_fails_before_anything_exists(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "nodes[1].address: 172.16.2.2 is outside network net2" in res.stderr
-    assert netns.listed(st.NS_PREFIX) == before
+    assert netns.listed(st.ns_name("two-subnets", "")) == before
     assert st.lab_dir("two-subnets").exists() == dir_before  # no state made (or removed) either
 
 
@@ -279,7 +279,7 @@ def test_lab_up_refuses_pools_over_the_underlay_and_duplicate_keys(
     assert edit[0] in text, f"the example changed: {edit[0]!r} not found"
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace(edit[0], edit[1]))
-    before = netns.listed(st.NS_PREFIX)
+    before = netns.listed(st.ns_name("two-subnets", ""))  # this lab's: other labs may run meanwhile
     res = subprocess.run(
         [".venv/bin/podnet", "lab", "up", str(bad)],
         capture_output=True,
@@ -287,4 +287,4 @@ def test_lab_up_refuses_pools_over_the_underlay_and_duplicate_keys(
         cwd=Path(__file__).resolve().parents[2],
     )
     assert res.returncode == 2 and message in res.stderr, res.stderr
-    assert netns.listed(st.NS_PREFIX) == before
+    assert netns.listed(st.ns_name("two-subnets", "")) == before
