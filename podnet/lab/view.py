@@ -155,8 +155,14 @@ class LabView:
             raise LabViewError(f"pod {pod} of lab {self.name} has no address (CNI ADD gave none)")
         return ipaddress.ip_address(ips[0])
 
-    def node_ip(self, host: str) -> IPAddress:
-        return self.topology.host(host).primary.address.ip
+    def node_ip(self, host: str, family: int = 4) -> IPAddress:
+        """The host's primary address of ``family`` (LabViewError when it has none)."""
+        primary = self.topology.host(host).primary
+        if family == 4:
+            return primary.address.ip
+        if primary.ipv6 is None:
+            raise LabViewError(f"{host} has no IPv6 address in lab {self.name}'s topology")
+        return primary.ipv6.ip
 
     def underlay_port(self, host: str, dev: str) -> UnderlayPort | None:
         try:

@@ -57,6 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     perf.add_argument("--repetitions", type=int, default=5, help="interleaved runs per target (default 5)")
     perf.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
     perf.add_argument("--plot", help="write a PNG bar chart here")
+    perf.add_argument("--family", type=int, choices=(4, 6), default=4, help="measure over IPv4 or IPv6")
     perf.set_defaults(func=partial(cmd_perf, open_lab=open_lab))
 
     cap = sub.add_parser("capture", help="tcpdump on an underlay link during a pod-to-pod probe")
@@ -394,7 +395,7 @@ def cmd_perf(args: argparse.Namespace, open_lab: LabOpener) -> int:
     progress = (lambda m: print(f"  - {m}", file=sys.stderr)) if args.output == "table" else (lambda _m: None)
     try:
         with path_view(args, open_lab, "perf") as view:
-            report = measure(lab_targets(view), args.repetitions, args.seconds, progress)
+            report = measure(lab_targets(view, args.family), args.repetitions, args.seconds, progress)
             title = f"lab {view.name}: iperf3 medians of {args.repetitions} runs"
     except (ViewError, PerfError) as e:
         return _fail(str(e), 1)

@@ -9,6 +9,7 @@ the host-to-host median (the physical limit of the lab's underlay).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import select
@@ -169,6 +170,21 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
     stop(proc, signal.SIGTERM)
 
 
+RETRIES = 3  # a run can be cut by a transient hiccup; an IPv6 address may be tentative a moment
+
+
+def _run_retrying(target: PerfTarget, seconds: int, say: Callable[[PerfError], None]) -> tuple[float, int]:
+    for attempt in range(RETRIES):
+        try:
+            return run_iperf(target, seconds)
+        except PerfError as e:
+            if attempt == RETRIES - 1:
+                raise
+            say(e)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def measure(
     targets: Sequence[PerfTarget],
     repetitions: int = 5,
@@ -180,11 +196,8 @@ def measure(
     retrans: dict[str, list[int]] = {t.label: [] for t in targets}
     for rep in range(repetitions):
         for t in targets:
-            try:
-                gbps, rt = run_iperf(t, seconds)
-            except PerfError as e:  # one retry: a run can be cut by a transient hiccup
-                progress(f"run {rep + 1}/{repetitions} {t.label} failed ({e}); retrying once")
-                gbps, rt = run_iperf(t, seconds)
+            where = f"run {rep + 1}/{repetitions} {t.label}"
+            gbps, rt = _run_retrying(t, seconds, lambda e, w=where: progress(f"{w} failed ({e}); retrying"))
             runs[t.label].append(gbps)
             retrans[t.label].append(rt)
             progress(f"run {rep + 1}/{repetitions} {t.label}: {gbps:.2f} Gbit/s")
@@ -226,8 +239,9 @@ def plot(report: PerfReport, path: Path, title: str) -> Path:
     return path.resolve()
 
 
-def lab_targets(view: PathView) -> list[PerfTarget]:
-    """host-to-host (first two nodes with pods) and pod-to-pod across them, labelled by mode."""
+def lab_targets(view: PathView, family: int = 4) -> list[PerfTarget]:
+    """host-to-host (first two nodes with pods) and pod-to-pod across them, labelled by mode; by
+    IPv6 (``family`` 6) between the nodes' and the pods' IPv6 addresses."""
     nodes = [n for n in view.nodes if view.pods_on(n)]
     if len(nodes) < 2:
         raise PerfError(f"lab {view.name} needs pods on two nodes to compare host and pod throughput")
@@ -235,7 +249,13 @@ def lab_targets(view: PathView) -> list[PerfTarget]:
     pa, pb = view.pods_on(a)[0], view.pods_on(b)[0]
     routing = view.agent_status(a).get("routing") or {}
     mode = f"tunnel {routing.get('tunnelProtocol')}" if routing.get("mode") == "tunnel" else "native"
+    pod_ip = next(
+        (ip for ip in view.pods[pb].get("ips") or [] if ipaddress.ip_address(ip).version == family), None
+    )
+    if pod_ip is None:
+        raise PerfError(f"pod {pb} has no IPv{family} address (is ipv6.enabled set for lab {view.name}?)")
+    tag = " IPv6" if family == 6 else ""
     return [
-        PerfTarget(f"host {a}->{b}", view.ns(a), view.ns(b), str(view.node_ip(b))),
-        PerfTarget(f"pod {pa}->{pb} ({mode})", view.ns(pa), view.ns(pb), str(view.pod_ip(pb))),
+        PerfTarget(f"host{tag} {a}->{b}", view.ns(a), view.ns(b), str(view.node_ip(b, family))),
+        PerfTarget(f"pod{tag} {pa}->{pb} ({mode})", view.ns(pa), view.ns(pb), pod_ip),
     ]

@@ -136,3 +136,24 @@ def test_live_mode_switch_keeps_ipv6_connections(lab_up: Callable[..., Topology]
         assert _ips(topo) == ips  # no pod was re-created
     finally:
         stream.close()
+
+
+def test_mixed_racks_decide_per_family(lab_up: Callable[..., Topology]) -> None:
+    """Hybrid routing in a dual-stack cluster whose underlay is IPv4 only: node1 reaches node2's
+    IPv4 pods by a direct route and its IPv6 pods through VXLAN (no IPv6 node address to route
+    via); node3, behind the router, through VXLAN in both families."""
+    sets = ["ipv6.enabled=true", "ipv6NativeRoutingCIDR=fd00::/104"]
+    topo = lab_up(apply_overrides(load_topology("mixed"), sets))
+    ips = _ips(topo)
+    _reach6(topo, ips)
+    routes4 = sh(topo, "node1", "ip", "route", "show", "proto", "201")
+    routes6 = sh(topo, "node1", "ip", "-6", "route", "show", "proto", "201")
+    assert "10.244.1.0/24 via 172.16.1.12 dev eth0" in routes4, routes4
+    assert any(
+        line.startswith("fd00::100/120") and "dev podnet_vxlan" in line for line in routes6.splitlines()
+    )
+    peers = {p["name"]: p for p in cl.agent_request(topo.name, "node1", {"op": "status"})["peers"]}
+    assert (
+        peers["node2"]["reach"] == "direct-route"
+        and "IPv6 fd00::100/120 through the vxlan" in peers["node2"]["why"]
+    )

@@ -62,7 +62,15 @@ class HybridMode:
         if config.auto_direct_node_routes and path is not None and path.direct:
             direct = self._native.plan_peer(local, peer, paths, config, route_mtu)
             if direct.reach is Reach.DIRECT:
-                return replace(direct, reason=f"same L2 segment as {node_ip} (dev {path.dev})")
+                return self._rest_through_tunnel(
+                    local,
+                    peer,
+                    paths,
+                    config,
+                    route_mtu,
+                    direct,
+                    f"same L2 segment as {node_ip} (dev {path.dev})",
+                )
         if config.bgp_enabled and all(_inside_native(config, c) for c in peer.pod_cidrs):
             inside = ", ".join(
                 f"ipv{f}NativeRoutingCIDR {native_routing_cidr(config, f)}"
@@ -75,6 +83,28 @@ class HybridMode:
         gateway = path.gateway if path is not None else None
         why = f"behind gateway {gateway}" if gateway else "not directly reachable"
         return replace(tunnel, reason=f"{why}, not routable by the underlay: {config.tunnel_protocol} tunnel")
+
+    def _rest_through_tunnel(
+        self, local: LocalNode, peer: NodeInfo, paths: Mapping[str, PeerPath], config: AgentConfig,
+        route_mtu: int, direct: PeerPlan, reason: str,
+    ) -> PeerPlan:  # fmt: skip
+        """Direct routes where the peer has a node address of the CIDR's family; its other pod
+        CIDRs (IPv6 ones of a node without an IPv6 address) through the tunnel: decided per family."""
+        routed = {r.dst for r in direct.routes}
+        rest = tuple(c for c in peer.pod_cidrs if c not in routed)
+        if not rest:
+            return replace(direct, reason=reason)
+        tunnel = self._tunnel.plan_peer(local, replace(peer, pod_cidrs=rest), paths, config, route_mtu)
+        families = ", ".join(f"IPv{c.version} {c}" for c in rest)
+        return PeerPlan(
+            reach=Reach.DIRECT,
+            routes=(*direct.routes, *tunnel.routes),
+            neighbours=(*direct.neighbours, *tunnel.neighbours),
+            fdb=tunnel.fdb,
+            issues=tuple(i for i in direct.issues if "no direct route" not in i.message) + tunnel.issues,
+            reason=f"{reason}; {families} through the {config.tunnel_protocol} tunnel (no node address "
+            "of that family for a direct route)",
+        )
 
 
 def _inside_native(config: AgentConfig, cidr: IPNetwork) -> bool:

@@ -1,0 +1,85 @@
+"""IPv6 pod-to-pod throughput against IPv6 host-to-host, per routing mode, each in one run.
+
+examples/dual-stack.yaml (two nodes on one L2 with IPv4 and IPv6 addresses) three times: native
+routing (IPv6 direct routes), VXLAN over the IPv4 underlay (IPv6 pods inside IPv4 UDP, route MTU
+1450) and VXLAN over the IPv6 underlay (``underlayProtocol: ipv6``, route MTU 1430). In each lab
+iperf3 runs host-to-host between the nodes' IPv6 addresses and pod-to-pod between the pods' IPv6
+addresses, interleaved (``podnet.verify.perf.measure``); the ratio of the medians is the figure,
+as each pair shares the same moments of this shared machine. Also IPv4 pod-to-pod in the native
+lab, for comparison. Writes bench/results/dual_stack.json. Run as root after scripts/setup.sh:
+    .venv/bin/python bench/dual_stack.py [--repetitions 5] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import sys
+from typing import Any
+
+from benchlib import write_json
+
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.run import bring_down, bring_up
+from podnet.lab.topology import load_topology
+from podnet.lab.view import LabView
+from podnet.verify.perf import lab_targets, measure
+
+MODES = {
+    "native": [],
+    "vxlan over IPv4": ["routingMode=tunnel", "autoDirectNodeRoutes=false"],
+    "vxlan over IPv6": ["routingMode=tunnel", "autoDirectNodeRoutes=false", "underlayProtocol=ipv6"],
+}
+LAB = "bds-perf"
+
+
+def run_mode(sets: list[str], repetitions: int, seconds: int, families: tuple[int, ...]) -> dict[str, Any]:
+    topo = apply_overrides(dataclasses.replace(load_topology("dual-stack"), name=LAB), sets)
+    bring_down(LAB)
+    bring_up(topo)
+    found: dict[str, Any] = {}
+    try:
+        with LabView(LAB) as view:
+            for family in families:
+                report = measure(lab_targets(view, family), repetitions, seconds, lambda _m: None)
+                host, pod = report.results
+                found[f"ipv{family}"] = {
+                    "host_gbps": round(host.median, 3),
+                    "pod_gbps": round(pod.median, 3),
+                    "ratio": round(report.ratio(pod.label), 3),
+                }
+    finally:
+        bring_down(LAB)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    args = parser.parse_args()
+    rows: dict[str, Any] = {}
+    for mode, sets in MODES.items():
+        print(f"lab {LAB}: {mode}", file=sys.stderr, flush=True)
+        families = (6, 4) if mode == "native" else (6,)
+        rows[mode] = run_mode(sets, args.repetitions, args.seconds, families)
+    print(f"\niperf3 medians of {args.repetitions} x {args.seconds} s, host and pod interleaved per mode")
+    print(f"{'mode':<18}{'family':>7}{'host Gbit/s':>13}{'pod Gbit/s':>12}{'pod / host':>12}")
+    for mode, by_family in rows.items():
+        for family, r in by_family.items():
+            print(f"{mode:<18}{family:>7}{r['host_gbps']:>13}{r['pod_gbps']:>12}{r['ratio']:>12}")
+    write_json(
+        "bench/results/dual_stack.json",
+        {
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "repetitions": args.repetitions,
+            "seconds": args.seconds,
+            "modes": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
