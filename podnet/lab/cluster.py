@@ -157,7 +157,11 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
     pools, mask = pool_settings(topo)
     mode = ipam_mode(topo)
     if mode == "kubernetes":
-        return kubeapi.ensure_controller_manager(topo, state, pools, mask)
+        cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
+        pools6 = [str(c) for c in cfg.cluster_pool_ipv6_cidrs] if cfg.enable_ipv6 else []
+        return kubeapi.ensure_controller_manager(
+            topo, state, pools, mask, pools6, cfg.cluster_pool_ipv6_mask_size
+        )
     if mode == "crd":
         return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
     rec = state.process("operator")

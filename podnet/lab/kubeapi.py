@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def apiserver_argv(topo: Topology, etcd: list[str], etcd_tls: TlsFiles | None) -
         "--allow-privileged=true",  # the agent's DaemonSet is privileged (dry-run checks it)
         "--endpoint-reconciler-type=none",
         "--profiling=false",
+        *DUAL_STACK_GATES * dual_stack(topo),  # Node.spec.podCIDRs of both families (alpha in v1.20)
     ]
     if etcd_tls is not None:
         argv += [
@@ -211,9 +213,31 @@ def ensure_kube_control_plane(topo: Topology, state: st.LabState) -> int:
 CONTROLLER_MANAGER = "kube-controller-manager"
 
 
-def ensure_controller_manager(topo: Topology, state: st.LabState, pools: list[str], mask: int) -> int:
+DUAL_STACK_GATES = ("--feature-gates=IPv6DualStack=true",)  # v1.20 (Debian's): alpha, off by default
+
+
+def dual_stack(topo: Topology) -> bool:
+    """Whether the lab's pods get IPv6 addresses too (``ipv6.enabled``)."""
+    from podnet.config import ConfigError, load_config
+
+    node = topo.nodes[0].name
+    try:
+        return load_config({**topo.node_config(node), "nodeName": node}, {}, None).enable_ipv6
+    except ConfigError:
+        return False
+
+
+def ensure_controller_manager(
+    topo: Topology,
+    state: st.LabState,
+    pools: list[str],
+    mask: int,
+    pools6: Sequence[str] = (),
+    mask6: int = 64,
+) -> int:
     """kube-controller-manager with only the node IPAM controller (ipam.mode kubernetes): it gives
-    every Node a ``spec.podCIDRs`` of ``mask`` bits out of ``pools``; returns 1 when started."""
+    every Node a ``spec.podCIDRs`` of ``mask`` bits out of ``pools`` (dual stack: and one of ``mask6``
+    bits out of ``pools6``); returns 1 when started."""
     rec = state.process(CONTROLLER_MANAGER)
     if rec is not None and rec.running():
         return 0
@@ -226,7 +250,9 @@ def ensure_controller_manager(topo: Topology, state: st.LabState, pools: list[st
     os.chmod(config, 0o600)
     argv = [
         str(binaries()[CONTROLLER_MANAGER]), f"--kubeconfig={config}", "--controllers=nodeipam",
-        "--allocate-node-cidrs=true", f"--cluster-cidr={','.join(pools)}", f"--node-cidr-mask-size={mask}",
+        "--allocate-node-cidrs=true", f"--cluster-cidr={','.join([*pools, *pools6])}",
+        *([f"--node-cidr-mask-size-ipv4={mask}", f"--node-cidr-mask-size-ipv6={mask6}", *DUAL_STACK_GATES]
+          if pools6 else [f"--node-cidr-mask-size={mask}"]),
         f"--service-cluster-ip-range={SERVICE_CIDR}", "--bind-address=127.0.0.1", "--secure-port=10257",
         "--port=0", "--leader-elect=false",
     ]  # fmt: skip

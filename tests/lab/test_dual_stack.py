@@ -4,6 +4,7 @@ natively on one L2 (autoDirectNodeRoutes over the nodes' IPv6 addresses) and thr
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 import time
 from collections.abc import Callable
@@ -157,3 +158,25 @@ def test_mixed_racks_decide_per_family(lab_up: Callable[..., Topology]) -> None:
         peers["node2"]["reach"] == "direct-route"
         and "IPv6 fd00::100/120 through the vxlan" in peers["node2"]["why"]
     )
+
+
+def test_kubernetes_host_scope_dual_podcidrs(lab_up: Callable[..., Topology]) -> None:
+    """ipam.mode kubernetes: kube-controller-manager gives each Node an IPv4 and an IPv6 pod CIDR
+    (spec.podCIDRs), the agent hands out one address of each."""
+    from lightkube.resources.core_v1 import Node
+
+    from podnet.kube.client import connect
+    from podnet.lab import kubeapi
+
+    topo = lab_up(
+        apply_overrides(load_topology("dual-stack"), ["datastore=kubernetes", "ipam.mode=kubernetes"])
+    )
+    client = connect(kubeapi.kubeconfig_path(topo.name))
+    try:
+        cidrs = client.get(Node, "node1").spec.podCIDRs
+    finally:
+        client.close()
+    assert [c.split(".")[0] if "." in c else c.split(":")[0] for c in cidrs] == ["10", "fd00"], cidrs
+    ips = _ips(topo)
+    assert ipaddress.ip_address(ips["node1-p1"][1]) in ipaddress.ip_network(cidrs[1])
+    _reach6(topo, ips)
