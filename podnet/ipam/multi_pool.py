@@ -126,7 +126,7 @@ class MultiPoolAllocator:
                     pool.releasing |= set(releasable(uses, count))
                 entry: dict[str, Any] = {"pool": name, "needed": needed}
                 if pool.releasing:
-                    entry["release"] = [str(c) for c in sorted(pool.releasing)]
+                    entry["release"] = [str(c) for c in sorted(pool.releasing, key=_net_key)]
                 entries.append(entry)
             return entries
 
@@ -184,11 +184,11 @@ class MultiPoolAllocator:
         pool = self._pools.get(name)
         if pool is None:
             return None
+        ordered = sorted(pool.hosts.items(), key=lambda i: _net_key(i[0]))
         return next(
-            (h for c, h in sorted(pool.hosts.items()) if c.version == family and c not in pool.releasing
-             and h.free_count() > 0),
+            (h for c, h in ordered if c.version == family and c not in pool.releasing and h.free_count() > 0),
             None,
-        )  # fmt: skip
+        )
 
     def _wait_for_room(self, name: str, family: int) -> HostAllocator:
         """Ask the operator for more (the pending count goes into ``needed``) and wait."""
@@ -211,7 +211,7 @@ class MultiPoolAllocator:
 
     def _exhausted(self, name: str, family: int) -> str:
         pool = self._pools.get(name, _Pool())
-        held = ", ".join(str(c) for c in sorted(pool.hosts) if c.version == family) or "none"
+        held = ", ".join(str(c) for c in sorted(pool.hosts, key=_net_key) if c.version == family) or "none"
         why = (
             self._errors.get(name)
             or self._def_errors.get(name)
@@ -287,7 +287,11 @@ class MultiPoolAllocator:
             found: list[PoolUsage] = []
             for name in sorted(set(self._pools) | {n for n, _ in self._pre_allocate}):
                 pool = self._pools.get(name, _Pool())
-                hosts = [h for c, h in sorted(pool.hosts.items()) if c not in pool.releasing]
+                hosts = [
+                    h
+                    for c, h in sorted(pool.hosts.items(), key=lambda i: _net_key(i[0]))
+                    if c not in pool.releasing
+                ]
                 pool_def = self._defs.get(name)
                 error = self._errors.get(name) or self._def_errors.get(name, "")
                 if pool_def is None and not error:
@@ -409,6 +413,11 @@ def _normal(entries: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
         )
         for e in entries
     )
+
+
+def _net_key(cidr: IPNetwork) -> tuple[int, IPNetwork]:
+    """Sort key for CIDRs of both families (IPv4 and IPv6 networks do not compare)."""
+    return (cidr.version, cidr)
 
 
 register_mode(MODE, WatchedMultiPoolAllocator)

@@ -5,6 +5,7 @@ natively on one L2 (autoDirectNodeRoutes over the nodes' IPv6 addresses) and thr
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -180,3 +181,17 @@ def test_kubernetes_host_scope_dual_podcidrs(lab_up: Callable[..., Topology]) ->
     ips = _ips(topo)
     assert ipaddress.ip_address(ips["node1-p1"][1]) in ipaddress.ip_network(cidrs[1])
     _reach6(topo, ips)
+
+
+def test_multi_pool_dual_stack_pool(lab_up: Callable[..., Topology]) -> None:
+    """A multi-pool pool with IPv4 and IPv6 CIDRs: each node asks for and gets a CIDR of each family
+    (sorting CIDRs of two families used to fail in the agent's status: a TypeError)."""
+    pools = {"default": {"ipv4": {"cidrs": ["10.244.0.0/16"], "maskSize": 24},
+                         "ipv6": {"cidrs": ["fd00:10:244::/56"], "maskSize": 64}}}  # fmt: skip
+    sets = ["ipam.mode=multi-pool", f"ipam.operator.autoCreatePodIPPools={json.dumps(pools)}"]
+    topo = lab_up(apply_overrides(load_topology("dual-stack"), sets))
+    ips = _ips(topo)
+    assert all(ipaddress.ip_address(v6) in ipaddress.ip_network("fd00:10:244::/56") for _, v6 in ips.values())
+    _reach6(topo, ips)
+    families = {u["family"] for u in cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]["pools"]}
+    assert families == {4, 6}
