@@ -116,8 +116,8 @@ def apply_plan(store: Store, snap: Snapshot, plan: PoolPlan, now: float) -> int:
                 op_put(keys.podcidrs_key(name), encode_pod_cidrs(every)),
             ],
         ).succeeded
-        if ok:
-            log.info("allocated pod CIDR(s) %s to node %s", ", ".join(map(str, cidrs)), name)
+        for cidr in cidrs if ok else ():
+            log.info("allocated pod CIDR %s to node %s", cidr, name)
         conflicts += not ok
     for name in plan.mark_gone:
         if store.create(keys.node_gone_key(name), json.dumps({"since": now})):
