@@ -260,7 +260,7 @@ class EniOperator:
         except Ec2Error as exc:
             memory.failures += 1
             memory.backoff_until = self.clock() + min(MAX_BACKOFF, 2.0**memory.failures)
-            self._publish(node, memory, status)
+            self._publish(node, memory, {**status, "release": dict(sorted(memory.marks.items()))})
             log.debug("node %s: %s", node, exc)
 
     def _sweep_orphans(self, node: str, memory: _NodeMemory) -> None:
