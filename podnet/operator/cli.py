@@ -119,11 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 2
     if args.datastore == "kubernetes":
-        if spec6 is not None:
-            print("podnet operator: IPv6 cluster pools are served on etcd only so far; on Kubernetes use "
-                  "ipam.mode kubernetes (dual-stack Node.spec.podCIDRs)", file=sys.stderr)  # fmt: skip
-            return 2
-        return _run_on_kubernetes(args, spec, stop)
+        return _run_on_kubernetes(args, spec, stop, spec6)
     store = _etcd_store(args)
     if store is None:
         return 2
@@ -144,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run_on_kubernetes(args: argparse.Namespace, spec: PoolSpec, stop: threading.Event) -> int:
+def _run_on_kubernetes(
+    args: argparse.Namespace, spec: PoolSpec, stop: threading.Event, spec6: PoolSpec | None = None
+) -> int:
     from podnet.kube.client import KubeConnectError, connect
     from podnet.operator.kube_pool import KubeClusterPoolOperator
 
@@ -154,6 +152,7 @@ def _run_on_kubernetes(args: argparse.Namespace, spec: PoolSpec, stop: threading
             spec,
             args.grace_period,
             fence_seconds=args.fence_period,
+            spec6=spec6,
         )
     except KubeConnectError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)

@@ -36,7 +36,7 @@ from podnet.operator.plan import (
     NodeLiveness,
     PoolPlan,
     cidrs_by_node,
-    plan_pool,
+    plan_pools,
 )
 from podnet.store.nodes import NodeRecord
 
@@ -90,10 +90,12 @@ class KubeClusterPoolOperator:
         grace_seconds: float,
         clock: Callable[[], float] = time.time,
         fence_seconds: float = DEFAULT_FENCE_SECONDS,
+        spec6: PoolSpec | None = None,
     ) -> None:
         self._make_client = make_client
         self.client = make_client()
         self.spec = spec
+        self.specs = (spec, spec6) if spec6 is not None else (spec,)  # dual stack: a CIDR of each
         self.grace_seconds = grace_seconds
         self.fence_seconds = fence_seconds
         self.clock = clock
@@ -104,8 +106,8 @@ class KubeClusterPoolOperator:
         for _ in range(MAX_ROUNDS):
             now = self.clock()
             snap = read_snapshot(self.client)
-            plan = plan_pool(
-                self.spec, snap.nodes, snap.allocations, snap.gone_since, now, self.grace_seconds,
+            plan = plan_pools(
+                self.specs, snap.nodes, snap.allocations, snap.gone_since, now, self.grace_seconds,
                 snap.liveness, self.fence_seconds,
             )  # fmt: skip
             self._report(snap, plan)
@@ -117,12 +119,18 @@ class KubeClusterPoolOperator:
         """Apply ``plan``; returns how many steps lost a race (the caller then plans again)."""
         conflicts = 0
         held = cidrs_by_node(snap.allocations)
-        for name, cidr in plan.assign:
+        new: dict[str, list[IPNetwork]] = {}
+        for name, cidr in plan.assign:  # a dual-stack node gets both families in one patch
+            new.setdefault(name, []).append(cidr)
+        for name, added in new.items():
             rv = snap.objects[name].metadata.resourceVersion
-            cidrs = [str(c) for c in (*held.get(name, ()), cidr)]
-            body = {"metadata": {"resourceVersion": rv}, "spec": {"ipam": {"podCIDRs": cidrs}}}
+            every = sorted((*held.get(name, ()), *added), key=lambda c: (c.version, c))
+            body = {
+                "metadata": {"resourceVersion": rv},
+                "spec": {"ipam": {"podCIDRs": [str(c) for c in every]}},
+            }
             ok = patch_node(self.client, name, body)
-            if ok:
+            for cidr in added if ok else ():
                 log.info("allocated pod CIDR %s to node %s", cidr, name)
             conflicts += not ok
         gone = GonePlan(plan.mark_gone, plan.clear_gone, plan.reclaim, plan.fenced)

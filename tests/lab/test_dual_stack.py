@@ -193,3 +193,22 @@ def test_multi_pool_dual_stack_pool(lab_up: Callable[..., Topology]) -> None:
     _reach6(topo, ips)
     families = {u["family"] for u in cl.agent_request(topo.name, "node1", {"op": "status"})["ipam"]["pools"]}
     assert families == {4, 6}
+
+
+def test_cluster_pool_on_kubernetes_gives_both_families(lab_up: Callable[..., Topology]) -> None:
+    """The cluster-pool operator on the Kubernetes datastore writes an IPv4 and an IPv6 pod CIDR
+    into each PodnetNode in one patch."""
+    from podnet.kube.client import connect
+    from podnet.kube.resources import PodnetNode
+    from podnet.lab import kubeapi
+
+    topo = lab_up(apply_overrides(load_topology("dual-stack"), ["datastore=kubernetes"]))
+    client = connect(kubeapi.kubeconfig_path(topo.name))
+    try:
+        cidrs = [ipaddress.ip_network(c) for c in client.get(PodnetNode, "node1").spec["ipam"]["podCIDRs"]]
+    finally:
+        client.close()
+    assert [c.version for c in cidrs] == [4, 6] and cidrs[1].subnet_of(
+        ipaddress.ip_network("fd00:10:244::/56")
+    )
+    _reach6(topo, _ips(topo))
