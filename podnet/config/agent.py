@@ -25,6 +25,7 @@ from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_a
 from podnet.config.eni import EniSettingError, EniSettings, eni_conflicts, parse_eni
 from podnet.config.errors import ConfigError
 from podnet.config.families import family_conflicts
+from podnet.config.values import boolean
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 
 MTU_MIN, MTU_MAX = 576, 65535
@@ -212,14 +213,10 @@ def _collect(
 
 
 def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ConfigError(key, f"{value!r} is not a boolean; use true or false")
+    found = boolean(value)
+    if found is None:
+        raise ConfigError(key, f"{value!r} is not a boolean; use true or false")
+    return found
 
 
 def _int(key: str, value: Any, low: int, high: int, zero_ok: bool = False) -> int:

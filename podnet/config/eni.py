@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from podnet.config.values import boolean
+
 DEFAULT_PRE_ALLOCATE = 8  # Cilium's default for ENI mode
 DEFAULT_RELEASE_DELAY = 180.0  # seconds (Cilium's --excess-ip-release-delay)
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8,17}$")
@@ -127,14 +129,10 @@ def parse_eni(key: str, value: Any) -> EniSettings:
 
 
 def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise EniSettingError(key, f"{value!r} is not a boolean; use true or false")
+    found = boolean(value)
+    if found is None:
+        raise EniSettingError(key, f"{value!r} is not a boolean; use true or false")
+    return found
 
 
 def _count(key: str, value: Any, high: int = 1000) -> int:

@@ -70,16 +70,9 @@ def _kwargs(rule: Rule) -> dict[str, Any]:
 
 
 def ensure_rule(ipr: IPRoute, rule: Rule) -> bool:
-    """Add ``rule`` unless an equal one is there; True when added now."""
-    if rule in dump_rules(ipr, rule.protocol):
-        return False
-    try:
-        ipr.rule("add", **_kwargs(rule))
-    except NetlinkError as exc:
-        if is_exists(exc):
-            return False
-        raise
-    return True
+    """Add ``rule`` unless an equal one is there (read first: for callers that cannot rely on
+    EEXIST alone); True when added now."""
+    return rule not in dump_rules(ipr, rule.protocol) and add_rule(ipr, rule)
 
 
 def add_rule(ipr: IPRoute, rule: Rule) -> bool:
