@@ -33,8 +33,8 @@ from podnet.datapath.kernel.nft import NftError, apply_script, list_table
 from podnet.datapath.kernel.route import cached_path_mtu
 from podnet.datapath.masquerade import MasqueradePlan, replace_script
 from podnet.datapath.modes import mode_for
-from podnet.datapath.modes.base import Reach
-from podnet.datapath.pmtu import PathMtu, probe_peers, required_size
+from podnet.datapath.modes.base import Reach, node_ip_for
+from podnet.datapath.pmtu import PathMtu, probe_families, probe_peers, required_size
 from podnet.model import Endpoint, NodeInfo
 from podnet.store.client import Backoff, OutageLog, Store, StoreError
 from podnet.store.datastore import Datastore, DatastoreError
@@ -185,22 +185,30 @@ class PathMtuProber:
     def probe_now(self) -> None:
         self._now.set()
 
+    def _underlay_family(self) -> int:
+        return 6 if self._config().underlay_protocol == "ipv6" else 4
+
     def _overhead(self, reach: Reach | None) -> int:
         config = self._config()
         protocol = mode_for(config).tunnel(config)
-        return protocol.overhead(4) if protocol is not None and reach is Reach.TUNNEL else 0
+        tunnelled = protocol is not None and reach is Reach.TUNNEL
+        return protocol.overhead(self._underlay_family()) if tunnelled else 0
 
     def probe(self) -> list[PathMtu]:
         round_plan = self._round
         if round_plan is None:
             return []
-        desired = round_plan.desired
+        desired, config = round_plan.desired, self._config()
+        pod_families = [f for f, on in ((4, config.enable_ipv4), (6, config.enable_ipv6)) if on]
         wanted: dict[tuple[object, int], str] = {}  # one probe per (address, size), named by one peer
         for name, reach in desired.reach:
             size = required_size(reach, desired.route_mtu, self._overhead(Reach.TUNNEL))
             peer = self._peers.get(name)
-            if size is not None and peer is not None and peer.ipv4 is not None:
-                wanted.setdefault((peer.ipv4, size), name)
+            if size is None or peer is None:
+                continue
+            for family in probe_families(reach, pod_families, self._underlay_family()):
+                if (address := node_ip_for(peer, family)) is not None:
+                    wanted.setdefault((address, size), name)
         targets = sorted(
             ((name, addr, size) for (addr, size), name in wanted.items()), key=lambda t: str(t[1])
         )
@@ -241,7 +249,7 @@ class PathMtuProber:
                     "reachable": r.reachable,
                     "message": r.message(self._overhead(desired.reach_of(r.peer) if desired else None)),
                 }
-                for r in {p.peer: p for p in self.results}.values()
+                for r in {(p.peer, ":" in p.address): p for p in self.results}.values()
             ],
         }
 
@@ -255,10 +263,12 @@ class Bgp:
 
     name = "bgp"
 
-    def __init__(self, config: AgentConfig, node_ip: ipaddress.IPv4Address) -> None:
+    def __init__(
+        self, config: AgentConfig, node_ip: ipaddress.IPv4Address, node_ip6: ipaddress.IPv6Address | None
+    ) -> None:
         from podnet.bgp.speaker import BgpController
 
-        self.controller = BgpController(config, node_ip, config.state_dir / "bgp")
+        self.controller = BgpController(config, node_ip, config.state_dir / "bgp", node_ip6=node_ip6)
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         self.controller.start(node.pod_cidrs)

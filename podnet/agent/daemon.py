@@ -188,7 +188,7 @@ class Agent:
             if self.underlay.ipv4 is None:
                 raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
             self._set_phase("starting the BGP speaker")
-            self.components.append(comp.Bgp(self.config, self.underlay.ipv4))
+            self.components.append(comp.Bgp(self.config, self.underlay.ipv4, self.underlay.ipv6))
         self.components.append(self._datastore_probe())
         self.components.append(
             comp.NodeReport(

@@ -31,6 +31,9 @@ START_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 5.0
 
 
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class SpeakerError(RuntimeError):
     """The speaker could not be started or did not take a command; the message says why."""
 
@@ -43,18 +46,34 @@ class SpeakerSpec:
     local_address: ipaddress.IPv4Address
     local_asn: int
     peers: tuple[BgpPeer, ...]
-    prefixes: tuple[ipaddress.IPv4Network, ...]
+    prefixes: tuple[Prefix, ...]
     workdir: Path
+    local_address6: ipaddress.IPv6Address | None = None  # the node's IPv6 address, for IPv6 peers
+
+    def local_for(self, peer: BgpPeer) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The node's own address of ``peer``'s family (None: the node has no IPv6 address)."""
+        return self.local_address if peer.peer_address.version == 4 else self.local_address6
+
+    def prefixes_for(self, peer: BgpPeer) -> tuple[Prefix, ...]:
+        """What ``peer`` is sent: the pod CIDRs of its family."""
+        return tuple(p for p in self.prefixes if p.version == peer.peer_address.version)
 
 
 def render_config(spec: SpeakerSpec, relay_argv: Iterable[str]) -> str:
     """ExaBGP's configuration file for ``spec`` (pure)."""
     lines = [f"process {API_PROCESS} {{", f"  run {' '.join(relay_argv)};", "  encoder json;", "}", ""]
     for peer in spec.peers:
+        local = spec.local_for(peer)
+        if local is None:
+            raise SpeakerError(
+                f"BGP peer {peer.peer_address} is IPv6 but the node has no IPv6 address on its underlay "
+                "device; give the node one or peer over IPv4"
+            )
+        family = "ipv4" if peer.peer_address.version == 4 else "ipv6"
         lines += [
             f"neighbor {peer.peer_address} {{",
             f"  router-id {spec.router_id};",
-            f"  local-address {spec.local_address};",
+            f"  local-address {local};",
             f"  local-as {spec.local_asn};",
             f"  peer-as {peer.peer_asn};",
             f"  hold-time {peer.hold_time};",
@@ -66,13 +85,13 @@ def render_config(spec: SpeakerSpec, relay_argv: Iterable[str]) -> str:
         lines.append("  capability {")
         if peer.graceful_restart:
             lines.append(f"    graceful-restart {peer.restart_time};")
-        lines += ["  }", "  family { ipv4 unicast; }"]
+        lines += ["  }", f"  family {{ {family} unicast; }}"]
         lines += [
             f"  api {{ processes [ {API_PROCESS} ]; neighbor-changes; receive {{ parsed; update; }} }}",
         ]
-        if spec.prefixes:
+        if spec.prefixes_for(peer):
             lines.append("  static {")
-            lines += [f"    route {p} next-hop self;" for p in spec.prefixes]
+            lines += [f"    route {p} next-hop self;" for p in spec.prefixes_for(peer)]
             lines.append("  }")
         lines += ["}", ""]
     return "\n".join(lines)
@@ -123,7 +142,7 @@ class ExaBgpSpeaker:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, prefixes: Iterable[ipaddress.IPv4Network]) -> None:
+    def start(self, prefixes: Iterable[Prefix]) -> None:
         self.spec = SpeakerSpec(**{**self.spec.__dict__, "prefixes": tuple(prefixes)})
         workdir = self.spec.workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -170,11 +189,18 @@ class ExaBgpSpeaker:
             raise SpeakerError(f"exabgp refused {line!r}: {reply or 'no answer'}")
         return reply
 
-    def announce(self, prefix: ipaddress.IPv4Network) -> None:
-        self.command(f"announce route {prefix} next-hop self")
+    def _to(self, prefix: Prefix) -> str:
+        """ExaBGP's neighbour selector for the peers of ``prefix``'s family (empty: no such peer)."""
+        peers = [p.peer_address for p in self.spec.peers if p.peer_address.version == prefix.version]
+        return ", ".join(f"neighbor {address}" for address in peers)
 
-    def withdraw(self, prefix: ipaddress.IPv4Network) -> None:
-        self.command(f"withdraw route {prefix} next-hop self")
+    def announce(self, prefix: Prefix) -> None:
+        if to := self._to(prefix):
+            self.command(f"{to} announce route {prefix} next-hop self")
+
+    def withdraw(self, prefix: Prefix) -> None:
+        if to := self._to(prefix):
+            self.command(f"{to} withdraw route {prefix} next-hop self")
 
     def sessions(self) -> Mapping[str, Any]:
         """Per peer address: ``{state, since, received: [prefixes]}`` as the relay last wrote it."""

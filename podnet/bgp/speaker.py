@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from podnet.bgp.exabgp import ExaBgpSpeaker, SpeakerError, SpeakerSpec
+from podnet.bgp.exabgp import ExaBgpSpeaker, Prefix, SpeakerError, SpeakerSpec
 from podnet.config import AgentConfig
 
 log = logging.getLogger("podnet.bgp")
@@ -32,10 +32,10 @@ class Speaker(Protocol):
     @property
     def pid(self) -> int | None: ...
 
-    def start(self, prefixes: Iterable[ipaddress.IPv4Network]) -> None: ...
+    def start(self, prefixes: Iterable[Prefix]) -> None: ...
     def running(self) -> bool: ...
-    def announce(self, prefix: ipaddress.IPv4Network) -> None: ...
-    def withdraw(self, prefix: ipaddress.IPv4Network) -> None: ...
+    def announce(self, prefix: Prefix) -> None: ...
+    def withdraw(self, prefix: Prefix) -> None: ...
     def sessions(self) -> Mapping[str, Any]: ...
     def stop(self, grace: float = 3.0) -> None: ...
 
@@ -44,8 +44,10 @@ SPEAKERS: dict[str, Callable[[SpeakerSpec], Speaker]] = {"exabgp": ExaBgpSpeaker
 DEFAULT_SPEAKER = "exabgp"
 
 
-def v4_prefixes(cidrs: Iterable[Any]) -> tuple[ipaddress.IPv4Network, ...]:
-    return tuple(sorted({c for c in cidrs if isinstance(c, ipaddress.IPv4Network)}))
+def pod_prefixes(cidrs: Iterable[Any]) -> tuple[Prefix, ...]:
+    """The node's pod CIDRs to announce, IPv4 first (each goes to the peers of its family)."""
+    found = {c for c in cidrs if isinstance(c, ipaddress.IPv4Network | ipaddress.IPv6Network)}
+    return tuple(sorted(found, key=lambda c: (c.version, c)))
 
 
 class BgpController:
@@ -57,12 +59,15 @@ class BgpController:
         node_ip: ipaddress.IPv4Address,
         workdir: Path,
         speaker: str = DEFAULT_SPEAKER,
+        node_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         assert config.bgp_local_asn is not None
         self.config = config
-        self.spec = SpeakerSpec(node_ip, node_ip, config.bgp_local_asn, config.bgp_peers, (), workdir)
+        self.spec = SpeakerSpec(
+            node_ip, node_ip, config.bgp_local_asn, config.bgp_peers, (), workdir, local_address6=node_ip6
+        )
         self.speaker: Speaker = SPEAKERS[speaker](self.spec)
-        self.prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+        self.prefixes: tuple[Prefix, ...] = ()
         self.restarts = 0
         self.started_at = 0.0
         self.last_error = ""
@@ -75,7 +80,7 @@ class BgpController:
     # The speaker is started by the watchdog thread: with --pdeathsig it dies with the thread
     # that forked it, so that thread must live as long as the controller.
     def start(self, prefixes: Iterable[Any], timeout: float = 15.0) -> None:
-        self.prefixes = v4_prefixes(prefixes)
+        self.prefixes = pod_prefixes(prefixes)
         self._thread = threading.Thread(target=self._watch, name="bgp-speaker", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout) or not self.speaker.running():
@@ -109,7 +114,7 @@ class BgpController:
 
     def set_prefixes(self, cidrs: Iterable[Any]) -> list[str]:
         """Announce new pod CIDRs and withdraw gone ones; returns the changes made."""
-        wanted = v4_prefixes(cidrs)
+        wanted = pod_prefixes(cidrs)
         changes: list[str] = []
         with self._lock:
             if wanted == self.prefixes:
@@ -160,7 +165,8 @@ class BgpController:
                     **peer.to_json(),
                     "state": "established" if up else state,
                     "uptime": round(now - float(s.get("since", now)), 1) if up else 0.0,
-                    "sent": len(self.prefixes) if up else 0,
+                    "family": "ipv4" if peer.peer_address.version == 4 else "ipv6",
+                    "sent": sum(p.version == peer.peer_address.version for p in self.prefixes) if up else 0,
                     "received": len(s.get("received", [])),
                     "receivedPrefixes": list(s.get("received", [])),
                 }

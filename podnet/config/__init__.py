@@ -9,6 +9,7 @@ from podnet.config.agent import (
     AgentConfig,
     load_config,
     load_config_file,
+    one_setting,
     pod_pools,
 )
 from podnet.config.errors import ConfigError
@@ -23,6 +24,7 @@ __all__ = [
     "load_config",
     "load_config_file",
     "merge",
+    "one_setting",
     "parse_pairs",
     "pod_pools",
 ]

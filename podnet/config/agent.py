@@ -577,14 +577,21 @@ def load_config(
     return cfg
 
 
-def pod_pools(mapping: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ...]:
-    """Only the cluster pools of a settings mapping (the default when it names none), without
-    validating the rest: for checks that run before the whole config is (the lab's topology)."""
+def one_setting(mapping: Mapping[str, Any], fld: str) -> Any:
+    """One setting of a settings mapping, parsed (its default when the mapping names it not),
+    without validating the rest: for checks that run before the whole config is (the lab's
+    topology). Raises ``ConfigError`` when that one setting is bad."""
     raw = _collect(mapping, None, None)
-    if "cluster_pool_ipv4_cidrs" not in raw:
-        return AgentConfig.__dataclass_fields__["cluster_pool_ipv4_cidrs"].default  # type: ignore[no-any-return]
-    key, value = raw["cluster_pool_ipv4_cidrs"]
-    return _PARSERS["cluster_pool_ipv4_cidrs"](key, value)  # type: ignore[no-any-return]
+    if fld not in raw:
+        field_ = AgentConfig.__dataclass_fields__[fld]
+        return field_.default_factory() if callable(field_.default_factory) else field_.default
+    key, value = raw[fld]
+    return _PARSERS[fld](key, value)
+
+
+def pod_pools(mapping: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ...]:
+    """Only the cluster's IPv4 pools of a settings mapping (the default when it names none)."""
+    return one_setting(mapping, "cluster_pool_ipv4_cidrs")  # type: ignore[no-any-return]
 
 
 def load_config_file(

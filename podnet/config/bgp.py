@@ -1,7 +1,9 @@
 """The agent's BGP settings, in Cilium's BGP control plane names, parsed and validated (pure).
 
 ``bgp: {enabled, localASN, peers: [{peerAddress, peerASN, holdTime, keepaliveTime, password,
-gracefulRestart}], advertise: [PodCIDR]}``. Cilium's CRD spellings are accepted too
+gracefulRestart}], advertise: [PodCIDR]}``. A peer's address family is its session's: an IPv6
+peer carries the IPv6 pod CIDRs (``ipv6 unicast``), an IPv4 one the IPv4 ones. Cilium's CRD
+spellings are accepted too
 (``holdTimeSeconds``, ``keepAliveTimeSeconds``, ``gracefulRestart: {enabled,
 restartTimeSeconds}``, ``peerAddress: 172.16.2.1/32``). Errors are ``ValueError`` subclasses that
 name the key path (``bgp.peers[0].peerASN``) so ``podnet.config`` can report them as ConfigError.
@@ -34,7 +36,7 @@ class BgpSettingError(ValueError):
 class BgpPeer:
     """One BGP neighbour of the node: ``neighbor <peer_address> as <peer_asn>``."""
 
-    peer_address: ipaddress.IPv4Address
+    peer_address: ipaddress.IPv4Address | ipaddress.IPv6Address  # its family is the session's
     peer_asn: int
     hold_time: int = DEFAULT_HOLD_TIME
     keepalive_time: int = DEFAULT_KEEPALIVE_TIME
@@ -89,17 +91,24 @@ def parse_asn(key: str, value: Any) -> int:
     return asn
 
 
-def parse_address(key: str, value: Any) -> ipaddress.IPv4Address:
-    """A peer's IPv4 address; Cilium's ``172.16.2.1/32`` form is accepted."""
+def parse_address(key: str, value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A peer's address, IPv4 or IPv6 (the session then carries that family's unicast routes);
+    Cilium's ``172.16.2.1/32`` and ``fd00:2::1/128`` forms are accepted."""
     text = str(value).strip()
-    if text.endswith("/32"):
-        text = text[:-3]
+    for host_mask in ("/32", "/128"):
+        text = text.removesuffix(host_mask)
     try:
-        return ipaddress.IPv4Address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise BgpSettingError(
-            key, f"{value!r} is not an IPv4 address; write the router's address like 172.16.2.1"
+            key, f"{value!r} is not an IP address; write the router's address like 172.16.2.1 or fd00:2::1"
         ) from None
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        raise BgpSettingError(
+            key, f"{address} cannot be a BGP peer here (link-local, multicast or unspecified); peer with "
+            "the router's global or unique-local address",
+        )  # fmt: skip
+    return address
 
 
 def _seconds(key: str, value: Any, low: int, high: int) -> int:
@@ -196,7 +205,7 @@ def parse_peers(key: str, value: Any) -> tuple[BgpPeer, ...]:
     if not isinstance(value, list | tuple):
         raise BgpSettingError(key, f"{value!r} is not a list of {{peerAddress, peerASN}} mappings")
     peers = tuple(parse_peer(f"{key}[{i}]", item) for i, item in enumerate(value))
-    seen: set[ipaddress.IPv4Address] = set()
+    seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
     for i, peer in enumerate(peers):
         if peer.peer_address in seen:
             raise BgpSettingError(

@@ -3,7 +3,7 @@
 The underlay must carry, per packet to a peer: the pods' route MTU plus the tunnel overhead
 when the peer is reached through the tunnel, or the route MTU itself when it is reached
 natively. One ``ping -M do`` of exactly that size tells; when a router on the way has a smaller
-link it answers "fragmentation needed" and the kernel caches the path MTU, which
+link it answers "fragmentation needed" (ICMPv6 "packet too big") and the kernel caches the path MTU, which
 ``ip route get`` then reports. A peer whose path is smaller than required is a black hole in
 the making (full-size pod packets vanish): it is reported with the size that would fit.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from podnet.datapath.modes.base import Reach
 from podnet.model import IPAddress
 
-IP_ICMP_HEADERS = 28  # IPv4 header + ICMP echo header
+IP_ICMP_HEADERS = {4: 28, 6: 48}  # IPv4 20 + ICMP 8; IPv6 40 + ICMPv6 8
 SMALL_PROBE = 128  # tells "the path is too small" from "the peer does not answer at all"
 
 
@@ -48,6 +48,16 @@ class PathMtu:
         )
 
 
+def probe_families(reach: Reach, pod_families: Iterable[int], underlay_family: int) -> tuple[int, ...]:
+    """The families of a peer's addresses that pod traffic to it uses on the underlay: the tunnel's
+    (``underlayProtocol``) for a tunnelled peer, each pod family for a natively routed one."""
+    if reach is Reach.TUNNEL:
+        return (underlay_family,)
+    if reach in (Reach.DIRECT, Reach.UNDERLAY):
+        return tuple(sorted(set(pod_families)))
+    return ()
+
+
 def required_size(reach: Reach, route_mtu: int, overhead: int) -> int | None:
     """Bytes per underlay packet towards a peer reached as ``reach`` (None: nothing to probe)."""
     if reach is Reach.TUNNEL:
@@ -58,10 +68,12 @@ def required_size(reach: Reach, route_mtu: int, overhead: int) -> int | None:
 
 
 def df_ping(address: str, size: int, timeout: float = 1.0) -> tuple[bool, str]:
-    """One ICMP echo of ``size`` bytes on the wire with DF set, from this namespace."""
+    """One ICMP(v6) echo of ``size`` bytes on the wire that must not be fragmented, from this
+    namespace. A smaller hop answers "fragmentation needed" (IPv4) or "packet too big" (ICMPv6);
+    either way the kernel caches the path MTU."""
+    headers = IP_ICMP_HEADERS[6 if ":" in address else 4]
     res = subprocess.run(
-        ["ping", "-n", "-q", "-c", "1", "-W", str(timeout), "-M", "do", "-s", str(size - IP_ICMP_HEADERS),
-         address],
+        ["ping", "-n", "-q", "-c", "1", "-W", str(timeout), "-M", "do", "-s", str(size - headers), address],
         capture_output=True, text=True, timeout=timeout + 5,
     )  # fmt: skip
     out = (res.stdout + res.stderr).strip().splitlines()

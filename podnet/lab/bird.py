@@ -33,6 +33,10 @@ START_TIMEOUT = 10.0
 ROUTER_BGP_KEYS = {"enabled", "multipath", "holdTime", "keepaliveTime"}
 
 
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class RouterBgpError(LabError):
     """A router's BGP cannot be configured; the message names the router, node or key."""
 
@@ -44,9 +48,9 @@ class BirdNeighbor:
     name: str
     kind: str  # "node" | "router"
     description: str
-    address: ipaddress.IPv4Address
+    address: IPAddr  # its family is the session's: an IPv6 neighbour has an ipv6 channel
     asn: int
-    local_address: ipaddress.IPv4Address
+    local_address: IPAddr
     passive: bool = False
     password: str | None = None
     hold_time: int = 9
@@ -62,7 +66,7 @@ class RouterBgp:
     asn: int
     router_id: ipaddress.IPv4Address
     neighbors: tuple[BirdNeighbor, ...]
-    pod_prefixes: tuple[tuple[ipaddress.IPv4Network, int, int], ...]  # (CIDR, shortest, longest)
+    pod_prefixes: tuple[tuple[IPNet, int, int], ...]  # (CIDR, shortest, longest), both families
     multipath: bool = True
 
 
@@ -87,18 +91,23 @@ def _router_options(router: Host) -> Mapping[str, Any]:
     return router.bgp
 
 
-def pod_prefixes(cfg: Any) -> tuple[tuple[ipaddress.IPv4Network, int, int], ...]:
-    """What the routers accept from nodes, as a network admin would filter: the cluster pool's
-    node CIDRs (cluster-pool, kubernetes), any prefix inside it (crd: a node's addresses collapse
-    to prefixes of every length), and each multi-pool pool's CIDRs at its mask size."""
-    mask = cfg.cluster_pool_ipv4_mask_size
-    high = 32 if cfg.ipam_mode == "crd" else mask
-    found = [(c, mask, high) for c in cfg.cluster_pool_ipv4_cidrs]
-    if cfg.ipam_mode == "multi-pool":
-        for _, text in cfg.auto_create_pod_ip_pools:
-            spec = json.loads(text).get("ipv4") or {}
-            size = int(spec.get("maskSize") or mask)
-            found += [(ipaddress.ip_network(c), size, size) for c in spec.get("cidrs") or []]
+def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
+    """What the routers accept from nodes, as a network admin would filter: the cluster pools'
+    node CIDRs (cluster-pool, kubernetes), any prefix inside them (crd: a node's addresses collapse
+    to prefixes of every length), and each multi-pool pool's CIDRs at its mask size; IPv6 ones too
+    when the cluster runs IPv6."""
+    crd = cfg.ipam_mode == "crd"
+    families = [("ipv4", cfg.cluster_pool_ipv4_cidrs, cfg.cluster_pool_ipv4_mask_size, 32)]
+    if cfg.enable_ipv6:
+        families.append(("ipv6", cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size, 128))
+    found: list[tuple[IPNet, int, int]] = []
+    for family, cidrs, mask, longest in families:
+        found += [(c, mask, longest if crd else mask) for c in cidrs]
+        if cfg.ipam_mode == "multi-pool":
+            for _, text in cfg.auto_create_pod_ip_pools:
+                spec = json.loads(text).get(family) or {}
+                size = int(spec.get("maskSize") or mask)
+                found += [(ipaddress.ip_network(c), size, size) for c in spec.get("cidrs") or []]
     return tuple(dict.fromkeys(found))
 
 
@@ -117,7 +126,7 @@ def plan_router_bgp(topo: Topology, node_configs: Mapping[str, Any]) -> tuple[Ro
         if router.asn is None or opts.get("enabled", True) is False:
             continue
         neighbors = _node_neighbors(topo, router, bgp_nodes) + _router_neighbors(router, routers, opts)
-        router_id = min(i.address.ip for i in router.interfaces)
+        router_id = min(i.address.ip for i in router.interfaces)  # BGP's router ID is IPv4-shaped
         plans.append(
             RouterBgp(router.name, router.asn, router_id, neighbors, pods, bool(opts.get("multipath", True)))
         )
@@ -126,7 +135,14 @@ def plan_router_bgp(topo: Topology, node_configs: Mapping[str, Any]) -> tuple[Ro
 
 def _check_node_peers(topo: Topology, bgp_nodes: Mapping[str, Any], routers: Mapping[str, Host]) -> None:
     """Every peer a node names must be a BGP router on one of its networks, with that router's ASN."""
-    addr_owner = {(i.network, i.address.ip): r for r in routers.values() for i in r.interfaces if i.network}
+    addr_owner = {
+        (i.network, a.ip): r
+        for r in routers.values()
+        for i in r.interfaces
+        if i.network
+        for a in (i.address, i.ipv6)
+        if a is not None
+    }
     for node_name, cfg in bgp_nodes.items():
         node = topo.host(node_name)
         nets = {i.network for i in node.interfaces}
@@ -157,21 +173,31 @@ def _node_neighbors(topo: Topology, router: Host, bgp_nodes: Mapping[str, Any]) 
     for iface in router.interfaces:
         if iface.network is None:
             continue
-        for node_name, cfg in sorted(bgp_nodes.items()):
-            node = topo.host(node_name)
-            node_if = next((i for i in node.interfaces if i.network == iface.network), None)
-            peer = next((p for p in cfg.bgp_peers if p.peer_address == iface.address.ip), None)
-            if node_if is None or peer is None:
-                continue
-            out.append(
-                BirdNeighbor(
-                    f"node_{node_name.replace('-', '_')}", "node", f"node {node_name}", node_if.address.ip,
-                    cfg.bgp_local_asn, iface.address.ip, passive=True, password=peer.password,
-                    hold_time=peer.hold_time, keepalive_time=peer.keepalive_time,
-                    ttl_security=peer.ttl_security,
-                )
-            )  # fmt: skip
+        for family in (4, 6):
+            mine = iface.address_of(family)
+            for node_name, cfg in sorted(bgp_nodes.items()):
+                node = topo.host(node_name)
+                node_if = next((i for i in node.interfaces if i.network == iface.network), None)
+                theirs = node_if.address_of(family) if node_if is not None else None
+                if mine is None or theirs is None:
+                    continue
+                peer = next((p for p in cfg.bgp_peers if p.peer_address == mine.ip), None)
+                if peer is None:
+                    continue
+                out.append(
+                    BirdNeighbor(
+                        _session_name("node", node_name, family), "node", f"node {node_name}", theirs.ip,
+                        cfg.bgp_local_asn, mine.ip, passive=True, password=peer.password,
+                        hold_time=peer.hold_time, keepalive_time=peer.keepalive_time,
+                        ttl_security=peer.ttl_security,
+                    )
+                )  # fmt: skip
     return tuple(out)
+
+
+def _session_name(kind: str, name: str, family: int) -> str:
+    """``node_node1`` for IPv4, ``node_node1_v6`` for the IPv6 session with the same peer."""
+    return f"{kind}_{name.replace('-', '_')}" + ("_v6" if family == 6 else "")
 
 
 def _router_neighbors(
@@ -183,13 +209,17 @@ def _router_neighbors(
         if other is None or other.asn is None or other.bgp.get("enabled", True) is False:
             continue
         back = next(i for i in other.interfaces if i.peer == router.name)
-        out.append(
-            BirdNeighbor(
-                f"rtr_{other.name.replace('-', '_')}", "router", f"router {other.name}", back.address.ip,
-                other.asn, iface.address.ip, hold_time=int(opts.get("holdTime", 9)),
-                keepalive_time=int(opts.get("keepaliveTime", 3)),
-            )
-        )  # fmt: skip
+        for family in (4, 6):
+            mine, theirs = iface.address_of(family), back.address_of(family)
+            if mine is None or theirs is None:
+                continue  # a link without IPv6 carries no IPv6 session
+            out.append(
+                BirdNeighbor(
+                    _session_name("rtr", other.name, family), "router", f"router {other.name}", theirs.ip,
+                    other.asn, mine.ip, hold_time=int(opts.get("holdTime", 9)),
+                    keepalive_time=int(opts.get("keepaliveTime", 3)),
+                )
+            )  # fmt: skip
     return tuple(out)
 
 
@@ -198,8 +228,8 @@ def _router_neighbors(
 
 
 def render_bird_config(plan: RouterBgp) -> str:
-    """BIRD 2's configuration for one router."""
-    prefixes = ", ".join(f"{net}{{{low},{high}}}" for net, low, high in plan.pod_prefixes)
+    """BIRD 2's configuration for one router: a kernel protocol and a pod-CIDR filter per family
+    that has pools, one ``protocol bgp`` per session with the channel of the session's family."""
     lines = [
         f"# podnet lab router {plan.router} (AS{plan.asn}); generated, do not edit",
         "log stderr all;",
@@ -207,17 +237,29 @@ def render_bird_config(plan: RouterBgp) -> str:
         "timeformat protocol iso long;",
         "timeformat route iso long;",
         "protocol device { scan time 10; }",
-        "protocol kernel {",
-        "  ipv4 { import none; export where source = RTS_BGP; };",
-        f"  merge paths {'on' if plan.multipath else 'off'};",
-        "  learn off;",
-        "}",
-        "filter podnet_pod_cidrs {",
-        f"  if net ~ [ {prefixes} ] then accept;",
-        "  reject;",
-        "}",
     ]
+    for family in (4, 6):
+        prefixes = ", ".join(
+            f"{net}{{{low},{high}}}" for net, low, high in plan.pod_prefixes if net.version == family
+        )
+        if not prefixes:
+            continue
+        lines += [
+            "protocol kernel {",
+            f"  ipv{family} {{ import none; export where source = RTS_BGP; }};",
+            f"  merge paths {'on' if plan.multipath else 'off'};",
+            "  learn off;",
+            "}",
+            f"filter podnet_pod_cidrs{_suffix(family)} {{",
+            f"  if net ~ [ {prefixes} ] then accept;",
+            "  reject;",
+            "}",
+        ]
+    families = {net.version for net, _, _ in plan.pod_prefixes}
     for n in plan.neighbors:
+        family = n.address.version
+        if family not in families:
+            continue  # no pools of that family: nothing to carry
         ibgp = n.asn == plan.asn
         lines += [
             f"protocol bgp {n.name} {{",
@@ -239,11 +281,16 @@ def render_bird_config(plan: RouterBgp) -> str:
             lines.append(f'  password "{n.password}";')
         if n.ttl_security:
             lines.append("  ttl security on;")
-        channel = "import filter podnet_pod_cidrs; export filter podnet_pod_cidrs;"
+        name = f"podnet_pod_cidrs{_suffix(family)}"
+        channel = f"import filter {name}; export filter {name};"
         if ibgp:
             channel += " next hop self;"
-        lines += [f"  ipv4 {{ {channel} }};", "}"]
+        lines += [f"  ipv{family} {{ {channel} }};", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _suffix(family: int) -> str:
+    return "" if family == 4 else "_v6"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +394,8 @@ def wait_bgp_converged(topo: Topology, timeout: float = CONVERGE_TIMEOUT) -> Non
         if not configs[node.name].bgp_enabled:
             continue  # a node without BGP announces nothing: no router can learn its pod CIDR
         cidrs = agent_request(topo.name, node.name, {"op": "status"}).get("node", {}).get("podCIDRs", [])
-        wanted.update(cidrs)
+        families = {p.peer_address.version for p in configs[node.name].bgp_peers}
+        wanted.update(c for c in cidrs if ipaddress.ip_network(c).version in families)
     deadline = time.monotonic() + timeout
     missing: dict[str, set[str]] = {}
     while time.monotonic() < deadline:
@@ -366,10 +414,12 @@ def wait_bgp_converged(topo: Topology, timeout: float = CONVERGE_TIMEOUT) -> Non
 
 
 def _bird_kernel_routes(ns: str) -> set[str]:
-    out = subprocess.run(
-        ["ip", "netns", "exec", ns, "ip", "-j", "route", "show", "proto", "bird"],
-        capture_output=True, text=True, timeout=10,
-    ).stdout  # fmt: skip
-    import json
-
-    return {r["dst"] for r in json.loads(out or "[]") if "/" in r.get("dst", "")}
+    """The prefixes BIRD installed in ``ns``, both families."""
+    found: set[str] = set()
+    for family in ("-4", "-6"):
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, "ip", family, "-j", "route", "show", "proto", "bird"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+        found |= {r["dst"] for r in json.loads(out or "[]") if "/" in r.get("dst", "")}
+    return found

@@ -25,6 +25,8 @@ Progress = Callable[[str], None]
 ROUTER_SYSCTLS = {
     "net.ipv4.ip_forward": "1",
     "net.ipv4.fib_multipath_hash_policy": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv6.fib_multipath_hash_policy": "1",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
 }
@@ -187,8 +189,9 @@ class LabBuilder:
         for host in self.topo.hosts:
             sysctls = ROUTER_SYSCTLS if host.role == "router" else HOST_SYSCTLS
             self._count(_ensure_sysctls(self.ns(host.name), sysctls))
-            if host.gateway is not None and not self.topo.on_vpc(host.primary):
-                self._count(wire.ensure_route(self.sockets(self.ns(host.name)), None, [host.gateway]))
+            for gateway in (host.gateway, host.gateway6):
+                if gateway is not None and not self.topo.on_vpc(host.primary):
+                    self._count(wire.ensure_route(self.sockets(self.ns(host.name)), None, [gateway]))
         for route in plan_underlay_routes(self.topo):
             self._count(wire.ensure_route(self.sockets(self.ns(route.router)), route.dst, route.via))
 

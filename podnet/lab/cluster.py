@@ -116,24 +116,39 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
 
 
 def _fill_bgp_peers(topo: Topology, node: Host, cfg: dict[str, Any]) -> None:
-    """With bgp.enabled, a peer without peerAddress (or no peers at all) is the node's gateway router."""
+    """With bgp.enabled, a peer without peerAddress is the node's gateway router; no peers at all
+    means that router, over IPv4 and, when the cluster runs IPv6 and the node has an IPv6
+    gateway, over IPv6 too (one session per family, as Cilium peers per address family)."""
+    from podnet.config import ConfigError, one_setting
+
     bgp = cfg.get("bgp")
     if not isinstance(bgp, dict) or bgp.get("enabled") is not True or node.gateway is None:
         return
-    router = next((r for r in topo.routers for i in r.interfaces if i.address.ip == node.gateway), None)
-    peers = bgp.get("peers") or [{}]
+    gateways = [node.gateway]
+    if not bgp.get("peers"):
+        try:
+            ipv6 = one_setting(cfg, "enable_ipv6") is True
+        except ConfigError:
+            ipv6 = False  # the agent's config validation names the problem
+        gateways += [node.gateway6] if ipv6 and node.gateway6 is not None else []
+    peers = bgp.get("peers") or [{} for _ in gateways]
     if not isinstance(peers, list):
         return  # the agent's config validation names the problem
     filled = []
-    for peer in peers:
+    for peer, gateway in zip(peers, gateways + [node.gateway] * len(peers), strict=False):
         peer = dict(peer) if isinstance(peer, dict) else peer
         if isinstance(peer, dict) and "peerAddress" not in peer:
-            peer["peerAddress"] = str(node.gateway)
+            peer["peerAddress"] = str(gateway)
+            router = next((r for r in topo.routers for i in r.interfaces if gateway in _ips(i)), None)
             if "peerASN" not in peer and router is not None and router.asn is not None:
                 peer["peerASN"] = router.asn
             peer.setdefault("ttlSecurity", True)  # the gateway is one hop away: GTSM in the lab
         filled.append(peer)
     cfg["bgp"] = {**bgp, "peers": filled}
+
+
+def _ips(iface: Any) -> tuple[Any, ...]:
+    return tuple(a.ip for a in (iface.address, iface.ipv6) if a is not None)
 
 
 def validate_cluster_config(topo: Topology) -> None:

@@ -109,7 +109,9 @@ def bring_down_all() -> list[TeardownReport]:
 def summary_rows(topo: Topology) -> list[dict[str, Any]]:
     rows = []
     for h in topo.hosts:
-        addrs = ", ".join(f"{i.name} {i.address}" for i in h.interfaces)
+        addrs = ", ".join(
+            f"{i.name} {i.address}" + (f" {i.ipv6}" if i.ipv6 is not None else "") for i in h.interfaces
+        )
         extra = ""
         if h.role == "node":
             pods = [p.name for p in topo.pods if p.node == h.name]
@@ -124,7 +126,7 @@ def summary_rows(topo: Topology) -> list[dict[str, Any]]:
                 "role": h.role,
                 "namespace": st.ns_name(topo.name, h.name),
                 "addresses": addrs,
-                "gateway": str(h.gateway or ""),
+                "gateway": " ".join(str(g) for g in (h.gateway, h.gateway6) if g is not None),
                 "extra": extra,
             }
         )

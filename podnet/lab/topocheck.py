@@ -29,6 +29,7 @@ def check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
 
 def check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
     owner: dict[ipaddress.IPv4Address, str] = {}
+    owner6: dict[ipaddress.IPv6Address, str] = {}
     for h in hosts:
         attached: set[str] = set()
         for i in h.interfaces:
@@ -42,6 +43,10 @@ def check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> Non
                     f"{where}.address: {i.address.ip} is already used by {owner[i.address.ip]}"
                 )
             owner[i.address.ip] = where
+            if i.ipv6 is not None:
+                if i.ipv6.ip in owner6:
+                    raise TopologyError(f"{where}.ipv6: {i.ipv6.ip} is already used by {owner6[i.ipv6.ip]}")
+                owner6[i.ipv6.ip] = where
             if i.peer:
                 for net in netmap.values():
                     if net.cidr.overlaps(i.address.network):
@@ -103,20 +108,27 @@ def check_p2p(hosts: Sequence[Host]) -> None:
             back = [j for j in routers[i.peer].interfaces if j.peer == h.name]
             if not back:
                 raise TopologyError(f"{where}: router {i.peer} has no interface with peer: {h.name}")
-            if back[0].address.network != i.address.network:
-                raise TopologyError(
-                    f"{where}: the ends of link {h.name}-{i.peer} are in different subnets "
-                    f"({i.address} and {back[0].address})"
-                )
+            for mine, theirs in ((i.address, back[0].address), (i.ipv6, back[0].ipv6)):
+                if (mine is None) != (theirs is None):
+                    raise TopologyError(
+                        f"{where}: only one end of link {h.name}-{i.peer} has an ipv6 address; give both "
+                        "ends one (or neither)"
+                    )
+                if mine is not None and theirs is not None and mine.network != theirs.network:
+                    raise TopologyError(
+                        f"{where}: the ends of link {h.name}-{i.peer} are in different subnets "
+                        f"({mine} and {theirs})"
+                    )
 
 
 def check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None:
     router_addrs = {
-        (i.network, i.address.ip): h.name
+        (i.network, ip): h.name
         for h in hosts
         if h.role == "router"
         for i in h.interfaces
         if i.network
+        for ip in (i.address.ip, *([i.ipv6.ip] if i.ipv6 else []))
     }
     for h in hosts:
         if h.role == "router":
@@ -132,3 +144,8 @@ def check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None
             continue
         if (net, h.gateway) not in router_addrs:
             raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")
+        if h.gateway6 is not None and (net, h.gateway6) not in router_addrs:
+            raise TopologyError(
+                f"{where.removesuffix('.gateway')}.ipv6Gateway: {h.gateway6} is not the IPv6 address of a "
+                f"router on network {net}"
+            )

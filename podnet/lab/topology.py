@@ -128,6 +128,7 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     if data.get("external") is not None:
         hosts.append(_parse_endhost(data["external"], "external", netmap, "external", default="world"))
     hosts.extend(_control_planes(data.get("controlPlane"), networks, hosts))
+    hosts = _with_ipv6_gateways(hosts)
     if cloud is not None:
         cloud = with_control_planes(cloud, hosts)
     check_names(hosts, networks)
@@ -289,22 +290,40 @@ def _p2p_interface(im: Mapping[str, Any], where: str) -> Interface:
         raise TopologyError(f"{where}.address: {value!r} is not an IPv4 address with prefix ({e})") from e
     if "/" not in str(value) or addr.network.prefixlen < 30:
         raise TopologyError(f"{where}.address: a router link needs a /30 or /31 address, got {value!r}")
-    return Interface(f"to-{peer}", addr, peer=peer)
+    ipv6 = None
+    if im.get("ipv6") is not None:
+        value6 = im["ipv6"]
+        try:
+            ipv6 = ipaddress.IPv6Interface(str(value6))
+        except ValueError as e:
+            raise TopologyError(f"{where}.ipv6: {value6!r} is not an IPv6 address with prefix ({e})") from e
+        if "/" not in str(value6) or ipv6.network.prefixlen < 64:
+            raise TopologyError(
+                f"{where}.ipv6: a router link needs a /64 to /127 address like fd00:0:1::1/126, "
+                f"got {value6!r}"
+            )
+    return Interface(f"to-{peer}", addr, peer=peer, ipv6=ipv6)
 
 
 def _static_route(raw: Any, where: str) -> StaticRoute:
     m = checked_mapping(raw, where, {"to", "via"})
     try:
-        via = ipaddress.IPv4Address(str(m.get("via")))
+        via = ipaddress.ip_address(str(m.get("via")))
     except ValueError as e:
-        raise TopologyError(f"{where}.via: {m.get('via')!r} is not an IPv4 address") from e
-    return StaticRoute(_v4_network(m.get("to"), f"{where}.to"), via)
+        raise TopologyError(f"{where}.via: {m.get('via')!r} is not an IP address") from e
+    try:
+        to = ipaddress.ip_network(str(m.get("to")))
+    except ValueError as e:
+        raise TopologyError(f"{where}.to: {m.get('to')!r} is not a CIDR like 172.16.8.0/24 ({e})") from e
+    if to.version != via.version:
+        raise TopologyError(f"{where}: {to} and via {via} are of different IP families")
+    return StaticRoute(to, via)
 
 
 def _parse_endhost(
     raw: Any, where: str, netmap: Mapping[str, Network], role: str, default: str | None = None
 ) -> Host:
-    allowed = {"name", "network", "address", "ipv6", "gateway", "interfaces"}
+    allowed = {"name", "network", "address", "ipv6", "gateway", "ipv6Gateway", "interfaces"}
     if role == "node":
         allowed |= {"podCIDR", "config"}
     m = checked_mapping(raw, where, allowed)
@@ -325,11 +344,38 @@ def _parse_endhost(
             gateway = ipaddress.IPv4Address(str(m["gateway"]))
         except ValueError as e:
             raise TopologyError(f"{where}.gateway: {m['gateway']!r} is not an IPv4 address") from e
+    gateway6 = None
+    if m.get("ipv6Gateway") is not None:
+        try:
+            gateway6 = ipaddress.IPv6Address(str(m["ipv6Gateway"]))
+        except ValueError as e:
+            raise TopologyError(f"{where}.ipv6Gateway: {m['ipv6Gateway']!r} is not an IPv6 address") from e
     pod_cidr = _v4_network(m["podCIDR"], f"{where}.podCIDR") if m.get("podCIDR") is not None else None
     config = m.get("config") or {}
     if not isinstance(config, Mapping):
         raise TopologyError(f"{where}.config: must be a mapping of agent settings")
-    return Host(name, role, tuple(ifaces), gateway=gateway, pod_cidr=pod_cidr, config=dict(config))
+    return Host(
+        name, role, tuple(ifaces), gateway=gateway, gateway6=gateway6, pod_cidr=pod_cidr, config=dict(config)
+    )
+
+
+def _with_ipv6_gateways(hosts: list[Host]) -> list[Host]:
+    """A host with an IPv4 gateway and an IPv6 address but no ``ipv6Gateway`` takes the IPv6
+    address of the same router on the same network (what a dual-stack segment's RA would give)."""
+    out = []
+    for h in hosts:
+        has_v6 = h.primary.ipv6 is not None
+        if h.role != "router" and h.gateway is not None and h.gateway6 is None and has_v6:
+            found = (
+                i.ipv6.ip
+                for r in hosts
+                if r.role == "router"
+                for i in r.interfaces
+                if i.network == h.primary.network and i.address.ip == h.gateway and i.ipv6 is not None
+            )
+            h = dataclasses.replace(h, gateway6=next(found, None))
+        out.append(h)
+    return out
 
 
 ETCD_MEMBERS = (1, 3, 5)

@@ -48,11 +48,17 @@ class Interface:
     ipv6: ipaddress.IPv6Interface | None = None
     mtu: int = DEFAULT_MTU
 
+    def address_of(self, family: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
+        """This interface's address of ``family`` (4 or 6), None when it has none."""
+        return self.address if family == 4 else self.ipv6
+
 
 @dataclass(frozen=True)
 class StaticRoute:
-    to: ipaddress.IPv4Network
-    via: ipaddress.IPv4Address
+    """``ip route replace <to> via <via>`` on a router; both of one family."""
+
+    to: ipaddress.IPv4Network | ipaddress.IPv6Network
+    via: ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Host:
     role: str  # "router" | "node" | "controlplane" | "external"
     interfaces: tuple[Interface, ...]
     gateway: ipaddress.IPv4Address | None = None
+    gateway6: ipaddress.IPv6Address | None = None  # ``ipv6Gateway``, else the IPv4 gateway's router's
     routes: tuple[StaticRoute, ...] = ()
     asn: int | None = None
     bgp: Mapping[str, Any] = field(default_factory=dict)
@@ -72,6 +79,9 @@ class Host:
     @property
     def primary(self) -> Interface:
         return self.interfaces[0]
+
+    def gateway_of(self, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        return self.gateway if family == 4 else self.gateway6
 
 
 @dataclass(frozen=True)

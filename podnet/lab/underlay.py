@@ -2,6 +2,7 @@
 
 Each router gets, for every segment and router link it is not attached to, a route over the
 shortest router path; equal-cost next hops become one multipath route (leaf-spine ECMP).
+IPv4 and IPv6 are planned apart (a link without IPv6 carries no IPv6 route).
 Pod CIDRs are never put here: the underlay knowing pod CIDRs is what BGP is for.
 """
 
@@ -13,20 +14,25 @@ from dataclasses import dataclass
 
 from podnet.lab.topology import Host, Topology
 
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+FAMILIES = (4, 6)
+
 
 @dataclass(frozen=True)
 class UnderlayRoute:
     """``ip route replace <dst> nexthop via A [nexthop via B]`` inside one router namespace."""
 
     router: str
-    dst: ipaddress.IPv4Network
-    via: tuple[ipaddress.IPv4Address, ...]
+    dst: IPNet
+    via: tuple[IPAddr, ...]
 
 
-def _adjacency(topo: Topology) -> dict[str, list[tuple[str, ipaddress.IPv4Address]]]:
-    """router -> [(neighbour router, neighbour's address on the shared segment or link)]."""
+def _adjacency(topo: Topology, family: int) -> dict[str, list[tuple[str, IPAddr]]]:
+    """router -> [(neighbour router, neighbour's address of ``family`` on the shared segment or
+    link)]; a neighbour without an address of that family is no neighbour in that family."""
     routers = topo.routers
-    adj: dict[str, list[tuple[str, ipaddress.IPv4Address]]] = {r.name: [] for r in routers}
+    adj: dict[str, list[tuple[str, IPAddr]]] = {r.name: [] for r in routers}
     for a in routers:
         for ia in a.interfaces:
             for b in routers:
@@ -35,16 +41,17 @@ def _adjacency(topo: Topology) -> dict[str, list[tuple[str, ipaddress.IPv4Addres
                 for ib in b.interfaces:
                     shared_net = ia.network is not None and ia.network == ib.network
                     linked = ia.peer == b.name and ib.peer == a.name
-                    if shared_net or linked:
-                        adj[a.name].append((b.name, ib.address.ip))
+                    theirs, mine = ib.address_of(family), ia.address_of(family)
+                    if (shared_net or linked) and theirs is not None and mine is not None:
+                        adj[a.name].append((b.name, theirs.ip))
     return adj
 
 
-def _attached(host: Host) -> set[ipaddress.IPv4Network]:
-    return {i.address.network for i in host.interfaces}
+def _attached(host: Host, family: int) -> set[IPNet]:
+    return {a.network for i in host.interfaces if (a := i.address_of(family)) is not None}
 
 
-def _distances(adj: dict[str, list[tuple[str, ipaddress.IPv4Address]]], start: str) -> dict[str, int]:
+def _distances(adj: dict[str, list[tuple[str, IPAddr]]], start: str) -> dict[str, int]:
     dist = {start: 0}
     queue = deque([start])
     while queue:
@@ -57,23 +64,30 @@ def _distances(adj: dict[str, list[tuple[str, ipaddress.IPv4Address]]], start: s
 
 
 def plan_underlay_routes(topo: Topology) -> list[UnderlayRoute]:
-    """Routes every router needs so that all segments and links reach each other."""
-    adj = _adjacency(topo)
+    """Routes every router needs so that all segments and links reach each other, per family."""
+    routes: list[UnderlayRoute] = []
+    for family in FAMILIES:
+        routes += _family_routes(topo, family)
+    return routes
+
+
+def _family_routes(topo: Topology, family: int) -> list[UnderlayRoute]:
+    adj = _adjacency(topo, family)
     routers = {r.name: r for r in topo.routers}
-    owners: dict[ipaddress.IPv4Network, set[str]] = {}
+    owners: dict[IPNet, set[str]] = {}
     for r in routers.values():
-        for net in _attached(r):
+        for net in _attached(r, family):
             owners.setdefault(net, set()).add(r.name)
     dist_from = {name: _distances(adj, name) for name in routers}
     routes: list[UnderlayRoute] = []
     for name, router in routers.items():
-        attached = _attached(router)
+        attached = _attached(router, family)
         static = {s.to for s in router.routes}
         for dst, dst_owners in sorted(owners.items(), key=lambda kv: kv[0]):
             if dst in attached or dst in static:
                 continue
             # distance from each neighbour to the nearest router attached to dst
-            best: dict[ipaddress.IPv4Address, int] = {}
+            best: dict[IPAddr, int] = {}
             for nbr, via in adj[name]:
                 d = min((dist_from[nbr].get(o, 10**6) for o in dst_owners), default=10**6)
                 if d < 10**6:
@@ -84,5 +98,6 @@ def plan_underlay_routes(topo: Topology) -> list[UnderlayRoute]:
             vias = tuple(sorted(v for v, d in best.items() if d == shortest))
             routes.append(UnderlayRoute(name, dst, vias))
         for s in router.routes:
-            routes.append(UnderlayRoute(name, s.to, (s.via,)))
+            if s.to.version == family:
+                routes.append(UnderlayRoute(name, s.to, (s.via,)))
     return routes

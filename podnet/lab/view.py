@@ -149,11 +149,15 @@ class LabView:
     def pods_on(self, node: str) -> list[str]:
         return sorted(p for p, info in self.pods.items() if info.get("node") == node)
 
-    def pod_ip(self, pod: str) -> IPAddress:
-        ips = self.pods[pod].get("ips") or []
+    def pod_ip(self, pod: str, family: int | None = None) -> IPAddress:
+        """The pod's first address, or its address of ``family``."""
+        ips = [ipaddress.ip_address(t) for t in self.pods[pod].get("ips") or []]
         if not ips:
             raise LabViewError(f"pod {pod} of lab {self.name} has no address (CNI ADD gave none)")
-        return ipaddress.ip_address(ips[0])
+        found = [ip for ip in ips if family in (None, ip.version)]
+        if not found:
+            raise LabViewError(f"pod {pod} of lab {self.name} has no IPv{family} address (it has {ips[0]})")
+        return found[0]
 
     def node_ip(self, host: str, family: int = 4) -> IPAddress:
         """The host's primary address of ``family`` (LabViewError when it has none)."""
@@ -228,15 +232,17 @@ class LabView:
 
     # ---- names to places -----------------------------------------------------------------------
 
-    def resolve(self, target: str) -> Place:
-        """A pod, host or address as a place: ``pod1``, ``node2``, ``world``, ``10.244.2.2``."""
+    def resolve(self, target: str, family: int | None = None) -> Place:
+        """A pod, host or address as a place: ``pod1``, ``node2``, ``world``, ``10.244.2.2``; a
+        pod or host by its address of ``family`` when one is asked for (IPv4 by default)."""
         if target in self.pods:
-            return Place(target, self.pod_ip(target), "pod")
+            return Place(target, self.pod_ip(target, family), "pod")
         try:
             host = self.topology.host(target)
-            return Place(host.name, host.primary.address.ip, host.role)
         except KeyError:
             pass
+        else:
+            return Place(host.name, self.node_ip(host.name, family or 4), host.role)
         try:
             ip = ipaddress.ip_address(target)
         except ValueError:

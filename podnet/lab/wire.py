@@ -9,12 +9,16 @@ ever exists in the machine's own namespace, not even for a moment.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 
 from pyroute2 import IPRoute
 
 from podnet.datapath.kernel.addr import ensure_addr
 from podnet.datapath.kernel.link import link_index
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Sockets:
@@ -81,11 +85,11 @@ def ensure_address(
     return ensure_addr(ipr, index, address)
 
 
-def ensure_route(
-    ipr: IPRoute, dst: ipaddress.IPv4Network | None, vias: Sequence[ipaddress.IPv4Address]
-) -> bool:
-    """``ip route replace <dst|default> via A`` or a multipath route over several next hops."""
-    dst_s = "0.0.0.0/0" if dst is None else str(dst)
+def ensure_route(ipr: IPRoute, dst: IPNet | None, vias: Sequence[IPAddr]) -> bool:
+    """``ip route replace <dst|default> via A`` or a multipath route over several next hops; the
+    family is the next hops' (``default`` is ``::/0`` for IPv6 ones)."""
+    family = vias[0].version
+    dst_s = ("0.0.0.0/0" if family == 4 else "::/0") if dst is None else str(dst)
     want = sorted(str(v) for v in vias)
     have = _route_nexthops(ipr, dst_s)
     if have == want:
@@ -99,8 +103,9 @@ def ensure_route(
 
 def _route_nexthops(ipr: IPRoute, dst: str) -> list[str]:
     net = ipaddress.ip_network(dst)
-    for r in ipr.get_routes(family=2, table=254):
-        rdst = r.get_attr("RTA_DST") or "0.0.0.0"
+    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    for r in ipr.get_routes(family=family, table=254):
+        rdst = r.get_attr("RTA_DST") or str(net.network_address if net.prefixlen == 0 else "")
         if rdst != str(net.network_address) or r["dst_len"] != net.prefixlen:
             continue
         gw = r.get_attr("RTA_GATEWAY")

@@ -61,6 +61,10 @@ def node_peer_rows(host: str, bgp: dict[str, Any]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _same_family(prefix: str, address: str) -> bool:
+    return (":" in prefix) == (":" in address)
+
+
 def node_route_rows(host: str, bgp: dict[str, Any], direction: str | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for p in bgp.get("peers", []):
@@ -69,6 +73,7 @@ def node_route_rows(host: str, bgp: dict[str, Any], direction: str | None) -> li
                 {"host": host, "role": "node", "direction": "advertised", "prefix": prefix,
                  "peer": p.get("peerAddress"), "nexthop": "self"}
                 for prefix in bgp.get("advertised", [])
+                if _same_family(prefix, str(p.get("peerAddress")))  # a session carries its own family
             ]  # fmt: skip
         if direction in (None, "received"):
             rows += [

@@ -1,7 +1,7 @@
 """``podnet capture``: tcpdump on an underlay link during a probe, and what it saw, in one sentence.
 
 tcpdump writes a pcap inside the lab host's namespace (started and stopped by PID, bounded in
-time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4, UDP, the tunnel
+time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4 or IPv6, UDP, the tunnel
 header as each tunnel protocol reads it, and the inner frame), so the verdict does not depend on
 tcpdump's text format:
 ``VXLAN UDP/8472 carrying 10.244.1.10 -> 10.244.2.10`` or
@@ -27,13 +27,14 @@ from podnet.verify.probe import ping
 from podnet.verify.view import PathView, Place, ViewError
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 
 
 @dataclass(frozen=True)
 class Packet:
-    """One decoded frame: the outer IPv4 header, and the inner one when it is tunnelled
-    (``tunnel`` then names the protocol)."""
+    """One decoded frame: the outer IP header (either family), and the inner one when it is
+    tunnelled (``tunnel`` then names the protocol)."""
 
     src: str
     dst: str
@@ -48,30 +49,34 @@ def _decapsulate(dport: int, payload: bytes) -> tuple[TunnelProtocol, Packet] | 
     """The protocol that recognises ``payload`` on UDP port ``dport``, with the inner packet."""
     for protocol in all_protocols():
         inner_frame = protocol.inner_frame(payload) if dport in protocol.wire_ports else None
-        inner = _ipv4(inner_frame, 0) if inner_frame is not None else None
+        inner = _ip(inner_frame, 0) if inner_frame is not None else None
         if inner is not None:
             return protocol, inner
     return None
 
 
-def _ipv4(frame: bytes, offset: int) -> Packet | None:
-    """The packet at ``offset`` of an Ethernet frame (IPv4 only; a tunnel decoded one level)."""
+def _ip(frame: bytes, offset: int) -> Packet | None:
+    """The IPv4 or IPv6 packet at ``offset`` of an Ethernet frame (a tunnel decoded one level)."""
     if len(frame) < offset + 14:
         return None
     ethertype = struct.unpack_from("!H", frame, offset + 12)[0]
     pos = offset + 14
     if ethertype == ETH_P_8021Q and len(frame) >= pos + 4:
         ethertype, pos = struct.unpack_from("!H", frame, pos + 2)[0], pos + 4
-    if ethertype != ETH_P_IP or len(frame) < pos + 20:
+    if ethertype == ETH_P_IP and len(frame) >= pos + 20:
+        header, proto = (frame[pos] & 0x0F) * 4, frame[pos + 9]
+        src = str(ipaddress.IPv4Address(frame[pos + 12 : pos + 16]))
+        dst = str(ipaddress.IPv4Address(frame[pos + 16 : pos + 20]))
+    elif ethertype == ETH_P_IPV6 and len(frame) >= pos + 40:
+        header, proto = 40, frame[pos + 6]  # extension headers are not followed: UDP and ICMPv6 come first
+        src = str(ipaddress.IPv6Address(frame[pos + 8 : pos + 24]))
+        dst = str(ipaddress.IPv6Address(frame[pos + 24 : pos + 40]))
+    else:
         return None
-    ihl = (frame[pos] & 0x0F) * 4
-    proto = frame[pos + 9]
-    src = str(ipaddress.IPv4Address(frame[pos + 12 : pos + 16]))
-    dst = str(ipaddress.IPv4Address(frame[pos + 16 : pos + 20]))
     dport = None
-    if proto == 17 and len(frame) >= pos + ihl + 8:
-        dport = struct.unpack_from("!H", frame, pos + ihl + 2)[0]
-        found = _decapsulate(dport, frame[pos + ihl + 8 :])
+    if proto == 17 and len(frame) >= pos + header + 8:
+        dport = struct.unpack_from("!H", frame, pos + header + 2)[0]
+        found = _decapsulate(dport, frame[pos + header + 8 :])
         if found is not None:
             protocol, inner = found
             return Packet(src, dst, proto, dport, inner.src, inner.dst, protocol.name)
@@ -98,7 +103,7 @@ def parse_pcap(data: bytes) -> list[Packet]:
         incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
         frame = data[pos + 16 : pos + 16 + incl]
         pos += 16 + incl
-        pkt = _ipv4(frame, 0)
+        pkt = _ip(frame, 0)
         if pkt is not None:
             packets.append(pkt)
     return packets
@@ -140,12 +145,13 @@ class CaptureResult:
         }
 
 
-def default_pair(view: PathView) -> tuple[Place, Place]:
-    """The first pod of the first node and the first pod of the second node with pods."""
+def default_pair(view: PathView, family: int | None = None) -> tuple[Place, Place]:
+    """The first pod of the first node and the first pod of the second node with pods, by their
+    addresses of ``family`` (default: their first)."""
     nodes = [n for n in view.nodes if view.pods_on(n)]
     if len(nodes) < 2:
         raise ViewError(f"lab {view.name} needs pods on two nodes for a capture probe; name --from/--to")
-    return view.resolve(view.pods_on(nodes[0])[0]), view.resolve(view.pods_on(nodes[1])[0])
+    return view.resolve(view.pods_on(nodes[0])[0], family), view.resolve(view.pods_on(nodes[1])[0], family)
 
 
 def capture(view: PathView, host: str, iface: str, seconds: float, src: Place, dst: Place) -> CaptureResult:

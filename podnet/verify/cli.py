@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
-from podnet.verify.view import ClusterView, LabOpener, NoAgentError, NoLabUpError, PathView, ViewError
+from podnet.verify.view import (
+    ClusterView,
+    LabOpener,
+    NoAgentError,
+    NoLabUpError,
+    PathView,
+    ViewError,
+    resolve_pair,
+)
 
 ON_A_REAL_HOST = {
     "connectivity test": "`podnet status` shows each peer's kernel path and a ping health",
@@ -66,6 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     cap.add_argument("--seconds", type=float, default=2.0, help="probe duration (default 2)")
     cap.add_argument("--from", dest="src", help="probe source (default: a pod on the first node)")
     cap.add_argument("--to", dest="dst", help="probe destination (default: a pod on the second node)")
+    cap.add_argument("--family", type=int, choices=(4, 6), help="probe the pods' IPv4 or IPv6 addresses")
     cap.set_defaults(func=partial(cmd_capture, open_lab=open_lab))
 
     dg = sub.add_parser("diagnose", help="walk the path SRC -> DST hop by hop and say where it drops")
@@ -73,6 +82,9 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     dg.add_argument("dst", help="pod, node, host or address")
     _lab_args(dg)
     dg.add_argument("--size", type=int, help="packet size to check (default: the route MTU at SRC)")
+    dg.add_argument(
+        "--family", type=int, choices=(4, 6), help="by the IPv4 or IPv6 addresses of pods and hosts"
+    )
     dg.set_defaults(func=partial(cmd_diagnose, open_lab=open_lab))
 
 
@@ -429,9 +441,10 @@ def cmd_capture(args: argparse.Namespace, open_lab: LabOpener) -> int:
         return _fail(f"--on {args.on!r}: expected HOST:IF, e.g. r1:to-r2")
     try:
         with path_view(args, open_lab, "capture") as view:
-            src, dst = default_pair(view)
-            src = view.resolve(args.src) if args.src else src
-            dst = view.resolve(args.dst) if args.dst else dst
+            src, dst = default_pair(view, args.family)
+            if args.src or args.dst:  # a given address decides the family, unless --family does
+                src_t, dst_t = args.src or src.name, args.dst or dst.name
+                src, dst = resolve_pair(view, src_t, dst_t, args.family)
             result = capture(view, host, iface, args.seconds, src, dst)
     except ViewError as e:
         return _fail(str(e))
@@ -465,7 +478,8 @@ def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
             unstarted = _never_started(view, args.src, args.dst)
             if unstarted is not None:
                 return _print_unstarted(args, *unstarted)
-            diag = Diagnoser(view).diagnose(view.resolve(args.src), view.resolve(args.dst), args.size)
+            pair = resolve_pair(view, args.src, args.dst, args.family)
+            diag = Diagnoser(view).diagnose(*pair, args.size)
     except ViewError as e:
         return _fail(str(e))
     if args.output == "json":

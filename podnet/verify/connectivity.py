@@ -18,7 +18,7 @@ from typing import Any
 from podnet.verify.diagnose import Diagnoser
 from podnet.verify.explain import Drop
 from podnet.verify.probe import ProbeResult, ping, tcp_probe
-from podnet.verify.view import PathView, Place
+from podnet.verify.view import PathView, Place, ViewError
 
 DEFAULT_DEADLINE = 90.0
 ICMP_IPV4_HEADERS = 28  # IPv4 20 + ICMP 8: ping -s payload = packet size - 28
@@ -113,11 +113,30 @@ def _ipv6_checks(view: PathView, diagnoser: Diagnoser, nodes: list[str]) -> list
     specs = [
         CheckSpec("IPv6 pod-to-pod across nodes", pod6[a], pod6[b]) for a in pod6 for b in pod6 if a != b
     ]
+    node6 = {n: p for n in nodes if (p := _host_place(view, n, "node")) is not None}
+    names = [n for n in pod6 if n in node6]
+    for n in names:
+        specs.append(CheckSpec("IPv6 pod-to-own-node", pod6[n], node6[n]))
+    for i, n in enumerate(names):
+        other = names[(i + 1) % len(names)]
+        if other != n:
+            specs.append(CheckSpec("IPv6 node-to-pod", node6[n], pod6[other]))
+    for ext in view.external_hosts():
+        if (world := _host_place(view, ext, "external")) is not None:
+            specs += [CheckSpec("IPv6 pod-to-external", pod6[n], world) for n in pod6]
     if len(pod6) >= 2:
         a, b = list(pod6.values())[:2]
         specs.append(CheckSpec("IPv6 full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
         specs.append(CheckSpec("IPv6 full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
     return specs
+
+
+def _host_place(view: PathView, host: str, kind: str) -> Place | None:
+    """A host's IPv6 place, None when the topology gave it no IPv6 address."""
+    try:
+        return Place(host, view.node_ip(host, 6), kind)
+    except ViewError:
+        return None
 
 
 def _pod_place(view: PathView, pod: str, family: int) -> Place | None:
@@ -129,7 +148,7 @@ def _pod_place(view: PathView, pod: str, family: int) -> Place | None:
 
 
 def run_check(view: PathView, spec: CheckSpec) -> ProbeResult:
-    if spec.name == "pod-to-own-node":  # the pod guard lets pods reach their node by ICMP only
+    if spec.name.endswith("pod-to-own-node"):  # the pod guard lets pods reach their node by ICMP only
         return ping(view.ns(spec.src.host), str(spec.dst.ip), count=2, timeout=1.0)
     if spec.size is not None:
         return ping(

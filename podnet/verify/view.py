@@ -11,6 +11,7 @@ wiring of the underlay. A real host (``podnet.verify.hostview``) is a ``ClusterV
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,7 @@ class PathView(ClusterView, Protocol):
 
     def pods_on(self, node: str) -> list[str]: ...
 
-    def pod_ip(self, pod: str) -> IPAddress: ...
+    def pod_ip(self, pod: str, family: int | None = None) -> IPAddress: ...
 
     def node_ip(self, host: str, family: int = 4) -> IPAddress: ...
 
@@ -157,7 +158,7 @@ class PathView(ClusterView, Protocol):
         """The host whose ports are the segment's bridge ports."""
         ...
 
-    def resolve(self, target: str) -> Place:
+    def resolve(self, target: str, family: int | None = None) -> Place:
         """A pod, host or address as a place: ``pod1``, ``node2``, ``world``, ``10.244.2.2``."""
         ...
 
@@ -166,3 +167,16 @@ class PathView(ClusterView, Protocol):
 
 LabOpener = Callable[[str | None], PathView]
 """The lab adapter: opens the lab named, or with None the only lab that is up (ViewError otherwise)."""
+
+
+def resolve_pair(view: PathView, src: str, dst: str, family: int | None = None) -> tuple[Place, Place]:
+    """Two places of one family: ``family`` when given, else an address given on either side
+    picks the family of the other side's pod or host (``node1-p1 fd00:10:244:1::2`` is an IPv6
+    question), else IPv4."""
+    for text in (dst, src) if family is None else ():
+        try:
+            family = ipaddress.ip_address(text).version
+            break
+        except ValueError:
+            continue
+    return view.resolve(src, family), view.resolve(dst, family)

@@ -160,3 +160,28 @@ class Stream:
     def close(self) -> None:
         for s in (self.client, self.server, self.listener):
             s.close()
+
+
+def agent_pid(topo: Topology, node: str) -> int:
+    """The PID of ``node``'s running agent (as the lab started it)."""
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    rec = state.process(f"agent-{node}")
+    assert rec is not None and rec.running()
+    return rec.pid
+
+
+def restart_agent(topo: Topology, node: str) -> None:
+    """Start ``node``'s agent again once the old one (signalled by the test) has exited."""
+    from podnet.lab import cluster as cl
+
+    state = st.LabState.load(topo.name)
+    assert state is not None
+
+    def exited() -> bool:
+        rec = state.process(f"agent-{node}")
+        return rec is None or not rec.running()
+
+    wait_for(exited, f"the old agent of {node} to exit", 15)
+    assert cl.start_agent(topo, state, topo.host(node)) == 1
+    cl.wait_agents_ready(topo, state)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from labhelpers import assert_all_pods_reach_each_other, capture, pod_ips, sh
+from labhelpers import agent_pid, assert_all_pods_reach_each_other, capture, pod_ips, restart_agent, sh
 
 from podnet.cli import main as podnet_main
 from podnet.lab import cluster as cl
@@ -55,22 +55,6 @@ def pod_cidrs(topo: Topology) -> dict[str, str]:
         n.name: cl.agent_request(topo.name, n.name, {"op": "status"})["node"]["podCIDRs"][0]
         for n in topo.nodes
     }
-
-
-def agent_pid(topo: Topology, node: str) -> int:
-    state = st.LabState.load(topo.name)
-    assert state is not None
-    rec = state.process(f"agent-{node}")
-    assert rec is not None and rec.running()
-    return rec.pid
-
-
-def restart_agent(topo: Topology, node: str) -> None:
-    state = st.LabState.load(topo.name)
-    assert state is not None
-    wait_for(lambda: not state.process(f"agent-{node}").running(), 15, f"the old agent of {node} to exit")  # type: ignore[union-attr]
-    assert cl.start_agent(topo, state, topo.host(node)) == 1
-    cl.wait_agents_ready(topo, state)
 
 
 def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:

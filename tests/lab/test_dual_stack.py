@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
 from itertools import permutations
 
 import pytest
-from labhelpers import Stream, capture, config_set, podnet_json, sh
+from labhelpers import Stream, agent_pid, capture, config_set, podnet_json, restart_agent, sh, wait_for
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -212,3 +214,63 @@ def test_cluster_pool_on_kubernetes_gives_both_families(lab_up: Callable[..., To
         ipaddress.ip_network("fd00:10:244::/56")
     )
     _reach6(topo, _ips(topo))
+
+
+def test_native_bgp_across_two_subnets_in_both_families(lab_up: Callable[..., Topology]) -> None:
+    """Seed 000 dual-stack: each node peers with its gateway router once per family; the routers
+    learn both pod CIDRs of every node (BIRD ipv4 and ipv6 channels, over their own IPv6 link),
+    IPv6 pods cross the routers unencapsulated with their own addresses, and IPv6 to the world
+    leaves as the node's address."""
+    topo = lab_up(load_topology("dual-stack-bgp"))
+    ips = _ips(topo)
+    status = cl.agent_request(topo.name, "node1", {"op": "status"})
+    peers = {p["peerAddress"]: p for p in status["bgp"]["peers"]}
+    assert peers["fd00:2::1"]["state"] == "established" and peers["fd00:2::1"]["family"] == "ipv6", peers
+    assert peers["172.16.2.1"]["state"] == "established", peers
+    node2_v6 = next(c for c in cl.agent_request(topo.name, "node2", {"op": "status"})["node"]["podCIDRs"]
+                    if ":" in c)  # fmt: skip
+    learnt = sh(topo, "r1", "ip", "-6", "route", "show", "proto", "bird")
+    assert f"{node2_v6} via fd00:0:12::2 dev to-r2" in learnt, learnt  # from r2, over the v6 link
+    ctl = str(st.lab_dir(topo.name) / "bird" / "r1.ctl")
+    assert "BGP.as_path: 65002 64512" in sh(topo, "r1", "birdc", "-s", ctl, "show", "route", "all", node2_v6)
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
+        assert _ping6(topo, "node1-p1", b).returncode == 0
+    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
+    world = "2001:db8:113::10"
+    assert _ping6(topo, "node2-p1", world).returncode == 0
+    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
+        assert _ping6(topo, "node2-p1", world).returncode == 0
+    assert any(f"fd00:3::2 > {world}" in line for line in seen), seen
+    # a graceful agent stop withdraws the IPv6 pod CIDR too; the restarted agent announces it again
+    os.kill(agent_pid(topo, "node2"), signal.SIGTERM)
+    wait_for(lambda: node2_v6 not in sh(topo, "r1", "ip", "-6", "route"), "r1 to drop node2's IPv6 CIDR", 15)
+    restart_agent(topo, "node2")
+    learnt_again = lambda: node2_v6 in sh(topo, "r1", "ip", "-6", "route", "show", "proto", "bird")  # noqa: E731
+    wait_for(learnt_again, "r1 to learn node2's IPv6 pod CIDR again", 20)
+    _reach6(topo, ips)
+
+
+def test_ipv6_path_mtu_black_hole_is_found_by_packet_too_big(lab_up: Callable[..., Topology]) -> None:
+    """Native dual stack across routers: with the routers' link lowered to 1400, the agent's DF
+    probes to node2's IPv6 address come back as ICMPv6 "packet too big" and the report names the
+    IPv6 path with the size that fits, beside the IPv4 one."""
+    topo = lab_up(load_topology("dual-stack-bgp"))
+    for router, dev in (("r1", "to-r2"), ("r2", "to-r1")):
+        sh(topo, router, "ip", "link", "set", dev, "mtu", "1400")
+    before = cl.agent_request(topo.name, "node1", {"op": "status"})["pathMTU"].get("checked", 0)
+    os.kill(agent_pid(topo, "node1"), signal.SIGHUP)  # probe now
+    report: dict[str, object] = {}
+
+    def probed() -> bool:
+        report.update(cl.agent_request(topo.name, "node1", {"op": "status"})["pathMTU"])
+        return float(report.get("checked") or 0) > before
+
+    wait_for(probed, "node1's agent to probe its peers after SIGHUP", 20)
+    found = {p["address"]: p for p in report["peers"] if p["peer"] == "node2"}  # type: ignore[attr-defined]
+    assert set(found) == {"172.16.3.2", "fd00:3::2"}, report
+    v6 = found["fd00:3::2"]
+    assert v6["ok"] is False and v6["required"] == 1500 and v6["discovered"] == 1400, v6
+    assert "black hole" in v6["message"] and "set MTU to 1400" in v6["message"], v6
+    assert "mtu 1400" in sh(topo, "node1", "ip", "-6", "route", "get", "fd00:3::2")  # learnt from the PTB

@@ -51,12 +51,12 @@ def test_environment_and_flags() -> None:
         (
             {"peers": [{"peerAddress": "172.16.2.300", "peerASN": 65001}]},
             "bgp.peers[0].peerAddress",
-            "not an IPv4",
+            "not an IP address",
         ),
         (
             {"peers": [{"peerAddress": "fe80::1", "peerASN": 65001}]},
             "bgp.peers[0].peerAddress",
-            "not an IPv4",
+            "link-local",
         ),
         ({"peers": [{"peerAddress": "172.16.2.1", "peerASN": 0}]}, "bgp.peers[0].peerASN", "AS number"),
         ({"peers": [{"peerAdress": "172.16.2.1", "peerASN": 1}]}, "bgp.peers[0].peerAdress", "peerAddress"),

@@ -63,6 +63,28 @@ def test_capture_recognises_each_protocol(dport: int, header: bytes, kind: str, 
     assert found_kind == kind and sentence in text
 
 
+def _ipv6(src: str, dst: str, next_header: int, payload: bytes) -> bytes:
+    header = struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, 64,
+                         ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed)  # fmt: skip
+    return header + payload
+
+
+def _ether6(payload: bytes) -> bytes:
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + payload
+
+
+def test_capture_reads_ipv6_inside_ipv6_vxlan_and_plain_ipv6() -> None:
+    """Dual stack: an IPv6 pod packet inside VXLAN over an IPv6 underlay, and one not tunnelled."""
+    inner = _ether6(_ipv6("fd00:10:244::2", "fd00:10:244:1::2", 58, b"\x80\x00" + b"\x00" * 62))
+    udp = struct.pack("!HHHH", 40000, 8472, 8 + len(VXLAN) + len(inner), 0) + VXLAN + inner
+    tunnelled = _ether6(_ipv6("fd00:1::10", "fd00:1::11", 17, udp))
+    kind, text = verdict(parse_pcap(_pcap([tunnelled])), "fd00:10:244::2", "fd00:10:244:1::2")
+    assert kind == "vxlan" and "outer fd00:1::10 -> fd00:1::11" in text, text
+    kind, text = verdict(parse_pcap(_pcap([inner])), "fd00:10:244::2", "fd00:10:244:1::2")
+    assert kind == "plain", text
+    assert parse_pcap(_pcap([_ether6(b"\x60" + b"\x00" * 20)])) == []  # a truncated header is no packet
+
+
 @pytest.mark.parametrize(
     ("dport", "header"),
     [
