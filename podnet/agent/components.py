@@ -137,7 +137,7 @@ class Masquerade:
         """What is applied (the table in this namespace), not only what is configured."""
         plan = self.applied
         return {
-            "enableIPv4Masquerade": self._config().enable_ipv4_masquerade,
+            "enableIPv4Masquerade": self._config().enable_ipv4 and self._config().enable_ipv4_masquerade,
             "mode": "nftables" if plan is not None else "disabled",
             "table": "ip podnet" if plan is not None else None,
             "device": plan.egress_dev if plan is not None else None,

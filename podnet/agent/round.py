@@ -63,7 +63,7 @@ def plan_round(
     desired = plan(local, peers, config, paths, previous)
     node = local.node
     cluster = [
-        *config.cluster_pool_ipv4_cidrs,
+        *(config.cluster_pool_ipv4_cidrs if config.enable_ipv4 else ()),
         *(config.cluster_pool_ipv6_cidrs if config.enable_ipv6 else ()),
         *pool_cidrs,
         *(c for p in peers for c in p.pod_cidrs),
@@ -73,7 +73,7 @@ def plan_round(
     masquerade, masquerade6 = (
         plan_masquerade(enabled, node.pod_cidrs, cluster, native, node_ips, egress, family)
         for enabled, native, family in (
-            (config.enable_ipv4_masquerade, config.ipv4_native_routing_cidr, 4),
+            (config.enable_ipv4 and config.enable_ipv4_masquerade, config.ipv4_native_routing_cidr, 4),
             (config.enable_ipv6 and config.enable_ipv6_masquerade, config.ipv6_native_routing_cidr, 6),
         )
     )

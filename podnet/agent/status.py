@@ -69,7 +69,7 @@ def status_document(
             "autoDirectNodeRoutes": config.auto_direct_node_routes,
             "tunnelFallback": config.tunnel_fallback,
             "ipv4NativeRoutingCIDR": str(config.ipv4_native_routing_cidr)
-            if config.ipv4_native_routing_cidr
+            if config.enable_ipv4 and config.ipv4_native_routing_cidr
             else None,
             "ipv6NativeRoutingCIDR": str(config.ipv6_native_routing_cidr)
             if config.enable_ipv6 and config.ipv6_native_routing_cidr
@@ -138,6 +138,7 @@ def _peers(round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[dict[str, A
             "why": reasons.get(name, ""),
             "issues": issues.get(name, []),
             "ipv4": str(known[name].ipv4) if name in known and known[name].ipv4 else None,
+            "ipv6": str(known[name].ipv6) if name in known and known[name].ipv6 else None,
             "podCIDRs": [str(c) for c in known[name].pod_cidrs] if name in known else [],
             "routerIPs": [str(a) for a in known[name].router_ips] if name in known else [],
         }

@@ -25,12 +25,6 @@ def family_conflicts(
     found: list[tuple[str, str]] = []
     if not enable_ipv4 and not enable_ipv6:
         found.append(("enable_ipv4", "false together with ipv6.enabled=false leaves pods without addresses"))
-    if not enable_ipv4:
-        found.append((
-            "enable_ipv4",
-            "false (an IPv6-only cluster) is not supported yet: podnet's control plane and lab underlay "
-            "need IPv4; keep ipv4.enabled=true and set ipv6.enabled=true for dual stack",
-        ))  # fmt: skip
     if underlay_protocol == "ipv6" and not enable_ipv6:
         found.append(("underlay_protocol", "ipv6 needs ipv6.enabled=true"))
     if enable_ipv6 and routing_mode == "native" and masquerade6 and native6 is None:

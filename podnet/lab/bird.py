@@ -97,7 +97,9 @@ def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
     to prefixes of every length), and each multi-pool pool's CIDRs at its mask size; IPv6 ones too
     when the cluster runs IPv6."""
     crd = cfg.ipam_mode == "crd"
-    families = [("ipv4", cfg.cluster_pool_ipv4_cidrs, cfg.cluster_pool_ipv4_mask_size, 32)]
+    families = []
+    if cfg.enable_ipv4:
+        families.append(("ipv4", cfg.cluster_pool_ipv4_cidrs, cfg.cluster_pool_ipv4_mask_size, 32))
     if cfg.enable_ipv6:
         families.append(("ipv6", cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size, 128))
     found: list[tuple[IPNet, int, int]] = []

@@ -180,6 +180,9 @@ class LabBuilder:
         for iface in host.interfaces:
             if self.topo.on_vpc(iface):
                 continue
+            # no DAD on lab links: a link-local address tentative for a second after `lab up`
+            # would hold the first IPv6 packets (neighbour solicitations need it as source)
+            self._count(_ensure_sysctls(self.ns(host.name), {f"net.ipv6.conf.{iface.name}.accept_dad": "0"}))
             self._count(wire.ensure_up(ipr, iface.name, iface.mtu))
             self._count(wire.ensure_address(ipr, iface.name, iface.address))
             if iface.ipv6 is not None:

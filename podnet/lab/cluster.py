@@ -117,20 +117,21 @@ def agent_config(topo: Topology, node: Host) -> dict[str, Any]:
 
 def _fill_bgp_peers(topo: Topology, node: Host, cfg: dict[str, Any]) -> None:
     """With bgp.enabled, a peer without peerAddress is the node's gateway router; no peers at all
-    means that router, over IPv4 and, when the cluster runs IPv6 and the node has an IPv6
-    gateway, over IPv6 too (one session per family, as Cilium peers per address family)."""
+    means that router once per family the cluster runs (IPv6 when the node has an IPv6 gateway):
+    one session per family, as Cilium peers per address family."""
     from podnet.config import ConfigError, one_setting
 
     bgp = cfg.get("bgp")
     if not isinstance(bgp, dict) or bgp.get("enabled") is not True or node.gateway is None:
         return
-    gateways = [node.gateway]
+    gateways: list[Any] = [node.gateway]
     if not bgp.get("peers"):
         try:
-            ipv6 = one_setting(cfg, "enable_ipv6") is True
+            ipv4, ipv6 = one_setting(cfg, "enable_ipv4") is not False, one_setting(cfg, "enable_ipv6") is True
         except ConfigError:
-            ipv6 = False  # the agent's config validation names the problem
-        gateways += [node.gateway6] if ipv6 and node.gateway6 is not None else []
+            ipv4, ipv6 = True, False  # the agent's config validation names the problem
+        if ipv6 and node.gateway6 is not None:
+            gateways = [node.gateway, node.gateway6] if ipv4 else [node.gateway6]
     peers = bgp.get("peers") or [{} for _ in gateways]
     if not isinstance(peers, list):
         return  # the agent's config validation names the problem
@@ -175,7 +176,7 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
         pools6 = [str(c) for c in cfg.cluster_pool_ipv6_cidrs] if cfg.enable_ipv6 else []
         return kubeapi.ensure_controller_manager(
-            topo, state, pools, mask, pools6, cfg.cluster_pool_ipv6_mask_size
+            topo, state, pools if cfg.enable_ipv4 else [], mask, pools6, cfg.cluster_pool_ipv6_mask_size
         )
     if mode == "crd":
         return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
@@ -184,14 +185,12 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         return 0
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
-    argv = [
-        _venv_bin("podnet"), "operator",
-        "--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask),
-        "--grace-period", "60",
-    ]  # fmt: skip
-    tls = client_tls(topo, "operator")
     node_cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
-    if mode == "cluster-pool" and node_cfg.enable_ipv6:  # dual stack: an IPv6 pod CIDR per node too
+    argv = [_venv_bin("podnet"), "operator", "--grace-period", "60"]
+    if node_cfg.enable_ipv4 or mode != "cluster-pool":
+        argv += ["--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask)]
+    tls = client_tls(topo, "operator")
+    if mode == "cluster-pool" and node_cfg.enable_ipv6:  # dual stack or IPv6-only: an IPv6 pod CIDR per node
         argv += ["--cluster-pool-ipv6-cidr", ",".join(str(c) for c in node_cfg.cluster_pool_ipv6_cidrs)]
         argv += ["--cluster-pool-ipv6-mask-size", str(node_cfg.cluster_pool_ipv6_mask_size)]
     if mode == "multi-pool":

@@ -252,7 +252,7 @@ def ensure_controller_manager(
         str(binaries()[CONTROLLER_MANAGER]), f"--kubeconfig={config}", "--controllers=nodeipam",
         "--allocate-node-cidrs=true", f"--cluster-cidr={','.join([*pools, *pools6])}",
         *([f"--node-cidr-mask-size-ipv4={mask}", f"--node-cidr-mask-size-ipv6={mask6}", *DUAL_STACK_GATES]
-          if pools6 else [f"--node-cidr-mask-size={mask}"]),
+          if pools6 and pools else [f"--node-cidr-mask-size={mask if pools else mask6}"]),
         f"--service-cluster-ip-range={SERVICE_CIDR}", "--bind-address=127.0.0.1", "--secure-port=10257",
         "--port=0", "--leader-elect=false",
     ]  # fmt: skip

@@ -105,19 +105,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_multi_pool(args, stop)
     if args.ipam == "eni":
         return _run_eni(args, stop)
-    if not args.cluster_pool_ipv4_cidr:
+    pools = [c for item in args.cluster_pool_ipv4_cidr or [] for c in item.split(",") if c.strip()]
+    pools6 = [c for item in args.cluster_pool_ipv6_cidr or [] for c in item.split(",") if c.strip()]
+    if not pools and not pools6:
         print(
-            "podnet operator: --cluster-pool-ipv4-cidr is required with --ipam cluster-pool", file=sys.stderr
+            "podnet operator: --cluster-pool-ipv4-cidr (or, for an IPv6-only cluster, "
+            "--cluster-pool-ipv6-cidr) is required with --ipam cluster-pool",
+            file=sys.stderr,
         )
         return 2
-    pools = [c for item in args.cluster_pool_ipv4_cidr for c in item.split(",") if c.strip()]
-    pools6 = [c for item in args.cluster_pool_ipv6_cidr or [] for c in item.split(",") if c.strip()]
     try:
-        spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size)
         spec6 = parse_pool_spec(pools6, args.cluster_pool_ipv6_mask_size, family=6) if pools6 else None
+        spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size) if pools else spec6
     except CIDRError as exc:
         print(f"podnet operator: {exc}", file=sys.stderr)
         return 2
+    assert spec is not None
+    if spec is spec6:  # IPv6-only: the one pool is IPv6
+        spec6 = None
     if args.datastore == "kubernetes":
         return _run_on_kubernetes(args, spec, stop, spec6)
     store = _etcd_store(args)

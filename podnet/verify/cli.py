@@ -140,8 +140,11 @@ def cmd_status(args: argparse.Namespace, open_lab: LabOpener) -> int:
     return 0 if ok else 1
 
 
-def _masquerading(masq: dict[str, Any]) -> str:
-    """Cilium's ``Masquerading: nftables [eth0]``, checked against the kernel."""
+def _masquerading(masq: dict[str, Any], masq6: dict[str, Any]) -> str:
+    """Cilium's ``Masquerading: nftables [eth0]``, checked against the kernel (the IPv4 half;
+    an IPv6-only cluster shows only the IPv6 one)."""
+    if not masq.get("enabled") and masq6.get("mode") == "nftables" and not masq.get("kernel"):
+        return "Disabled for IPv4"  # IPv6-only, or IPv4 masquerading off: the IPv6 half follows
     if not masq.get("enabled"):
         return "Disabled" + ("  (but a masquerade rule is in the kernel!)" if masq.get("kernel") else "")
     if not masq.get("kernel"):
@@ -238,7 +241,7 @@ def print_status(out: dict[str, Any]) -> None:
         routing = s.get("routing") or {}
         mtu = s.get("mtu") or {}
         ipam = s.get("ipam") or {}
-        masq = s.get("masquerading") or {}
+        masq, masq6 = s.get("masquerading") or {}, s.get("masquerading6") or {}
         tunnel = mtu.get("kernelTunnelDevice")
         rows = [
             (
@@ -250,7 +253,10 @@ def print_status(out: dict[str, Any]) -> None:
             ("KVStore", kvstore_line(kv)),
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
-            ("Masquerading", _masquerading(masq) + _masquerading6(s.get("masquerading6") or {})),
+            (
+                "Masquerading",
+                _masquerading(masq, masq6) + _masquerading6(masq6),
+            ),
             ("Pod guard", guard_line(s.get("guard") or {})),
             (
                 "MTU",

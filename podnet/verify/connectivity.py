@@ -9,7 +9,6 @@ namespaces (``podnet.verify.probe``); the MTU check is ``ping -M do``. Each fail
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,71 +79,50 @@ class ConnectivityReport:
 
 
 def plan_checks(view: PathView, diagnoser: Diagnoser) -> list[CheckSpec]:
-    """The checks this lab allows (a check needs its pods: same-node needs two on one node)."""
-    nodes = [n for n in view.nodes if view.pods_on(n)]
-    pod = {n: view.resolve(view.pods_on(n)[0]) for n in nodes}
+    """The checks this lab allows, in each family its pods have an address of (IPv6 ones named
+    ``IPv6 ...``): a check needs its pods (same-node needs two on one node) and its hosts'
+    addresses of that family."""
     specs: list[CheckSpec] = []
-    for n in nodes:
-        pods = view.pods_on(n)
-        if len(pods) >= 2:
-            specs.append(CheckSpec("pod-to-pod same node", view.resolve(pods[0]), view.resolve(pods[1])))
-    for a in nodes:
-        for b in nodes:
-            if a != b:
-                specs.append(CheckSpec("pod-to-pod across nodes", pod[a], pod[b]))
-    for n in nodes:
-        specs.append(CheckSpec("pod-to-own-node", pod[n], view.resolve(n)))
-    for i, n in enumerate(nodes):
-        other = nodes[(i + 1) % len(nodes)]
-        specs.append(CheckSpec("node-to-pod", view.resolve(n), pod[other]))
-    for ext in view.external_hosts():
-        for n in nodes:
-            specs.append(CheckSpec("pod-to-external", pod[n], view.resolve(ext)))
-    if len(nodes) >= 2:
-        a, b = pod[nodes[0]], pod[nodes[1]]
-        specs.append(CheckSpec("full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
-        specs.append(CheckSpec("full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
-    return specs + _ipv6_checks(view, diagnoser, nodes)
-
-
-def _ipv6_checks(view: PathView, diagnoser: Diagnoser, nodes: list[str]) -> list[CheckSpec]:
-    """The same pod checks by IPv6, for pods that have an IPv6 address (dual stack)."""
-    pod6 = {n: p for n in nodes if (p := _pod_place(view, view.pods_on(n)[0], 6)) is not None}
-    specs = [
-        CheckSpec("IPv6 pod-to-pod across nodes", pod6[a], pod6[b]) for a in pod6 for b in pod6 if a != b
-    ]
-    node6 = {n: p for n in nodes if (p := _host_place(view, n, "node")) is not None}
-    names = [n for n in pod6 if n in node6]
-    for n in names:
-        specs.append(CheckSpec("IPv6 pod-to-own-node", pod6[n], node6[n]))
-    for i, n in enumerate(names):
-        other = names[(i + 1) % len(names)]
-        if other != n:
-            specs.append(CheckSpec("IPv6 node-to-pod", node6[n], pod6[other]))
-    for ext in view.external_hosts():
-        if (world := _host_place(view, ext, "external")) is not None:
-            specs += [CheckSpec("IPv6 pod-to-external", pod6[n], world) for n in pod6]
-    if len(pod6) >= 2:
-        a, b = list(pod6.values())[:2]
-        specs.append(CheckSpec("IPv6 full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
-        specs.append(CheckSpec("IPv6 full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
+    for family in (4, 6):
+        specs += _family_checks(view, diagnoser, family)
     return specs
 
 
-def _host_place(view: PathView, host: str, kind: str) -> Place | None:
-    """A host's IPv6 place, None when the topology gave it no IPv6 address."""
+def _family_checks(view: PathView, diagnoser: Diagnoser, family: int) -> list[CheckSpec]:
+    prefix = "" if family == 4 else "IPv6 "
+    nodes = [n for n in view.nodes if view.pods_on(n)]
+    pod = {n: p for n in nodes if (p := _place(view, view.pods_on(n)[0], family)) is not None}
+    node = {n: p for n in pod if (p := _place(view, n, family)) is not None}
+    specs: list[CheckSpec] = []
+    for n in pod:
+        same = [p for name in view.pods_on(n)[:2] if (p := _place(view, name, family)) is not None]
+        if len(same) == 2:
+            specs.append(CheckSpec(f"{prefix}pod-to-pod same node", same[0], same[1]))
+    specs += [
+        CheckSpec(f"{prefix}pod-to-pod across nodes", pod[a], pod[b]) for a in pod for b in pod if a != b
+    ]
+    specs += [CheckSpec(f"{prefix}pod-to-own-node", pod[n], node[n]) for n in node]
+    names = list(node)
+    for i, n in enumerate(names):
+        other = names[(i + 1) % len(names)]
+        if other != n or len(names) == 1:
+            specs.append(CheckSpec(f"{prefix}node-to-pod", node[n], pod[other]))
+    for ext in view.external_hosts():
+        if (world := _place(view, ext, family)) is not None:
+            specs += [CheckSpec(f"{prefix}pod-to-external", pod[n], world) for n in pod]
+    if len(pod) >= 2:
+        a, b = list(pod.values())[:2]
+        specs.append(CheckSpec(f"{prefix}full-size DF packet", a, b, diagnoser.full_size(a.host, b.ip)))
+        specs.append(CheckSpec(f"{prefix}full-size DF packet", b, a, diagnoser.full_size(b.host, a.ip)))
+    return specs
+
+
+def _place(view: PathView, target: str, family: int) -> Place | None:
+    """A pod or host by its address of ``family``; None when it has none."""
     try:
-        return Place(host, view.node_ip(host, 6), kind)
+        return view.resolve(target, family)
     except ViewError:
         return None
-
-
-def _pod_place(view: PathView, pod: str, family: int) -> Place | None:
-    for text in view.pods[pod].get("ips") or []:
-        ip = ipaddress.ip_address(text)
-        if ip.version == family:
-            return Place(pod, ip, "pod")
-    return None
 
 
 def run_check(view: PathView, spec: CheckSpec) -> ProbeResult:

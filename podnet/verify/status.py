@@ -192,8 +192,10 @@ def _peer(
     target = router_ips[0] if router_ips else None
     if target is None and cidrs:  # an agent from before routerIPs were listed
         target = str(ipaddress.ip_network(cidrs[0]).network_address + 1)
+    family = ipaddress.ip_address(target).version if target else 4
+    node_ip = p.get("ipv4" if family == 4 else "ipv6") or p.get("ipv4") or p.get("ipv6")
     path = (
-        kernel.path_to(target, p.get("ipv4"), routers)
+        kernel.path_to(target, node_ip, routers)
         if target
         else KernelPath("unreachable", None, None, "no pod CIDR")
     )
@@ -203,7 +205,7 @@ def _peer(
     agrees = _agrees(str(p.get("reach")), path.reach)
     return {
         "name": p.get("name"),
-        "nodeIP": p.get("ipv4"),
+        "nodeIP": node_ip,
         "podCIDRs": cidrs,
         "plannedReach": p.get("reach"),
         "why": p.get("why", ""),

@@ -274,3 +274,63 @@ def test_ipv6_path_mtu_black_hole_is_found_by_packet_too_big(lab_up: Callable[..
     assert v6["ok"] is False and v6["required"] == 1500 and v6["discovered"] == 1400, v6
     assert "black hole" in v6["message"] and "set MTU to 1400" in v6["message"], v6
     assert "mtu 1400" in sh(topo, "node1", "ip", "-6", "route", "get", "fd00:3::2")  # learnt from the PTB
+
+
+def _only_v6(topo: Topology) -> dict[str, tuple[str, str]]:
+    """The pods' addresses in an IPv6-only cluster: exactly one each, IPv6 (as ``_ips`` shapes them)."""
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    found = {name: info["ips"] for name, info in state.info["podIPs"].items()}
+    assert all(len(ips) == 1 and ":" in ips[0] for ips in found.values()), found
+    return {name: ("", ips[0]) for name, ips in found.items()}
+
+
+def test_ipv6_only_cluster_tunnels_in_ipv6_vxlan(lab_up: Callable[..., Topology]) -> None:
+    """ipv4.enabled=false: pods get one IPv6 address and nothing IPv4 (no address, no route, no
+    IPv4 masquerade table); VXLAN runs over the nodes' IPv6 addresses at route MTU 1430; the
+    connectivity test runs its checks in IPv6 only; the node end of a new pod's veth has a usable
+    link-local address at once (no DAD: the node can solicit the pod's address immediately)."""
+    sets = ["ipv4.enabled=false", "routingMode=tunnel", "autoDirectNodeRoutes=false", "underlayProtocol=ipv6"]
+    topo = lab_up(apply_overrides(load_topology("dual-stack"), sets))
+    ips = _only_v6(topo)
+    assert "inet " not in sh(topo, "node1-p1", "ip", "-4", "addr", "show", "dev", "eth0")
+    assert sh(topo, "node1-p1", "ip", "-4", "route").strip() == ""
+    assert "10.244." not in sh(topo, "node1", "ip", "-4", "route")
+    veths = [line.split("@")[0] for line in sh(topo, "node1", "ip", "-br", "link").splitlines()]
+    (veth,) = [v for v in veths if v.startswith("lxc")]
+    assert "tentative" not in sh(topo, "node1", "ip", "-6", "addr", "show", "dev", veth)
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "node1", "eth0", "udp port 8472") as outer:
+        assert _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1382").returncode == 0  # 1382 + 48 = 1430
+    assert any(" IP6 fd00:1::10." in line and "> fd00:1::11.8472" in line for line in outer), outer
+    assert any(f"{a} > {b}: ICMP6, echo request" in line for line in outer), outer
+    nft4 = subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(topo.name, "node1"), "nft", "list", "table", "ip", "podnet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "masquerade" not in nft4.stdout, nft4.stdout
+    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
+        assert _ping6(topo, "node1-p1", WORLD6).returncode == 0
+    assert any(f"fd00:1::10 > {WORLD6}" in line for line in seen), seen
+    status = cl.agent_request(topo.name, "node1", {"op": "status"})
+    assert status["routing"]["families"] == ["IPv6"] and status["masquerade"]["mode"] == "disabled"
+    assert [str(c).count(":") > 0 for c in status["node"]["podCIDRs"]] == [True], status["node"]
+    report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+    assert report["ok"] and all(r["check"].startswith("IPv6 ") for r in report["results"]), report
+
+
+def test_ipv6_only_cluster_native_with_bgp(lab_up: Callable[..., Topology]) -> None:
+    """IPv6-only pods routed natively across two subnets: each node opens only its IPv6 session,
+    the routers carry only IPv6 pod CIDRs, and pods reach each other unencapsulated."""
+    topo = lab_up(apply_overrides(load_topology("dual-stack-bgp"), ["ipv4.enabled=false"]))
+    ips = _only_v6(topo)
+    bgp = cl.agent_request(topo.name, "node1", {"op": "status"})["bgp"]
+    assert [(p["peerAddress"], p["state"]) for p in bgp["peers"]] == [("fd00:2::1", "established")], bgp
+    assert sh(topo, "r1", "ip", "-4", "route", "show", "proto", "bird").strip() == ""
+    assert "via fd00:0:12::2 dev to-r2 proto bird" in sh(topo, "r1", "ip", "-6", "route")
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
+        assert _ping6(topo, "node1-p1", b).returncode == 0
+    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
