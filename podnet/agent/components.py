@@ -264,7 +264,10 @@ class Bgp:
     name = "bgp"
 
     def __init__(
-        self, config: AgentConfig, node_ip: ipaddress.IPv4Address, node_ip6: ipaddress.IPv6Address | None
+        self,
+        config: AgentConfig,
+        node_ip: ipaddress.IPv4Address | None,
+        node_ip6: ipaddress.IPv6Address | None,
     ) -> None:
         from podnet.bgp.speaker import BgpController
 

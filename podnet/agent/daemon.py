@@ -184,9 +184,7 @@ class Agent:
             link_index(self.ipr, p.device) is not None for p in all_protocols()
         )
         node = self._setup_node(node, keep)
-        if self.config.bgp_enabled:
-            if self.underlay.ipv4 is None:
-                raise AgentError("bgp.enabled needs an IPv4 underlay address (the BGP router ID)")
+        if self.config.bgp_enabled:  # an IPv6-only node's router ID is made from its name
             self._set_phase("starting the BGP speaker")
             self.components.append(comp.Bgp(self.config, self.underlay.ipv4, self.underlay.ipv6))
         self.components.append(self._datastore_probe())

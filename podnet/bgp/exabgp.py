@@ -43,7 +43,7 @@ class SpeakerSpec:
     """What one speaker instance announces, to whom, and where it keeps its files."""
 
     router_id: ipaddress.IPv4Address
-    local_address: ipaddress.IPv4Address
+    local_address: ipaddress.IPv4Address | None  # the node's IPv4 address (None: IPv6-only node)
     local_asn: int
     peers: tuple[BgpPeer, ...]
     prefixes: tuple[Prefix, ...]
@@ -66,8 +66,9 @@ def render_config(spec: SpeakerSpec, relay_argv: Iterable[str]) -> str:
         local = spec.local_for(peer)
         if local is None:
             raise SpeakerError(
-                f"BGP peer {peer.peer_address} is IPv6 but the node has no IPv6 address on its underlay "
-                "device; give the node one or peer over IPv4"
+                f"BGP peer {peer.peer_address} is IPv{peer.peer_address.version} but the node has no "
+                f"IPv{peer.peer_address.version} address on its underlay device; give the node one or "
+                "peer in the family it has"
             )
         family = "ipv4" if peer.peer_address.version == 4 else "ipv6"
         lines += [

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,21 +51,28 @@ def pod_prefixes(cidrs: Iterable[Any]) -> tuple[Prefix, ...]:
     return tuple(sorted(found, key=lambda c: (c.version, c)))
 
 
+def router_id_from(name: str) -> ipaddress.IPv4Address:
+    """A BGP router ID for a node without an IPv4 address (IPv6-only): IPv4-shaped as BGP wants
+    it, made from the node's name, so that it is the same after every restart."""
+    return ipaddress.IPv4Address(zlib.crc32(name.encode()) | 0x01000000)
+
+
 class BgpController:
     """Owns the speaker process for the agent's lifetime (start, follow CIDRs, restart, stop)."""
 
     def __init__(
         self,
         config: AgentConfig,
-        node_ip: ipaddress.IPv4Address,
+        node_ip: ipaddress.IPv4Address | None,
         workdir: Path,
         speaker: str = DEFAULT_SPEAKER,
         node_ip6: ipaddress.IPv6Address | None = None,
     ) -> None:
         assert config.bgp_local_asn is not None
         self.config = config
+        router_id = node_ip or router_id_from(config.node_name)
         self.spec = SpeakerSpec(
-            node_ip, node_ip, config.bgp_local_asn, config.bgp_peers, (), workdir, local_address6=node_ip6
+            router_id, node_ip, config.bgp_local_asn, config.bgp_peers, (), workdir, local_address6=node_ip6
         )
         self.speaker: Speaker = SPEAKERS[speaker](self.spec)
         self.prefixes: tuple[Prefix, ...] = ()

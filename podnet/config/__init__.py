@@ -10,7 +10,6 @@ from podnet.config.agent import (
     load_config,
     load_config_file,
     one_setting,
-    pod_pools,
 )
 from podnet.config.errors import ConfigError
 from podnet.config.pairs import merge, parse_pairs
@@ -26,5 +25,4 @@ __all__ = [
     "merge",
     "one_setting",
     "parse_pairs",
-    "pod_pools",
 ]

@@ -488,7 +488,8 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             name("tunnel_fallback"),
             "true only makes sense with routingMode=native (tunnel mode encapsulates everything already)",
         )
-    if cfg.routing_mode == "native" and cfg.enable_ipv4_masquerade and cfg.ipv4_native_routing_cidr is None:
+    masquerade4 = cfg.enable_ipv4 and cfg.enable_ipv4_masquerade
+    if cfg.routing_mode == "native" and masquerade4 and cfg.ipv4_native_routing_cidr is None:
         raise ConfigError(
             name("ipv4_native_routing_cidr"),
             "must be set when routingMode=native and enableIPv4Masquerade=true (the CIDR that is routed "
@@ -587,11 +588,6 @@ def one_setting(mapping: Mapping[str, Any], fld: str) -> Any:
         return field_.default_factory() if callable(field_.default_factory) else field_.default
     key, value = raw[fld]
     return _PARSERS[fld](key, value)
-
-
-def pod_pools(mapping: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network, ...]:
-    """Only the cluster's IPv4 pools of a settings mapping (the default when it names none)."""
-    return one_setting(mapping, "cluster_pool_ipv4_cidrs")  # type: ignore[no-any-return]
 
 
 def load_config_file(

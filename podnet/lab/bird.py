@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podnet.bgp.speaker import router_id_from
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.topology import Host, Topology
@@ -128,11 +129,20 @@ def plan_router_bgp(topo: Topology, node_configs: Mapping[str, Any]) -> tuple[Ro
         if router.asn is None or opts.get("enabled", True) is False:
             continue
         neighbors = _node_neighbors(topo, router, bgp_nodes) + _router_neighbors(router, routers, opts)
-        router_id = min(i.address.ip for i in router.interfaces)  # BGP's router ID is IPv4-shaped
+        router_id = _router_id(router)
         plans.append(
             RouterBgp(router.name, router.asn, router_id, neighbors, pods, bool(opts.get("multipath", True)))
         )
     return tuple(plans)
+
+
+def _router_id(router: Host) -> ipaddress.IPv4Address:
+    """BGP's router ID is IPv4-shaped: the router's lowest IPv4 address; an IPv6-only router gets
+    one made from its name (stable, unique enough among a lab's routers)."""
+    mine = [i.address.ip for i in router.interfaces if i.address is not None]
+    if mine:
+        return min(mine)
+    return router_id_from(router.name)
 
 
 def _check_node_peers(topo: Topology, bgp_nodes: Mapping[str, Any], routers: Mapping[str, Host]) -> None:

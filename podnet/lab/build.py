@@ -184,9 +184,9 @@ class LabBuilder:
             # would hold the first IPv6 packets (neighbour solicitations need it as source)
             self._count(_ensure_sysctls(self.ns(host.name), {f"net.ipv6.conf.{iface.name}.accept_dad": "0"}))
             self._count(wire.ensure_up(ipr, iface.name, iface.mtu))
-            self._count(wire.ensure_address(ipr, iface.name, iface.address))
-            if iface.ipv6 is not None:
-                self._count(wire.ensure_address(ipr, iface.name, iface.ipv6))
+            for address in (iface.address, iface.ipv6):
+                if address is not None:
+                    self._count(wire.ensure_address(ipr, iface.name, address))
 
     def configure_routing(self) -> None:
         for host in self.topo.hosts:

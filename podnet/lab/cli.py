@@ -220,10 +220,11 @@ def _progress(enabled: bool) -> Any:
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for c in columns:
         table.add_column(c.upper())
     for r in rows:
-        table.add_row(*(str(r.get(c, "")) for c in columns))
+        table.add_row(*(Text(str(r.get(c, ""))) for c in columns))  # plain text: "[fd00::1]" is no markup
     Console(width=max(120, os.get_terminal_size().columns if sys.stdout.isatty() else 160)).print(table)

@@ -122,34 +122,29 @@ def _fill_bgp_peers(topo: Topology, node: Host, cfg: dict[str, Any]) -> None:
     from podnet.config import ConfigError, one_setting
 
     bgp = cfg.get("bgp")
-    if not isinstance(bgp, dict) or bgp.get("enabled") is not True or node.gateway is None:
+    if not isinstance(bgp, dict) or bgp.get("enabled") is not True:
         return
-    gateways: list[Any] = [node.gateway]
-    if not bgp.get("peers"):
-        try:
-            ipv4, ipv6 = one_setting(cfg, "enable_ipv4") is not False, one_setting(cfg, "enable_ipv6") is True
-        except ConfigError:
-            ipv4, ipv6 = True, False  # the agent's config validation names the problem
-        if ipv6 and node.gateway6 is not None:
-            gateways = [node.gateway, node.gateway6] if ipv4 else [node.gateway6]
+    try:
+        ipv4, ipv6 = one_setting(cfg, "enable_ipv4") is not False, one_setting(cfg, "enable_ipv6") is True
+    except ConfigError:
+        ipv4, ipv6 = True, False  # the agent's config validation names the problem
+    gateways = [g for g, on in ((node.gateway, ipv4), (node.gateway6, ipv6)) if on and g is not None]
+    if not gateways:
+        return
     peers = bgp.get("peers") or [{} for _ in gateways]
     if not isinstance(peers, list):
         return  # the agent's config validation names the problem
     filled = []
-    for peer, gateway in zip(peers, gateways + [node.gateway] * len(peers), strict=False):
+    for peer, gateway in zip(peers, gateways + [gateways[0]] * len(peers), strict=False):
         peer = dict(peer) if isinstance(peer, dict) else peer
         if isinstance(peer, dict) and "peerAddress" not in peer:
             peer["peerAddress"] = str(gateway)
-            router = next((r for r in topo.routers for i in r.interfaces if gateway in _ips(i)), None)
+            router = next((r for r in topo.routers for i in r.interfaces if gateway in i.ips), None)
             if "peerASN" not in peer and router is not None and router.asn is not None:
                 peer["peerASN"] = router.asn
             peer.setdefault("ttlSecurity", True)  # the gateway is one hop away: GTSM in the lab
         filled.append(peer)
     cfg["bgp"] = {**bgp, "peers": filled}
-
-
-def _ips(iface: Any) -> tuple[Any, ...]:
-    return tuple(a.ip for a in (iface.address, iface.ipv6) if a is not None)
 
 
 def validate_cluster_config(topo: Topology) -> None:

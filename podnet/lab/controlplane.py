@@ -14,6 +14,7 @@ import dataclasses
 from podnet.lab import pki
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
+from podnet.lab.topomodel import url_host
 from podnet.store.client import TlsFiles
 
 ETCD_CLIENT_PORT = 2379
@@ -27,7 +28,7 @@ def etcd_endpoint(topo: Topology) -> str:
 
 def etcd_endpoints(topo: Topology) -> list[str]:
     """Every member's client URL, in member order (what agents and the operator are given)."""
-    return [f"{scheme(topo)}://{cp.primary.address.ip}:{ETCD_CLIENT_PORT}" for cp in topo.control_planes]
+    return [f"{scheme(topo)}://{url_host(cp.primary.ip)}:{ETCD_CLIENT_PORT}" for cp in topo.control_planes]
 
 
 def scheme(topo: Topology) -> str:
@@ -55,7 +56,7 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
     members = topo.control_planes
     run = st.lab_dir(topo.name)
     peers = {
-        f"{topo.name}-{cp.name}": f"{scheme(topo)}://{cp.primary.address.ip}:{ETCD_PEER_PORT}"
+        f"{topo.name}-{cp.name}": f"{scheme(topo)}://{url_host(cp.primary.ip)}:{ETCD_PEER_PORT}"
         for cp in members
     }
     started = []
@@ -64,7 +65,7 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
         if rec is not None and rec.running():
             continue
         ns = st.ns_name(topo.name, cp.name)
-        ip = cp.primary.address.ip
+        ip = cp.primary.ip
         member = f"{topo.name}-{cp.name}"
         tls = (
             pki.ensure_cert(topo.name, f"etcd-{cp.name}", (str(ip), "127.0.0.1"), server=True)
@@ -75,7 +76,7 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
             name=member,
             data_dir=run / ("etcd" if i == 0 else f"etcd-{cp.name}"),
             client_urls=[
-                f"{scheme(topo)}://{ip}:{ETCD_CLIENT_PORT}",
+                f"{scheme(topo)}://{url_host(ip)}:{ETCD_CLIENT_PORT}",
                 f"{scheme(topo)}://127.0.0.1:{ETCD_CLIENT_PORT}",
             ],
             peer_url=peers[member],

@@ -94,7 +94,7 @@ def gather(view: LabView) -> Picture:
     for net in topo.networks:
         seg = f"sw-{net.name}"
         mtu = view.links(seg)["br0"].mtu if seg in live and "br0" in view.links(seg) else net.mtu
-        segments.append((net.name, str(net.cidr), mtu))
+        segments.append((net.name, ", ".join(str(c) for c in (net.cidr, net.ipv6) if c is not None), mtu))
     status = cluster_status(view, None, False)["nodes"]
     hosts, attachments, links = [], [], []
     for h in topo.hosts:
@@ -103,7 +103,7 @@ def gather(view: LabView) -> Picture:
         label = h.name
         if h.role == "node":
             cidrs = ", ".join((status.get(h.name, {}).get("ipam") or {}).get("podCIDRs") or [])
-            label = f"{h.name}\\n{h.primary.address.ip}\\npods {cidrs}"
+            label = f"{h.name}\\n{h.primary.ip}\\npods {cidrs}"
         elif h.role == "router" and h.asn:
             label = f"{h.name}\\nAS{h.asn}"
         hosts.append((h.name, h.role, label))
@@ -111,9 +111,9 @@ def gather(view: LabView) -> Picture:
             link = view.links(h.name).get(i.name)
             mtu_text = f" mtu {link.mtu}" if link is not None else " (missing)"
             if i.network:
-                attachments.append((h.name, i.network, f"{i.name} {i.address.ip}{mtu_text}"))
+                attachments.append((h.name, i.network, f"{i.name} {i.ip}{mtu_text}"))
             elif i.peer and h.name < i.peer:
-                links.append((h.name, i.peer, f"{i.address.network}{mtu_text}"))
+                links.append((h.name, i.peer, f"{(i.address or i.ipv6).network}{mtu_text}"))  # type: ignore[union-attr]
     pods = tuple((p, info["node"], ", ".join(info.get("ips") or [])) for p, info in sorted(view.pods.items()))
     reach = []
     for a, s in status.items():

@@ -25,6 +25,7 @@ from podnet.lab import pki
 from podnet.lab import state as st
 from podnet.lab.kubeobjects import apply_manifests
 from podnet.lab.topology import Topology
+from podnet.lab.topomodel import url_host
 from podnet.store.client import TlsFiles
 from podnet.util import proc
 
@@ -112,11 +113,11 @@ def kube_dir(lab: str) -> Path:
 
 def server_url(topo: Topology) -> str:
     """The API server as the nodes reach it, over the underlay."""
-    return f"https://{topo.control_plane.primary.address.ip}:{APISERVER_PORT}"
+    return f"https://{url_host(topo.control_plane.primary.ip)}:{APISERVER_PORT}"
 
 
 def apiserver_argv(topo: Topology, etcd: list[str], etcd_tls: TlsFiles | None) -> list[str]:
-    cp = topo.control_plane.primary.address.ip
+    cp = topo.control_plane.primary.ip
     lab = topo.name
     ips = (str(cp), "127.0.0.1", SERVICE_IP)
     serving = pki.ensure_cert(lab, "kube-apiserver", ips, server=True, dns=SERVICE_NAMES)
@@ -273,7 +274,7 @@ def _ensure_forwarder(topo: Topology, state: st.LabState) -> int:
     kube_dir(lab).mkdir(parents=True, exist_ok=True)
     previous = port_file.read_text().strip() if port_file.exists() else "0"  # keeps kubeconfig valid
     port_file.unlink(missing_ok=True)
-    target = f"{topo.control_plane.primary.address.ip}:{APISERVER_PORT}"
+    target = f"{url_host(topo.control_plane.primary.ip)}:{APISERVER_PORT}"
     cp_ns = st.ns_name(lab, topo.control_plane.name)
     argv = [sys.executable, "-m", "podnet.lab.kubeforward", "--netns", cp_ns, "--target", target,
             "--port-file", str(port_file), "--port", previous]  # fmt: skip

@@ -48,7 +48,7 @@ def register_node(client: Client, host: Host) -> None:
     """The Node object of ``host`` with its underlay address, as the kubelet registers it."""
     labels = {"kubernetes.io/hostname": host.name, "kubernetes.io/os": "linux"}
     _create(client, Node(metadata=ObjectMeta(name=host.name, labels=labels)))
-    addresses = [NodeAddress(type="InternalIP", address=str(host.primary.address.ip)),
+    addresses = [NodeAddress(type="InternalIP", address=str(host.primary.ip)),
                  NodeAddress(type="Hostname", address=host.name)]  # fmt: skip
     status = {"status": NodeStatus(addresses=addresses).to_dict()}
     client.patch(Node.Status, host.name, status, patch_type=PatchType.MERGE)

@@ -21,6 +21,7 @@ from podnet.lab.kubeapi import ensure_kube_control_plane
 from podnet.lab.kubeapi import wanted as kube_wanted
 from podnet.lab.teardown import TeardownReport, teardown, teardown_all
 from podnet.lab.topology import Topology
+from podnet.lab.topomodel import url_host
 
 
 def bring_up(
@@ -110,14 +111,14 @@ def summary_rows(topo: Topology) -> list[dict[str, Any]]:
     rows = []
     for h in topo.hosts:
         addrs = ", ".join(
-            f"{i.name} {i.address}" + (f" {i.ipv6}" if i.ipv6 is not None else "") for i in h.interfaces
+            f"{i.name} " + " ".join(str(a) for a in (i.address, i.ipv6) if a) for i in h.interfaces
         )
         extra = ""
         if h.role == "node":
             pods = [p.name for p in topo.pods if p.node == h.name]
             extra = f"pods: {', '.join(pods)}" if pods else ""
         elif h.role == "controlplane":
-            extra = f"etcd {'https' if topo.etcd_tls else 'http'}://{h.primary.address.ip}:2379"
+            extra = f"etcd {'https' if topo.etcd_tls else 'http'}://{url_host(h.primary.ip)}:2379"
         elif h.role == "router" and h.asn:
             extra = f"AS{h.asn}"
         rows.append(

@@ -38,18 +38,19 @@ def check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> Non
             if i.network:
                 attached.add(i.network)
             where = f"{h.name}.{i.name}"
-            if i.address.ip in owner:
+            if i.address is not None and i.address.ip in owner:
                 raise TopologyError(
                     f"{where}.address: {i.address.ip} is already used by {owner[i.address.ip]}"
                 )
-            owner[i.address.ip] = where
+            if i.address is not None:
+                owner[i.address.ip] = where
             if i.ipv6 is not None:
                 if i.ipv6.ip in owner6:
                     raise TopologyError(f"{where}.ipv6: {i.ipv6.ip} is already used by {owner6[i.ipv6.ip]}")
                 owner6[i.ipv6.ip] = where
-            if i.peer:
+            if i.peer and i.address is not None:
                 for net in netmap.values():
-                    if net.cidr.overlaps(i.address.network):
+                    if net.cidr is not None and net.cidr.overlaps(i.address.network):
                         raise TopologyError(
                             f"{where}.address: link {i.address.network} overlaps "
                             f"network {net.name} ({net.cidr})"
@@ -59,13 +60,16 @@ def check_addresses(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> Non
 def _pools(cluster: Mapping[str, Any]) -> list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]]:
     """The cluster's pod pools as (setting, CIDR); none when the settings do not parse (``lab up``
     reports those with the agent's own error)."""
-    from podnet.config import ConfigError, pod_pools
+    from podnet.config import ConfigError, one_setting
 
+    found: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
     try:
-        pools = pod_pools(cluster)
+        for family, key in ((4, "clusterPoolIPv4PodCIDRList"), (6, "clusterPoolIPv6PodCIDRList")):
+            if one_setting(cluster, f"enable_ipv{family}"):
+                found += [(key, c) for c in one_setting(cluster, f"cluster_pool_ipv{family}_cidrs")]
     except ConfigError:
         return []
-    return [("clusterPoolIPv4PodCIDRList", c) for c in pools]
+    return found
 
 
 def check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Mapping[str, Any]) -> None:
@@ -78,18 +82,18 @@ def check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Map
     pools += [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
     for where, pool in pools:
         for net in networks:
-            if pool.version == net.cidr.version and pool.overlaps(net.cidr):
-                raise TopologyError(
-                    f"{where}: pod CIDR {pool} overlaps network {net.name} ({net.cidr}); pick pod "
-                    "addresses outside the underlay"
-                )
+            for segment in (net.cidr, net.ipv6):
+                if segment is not None and pool.version == segment.version and pool.overlaps(segment):
+                    raise TopologyError(
+                        f"{where}: pod CIDR {pool} overlaps network {net.name} ({segment}); pick pod "
+                        "addresses outside the underlay"
+                    )
         for h in hosts:
             for i in h.interfaces:
-                if i.address.version == pool.version and (
-                    i.address.ip in pool or (i.peer and i.address.network.overlaps(pool))
-                ):
+                a = i.address_of(pool.version)
+                if a is not None and (a.ip in pool or (i.peer and a.network.overlaps(pool))):
                     raise TopologyError(
-                        f"{where}: pod CIDR {pool} contains {h.name}.{i.name}'s address {i.address.ip}; "
+                        f"{where}: pod CIDR {pool} contains {h.name}.{i.name}'s address {a.ip}; "
                         "pick pod addresses outside the underlay"
                     )
 
@@ -128,13 +132,20 @@ def check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None
         if h.role == "router"
         for i in h.interfaces
         if i.network
-        for ip in (i.address.ip, *([i.ipv6.ip] if i.ipv6 else []))
+        for ip in i.ips
     }
     for h in hosts:
         if h.role == "router":
             continue
         where = f"{h.role}s.{h.name}.gateway" if h.role == "node" else f"{h.role}.gateway"
         net = h.primary.network
+        if h.gateway6 is not None and (net, h.gateway6) not in router_addrs:
+            raise TopologyError(
+                f"{where.removesuffix('.gateway')}.ipv6Gateway: {h.gateway6} is not the IPv6 address of "
+                f"a router on network {net}"
+            )
+        if h.gateway is None and h.gateway6 is not None:
+            continue  # an IPv6-only host
         if h.gateway is None:
             if len(netmap) > 1 and h.role != "controlplane":
                 raise TopologyError(
@@ -144,8 +155,3 @@ def check_gateways(hosts: Sequence[Host], netmap: Mapping[str, Network]) -> None
             continue
         if (net, h.gateway) not in router_addrs:
             raise TopologyError(f"{where}: {h.gateway} is not the address of a router on network {net}")
-        if h.gateway6 is not None and (net, h.gateway6) not in router_addrs:
-            raise TopologyError(
-                f"{where.removesuffix('.gateway')}.ipv6Gateway: {h.gateway6} is not the IPv6 address of a "
-                f"router on network {net}"
-            )

@@ -178,21 +178,24 @@ def _parse_networks(raw: Any) -> list[Network]:
     for i, item in enumerate(raw):
         where = f"networks[{i}]"
         m = checked_mapping(item, where, {"name", "cidr", "ipv6", "mtu"})
-        cidr = _v4_network(m.get("cidr"), f"{where}.cidr")
         ipv6 = None
         if m.get("ipv6") is not None:
             try:
                 ipv6 = ipaddress.IPv6Network(str(m["ipv6"]))
             except ValueError as e:
                 raise TopologyError(f"{where}.ipv6: {m['ipv6']!r} is not an IPv6 network: {e}") from e
+        if m.get("cidr") is None and ipv6 is None:
+            raise TopologyError(f"{where}.cidr: missing; give the segment an IPv4 cidr, an ipv6 one, or both")
+        cidr = _v4_network(m["cidr"], f"{where}.cidr") if m.get("cidr") is not None else None
         nets.append(Network(_name(m, where), cidr, ipv6, _mtu(m.get("mtu", DEFAULT_MTU), f"{where}.mtu")))
     for i, a in enumerate(nets):
         for b in nets[i + 1 :]:
-            if a.cidr.overlaps(b.cidr):
-                raise TopologyError(
-                    f"networks: {a.name} ({a.cidr}) overlaps {b.name} ({b.cidr}); "
-                    "give each segment its own CIDR"
-                )
+            for mine, theirs in ((a.cidr, b.cidr), (a.ipv6, b.ipv6)):
+                if mine is not None and theirs is not None and mine.overlaps(theirs):
+                    raise TopologyError(
+                        f"networks: {a.name} ({mine}) overlaps {b.name} ({theirs}); "
+                        "give each segment its own CIDR"
+                    )
     return nets
 
 
@@ -244,9 +247,18 @@ def _network_interface(
             f"{where}.network: unknown network {net_name!r} (known: {', '.join(sorted(netmap))})"
         )
     net = netmap[net_name]
-    if raw.get("address") is None:
+    addr = None
+    if net.cidr is None:
+        if raw.get("address") is not None:
+            raise TopologyError(
+                f"{where}.address: network {net.name} is IPv6-only ({net.ipv6}); give the host ipv6: instead"
+            )
+        if raw.get("ipv6") is None:
+            raise TopologyError(f"{where}.ipv6: missing; give the host an address in {net.ipv6}")
+    elif raw.get("address") is None:
         raise TopologyError(f"{where}.address: missing; give the host an address in {net.cidr}")
-    addr = _address_on(raw["address"], f"{where}.address", net.name, net.cidr)
+    else:
+        addr = _address_on(raw["address"], f"{where}.address", net.name, net.cidr)
     ipv6 = None
     if raw.get("ipv6") is not None:
         if net.ipv6 is None:
@@ -284,12 +296,16 @@ def _p2p_interface(im: Mapping[str, Any], where: str) -> Interface:
     if not isinstance(peer, str) or not NAME_RE.match(peer):
         raise TopologyError(f"{where}.peer: {peer!r} is not a router name")
     value = im.get("address")
-    try:
-        addr = ipaddress.IPv4Interface(str(value))
-    except ValueError as e:
-        raise TopologyError(f"{where}.address: {value!r} is not an IPv4 address with prefix ({e})") from e
-    if "/" not in str(value) or addr.network.prefixlen < 30:
-        raise TopologyError(f"{where}.address: a router link needs a /30 or /31 address, got {value!r}")
+    addr = None
+    if value is None and im.get("ipv6") is None:
+        raise TopologyError(f"{where}.address: missing; give the link an IPv4 /30, an ipv6 /126, or both")
+    if value is not None:
+        try:
+            addr = ipaddress.IPv4Interface(str(value))
+        except ValueError as e:
+            raise TopologyError(f"{where}.address: {value!r} is not an IPv4 address with prefix ({e})") from e
+        if "/" not in str(value) or addr.network.prefixlen < 30:
+            raise TopologyError(f"{where}.address: a router link needs a /30 or /31 address, got {value!r}")
     ipv6 = None
     if im.get("ipv6") is not None:
         value6 = im["ipv6"]
@@ -371,7 +387,7 @@ def _with_ipv6_gateways(hosts: list[Host]) -> list[Host]:
                 for r in hosts
                 if r.role == "router"
                 for i in r.interfaces
-                if i.network == h.primary.network and i.address.ip == h.gateway and i.ipv6 is not None
+                if i.network == h.primary.network and h.gateway in i.ips and i.ipv6 is not None
             )
             h = dataclasses.replace(h, gateway6=next(found, None))
         out.append(h)
@@ -398,35 +414,46 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     if net_name not in netmap:
         raise TopologyError(f"controlPlane.network: unknown network {net_name!r}")
     net = netmap[net_name]
-    used = {i.address.ip for h in hosts for i in h.interfaces}
-    free = [a for a in reversed(list(net.cidr.hosts())) if a not in used]
+    cidr = net.cidr or net.ipv6  # an IPv6-only segment: etcd listens on IPv6
+    assert cidr is not None
+    family = cidr.version
+    used = {ip for h in hosts for i in h.interfaces for ip in i.ips}
+    free = [a for a in _highest_hosts(cidr, members + len(used)) if a not in used]
     addresses = (
         [m["address"], *(a for a in free if str(a) != str(m["address"]))] if m.get("address") else free
     )
     if len(addresses) < members:
         raise TopologyError(
-            f"controlPlane: network {net.name} ({net.cidr}) has no free address for {members} etcd member(s)"
+            f"controlPlane: network {net.name} ({cidr}) has no free address for {members} etcd member(s)"
         )
     gateway = m.get("gateway")
     if gateway is None:
         gateway = next(
             (
-                i.address.ip
+                a.ip
                 for h in hosts
                 if h.role == "router"
                 for i in h.interfaces
-                if i.network == net.name
+                if i.network == net.name and (a := i.address_of(family)) is not None
             ),
             None,
         )
     found = []
+    key, gateway_key = ("address", "gateway") if family == 4 else ("ipv6", "ipv6Gateway")
     for i in range(members):
         name = CONTROL_PLANE if i == 0 else f"{CONTROL_PLANE}{i + 1}"
-        raw_host = {"name": name, "network": net.name, "address": str(addresses[i])}
+        raw_host = {"name": name, "network": net.name, key: str(addresses[i])}
         if gateway is not None:
-            raw_host["gateway"] = str(gateway)
+            raw_host[gateway_key] = str(gateway)
         found.append(_parse_endhost(raw_host, "controlPlane", netmap, "controlplane"))
     return found
+
+
+def _highest_hosts(cidr: ipaddress.IPv4Network | ipaddress.IPv6Network, count: int) -> list[Any]:
+    """The ``count`` highest host addresses of ``cidr``, highest first (an IPv6 /64 has too many
+    to list: they are counted down from its last address but one)."""
+    last = int(cidr.broadcast_address) - 1
+    return [ipaddress.ip_address(a) for a in range(last, max(last - count, int(cidr.network_address)), -1)]
 
 
 K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -12,6 +12,11 @@ from podnet.config.pairs import merge
 DEFAULT_MTU = 1500
 
 
+def url_host(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as the host part of a URL or ``host:port`` (``[fd00::1]`` for IPv6)."""
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
 class TopologyError(ValueError):
     """A topology file that cannot be built; the message names the key and the bad value."""
 
@@ -31,7 +36,7 @@ class Network:
     """An underlay L2 segment: a bridge inside its own namespace (``pn-<lab>-sw-<name>``)."""
 
     name: str
-    cidr: ipaddress.IPv4Network
+    cidr: ipaddress.IPv4Network | None  # None: an IPv6-only segment (``ipv6`` is then set)
     ipv6: ipaddress.IPv6Network | None = None
     mtu: int = DEFAULT_MTU
     vpc: bool = False  # a VPC subnet: no bridge, every host is linked to the VPC router (lab.vpc)
@@ -42,7 +47,7 @@ class Interface:
     """One interface of a host: on a network (``network``) or a point-to-point link (``peer``)."""
 
     name: str
-    address: ipaddress.IPv4Interface
+    address: ipaddress.IPv4Interface | None  # None on an IPv6-only segment or link
     network: str | None = None
     peer: str | None = None
     ipv6: ipaddress.IPv6Interface | None = None
@@ -51,6 +56,17 @@ class Interface:
     def address_of(self, family: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface | None:
         """This interface's address of ``family`` (4 or 6), None when it has none."""
         return self.address if family == 4 else self.ipv6
+
+    @property
+    def ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The interface's main address: its IPv4 one, its IPv6 one on an IPv6-only segment."""
+        main = self.address or self.ipv6
+        assert main is not None  # the parser gives every interface one
+        return main.ip
+
+    @property
+    def ips(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return tuple(a.ip for a in (self.address, self.ipv6) if a is not None)
 
 
 @dataclass(frozen=True)

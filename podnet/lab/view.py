@@ -161,12 +161,10 @@ class LabView:
 
     def node_ip(self, host: str, family: int = 4) -> IPAddress:
         """The host's primary address of ``family`` (LabViewError when it has none)."""
-        primary = self.topology.host(host).primary
-        if family == 4:
-            return primary.address.ip
-        if primary.ipv6 is None:
-            raise LabViewError(f"{host} has no IPv6 address in lab {self.name}'s topology")
-        return primary.ipv6.ip
+        found = self.topology.host(host).primary.address_of(family)
+        if found is None:
+            raise LabViewError(f"{host} has no IPv{family} address in lab {self.name}'s topology")
+        return found.ip
 
     def underlay_port(self, host: str, dev: str) -> UnderlayPort | None:
         try:
@@ -178,7 +176,7 @@ class LabView:
     # ---- routers -------------------------------------------------------------------------------
 
     def routers_by_address(self) -> dict[str, str]:
-        return {str(i.address.ip): h.name for h in self.topology.routers for i in h.interfaces}
+        return {str(ip): h.name for h in self.topology.routers for i in h.interfaces for ip in i.ips}
 
     def bgp_routers(self) -> list[LabRouter]:
         """The routers whose BIRD has a control socket."""

@@ -334,3 +334,38 @@ def test_ipv6_only_cluster_native_with_bgp(lab_up: Callable[..., Topology]) -> N
     with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
         assert _ping6(topo, "node1-p1", b).returncode == 0
     assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
+
+
+def test_ipv6_only_underlay_native_bgp_and_tunnel(lab_up: Callable[..., Topology]) -> None:
+    """No IPv4 anywhere (examples/ipv6-only.yaml): etcd, the agents, BGP and the pods all run over
+    IPv6; the routers learn the pod CIDRs from the nodes' IPv6 sessions; IPv6 to the world leaves
+    as the node's address; then the same underlay in tunnel mode carries the pods in IPv6 VXLAN."""
+    topo = lab_up(load_topology("ipv6-only"))
+    ips = _only_v6(topo)
+    for host in ("node1", "r1", "cp", "world"):
+        assert "inet " not in sh(topo, host, "ip", "-4", "addr", "show", "scope", "global"), host
+    status = cl.agent_request(topo.name, "node1", {"op": "status"})
+    assert status["kvstore"]["endpoints"][0].startswith("https://[fd00:2::"), status["kvstore"]
+    assert [(p["peerAddress"], p["state"]) for p in status["bgp"]["peers"]] == [("fd00:2::1", "established")]
+    assert "via fd00:0:12::2 dev to-r2 proto bird" in sh(topo, "r1", "ip", "-6", "route")
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
+        assert _ping6(topo, "node1-p1", b).returncode == 0
+    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
+    world = "2001:db8:113::10"
+    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
+        assert _ping6(topo, "node2-p1", world).returncode == 0
+    assert any(f"fd00:3::2 > {world}" in line for line in seen), seen
+    report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+    assert report["ok"] and len(report["results"]) >= 8, report
+
+    # the live switch to VXLAN over the same IPv6-only underlay
+    res = config_set(topo.name, "routingMode=tunnel")  # BGP keeps running: it needs a restart to stop
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_for(lambda: "podnet_vxlan" in sh(topo, "node1", "ip", "link"), "node1's VXLAN device", 20)
+    assert "local fd00:2::2 " in sh(topo, "node1", "ip", "-d", "link", "show", "podnet_vxlan")
+    _reach6(topo, ips)
+    with capture(topo, "r1", "to-r2", "udp port 8472") as outer:
+        assert _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1382").returncode == 0  # 1382 + 48 = 1430
+    assert any(" IP6 fd00:2::2." in line and "> fd00:3::2.8472" in line for line in outer), outer
