@@ -6,7 +6,10 @@ routing (IPv6 direct routes), VXLAN over the IPv4 underlay (IPv6 pods inside IPv
 iperf3 runs host-to-host between the nodes' IPv6 addresses and pod-to-pod between the pods' IPv6
 addresses, interleaved (``podnet.verify.perf.measure``); the ratio of the medians is the figure,
 as each pair shares the same moments of this shared machine. Also IPv4 pod-to-pod in the native
-lab, for comparison. Writes bench/results/dual_stack.json. Run as root after scripts/setup.sh:
+lab, for comparison; then examples/dual-stack-bgp.yaml (native across two routers, pod CIDRs
+learnt by BGP in both families: host-to-host crosses the same routers) and examples/ipv6-only.yaml
+(no IPv4 anywhere) natively with BGP and in VXLAN over IPv6. Writes bench/results/dual_stack.json.
+Run as root after scripts/setup.sh:
     .venv/bin/python bench/dual_stack.py [--repetitions 5] [--seconds 3]
 """
 
@@ -26,16 +29,24 @@ from podnet.lab.topology import load_topology
 from podnet.lab.view import LabView
 from podnet.verify.perf import lab_targets, measure
 
-MODES = {
-    "native": [],
-    "vxlan over IPv4": ["routingMode=tunnel", "autoDirectNodeRoutes=false"],
-    "vxlan over IPv6": ["routingMode=tunnel", "autoDirectNodeRoutes=false", "underlayProtocol=ipv6"],
+MODES: dict[str, tuple[str, list[str]]] = {  # mode: (topology, --set overrides)
+    "native": ("dual-stack", []),
+    "vxlan over IPv4": ("dual-stack", ["routingMode=tunnel", "autoDirectNodeRoutes=false"]),
+    "vxlan over IPv6": (
+        "dual-stack",
+        ["routingMode=tunnel", "autoDirectNodeRoutes=false", "underlayProtocol=ipv6"],
+    ),
+    "native + BGP, routers": ("dual-stack-bgp", []),
+    "IPv6-only, BGP": ("ipv6-only", []),
+    "IPv6-only, vxlan": ("ipv6-only", ["routingMode=tunnel", "bgp.enabled=false"]),
 }
 LAB = "bds-perf"
 
 
-def run_mode(sets: list[str], repetitions: int, seconds: int, families: tuple[int, ...]) -> dict[str, Any]:
-    topo = apply_overrides(dataclasses.replace(load_topology("dual-stack"), name=LAB), sets)
+def run_mode(
+    topology: str, sets: list[str], repetitions: int, seconds: int, families: tuple[int, ...]
+) -> dict[str, Any]:
+    topo = apply_overrides(dataclasses.replace(load_topology(topology), name=LAB), sets)
     bring_down(LAB)
     bring_up(topo)
     found: dict[str, Any] = {}
@@ -60,15 +71,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3)
     args = parser.parse_args()
     rows: dict[str, Any] = {}
-    for mode, sets in MODES.items():
-        print(f"lab {LAB}: {mode}", file=sys.stderr, flush=True)
+    for mode, (topology, sets) in MODES.items():
+        print(f"lab {LAB}: {mode} ({topology} {' '.join(sets)})", file=sys.stderr, flush=True)
         families = (6, 4) if mode == "native" else (6,)
-        rows[mode] = run_mode(sets, args.repetitions, args.seconds, families)
+        rows[mode] = run_mode(topology, sets, args.repetitions, args.seconds, families)
     print(f"\niperf3 medians of {args.repetitions} x {args.seconds} s, host and pod interleaved per mode")
-    print(f"{'mode':<18}{'family':>7}{'host Gbit/s':>13}{'pod Gbit/s':>12}{'pod / host':>12}")
+    print(f"{'mode':<24}{'family':>7}{'host Gbit/s':>13}{'pod Gbit/s':>12}{'pod / host':>12}")
     for mode, by_family in rows.items():
         for family, r in by_family.items():
-            print(f"{mode:<18}{family:>7}{r['host_gbps']:>13}{r['pod_gbps']:>12}{r['ratio']:>12}")
+            print(f"{mode:<24}{family:>7}{r['host_gbps']:>13}{r['pod_gbps']:>12}{r['ratio']:>12}")
     write_json(
         "bench/results/dual_stack.json",
         {

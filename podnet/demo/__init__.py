@@ -8,7 +8,8 @@
    against pod-to-pod through VXLAN and natively, interleaved, medians and ratios, a PNG. 5. the
    IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. 6. AWS
    ENI mode in the lab's VPC (``demo.eni``): VPC addresses, no SNAT, egress through the pod's
-   own ENI. Each
+   own ENI. 7. dual stack with BGP in both families (``demo.dual``): IPv6 pods routed natively
+   across the routers, masqueraded only towards the world. Each
    step compares what happened with what should happen; the exit status is 0 only when every
    step behaved as expected. A Markdown report goes to ``--report-dir``.
 """
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from podnet.demo.dual import part_dual_stack
 from podnet.demo.eni import part_eni
 from podnet.demo.ipam import part_ipam
 from podnet.demo.parts import Part, lab, say
@@ -63,6 +65,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         None if args.skip_perf else part_perf,
         part_ipam,
         part_eni,
+        part_dual_stack,
     ):
         if run is None:
             continue

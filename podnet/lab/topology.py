@@ -178,12 +178,7 @@ def _parse_networks(raw: Any) -> list[Network]:
     for i, item in enumerate(raw):
         where = f"networks[{i}]"
         m = checked_mapping(item, where, {"name", "cidr", "ipv6", "mtu"})
-        ipv6 = None
-        if m.get("ipv6") is not None:
-            try:
-                ipv6 = ipaddress.IPv6Network(str(m["ipv6"]))
-            except ValueError as e:
-                raise TopologyError(f"{where}.ipv6: {m['ipv6']!r} is not an IPv6 network: {e}") from e
+        ipv6 = _optional(m, "ipv6", where, ipaddress.IPv6Network, "an IPv6 network like fd00:2::/64")
         if m.get("cidr") is None and ipv6 is None:
             raise TopologyError(f"{where}.cidr: missing; give the segment an IPv4 cidr, an ipv6 one, or both")
         cidr = _v4_network(m["cidr"], f"{where}.cidr") if m.get("cidr") is not None else None
@@ -197,6 +192,16 @@ def _parse_networks(raw: Any) -> list[Network]:
                         "give each segment its own CIDR"
                     )
     return nets
+
+
+def _optional(m: Mapping[str, Any], key: str, where: str, parse: Any, what: str) -> Any:
+    """``parse(m[key])``, None when the key is absent; else the error naming ``where.key``."""
+    if m.get(key) is None:
+        return None
+    try:
+        return parse(str(m[key]))
+    except ValueError as e:
+        raise TopologyError(f"{where}.{key}: {m[key]!r} is not {what} ({e})") from e
 
 
 def _v4_network(value: Any, where: str) -> ipaddress.IPv4Network:
@@ -354,18 +359,8 @@ def _parse_endhost(
         if not re.match(r"^[a-z][a-z0-9]{0,14}$", ifname) or ifname in {i.name for i in ifaces}:
             raise TopologyError(f"{iw}.name: {ifname!r} is not a free interface name on {name}")
         ifaces.append(_network_interface(im, iw, netmap, ifname))
-    gateway = None
-    if m.get("gateway") is not None:
-        try:
-            gateway = ipaddress.IPv4Address(str(m["gateway"]))
-        except ValueError as e:
-            raise TopologyError(f"{where}.gateway: {m['gateway']!r} is not an IPv4 address") from e
-    gateway6 = None
-    if m.get("ipv6Gateway") is not None:
-        try:
-            gateway6 = ipaddress.IPv6Address(str(m["ipv6Gateway"]))
-        except ValueError as e:
-            raise TopologyError(f"{where}.ipv6Gateway: {m['ipv6Gateway']!r} is not an IPv6 address") from e
+    gateway = _optional(m, "gateway", where, ipaddress.IPv4Address, "an IPv4 address")
+    gateway6 = _optional(m, "ipv6Gateway", where, ipaddress.IPv6Address, "an IPv6 address")
     pod_cidr = _v4_network(m["podCIDR"], f"{where}.podCIDR") if m.get("podCIDR") is not None else None
     config = m.get("config") or {}
     if not isinstance(config, Mapping):

@@ -64,6 +64,23 @@ def _ping6(topo: Topology, pod: str, dst: str, *extra: str) -> subprocess.Comple
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
+WORLD_BEHIND_R1 = "2001:db8:113::10"  # the world host of examples/dual-stack-bgp.yaml and ipv6-only.yaml
+
+
+def _native_v6_across_routers(topo: Topology, ips: dict[str, tuple[str, str]]) -> None:
+    """Seed 000's two subnets in IPv6: pods reach each other, the R1-R2 link carries them plain
+    (no VXLAN), and IPv6 to the world leaves node2 as node2's own address (masqueraded)."""
+    _reach6(topo, ips)
+    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
+    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
+        assert _ping6(topo, "node1-p1", b).returncode == 0
+    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
+    assert _ping6(topo, "node2-p1", WORLD_BEHIND_R1).returncode == 0  # neighbours resolved
+    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
+        assert _ping6(topo, "node2-p1", WORLD_BEHIND_R1).returncode == 0
+    assert any(f"fd00:3::2 > {WORLD_BEHIND_R1}" in line for line in seen), seen
+
+
 def test_dual_stack_native_on_one_l2(lab_up: Callable[..., Topology]) -> None:
     topo = lab_up(load_topology("dual-stack"))
     ips = _ips(topo)
@@ -233,16 +250,7 @@ def test_native_bgp_across_two_subnets_in_both_families(lab_up: Callable[..., To
     assert f"{node2_v6} via fd00:0:12::2 dev to-r2" in learnt, learnt  # from r2, over the v6 link
     ctl = str(st.lab_dir(topo.name) / "bird" / "r1.ctl")
     assert "BGP.as_path: 65002 64512" in sh(topo, "r1", "birdc", "-s", ctl, "show", "route", "all", node2_v6)
-    _reach6(topo, ips)
-    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
-    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
-        assert _ping6(topo, "node1-p1", b).returncode == 0
-    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
-    world = "2001:db8:113::10"
-    assert _ping6(topo, "node2-p1", world).returncode == 0
-    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
-        assert _ping6(topo, "node2-p1", world).returncode == 0
-    assert any(f"fd00:3::2 > {world}" in line for line in seen), seen
+    _native_v6_across_routers(topo, ips)
     # a graceful agent stop withdraws the IPv6 pod CIDR too; the restarted agent announces it again
     os.kill(agent_pid(topo, "node2"), signal.SIGTERM)
     wait_for(lambda: node2_v6 not in sh(topo, "r1", "ip", "-6", "route"), "r1 to drop node2's IPv6 CIDR", 15)
@@ -348,15 +356,7 @@ def test_ipv6_only_underlay_native_bgp_and_tunnel(lab_up: Callable[..., Topology
     assert status["kvstore"]["endpoints"][0].startswith("https://[fd00:2::"), status["kvstore"]
     assert [(p["peerAddress"], p["state"]) for p in status["bgp"]["peers"]] == [("fd00:2::1", "established")]
     assert "via fd00:0:12::2 dev to-r2 proto bird" in sh(topo, "r1", "ip", "-6", "route")
-    _reach6(topo, ips)
-    a, b = ips["node1-p1"][1], ips["node2-p1"][1]
-    with capture(topo, "r1", "to-r2", "ip6 and not udp port 8472") as link:
-        assert _ping6(topo, "node1-p1", b).returncode == 0
-    assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
-    world = "2001:db8:113::10"
-    with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
-        assert _ping6(topo, "node2-p1", world).returncode == 0
-    assert any(f"fd00:3::2 > {world}" in line for line in seen), seen
+    _native_v6_across_routers(topo, ips)
     report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
     assert report["ok"] and len(report["results"]) >= 8, report
 
@@ -367,5 +367,7 @@ def test_ipv6_only_underlay_native_bgp_and_tunnel(lab_up: Callable[..., Topology
     assert "local fd00:2::2 " in sh(topo, "node1", "ip", "-d", "link", "show", "podnet_vxlan")
     _reach6(topo, ips)
     with capture(topo, "r1", "to-r2", "udp port 8472") as outer:
-        assert _ping6(topo, "node1-p1", b, "-M", "do", "-s", "1382").returncode == 0  # 1382 + 48 = 1430
+        assert (
+            _ping6(topo, "node1-p1", ips["node2-p1"][1], "-M", "do", "-s", "1382").returncode == 0
+        )  # 1382 + 48 = 1430
     assert any(" IP6 fd00:2::2." in line and "> fd00:3::2.8472" in line for line in outer), outer
