@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what podnet needs on a Debian machine, idempotently: the Debian packages
 # (iproute2, etcd-server, iperf3, tcpdump, nftables, bird2, CNI reference plugins, graphviz,
-# golang-go), a virtualenv in .venv with podnet and its dev tools, and the compiled CNI plugin
+# golang-go, clang, libbpf-dev and bpftool for the eBPF programs), a virtualenv in .venv with podnet and its dev tools, and the compiled CNI plugin
 # (scripts/build-plugin.sh, cached outside the repository). Run as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 apt_pkgs=(iproute2 etcd-server etcd-client iperf3 tcpdump nftables bird2 openssl
-          containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv golang-go)
+          containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv golang-go
+          clang libbpf-dev bpftool)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

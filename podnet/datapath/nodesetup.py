@@ -158,7 +158,7 @@ def _ensure_tunnel(
             raise NodeSetupError(f"tunnelProtocol={reason}")
     for protocol in all_protocols():
         if protocol is not wanted:
-            klink.delete_link(ipr, protocol.device)
+            protocol.remove_device(ipr)
     if wanted is None:
         return None, None, None
     local = node.ipv6 if config.underlay_protocol == "ipv6" else (node.ipv4 or node.ipv6)

@@ -27,7 +27,7 @@ from podnet.datapath.kernel import rule as krule
 from podnet.datapath.kernel import sysctl as ksysctl
 from podnet.datapath.modes.base import DesiredState, PeerIssue
 from podnet.datapath.objects import FdbEntry, Neighbour, Route, Rule
-from podnet.datapath.tunnels import all_protocols
+from podnet.datapath.tunnels import TunnelProtocol, all_protocols
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Reconciler:
         fdb: list[FdbEntry] = []
         for dev, index in self.tunnel_devices().items():
             neighbours.extend(kneigh.dump_neighbours(self.ipr, index, dev))
-            fdb.extend(kneigh.dump_fdb(self.ipr, index, dev))
+            fdb.extend(self._protocol(dev).dump_peers(self.ipr, index, dev))
         rules = tuple(krule.dump_rules(self.ipr, owned.ROUTE_PROTOCOL))
         return CurrentState(routes=routes, neighbours=tuple(neighbours), fdb=tuple(fdb), rules=rules)
 
@@ -155,6 +155,13 @@ class Reconciler:
             self._applied = CurrentState(desired.routes, desired.neighbours, desired.fdb, desired.rules)
         return ReconcileReport(changes=tuple(done), errors=tuple(errors), issues=desired.issues)
 
+    @staticmethod
+    def _protocol(dev: str) -> TunnelProtocol:
+        found = next((p for p in all_protocols() if p.device == dev), None)
+        if found is None:
+            raise LookupError(f"{dev} is no tunnel device")
+        return found
+
     def _index(self, dev: str) -> int:
         index = self._indexes.get(dev)
         if index is None:
@@ -174,7 +181,7 @@ class Reconciler:
         elif isinstance(obj, Neighbour):
             kneigh.replace_neighbour(self.ipr, self._index(obj.dev), obj)
         else:
-            kneigh.replace_fdb(self.ipr, self._index(obj.dev), obj)
+            self._protocol(obj.dev).set_peer(self.ipr, self._index(obj.dev), obj)
 
     def _delete(self, obj: KernelObject) -> None:
         if isinstance(obj, Route):
@@ -184,4 +191,4 @@ class Reconciler:
         elif isinstance(obj, Neighbour):
             kneigh.delete_neighbour(self.ipr, self._index(obj.dev), obj)
         else:
-            kneigh.delete_fdb(self.ipr, self._index(obj.dev), obj)
+            self._protocol(obj.dev).delete_peer(self.ipr, self._index(obj.dev), obj)

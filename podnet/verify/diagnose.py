@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
 from podnet.datapath.kernel.route import route_from_msg
-from podnet.datapath.tunnels import TunnelProtocol, by_link_kind
+from podnet.datapath.tunnels import TunnelProtocol, tunnel_of
 from podnet.model import IPAddress, IPNetwork
 from podnet.verify import explain
 from podnet.verify.explain import Drop
@@ -192,7 +192,7 @@ class Diagnoser:
                 return None, True
             protocol = w.tunnels[-1]
             tunnel = next(
-                (link for link in self.view.links(w.host).values() if link.kind == protocol.link_kind), None
+                (link for link in self.view.links(w.host).values() if link.name == protocol.device), None
             )
             if tunnel is None:
                 return Drop(
@@ -210,7 +210,7 @@ class Diagnoser:
             return self._no_route(w, error, reply_ctx), False
         text = f"ip route get {w.dst}: {_describe(route)}"
         dev = self.view.links(w.host).get(route.dev)
-        protocol = by_link_kind(dev.kind) if dev is not None else None
+        protocol = tunnel_of(dev.name, dev.kind) if dev is not None else None
         if dev is not None and protocol is not None:
             return self._encap(w, route, dev.name, protocol, text), False
         nexthop = route.gateway or w.dst

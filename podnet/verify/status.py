@@ -21,7 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from podnet import owned
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
-from podnet.datapath.tunnels import by_link_kind
+from podnet.datapath.tunnels import tunnel_of
 from podnet.verify.probe import ping
 from podnet.verify.view import ClusterView, ViewError
 
@@ -42,7 +42,7 @@ def classify_path(
     """Pure: name the kind of path ``ip route get`` chose (``routers`` maps gateway IP to a name)."""
     if dev is None:
         return KernelPath("unreachable", None, None, "no route")
-    protocol = by_link_kind(dev_kind)
+    protocol = tunnel_of(dev, dev_kind)
     if protocol is not None:
         return KernelPath("tunnel", dev, gateway, f"{protocol.display} tunnel via {dev}")
     if gateway is not None and gateway == peer_ip:
@@ -108,7 +108,7 @@ class KernelReader:
         neigh: list[str] = []
         fdb: list[str] = []
         for name, (index, _, kind) in self.links.items():
-            if by_link_kind(kind) is not None:
+            if tunnel_of(name, kind) is not None:
                 neigh += [n.describe() for n in dump_neighbours(self.ipr, index, name)]
                 fdb += [f.describe() for f in dump_fdb(self.ipr, index, name)]
         return {
@@ -141,7 +141,7 @@ def node_status(
     underlay = mtu.get("underlayDevice")
     if underlay in kernel.links:
         mtu["kernelDevice"] = kernel.links[underlay][1]
-    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if by_link_kind(k) is not None), None)
+    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if tunnel_of(n, k) is not None), None)
     if tunnel is not None:
         mtu["kernelTunnelDevice"] = {"name": tunnel[0], "mtu": tunnel[1]}
     ipam = doc.get("ipam") or {}

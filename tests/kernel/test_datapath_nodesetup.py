@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 from collections.abc import Callable
 
 import pytest
@@ -10,11 +11,14 @@ from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.config import load_config
+from podnet.datapath.bpf import tc
 from podnet.datapath.kernel import addr as kaddr
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel.sysctl import read_sysctl
 from podnet.datapath.nodesetup import NodeSetupError, setup_node, vtep_mac_for
+from podnet.datapath.objects import FdbEntry
 from podnet.datapath.reconcile import Reconciler
+from podnet.datapath.tunnels import geneve
 from podnet.model import NodeInfo
 
 pytestmark = pytest.mark.kernel
@@ -84,18 +88,45 @@ def test_port_change_recreates_and_native_removes_the_tunnel(node_ns: str) -> No
         assert klink.link_index(ipr, owned.HOST_DEV) is not None
 
 
-def test_missing_underlay_and_geneve_are_refused_with_advice(node_ns: str) -> None:
+def test_missing_underlay_is_refused_with_advice(node_ns: str) -> None:
+    with IPRoute(netns=node_ns) as ipr, pytest.raises(NodeSetupError, match="underlay device eth9 does not"):
+        setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth9", netns=node_ns)
+
+
+def _programs(ns: str, dev: str, direction: str) -> list[tc.Attached]:
+    return [f for f in tc.filters(ns, dev, direction) if f.pref == geneve.PREF]
+
+
+def test_geneve_in_bpf_attaches_keeps_and_removes_only_its_programs(node_ns: str) -> None:
+    """tunnelProtocol=geneve: a veth with the VTEP MAC whose egress program encapsulates, a decap
+    program on the underlay's ingress; a second setup keeps both programs (and their maps); the
+    peer entries live in the maps; a switch back to VXLAN removes both programs and frees them."""
+    config = load_config({"nodeName": "node1", "tunnelProtocol": "geneve"})
     with IPRoute(netns=node_ns) as ipr:
-        with pytest.raises(NodeSetupError, match="underlay device eth9 does not exist"):
-            setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth9", netns=node_ns)
-        with pytest.raises(NodeSetupError, match="use tunnelProtocol=vxlan"):
-            setup_node(
-                ipr,
-                load_config({"nodeName": "node1", "tunnelProtocol": "geneve"}),
-                NODE,
-                "eth0",
-                netns=node_ns,
-            )
+        first = setup_node(ipr, config, NODE, "eth0", netns=node_ns)
+        assert first.tunnel_dev == owned.GENEVE_DEV and first.vtep_mac == vtep_mac_for("node1")
+        assert klink.link_msg(ipr, first.tunnel_index).get_attr("IFLA_MTU") == 1450
+        (encap,), (decap,) = (
+            _programs(node_ns, "podnet_geneve", "egress"),
+            _programs(node_ns, "eth0", "ingress"),
+        )
+        setup_node(ipr, config, NODE, "eth0", netns=node_ns)
+        assert _programs(node_ns, "podnet_geneve", "egress") == [encap]  # kept: same build, same maps
+        assert _programs(node_ns, "eth0", "ingress") == [decap]
+        protocol = geneve.Geneve()
+        entry = FdbEntry("02:11:22:33:44:55", ipaddress.ip_address("172.16.2.3"), "podnet_geneve")
+        protocol.set_peer(ipr, first.tunnel_index, entry)
+        assert protocol.dump_peers(ipr, first.tunnel_index, "podnet_geneve") == [entry]
+        assert protocol.stats(ipr)["allowed"] == 1
+        assert protocol.delete_peer(ipr, first.tunnel_index, entry)
+        assert protocol.dump_peers(ipr, first.tunnel_index, "podnet_geneve") == []
+        assert protocol.stats(ipr)["allowed"] == 0  # nobody's Geneve is decapsulated any more
+        setup_node(ipr, load_config({"nodeName": "node1"}), NODE, "eth0", netns=node_ns)
+        assert klink.link_index(ipr, owned.GENEVE_DEV) is None
+        assert tc.filters(node_ns, "eth0", "ingress") == []
+        for prog in (encap, decap):
+            assert subprocess.run(["bpftool", "prog", "show", "id", str(prog.prog_id)],
+                                  capture_output=True).returncode != 0  # fmt: skip
 
 
 def test_refuses_the_machines_own_namespace() -> None:

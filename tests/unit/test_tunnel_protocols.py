@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from podnet.datapath.objects import FdbEntry
-from podnet.datapath.tunnels import all_protocols, by_link_kind, tunnel_protocol, unsupported_reason
+from podnet.datapath.tunnels import all_protocols, tunnel_of, tunnel_protocol, unsupported_reason
 from podnet.verify.capture import parse_pcap, verdict
 
 INNER_SRC, INNER_DST = "10.244.1.2", "10.244.2.2"
@@ -103,11 +103,12 @@ def test_other_udp_is_not_taken_for_a_tunnel(dport: int, header: bytes) -> None:
 def test_facts_and_lookups() -> None:
     vxlan, geneve = tunnel_protocol("vxlan"), tunnel_protocol("geneve")
     assert (vxlan.default_port, geneve.default_port) == (8472, 6081)
-    assert by_link_kind("vxlan") is vxlan and by_link_kind("veth") is None and by_link_kind(None) is None
+    assert tunnel_of("podnet_vxlan", "vxlan") is vxlan and tunnel_of("lxc1234", "veth") is None
+    assert tunnel_of("podnet_geneve", "veth") is tunnel_protocol("geneve") and tunnel_of(None, None) is None
     assert {p.device for p in all_protocols()} == {"podnet_vxlan", "podnet_geneve"}
     mac, dst = "02:00:00:00:00:01", ipaddress.ip_address("172.16.2.3")
     assert vxlan.peer_entries("podnet_vxlan", mac, dst) == (FdbEntry(mac, dst, "podnet_vxlan"),)
-    assert geneve.peer_entries("podnet_geneve", mac, dst) == ()
+    assert geneve.peer_entries("podnet_geneve", mac, dst) == (FdbEntry(mac, dst, "podnet_geneve"),)
 
 
 @pytest.mark.parametrize(
@@ -116,10 +117,9 @@ def test_facts_and_lookups() -> None:
         ("vxlan", {"vxlan"}, None),
         ("vxlan", set(), "'vxlan' needs the kernel's vxlan module, which this kernel lacks; "
                          "use routingMode=native"),
-        ("geneve", {"vxlan"}, "'geneve' needs the kernel's geneve module, which this kernel lacks; "
+        ("geneve", {"vxlan", "veth"}, None),  # in eBPF: no geneve driver needed
+        ("geneve", {"vxlan"}, "'geneve' needs veth devices, which this kernel lacks; "
                               "use tunnelProtocol=vxlan"),
-        ("geneve", {"vxlan", "geneve"}, "'geneve' is not built by podnet's node setup, which makes only "
-                                        "VXLAN devices; use tunnelProtocol=vxlan"),
     ],
 )  # fmt: skip
 def test_unsupported_reason(name: str, kernel_has: set[str], expected: str | None) -> None:

@@ -17,7 +17,7 @@ __all__ = [
     "TunnelError",
     "TunnelProtocol",
     "all_protocols",
-    "by_link_kind",
+    "tunnel_of",
     "tunnel_protocol",
     "unsupported_reason",
 ]
@@ -33,9 +33,10 @@ def all_protocols() -> tuple[TunnelProtocol, ...]:
     return tuple(TUNNEL_PROTOCOLS)
 
 
-def by_link_kind(kind: str | None) -> TunnelProtocol | None:
-    """The protocol whose device has link kind ``kind`` (what ``ip -d link`` shows), if any."""
-    return next((p for p in all_protocols() if kind and p.link_kind == kind), None)
+def tunnel_of(name: str | None, kind: str | None) -> TunnelProtocol | None:
+    """The protocol whose device is ``name`` of link kind ``kind`` (``ip -d link``), if any: a
+    device is a tunnel by both (Geneve's is a veth, like every pod's)."""
+    return next((p for p in all_protocols() if kind and p.link_kind == kind and p.device == name), None)
 
 
 def unsupported_reason(

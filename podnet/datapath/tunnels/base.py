@@ -54,8 +54,29 @@ class TunnelProtocol(Protocol):
         """The tunnel device as ``request`` says, up; its index. Idempotent."""
         ...
 
+    def remove_device(self, ipr: Any) -> bool:
+        """Remove the device and whatever else the protocol attached; True when something went."""
+        ...
+
     def peer_entries(self, dev: str, vtep_mac: str, underlay_ip: IPAddress) -> tuple[FdbEntry, ...]:
-        """Kernel entries per peer besides the route and the neighbour (VXLAN: one FDB entry)."""
+        """Per peer besides the route and the neighbour: VTEP MAC -> underlay address (VXLAN keeps
+        it in the device's FDB, Geneve in its encap program's map)."""
+        ...
+
+    def dump_peers(self, ipr: Any, index: int, dev: str) -> list[FdbEntry]:
+        """The peer entries the protocol holds now (what the reconciler diffs against)."""
+        ...
+
+    def set_peer(self, ipr: Any, index: int, entry: FdbEntry) -> None:
+        """Add or replace one peer entry, without reading first."""
+        ...
+
+    def delete_peer(self, ipr: Any, index: int, entry: FdbEntry) -> bool:
+        """Remove one peer entry; False when it was not there."""
+        ...
+
+    def stats(self, ipr: Any) -> dict[str, Any]:
+        """Protocol facts for status (Geneve: its programs' map fill and counters)."""
         ...
 
     def device_local(self, link_msg: Any) -> IPAddress | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from podnet import owned
 from podnet.datapath.kernel import link as klink
+from podnet.datapath.kernel import neigh as kneigh
 from podnet.datapath.objects import FdbEntry
 from podnet.datapath.tunnels.base import DeviceRequest
 from podnet.model import IPAddress
@@ -51,8 +52,23 @@ class Vxlan:
         )
         return klink.ensure_vxlan(ipr, spec)
 
+    def remove_device(self, ipr: Any) -> bool:
+        return klink.delete_link(ipr, self.device)
+
     def peer_entries(self, dev: str, vtep_mac: str, underlay_ip: IPAddress) -> tuple[FdbEntry, ...]:
         return (FdbEntry(lladdr=vtep_mac, dst=underlay_ip, dev=dev),)
+
+    def dump_peers(self, ipr: Any, index: int, dev: str) -> list[FdbEntry]:
+        return kneigh.dump_fdb(ipr, index, dev)
+
+    def set_peer(self, ipr: Any, index: int, entry: FdbEntry) -> None:
+        kneigh.replace_fdb(ipr, index, entry)
+
+    def delete_peer(self, ipr: Any, index: int, entry: FdbEntry) -> bool:
+        return kneigh.delete_fdb(ipr, index, entry)
+
+    def stats(self, ipr: Any) -> dict[str, Any]:
+        return {}
 
     def device_local(self, link_msg: Any) -> IPAddress | None:
         info = link_msg.get_attr("IFLA_LINKINFO")

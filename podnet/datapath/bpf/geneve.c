@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0
+/* podnet's Geneve (RFC 8926) in tc-BPF, for kernels without a geneve driver.
+ *
+ * Built twice from this file (podnet.datapath.bpf.build):
+ *   -DPODNET_ENCAP: on the egress of podnet_geneve. The frame the kernel routed there (inner
+ *     Ethernet header: destination = the peer's VTEP MAC from the permanent neighbour entry) gets
+ *     an outer IPv4/UDP/Geneve header; the peer's underlay address comes from gnv_peers (keyed by
+ *     that MAC, what VXLAN keeps in its FDB); bpf_redirect_neigh sends it out of the underlay
+ *     device, which resolves the outer next hop.
+ *   -DPODNET_DECAP: on the ingress of the underlay device. A Geneve packet to our port, with
+ *     our VNI and protocol 0x6558, from an underlay address in gnv_allowed, loses its outer
+ *     IPv4/UDP/Geneve/inner-Ethernet headers and goes on as the inner IP packet; a Geneve packet
+ *     from anyone else is dropped (counted). Anything else passes untouched.
+ * gnv_config (one entry) holds the node's underlay address, the UDP port, the VNI and the
+ * underlay device; gnv_stats counts what each program did. The agent fills the maps by map id.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4 /* missing from bookworm's uapi headers */
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+#endif
+
+#define GENEVE_LEN 8
+#define ETH_P_TEB 0x6558
+#define OUTER_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + GENEVE_LEN) /* 36 */
+#define ENCAP_LEN (OUTER_LEN + ETH_HLEN)                                        /* 50 */
+#define IP_DF 0x4000
+
+struct gnv_config {
+	__be32 local;        /* the node's underlay IPv4 address: the outer source */
+	__u32 vni;           /* 24 bits */
+	__u32 underlay_ifindex;
+	__u16 port;          /* host order */
+	__u16 pad;
+};
+
+struct mac_key {
+	__u8 mac[ETH_ALEN];
+	__u8 pad[2];
+};
+
+struct gnv_peer {
+	__be32 remote; /* the peer's underlay IPv4 address */
+};
+
+enum gnv_stat {
+	STAT_ENCAP = 0,
+	STAT_NO_PEER,
+	STAT_DECAP,
+	STAT_DENIED,
+	STAT_ERROR,
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gnv_config);
+} gnv_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} gnv_stats SEC(".maps");
+
+#ifdef PODNET_ENCAP
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mac_key);
+	__type(value, struct gnv_peer);
+} gnv_peers SEC(".maps");
+#endif
+
+#ifdef PODNET_DECAP
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __be32);
+	__type(value, __u32);
+} gnv_allowed SEC(".maps");
+#endif
+
+static __always_inline void count(__u32 what)
+{
+	__u64 *n = bpf_map_lookup_elem(&gnv_stats, &what);
+
+	if (n)
+		*n += 1;
+}
+
+static __always_inline __u16 fold(__u64 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+#ifdef PODNET_ENCAP
+SEC("tc")
+int geneve_encap(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct gnv_config *cfg = bpf_map_lookup_elem(&gnv_config, &zero);
+	struct ethhdr inner_eth;
+	struct mac_key key = {};
+	struct gnv_peer *peer;
+
+	if (!cfg)
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, 0, &inner_eth, sizeof(inner_eth)) < 0) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	__builtin_memcpy(key.mac, inner_eth.h_dest, ETH_ALEN);
+	peer = bpf_map_lookup_elem(&gnv_peers, &key);
+	if (!peer) {
+		count(STAT_NO_PEER);
+		return TC_ACT_SHOT;
+	}
+	__u32 inner_len = skb->len; /* inner Ethernet frame */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+		      BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+
+	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags) < 0) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	struct {
+		struct iphdr ip;
+		struct udphdr udp;
+		__u8 geneve[GENEVE_LEN];
+		struct ethhdr eth;
+	} __attribute__((packed)) h = {};
+
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.tot_len = bpf_htons(OUTER_LEN + inner_len);
+	h.ip.frag_off = bpf_htons(IP_DF);
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_UDP;
+	h.ip.saddr = cfg->local;
+	h.ip.daddr = peer->remote;
+	h.ip.check = fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0));
+	/* the source port spreads flows over the underlay's ECMP paths, as the kernel's tunnels do */
+	h.udp.source = bpf_htons(49152 | (bpf_get_hash_recalc(skb) & 0x3fff));
+	h.udp.dest = bpf_htons(cfg->port);
+	h.udp.len = bpf_htons(sizeof(struct udphdr) + GENEVE_LEN + inner_len);
+	h.udp.check = 0; /* allowed over IPv4 (RFC 8926 section 3.3) */
+	h.geneve[2] = ETH_P_TEB >> 8;
+	h.geneve[3] = ETH_P_TEB & 0xff;
+	h.geneve[4] = (cfg->vni >> 16) & 0xff;
+	h.geneve[5] = (cfg->vni >> 8) & 0xff;
+	h.geneve[6] = cfg->vni & 0xff;
+	h.eth = inner_eth;
+
+	__be16 proto = bpf_htons(ETH_P_IP);
+
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	count(STAT_ENCAP);
+	return bpf_redirect_neigh(cfg->underlay_ifindex, NULL, 0, 0);
+}
+#endif
+
+#ifdef PODNET_DECAP
+SEC("tc")
+int geneve_decap(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct gnv_config *cfg = bpf_map_lookup_elem(&gnv_config, &zero);
+	struct {
+		struct iphdr ip;
+		struct udphdr udp;
+		__u8 geneve[GENEVE_LEN];
+	} __attribute__((packed)) h;
+	struct ethhdr inner_eth;
+
+	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &h, sizeof(h)) < 0)
+		return TC_ACT_OK;
+	if (h.ip.ihl != 5 || h.ip.protocol != IPPROTO_UDP || h.udp.dest != bpf_htons(cfg->port))
+		return TC_ACT_OK;
+	if (h.ip.frag_off & bpf_htons(0x3fff)) /* a fragment: leave it to the kernel */
+		return TC_ACT_OK;
+	__u32 vni = ((__u32)h.geneve[4] << 16) | ((__u32)h.geneve[5] << 8) | h.geneve[6];
+
+	if ((h.geneve[0] >> 6) != 0 || h.geneve[2] != (ETH_P_TEB >> 8) ||
+	    h.geneve[3] != (ETH_P_TEB & 0xff) || vni != cfg->vni)
+		return TC_ACT_OK; /* not our Geneve: the kernel answers it (port unreachable) */
+	if (!bpf_map_lookup_elem(&gnv_allowed, &h.ip.saddr)) {
+		count(STAT_DENIED);
+		return TC_ACT_SHOT;
+	}
+	__u32 options = (h.geneve[0] & 0x3f) * 4;
+	__u32 strip = ENCAP_LEN + options;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + OUTER_LEN + options, &inner_eth, sizeof(inner_eth)) < 0) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
+
+	if (inner_eth.h_proto == bpf_htons(ETH_P_IP))
+		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
+	else if (inner_eth.h_proto == bpf_htons(ETH_P_IPV6))
+		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+	else {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	if (bpf_skb_adjust_room(skb, -(__s32)strip, BPF_ADJ_ROOM_MAC, flags) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &inner_eth.h_proto,
+				sizeof(inner_eth.h_proto), 0) < 0) {
+		count(STAT_ERROR);
+		return TC_ACT_SHOT;
+	}
+	count(STAT_DECAP);
+	return TC_ACT_OK;
+}
+#endif
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,83 @@
+"""Attaching podnet's programs with tc, idempotently, in the namespace of a pyroute2 socket.
+
+    tc qdisc replace dev DEV clsact
+    tc filter replace dev DEV {ingress|egress} pref PREF handle 1 bpf direct-action obj O sec tc
+
+``pref`` with ``handle`` makes ``replace`` replace podnet's filter instead of adding a second one.
+A filter whose ``bpf_name`` is the current object's is kept as it is (its maps keep their entries
+across an agent restart); ``detach`` removes podnet's filter only, and the clsact qdisc when no
+filter is left on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+HANDLE = "1"
+
+
+class TcError(OSError):
+    """tc refused; the message carries its words."""
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A bpf filter as ``tc -j filter show`` lists it."""
+
+    dev: str
+    direction: str
+    pref: int
+    name: str  # bpf_name: "<object file>:[tc]"
+    prog_id: int
+
+
+def _tc(netns: str | None, *args: str, check: bool = True) -> str:
+    argv = ["tc", *(["-n", netns] if netns else []), *args]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if check and res.returncode != 0:
+        raise TcError(f"{' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+def filters(netns: str | None, dev: str, direction: str) -> list[Attached]:
+    """podnet-relevant facts of every bpf filter on ``dev``'s ``direction`` hook."""
+    out = _tc(netns, "-j", "filter", "show", "dev", dev, direction, check=False)
+    found = []
+    for item in json.loads(out or "[]"):
+        options = item.get("options") or {}
+        prog = options.get("prog") or {}
+        if item.get("kind") == "bpf" and "id" in prog:
+            found.append(Attached(dev, direction, int(item.get("pref", 0)), str(options.get("bpf_name", "")),
+                                  int(prog["id"])))  # fmt: skip
+    return found
+
+
+def attach(netns: str | None, dev: str, direction: str, pref: int, obj: Path) -> tuple[Attached, bool]:
+    """podnet's program ``obj`` at ``pref`` on ``dev``; True when it was (re)attached now."""
+    mine = [f for f in filters(netns, dev, direction) if f.pref == pref]
+    if mine and mine[0].name.startswith(obj.name):
+        return mine[0], False
+    _tc(netns, "qdisc", "replace", "dev", dev, "clsact")
+    _tc(netns, "filter", "replace", "dev", dev, direction, "pref", str(pref), "handle", HANDLE,
+        "bpf", "direct-action", "obj", str(obj), "sec", "tc")  # fmt: skip
+    now = [f for f in filters(netns, dev, direction) if f.pref == pref]
+    if not now:
+        raise TcError(f"tc attached {obj.name} to {dev} {direction} but does not list it")
+    return now[0], True
+
+
+def detach(netns: str | None, dev: str, direction: str, pref: int) -> bool:
+    """Remove podnet's filter at ``pref``; the clsact qdisc goes too when nothing else is on it."""
+    if not any(f.pref == pref for f in filters(netns, dev, direction)):
+        return False
+    _tc(
+        netns, "filter", "del", "dev", dev, direction, "pref", str(pref), "handle", HANDLE, "bpf", check=False
+    )
+    left = _tc(netns, "-j", "filter", "show", "dev", dev, "ingress", check=False).strip()
+    left += _tc(netns, "-j", "filter", "show", "dev", dev, "egress", check=False).strip()
+    if left in ("", "[][]"):
+        _tc(netns, "qdisc", "del", "dev", dev, "clsact", check=False)
+    return True
