@@ -270,6 +270,7 @@ def print_status(out: dict[str, Any]) -> None:
         bgp = _bgp_line(s.get("bgp"))
         if bgp:
             rows.append(("BGP", bgp))
+        rows += bpf_rows(s.get("bpf") or {})
         for problem in s.get("pathMTU") or []:
             rows.append(("Path MTU", f"WARNING {problem.get('message')}"))
         rows += eni_rows(s.get("eni"))
@@ -299,6 +300,25 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+
+
+def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:
+    """The tunnel's eBPF programs (Geneve): where each is attached, map fill and counters."""
+    if not bpf:
+        return []
+    programs = ", ".join(
+        f"{p['object'].split(':')[0]} (id {p['id']}) on {p['dev']} {p['hook']}"
+        for p in bpf.get("programs", [])
+    )
+    rows = [("BPF programs", programs or "NONE attached (the agent's node setup attaches them)")]
+    if bpf.get("error"):
+        rows.append(("BPF maps", f"ERROR {bpf['error']}"))
+    else:
+        counters = ", ".join(f"{k} {v}" for k, v in (bpf.get("counters") or {}).items())
+        rows.append(
+            ("BPF maps", f"peers {bpf.get('peers')}, allowed sources {bpf.get('allowed')}; {counters}")
+        )
+    return rows
 
 
 def eni_rows(eni: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from podnet.datapath.tunnels import TunnelProtocol, tunnel_of
 from podnet.model import IPAddress, IPNetwork
 from podnet.verify import explain
 from podnet.verify.explain import Drop
-from podnet.verify.view import PathView, Place
+from podnet.verify.view import PathView, Place, ViewError
 
 MAX_HOPS = 24
 NUD_NAMES = {
@@ -203,6 +203,10 @@ class Diagnoser:
                 ), False
             w.tunnels.pop()
             w.dst, w.src, w.size = w.inner.pop()
+            program = self._program(w.host, protocol, "ingress")
+            if program:
+                w.hops.append(Hop(w.host, "decap", f"{program} decapsulates {w.src} -> {w.dst}", w.size))
+                return None, False
             w.hops.append(Hop(w.host, "decap", f"{tunnel.name} decapsulates {w.src} -> {w.dst}", w.size))
             return None, False
         route, error = self._route_get(w.host, w.dst)
@@ -229,22 +233,25 @@ class Diagnoser:
         mac, state = self._neigh(w.host, dev, nexthop)
         if mac is None:
             return explain.no_neighbour(w.host, nexthop, dev, state)
-        remote = self._fdb_dst(w.host, dev, mac)
+        remote = self._fdb_dst(w.host, dev, mac, protocol)
         if remote is None:
-            return explain.no_fdb(w.host, mac, dev)
+            return explain.no_fdb(w.host, mac, dev, protocol.display)
         if route.mtu and w.size > route.mtu and w.mtu_drop is None:
             w.mtu_drop = explain.mtu_drop(
                 explain.MtuContext(w.host, f"the route via {dev}", route.mtu, w.size, w.size, 0)
             )
-        local = self._tunnel_local(w.host, dev, protocol) or w.src
+        local = self._tunnel_local(w.host, dev, protocol) or self._node_ip(w.host, remote.version) or w.src
         w.inner.append((w.dst, w.src, w.size))
         w.tunnels.append(protocol)
+        program = self._program(w.host, protocol, "egress")
         w.hops.append(
             Hop(
                 w.host,
                 "encap",
                 f"{text}; neigh {nexthop} lladdr {mac} {state}; "
-                f"fdb {mac} dst {remote}: {protocol.display} {local} -> {remote}",
+                f"{'peer map' if program else 'fdb'} {mac} dst {remote}: "
+                f"{protocol.display} {local} -> {remote}"
+                + (f" ({program}, redirected to the underlay device)" if program else ""),
                 w.size,
             )
         )
@@ -347,12 +354,24 @@ class Diagnoser:
     def _neigh_state(self, host: str, dev: str, ip: IPAddress) -> str:
         return self._neigh(host, dev, ip)[1]
 
-    def _fdb_dst(self, host: str, dev: str, mac: str) -> IPAddress | None:
+    def _fdb_dst(self, host: str, dev: str, mac: str, protocol: TunnelProtocol) -> IPAddress | None:
+        """The peer entry for ``mac``: VXLAN's FDB, Geneve's peer map."""
         link = self.view.links(host)[dev]
-        for msg in self.view.ipr(host).fdb("dump", ifindex=link.index):
-            if str(msg.get_attr("NDA_LLADDR")).lower() == mac and msg.get_attr("NDA_DST"):
-                return ipaddress.ip_address(msg.get_attr("NDA_DST"))
-        return None
+        entries = protocol.dump_peers(self.view.ipr(host), link.index, dev)
+        return next((e.dst for e in entries if e.lladdr.lower() == mac), None)
+
+    def _program(self, host: str, protocol: TunnelProtocol, hook: str) -> str:
+        """``geneve-encap-... (prog id 7) on podnet_geneve egress`` when a program does that hop."""
+        found = [p for p in protocol.stats(self.view.ipr(host)).get("programs", []) if p["hook"] == hook]
+        return "; ".join(
+            f"{p['object'].split(':')[0]} (prog id {p['id']}) on {p['dev']} {hook}" for p in found
+        )
+
+    def _node_ip(self, host: str, family: int) -> IPAddress | None:
+        try:
+            return self.view.node_ip(host, family)
+        except ViewError:
+            return None
 
     def _tunnel_local(self, host: str, dev: str, protocol: TunnelProtocol) -> IPAddress | None:
         msg = self.view.ipr(host).get_links(self.view.links(host)[dev].index)[0]

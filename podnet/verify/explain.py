@@ -119,10 +119,11 @@ def no_neighbour(host: str, nexthop: IPAddress, dev: str, state: str) -> Drop:
     )
 
 
-def no_fdb(host: str, mac: str, dev: str) -> Drop:
+def no_fdb(host: str, mac: str, dev: str, display: str = "VXLAN") -> Drop:
+    where = "FDB entry" if display == "VXLAN" else "peer map entry"
     return Drop(
         host,
         "no-fdb",
-        f"{host} has no FDB entry for {mac} on {dev}: VXLAN does not know the remote node",
+        f"{host} has no {where} for {mac} on {dev}: {display} does not know the remote node",
         f"the agent on {host} has not programmed this peer: check `podnet status --node {host}`",
     )

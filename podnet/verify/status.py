@@ -142,8 +142,11 @@ def node_status(
     if underlay in kernel.links:
         mtu["kernelDevice"] = kernel.links[underlay][1]
     tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if tunnel_of(n, k) is not None), None)
+    bpf: dict[str, Any] = {}
     if tunnel is not None:
         mtu["kernelTunnelDevice"] = {"name": tunnel[0], "mtu": tunnel[1]}
+        protocol = tunnel_of(tunnel[0], kernel.links[tunnel[0]][2])
+        bpf = protocol.stats(kernel.ipr) if protocol is not None else {}
     ipam = doc.get("ipam") or {}
     nft = kernel.nft_table()
     out: dict[str, Any] = {
@@ -156,6 +159,7 @@ def node_status(
         "node": doc.get("node"),
         "kvstore": doc.get("kvstore"),
         "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
+        "bpf": bpf,  # the tunnel protocol's programs and maps (Geneve), empty otherwise
         "routing": {**routing, "summary": routing_summary(routing)},
         "nativeRoutingCIDR": ", ".join(
             c for c in (routing.get("ipv4NativeRoutingCIDR"), routing.get("ipv6NativeRoutingCIDR")) if c

@@ -123,6 +123,8 @@ int geneve_encap(struct __sk_buff *skb)
 		count(STAT_ERROR);
 		return TC_ACT_SHOT;
 	}
+	if (inner_eth.h_dest[0] & 1) /* multicast (the device's own IPv6 RS, MLD): no peer is meant */
+		return TC_ACT_SHOT;
 	__builtin_memcpy(key.mac, inner_eth.h_dest, ETH_ALEN);
 	peer = bpf_map_lookup_elem(&gnv_peers, &key);
 	if (!peer) {

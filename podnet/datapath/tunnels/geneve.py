@@ -112,18 +112,24 @@ class Geneve:
     def peer_entries(self, dev: str, vtep_mac: str, underlay_ip: IPAddress) -> tuple[FdbEntry, ...]:
         return (FdbEntry(lladdr=vtep_mac, dst=underlay_ip, dev=dev),)
 
-    def _maps(self, ipr: Any) -> tuple[dict[str, int], dict[str, int]]:
+    def programs(self, ipr: Any) -> tuple[tc.Attached | None, tc.Attached | None]:
+        """The attached encap and decap programs (None for one that is not attached)."""
         netns = socket_netns(ipr)
         encap = [f for f in tc.filters(netns, self.device, "egress") if f.pref == PREF]
         decap = [
             f
             for msg in ipr.get_links()
+            if msg.get_attr("IFLA_IFNAME") != self.device
             for f in tc.filters(netns, msg.get_attr("IFLA_IFNAME"), "ingress")
             if f.pref == PREF and f.name.startswith("geneve-decap-")
         ]
-        if not encap or not decap:
+        return (encap[0] if encap else None), (decap[0] if decap else None)
+
+    def _maps(self, ipr: Any) -> tuple[dict[str, int], dict[str, int]]:
+        encap, decap = self.programs(ipr)
+        if encap is None or decap is None:
             raise LookupError("the Geneve programs are not attached (node setup attaches them)")
-        return maps.program_maps(encap[0].prog_id), maps.program_maps(decap[0].prog_id)
+        return maps.program_maps(encap.prog_id), maps.program_maps(decap.prog_id)
 
     def dump_peers(self, ipr: Any, index: int, dev: str) -> list[FdbEntry]:
         try:
@@ -159,10 +165,12 @@ class Geneve:
 
     def stats(self, ipr: Any) -> dict[str, Any]:
         """What status shows: the programs, their map fill and their counters."""
+        attached = [p for p in self.programs(ipr) if p is not None]
+        programs = [{"id": p.prog_id, "object": p.name, "dev": p.dev, "hook": p.direction} for p in attached]
         try:
             encap, decap = self._maps(ipr)
         except (LookupError, maps.MapError) as exc:
-            return {"error": str(exc)}
+            return {"programs": programs, "error": str(exc)}
         counters = dict.fromkeys(STATS, 0)
         for ids in (encap, decap):
             for key, value in maps.dump(ids["gnv_stats"]):
@@ -171,6 +179,7 @@ class Geneve:
                 if slot < len(STATS):
                     counters[STATS[slot]] += total
         return {
+            "programs": programs,
             "peers": len(maps.dump(encap["gnv_peers"])),
             "allowed": len(maps.dump(decap["gnv_allowed"])),
             "counters": counters,
