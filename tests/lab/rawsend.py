@@ -2,6 +2,7 @@
 
     rawsend.py udp SRC DST DPORT COUNT            IPv4/UDP with a forged source (IP_HDRINCL)
     rawsend.py vxlan DST INNER_SRC INNER_DST COUNT VXLAN to DST:8472 carrying an ICMP echo
+    rawsend.py geneve DST INNER_SRC INNER_DST COUNT Geneve (VNI 1) to DST:6081, the same inside
     rawsend.py listen ADDR PORT SECONDS           count UDP datagrams received, print the count
 
 Every address is one of the lab's own; the counts are bounded.
@@ -43,13 +44,20 @@ def send_raw(packet: bytes, dst: str, count: int) -> None:
             time.sleep(0.01)
 
 
+TUNNELS = {  # kind: (header, UDP port); both with VNI 1 and an Ethernet frame inside
+    "vxlan": (b"\x08\x00\x00\x00\x00\x00\x01\x00", 8472),
+    "geneve": (b"\x00\x00\x65\x58\x00\x00\x01\x00", 6081),
+}
+
+
 def main(argv: list[str]) -> int:
     kind = argv[1]
     if kind == "udp":
         src, dst, port, count = argv[2], argv[3], int(argv[4]), min(int(argv[5]), 1000)
         send_raw(udp_packet(src, dst, port, b"spoofed"), dst, count)
-    elif kind == "vxlan":
+    elif kind in TUNNELS:
         dst, inner_src, inner_dst, count = argv[2], argv[3], argv[4], min(int(argv[5]), 1000)
+        header, port = TUNNELS[kind]
         icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"injected"
         icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
         inner = (
@@ -58,10 +66,10 @@ def main(argv: list[str]) -> int:
             + b"\x08\x00"
             + ipv4(inner_src, inner_dst, 1, icmp)
         )
-        body = b"\x08\x00\x00\x00\x00\x00\x01\x00" + inner
+        body = header + inner
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for _ in range(count):
-                s.sendto(body, (dst, 8472))
+                s.sendto(body, (dst, port))
                 time.sleep(0.01)
     elif kind == "listen":
         addr, port, seconds = argv[2], int(argv[3]), min(float(argv[4]), 30.0)
