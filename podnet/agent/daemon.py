@@ -218,21 +218,22 @@ class Agent:
                  ", ".join(map(str, node.pod_cidrs)), self.config.routing_mode)  # fmt: skip
 
     def _endpoint_hooks(self) -> Any:
-        """What a CNI ADD/DEL tells at once: the pod guard, and in ENI mode the pod's rules."""
+        """What a CNI ADD/DEL tells at once: the pod guard, BPF host routing, and in ENI mode the
+        pod's rules."""
+        from podnet.agent.eni_routing import EndpointHooks, EniRouting
+        from podnet.agent.host_routing import HostRouting
         from podnet.ipam.eni import EniAllocator
 
-        if not isinstance(self.allocator, EniAllocator):
-            return self.guard
-        from podnet.agent.eni_routing import EndpointHooks, EniRouting
+        def sources() -> Any:
+            return self.cni_handler.sources() if self.cni_handler else []
 
-        routing = EniRouting(
-            self.allocator,
-            lambda: self.config,
-            lambda: self.cni_handler.sources() if self.cni_handler else [],
-            wake=self._dirty.set,
-        )
+        host_routing = HostRouting(lambda: self.config, sources, wake=self._dirty.set)
+        self.components.append(host_routing)
+        if not isinstance(self.allocator, EniAllocator):
+            return EndpointHooks(self.guard, host_routing)
+        routing = EniRouting(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
         self.components.append(routing)
-        return EndpointHooks(self.guard, routing)
+        return EndpointHooks(self.guard, routing, host_routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any

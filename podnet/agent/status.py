@@ -103,6 +103,7 @@ def status_document(
         doc["routes"] = [_route_json(r) for r in info.last_round.desired.routes]
     doc["pathMTU"] = components.get("pathMTU", {"checked": 0.0, "peers": []})
     doc["bgp"] = components.get("bgp", {"enabled": False, "peers": []})
+    doc["hostRouting"] = components.get("hostRouting", {"mode": "Legacy"})
     if "eni" in components:
         doc["eni"] = components["eni"]
     return doc

@@ -264,6 +264,7 @@ def print_status(out: dict[str, Any]) -> None:
                 f"route {mtu.get('route')}" + (f", {tunnel['name']} {tunnel['mtu']}" if tunnel else ""),
             ),
             ("IPAM", ipam_line(ipam)),
+            ("Host Routing", host_routing_line(s.get("hostRouting") or {})),
         ]
         if s.get("endpoints"):
             rows.append(("Endpoints", endpoints_line(s["endpoints"])))
@@ -300,6 +301,23 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+
+
+def host_routing_line(hr: dict[str, Any]) -> str:
+    """Cilium's ``Host Routing: Legacy`` or ``BPF``, with the program and what it did."""
+    if hr.get("mode") != "BPF":
+        return "Legacy"
+    errors = "; ".join(hr.get("errors") or [])
+    program = hr.get("program")
+    if not program:
+        return f"BPF, but NO program attached ({errors or 'the next round attaches it'})"
+    counters = ", ".join(f"{k} {v}" for k, v in (hr.get("counters") or {}).items())
+    text = (
+        f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths; "
+        f"endpoints {hr.get('endpoints')}, learnt MACs {hr.get('learntMACs')}, cluster CIDRs "
+        f"{hr.get('clusterCIDRs')}; {counters})"
+    )
+    return text + (f"  ERRORS {errors}" if errors else "")
 
 
 def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:

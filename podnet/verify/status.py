@@ -160,6 +160,7 @@ def node_status(
         "kvstore": doc.get("kvstore"),
         "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
         "bpf": bpf,  # the tunnel protocol's programs and maps (Geneve), empty otherwise
+        "hostRouting": doc.get("hostRouting") or {"mode": "Legacy"},
         "routing": {**routing, "summary": routing_summary(routing)},
         "nativeRoutingCIDR": ", ".join(
             c for c in (routing.get("ipv4NativeRoutingCIDR"), routing.get("ipv6NativeRoutingCIDR")) if c

@@ -4,6 +4,7 @@ and a restarted agent finds the maps of the program that kept running)."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 
 
@@ -55,3 +56,23 @@ def dump(map_id: int) -> list[tuple[bytes, bytes]]:
             value = bytes(int(b, 16) for b in entry.get("value", []))
         found.append((key, value))
     return found
+
+
+BPF_PROG_GET_FD_BY_ID = 13
+NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def program_fd(prog_id: int) -> int:
+    """A descriptor of the loaded program ``prog_id`` (``bpf(BPF_PROG_GET_FD_BY_ID)``); the caller
+    closes it. This is how a program loaded once is attached to more devices."""
+    import ctypes
+    import os
+    import platform
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(struct.pack("=III", prog_id, 0, 0).ljust(128, b"\0"))
+    fd = libc.syscall(NR_BPF[platform.machine()], BPF_PROG_GET_FD_BY_ID, attr, ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise MapError(f"bpf(PROG_GET_FD_BY_ID {prog_id}): {os.strerror(err)}")
+    return int(fd)

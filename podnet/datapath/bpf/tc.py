@@ -11,12 +11,17 @@ filter is left on the device.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 HANDLE = "1"
+HANDLE_NUMBER = 1
 
 
 class TcError(OSError):
@@ -80,4 +85,25 @@ def detach(netns: str | None, dev: str, direction: str, pref: int) -> bool:
     left += _tc(netns, "-j", "filter", "show", "dev", dev, "egress", check=False).strip()
     if left in ("", "[][]"):
         _tc(netns, "qdisc", "del", "dev", dev, "clsact", check=False)
+    return True
+
+
+INGRESS_PARENT = 0xFFFFFFF2  # clsact's ingress hook (TC_H_CLSACT:TC_H_MIN_INGRESS)
+
+
+def attach_fd(ipr: Any, index: int, pref: int, prog_fd: int, name: str) -> None:
+    """``tc filter replace dev <index> ingress pref PREF handle 1 bpf da`` of an already loaded
+    program (by descriptor), so that every device shares one program and its maps."""
+    with contextlib.suppress(NetlinkError):  # there already
+        ipr.tc("add", "clsact", index)
+    ipr.tc("replace-filter", "bpf", index, HANDLE_NUMBER, fd=prog_fd, name=name, parent=INGRESS_PARENT,
+           prio=pref, direct_action=True, classid=1)  # fmt: skip
+
+
+def detach_index(ipr: Any, index: int, pref: int) -> bool:
+    """Remove podnet's ingress filter at ``pref`` from a device given by index (gone: False)."""
+    try:
+        ipr.tc("del-filter", "bpf", index, HANDLE_NUMBER, parent=INGRESS_PARENT, prio=pref)
+    except NetlinkError:
+        return False
     return True

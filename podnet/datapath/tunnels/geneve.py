@@ -47,12 +47,17 @@ def _mac_key(mac: str) -> bytes:
 
 
 class Geneve:
+    """The protocol; one instance serves every namespace (it remembers each one's underlay device)."""
+
     name = "geneve"
     display = "Geneve"
     default_port = 6081
     wire_ports = (6081,)
     device = owned.GENEVE_DEV
     link_kind = "veth"  # podnet_geneve is a veth whose egress program encapsulates
+
+    def __init__(self) -> None:
+        self._underlay: dict[str | None, str] = {}  # namespace -> the device the decap program is on
 
     def overhead(self, underlay_family: int) -> int:
         return 70 if underlay_family == 6 else 50
@@ -91,6 +96,7 @@ class Geneve:
         try:
             encap, _ = tc.attach(netns, self.device, "egress", PREF, encap_obj)
             decap, _ = tc.attach(netns, underlay, "ingress", PREF, decap_obj)
+            self._underlay[netns] = underlay
             for attached in (encap, decap):
                 maps.update(maps.program_maps(attached.prog_id)["gnv_config"], b"\0\0\0\0", config)
         except (tc.TcError, maps.MapError, KeyError) as exc:
@@ -113,16 +119,25 @@ class Geneve:
         return (FdbEntry(lladdr=vtep_mac, dst=underlay_ip, dev=dev),)
 
     def programs(self, ipr: Any) -> tuple[tc.Attached | None, tc.Attached | None]:
-        """The attached encap and decap programs (None for one that is not attached)."""
+        """The attached encap and decap programs (None for one that is not attached). The decap
+        program is looked for on the underlay device node setup named, else on every device."""
         netns = socket_netns(ipr)
         encap = [f for f in tc.filters(netns, self.device, "egress") if f.pref == PREF]
-        decap = [
-            f
-            for msg in ipr.get_links()
-            if msg.get_attr("IFLA_IFNAME") != self.device
-            for f in tc.filters(netns, msg.get_attr("IFLA_IFNAME"), "ingress")
-            if f.pref == PREF and f.name.startswith("geneve-decap-")
+        known = self._underlay.get(netns)
+        names = [known] if known else []
+        names += [
+            n for msg in ipr.get_links() if (n := msg.get_attr("IFLA_IFNAME")) not in (self.device, known)
         ]
+        decap: list[tc.Attached] = []
+        for name in names:
+            decap = [
+                f
+                for f in tc.filters(netns, name, "ingress")
+                if f.pref == PREF and f.name.startswith("geneve-decap-")
+            ]
+            if decap:
+                self._underlay[netns] = name
+                break
         return (encap[0] if encap else None), (decap[0] if decap else None)
 
     def _maps(self, ipr: Any) -> tuple[dict[str, int], dict[str, int]]:

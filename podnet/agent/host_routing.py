@@ -1,0 +1,104 @@
+"""The agent's BPF host routing component (``bpf.hostLegacyRouting: false``): after every round it
+attaches ``podnet.datapath.hostrouting``'s program to every pod's veth and fills its maps with the
+pods and the cluster's pod CIDRs; a new pod gets it from its CNI ADD at once. With
+``hostLegacyRouting: true`` (the default) it removes every such filter: the kernel routes, as
+before. Either way packets the program declines take the kernel's path, so switching keeps
+connections. Its status is Cilium's ``Host Routing: BPF`` or ``Legacy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from podnet.agent.round import RoundPlan
+from podnet.config import AgentConfig
+from podnet.datapath import hostrouting as hr
+from podnet.datapath.bpf.build import BpfBuildError
+from podnet.datapath.guard import EndpointSource
+from podnet.model import NodeInfo
+
+log = logging.getLogger("podnet.agent")
+
+WIRE_DELAY = 0.5  # seconds after a CNI ADD's allow before the round that attaches to its veth
+
+
+class HostRouting:
+    name = "hostRouting"
+
+    def __init__(
+        self,
+        config: Callable[[], AgentConfig],
+        sources: Callable[[], Sequence[EndpointSource]],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._config = config
+        self._sources = sources
+        self._wake = wake  # asks the agent for a round
+        self._lock = threading.Lock()
+        self._cidrs: tuple[Any, ...] = ()
+        self._legacy_clean = False  # Legacy, and no host-routing filter left (checked once)
+        self.errors: list[str] = []
+
+    def _enabled(self) -> bool:
+        return not self._config().bpf_host_legacy_routing
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        return None
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        config = self._config()
+        self._cidrs = (
+            *node.pod_cidrs,
+            *(c for p in peers for c in p.pod_cidrs),
+            *config.cluster_pool_ipv4_cidrs,
+        )
+        return self._sync(list(self._sources()))
+
+    def _sync(self, sources: list[EndpointSource]) -> list[str]:
+        with self._lock, IPRoute() as ipr:
+            try:
+                if self._enabled():
+                    self._legacy_clean = False
+                    changes = hr.apply(ipr, hr.plan_host_routing(sources, self._cidrs))
+                elif not self._legacy_clean:  # once after start or a switch: a BPF past's filters go
+                    changes = hr.remove(ipr)
+                    self._legacy_clean = True
+                else:
+                    changes = []
+            except (OSError, BpfBuildError, KeyError) as exc:
+                self.errors = [f"host routing: {exc}"]
+                return self.errors
+        self.errors = []
+        for change in changes:
+            log.info("host routing: %s", change)
+        return []
+
+    def allow(self, source: EndpointSource) -> None:
+        """A new pod: its veth is made right after this, so a round shortly after puts the program
+        on it (until then its packets take the kernel's path, as with Legacy routing)."""
+        if self._enabled():
+            timer = threading.Timer(WIRE_DELAY, self._wake)
+            timer.daemon = True
+            timer.start()
+
+    def revoke(self, source: EndpointSource) -> None:
+        if self._enabled():
+            self._sync([s for s in self._sources() if s.host_ifname != source.host_ifname])
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"mode": "BPF" if self._enabled() else "Legacy", "errors": self.errors}
+        if self._enabled():
+            with IPRoute() as ipr:
+                try:
+                    doc.update(hr.stats(ipr))
+                except (OSError, KeyError) as exc:
+                    doc["errors"] = [*self.errors, f"reading the program: {exc}"]
+        return doc
+
+    def stop(self) -> None:
+        return None  # the program stays: pods keep their path while the agent is down

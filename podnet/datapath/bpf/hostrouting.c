@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0
+/* podnet's BPF host routing (bpf.hostLegacyRouting=false), on the ingress of every pod's
+ * node-side veth: an IPv4 packet from a pod, with the pod's own source address, to a pod
+ * address of the cluster skips the node's IP stack:
+ *   - to a pod on this node: bpf_redirect_peer straight into that pod's namespace;
+ *   - to a pod elsewhere: bpf_fib_lookup in the node's tables, then out of the device the
+ *     kernel would use (the underlay device natively, podnet_vxlan or podnet_geneve into the
+ *     encapsulation) with bpf_redirect, or bpf_redirect_neigh when the next hop's neighbour
+ *     is not resolved yet.
+ * Anything else (another source address, a destination outside the cluster, IPv6, a packet the
+ * route MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
+ * pod guard, masquerading and ICMP errors live. hr_endpoints (pod address -> its veth's ifindex
+ * and MAC, and the pod's own MAC, learnt here from its packets) and hr_cluster (the cluster's
+ * pod CIDRs) are filled by the agent by map id.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+struct hr_endpoint {
+	__u32 ifindex;          /* the pod's node-side veth */
+	__u8 host_mac[ETH_ALEN]; /* that veth's MAC: the source of frames delivered to the pod */
+	__u8 pod_mac[ETH_ALEN];  /* the pod's eth0, learnt from its own packets (zero: not yet) */
+};
+
+struct hr_cidr {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+enum hr_stat {
+	STAT_PEER = 0, /* same node: redirect_peer */
+	STAT_FIB,      /* other node: redirect after fib lookup */
+	STAT_NEIGH,    /* other node: redirect_neigh */
+	STAT_KERNEL,   /* handed to the kernel's path */
+	STAT_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __be32);
+	__type(value, struct hr_endpoint);
+} hr_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hr_cidr);
+	__type(value, __u32);
+} hr_cluster SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} hr_stats SEC(".maps");
+
+static __always_inline int count(__u32 what, int verdict)
+{
+	__u64 *n = bpf_map_lookup_elem(&hr_stats, &what);
+
+	if (n)
+		*n += 1;
+	return verdict;
+}
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	int same = 1;
+#pragma unroll
+	for (int i = 0; i < ETH_ALEN; i++)
+		same &= a[i] == b[i];
+	return same;
+}
+
+static __always_inline int mac_zero(const __u8 *a)
+{
+	return (a[0] | a[1] | a[2] | a[3] | a[4] | a[5]) == 0;
+}
+
+#define IP_OFF ETH_HLEN
+#define TTL_OFF (IP_OFF + offsetof(struct iphdr, ttl))
+#define CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
+
+/* what the kernel's forwarding does to the header: TTL - 1, checksum updated */
+static __always_inline int dec_ttl(struct __sk_buff *skb, __u8 ttl)
+{
+	__u8 new_ttl = ttl - 1;
+	/* the TTL is the high byte of the 16-bit word it shares with the protocol */
+	if (bpf_l3_csum_replace(skb, CSUM_OFF, bpf_htons((__u16)ttl << 8), bpf_htons((__u16)new_ttl << 8), 2) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, TTL_OFF, &new_ttl, sizeof(new_ttl), 0);
+}
+
+SEC("tc")
+int host_routing(struct __sk_buff *skb)
+{
+	struct ethhdr eth;
+	struct iphdr ip;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) < 0)
+		return TC_ACT_OK;
+	struct hr_endpoint *src = bpf_map_lookup_elem(&hr_endpoints, &ip.saddr);
+
+	if (!src || src->ifindex != skb->ingress_ifindex)
+		return count(STAT_KERNEL, TC_ACT_OK); /* not this pod's address: the guard decides */
+	if (!mac_eq(src->pod_mac, eth.h_source))
+		__builtin_memcpy(src->pod_mac, eth.h_source, ETH_ALEN);
+	struct hr_cidr key = {.prefixlen = 32, .addr = ip.daddr};
+
+	if (!bpf_map_lookup_elem(&hr_cluster, &key) || ip.ttl <= 1 || ip.ihl != 5)
+		return count(STAT_KERNEL, TC_ACT_OK);
+	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints, &ip.daddr);
+
+	if (dst) {
+		if (mac_zero(dst->pod_mac))
+			return count(STAT_KERNEL, TC_ACT_OK); /* its MAC is learnt from its first packet */
+		if (dec_ttl(skb, ip.ttl) < 0 ||
+		    bpf_skb_store_bytes(skb, 0, dst->pod_mac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, dst->host_mac, ETH_ALEN, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_PEER, bpf_redirect_peer(dst->ifindex, 0));
+	}
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET,
+		.ipv4_src = ip.saddr,
+		.ipv4_dst = ip.daddr,
+		.ifindex = skb->ingress_ifindex,
+		/* a GSO packet is segmented to gso_size later: only a single packet is checked here */
+		.tot_len = skb->gso_size ? 0 : bpf_ntohs(ip.tot_len),
+	};
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (dec_ttl(skb, ip.ttl) < 0 || bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_FIB, bpf_redirect(fib.ifindex, 0));
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
+
+		if (dec_ttl(skb, ip.ttl) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_NEIGH, bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0));
+	}
+	return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+}
+
+char _license[] SEC("license") = "GPL";
