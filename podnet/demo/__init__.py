@@ -4,8 +4,8 @@
    shows VXLAN, a diagram. 2. the same lab in native mode without underlay routes: pod-to-pod
    fails and ``diagnose`` names router R1. 3. the same lab in native mode with BGP: the routers
    learn the pod CIDRs (``proto bird``), pods reach each other, the R1-R2 link carries plain pod
-   addresses. 4. l2 (one segment) in tunnel and in native mode at once: iperf3 host-to-host
-   against pod-to-pod through VXLAN and natively, interleaved, medians and ratios, a PNG. 5. the
+   addresses. 4. l2 (one segment) in VXLAN, Geneve (eBPF) and native mode at once: iperf3
+   host-to-host against pod-to-pod through each, interleaved, medians and ratios, a PNG. 5. the
    IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. 6. AWS
    ENI mode in the lab's VPC (``demo.eni``): VPC addresses, no SNAT, egress through the pod's
    own ENI. 7. dual stack with BGP in both families (``demo.dual``): IPv6 pods routed natively
@@ -29,7 +29,7 @@ from podnet.demo.eni import part_eni
 from podnet.demo.ipam import part_ipam
 from podnet.demo.parts import Part, lab, say
 
-GOALS = {"native": 0.97, "vxlan": 0.85}
+GOALS = {"native": 0.97, "vxlan": 0.85, "geneve": 0.85}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -226,14 +226,20 @@ def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
 
 
 def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
-    """4. l2 (one segment): iperf3 host-to-host vs pod-to-pod through VXLAN and native routing"""
+    """4. l2 (one segment): iperf3 host-to-host vs pod-to-pod through VXLAN, Geneve and native routing"""
     from podnet.verify.perf import PerfTarget, measure, plot
 
     tunnel_sets = ["routingMode=tunnel", "tunnelProtocol=vxlan", "autoDirectNodeRoutes=false"]
-    with lab("l2", "demo-l2v", tunnel_sets, args) as vx, lab("l2", "demo-l2n", [], args) as nat:
+    geneve_sets = ["routingMode=tunnel", "tunnelProtocol=geneve", "autoDirectNodeRoutes=false"]
+    with (
+        lab("l2", "demo-l2v", tunnel_sets, args) as vx,
+        lab("l2", "demo-l2g", geneve_sets, args) as gn,
+        lab("l2", "demo-l2n", [], args) as nat,
+    ):
         targets = [
             PerfTarget("host", nat.ns("node1"), nat.ns("node2"), str(nat.node_ip("node2"))),
             PerfTarget("vxlan", vx.ns("node1-p1"), vx.ns("node2-p1"), str(vx.pod_ip("node2-p1"))),
+            PerfTarget("geneve", gn.ns("node1-p1"), gn.ns("node2-p1"), str(gn.pod_ip("node2-p1"))),
             PerfTarget("native", nat.ns("node1-p1"), nat.ns("node2-p1"), str(nat.pod_ip("node2-p1"))),
         ]
         report = measure(targets, args.repetitions, args.seconds, say)
@@ -248,7 +254,7 @@ def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
     doc = report.to_json()
     part.data["perf"] = doc
     part.data["tunnelFacts"] = facts
-    for label in ("vxlan", "native"):
+    for label in ("vxlan", "geneve", "native"):
         ratio = report.ratio(label)
         part.step(
             f"{label}/host throughput ratio measured",

@@ -212,7 +212,7 @@ class Diagnoser:
         route, error = self._route_get(w.host, w.dst)
         if route is None:
             return self._no_route(w, error, reply_ctx), False
-        text = f"ip route get {w.dst}: {_describe(route)}"
+        text = f"ip route get {w.dst}: {_describe(route)}" + self._host_routing_note(w)
         dev = self.view.links(w.host).get(route.dev)
         protocol = tunnel_of(dev.name, dev.kind) if dev is not None else None
         if dev is not None and protocol is not None:
@@ -359,6 +359,26 @@ class Diagnoser:
         link = self.view.links(host)[dev]
         entries = protocol.dump_peers(self.view.ipr(host), link.index, dev)
         return next((e.dst for e in entries if e.lladdr.lower() == mac), None)
+
+    def _host_routing_note(self, w: _Walk) -> str:
+        """With BPF host routing, a pod's packet to a cluster pod leaves its node by the program
+        on the pod's veth (the route below is the one its fib lookup finds)."""
+        if w.inner or self.view.role(w.host) != "node":
+            return ""
+        owner = self.view.owner(w.src)
+        pod = self.view.pods.get(owner[0]) if owner is not None else None
+        if pod is None or pod.get("node") != w.host or self.pod_cidr_of(w.dst) is None or w.src.version != 4:
+            return ""
+        status = self.view.agent_status(w.host).get("hostRouting") or {}
+        program = status.get("program") or {}
+        if status.get("mode") != "BPF" or not program:
+            return ""
+        dst_owner = self.view.owner(w.dst)
+        dst_pod = self.view.pods.get(dst_owner[0]) if dst_owner is not None else None
+        local = dst_pod is not None and dst_pod.get("node") == w.host
+        how = "redirect_peer into the pod" if local else "fib lookup + redirect"
+        name = f"{program.get('object')} (prog id {program.get('id')})"
+        return f" [BPF host routing: {name} on the pod's veth: {how}]"
 
     def _program(self, host: str, protocol: TunnelProtocol, hook: str) -> str:
         """``geneve-encap-... (prog id 7) on podnet_geneve egress`` when a program does that hop."""

@@ -58,6 +58,9 @@ def test_bpf_host_routing_natively_on_one_l2(lab_up: Callable[..., Topology]) ->
     assert report["ok"], report
     status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
     assert status["nodes"]["node1"]["hostRouting"]["mode"] == "BPF"
+    diag = podnet_json("diagnose", "--lab", topo.name, "node1-p1", "node1-p2", "-o", "json")
+    node_hop = next(h for h in diag["forward"]["hops"] if h["host"] == "node1")
+    assert "BPF host routing" in node_hop["kernel"] and "redirect_peer" in node_hop["kernel"], diag
     # a spoofed source is not the pod's: the program leaves it to the kernel, whose guard drops it
     spoof = [sys.executable, RAWSEND, "udp", "10.244.77.7", ips["node2-p1"], "9999", "5"]
     with capture(topo, "node2-p1", "eth0", "udp port 9999") as seen:
