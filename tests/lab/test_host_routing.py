@@ -6,12 +6,24 @@ guard and masquerading."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from labhelpers import Stream, capture, config_set, pod_ips, podnet_json, sh, wait_for
+from labhelpers import (
+    Stream,
+    agent_pid,
+    capture,
+    config_set,
+    pod_ips,
+    podnet_json,
+    restart_agent,
+    sh,
+    wait_for,
+)
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -61,6 +73,19 @@ def test_bpf_host_routing_natively_on_one_l2(lab_up: Callable[..., Topology]) ->
     diag = podnet_json("diagnose", "--lab", topo.name, "node1-p1", "node1-p2", "-o", "json")
     node_hop = next(h for h in diag["forward"]["hops"] if h["host"] == "node1")
     assert "BPF host routing" in node_hop["kernel"] and "redirect_peer" in node_hop["kernel"], diag
+    # kill -9: the program stays on the veths and keeps redirecting; the next agent keeps it
+    program = _hr(topo, "node1")["program"]
+    stream = Stream(st.ns_name(topo.name, "node1-p1"), st.ns_name(topo.name, "node1-p2"), ips["node1-p2"])
+    try:
+        os.kill(agent_pid(topo, "node1"), signal.SIGKILL)
+        try:
+            stream.exchange()
+        finally:
+            restart_agent(topo, "node1")
+        assert _hr(topo, "node1")["program"] == program
+        stream.exchange()
+    finally:
+        stream.close()
     # a spoofed source is not the pod's: the program leaves it to the kernel, whose guard drops it
     spoof = [sys.executable, RAWSEND, "udp", "10.244.77.7", ips["node2-p1"], "9999", "5"]
     with capture(topo, "node2-p1", "eth0", "udp port 9999") as seen:
