@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections.abc import Sequence
@@ -32,3 +33,11 @@ def write_json(path: str | Path, result: dict[str, Any]) -> Path:
     out.write_text(json.dumps(result, indent=2))
     print(f"json: {out}")
     return out
+
+
+def perf_arguments(doc: str | None) -> argparse.Namespace:
+    """``--repetitions`` (default 5) and ``--seconds`` (default 3) of an iperf3 benchmark."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else "")
+    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    return parser.parse_args()

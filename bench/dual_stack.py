@@ -15,13 +15,12 @@ Run as root after scripts/setup.sh:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import sys
 from typing import Any
 
-from benchlib import write_json
+from benchlib import perf_arguments, write_json
 
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
@@ -66,10 +65,7 @@ def run_mode(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
-    args = parser.parse_args()
+    args = perf_arguments(__doc__)
     rows: dict[str, Any] = {}
     for mode, (topology, sets) in MODES.items():
         print(f"lab {LAB}: {mode} ({topology} {' '.join(sets)})", file=sys.stderr, flush=True)
