@@ -32,7 +32,7 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         assert learned["ok"] and "10.244.2.0/24 via 172.16.0.2" in learned["detail"]
         assert bgp_steps["capture on r1:to-r2 shows plain pod addresses"]["ok"]
         perf = parts["4."]["data"]["perf"]
-        assert [r["label"] for r in perf["results"]] == ["host", "vxlan", "native"]
+        assert [r["label"] for r in perf["results"]] == ["host", "vxlan", "geneve", "native"]
         assert all(r["ratioToHost"] > 0 for r in perf["results"])
         assert (tmp_path / "perf.png").exists() and (tmp_path / "demo-tunnel.svg").exists()
         diag = parts["2."]["data"]["diagnose"]
@@ -43,8 +43,11 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         assert blue["address"].startswith("10.250.") and blue["source"].startswith("pool blue")
         enis = parts["6."]["data"]["eni"]  # node -> its ENIs, with each address's owner
         assert any(owner == "default/pod1" for e in enis["node1"] for owner in e["addresses"].values())
+        dual = {step["title"]: step for step in parts["7."]["steps"]}  # both families, BGP in each
+        assert all(step["ok"] for step in dual.values()), dual
+        assert "no encapsulation" in parts["7."]["data"]["dualStack"]["capture"]
         assert not [lab for lab in st.known_labs() if lab.startswith("demo-")]
     finally:
-        for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2n", "demo-ipc", "demo-ipk",
-                    "demo-ipr", "demo-ipm", "demo-eni"):  # fmt: skip
+        for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2g", "demo-l2n", "demo-ipc",
+                    "demo-ipk", "demo-ipr", "demo-ipm", "demo-eni", "demo-dual"):  # fmt: skip
             subprocess.run([PODNET, "lab", "down", lab], capture_output=True, timeout=60)
