@@ -130,3 +130,12 @@ def test_path_mtu_probes_follow_the_family_the_packets_use() -> None:
     assert probe_families(Reach.TUNNEL, (4, 6), 4) == (4,)
     assert probe_families(Reach.DIRECT, (4, 6), 4) == (4, 6)  # native: each family by itself
     assert probe_families(Reach.UNDERLAY, (6,), 4) == (6,)
+
+
+def test_an_ipv6_pool_overlapping_an_ipv6_segment_is_refused() -> None:
+    raw = yaml.safe_load((EXAMPLES_DIR / "dual-stack.yaml").read_text())
+    raw["cluster"]["ipam"]["operator"]["clusterPoolIPv6PodCIDRList"] = ["fd00:1::/56"]
+    with pytest.raises(
+        TopologyError, match=r"clusterPoolIPv6PodCIDRList: pod CIDR fd00:1::/56 overlaps network lan"
+    ):
+        parse_topology(raw)
