@@ -539,6 +539,12 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
         cfg.ipv6_native_routing_cidr, cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size,
     ):  # fmt: skip
         raise ConfigError(name(fld), message)
+    if cfg.tunnel_protocol == "geneve" and cfg.underlay_protocol == "ipv6":
+        raise ConfigError(
+            name("tunnel_protocol"),
+            "geneve runs in eBPF over an IPv4 underlay only (an IPv6 outer header needs a UDP checksum "
+            "its programs do not compute); use tunnelProtocol=vxlan with underlayProtocol=ipv6",
+        )
     if cfg.ipam_mode == "eni":
         for fld, message in eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore):
             raise ConfigError(name(fld), message)

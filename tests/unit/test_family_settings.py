@@ -32,6 +32,7 @@ def test_dual_stack_and_ipv6_only_load() -> None:
         ({"ipv4": {"enabled": False}, "ipv6": {"enabled": False}}, "ipv4.enabled", "without addresses"),
         ({"ipv6": {"enabled": False}, "underlayProtocol": "ipv6"}, "underlayProtocol", "needs ipv6.enabled"),
         ({"underlayProtocol": "ipv5"}, "underlayProtocol", "ipv4"),
+        ({"underlayProtocol": "ipv6", "tunnelProtocol": "geneve"}, "tunnelProtocol", "IPv4 underlay only"),
         ({"routingMode": "native", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}, "ipv6NativeRoutingCIDR",
          "must be set"),
         ({"ipam": {"operator": {"clusterPoolIPv6PodCIDRList": ["fd00::/120"],
