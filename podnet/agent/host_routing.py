@@ -1,6 +1,7 @@
 """The agent's BPF host routing component (``bpf.hostLegacyRouting: false``): after every round it
 attaches ``podnet.datapath.hostrouting``'s program to every pod's veth and fills its maps with the
-pods and the cluster's pod CIDRs; a new pod gets it from its CNI ADD at once. With
+pods, the cluster's pod CIDRs and, when the node tunnels over IPv4, the encapsulation and the
+peers' VTEPs (from the round's FDB plan); a new pod gets it from its CNI ADD at once. With
 ``hostLegacyRouting: true`` (the default) it removes every such filter: the kernel routes, as
 before. Either way packets the program declines take the kernel's path, so switching keeps
 connections. Its status is Cilium's ``Host Routing: BPF`` or ``Legacy``.
@@ -15,11 +16,13 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from podnet import owned
 from podnet.agent.round import RoundPlan
 from podnet.config import AgentConfig
 from podnet.datapath import hostrouting as hr
 from podnet.datapath.bpf.build import BpfBuildError
 from podnet.datapath.guard import EndpointSource
+from podnet.datapath.modes import mode_for
 from podnet.model import NodeInfo
 
 log = logging.getLogger("podnet.agent")
@@ -41,6 +44,7 @@ class HostRouting:
         self._wake = wake  # asks the agent for a round
         self._lock = threading.Lock()
         self._cidrs: tuple[Any, ...] = ()
+        self._tunnel: hr.TunnelEncap | None = None
         self._legacy_clean = False  # Legacy, and no host-routing filter left (checked once)
         self.errors: list[str] = []
 
@@ -57,6 +61,16 @@ class HostRouting:
             *(c for p in peers for c in p.pod_cidrs),
             *config.cluster_pool_ipv4_cidrs,
         )
+        protocol = mode_for(config).tunnel(config)
+        device = round_plan.desired.tunnel_device
+        self._tunnel = hr.plan_tunnel(
+            device,
+            protocol.name if protocol is not None and protocol.device == device else None,
+            None if config.underlay_protocol == "ipv6" else node.ipv4,
+            config.tunnel_port,
+            owned.VXLAN_VNI,
+            round_plan.desired.fdb,
+        )
         return self._sync(list(self._sources()))
 
     def _sync(self, sources: list[EndpointSource]) -> list[str]:
@@ -64,7 +78,7 @@ class HostRouting:
             try:
                 if self._enabled():
                     self._legacy_clean = False
-                    changes = hr.apply(ipr, hr.plan_host_routing(sources, self._cidrs))
+                    changes = hr.apply(ipr, hr.plan_host_routing(sources, self._cidrs, self._tunnel))
                 elif not self._legacy_clean:  # once after start or a switch: a BPF past's filters go
                     changes = hr.remove(ipr)
                     self._legacy_clean = True

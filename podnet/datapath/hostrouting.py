@@ -6,7 +6,14 @@ ingress of every pod's node-side veth, sharing one pair of maps.
     tc filter replace dev lxc... ingress pref 50 handle 1 bpf da fd <the same program>
 
 ``hr_endpoints`` maps each pod IPv4 address to its veth (ifindex, MAC; the pod's own MAC is learnt
-by the program from the pod's packets), ``hr_cluster`` holds the cluster's IPv4 pod CIDRs. The
+by the program from the pod's packets), ``hr_cluster`` holds the cluster's IPv4 pod CIDRs. In a
+tunnelling mode over an IPv4 underlay ``hr_tunnel`` says how to encapsulate (outer source, port,
+VNI, VXLAN or Geneve, the tunnel device) and ``hr_peers`` maps each peer's VTEP MAC to its
+underlay address (the tunnel's FDB entries): the program then wraps packets for other nodes
+itself instead of handing them to the tunnel device. With VXLAN the receiving side is done in
+BPF too: ``bpf/vxlan.c`` on the underlay device's ingress (pref 51) strips the headers of VXLAN
+packets from the peers (Geneve's own decap program does that already); the kernel's VXLAN
+device stays as the fallback and for what the program leaves. The
 plan is pure (``plan_host_routing``); ``apply`` brings the kernel to it and ``remove`` takes
 every podnet filter of this kind away (the kernel then frees the program and its maps). A pod
 whose veth has no program yet, or a packet the program declines, takes the kernel's path:
@@ -23,34 +30,71 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from podnet import owned
 from podnet.datapath.bpf import build, maps, tc
 from podnet.datapath.guard import EndpointSource
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel.sysctl import socket_netns
+from podnet.datapath.objects import FdbEntry
 
 PREF = 50
+DECAP_PREF = 51
+DECAP_SOURCE = "vxlan.c"
+DECAP_VARIANT = "decap"
+VX_CONFIG = struct.Struct("=IHH")  # VNI, port, pad
+DECAP_STATS = ("decapsulated", "denied", "errors")
 SOURCE = "hostrouting.c"
 VARIANT = "hostrouting"
 ANCHOR = owned.NET_DEV
 ENDPOINT = struct.Struct("=I6s6s")  # ifindex, host MAC, pod MAC
 CIDR = struct.Struct("=I4s")  # prefix length (host order), address
-STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel")
+TUNNEL = struct.Struct("=4sIIHBB")  # local, VNI, tunnel device ifindex, port, wire, pad
+WIRES = {"geneve": 0, "vxlan": 1}  # enum tun_wire in encap.h
+STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel", "encapsulated", "errors")
+
+
+@dataclass(frozen=True)
+class TunnelEncap:
+    """How the program encapsulates for other nodes (what the tunnel device would do)."""
+
+    device: str  # the tunnel device the kernel's routes to peers use
+    wire: str  # "vxlan" or "geneve"
+    local: ipaddress.IPv4Address
+    port: int
+    vni: int
+    peers: tuple[tuple[str, ipaddress.IPv4Address], ...]  # (peer VTEP MAC, its underlay address)
 
 
 @dataclass(frozen=True)
 class HostRoutingPlan:
     endpoints: tuple[tuple[ipaddress.IPv4Address, str], ...]  # (pod address, node-side veth)
     cluster: tuple[ipaddress.IPv4Network, ...]  # the pod CIDRs redirected to
+    tunnel: TunnelEncap | None = None  # None: packets for the tunnel device go to it
 
 
-def plan_host_routing(sources: Sequence[EndpointSource], cidrs: Iterable[Any]) -> HostRoutingPlan:
+def plan_tunnel(
+    device: str | None, wire: str | None, local: Any, port: int, vni: int, fdb: Iterable[FdbEntry]
+) -> TunnelEncap | None:
+    """The encapsulation the program does, or None where it cannot: no tunnel, an IPv6 underlay
+    (its outer UDP checksum is mandatory), a wire format it does not write (pure)."""
+    if device is None or wire not in WIRES or not isinstance(local, ipaddress.IPv4Address):
+        return None
+    v4 = ipaddress.IPv4Address
+    peers = sorted({(e.lladdr.lower(), e.dst) for e in fdb if e.dev == device and isinstance(e.dst, v4)})
+    return TunnelEncap(device, wire, local, port, vni, tuple(peers))
+
+
+def plan_host_routing(
+    sources: Sequence[EndpointSource], cidrs: Iterable[Any], tunnel: TunnelEncap | None = None
+) -> HostRoutingPlan:
     """IPv4 only: IPv6 pod packets keep the kernel's path (pure)."""
     endpoints = sorted(
         {(a, s.host_ifname) for s in sources for a in s.addresses if isinstance(a, ipaddress.IPv4Address)}
     )
     cluster = sorted({c for c in cidrs if isinstance(c, ipaddress.IPv4Network)})
-    return HostRoutingPlan(tuple(endpoints), tuple(cluster))
+    return HostRoutingPlan(tuple(endpoints), tuple(cluster), tunnel)
 
 
 def _mac(text: str) -> bytes:
@@ -84,6 +128,87 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
         os.close(fd)
     changes += _sync_endpoints(ipr, ids["hr_endpoints"], plan)
     changes += _sync_cluster(ids["hr_cluster"], plan)
+    changes += _sync_tunnel(ipr, ids, plan.tunnel)
+    changes += _sync_decap(
+        ipr, plan.tunnel if plan.tunnel is not None and plan.tunnel.wire == "vxlan" else None
+    )
+    return changes
+
+
+def _underlay_devices(ipr: Any, tunnel: TunnelEncap) -> set[str]:
+    """The devices the peers' tunnel packets arrive on: where the routes to them leave."""
+    names = set()
+    for address in {a for _, a in tunnel.peers}:
+        with contextlib.suppress(NetlinkError, IndexError):
+            index = ipr.route("get", dst=str(address))[0].get_attr("RTA_OIF")
+            if index is not None:
+                names.add(str(klink.link_msg(ipr, index).get_attr("IFLA_IFNAME")))
+    return names
+
+
+def decap_filters(ipr: Any) -> list[tc.Attached]:
+    """podnet's VXLAN decap programs, wherever they are attached."""
+    netns = socket_netns(ipr)
+    found = []
+    for msg in ipr.get_links():
+        name = str(msg.get_attr("IFLA_IFNAME"))
+        found += [f for f in tc.filters(netns, name, "ingress") if f.pref == DECAP_PREF]
+    return found
+
+
+def _sync_decap(ipr: Any, tunnel: TunnelEncap | None) -> list[str]:
+    netns = socket_netns(ipr)
+    wanted = _underlay_devices(ipr, tunnel) if tunnel is not None else set()
+    changes = []
+    for attached in decap_filters(ipr):
+        if attached.dev not in wanted:
+            tc.detach(netns, attached.dev, "ingress", DECAP_PREF)
+            changes.append(f"detach the VXLAN decap from {attached.dev}")
+    if tunnel is None:
+        return changes
+    obj = build.compiled(DECAP_SOURCE, DECAP_VARIANT)
+    config = VX_CONFIG.pack(tunnel.vni, tunnel.port, 0)
+    allowed = {address.packed for _, address in tunnel.peers}
+    for dev in sorted(wanted):
+        attached, new = tc.attach(netns, dev, "ingress", DECAP_PREF, obj)
+        if new:
+            changes.append(f"attach the VXLAN decap to {dev}")
+        ids = maps.program_maps(attached.prog_id)
+        if dict(maps.dump(ids["vx_config"])).get(b"\0" * 4) != config:
+            maps.update(ids["vx_config"], b"\0" * 4, config)
+        current = {key for key, _ in maps.dump(ids["vx_allowed"])}
+        for key in allowed - current:
+            maps.update(ids["vx_allowed"], key, struct.pack("=I", 1))
+            changes.append(f"decapsulate VXLAN from {ipaddress.IPv4Address(key)} on {dev}")
+        for key in current - allowed:
+            with contextlib.suppress(maps.MapError):
+                maps.delete(ids["vx_allowed"], key)
+            changes.append(f"stop decapsulating VXLAN from {ipaddress.IPv4Address(key)} on {dev}")
+    return changes
+
+
+def _sync_tunnel(ipr: Any, ids: dict[str, int], tunnel: TunnelEncap | None) -> list[str]:
+    index = klink.link_index(ipr, tunnel.device) if tunnel is not None else None
+    if tunnel is None or index is None:
+        wanted_config, wanted_peers = TUNNEL.pack(b"\0" * 4, 0, 0, 0, 0, 0), {}
+    else:
+        wire = WIRES[tunnel.wire]
+        wanted_config = TUNNEL.pack(tunnel.local.packed, tunnel.vni, index, tunnel.port, wire, 0)
+        wanted_peers = {_mac(mac) + b"\0\0": address.packed for mac, address in tunnel.peers}
+    changes = []
+    current_config = dict(maps.dump(ids["hr_tunnel"])).get(b"\0" * 4)
+    if current_config != wanted_config:
+        maps.update(ids["hr_tunnel"], b"\0" * 4, wanted_config)
+        changes.append(f"encapsulate {tunnel.wire} for {tunnel.device}" if index else "no encapsulation")
+    current = dict(maps.dump(ids["hr_peers"]))
+    for key, value in wanted_peers.items():
+        if current.get(key) != value:
+            maps.update(ids["hr_peers"], key, value)
+            changes.append(f"tunnel peer {key[:6].hex(':')} at {ipaddress.IPv4Address(value)}")
+    for key in set(current) - set(wanted_peers):
+        with contextlib.suppress(maps.MapError):
+            maps.delete(ids["hr_peers"], key)
+        changes.append(f"forget tunnel peer {key[:6].hex(':')}")
     return changes
 
 
@@ -133,7 +258,7 @@ def remove(ipr: Any) -> list[str]:
         if any(f.pref == PREF for f in tc.filters(netns, name, "ingress")):
             tc.detach(netns, name, "ingress", PREF)
             removed.append(f"detach host routing from {name}")
-    return removed
+    return removed + _sync_decap(ipr, None)
 
 
 def stats(ipr: Any) -> dict[str, Any]:
@@ -153,11 +278,7 @@ def stats(ipr: Any) -> dict[str, Any]:
         )
     ]
     ids = maps.program_maps(program.prog_id)
-    counters = dict.fromkeys(STATS, 0)
-    for key, value in maps.dump(ids["hr_stats"]):
-        slot = struct.unpack("=I", key)[0]
-        if slot < len(STATS):
-            counters[STATS[slot]] += sum(struct.unpack(f"={len(value) // 8}Q", value))
+    counters = maps.counters(ids["hr_stats"], STATS)
     learnt = sum(1 for _, v in maps.dump(ids["hr_endpoints"]) if ENDPOINT.unpack(v)[2] != b"\0" * 6)
     return {
         "program": {"id": program.prog_id, "object": program.name.split(":")[0]},
@@ -165,5 +286,17 @@ def stats(ipr: Any) -> dict[str, Any]:
         "endpoints": len(maps.dump(ids["hr_endpoints"])),
         "learntMACs": learnt,
         "clusterCIDRs": len(maps.dump(ids["hr_cluster"])),
+        "tunnelPeers": len(maps.dump(ids["hr_peers"])),
         "counters": counters,
+        "decap": [_decap_stats(d) for d in decap_filters(ipr)],
+    }
+
+
+def _decap_stats(attached: tc.Attached) -> dict[str, Any]:
+    ids = maps.program_maps(attached.prog_id)
+    return {
+        "program": {"id": attached.prog_id, "object": attached.name.split(":")[0]},
+        "dev": attached.dev,
+        "allowed": len(maps.dump(ids["vx_allowed"])),
+        "counters": maps.counters(ids["vx_stats"], DECAP_STATS),
     }

@@ -83,10 +83,10 @@ def _ip(frame: bytes, offset: int) -> Packet | None:
     return Packet(src, dst, proto, dport)
 
 
-def parse_pcap(data: bytes) -> list[Packet]:
-    """Decode a classic pcap file with Ethernet frames (what ``tcpdump -w`` writes on veths)."""
+def pcap_frames(data: bytes) -> tuple[int, list[bytes]]:
+    """The link type and the frames of a classic pcap file (what ``tcpdump -w`` writes)."""
     if len(data) < 24:
-        return []
+        return 1, []
     magic = data[:4]
     if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
         endian = "<"
@@ -95,18 +95,21 @@ def parse_pcap(data: bytes) -> list[Packet]:
     else:
         raise ValueError("not a pcap file (bad magic)")
     linktype = struct.unpack_from(endian + "I", data, 20)[0]
-    if linktype != 1:
-        raise ValueError(f"pcap link type {linktype} is not Ethernet")
-    packets: list[Packet] = []
+    frames = []
     pos = 24
     while pos + 16 <= len(data):
         incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
-        frame = data[pos + 16 : pos + 16 + incl]
+        frames.append(data[pos + 16 : pos + 16 + incl])
         pos += 16 + incl
-        pkt = _ip(frame, 0)
-        if pkt is not None:
-            packets.append(pkt)
-    return packets
+    return linktype, frames
+
+
+def parse_pcap(data: bytes) -> list[Packet]:
+    """Decode a classic pcap file with Ethernet frames (what ``tcpdump -w`` writes on veths)."""
+    linktype, frames = pcap_frames(data)
+    if linktype != 1:
+        raise ValueError(f"pcap link type {linktype} is not Ethernet")
+    return [pkt for frame in frames if (pkt := _ip(frame, 0)) is not None]
 
 
 def verdict(packets: list[Packet], src: str, dst: str) -> tuple[str, str]:
@@ -179,18 +182,18 @@ def capture(view: PathView, host: str, iface: str, seconds: float, src: Place, d
         ]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_listening(proc, timeout=5.0)
+            wait_listening(proc, timeout=5.0)
             count = max(2, int(seconds / 0.2))
             res = ping(view.ns(src.host), str(dst.ip), count=count, timeout=1.0)
         finally:
-            _stop(proc)
+            stop_tcpdump(proc)
         data = pcap.read_bytes() if pcap.exists() else b""
     packets = parse_pcap(data) if data else []
     kind, sentence = verdict(packets, str(src.ip), str(dst.ip))
     return CaptureResult(host, iface, src, dst, kind, sentence, len(packets), res.ok)
 
 
-def _wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
+def wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
     """Wait for tcpdump's "listening on" line (read by a thread so the wait stays bounded)."""
     seen = threading.Event()
 
@@ -207,5 +210,5 @@ def _wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
     time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
+def stop_tcpdump(proc: subprocess.Popen[Any]) -> None:
     stop(proc, signal.SIGINT)

@@ -315,8 +315,14 @@ def host_routing_line(hr: dict[str, Any]) -> str:
     text = (
         f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths; "
         f"endpoints {hr.get('endpoints')}, learnt MACs {hr.get('learntMACs')}, cluster CIDRs "
-        f"{hr.get('clusterCIDRs')}; {counters})"
+        f"{hr.get('clusterCIDRs')}, tunnel peers {hr.get('tunnelPeers', 0)}; {counters})"
     )
+    for decap in hr.get("decap") or []:
+        decap_counters = ", ".join(f"{k} {v}" for k, v in decap["counters"].items())
+        text += (
+            f"; VXLAN decap {decap['program']['object']} id {decap['program']['id']} on {decap['dev']} "
+            f"ingress (peers {decap['allowed']}; {decap_counters})"
+        )
     return text + (f"  ERRORS {errors}" if errors else "")
 
 

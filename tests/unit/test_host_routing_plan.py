@@ -6,7 +6,8 @@ import ipaddress
 
 from podnet.config import load_config
 from podnet.datapath.guard import EndpointSource
-from podnet.datapath.hostrouting import plan_host_routing
+from podnet.datapath.hostrouting import plan_host_routing, plan_tunnel
+from podnet.datapath.objects import FdbEntry
 
 
 def test_plan_keeps_ipv4_only_sorted_and_unique() -> None:
@@ -27,3 +28,24 @@ def test_cilium_setting_names() -> None:
     assert load_config({}).bpf_host_legacy_routing is True  # Legacy unless asked
     assert load_config({"bpf": {"hostLegacyRouting": False}}).bpf_host_legacy_routing is False
     assert load_config({"enable-host-legacy-routing": "false"}).bpf_host_legacy_routing is False
+
+
+def test_tunnel_plan_takes_the_tunnel_devices_ipv4_fdb_entries() -> None:
+    local = ipaddress.IPv4Address("192.168.1.10")
+    fdb = [
+        FdbEntry("AA:00:00:00:00:02", ipaddress.ip_address("192.168.1.11"), "podnet_vxlan"),
+        FdbEntry("aa:00:00:00:00:03", ipaddress.ip_address("fd00::13"), "podnet_vxlan"),  # IPv6 underlay
+        FdbEntry("aa:00:00:00:00:04", ipaddress.ip_address("192.168.1.14"), "other"),
+    ]
+    tunnel = plan_tunnel("podnet_vxlan", "vxlan", local, 8472, 1, fdb)
+    assert tunnel is not None and tunnel.wire == "vxlan" and tunnel.port == 8472
+    assert tunnel.peers == (("aa:00:00:00:00:02", ipaddress.IPv4Address("192.168.1.11")),)
+    assert plan_host_routing([], [], tunnel).tunnel == tunnel
+
+
+def test_no_encapsulation_in_the_program_where_it_cannot_write_the_header() -> None:
+    local = ipaddress.IPv4Address("192.168.1.10")
+    assert plan_tunnel(None, None, local, 8472, 1, []) is None  # native routing
+    assert plan_tunnel("podnet_vxlan", "vxlan", ipaddress.ip_address("fd00::10"), 8472, 1, []) is None
+    assert plan_tunnel("podnet_vxlan", None, local, 8472, 1, []) is None  # mid-switch: not the config's
+    assert plan_tunnel("podnet_x", "gre", local, 8472, 1, []) is None

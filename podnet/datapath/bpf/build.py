@@ -28,8 +28,10 @@ def cache_dir() -> Path:
 
 
 def object_name(source: str, variant: str) -> str:
-    """``geneve-encap-<12 hex>.o``: the source's hash and the variant (what tc shows as bpf_name)."""
-    digest = hashlib.sha256((SOURCE_DIR / source).read_bytes() + variant.encode()).hexdigest()[:12]
+    """``geneve-encap-<12 hex>.o``: the hash of the source, the headers it may include and the
+    variant (what tc shows as bpf_name)."""
+    text = b"".join(p.read_bytes() for p in (SOURCE_DIR / source, *sorted(SOURCE_DIR.glob("*.h"))))
+    digest = hashlib.sha256(text + variant.encode()).hexdigest()[:12]
     return f"{Path(source).stem}-{variant.lower()}-{digest}.o"
 
 

@@ -23,16 +23,11 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4 /* missing from bookworm's uapi headers */
-#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
-#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
-#endif
+#include "encap.h"
 
-#define GENEVE_LEN 8
-#define ETH_P_TEB 0x6558
-#define OUTER_LEN (sizeof(struct iphdr) + sizeof(struct udphdr) + GENEVE_LEN) /* 36 */
-#define ENCAP_LEN (OUTER_LEN + ETH_HLEN)                                        /* 50 */
-#define IP_DF 0x4000
+#define GENEVE_LEN TUN_HDR_LEN
+#define OUTER_LEN TUN_OUTER_LEN
+#define ENCAP_LEN TUN_ENCAP_LEN
 
 struct gnv_config {
 	__be32 local;        /* the node's underlay IPv4 address: the outer source */
@@ -100,13 +95,6 @@ static __always_inline void count(__u32 what)
 		*n += 1;
 }
 
-static __always_inline __u16 fold(__u64 sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return (__u16)~sum;
-}
-
 #ifdef PODNET_ENCAP
 SEC("tc")
 int geneve_encap(struct __sk_buff *skb)
@@ -131,47 +119,7 @@ int geneve_encap(struct __sk_buff *skb)
 		count(STAT_NO_PEER);
 		return TC_ACT_SHOT;
 	}
-	__u32 inner_len = skb->len; /* inner Ethernet frame */
-	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
-		      BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
-		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
-
-	if (bpf_skb_adjust_room(skb, ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags) < 0) {
-		count(STAT_ERROR);
-		return TC_ACT_SHOT;
-	}
-	struct {
-		struct iphdr ip;
-		struct udphdr udp;
-		__u8 geneve[GENEVE_LEN];
-		struct ethhdr eth;
-	} __attribute__((packed)) h = {};
-
-	h.ip.version = 4;
-	h.ip.ihl = 5;
-	h.ip.tot_len = bpf_htons(OUTER_LEN + inner_len);
-	h.ip.frag_off = bpf_htons(IP_DF);
-	h.ip.ttl = 64;
-	h.ip.protocol = IPPROTO_UDP;
-	h.ip.saddr = cfg->local;
-	h.ip.daddr = peer->remote;
-	h.ip.check = fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0));
-	/* the source port spreads flows over the underlay's ECMP paths, as the kernel's tunnels do */
-	h.udp.source = bpf_htons(49152 | (bpf_get_hash_recalc(skb) & 0x3fff));
-	h.udp.dest = bpf_htons(cfg->port);
-	h.udp.len = bpf_htons(sizeof(struct udphdr) + GENEVE_LEN + inner_len);
-	h.udp.check = 0; /* allowed over IPv4 (RFC 8926 section 3.3) */
-	h.geneve[2] = ETH_P_TEB >> 8;
-	h.geneve[3] = ETH_P_TEB & 0xff;
-	h.geneve[4] = (cfg->vni >> 16) & 0xff;
-	h.geneve[5] = (cfg->vni >> 8) & 0xff;
-	h.geneve[6] = cfg->vni & 0xff;
-	h.eth = inner_eth;
-
-	__be16 proto = bpf_htons(ETH_P_IP);
-
-	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0) {
+	if (tun_encap(skb, &inner_eth, cfg->local, peer->remote, cfg->vni, cfg->port, WIRE_GENEVE) < 0) {
 		count(STAT_ERROR);
 		return TC_ACT_SHOT;
 	}
@@ -217,19 +165,7 @@ int geneve_decap(struct __sk_buff *skb)
 		count(STAT_ERROR);
 		return TC_ACT_SHOT;
 	}
-	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO;
-
-	if (inner_eth.h_proto == bpf_htons(ETH_P_IP))
-		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
-	else if (inner_eth.h_proto == bpf_htons(ETH_P_IPV6))
-		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
-	else {
-		count(STAT_ERROR);
-		return TC_ACT_SHOT;
-	}
-	if (bpf_skb_adjust_room(skb, -(__s32)strip, BPF_ADJ_ROOM_MAC, flags) < 0 ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &inner_eth.h_proto,
-				sizeof(inner_eth.h_proto), 0) < 0) {
+	if (tun_strip(skb, strip, inner_eth.h_proto) < 0) {
 		count(STAT_ERROR);
 		return TC_ACT_SHOT;
 	}

@@ -3,15 +3,22 @@
  * node-side veth: an IPv4 packet from a pod, with the pod's own source address, to a pod
  * address of the cluster skips the node's IP stack:
  *   - to a pod on this node: bpf_redirect_peer straight into that pod's namespace;
- *   - to a pod elsewhere: bpf_fib_lookup in the node's tables, then out of the device the
- *     kernel would use (the underlay device natively, podnet_vxlan or podnet_geneve into the
- *     encapsulation) with bpf_redirect, or bpf_redirect_neigh when the next hop's neighbour
- *     is not resolved yet.
+ *   - to a pod elsewhere: bpf_fib_lookup in the node's tables (the route MTU is checked there);
+ *     natively out of the device the kernel would use, with bpf_redirect, or bpf_redirect_neigh
+ *     when the next hop's neighbour is not resolved yet;
+ *   - when that device is the tunnel device (podnet_vxlan, podnet_geneve): straight into the
+ *     encapsulation. The next hop's MAC is the peer's VTEP MAC; hr_peers maps it to the peer's
+ *     underlay address (the tunnel device's FDB, or Geneve's gnv_peers), the program writes the
+ *     outer IPv4/UDP/VXLAN-or-Geneve header itself (encap.h) and sends the packet out of the
+ *     underlay device after a second lookup for the outer addresses: the tunnel device's own
+ *     transmit path is skipped. A peer missing from hr_peers, or no hr_tunnel config (an IPv6
+ *     underlay), leaves it to the tunnel device.
  * Anything else (another source address, a destination outside the cluster, IPv6, a packet the
  * route MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
  * pod guard, masquerading and ICMP errors live. hr_endpoints (pod address -> its veth's ifindex
  * and MAC, and the pod's own MAC, learnt here from its packets) and hr_cluster (the cluster's
- * pod CIDRs) are filled by the agent by map id.
+ * pod CIDRs), hr_tunnel (the encapsulation: outer source, port, VNI, wire format, the tunnel
+ * device) and hr_peers are filled by the agent by map id.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -20,6 +27,8 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "encap.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -41,6 +50,8 @@ enum hr_stat {
 	STAT_FIB,      /* other node: redirect after fib lookup */
 	STAT_NEIGH,    /* other node: redirect_neigh */
 	STAT_KERNEL,   /* handed to the kernel's path */
+	STAT_ENCAP,    /* other node: encapsulated here, out of the underlay */
+	STAT_ERROR,    /* dropped: the packet was half-encapsulated when a helper failed */
 	STAT_MAX,
 };
 
@@ -58,6 +69,34 @@ struct {
 	__type(key, struct hr_cidr);
 	__type(value, __u32);
 } hr_cluster SEC(".maps");
+
+struct hr_tunnel {
+	__be32 local;          /* the node's underlay IPv4 address: the outer source */
+	__u32 vni;
+	__u32 tunnel_ifindex;  /* the tunnel device the kernel's routes use; 0: no encapsulation here */
+	__u16 port;            /* host order */
+	__u8 wire;             /* enum tun_wire */
+	__u8 pad;
+};
+
+struct mac_key {
+	__u8 mac[ETH_ALEN];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hr_tunnel);
+} hr_tunnel SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct mac_key);
+	__type(value, __be32); /* the peer's underlay IPv4 address */
+} hr_peers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -103,6 +142,56 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, __u8 ttl)
 	return bpf_skb_store_bytes(skb, TTL_OFF, &new_ttl, sizeof(new_ttl), 0);
 }
 
+/* the frame (already addressed inner_eth) wrapped for the peer behind peer_mac; TC_ACT_OK with
+ * *done = 0 when this is not for the encapsulation here (the tunnel device takes it) */
+static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int *done)
+{
+	__u32 zero = 0;
+	struct hr_tunnel *tun = bpf_map_lookup_elem(&hr_tunnel, &zero);
+	struct mac_key key = {};
+
+	*done = 0;
+	if (!tun || !tun->tunnel_ifindex || fib->ifindex != tun->tunnel_ifindex)
+		return TC_ACT_OK;
+	__builtin_memcpy(key.mac, fib->dmac, ETH_ALEN);
+	__be32 *remote = bpf_map_lookup_elem(&hr_peers, &key);
+
+	if (!remote)
+		return TC_ACT_OK;
+	struct ethhdr inner = {.h_proto = bpf_htons(ETH_P_IP)};
+
+	__builtin_memcpy(inner.h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(inner.h_source, fib->smac, ETH_ALEN);
+	struct bpf_fib_lookup outer = {
+		.family = AF_INET,
+		.ipv4_src = tun->local,
+		.ipv4_dst = *remote,
+		.ifindex = skb->ingress_ifindex,
+	};
+	long rc = bpf_fib_lookup(skb, &outer, sizeof(outer), 0);
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_OK; /* the peer's underlay address is unreachable: the kernel says so */
+	*done = 1;
+	int err = tun_encap(skb, &inner, tun->local, *remote, tun->vni, tun->port, tun->wire);
+
+	if (err == -1) {
+		*done = 0; /* untouched: the tunnel device can still take it */
+		return TC_ACT_OK;
+	}
+	if (err < 0)
+		return count(STAT_ERROR, TC_ACT_SHOT);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = outer.ipv4_dst};
+
+		return count(STAT_ENCAP, bpf_redirect_neigh(outer.ifindex, &nh, sizeof(nh), 0));
+	}
+	if (bpf_skb_store_bytes(skb, 0, outer.dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, outer.smac, ETH_ALEN, 0) < 0)
+		return count(STAT_ERROR, TC_ACT_SHOT);
+	return count(STAT_ENCAP, bpf_redirect(outer.ifindex, 0));
+}
+
 SEC("tc")
 int host_routing(struct __sk_buff *skb)
 {
@@ -145,7 +234,15 @@ int host_routing(struct __sk_buff *skb)
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (dec_ttl(skb, ip.ttl) < 0 || bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		int done;
+
+		if (dec_ttl(skb, ip.ttl) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		int verdict = encapsulate(skb, &fib, &done);
+
+		if (done)
+			return verdict;
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
 			return count(STAT_KERNEL, TC_ACT_OK);
 		return count(STAT_FIB, bpf_redirect(fib.ifindex, 0));

@@ -76,3 +76,13 @@ def program_fd(prog_id: int) -> int:
         err = ctypes.get_errno()
         raise MapError(f"bpf(PROG_GET_FD_BY_ID {prog_id}): {os.strerror(err)}")
     return int(fd)
+
+
+def counters(map_id: int, names: tuple[str, ...]) -> dict[str, int]:
+    """A per-CPU array of counters summed over the CPUs, slot i named ``names[i]``."""
+    totals = dict.fromkeys(names, 0)
+    for key, value in dump(map_id):
+        slot = struct.unpack("=I", key)[0]
+        if slot < len(names):
+            totals[names[slot]] += sum(struct.unpack(f"={len(value) // 8}Q", value))
+    return totals

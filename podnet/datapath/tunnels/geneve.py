@@ -188,11 +188,8 @@ class Geneve:
             return {"programs": programs, "error": str(exc)}
         counters = dict.fromkeys(STATS, 0)
         for ids in (encap, decap):
-            for key, value in maps.dump(ids["gnv_stats"]):
-                slot = struct.unpack("=I", key)[0]
-                total = sum(struct.unpack(f"={len(value) // 8}Q", value))
-                if slot < len(STATS):
-                    counters[STATS[slot]] += total
+            for name, total in maps.counters(ids["gnv_stats"], STATS).items():
+                counters[name] += total
         return {
             "programs": programs,
             "peers": len(maps.dump(encap["gnv_peers"])),

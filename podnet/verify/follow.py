@@ -1,0 +1,418 @@
+"""Follow marked probes along a path in a lab, and see where they stop.
+
+The path walk (``podnet.verify.diagnose``) reads tables; this watches packets. The source
+namespace sends ICMP echo requests (what the pod guard lets a pod send anywhere, and what the
+kernel answers without a listener): two small ones and two of the path's full size, all with DF
+set and a random token at the start of their payload (the echo reply carries it back). Meanwhile,
+in the namespaces the walk went through (and the bridges between them):
+
+- tcpdump on every interface (``-i any``, Linux cooked v2: interface and direction of each
+  packet) finds each copy of the token: where a probe came in, where it left, and whether it was
+  inside a tunnel there;
+- on nodes and routers, a short-lived table ``inet podnet_trace`` sets ``meta nftrace`` on packets
+  carrying a token (plain or inside VXLAN/Geneve) and ``nft monitor trace`` names the rule or
+  chain policy that dropped one;
+- the kernel's own drop counters (``/proc/net/snmp``, ``netstat``, ``snmp6``: no route, too big
+  with DF, discards) and every interface's dropped counters are read before and after.
+
+Everything added is removed before ``follow`` returns (the table deleted, tcpdump and nft stopped
+by PID). Lab-only: on a real host the agent's health probes and path-MTU prober do this job.
+The verdict from what was seen is pure (``locate``), so every case is unit-tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podnet.util import netns
+from podnet.util.proc import stop
+from podnet.verify.capture import pcap_frames, stop_tcpdump, wait_listening
+from podnet.verify.view import PathView, Place
+
+TRACE_TABLE = "podnet_trace"
+SLL2 = 276  # LINKTYPE_LINUX_SLL2
+PACKET_OUTGOING = 4
+ICMP_ECHO = {4: (8, 0), 6: (128, 129)}  # family: (request type, reply type)
+HEADERS = {4: 28, 6: 48}  # IP + ICMP header bytes in front of the payload
+ENCAPSULATED_AFTER = 60  # a token further into the packet than this sits inside a tunnel
+WAIT = 1.5  # seconds the probes' replies are waited for
+# the kernel's counters of packets it threw away, by what they mean (per namespace)
+KERNEL_DROPS = {
+    "Ip.OutNoRoutes": "no-route",
+    "IpExt.InNoRoutes": "no-route",
+    "Ip.InAddrErrors": "no-route",
+    "Ip6.Ip6InNoRoutes": "no-route",
+    "Ip6.Ip6OutNoRoutes": "no-route",
+    "Ip.FragFails": "mtu",
+    "Ip6.Ip6InTooBigErrors": "mtu",
+    "Ip6.Ip6FragFails": "mtu",
+    "Ip.InHdrErrors": "header",
+    "Ip6.Ip6InHdrErrors": "header",
+    "Ip.InDiscards": "discard",
+    "Ip.OutDiscards": "discard",
+    "Ip6.Ip6InDiscards": "discard",
+    "Ip6.Ip6OutDiscards": "discard",
+    "TcpExt.IPReversePathFilter": "rp-filter",
+}
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One copy of a probe seen by tcpdump."""
+
+    host: str
+    iface: str
+    outgoing: bool
+    encapsulated: bool
+    reply: bool  # an echo reply (the way back)
+    big: bool  # the full-size probe, not the small one
+
+
+@dataclass(frozen=True)
+class HostCounters:
+    """What rose on one host while the probes were out."""
+
+    nft_drops: tuple[str, ...] = ()  # "inet fw fwdc rule udp dport 8472 drop (verdict drop)"
+    kernel: tuple[tuple[str, int], ...] = ()  # ("Ip.FragFails", 2)
+    links: tuple[tuple[str, int], ...] = ()  # ("to-r2", 2): an interface's dropped packets
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """What the probes of one pair did: sent, answered, and every place they were seen."""
+
+    src: Place
+    dst: Place
+    size: int
+    hosts: tuple[str, ...]  # where it looked, in path order
+    sent: tuple[bool, bool]  # (small, big) probes left the socket
+    answered: tuple[bool, bool]  # their echo replies came back
+    send_error: str = ""
+    sightings: tuple[Sighting, ...] = ()
+    counters: dict[str, HostCounters] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "looked": list(self.hosts),
+            "sent": {"small": self.sent[0], "fullSize": self.sent[1]},
+            "answered": {"small": self.answered[0], "fullSize": self.answered[1]},
+            "sendError": self.send_error,
+            "seen": [
+                {
+                    "host": s.host,
+                    "iface": s.iface,
+                    "direction": "out" if s.outgoing else "in",
+                    "probe": ("reply" if s.reply else "request") + (" full-size" if s.big else " small"),
+                    "encapsulated": s.encapsulated,
+                }
+                for s in self.sightings
+            ],
+            "counters": {
+                h: {"nft": list(c.nft_drops), "kernel": dict(c.kernel), "links": dict(c.links)}
+                for h, c in self.counters.items()
+                if c.nft_drops or c.kernel or c.links
+            },
+        }
+
+
+# ---- where the probes stopped (pure) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Where one probe's trail ends: ``host`` took it in and did not pass it on (``between`` is
+    empty), or it left ``host`` and never reached ``between``."""
+
+    host: str
+    between: str = ""
+    reply: bool = False
+    big: bool = False
+    inside_tunnel: bool = False
+    iface_in: str = ""
+
+
+def locate(run: ProbeRun, path: Sequence[str], reply_path: Sequence[str]) -> Loss | None:
+    """The first place a probe of ``run`` was lost along the host sequence it should take (the
+    request along ``path``, the reply along ``reply_path``), or None when every probe was answered.
+    The small probe is looked at first: when it is lost, the size is not the cause."""
+    for big in (False, True):
+        if run.answered[big]:
+            continue
+        for reply, hosts in ((False, path), (True, reply_path)):
+            loss = _trail_end(run, hosts, reply, big)
+            if loss is not None:
+                return loss
+        return Loss(path[-1], reply=True, big=big)  # seen everywhere, yet no reply reached the socket
+    return None
+
+
+def _trail_end(run: ProbeRun, hosts: Sequence[str], reply: bool, big: bool) -> Loss | None:
+    seen = [s for s in run.sightings if s.reply == reply and s.big == big]
+    previous = ""
+    for i, host in enumerate(hosts):
+        here = [s for s in seen if s.host == host]
+        came = [s for s in here if not s.outgoing]
+        left = [s for s in here if s.outgoing]
+        first, last = i == 0, i == len(hosts) - 1
+        if not first and not came:
+            prior = [s for s in seen if s.host == previous and s.outgoing]
+            return Loss(previous, host, reply, big, any(s.encapsulated for s in prior))
+        if not last and not left:
+            inside = any(s.encapsulated for s in came)
+            return Loss(host, "", reply, big, inside, came[0].iface if came else "")
+        previous = host
+    return None
+
+
+# ---- running the probes --------------------------------------------------------------------------
+
+
+def follow(view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[str]) -> ProbeRun:
+    """Send the probes ``src -> dst`` while watching ``hosts`` (path order; bridges included)."""
+    tokens = (os.urandom(8), os.urandom(8))
+    with tempfile.TemporaryDirectory(prefix="podnet-follow-") as tmp, contextlib.ExitStack() as stack:
+        names = {h: view.ns(h) for h in hosts}
+        before = {h: _counters(ns) for h, ns in names.items()}
+        dumps = {h: stack.enter_context(_tcpdump(ns, Path(tmp) / f"{h}.pcap")) for h, ns in names.items()}
+        traced = [h for h in hosts if view.role(h) in ("node", "router")]
+        monitors = {
+            h: stack.enter_context(_nft_trace(names[h], tokens, Path(tmp) / f"{h}.trace")) for h in traced
+        }
+        sent, answered, error = _send(view.ns(src.host), dst.ip, size, tokens)
+        time.sleep(0.2)  # the last copies reach tcpdump's buffers
+        stack.close()
+        after = {h: _counters(ns) for h, ns in names.items()}
+        sightings = tuple(
+            s
+            for h, path in dumps.items()
+            for s in _sightings(h, path.read_bytes() if path.exists() else b"", tokens, view)
+        )
+        counters = {
+            h: HostCounters(
+                nft_drops=tuple(_trace_drops(monitors[h].read_text()))
+                if h in monitors and monitors[h].exists()
+                else (),
+                kernel=_rises(before[h][0], after[h][0]),
+                links=_rises(before[h][1], after[h][1]),
+            )
+            for h in hosts
+        }
+    return ProbeRun(src, dst, size, tuple(hosts), sent, answered, error, sightings, counters)
+
+
+def _send(
+    ns: str, dst: Any, size: int, tokens: tuple[bytes, bytes]
+) -> tuple[tuple[bool, bool], tuple[bool, bool], str]:
+    """Two echo requests per token (small, then full size), DF set; which got a reply."""
+    family = dst.version
+    request, reply_type = ICMP_ECHO[family]
+    with netns.entered(ns):
+        sock = socket.socket(
+            socket.AF_INET if family == 4 else socket.AF_INET6,
+            socket.SOCK_RAW,
+            socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6,
+        )
+    sent, answered, error = [False, False], [False, False], ""
+    with contextlib.closing(sock):
+        if family == 4:
+            sock.setsockopt(
+                socket.IPPROTO_IP, 10, 3
+            )  # IP_MTU_DISCOVER = IP_PMTUDISC_PROBE: DF, no fragmenting
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, 23, 3)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_PROBE
+        ident = os.getpid() & 0xFFFF
+        for big, token in enumerate(tokens):
+            length = max(size - HEADERS[family], 16) if big else 16
+            payload = (token * (length // 8 + 1))[:length]
+            for seq in (1, 2):
+                try:
+                    sock.sendto(_echo(request, ident, seq + 2 * big, payload, family), (str(dst), 0))
+                    sent[big] = True
+                except OSError as e:
+                    which = "full-size" if big else "small"
+                    error = f"sending the {which} probe ({length + HEADERS[family]} B): {e.strerror}"
+        until = time.monotonic() + WAIT
+        while not all(answered[i] or not sent[i] for i in (0, 1)) and time.monotonic() < until:
+            ready, _, _ = select.select([sock], [], [], max(0.0, until - time.monotonic()))
+            if not ready:
+                break
+            data, _ = sock.recvfrom(65535)
+            icmp = data[(data[0] & 0x0F) * 4 :] if family == 4 else data
+            if len(icmp) >= 16 and icmp[0] == reply_type:
+                for big, token in enumerate(tokens):
+                    answered[big] |= icmp[8:16] == token
+    return (sent[0], sent[1]), (answered[0], answered[1]), error
+
+
+def _echo(kind: int, ident: int, seq: int, payload: bytes, family: int) -> bytes:
+    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
+    if family == 6:
+        return header + payload  # the kernel fills in the ICMPv6 checksum
+    data = header + payload
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data[: len(data) // 2 * 2]))
+    if len(data) % 2:
+        total += data[-1] << 8
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return struct.pack("!BBHHH", kind, 0, ~total & 0xFFFF, ident, seq) + payload
+
+
+@contextlib.contextmanager
+def _tcpdump(ns: str, pcap: Path) -> Iterator[Path]:
+    argv = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "-y", "LINUX_SLL2", "-n", "-U",
+            "-s", "192", "-c", "2000", "-w", str(pcap), "icmp or icmp6 or udp"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_listening(proc, timeout=5.0)
+        yield pcap
+    finally:
+        stop_tcpdump(proc)
+
+
+@contextlib.contextmanager
+def _nft_trace(ns: str, tokens: tuple[bytes, bytes], out: Path) -> Iterator[Path]:
+    """``nft monitor trace`` in ``ns`` while a table marks packets carrying a token for tracing:
+    plain (the token 8 bytes into ICMP), inside VXLAN/Geneve over IPv4 (58 bytes into the outer
+    UDP for an inner IPv4 packet, 78 for an inner IPv6 one)."""
+    rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in (64, 464, 624)]
+    body = "\n".join(f"    {r}" for r in rules)
+    script = (
+        f"table inet {TRACE_TABLE} {{\n"
+        f"  chain pre {{\n    type filter hook prerouting priority -500;\n{body}\n  }}\n"
+        f"  chain out {{\n    type filter hook output priority -500;\n{body}\n  }}\n}}\n"
+    )
+    with open(out, "w") as sink:
+        monitor = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "nft", "monitor", "trace"], stdout=sink, stderr=subprocess.DEVNULL
+        )
+    try:
+        time.sleep(0.1)
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True,
+                       capture_output=True, timeout=10, check=False)  # fmt: skip
+        yield out
+    finally:
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", TRACE_TABLE],
+                       capture_output=True, timeout=10, check=False)  # fmt: skip
+        stop(monitor)
+
+
+TRACE_DROP = re.compile(r"^trace id \S+ (\S+ \S+ \S+) (rule .* \(verdict drop\)|policy drop)")
+
+
+def _trace_drops(text: str) -> Iterator[str]:
+    """``inet fw fwdc rule udp dport 8472 drop (verdict drop)`` for each traced drop, once each."""
+    seen = set()
+    for line in text.splitlines():
+        m = TRACE_DROP.match(line.strip())
+        if m and (found := f"{m.group(1)} {m.group(2)}") not in seen:
+            seen.add(found)
+            yield found
+
+
+def _sightings(host: str, data: bytes, tokens: tuple[bytes, bytes], view: PathView) -> Iterator[Sighting]:
+    if not data:
+        return
+    linktype, frames = pcap_frames(data)
+    if linktype != SLL2:
+        return
+    names = {link.index: link.name for link in view.links(host).values()}
+    for frame in frames:
+        if len(frame) < 20:
+            continue
+        ifindex, pkttype = struct.unpack_from("!I", frame, 4)[0], frame[10]
+        packet = frame[20:]
+        for big, token in enumerate(tokens):
+            at = packet.find(token)
+            if at < 8:
+                continue
+            icmp_type = packet[at - 8]
+            yield Sighting(
+                host=host,
+                iface=names.get(ifindex, f"if{ifindex}"),
+                outgoing=pkttype == PACKET_OUTGOING,
+                encapsulated=at > ENCAPSULATED_AFTER,
+                reply=icmp_type in (0, 129),
+                big=bool(big),
+            )
+
+
+def _counters(ns: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The namespace's kernel drop counters and every interface's dropped packets (rx + tx)."""
+    script = "cat /proc/net/snmp /proc/net/netstat; echo ==; cat /proc/net/snmp6; echo ==; cat /proc/net/dev"
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    pairs, snmp6, dev = ([*res.stdout.split("==\n"), "", ""])[:3]
+    return parse_kernel_counters(pairs, snmp6), parse_link_drops(dev)
+
+
+def parse_kernel_counters(pairs: str, snmp6: str) -> dict[str, int]:
+    """``KERNEL_DROPS`` from /proc/net/snmp and netstat (a header line, then a value line, per
+    group) and snmp6 (one ``name value`` per line) (pure)."""
+    found: dict[str, int] = {}
+    lines = pairs.splitlines()
+    for header, values in zip(lines[0::2], lines[1::2], strict=False):
+        group = header.split(":")[0]
+        for k, v in zip(header.split()[1:], values.split()[1:], strict=False):
+            if f"{group}.{k}" in KERNEL_DROPS:
+                found[f"{group}.{k}"] = int(v)
+    for line in snmp6.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and f"Ip6.{parts[0]}" in KERNEL_DROPS:
+            found[f"Ip6.{parts[0]}"] = int(parts[1])
+    return found
+
+
+def parse_link_drops(dev: str) -> dict[str, int]:
+    """Each interface's dropped packets, received plus sent, from /proc/net/dev (pure)."""
+    found = {}
+    for line in dev.splitlines():
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if "|" not in line and len(fields) >= 16:
+            found[name.strip()] = int(fields[3]) + int(fields[11])
+    return found
+
+
+def _rises(before: dict[str, int], after: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple((k, after[k] - before.get(k, 0)) for k in sorted(after) if after[k] > before.get(k, 0))
+
+
+def path_hosts(view: PathView, walked: Sequence[str], src: Place, dst: Place) -> list[str]:
+    """The hosts a probe should pass in order (the walk's, then the destination), and with them
+    the bridges of the segments between consecutive hosts (to look at, not to order by)."""
+    hosts: list[str] = []
+    for h in [src.host, *walked, dst.host]:
+        if h in view.hosts() and h not in hosts:
+            hosts.append(h)
+    return hosts
+
+
+def bridges(view: PathView, hosts: Sequence[str]) -> list[str]:
+    """The segment hosts (bridges) whose ports the path's hosts are plugged into."""
+    found: list[str] = []
+    for host in hosts:
+        for dev in view.links(host):
+            port = view.underlay_port(host, dev)
+            if port is not None and port.segment is not None:
+                seg = view.segment_host(port.segment)
+                if seg in view.hosts() and seg not in found and seg not in hosts:
+                    found.append(seg)
+    return found
