@@ -83,8 +83,9 @@ def _ip(frame: bytes, offset: int) -> Packet | None:
     return Packet(src, dst, proto, dport)
 
 
-def pcap_frames(data: bytes) -> tuple[int, list[bytes]]:
-    """The link type and the frames of a classic pcap file (what ``tcpdump -w`` writes)."""
+def pcap_frames(data: bytes) -> tuple[int, list[tuple[float, bytes]]]:
+    """The link type and the (timestamp, frame) records of a classic pcap file (what
+    ``tcpdump -w`` writes; microsecond timestamps)."""
     if len(data) < 24:
         return 1, []
     magic = data[:4]
@@ -98,8 +99,8 @@ def pcap_frames(data: bytes) -> tuple[int, list[bytes]]:
     frames = []
     pos = 24
     while pos + 16 <= len(data):
-        incl = struct.unpack_from(endian + "I", data, pos + 8)[0]
-        frames.append(data[pos + 16 : pos + 16 + incl])
+        sec, usec, incl = struct.unpack_from(endian + "III", data, pos)
+        frames.append((sec + usec / 1e6, data[pos + 16 : pos + 16 + incl]))
         pos += 16 + incl
     return linktype, frames
 
@@ -109,7 +110,7 @@ def parse_pcap(data: bytes) -> list[Packet]:
     linktype, frames = pcap_frames(data)
     if linktype != 1:
         raise ValueError(f"pcap link type {linktype} is not Ethernet")
-    return [pkt for frame in frames if (pkt := _ip(frame, 0)) is not None]
+    return [pkt for _, frame in frames if (pkt := _ip(frame, 0)) is not None]
 
 
 def verdict(packets: list[Packet], src: str, dst: str) -> tuple[str, str]:

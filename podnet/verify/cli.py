@@ -77,13 +77,21 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     cap.add_argument("--family", type=int, choices=(4, 6), help="probe the pods' IPv4 or IPv6 addresses")
     cap.set_defaults(func=partial(cmd_capture, open_lab=open_lab))
 
-    dg = sub.add_parser("diagnose", help="walk the path SRC -> DST hop by hop and say where it drops")
+    dg = sub.add_parser(
+        "diagnose",
+        help="walk the path SRC -> DST hop by hop, follow real probes along it, and say where it drops",
+    )
     dg.add_argument("src", help="pod, node, host or address")
     dg.add_argument("dst", help="pod, node, host or address")
     _lab_args(dg)
     dg.add_argument("--size", type=int, help="packet size to check (default: the route MTU at SRC)")
     dg.add_argument(
         "--family", type=int, choices=(4, 6), help="by the IPv4 or IPv6 addresses of pods and hosts"
+    )
+    dg.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="only read the tables: send no probe (the verdict then cannot say the path works)",
     )
     dg.set_defaults(func=partial(cmd_diagnose, open_lab=open_lab))
 
@@ -287,6 +295,8 @@ def print_status(out: dict[str, Any]) -> None:
             )
             if p.get("why"):
                 print(f"             why: {p['why']}")
+            if p.get("healthDetail"):
+                print(f"             health: {p['healthDetail']}")
         if "kernel" in s:
             k = s["kernel"]
             print("  Allocated:", json.dumps(ipam.get("allocations", {})))
@@ -529,7 +539,7 @@ def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
             if unstarted is not None:
                 return _print_unstarted(args, *unstarted)
             pair = resolve_pair(view, args.src, args.dst, args.family)
-            diag = Diagnoser(view).diagnose(*pair, args.size)
+            diag = Diagnoser(view).diagnose(*pair, args.size, probe=not args.no_probe)
     except ViewError as e:
         return _fail(str(e))
     if args.output == "json":
@@ -594,9 +604,43 @@ def print_diagnosis(doc: dict[str, Any]) -> None:
         print(f"  {label}:")
         for h in walk["hops"]:
             print(f"    {h['host']:<8} {h['action']:<8} {h['kernel']}")
+    print_probe(doc.get("probe"), doc.get("probeNote") or "")
     verdict = doc["verdict"]
-    if verdict is None:
-        print("verdict: the path works both ways for a full-size packet")
+    if verdict is None and doc.get("status") == "unverified":
+        print("verdict: unverified: the tables look right on every hop both ways, but no probe was followed")
+    elif verdict is None:
+        print("verdict: works: the probes (small and full-size, DF) went and came back along this path")
+    elif verdict.get("kind") == "fragmented":
+        print(f"verdict: works, but degraded at {verdict['host']}: {verdict['reason']}")
+        print(f"fix: {verdict['fix']}")
+    elif verdict.get("kind") == "inconclusive":
+        print(f"verdict: {verdict['reason']}")
+        print(f"next: {verdict['fix']}")
     else:
         print(f"verdict: dropped at {verdict['host']}: {verdict['reason']}")
         print(f"fix: {verdict['fix']}")
+
+
+def print_probe(probe: dict[str, Any] | None, note: str) -> None:
+    """Where the followed probes were seen, per probe, in the order of the path, and what rose."""
+    if probe is None:
+        if note:
+            print(f"  probes: {note}")
+        return
+    answered = probe["answered"]
+    print(
+        f"  probes (ICMP echo, DF; small and {probe['size']} bytes): answered small "
+        f"{'yes' if answered['small'] else 'NO'}, full-size {'yes' if answered['fullSize'] else 'NO'}"
+    )
+    for kind in ("request small", "request full-size", "reply small", "reply full-size"):
+        seen = [s for s in probe["seen"] if s["probe"] == kind]  # in the order they were seen
+        trail = ", ".join(
+            f"{s['host']} {s['iface']} {s['direction']}" + (" [tunnel]" if s["encapsulated"] else "")
+            for s in seen
+        )
+        print(f"    {kind:<18} {trail or '(not seen anywhere)'}")
+    for host, counters in (probe.get("counters") or {}).items():
+        parts = [f"nft {r}" for r in counters["nft"]]
+        parts += [f"{k} +{n}" for k, n in counters["kernel"].items()]
+        parts += [f"{k} dropped +{n}" for k, n in counters["links"].items()]
+        print(f"    meanwhile on {host}: {'; '.join(parts)}")

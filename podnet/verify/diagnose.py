@@ -10,6 +10,7 @@ node decapsulates it. The reply path is walked too. The first drop is explained 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import subprocess
@@ -20,10 +21,11 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
 from podnet.datapath.kernel.route import route_from_msg
-from podnet.datapath.tunnels import TunnelProtocol, tunnel_of
+from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
-from podnet.verify import explain
+from podnet.verify import explain, follow
 from podnet.verify.explain import Drop
+from podnet.verify.follow import ProbeRun
 from podnet.verify.view import PathView, Place, ViewError
 
 MAX_HOPS = 24
@@ -72,21 +74,43 @@ class PathWalk:
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """The walk's verdict from the tables and, when probes were followed, theirs: a path "works"
+    only when its probes came back; a table drop stands first; a lost probe nothing explains
+    makes an "inconclusive" verdict, never "works"."""
+
     src: Place
     dst: Place
     size: int
     forward: PathWalk
     reply: PathWalk | None
+    probe: ProbeRun | None = None
+    probe_drop: Drop | None = None
+    probe_note: str = ""  # why no probe was followed
 
     @property
     def drop(self) -> Drop | None:
-        if self.forward.drop is not None:
-            return self.forward.drop
-        return self.reply.drop if self.reply is not None else None
+        walk = self.forward.drop or (self.reply.drop if self.reply is not None else None)
+        if walk is not None and walk.kind == "mtu" and self.probe is not None and all(self.probe.answered):
+            return Drop(
+                walk.host,
+                "fragmented",
+                f"{walk.reason}; yet the full-size probe came back: the tunnel's outer packets are "
+                "fragmented there (they do not carry DF), which works but costs throughput",
+                walk.fix,
+            )
+        return walk or self.probe_drop
 
     @property
     def ok(self) -> bool:
         return self.drop is None
+
+    @property
+    def status(self) -> str:
+        """works | broken | degraded (fragmented) | inconclusive | unverified (the tables look right,
+        no probe was followed)."""
+        if self.drop is not None:
+            return {"inconclusive": "inconclusive", "fragmented": "degraded"}.get(self.drop.kind, "broken")
+        return "works" if self.probe is not None else "unverified"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,9 +118,12 @@ class Diagnosis:
             "dst": {"host": self.dst.host, "ip": str(self.dst.ip), "kind": self.dst.kind},
             "size": self.size,
             "ok": self.ok,
+            "status": self.status,
             "verdict": self.drop.to_json() if self.drop else None,
             "forward": self.forward.to_json(),
             "reply": self.reply.to_json() if self.reply else None,
+            "probe": self.probe.to_json() if self.probe else None,
+            "probeNote": self.probe_note,
         }
 
 
@@ -154,13 +181,101 @@ class Diagnoser:
 
     # ---- the walk ------------------------------------------------------------------------------
 
-    def diagnose(self, src: Place, dst: Place, size: int | None = None) -> Diagnosis:
+    def diagnose(self, src: Place, dst: Place, size: int | None = None, probe: bool = True) -> Diagnosis:
+        """Walk both ways through the tables, then (``probe``) follow real probes along the path."""
         size = size or self.full_size(src.host, dst.ip)
         forward = self.walk(src.host, src.ip, dst.ip, size, reply_ctx=None)
         reply = None
         if forward.ok and dst.host in self.view.hosts():
             reply = self.walk(dst.host, dst.ip, src.ip, size, reply_ctx=(src, dst))
-        return Diagnosis(src, dst, size, forward, reply)
+        if not probe:
+            return Diagnosis(src, dst, size, forward, reply, probe_note="no probe followed (--no-probe)")
+        if src.host not in self.view.hosts():
+            note = f"no probe followed: {src.describe()} is not a lab host it can be sent from"
+            return Diagnosis(src, dst, size, forward, reply, probe_note=note)
+        run, drop = self._follow(src, dst, size, forward, reply)
+        return Diagnosis(src, dst, size, forward, reply, run, drop)
+
+    # ---- following probes ----------------------------------------------------------------------
+
+    def _follow(
+        self, src: Place, dst: Place, size: int, forward: PathWalk, reply: PathWalk | None
+    ) -> tuple[ProbeRun, Drop | None]:
+        path = follow.path_hosts(self.view, [h.host for h in forward.hops], src, dst)
+        back = (
+            follow.path_hosts(self.view, [h.host for h in reply.hops], dst, src)
+            if reply is not None
+            else list(reversed(path))
+        )
+        between = follow.bridges(self.view, [*path, *back])
+        watch = [*path, *(h for h in back if h not in path), *between]
+        run = follow.follow(self.view, src, dst, size, watch)
+        if not run.sent[1] or not run.sent[0]:
+            return run, Drop(
+                src.host,
+                "mtu" if run.sent[0] else "inconclusive",
+                f"{src.describe()} cannot send the probe: {run.send_error}",
+                f"the route MTU on {src.host} is smaller than {size} bytes: `ip -n {self.view.ns(src.host)} "
+                f"route get {dst.ip}` shows it",
+            )
+        loss = follow.locate(run, path, back)
+        if loss is None:
+            return run, None
+        return run, explain.probe_drop(self._probe_loss(run, loss, between, src, dst))
+
+    def _probe_loss(
+        self, run: ProbeRun, loss: follow.Loss, between: list[str], src: Place, dst: Place
+    ) -> explain.ProbeLoss:
+        host, next_host, iface = loss.host, loss.between, loss.iface_in
+        if next_host:  # a bridge between the two that took it in and did not pass it on
+            for bridge in between:
+                here = [
+                    s
+                    for s in run.sightings
+                    if s.host == bridge and (s.reply, s.big) == (loss.reply, loss.big)
+                ]
+                if any(not s.outgoing for s in here) and not any(s.outgoing for s in here):
+                    host, next_host, iface = bridge, "", next(s.iface for s in here if not s.outgoing)
+        counters = run.counters.get(host) or follow.HostCounters()
+        direction = (
+            f"{dst.describe()} -> {src.describe()} (the echo reply)"
+            if loss.reply
+            else f"{src.describe()} -> {dst.describe()}"
+        )
+        tunnel = ""
+        if loss.inside_tunnel:
+            protocol = self._tunnel_protocol()
+            tunnel = f"{protocol.display} (UDP {self._tunnel_port(protocol)})"
+        return explain.ProbeLoss(
+            host=host,
+            role=self.view.role(host),
+            between=next_host,
+            direction=direction,
+            size=run.size if loss.big else follow.SMALL,
+            small_passed=loss.big and run.answered[0],
+            tunnel=tunnel,
+            iface=iface,
+            nft_drops=counters.nft_drops,
+            kernel=counters.kernel,
+            kernel_meaning=tuple(follow.KERNEL_DROPS.get(k, "") for k, _ in counters.kernel),
+            links=counters.links,
+            ns=self.view.ns(host),
+        )
+
+    def _routing(self, key: str) -> Any:
+        """A routing fact from the first agent that states it (what the nodes run now)."""
+        for node in self.view.nodes:
+            value = (self.view.agent_status(node).get("routing") or {}).get(key)
+            if value:
+                return value
+        return None
+
+    def _tunnel_protocol(self) -> TunnelProtocol:
+        name = self._routing("tunnelProtocol") or self.view.cluster_setting("tunnelProtocol") or "vxlan"
+        return tunnel_protocol(str(name))
+
+    def _tunnel_port(self, protocol: TunnelProtocol) -> int:
+        return int(self._routing("tunnelPort") or protocol.default_port)
 
     def walk(
         self,
@@ -277,7 +392,40 @@ class Diagnoser:
             masquerade_active=bool(src_node) and masquerade_active(self.view, src_node),
             kernel_error=error,
         )
+        if cidr is not None and not from_outside:
+            cause, fix = self._route_cause(cidr)
+            ctx = dataclasses.replace(ctx, cause=cause, cause_fix=fix)
         return explain.no_route(ctx)
+
+    def _route_cause(self, cidr: IPNetwork) -> tuple[str, str]:
+        """Why nobody routes ``cidr``, from what the agents report: a node that refused the direct
+        route (autoDirectNodeRoutes with the peer behind a gateway), a BGP session not established."""
+        owner = self.pod_cidrs().get(cidr, "")
+        for node in self.view.nodes:
+            doc = self.view.agent_status(node)
+            for peer in doc.get("peers") or []:
+                issues = " ".join(str(i) for i in peer.get("issues") or [])
+                if peer.get("name") == owner and "gateway" in issues:
+                    return (
+                        f"autoDirectNodeRoutes assumes {owner} shares an L2 segment with {node}, but it does "
+                        f"not (agent on {node}: {issues})",
+                        "autoDirectNodeRoutes needs every node on one L2 segment: use routingMode=tunnel, "
+                        "tunnelFallback (a tunnel only where needed), or BGP (bgp.enabled)",
+                    )
+        down = []
+        for node in self.view.nodes:
+            bgp = self.view.agent_status(node).get("bgp") or {}
+            for peer in bgp.get("peers") or []:
+                if peer.get("state") != "established":
+                    where = f"{peer.get('peerAddress')} (AS{peer.get('peerASN')})"
+                    down.append(f"{node} -> {where} is {peer.get('state')}")
+        if down:
+            return (
+                f"BGP session {'; '.join(down)}, so the routers do not learn every pod CIDR",
+                "bring the session up: `podnet bgp peers` shows its state on both sides; check the peer "
+                "address, ASNs and that TCP 179 passes",
+            )
+        return "", ""
 
     # ---- MTU -----------------------------------------------------------------------------------
 

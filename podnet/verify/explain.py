@@ -38,6 +38,8 @@ class RouteContext:
     src_node: str = ""  # the node of the pod whose reply is lost
     masquerade_active: bool = False
     kernel_error: str = ""
+    cause: str = ""  # what the agents say about it: a refused direct route, a BGP session down
+    cause_fix: str = ""
 
 
 def no_route(ctx: RouteContext) -> Drop:
@@ -57,6 +59,8 @@ def no_route(ctx: RouteContext) -> Drop:
             f"(enableIPv4Masquerade); the masquerade rule on {ctx.src_node or 'the node'} {state} "
             f"(nft table podnet)",
         )
+    if ctx.pod_cidr is not None and ctx.cause:
+        return Drop(ctx.host, "no-route", f"{base}: {ctx.cause}", ctx.cause_fix)
     if ctx.pod_cidr is not None and ctx.role == "router":
         if ctx.routing_mode == "native":
             fix = "native routing needs BGP (bgp.enabled) or use routingMode=tunnel"
@@ -126,4 +130,147 @@ def no_fdb(host: str, mac: str, dev: str, display: str = "VXLAN") -> Drop:
         "no-fdb",
         f"{host} has no {where} for {mac} on {dev}: {display} does not know the remote node",
         f"the agent on {host} has not programmed this peer: check `podnet status --node {host}`",
+    )
+
+
+@dataclass(frozen=True)
+class ProbeLoss:
+    """Where a followed probe stopped (``podnet.verify.follow``) and what rose there meanwhile."""
+
+    host: str
+    role: str
+    between: str  # the next host it never reached ("" when it stopped inside ``host``)
+    direction: str  # "node1-p1 -> node2-p1" or, for the echo reply, the way back
+    size: int  # bytes of the probe that was lost
+    small_passed: bool  # the small probe went through where this full-size one did not
+    tunnel: str  # "VXLAN (UDP 8472)" when the probe was inside the tunnel there, else ""
+    iface: str = ""  # where it came in
+    nft_drops: tuple[str, ...] = ()
+    kernel: tuple[tuple[str, int], ...] = ()  # (counter, rise), e.g. ("Ip.FragFails", 2)
+    kernel_meaning: tuple[str, ...] = ()  # what each counter means: mtu | no-route | rp-filter | ...
+    links: tuple[tuple[str, int], ...] = ()
+    ns: str = ""
+
+
+def probe_drop(ctx: ProbeLoss) -> Drop:
+    """Why the probe stopped at ``ctx.host``, from what was traced and counted there; an
+    "inconclusive" drop (with the evidence) when nothing there explains it."""
+    what = f"{ctx.role} {ctx.host}" if ctx.role in ("router", "node") else ctx.host
+    probe = f"the {ctx.size}-byte probe {ctx.direction}" + (f" (inside {ctx.tunnel})" if ctx.tunnel else "")
+    counted = ", ".join(f"{k} +{n}" for k, n in ctx.kernel)
+    if ctx.nft_drops:
+        rule = ctx.nft_drops[0]
+        reason = f"{what} drops {probe} in nftables: {rule}"
+        if ctx.tunnel:
+            fix = (
+                f"tunnel mode needs {ctx.tunnel} open between every pair of nodes, both ways: allow it in "
+                f"that chain on {ctx.host}, or delete the rule (`ip netns exec {ctx.ns} nft -a list ruleset` "
+                "shows its handle)"
+            )
+        else:
+            fix = (
+                f"allow the pods' traffic in that chain on {ctx.host}, or delete the rule "
+                f"(`ip netns exec {ctx.ns} nft -a list ruleset` shows its handle)"
+            )
+        return Drop(ctx.host, "filter", reason, fix)
+    if "mtu" in ctx.kernel_meaning or (ctx.small_passed and not ctx.between):
+        evidence = f" ({counted})" if counted else " (the small probe passed)"
+        reason = (
+            f"MTU: {what} cannot forward {probe} with DF set{evidence}; the sender never lowers its "
+            "size, so ICMP 'fragmentation needed' does not reach it or is ignored: a path-MTU black hole"
+        )
+        fix = (
+            f"raise the MTU of {ctx.host}'s next link to fit {ctx.size} bytes, or lower the cluster's MTU "
+            "(podnet config set MTU=...) to the path's; and let ICMP 'fragmentation needed'/'packet too "
+            "big' through to the nodes"
+        )
+        return Drop(ctx.host, "mtu", reason, fix)
+    if ctx.between and ctx.small_passed:
+        return Drop(
+            ctx.host,
+            "mtu",
+            f"MTU: {probe} left {what} and never reached {ctx.between}, while the small probe did: "
+            "a device on that link is smaller than the packet",
+            f"check the MTU of every device between {ctx.host} and {ctx.between} (both ends and the "
+            f"segment's bridge ports), or lower the cluster's MTU",
+        )
+    if "no-route" in ctx.kernel_meaning:
+        return Drop(
+            ctx.host,
+            "no-route",
+            f"{what} has no route for {probe} ({counted})",
+            "the routers need the pod CIDRs: bgp.enabled (native routing), or routingMode=tunnel",
+        )
+    if "rp-filter" in ctx.kernel_meaning:
+        return Drop(
+            ctx.host,
+            "rp-filter",
+            f"{what} drops {probe} by reverse-path filtering ({counted})",
+            f"set net.ipv4.conf.{ctx.iface or 'all'}.rp_filter=2 (loose) on {ctx.host}, or route the "
+            "source back the same way",
+        )
+    if ctx.links and not ctx.between:
+        dropped = ", ".join(f"{k} +{n}" for k, n in ctx.links)
+        return Drop(
+            ctx.host,
+            "link-drop",
+            f"{what} took in {probe} and its interfaces dropped packets meanwhile ({dropped})",
+            f"look at {ctx.host}'s interfaces: `ip -n {ctx.ns} -s link`",
+        )
+    where = (
+        f"left {what} and was never seen at {ctx.between}"
+        if ctx.between
+        else (f"entered {what}" + (f" on {ctx.iface}" if ctx.iface else "") + " and was not seen leaving")
+    )
+    seen = [f"kernel counters: {counted}" if counted else "no kernel drop counter rose"]
+    seen.append("no nftables rule traced a drop")
+    return Drop(
+        ctx.host,
+        "inconclusive",
+        f"inconclusive: {probe} {where}; nothing {ctx.host} counts explains it ({'; '.join(seen)})",
+        f"look for what the kernel does not count on {ctx.host}: tc filters and qdiscs "
+        f"(`tc -n {ctx.ns} filter show dev {ctx.iface or '<dev>'} ingress`, `tc -n {ctx.ns} qdisc show`) "
+        f"and BPF programs (`ip netns exec {ctx.ns} bpftool net`)",
+    )
+
+
+@dataclass(frozen=True)
+class PeerHealth:
+    """What a node's own probes of one peer found: its pod side (the peer's router IP, which
+    crosses the tunnel in tunnel mode), its node address on the underlay, and a full-size packet."""
+
+    peer: str
+    node_ip: str
+    reach: str  # tunnel | direct-route | underlay-router | unreachable (the kernel's path)
+    tunnel: str  # "VXLAN (UDP 8472)" when the path is the tunnel
+    pod_side: bool
+    underlay: bool | None  # None: not asked (the pod side answered)
+    full_size: bool | None  # None: not asked
+    size: int = 0
+
+
+def peer_health(h: PeerHealth) -> tuple[str, str]:
+    """(state, sentence): ``ok``, ``degraded`` (small packets pass, full-size ones do not) or
+    ``unreachable``, with what the combination of probes points at."""
+    if h.pod_side and h.full_size is False:
+        return "degraded", (
+            f"small packets pass, a full-size one ({h.size} B, DF) does not: the path's MTU is smaller "
+            f"than the pods' ({'the tunnel overhead is not accounted for, or ' if h.tunnel else ''}"
+            "a link on the way is smaller); `podnet diagnose` names the hop"
+        )
+    if h.pod_side:
+        return "ok", ""
+    if h.underlay:
+        if h.tunnel:
+            return "unreachable", (
+                f"{h.peer} answers on the underlay ({h.node_ip}) but not through the tunnel: {h.tunnel} is "
+                "dropped between the nodes (a firewall, a security group, the peer's input filter)"
+            )
+        return "unreachable", (
+            f"{h.peer} answers on the underlay ({h.node_ip}) but its pod CIDR does not: the underlay does "
+            "not route the pod CIDR (routers need it from BGP; autoDirectNodeRoutes needs one L2 segment)"
+        )
+    return "unreachable", (
+        f"{h.peer} does not answer on the underlay either ({h.node_ip}): the node is down or the underlay "
+        "cannot reach it"
     )

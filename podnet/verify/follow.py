@@ -48,6 +48,7 @@ ICMP_ECHO = {4: (8, 0), 6: (128, 129)}  # family: (request type, reply type)
 HEADERS = {4: 28, 6: 48}  # IP + ICMP header bytes in front of the payload
 ENCAPSULATED_AFTER = 60  # a token further into the packet than this sits inside a tunnel
 WAIT = 1.5  # seconds the probes' replies are waited for
+SMALL = 16 + 28  # bytes of the small probe (IPv4)
 # the kernel's counters of packets it threw away, by what they mean (per namespace)
 KERNEL_DROPS = {
     "Ip.OutNoRoutes": "no-route",
@@ -78,6 +79,7 @@ class Sighting:
     encapsulated: bool
     reply: bool  # an echo reply (the way back)
     big: bool  # the full-size probe, not the small one
+    at: float = 0.0  # when (every namespace shares the clock: sorting by it gives the trail)
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,18 @@ def follow(view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[st
         time.sleep(0.2)  # the last copies reach tcpdump's buffers
         stack.close()
         after = {h: _counters(ns) for h, ns in names.items()}
-        sightings = tuple(
-            s
-            for h, path in dumps.items()
-            for s in _sightings(h, path.read_bytes() if path.exists() else b"", tokens, view)
+        every = sorted(
+            (
+                s
+                for h, path in dumps.items()
+                for s in _sightings(h, path.read_bytes() if path.exists() else b"", tokens, view)
+            ),
+            key=lambda s: s.at,
         )
+        first: dict[tuple[Any, ...], Sighting] = {}
+        for s in every:
+            first.setdefault((s.host, s.iface, s.outgoing, s.encapsulated, s.reply, s.big), s)
+        sightings = tuple(first.values())
         counters = {
             h: HostCounters(
                 nft_drops=tuple(_trace_drops(monitors[h].read_text()))
@@ -235,7 +244,7 @@ def _send(
             sock.setsockopt(socket.IPPROTO_IPV6, 23, 3)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_PROBE
         ident = os.getpid() & 0xFFFF
         for big, token in enumerate(tokens):
-            length = max(size - HEADERS[family], 16) if big else 16
+            length = max(size - HEADERS[family], 16) if big else SMALL - 28
             payload = (token * (length // 8 + 1))[:length]
             for seq in (1, 2):
                 try:
@@ -272,8 +281,11 @@ def _echo(kind: int, ident: int, seq: int, payload: bytes, family: int) -> bytes
 
 @contextlib.contextmanager
 def _tcpdump(ns: str, pcap: Path) -> Iterator[Path]:
-    argv = ["ip", "netns", "exec", ns, "tcpdump", "-i", "any", "-y", "LINUX_SLL2", "-n", "-U",
-            "-s", "192", "-c", "2000", "-w", str(pcap), "icmp or icmp6 or udp"]  # fmt: skip
+    # immediate mode: without it libpcap hands packets over in blocks, and the last block is lost
+    # when tcpdump is stopped; -Z root: it writes into our private temporary directory
+    argv = ["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-Z", "root", "-i", "any",
+            "-y", "LINUX_SLL2", "-n", "-U", "-s", "192", "-c", "2000", "-w", str(pcap),
+            "icmp or icmp6 or udp"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_listening(proc, timeout=5.0)
@@ -329,7 +341,7 @@ def _sightings(host: str, data: bytes, tokens: tuple[bytes, bytes], view: PathVi
     if linktype != SLL2:
         return
     names = {link.index: link.name for link in view.links(host).values()}
-    for frame in frames:
+    for at, frame in frames:
         if len(frame) < 20:
             continue
         ifindex, pkttype = struct.unpack_from("!I", frame, 4)[0], frame[10]
@@ -346,6 +358,7 @@ def _sightings(host: str, data: bytes, tokens: tuple[bytes, bytes], view: PathVi
                 encapsulated=at > ENCAPSULATED_AFTER,
                 reply=icmp_type in (0, 129),
                 big=bool(big),
+                at=at,
             )
 
 

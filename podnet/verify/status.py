@@ -22,6 +22,7 @@ from podnet import owned
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.datapath.tunnels import tunnel_of
+from podnet.verify import explain
 from podnet.verify.probe import ping
 from podnet.verify.view import ClusterView, ViewError
 
@@ -181,7 +182,7 @@ def node_status(
         "eni": doc.get("eni"),
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
-        "peers": [_peer(p, kernel, routers, health_ns) for p in doc.get("peers", [])],
+        "peers": [_peer(p, kernel, routers, health_ns, _probe_facts(doc)) for p in doc.get("peers", [])],
     }
     if verbose:
         out["ipam"]["allocations"] = ipam.get("allocations", {})
@@ -189,8 +190,23 @@ def node_status(
     return out
 
 
+def _probe_facts(doc: dict[str, Any]) -> tuple[int, str]:
+    """(the pods' route MTU, "VXLAN (UDP 8472)") from an agent's document, for its health probes."""
+    routing = doc.get("routing") or {}
+    name = routing.get("tunnelProtocol")
+    tunnel = ""
+    if name:
+        display = {"vxlan": "VXLAN", "geneve": "Geneve"}.get(str(name), str(name))
+        tunnel = f"{display} (UDP {routing.get('tunnelPort')})"
+    return int((doc.get("mtu") or {}).get("route") or 0), tunnel
+
+
 def _peer(
-    p: dict[str, Any], kernel: KernelReader, routers: dict[str, str], health_ns: str | None
+    p: dict[str, Any],
+    kernel: KernelReader,
+    routers: dict[str, str],
+    health_ns: str | None,
+    facts: tuple[int, str] = (0, ""),
 ) -> dict[str, Any]:
     cidrs = p.get("podCIDRs") or []
     router_ips = p.get("routerIPs") or []
@@ -204,9 +220,9 @@ def _peer(
         if target
         else KernelPath("unreachable", None, None, "no pod CIDR")
     )
-    health = "unknown"
+    health, detail = "unknown", ""
     if health_ns is not None and target is not None:
-        health = "ok" if ping(health_ns, target, count=1, timeout=1.0).ok else "unreachable"
+        health, detail = _health(health_ns, target, node_ip, path, facts, str(p.get("name")))
     agrees = _agrees(str(p.get("reach")), path.reach)
     return {
         "name": p.get("name"),
@@ -218,8 +234,28 @@ def _peer(
         "path": path.text,
         "agrees": agrees,
         "health": health,
+        "healthDetail": detail,
         "issues": p.get("issues", []),
     }
+
+
+def _health(
+    ns: str, target: str, node_ip: str | None, path: KernelPath, facts: tuple[int, str], name: str
+) -> tuple[str, str]:
+    """Ping the peer's pod side; when it fails, its node address on the underlay; when it
+    answers, a full-size DF packet of the route's MTU too: together they say what is wrong."""
+    pod_side = ping(ns, target, count=1, timeout=1.0).ok
+    underlay = full = None
+    size, display = facts
+    if not pod_side and node_ip:
+        underlay = ping(ns, node_ip, count=1, timeout=1.0).ok
+    if pod_side and size:
+        headers = 28 if ipaddress.ip_address(target).version == 4 else 48
+        full = ping(ns, target, count=1, timeout=1.0, size=size - headers, dont_fragment=True).ok
+    tunnel = (display or "the tunnel protocol") if path.reach == "tunnel" else ""
+    return explain.peer_health(
+        explain.PeerHealth(name, str(node_ip), path.reach, tunnel, pod_side, underlay, full, size)
+    )
 
 
 def _agrees(planned: str, kernel: str) -> bool:
