@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from podnet.lab.view import lab_agents, open_lab
     from podnet.verify import bgp as bgp_cli
     from podnet.verify import cli as verify_cli
+    from podnet.verify import drops as drops_cli
 
     parser = argparse.ArgumentParser(prog="podnet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"podnet {__version__}")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     verify_cli.add_parsers(sub, open_lab)  # status, connectivity, perf, capture, diagnose
     bgp_cli.add_parser(sub, open_lab)  # podnet bgp peers|routes
+    drops_cli.add_parser(sub, open_lab)  # podnet drops [--follow]
     return parser
 
 

@@ -30,10 +30,12 @@ MAX_FDS = 4  # descriptors accepted with one request (one is used; more is a bad
 
 
 class ApiHandler(answer.Handler, Protocol):
-    """What the server dispatches to: ``op: cni`` (a plugin call, ``podnet.cni.answer``) and
-    ``op: status``."""
+    """What the server dispatches to: ``op: cni`` (a plugin call, ``podnet.cni.answer``),
+    ``op: status`` and ``op: drops`` (the drop monitor's events after ``since``)."""
 
     def status(self) -> dict[str, Any]: ...
+
+    def drops(self, since: int) -> dict[str, Any]: ...
 
 
 def error_response(code: int, msg: str, details: str = "") -> dict[str, Any]:
@@ -59,10 +61,17 @@ def dispatch(handler: ApiHandler, raw: bytes, fd: int | None = None) -> dict[str
             return answer.answer(handler, env, stdin, fd, netns_error, deadline).to_json()
         if op == "status":
             return handler.status()
+        if op == "drops":
+            since = request.get("since", 0)
+            if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+                return error_response(spec.ERR_DECODE, "bad drops request", "since must be a count >= 0")
+            return handler.drops(since)
     except Exception as exc:
         log.exception("agent API op %r failed", op)
         return error_response(spec.ERR_AGENT_INTERNAL, "podnet agent internal error", f"{op}: {exc!r}")
-    return error_response(spec.ERR_AGENT_PROTOCOL, "unknown API op", f"op {op!r} is not one of cni, status")
+    return error_response(
+        spec.ERR_AGENT_PROTOCOL, "unknown API op", f"op {op!r} is not one of cni, status, drops"
+    )
 
 
 class _Connection(socketserver.BaseRequestHandler):

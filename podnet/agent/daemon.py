@@ -25,6 +25,7 @@ from pyroute2 import IPRoute
 from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
 from podnet.agent.cni_handler import CniHandler, PodResolver
+from podnet.agent.drops import DropMonitor
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.startup import (
     STORE_CONNECT_TIMEOUT,
@@ -124,9 +125,11 @@ class Agent:
         self.guard = comp.Guard(
             self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
         )
+        self.drop_monitor = DropMonitor(lambda: self.config)
         self.components: list[comp.Component] = [
             comp.Masquerade(lambda: self.config, self._guard_nft),
             self.guard,
+            self.drop_monitor,
             self.pmtu,
             comp.EndpointReaper(lambda: self.cni_handler, lambda: self.config.endpoint_gc_interval),
         ]
@@ -519,6 +522,10 @@ class Agent:
         if self.cni_handler is None:
             return {"ok": False, "code": 11, "msg": "agent is starting", "details": self.status_info.phase}
         return self.cni_handler.cni(call)
+
+    def drops(self, since: int) -> dict[str, Any]:
+        """The drop monitor's events after ``since`` (``podnet drops``)."""
+        return self.drop_monitor.events(since)
 
     def status(self) -> dict[str, Any]:
         if self.cni_handler is not None:  # the node as it is once the DELs answered so far are done

@@ -88,6 +88,7 @@ def plan_round(
             config.pod_guard_node_ports,
             source_verification=config.enable_source_ip_verification,
             isolation=config.pod_guard,
+            drop_events=config.drop_events,
         )
     return RoundPlan(
         desired=desired,

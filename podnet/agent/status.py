@@ -104,6 +104,7 @@ def status_document(
     doc["pathMTU"] = components.get("pathMTU", {"checked": 0.0, "peers": []})
     doc["bgp"] = components.get("bgp", {"enabled": False, "peers": []})
     doc["hostRouting"] = components.get("hostRouting", {"mode": "Legacy"})
+    doc["drops"] = components.get("drops")
     if "eni" in components:
         doc["eni"] = components["eni"]
     return doc

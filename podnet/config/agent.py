@@ -72,6 +72,7 @@ class AgentConfig:
     enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
     pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
     bpf_host_legacy_routing: bool = True  # bpf.hostLegacyRouting: false routes pod packets in eBPF
+    drop_events: bool = True  # bpf.events.drop.enabled: the guard's drops reported one by one
     pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
     endpoint_gc_interval: float = 300.0  # seconds between sweeps for pods whose namespace is gone; 0: off
     agent_socket: Path = Path("/var/run/podnet/agent.sock")
@@ -140,6 +141,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
     "bpf_host_legacy_routing": ("bpf.hostLegacyRouting", "enable-host-legacy-routing"),
+    "drop_events": ("bpf.events.drop.enabled", "bpf-events-drop-enabled"),
     "pod_guard_node_ports": ("podGuard.nodePorts", "pod-guard-node-ports"),
     "endpoint_gc_interval": ("endpointGCInterval", "endpoint-gc-interval"),
     "agent_socket": ("agentSocket", "agent-socket"),
@@ -330,6 +332,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "enable_source_ip_verification": _bool,
     "pod_guard": _bool,
     "bpf_host_legacy_routing": _bool,
+    "drop_events": _bool,
     "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in _list(v)),
     "endpoint_gc_interval": _duration,
     "agent_socket": lambda k, v: Path(_text(k, v)),

@@ -13,6 +13,11 @@ A pod is not trusted. In the node's namespace the table enforces:
   (``pod_to_tunnel``); to the node itself only ICMP, replies, and the ports a user opens
   (``podGuard.nodePorts``; ``pod_to_node``).
 
+With drop events on (``bpf.events.drop.enabled``, the default) every drop rule is preceded by a
+rule with the same match that sends the packet's headers to NFLOG group ``DROP_GROUP`` with the
+prefix ``podnet-drop:<reason>``, at most ``DROP_LOG_RATE`` per second per rule (a flooding pod
+cannot flood the monitor); the agent's drop monitor reads them (``podnet drops``).
+
 Counters are named objects and the dynamic set survives re-applies: ``apply_script`` never
 deletes the table, it flushes and refills chains and sets in one transaction, so counts keep
 growing across rounds and agent restarts.
@@ -21,6 +26,7 @@ growing across rounds and agent restarts.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +41,9 @@ TUNNEL_PORTS = (
     8472,
 )  # every tunnel port a pod must not send to (IANA VXLAN, Geneve, Linux VXLAN)
 BGP_PORT = 179
+DROP_GROUP = 17  # NFLOG group of the guard's drop events (one per namespace)
+DROP_PREFIX = "podnet-drop:"
+DROP_LOG_RATE = "limit rate 100/second burst 50 packets"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class GuardPlan:
     node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp"|"udp", port) pods may open on the node
     source_verification: bool = True  # enableSourceIPVerification
     isolation: bool = True  # podGuard.enabled: tunnel sources, and what pods may reach
+    drop_events: bool = True  # bpf.events.drop.enabled: each drop logged to NFLOG first
 
 
 def plan_guard(
@@ -64,6 +74,7 @@ def plan_guard(
     node_ports: Iterable[tuple[str, int]] = (),
     source_verification: bool = True,
     isolation: bool = True,
+    drop_events: bool = True,
 ) -> GuardPlan:
     return GuardPlan(
         endpoints=tuple(sorted(endpoints, key=lambda e: e.host_ifname)),
@@ -75,6 +86,7 @@ def plan_guard(
         node_ports=tuple(sorted(set(node_ports))),
         source_verification=source_verification,
         isolation=isolation,
+        drop_events=drop_events,
     )
 
 
@@ -117,7 +129,10 @@ def apply_script(plan: GuardPlan) -> str:
     lines += _set_elements("peers6", [str(a) for a in plan.peer_underlay if a.version == 6])
     lines += _set_elements("control4", [f"{a} . {p}" for a, p in plan.control_plane if a.version == 4])
     lines += _set_elements("control6", [f"{a} . {p}" for a, p in plan.control_plane if a.version == 6])
-    lines += [f"add rule {TABLE} {rule}" for rule in _rules(plan)]
+    rules = _rules(plan)
+    if plan.drop_events:
+        rules = [logged for rule in rules for logged in _logged(rule)]
+    lines += [f"add rule {TABLE} {rule}" for rule in rules]
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +173,21 @@ def _rules(plan: GuardPlan) -> list[str]:
         f"input {pods} counter name pod_to_node drop",
     ]
     return rules
+
+
+DROP_RULE = re.compile(
+    r"^(?P<match>.*?) (?:counter name (?P<name>\w+) |update @(?P<set>\w+) \{ iifname \} )drop$"
+)
+
+
+def _logged(rule: str) -> list[str]:
+    """A drop rule, preceded by the same match sending the packet to NFLOG (rate-limited)."""
+    m = DROP_RULE.match(rule)
+    if m is None:
+        return [rule]
+    reason = m.group("name") or m.group("set")
+    log = f'{m.group("match")} {DROP_LOG_RATE} log group {DROP_GROUP} prefix "{DROP_PREFIX}{reason}"'
+    return [log, rule]
 
 
 def add_endpoint_script(source: EndpointSource) -> str:

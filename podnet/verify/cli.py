@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from podnet.datapath.kernel.dropstats import KERNEL_DROPS
 from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
 from podnet.verify.view import (
     ClusterView,
@@ -273,6 +274,7 @@ def print_status(out: dict[str, Any]) -> None:
             ),
             ("IPAM", ipam_line(ipam)),
             ("Host Routing", host_routing_line(s.get("hostRouting") or {})),
+            ("Drops", drops_line(s.get("drops"))),
         ]
         if s.get("endpoints"):
             rows.append(("Endpoints", endpoints_line(s["endpoints"])))
@@ -311,6 +313,26 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+
+
+def drops_line(drops: dict[str, Any] | None) -> str:
+    """The node's drops by reason: podnet's (one event each, ``podnet drops``), the kernel's own
+    counters of the namespace, and pod veths that dropped packets."""
+    if not drops:
+        return "unknown (an agent from before the drop monitor)"
+    events = "on" if drops.get("events") else "off (bpf.events.drop.enabled=false)"
+    guard = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("byReason") or {}).items())) or "none"
+    kernel = ", ".join(
+        f"{k} {v} ({KERNEL_DROPS.get(k, '?')})" for k, v in sorted((drops.get("kernel") or {}).items())
+    )
+    veths = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("endpoints") or {}).items()))
+    text = f"podnet {guard} (events {events}; `podnet drops` lists them)"
+    text += f"; kernel {kernel or 'none'}"
+    if veths:
+        text += f"; pod veths dropped {veths}"
+    if drops.get("error"):
+        text += f"  ERROR {drops['error']}"
+    return text
 
 
 def host_routing_line(hr: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
+from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
@@ -257,7 +258,7 @@ class Diagnoser:
             iface=iface,
             nft_drops=counters.nft_drops,
             kernel=counters.kernel,
-            kernel_meaning=tuple(follow.KERNEL_DROPS.get(k, "") for k, _ in counters.kernel),
+            kernel_meaning=tuple(dropstats.KERNEL_DROPS.get(k, "") for k, _ in counters.kernel),
             links=counters.links,
             ns=self.view.ns(host),
         )

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podnet.datapath.kernel import dropstats
 from podnet.util import netns
 from podnet.util.proc import stop
 from podnet.verify.capture import pcap_frames, stop_tcpdump, wait_listening
@@ -49,24 +50,6 @@ HEADERS = {4: 28, 6: 48}  # IP + ICMP header bytes in front of the payload
 ENCAPSULATED_AFTER = 60  # a token further into the packet than this sits inside a tunnel
 WAIT = 1.5  # seconds the probes' replies are waited for
 SMALL = 16 + 28  # bytes of the small probe (IPv4)
-# the kernel's counters of packets it threw away, by what they mean (per namespace)
-KERNEL_DROPS = {
-    "Ip.OutNoRoutes": "no-route",
-    "IpExt.InNoRoutes": "no-route",
-    "Ip.InAddrErrors": "no-route",
-    "Ip6.Ip6InNoRoutes": "no-route",
-    "Ip6.Ip6OutNoRoutes": "no-route",
-    "Ip.FragFails": "mtu",
-    "Ip6.Ip6InTooBigErrors": "mtu",
-    "Ip6.Ip6FragFails": "mtu",
-    "Ip.InHdrErrors": "header",
-    "Ip6.Ip6InHdrErrors": "header",
-    "Ip.InDiscards": "discard",
-    "Ip.OutDiscards": "discard",
-    "Ip6.Ip6InDiscards": "discard",
-    "Ip6.Ip6OutDiscards": "discard",
-    "TcpExt.IPReversePathFilter": "rp-filter",
-}
 
 
 @dataclass(frozen=True)
@@ -373,35 +356,7 @@ def _counters(ns: str) -> tuple[dict[str, int], dict[str, int]]:
         check=False,
     )
     pairs, snmp6, dev = ([*res.stdout.split("==\n"), "", ""])[:3]
-    return parse_kernel_counters(pairs, snmp6), parse_link_drops(dev)
-
-
-def parse_kernel_counters(pairs: str, snmp6: str) -> dict[str, int]:
-    """``KERNEL_DROPS`` from /proc/net/snmp and netstat (a header line, then a value line, per
-    group) and snmp6 (one ``name value`` per line) (pure)."""
-    found: dict[str, int] = {}
-    lines = pairs.splitlines()
-    for header, values in zip(lines[0::2], lines[1::2], strict=False):
-        group = header.split(":")[0]
-        for k, v in zip(header.split()[1:], values.split()[1:], strict=False):
-            if f"{group}.{k}" in KERNEL_DROPS:
-                found[f"{group}.{k}"] = int(v)
-    for line in snmp6.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and f"Ip6.{parts[0]}" in KERNEL_DROPS:
-            found[f"Ip6.{parts[0]}"] = int(parts[1])
-    return found
-
-
-def parse_link_drops(dev: str) -> dict[str, int]:
-    """Each interface's dropped packets, received plus sent, from /proc/net/dev (pure)."""
-    found = {}
-    for line in dev.splitlines():
-        name, _, rest = line.partition(":")
-        fields = rest.split()
-        if "|" not in line and len(fields) >= 16:
-            found[name.strip()] = int(fields[3]) + int(fields[11])
-    return found
+    return dropstats.parse_kernel_counters(pairs, snmp6), dropstats.parse_link_drops(dev)
 
 
 def _rises(before: dict[str, int], after: dict[str, int]) -> tuple[tuple[str, int], ...]:

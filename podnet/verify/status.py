@@ -162,6 +162,7 @@ def node_status(
         "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
         "bpf": bpf,  # the tunnel protocol's programs and maps (Geneve), empty otherwise
         "hostRouting": doc.get("hostRouting") or {"mode": "Legacy"},
+        "drops": doc.get("drops"),
         "routing": {**routing, "summary": routing_summary(routing)},
         "nativeRoutingCIDR": ", ".join(
             c for c in (routing.get("ipv4NativeRoutingCIDR"), routing.get("ipv6NativeRoutingCIDR")) if c

@@ -37,6 +37,9 @@ class FakeHandler:
     def status(self) -> dict[str, Any]:
         return {"ok": True, "ready": True}
 
+    def drops(self, since: int) -> dict[str, Any]:
+        return {"events": [], "next": since}
+
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[tuple[FakeHandler, Path]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from podnet.datapath.kernel.dropstats import parse_kernel_counters, parse_link_drops
 from podnet.verify.explain import PeerHealth, ProbeLoss, peer_health, probe_drop
-from podnet.verify.follow import ProbeRun, Sighting, locate, parse_kernel_counters, parse_link_drops
+from podnet.verify.follow import ProbeRun, Sighting, locate
 from podnet.verify.view import Place
 
 SRC = Place("pod1", ipaddress.ip_address("10.244.1.2"), "pod")

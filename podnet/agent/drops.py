@@ -1,0 +1,147 @@
+"""The agent's drop monitor: podnet's drops one by one, and the kernel's by reason.
+
+- **Drop events** (``bpf.events.drop.enabled``, Cilium's setting, on by default): the pod guard
+  logs each packet it drops to NFLOG group ``guard.DROP_GROUP`` with the reason as prefix
+  (rate-limited per rule); this component reads the group in the node's namespace and keeps the
+  last ``MAX_EVENTS`` events (time, reason, interfaces, addresses, ports), which ``podnet drops``
+  fetches and follows over the agent API (``op: drops``), as Hubble shows drop reasons.
+- **Counters** for ``podnet status``: events per reason since the agent started, the kernel's own
+  drop counters of the namespace (``podnet.datapath.kernel.dropstats``: no route, too big with
+  DF, discards, reverse-path filter) and the dropped packets of every pod's veth (per endpoint).
+
+Reading costs nothing on the path of accepted packets: only dropped ones are copied (128 bytes).
+Turning the setting off removes the log rules (the guard's next apply) and closes the socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from podnet import owned
+from podnet.agent.round import RoundPlan
+from podnet.config import AgentConfig
+from podnet.datapath.guard import DROP_GROUP, DROP_PREFIX
+from podnet.datapath.kernel import dropstats
+from podnet.datapath.kernel.nflog import LoggedPacket, NflogError, NflogSocket
+from podnet.model import NodeInfo
+
+log = logging.getLogger("podnet.agent")
+
+MAX_EVENTS = 2000
+RETRY = 5.0  # seconds between attempts to bind the group after a failure
+
+
+class DropMonitor:
+    name = "drops"
+
+    def __init__(self, config: Callable[[], AgentConfig]) -> None:
+        self._config = config
+        self._lock = threading.Lock()
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
+        self._seq = 0
+        self._by_reason: collections.Counter[str] = collections.Counter()
+        self.error = ""
+
+    def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        threading.Thread(target=self._loop, args=(stop,), name="drop-monitor", daemon=True).start()
+
+    def _loop(self, stop: threading.Event) -> None:
+        sock: NflogSocket | None = None
+        try:
+            while not stop.is_set():
+                if not self._config().drop_events:
+                    if sock is not None:
+                        sock.close()
+                        sock = None
+                    stop.wait(1.0)
+                    continue
+                if sock is None:
+                    try:
+                        sock = NflogSocket(DROP_GROUP)
+                        self.error = ""
+                    except NflogError as exc:
+                        if self.error != str(exc):
+                            log.warning("drop monitor: %s", exc)
+                        self.error = str(exc)
+                        stop.wait(RETRY)
+                        continue
+                try:
+                    self.record(sock.read(timeout=1.0))
+                except OSError as exc:
+                    self.error = f"reading NFLOG group {DROP_GROUP}: {exc}"
+                    sock.close()
+                    sock = None
+        finally:
+            if sock is not None:
+                sock.close()
+
+    def record(self, packets: Sequence[LoggedPacket]) -> None:
+        """Keep the guard's logged packets as events (other prefixes are not podnet's)."""
+        now = time.time()
+        with self._lock:
+            for p in packets:
+                if not p.prefix.startswith(DROP_PREFIX):
+                    continue
+                reason = p.prefix[len(DROP_PREFIX) :]
+                self._seq += 1
+                self._by_reason[reason] += 1
+                self._events.append(
+                    {
+                        "seq": self._seq,
+                        "time": p.at or now,
+                        "reason": reason,
+                        "in": _ifname(p.indev),
+                        "out": _ifname(p.outdev),
+                        "family": p.family,
+                        "src": p.src,
+                        "dst": p.dst,
+                        "proto": p.proto,
+                        "sport": p.sport,
+                        "dport": p.dport,
+                    }
+                )
+
+    def events(self, since: int) -> dict[str, Any]:
+        """The kept events after ``since`` (a sequence number), and the cursor for the next call."""
+        with self._lock:
+            return {
+                "enabled": self._config().drop_events,
+                "events": [e for e in self._events if e["seq"] > since],
+                "next": self._seq,
+                "error": self.error or None,
+            }
+
+    def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        return []
+
+    def status(self) -> dict[str, Any]:
+        kernel, links = dropstats.read()
+        with self._lock:
+            by_reason = dict(self._by_reason)
+        return {
+            "events": self._config().drop_events,
+            "error": self.error or None,
+            "byReason": by_reason,
+            "kernel": {k: v for k, v in kernel.items() if v},
+            "endpoints": {
+                name: n for name, n in links.items() if name.startswith(owned.ENDPOINT_PREFIX) and n
+            },
+        }
+
+    def stop(self) -> None:
+        return None
+
+
+def _ifname(index: int) -> str:
+    if not index:
+        return ""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
