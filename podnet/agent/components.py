@@ -34,7 +34,7 @@ from podnet.datapath.kernel.route import cached_path_mtu
 from podnet.datapath.masquerade import MasqueradePlan, replace_script
 from podnet.datapath.modes import mode_for
 from podnet.datapath.modes.base import Reach, node_ip_for
-from podnet.datapath.pmtu import PathMtu, probe_families, probe_peers, required_size
+from podnet.datapath.pmtu import PathMtu, probe_families, probe_peers, required_size, small_ping
 from podnet.model import Endpoint, NodeInfo
 from podnet.store.client import Backoff, OutageLog, Store, StoreError
 from podnet.store.datastore import Datastore, DatastoreError
@@ -174,6 +174,7 @@ class PathMtuProber:
         self._cursor = 0
         self.results: list[PathMtu] = []
         self.checked = 0.0
+        self.pod_side: dict[str, dict[str, Any]] = {}  # peer -> its pod side answered (health)
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         threading.Thread(target=self._loop, args=(stop,), name="pmtu", daemon=True).start()
@@ -218,6 +219,7 @@ class PathMtuProber:
             self._cursor += PMTU_BATCH
         with IPRoute() as ipr:
             results = probe_peers(targets, lambda addr: cached_path_mtu(ipr, addr))
+        self._probe_pod_sides({name for name, _, _ in targets})
         for res in results:
             if not res.ok:
                 log.warning("%s", res.message(self._overhead(desired.reach_of(res.peer))))
@@ -225,6 +227,20 @@ class PathMtuProber:
         merged.update({r.address: r for r in results})
         self.results, self.checked = list(merged.values()), time.time()
         return results
+
+    def _probe_pod_sides(self, names: set[str]) -> None:
+        """The peers' health over the pod path (their first router IP: through the tunnel in
+        tunnel mode, natively otherwise), beside the underlay and full-size probes above."""
+        now = time.time()
+        for name in sorted(names):
+            peer = self._peers.get(name)
+            if peer is None or not peer.router_ips:
+                continue
+            address = str(peer.router_ips[0])
+            ok, detail = small_ping(address)
+            self.pod_side[name] = {"address": address, "ok": ok, "detail": detail, "checked": now}
+        for gone in set(self.pod_side) - set(self._peers):
+            del self.pod_side[gone]
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -251,6 +267,7 @@ class PathMtuProber:
                 }
                 for r in {(p.peer, ":" in p.address): p for p in self.results}.values()
             ],
+            "podSide": self.pod_side,
         }
 
     def stop(self) -> None:

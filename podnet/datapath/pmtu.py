@@ -80,6 +80,16 @@ def df_ping(address: str, size: int, timeout: float = 1.0) -> tuple[bool, str]:
     return res.returncode == 0, out[-1] if out else ""
 
 
+def small_ping(address: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """One small ICMP(v6) echo from this namespace: does ``address`` answer at all?"""
+    res = subprocess.run(
+        ["ping", "-n", "-q", "-c", "1", "-W", str(timeout), address],
+        capture_output=True, text=True, timeout=timeout + 5,
+    )  # fmt: skip
+    out = (res.stdout + res.stderr).strip().splitlines()
+    return res.returncode == 0, out[-1] if out else ""
+
+
 def probe_peers(
     targets: Iterable[tuple[str, IPAddress, int]],
     cached_mtu: Callable[[IPAddress], int | None],

@@ -183,7 +183,10 @@ def node_status(
         "eni": doc.get("eni"),
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
-        "peers": [_peer(p, kernel, routers, health_ns, _probe_facts(doc)) for p in doc.get("peers", [])],
+        "peers": [
+            _peer(p, kernel, routers, health_ns, _probe_facts(doc), doc.get("pathMTU"))
+            for p in doc.get("peers", [])
+        ],
     }
     if verbose:
         out["ipam"]["allocations"] = ipam.get("allocations", {})
@@ -208,6 +211,7 @@ def _peer(
     routers: dict[str, str],
     health_ns: str | None,
     facts: tuple[int, str] = (0, ""),
+    agent_health: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     cidrs = p.get("podCIDRs") or []
     router_ips = p.get("routerIPs") or []
@@ -224,6 +228,8 @@ def _peer(
     health, detail = "unknown", ""
     if health_ns is not None and target is not None:
         health, detail = _health(health_ns, target, node_ip, path, facts, str(p.get("name")))
+    elif agent_health is not None:  # a real host: what the agent's own probes found
+        health, detail = _agent_health(agent_health, str(p.get("name")), node_ip, path, facts)
     agrees = _agrees(str(p.get("reach")), path.reach)
     return {
         "name": p.get("name"),
@@ -238,6 +244,33 @@ def _peer(
         "healthDetail": detail,
         "issues": p.get("issues", []),
     }
+
+
+def _agent_health(
+    probes: dict[str, Any], name: str, node_ip: str | None, path: KernelPath, facts: tuple[int, str]
+) -> tuple[str, str]:
+    """The verdict from the agent's path-MTU prober: the peer's pod side (a small ping over the
+    pod path), its underlay address (reachable) and a full-size DF probe of it."""
+    pod = (probes.get("podSide") or {}).get(name)
+    if pod is None:
+        return "unknown", "the agent has not probed this peer yet"
+    underlay = [r for r in probes.get("peers") or [] if r.get("peer") == name]
+    full = all(r.get("ok") for r in underlay) if underlay else None
+    reachable = all(r.get("reachable") for r in underlay) if underlay else None
+    size, display = facts
+    tunnel = (display or "the tunnel protocol") if path.reach == "tunnel" else ""
+    return explain.peer_health(
+        explain.PeerHealth(
+            name,
+            str(node_ip),
+            path.reach,
+            tunnel,
+            bool(pod.get("ok")),
+            reachable,
+            full if pod.get("ok") else None,
+            size,
+        )
+    )
 
 
 def _health(

@@ -6,6 +6,8 @@ chain used to end in "the path works both ways"."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sysconfig
 from collections.abc import Callable, Iterator
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import config_set, podnet_json, sh
+from labhelpers import agent_pid, config_set, podnet_json, sh, wait_for
 
+from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
@@ -84,6 +87,14 @@ def test_a_filter_on_the_tunnel_protocol_is_named_where_it_is(tunnel_lab: Topolo
     status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json", code=None)
     peer = status["nodes"]["node1"]["peers"][0]
     assert peer["health"] == "unreachable" and "answers on the underlay" in peer["healthDetail"], peer
+    # the agent's own probes (what a real host's status shows) find the same, after a SIGHUP
+    os.kill(agent_pid(topo, "node1"), signal.SIGHUP)
+
+    def pod_side_down() -> bool:
+        side = cl.agent_request(topo.name, "node1", {"op": "status"})["pathMTU"].get("podSide") or {}
+        return side.get("node2", {}).get("ok") is False
+
+    wait_for(pod_side_down, "node1's agent to find node2's pod side unreachable", 20)
     _heal(topo, "r1")
 
     # the receiving node's input chain

@@ -133,3 +133,18 @@ def test_kernel_counters_are_read_from_the_proc_files() -> None:
         "  eth0: 100 2 0 3 0 0 0 0 200 4 0 5 0 0 0 0\n"
     )
     assert parse_link_drops(dev) == {"eth0": 8}
+
+
+def test_a_real_hosts_status_takes_the_verdict_from_the_agents_own_probes() -> None:
+    from podnet.verify.status import KernelPath, _agent_health
+
+    tunnel = KernelPath("tunnel", "podnet_vxlan", None, "VXLAN tunnel via podnet_vxlan")
+    probes = {
+        "peers": [{"peer": "node2", "ok": True, "reachable": True}],
+        "podSide": {"node2": {"address": "10.244.2.1", "ok": False}},
+    }
+    state, text = _agent_health(probes, "node2", "172.16.3.2", tunnel, (1450, "VXLAN (UDP 8472)"))
+    assert state == "unreachable" and "VXLAN (UDP 8472) is dropped" in text
+    probes["podSide"]["node2"]["ok"] = True  # type: ignore[index]
+    assert _agent_health(probes, "node2", "172.16.3.2", tunnel, (1450, ""))[0] == "ok"
+    assert _agent_health({}, "node2", "172.16.3.2", tunnel, (1450, ""))[0] == "unknown"
