@@ -627,6 +627,8 @@ def print_diagnosis(doc: dict[str, Any]) -> None:
         for h in walk["hops"]:
             print(f"    {h['host']:<8} {h['action']:<8} {h['kernel']}")
     print_probe(doc.get("probe"), doc.get("probeNote") or "")
+    for warning in doc.get("warnings") or []:
+        print(f"warning: {warning}")
     verdict = doc["verdict"]
     if verdict is None and doc.get("status") == "unverified":
         print("verdict: unverified: the tables look right on every hop both ways, but no probe was followed")

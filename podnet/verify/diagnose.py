@@ -87,6 +87,7 @@ class Diagnosis:
     probe: ProbeRun | None = None
     probe_drop: Drop | None = None
     probe_note: str = ""  # why no probe was followed
+    warnings: tuple[str, ...] = ()  # the control plane's state: a store or BGP session down
 
     @property
     def drop(self) -> Drop | None:
@@ -125,6 +126,7 @@ class Diagnosis:
             "reply": self.reply.to_json() if self.reply else None,
             "probe": self.probe.to_json() if self.probe else None,
             "probeNote": self.probe_note,
+            "warnings": list(self.warnings),
         }
 
 
@@ -189,13 +191,48 @@ class Diagnoser:
         reply = None
         if forward.ok and dst.host in self.view.hosts():
             reply = self.walk(dst.host, dst.ip, src.ip, size, reply_ctx=(src, dst))
+        warnings = tuple(self.control_plane_warnings())
         if not probe:
-            return Diagnosis(src, dst, size, forward, reply, probe_note="no probe followed (--no-probe)")
+            note = "no probe followed (--no-probe)"
+            return Diagnosis(src, dst, size, forward, reply, probe_note=note, warnings=warnings)
         if src.host not in self.view.hosts():
             note = f"no probe followed: {src.describe()} is not a lab host it can be sent from"
-            return Diagnosis(src, dst, size, forward, reply, probe_note=note)
+            return Diagnosis(src, dst, size, forward, reply, probe_note=note, warnings=warnings)
         run, drop = self._follow(src, dst, size, forward, reply)
-        return Diagnosis(src, dst, size, forward, reply, run, drop)
+        return Diagnosis(src, dst, size, forward, reply, run, drop, warnings=warnings)
+
+    def control_plane_warnings(self) -> list[str]:
+        """What the agents say about their store and BGP: not the path's verdict (pods keep their
+        traffic while the store is away), but why new pods, nodes or routes do not appear."""
+        found = []
+        for node in self.view.nodes:
+            doc = self.view.agent_status(node)
+            if "error" in doc and "ready" not in doc:
+                found.append(
+                    f"the agent on {node} does not answer ({doc['error']}): start it (`podnet status`)"
+                )
+                continue
+            store = doc.get("kvstore") or {}
+            if store.get("state") == "unreachable":
+                where = store.get("active") or ", ".join(store.get("endpoints") or [])
+                found.append(
+                    f"the agent on {node} cannot reach etcd ({where}): {store.get('error')}; pods keep their "
+                    "traffic, but new pods, nodes and routes do not propagate: bring etcd back or fix its "
+                    "address/certificates (etcd.endpoints)"
+                )
+            kube = doc.get("kubernetes") or {}
+            if kube.get("state") == "unreachable":
+                found.append(
+                    f"the agent on {node} cannot reach the Kubernetes API server: {kube.get('error')}; "
+                    "new pods and nodes do not propagate until it answers"
+                )
+            for peer in (doc.get("bgp") or {}).get("peers") or []:
+                if peer.get("state") != "established":
+                    found.append(
+                        f"BGP session {node} -> {peer.get('peerAddress')} (AS{peer.get('peerASN')}) is "
+                        f"{peer.get('state')}: the routers do not learn {node}'s pod CIDRs from it"
+                    )
+        return found
 
     # ---- following probes ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from labhelpers import agent_pid, config_set, podnet_json, sh, wait_for
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
+from podnet.lab.bird import birdc
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
 
@@ -186,3 +187,25 @@ def test_routers_without_the_pod_routes_and_direct_routes_behind_a_gateway(
     verdict = _verdict(topo, "pod1", "pod2")["verdict"]
     assert verdict["kind"] == "no-route" and "autoDirectNodeRoutes" in verdict["reason"], verdict
     assert "node2" in verdict["reason"] and "tunnel" in verdict["fix"], verdict
+
+
+def test_a_bgp_session_down_is_named_as_the_reason_routers_lack_the_route(
+    lab_up: Callable[..., Topology],
+) -> None:
+    """Native routing with BGP: r2 disables its session with node2 (then r1 with node1): the
+    router on the way has no route, and the verdict says which BGP session is down."""
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true"]))
+    assert _diagnose(topo, "pod1", "pod2", code=0)["status"] == "works"
+    for router, node, src, dst in (("r2", "node2", "pod1", "pod2"), ("r1", "node1", "pod2", "pod1")):
+        birdc(topo.name, router, "disable", f"node_{node}")
+        try:
+            doc = _verdict(topo, src, dst)
+            verdict = doc["verdict"]
+            assert verdict["kind"] == "no-route" and "BGP session" in verdict["reason"], verdict
+            assert f"{node} ->" in verdict["reason"] and "179" in verdict["fix"], verdict
+            assert any(w.startswith(f"BGP session {node} ->") for w in doc["warnings"]), doc["warnings"]
+        finally:
+            birdc(topo.name, router, "enable", f"node_{node}")
+        wait_for(
+            lambda s=src, d=dst: _diagnose(topo, s, d, code=None)["status"] == "works", "the route back", 60
+        )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labhelpers import pod_ips
+from labhelpers import pod_ips, podnet_json
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -73,6 +73,10 @@ def test_status_probes_etcd_and_an_outage_is_logged_as_state_changes(lab_up: Cal
     down = _kvstore(topo)
     assert down["error"] and down["failingSince"] and down["lastSuccess"] < down["failingSince"]
     _pods_talk(topo)  # the datapath does not need the store
+    # diagnose: the path works (its probes came back), and it says why nothing new propagates
+    diag = podnet_json("diagnose", "--lab", topo.name, "node1-p1", "node2-p1", "-o", "json")
+    assert diag["status"] == "works", diag
+    assert any("cannot reach etcd" in w and "node1" in w for w in diag["warnings"]), diag["warnings"]
     lines = log.read_text().splitlines()[before:]
     warnings = [line for line in lines if " WARNING " in line]
     assert 0 < len(warnings) <= 8, f"{len(warnings)} warnings in ~15 s of outage:\n" + "\n".join(warnings)
