@@ -147,11 +147,14 @@ def _underlay_devices(ipr: Any, tunnel: TunnelEncap) -> set[str]:
 
 
 def decap_filters(ipr: Any) -> list[tc.Attached]:
-    """podnet's VXLAN decap programs, wherever they are attached."""
+    """podnet's VXLAN decap programs, wherever they are attached (underlay devices: pods' veths
+    and podnet's own devices are not looked at, so a round costs no tc call per pod)."""
     netns = socket_netns(ipr)
     found = []
     for msg in ipr.get_links():
         name = str(msg.get_attr("IFLA_IFNAME"))
+        if name.startswith((owned.ENDPOINT_PREFIX, "podnet_")) or name == "lo":
+            continue
         found += [f for f in tc.filters(netns, name, "ingress") if f.pref == DECAP_PREF]
     return found
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import PODNET, assert_all_pods_reach_each_other, capture, pod_ips, sh, wait_for
+from labhelpers import PODNET, assert_all_pods_reach_each_other, capture, pod_ips, podnet_json, sh, wait_for
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -171,6 +171,10 @@ def test_eni_pre_allocation_limits_and_release(lab_up: Callable[..., Topology]) 
         wait_for(settled, f"spare addresses after pod {k + 1}", timeout=20)
     assert len(added) == 16, f"{len(added)} pods fit (pod1 + 16 + the router = 18): {failure}"
     assert "code 100" in failure and "at most 3 ENIs of 10 addresses" in failure, failure
+    # diagnose names the pod that never started, its node and the exhausted ENI capacity
+    verdict = podnet_json("diagnose", "--lab", topo.name, "pod1", f"extra{len(added)}", "-o", "json", code=1)
+    assert verdict["verdict"]["host"] == "node1" and "never started" in verdict["verdict"]["reason"], verdict
+    assert "code 100" in verdict["verdict"]["reason"], verdict
     calls = _calls(topo)
     actions = [c["action"] for c in calls if not c["action"].startswith("Describe")]
     second = actions.index("CreateNetworkInterface", actions.index("CreateNetworkInterface") + 1)
