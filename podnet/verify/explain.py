@@ -158,6 +158,16 @@ def probe_drop(ctx: ProbeLoss) -> Drop:
     what = f"{ctx.role} {ctx.host}" if ctx.role in ("router", "node") else ctx.host
     probe = f"the {ctx.size}-byte probe {ctx.direction}" + (f" (inside {ctx.tunnel})" if ctx.tunnel else "")
     counted = ", ".join(f"{k} +{n}" for k, n in ctx.kernel)
+    guard = [r for r in ctx.nft_drops if r.split()[1:2] == ["podnet_guard"]]
+    if guard:
+        return Drop(
+            ctx.host,
+            "policy",
+            f"podnet's pod guard on {what} drops {probe}: {guard[0]}",
+            "that is podnet's own policy (the pod guard, docs/security.md): a pod may not spoof its "
+            "source, reach the store, BGP or the tunnel ports, or its node beyond ICMP and "
+            "podGuard.nodePorts; `podnet drops` shows each drop with its reason",
+        )
     if ctx.nft_drops:
         rule = ctx.nft_drops[0]
         reason = f"{what} drops {probe} in nftables: {rule}"

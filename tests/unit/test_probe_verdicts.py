@@ -148,3 +148,10 @@ def test_a_real_hosts_status_takes_the_verdict_from_the_agents_own_probes() -> N
     probes["podSide"]["node2"]["ok"] = True  # type: ignore[index]
     assert _agent_health(probes, "node2", "172.16.3.2", tunnel, (1450, ""))[0] == "ok"
     assert _agent_health({}, "node2", "172.16.3.2", tunnel, (1450, ""))[0] == "unknown"
+
+
+def test_the_pod_guards_own_drop_is_a_policy_verdict() -> None:
+    drop = probe_drop(
+        _loss(host="node1", role="node", nft_drops=("inet podnet_guard input rule ... drop (verdict drop)",))
+    )
+    assert drop.kind == "policy" and "pod guard" in drop.reason and "podnet drops" in drop.fix
