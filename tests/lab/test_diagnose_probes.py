@@ -184,9 +184,10 @@ def test_routers_without_the_pod_routes_and_direct_routes_behind_a_gateway(
     assert (back["host"], back["kind"]) == ("r2", "no-route"), back
     res = config_set(topo.name, "autoDirectNodeRoutes=true")
     assert res.returncode == 0, res.stdout + res.stderr
-    verdict = _verdict(topo, "pod1", "pod2")["verdict"]
-    assert verdict["kind"] == "no-route" and "autoDirectNodeRoutes" in verdict["reason"], verdict
-    assert "node2" in verdict["reason"] and "tunnel" in verdict["fix"], verdict
+    for src, dst, peer in (("pod1", "pod2", "node2"), ("pod2", "pod1", "node1")):
+        verdict = _verdict(topo, src, dst)["verdict"]
+        assert verdict["kind"] == "no-route" and "autoDirectNodeRoutes" in verdict["reason"], verdict
+        assert f"assumes {peer} shares" in verdict["reason"] and "tunnel" in verdict["fix"], verdict
 
 
 def test_a_bgp_session_down_is_named_as_the_reason_routers_lack_the_route(

@@ -77,6 +77,9 @@ def test_node_deletion_and_an_api_server_restart(lab_up: Callable[..., Topology]
         timeout=40,
     )
     assert sh(topo, "node1", "ip", "route") == routes_before
+    diag = podnet_json("diagnose", "--lab", topo.name, "node1-p1", "node2-p1", "-o", "json")
+    assert diag["status"] == "works", diag  # the path's probes came back
+    assert any("cannot reach the Kubernetes API server" in w for w in diag["warnings"]), diag["warnings"]
     kubeapi.ensure_kube_control_plane(topo, state)
     wait_for(
         lambda: _kube_state(topo) == "ok",
