@@ -1,13 +1,22 @@
-"""What the benchmarks share: percentiles as the tables print them, and the JSON they write."""
+"""What the benchmarks share: percentiles as the tables print them, the JSON they write, and
+bringing up several variants of one lab at once."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from podnet.lab.overrides import apply_overrides
+from podnet.lab.run import bring_down, bring_up
+from podnet.lab.topomodel import Topology
+from podnet.lab.view import LabView
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -41,3 +50,16 @@ def perf_arguments(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     return parser.parse_args()
+
+
+def labs_up(stack: contextlib.ExitStack, base: Topology, labs: Mapping[str, list[str]]) -> dict[str, LabView]:
+    """``base`` up once per entry of ``labs`` (lab name: ``--set`` overrides), each brought down
+    when ``stack`` closes (also on failure); their views by name."""
+    views: dict[str, LabView] = {}
+    for name, sets in labs.items():
+        print(f"lab {name}: {base.name} {' '.join(sets)}", file=sys.stderr, flush=True)
+        bring_down(name)
+        stack.callback(bring_down, name)
+        bring_up(apply_overrides(dataclasses.replace(base, name=name), sets))
+        views[name] = stack.enter_context(LabView(name))
+    return views

@@ -14,18 +14,16 @@ Run as root after scripts/setup.sh:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from benchlib import perf_arguments, write_json
+from benchlib import labs_up, perf_arguments, write_json
 
 from podnet.lab import cluster as cl
-from podnet.lab.overrides import apply_overrides
-from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import load_topology
 from podnet.lab.view import LabView
 from podnet.util.proc import stop
@@ -33,19 +31,7 @@ from podnet.verify.perf import PerfReport, PerfTarget, measure
 
 LABS: dict[str, list[str]] = {"bdm-on": [], "bdm-off": ["bpf.events.drop.enabled=false"]}
 FLOOD_SECONDS = 240  # the flood stops by itself after this, whatever happens here
-FLOOD = """
-import socket, struct, sys, time
-dst = sys.argv[1]
-header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 1, 0, 64, 17, 0, socket.inet_aton("10.244.77.7"),
-                     socket.inet_aton(dst))
-packet = header + struct.pack("!HHHH", 40000, 9999, 16, 0) + b"spoofed!"
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-until = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < until:
-    for _ in range(1000):
-        s.sendto(packet, (dst, 0))
-"""
+RAWSEND = Path(__file__).resolve().parent.parent / "tests" / "lab" / "rawsend.py"  # the tests' packet tool
 
 
 def targets(views: dict[str, LabView]) -> list[PerfTarget]:
@@ -62,8 +48,8 @@ def flood(views: dict[str, LabView]) -> Iterator[None]:
     """node1-p2 of every lab sends spoofed packets to node2-p1 until the block ends."""
     procs = []
     for v in views.values():
-        argv = ["ip", "netns", "exec", v.ns("node1-p2"), sys.executable, "-c", FLOOD]
-        argv += [str(v.pod_ip("node2-p1")), str(FLOOD_SECONDS)]
+        argv = ["ip", "netns", "exec", v.ns("node1-p2"), sys.executable, str(RAWSEND), "flood", "10.244.77.7"]
+        argv += [str(v.pod_ip("node2-p1")), str(FLOOD_SECONDS), "50000000"]
         procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         yield
@@ -92,13 +78,7 @@ def main() -> int:
     args = perf_arguments(__doc__)
     base = load_topology("l2")
     with contextlib.ExitStack() as stack:
-        views: dict[str, LabView] = {}
-        for name, sets in LABS.items():
-            print(f"lab {name}: l2 {' '.join(sets)}", file=sys.stderr, flush=True)
-            bring_down(name)
-            stack.callback(bring_down, name)
-            bring_up(apply_overrides(dataclasses.replace(base, name=name), sets))
-            views[name] = stack.enter_context(LabView(name))
+        views = labs_up(stack, base, LABS)
 
         def progress(m: str) -> None:
             print(m, file=sys.stderr)

@@ -15,15 +15,12 @@ Run as root after scripts/setup.sh:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import sys
 from typing import Any
 
-from benchlib import perf_arguments, write_json
+from benchlib import labs_up, perf_arguments, write_json
 
-from podnet.lab.overrides import apply_overrides
-from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import load_topology
 from podnet.lab.view import LabView
 from podnet.verify.perf import PerfTarget, measure
@@ -66,13 +63,7 @@ def main() -> int:
     args = perf_arguments(__doc__)
     base = load_topology("l2")
     with contextlib.ExitStack() as stack:
-        views: dict[str, LabView] = {}
-        for name, sets in LABS.items():
-            print(f"lab {name}: l2 {' '.join(sets)}", file=sys.stderr, flush=True)
-            bring_down(name)
-            stack.callback(bring_down, name)
-            bring_up(apply_overrides(dataclasses.replace(base, name=name), sets))
-            views[name] = stack.enter_context(LabView(name))
+        views = labs_up(stack, base, LABS)
         report = measure(targets(views), args.repetitions, args.seconds, lambda m: print(m, file=sys.stderr))
     rows: dict[str, Any] = {}
     print(f"\niperf3 medians of {args.repetitions} x {args.seconds} s, every path interleaved")

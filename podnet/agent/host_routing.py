@@ -59,7 +59,8 @@ class HostRouting:
         self._cidrs = (
             *node.pod_cidrs,
             *(c for p in peers for c in p.pod_cidrs),
-            *config.cluster_pool_ipv4_cidrs,
+            *(config.cluster_pool_ipv4_cidrs if config.enable_ipv4 else ()),
+            *(config.cluster_pool_ipv6_cidrs if config.enable_ipv6 else ()),
         )
         protocol = mode_for(config).tunnel(config)
         device = round_plan.desired.tunnel_device

@@ -5,8 +5,9 @@ ingress of every pod's node-side veth, sharing one pair of maps.
     (the anchor: it loads the program; podnet_net carries no pod traffic)
     tc filter replace dev lxc... ingress pref 50 handle 1 bpf da fd <the same program>
 
-``hr_endpoints`` maps each pod IPv4 address to its veth (ifindex, MAC; the pod's own MAC is learnt
-by the program from the pod's packets), ``hr_cluster`` holds the cluster's IPv4 pod CIDRs. In a
+``hr_endpoints`` (``hr_endpoints6``) maps each pod IPv4 (IPv6) address to its veth (ifindex, MAC;
+the pod's own MAC is learnt by the program from the pod's packets), ``hr_cluster``
+(``hr_cluster6``) holds the cluster's pod CIDRs of that family. In a
 tunnelling mode over an IPv4 underlay ``hr_tunnel`` says how to encapsulate (outer source, port,
 VNI, VXLAN or Geneve, the tunnel device) and ``hr_peers`` maps each peer's VTEP MAC to its
 underlay address (the tunnel's FDB entries): the program then wraps packets for other nodes
@@ -49,7 +50,6 @@ SOURCE = "hostrouting.c"
 VARIANT = "hostrouting"
 ANCHOR = owned.NET_DEV
 ENDPOINT = struct.Struct("=I6s6s")  # ifindex, host MAC, pod MAC
-CIDR = struct.Struct("=I4s")  # prefix length (host order), address
 TUNNEL = struct.Struct("=4sIIHBB")  # local, VNI, tunnel device ifindex, port, wire, pad
 WIRES = {"geneve": 0, "vxlan": 1}  # enum tun_wire in encap.h
 STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel", "encapsulated", "errors")
@@ -69,8 +69,8 @@ class TunnelEncap:
 
 @dataclass(frozen=True)
 class HostRoutingPlan:
-    endpoints: tuple[tuple[ipaddress.IPv4Address, str], ...]  # (pod address, node-side veth)
-    cluster: tuple[ipaddress.IPv4Network, ...]  # the pod CIDRs redirected to
+    endpoints: tuple[tuple[Any, str], ...]  # (pod address of either family, node-side veth)
+    cluster: tuple[Any, ...]  # the pod CIDRs redirected to, both families
     tunnel: TunnelEncap | None = None  # None: packets for the tunnel device go to it
 
 
@@ -89,11 +89,11 @@ def plan_tunnel(
 def plan_host_routing(
     sources: Sequence[EndpointSource], cidrs: Iterable[Any], tunnel: TunnelEncap | None = None
 ) -> HostRoutingPlan:
-    """IPv4 only: IPv6 pod packets keep the kernel's path (pure)."""
+    """Both families, IPv4 first, sorted and unique (pure)."""
     endpoints = sorted(
-        {(a, s.host_ifname) for s in sources for a in s.addresses if isinstance(a, ipaddress.IPv4Address)}
+        {(a, s.host_ifname) for s in sources for a in s.addresses}, key=lambda e: (e[0].version, e)
     )
-    cluster = sorted({c for c in cidrs if isinstance(c, ipaddress.IPv4Network)})
+    cluster = sorted(set(cidrs), key=lambda c: (c.version, c))
     return HostRoutingPlan(tuple(endpoints), tuple(cluster), tunnel)
 
 
@@ -126,8 +126,9 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
                 changes.append(f"attach host routing to {dev}")
     finally:
         os.close(fd)
-    changes += _sync_endpoints(ipr, ids["hr_endpoints"], plan)
-    changes += _sync_cluster(ids["hr_cluster"], plan)
+    for family, suffix in ((4, ""), (6, "6")):
+        changes += _sync_endpoints(ipr, ids[f"hr_endpoints{suffix}"], plan, family)
+        changes += _sync_cluster(ids[f"hr_cluster{suffix}"], plan, family)
     changes += _sync_tunnel(ipr, ids, plan.tunnel)
     changes += _sync_decap(
         ipr, plan.tunnel if plan.tunnel is not None and plan.tunnel.wire == "vxlan" else None
@@ -215,10 +216,12 @@ def _sync_tunnel(ipr: Any, ids: dict[str, int], tunnel: TunnelEncap | None) -> l
     return changes
 
 
-def _sync_endpoints(ipr: Any, map_id: int, plan: HostRoutingPlan) -> list[str]:
+def _sync_endpoints(ipr: Any, map_id: int, plan: HostRoutingPlan, family: int) -> list[str]:
     current = {key: value for key, value in maps.dump(map_id)}
     wanted: dict[bytes, tuple[int, bytes]] = {}
     for address, dev in plan.endpoints:
+        if address.version != family:
+            continue
         index = klink.link_index(ipr, dev)
         if index is not None:
             mac = klink.link_msg(ipr, index).get_attr("IFLA_ADDRESS")
@@ -228,17 +231,21 @@ def _sync_endpoints(ipr: Any, map_id: int, plan: HostRoutingPlan) -> list[str]:
         have = current.get(key)
         if have is None or ENDPOINT.unpack(have)[:2] != (index, mac):  # keep a learnt pod MAC
             maps.update(map_id, key, ENDPOINT.pack(index, mac, b"\0" * 6))
-            changes.append(f"endpoint {ipaddress.IPv4Address(key)}")
+            changes.append(f"endpoint {ipaddress.ip_address(key)}")
     for key in set(current) - set(wanted):
         with contextlib.suppress(maps.MapError):
             maps.delete(map_id, key)
-        changes.append(f"forget endpoint {ipaddress.IPv4Address(key)}")
+        changes.append(f"forget endpoint {ipaddress.ip_address(key)}")
     return changes
 
 
-def _sync_cluster(map_id: int, plan: HostRoutingPlan) -> list[str]:
+def _sync_cluster(map_id: int, plan: HostRoutingPlan, family: int) -> list[str]:
     current = {key for key, _ in maps.dump(map_id)}
-    wanted = {CIDR.pack(c.prefixlen, c.network_address.packed): c for c in plan.cluster}
+    wanted = {
+        struct.pack("=I", c.prefixlen) + c.network_address.packed: c
+        for c in plan.cluster
+        if c.version == family
+    }
     changes = []
     for key in set(wanted) - current:
         maps.update(map_id, key, struct.pack("=I", 1))
@@ -282,13 +289,14 @@ def stats(ipr: Any) -> dict[str, Any]:
     ]
     ids = maps.program_maps(program.prog_id)
     counters = maps.counters(ids["hr_stats"], STATS)
-    learnt = sum(1 for _, v in maps.dump(ids["hr_endpoints"]) if ENDPOINT.unpack(v)[2] != b"\0" * 6)
+    endpoints = [v for name in ("hr_endpoints", "hr_endpoints6") for _, v in maps.dump(ids[name])]
+    learnt = sum(1 for v in endpoints if ENDPOINT.unpack(v)[2] != b"\0" * 6)
     return {
         "program": {"id": program.prog_id, "object": program.name.split(":")[0]},
         "devices": devices,
-        "endpoints": len(maps.dump(ids["hr_endpoints"])),
+        "endpoints": len(endpoints),
         "learntMACs": learnt,
-        "clusterCIDRs": len(maps.dump(ids["hr_cluster"])),
+        "clusterCIDRs": len(maps.dump(ids["hr_cluster"])) + len(maps.dump(ids["hr_cluster6"])),
         "tunnelPeers": len(maps.dump(ids["hr_peers"])),
         "counters": counters,
         "decap": [_decap_stats(d) for d in decap_filters(ipr)],

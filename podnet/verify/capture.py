@@ -208,7 +208,7 @@ def wait_listening(proc: subprocess.Popen[str], timeout: float) -> None:
     threading.Thread(target=read, daemon=True).start()
     if not seen.wait(timeout) or proc.poll() is not None:
         raise ViewError(f"tcpdump did not start (exit {proc.poll()})")
-    time.sleep(0.1)
+    time.sleep(0.05)
 
 
 def stop_tcpdump(proc: subprocess.Popen[Any]) -> None:

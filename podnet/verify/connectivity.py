@@ -172,10 +172,16 @@ def _one(view: PathView, diagnoser: Diagnoser, spec: CheckSpec) -> CheckResult:
     res = run_check(view, spec)
     if res.ok:
         return CheckResult(spec, "pass", res.detail)
-    diag = diagnoser.diagnose(spec.src, spec.dst, spec.size)
+    # the tables first; probes are followed when they see nothing wrong (or an MTU, which a
+    # tunnel's fragmenting may turn into "degraded"): a table verdict stands on its own
+    diag = diagnoser.diagnose(spec.src, spec.dst, spec.size, probe=False)
+    if diag.drop is None or diag.drop.kind == "mtu":
+        diag = diagnoser.diagnose(spec.src, spec.dst, spec.size)
     if diag.drop is not None:
         return CheckResult(spec, "fail", f"{res.detail}; {diag.drop.reason}", diag.drop)
     hint = (
-        "the kernel's routes, neighbours and MTUs look right on every hop; look for filters (nft, rp_filter)"
+        "the kernel's routes, neighbours and MTUs look right on every hop and the diagnose probes (ICMP) "
+        f"came back: this check's own traffic is lost (a filter on its protocol?); `podnet diagnose "
+        f"{spec.src.host} {spec.dst.host}` and `podnet drops` show more"
     )
     return CheckResult(spec, "fail", f"{res.detail}; {hint}")

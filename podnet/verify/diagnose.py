@@ -553,7 +553,7 @@ class Diagnoser:
             return ""
         owner = self.view.owner(w.src)
         pod = self.view.pods.get(owner[0]) if owner is not None else None
-        if pod is None or pod.get("node") != w.host or self.pod_cidr_of(w.dst) is None or w.src.version != 4:
+        if pod is None or pod.get("node") != w.host or self.pod_cidr_of(w.dst) is None:
             return ""
         status = self.view.agent_status(w.host).get("hostRouting") or {}
         program = status.get("program") or {}

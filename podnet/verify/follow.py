@@ -171,11 +171,9 @@ def follow(view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[st
     with tempfile.TemporaryDirectory(prefix="podnet-follow-") as tmp, contextlib.ExitStack() as stack:
         names = {h: view.ns(h) for h in hosts}
         before = {h: _counters(ns) for h, ns in names.items()}
-        dumps = {h: stack.enter_context(_tcpdump(ns, Path(tmp) / f"{h}.pcap")) for h, ns in names.items()}
-        traced = [h for h in hosts if view.role(h) in ("node", "router")]
-        monitors = {
-            h: stack.enter_context(_nft_trace(names[h], tokens, Path(tmp) / f"{h}.trace")) for h in traced
-        }
+        dumps = stack.enter_context(_tcpdumps(names, Path(tmp)))
+        traced = {h: names[h] for h in hosts if view.role(h) in ("node", "router")}
+        monitors = stack.enter_context(_nft_traces(traced, tokens, Path(tmp)))
         sent, answered, error = _send(view.ns(src.host), dst.ip, size, tokens)
         time.sleep(0.2)  # the last copies reach tcpdump's buffers
         stack.close()
@@ -263,25 +261,32 @@ def _echo(kind: int, ident: int, seq: int, payload: bytes, family: int) -> bytes
 
 
 @contextlib.contextmanager
-def _tcpdump(ns: str, pcap: Path) -> Iterator[Path]:
-    # immediate mode: without it libpcap hands packets over in blocks, and the last block is lost
-    # when tcpdump is stopped; -Z root: it writes into our private temporary directory
-    argv = ["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-Z", "root", "-i", "any",
-            "-y", "LINUX_SLL2", "-n", "-U", "-s", "192", "-c", "2000", "-w", str(pcap),
-            "icmp or icmp6 or udp"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _tcpdumps(names: dict[str, str], tmp: Path) -> Iterator[dict[str, Path]]:
+    """tcpdump on every interface of each host's namespace, all started before any is waited
+    for; stopped by PID when the block ends."""
+    procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        wait_listening(proc, timeout=5.0)
-        yield pcap
+        for host, ns in names.items():
+            # immediate mode: without it libpcap hands packets over in blocks, and the last block
+            # is lost when tcpdump is stopped; -Z root: it writes into our private directory
+            pcap = str(tmp / f"{host}.pcap")
+            argv = ["ip", "netns", "exec", ns, "tcpdump", "--immediate-mode", "-Z", "root", "-i", "any",
+                    "-y", "LINUX_SLL2", "-n", "-U", "-s", "192", "-c", "2000", "-w", pcap,
+                    "icmp or icmp6 or udp"]  # fmt: skip
+            procs[host] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for proc in procs.values():
+            wait_listening(proc, timeout=5.0)
+        yield {host: tmp / f"{host}.pcap" for host in names}
     finally:
-        stop_tcpdump(proc)
+        for proc in procs.values():
+            stop_tcpdump(proc)
 
 
 @contextlib.contextmanager
-def _nft_trace(ns: str, tokens: tuple[bytes, bytes], out: Path) -> Iterator[Path]:
-    """``nft monitor trace`` in ``ns`` while a table marks packets carrying a token for tracing:
-    plain (the token 8 bytes into ICMP), inside VXLAN/Geneve over IPv4 (58 bytes into the outer
-    UDP for an inner IPv4 packet, 78 for an inner IPv6 one)."""
+def _nft_traces(names: dict[str, str], tokens: tuple[bytes, bytes], tmp: Path) -> Iterator[dict[str, Path]]:
+    """``nft monitor trace`` in each host's namespace while a table marks packets carrying a
+    token for tracing: plain (the token 8 bytes into ICMP), inside VXLAN/Geneve over IPv4 (58
+    bytes into the outer UDP for an inner IPv4 packet, 78 for an inner IPv6 one)."""
     rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in (64, 464, 624)]
     body = "\n".join(f"    {r}" for r in rules)
     script = (
@@ -289,19 +294,28 @@ def _nft_trace(ns: str, tokens: tuple[bytes, bytes], out: Path) -> Iterator[Path
         f"  chain pre {{\n    type filter hook prerouting priority -500;\n{body}\n  }}\n"
         f"  chain out {{\n    type filter hook output priority -500;\n{body}\n  }}\n}}\n"
     )
-    with open(out, "w") as sink:
-        monitor = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "nft", "monitor", "trace"], stdout=sink, stderr=subprocess.DEVNULL
-        )
+    monitors: list[subprocess.Popen[bytes]] = []
     try:
-        time.sleep(0.1)
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True,
-                       capture_output=True, timeout=10, check=False)  # fmt: skip
-        yield out
+        for host, ns in names.items():
+            with open(tmp / f"{host}.trace", "w") as sink:
+                monitors.append(
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", ns, "nft", "monitor", "trace"],
+                        stdout=sink,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+        time.sleep(0.1)  # the monitors subscribe
+        for ns in names.values():
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True,
+                           capture_output=True, timeout=10, check=False)  # fmt: skip
+        yield {host: tmp / f"{host}.trace" for host in names}
     finally:
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", TRACE_TABLE],
-                       capture_output=True, timeout=10, check=False)  # fmt: skip
-        stop(monitor)
+        for ns in names.values():
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", TRACE_TABLE],
+                           capture_output=True, timeout=10, check=False)  # fmt: skip
+        for monitor in monitors:
+            stop(monitor)
 
 
 TRACE_DROP = re.compile(r"^trace id \S+ (\S+ \S+ \S+) (rule .* \(verdict drop\)|policy drop)")

@@ -4,6 +4,8 @@
     rawsend.py vxlan DST INNER_SRC INNER_DST COUNT VXLAN to DST:8472 carrying an ICMP echo
     rawsend.py geneve DST INNER_SRC INNER_DST COUNT Geneve (VNI 1) to DST:6081, the same inside
     rawsend.py listen ADDR PORT SECONDS           count UDP datagrams received, print the count
+    rawsend.py flood SRC DST SECONDS COUNT        spoofed IPv4/UDP as fast as it can, until either
+                                                  bound (at most 300 s, 50 million packets)
 
 Every address is one of the lab's own; the counts are bounded.
 """
@@ -71,6 +73,17 @@ def main(argv: list[str]) -> int:
             for _ in range(count):
                 s.sendto(body, (dst, port))
                 time.sleep(0.01)
+    elif kind == "flood":
+        src, dst = argv[2], argv[3]
+        until = time.monotonic() + min(float(argv[4]), 300.0)
+        left = min(int(argv[5]), 50_000_000)
+        packet = udp_packet(src, dst, 9999, b"spoofed!")
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+            while left > 0 and time.monotonic() < until:
+                for _ in range(min(1000, left)):
+                    s.sendto(packet, (dst, 0))
+                left -= 1000
     elif kind == "listen":
         addr, port, seconds = argv[2], int(argv[3]), min(float(argv[4]), 30.0)
         got = 0

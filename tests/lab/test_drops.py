@@ -23,17 +23,6 @@ from podnet.lab.topology import Topology, load_topology
 pytestmark = pytest.mark.lab
 
 RAWSEND = str(Path(__file__).with_name("rawsend.py"))
-FLOOD = """
-import socket, struct, sys
-dst = sys.argv[1]
-header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 1, 0, 64, 17, 0, socket.inet_aton("10.244.99.9"),
-                     socket.inet_aton(dst))
-packet = header + struct.pack("!HHHH", 40000, 9999, 16, 0) + b"spoofed!"
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
-for _ in range(int(sys.argv[2])):
-    s.sendto(packet, (dst, 0))
-"""
 
 
 def _events(topo: Topology) -> list[dict[str, Any]]:
@@ -91,7 +80,7 @@ def test_drop_events_name_interface_addresses_and_reason(lab_up: Callable[..., T
 
     # a flooding pod: the guard drops every packet, the monitor keeps a rate-limited few
     before = len(_events(topo))
-    sh(topo, "node1-p1", sys.executable, "-c", FLOOD, ips["node2-p1"], "3000")
+    sh(topo, "node1-p1", sys.executable, RAWSEND, "flood", "10.244.99.9", ips["node2-p1"], "30", "3000")
     guard = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json", code=None)
     spoofed = sum(e["spoofDrops"] for e in guard["nodes"]["node1"]["guard"]["endpoints"])
     assert spoofed >= 3003, spoofed

@@ -6,8 +6,10 @@ guard and masquerading."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +31,7 @@ from podnet.lab import cluster as cl
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
+from podnet.lab.topomodel import Pod
 
 pytestmark = pytest.mark.lab
 
@@ -200,5 +203,53 @@ def test_bpf_host_routing_does_vxlan_itself_and_the_kernel_device_still_understa
         stream.exchange()
     finally:
         stream.close()
+    report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+    assert report["ok"], report
+
+
+def _v6(topo: Topology, pod: str) -> str:
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    return next(ip for ip in state.info["podIPs"][pod]["ips"] if ":" in ip)
+
+
+@pytest.mark.parametrize("mode", ["native", "tunnel"])
+def test_bpf_host_routing_takes_ipv6_too(lab_up: Callable[..., Topology], mode: str) -> None:
+    """Dual stack: IPv6 pod packets are redirected into a pod on the node (redirect_peer), and to
+    a pod elsewhere natively (fib lookup) or into the IPv4 underlay's VXLAN by the program."""
+    sets = [*BPF, *(["routingMode=tunnel", "autoDirectNodeRoutes=false"] if mode == "tunnel" else [])]
+    base = load_topology("dual-stack")
+    extra = Pod("p2", "node1")
+    topo = lab_up(apply_overrides(dataclasses.replace(base, pods=(*base.pods, extra)), sets))
+    wait_for(lambda: _all_veths_programmed(topo, "node1", 2), "node1's two pod veths to be programmed", 20)
+    local = next(p.name for p in topo.pods if p.node == "node1" and p.name != "p2")
+    remote = next(p.name for p in topo.pods if p.node == "node2")
+
+    def answers(a: str, b: str) -> bool:
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            st.ns_name(topo.name, a),
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+        ]
+        return subprocess.run([*argv, _v6(topo, b)], capture_output=True, check=False).returncode == 0
+
+    for a, b in ((local, "p2"), ("p2", local), (local, remote)):  # also learns the pods' MACs
+        wait_for(lambda a=a, b=b: answers(a, b), f"{a} to reach {b} over IPv6", 20)
+    before = _counters(topo, "node1")
+    sh(topo, local, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", _v6(topo, "p2"))
+    sh(topo, local, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "1", _v6(topo, remote))
+    after = _counters(topo, "node1")
+    assert after["redirectPeer"] >= before["redirectPeer"] + 3, (before, after)
+    away = "encapsulated" if mode == "tunnel" else "redirectFib"
+    assert after[away] + after["redirectNeigh"] >= before[away] + before["redirectNeigh"] + 3, (before, after)
     report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
     assert report["ok"], report

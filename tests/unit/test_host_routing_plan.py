@@ -10,7 +10,7 @@ from podnet.datapath.hostrouting import plan_host_routing, plan_tunnel
 from podnet.datapath.objects import FdbEntry
 
 
-def test_plan_keeps_ipv4_only_sorted_and_unique() -> None:
+def test_plan_keeps_both_families_sorted_and_unique() -> None:
     v4, v6 = ipaddress.ip_address("10.244.1.2"), ipaddress.ip_address("fd00::2")
     sources = [
         EndpointSource("lxcb", (v4, v6)),
@@ -20,8 +20,8 @@ def test_plan_keeps_ipv4_only_sorted_and_unique() -> None:
         ipaddress.ip_network(c) for c in ("10.244.2.0/24", "fd00::/64", "10.244.1.0/24", "10.244.2.0/24")
     ]
     plan = plan_host_routing(sources, cidrs)
-    assert plan.endpoints == ((v4, "lxcb"), (ipaddress.ip_address("10.244.1.3"), "lxca"))
-    assert [str(c) for c in plan.cluster] == ["10.244.1.0/24", "10.244.2.0/24"]
+    assert plan.endpoints == ((v4, "lxcb"), (ipaddress.ip_address("10.244.1.3"), "lxca"), (v6, "lxcb"))
+    assert [str(c) for c in plan.cluster] == ["10.244.1.0/24", "10.244.2.0/24", "fd00::/64"]
 
 
 def test_cilium_setting_names() -> None:

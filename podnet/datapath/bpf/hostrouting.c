@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* podnet's BPF host routing (bpf.hostLegacyRouting=false), on the ingress of every pod's
- * node-side veth: an IPv4 packet from a pod, with the pod's own source address, to a pod
+ * node-side veth: an IPv4 or IPv6 packet from a pod, with the pod's own source address, to a pod
  * address of the cluster skips the node's IP stack:
  *   - to a pod on this node: bpf_redirect_peer straight into that pod's namespace;
  *   - to a pod elsewhere: bpf_fib_lookup in the node's tables (the route MTU is checked there);
@@ -13,8 +13,11 @@
  *     underlay device after a second lookup for the outer addresses: the tunnel device's own
  *     transmit path is skipped. A peer missing from hr_peers, or no hr_tunnel config (an IPv6
  *     underlay), leaves it to the tunnel device.
- * Anything else (another source address, a destination outside the cluster, IPv6, a packet the
- * route MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
+ * IPv6 takes the same steps with its own maps (hr_endpoints6, hr_cluster6): the hop limit instead
+ * of the TTL, the peer's IPv6 router address as next hop, and the encapsulation over the IPv4
+ * underlay the same way.
+ * Anything else (another source address, a destination outside the cluster, a packet the route
+ * MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
  * pod guard, masquerading and ICMP errors live. hr_endpoints (pod address -> its veth's ifindex
  * and MAC, and the pod's own MAC, learnt here from its packets) and hr_cluster (the cluster's
  * pod CIDRs), hr_tunnel (the encapsulation: outer source, port, VNI, wire format, the tunnel
@@ -24,6 +27,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -32,6 +36,9 @@
 
 #ifndef AF_INET
 #define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
 #endif
 
 struct hr_endpoint {
@@ -43,6 +50,15 @@ struct hr_endpoint {
 struct hr_cidr {
 	__u32 prefixlen;
 	__be32 addr;
+};
+
+struct hr_cidr6 {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+struct hr_addr6 {
+	__u32 addr[4];
 };
 
 enum hr_stat {
@@ -69,6 +85,21 @@ struct {
 	__type(key, struct hr_cidr);
 	__type(value, __u32);
 } hr_cluster SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct hr_addr6);
+	__type(value, struct hr_endpoint);
+} hr_endpoints6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct hr_cidr6);
+	__type(value, __u32);
+} hr_cluster6 SEC(".maps");
 
 struct hr_tunnel {
 	__be32 local;          /* the node's underlay IPv4 address: the outer source */
@@ -144,7 +175,8 @@ static __always_inline int dec_ttl(struct __sk_buff *skb, __u8 ttl)
 
 /* the frame (already addressed inner_eth) wrapped for the peer behind peer_mac; TC_ACT_OK with
  * *done = 0 when this is not for the encapsulation here (the tunnel device takes it) */
-static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int *done)
+static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_lookup *fib, __be16 inner_proto,
+				       int *done)
 {
 	__u32 zero = 0;
 	struct hr_tunnel *tun = bpf_map_lookup_elem(&hr_tunnel, &zero);
@@ -158,7 +190,7 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_loo
 
 	if (!remote)
 		return TC_ACT_OK;
-	struct ethhdr inner = {.h_proto = bpf_htons(ETH_P_IP)};
+	struct ethhdr inner = {.h_proto = inner_proto};
 
 	__builtin_memcpy(inner.h_dest, fib->dmac, ETH_ALEN);
 	__builtin_memcpy(inner.h_source, fib->smac, ETH_ALEN);
@@ -192,14 +224,11 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_loo
 	return count(STAT_ENCAP, bpf_redirect(outer.ifindex, 0));
 }
 
-SEC("tc")
-int host_routing(struct __sk_buff *skb)
+static __always_inline int route4(struct __sk_buff *skb)
 {
 	struct ethhdr eth;
 	struct iphdr ip;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) < 0)
 		return TC_ACT_OK;
 	struct hr_endpoint *src = bpf_map_lookup_elem(&hr_endpoints, &ip.saddr);
@@ -238,7 +267,7 @@ int host_routing(struct __sk_buff *skb)
 
 		if (dec_ttl(skb, ip.ttl) < 0)
 			return count(STAT_KERNEL, TC_ACT_OK);
-		int verdict = encapsulate(skb, &fib, &done);
+		int verdict = encapsulate(skb, &fib, bpf_htons(ETH_P_IP), &done);
 
 		if (done)
 			return verdict;
@@ -255,6 +284,89 @@ int host_routing(struct __sk_buff *skb)
 		return count(STAT_NEIGH, bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0));
 	}
 	return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+}
+
+#define IP6_OFF ETH_HLEN
+#define HOPS_OFF (IP6_OFF + offsetof(struct ipv6hdr, hop_limit))
+
+static __always_inline int route6(struct __sk_buff *skb)
+{
+	struct ethhdr eth;
+	struct ipv6hdr ip6;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, IP6_OFF, &ip6, sizeof(ip6)) < 0)
+		return TC_ACT_OK;
+	struct hr_addr6 saddr, daddr;
+
+	__builtin_memcpy(saddr.addr, &ip6.saddr, sizeof(saddr.addr));
+	__builtin_memcpy(daddr.addr, &ip6.daddr, sizeof(daddr.addr));
+	struct hr_endpoint *src = bpf_map_lookup_elem(&hr_endpoints6, &saddr);
+
+	if (!src || src->ifindex != skb->ingress_ifindex)
+		return count(STAT_KERNEL, TC_ACT_OK); /* link-local, ND, another address: the kernel's */
+	if (!mac_eq(src->pod_mac, eth.h_source))
+		__builtin_memcpy(src->pod_mac, eth.h_source, ETH_ALEN);
+	struct hr_cidr6 key = {.prefixlen = 128};
+
+	__builtin_memcpy(key.addr, daddr.addr, sizeof(key.addr));
+	if (!bpf_map_lookup_elem(&hr_cluster6, &key) || ip6.hop_limit <= 1)
+		return count(STAT_KERNEL, TC_ACT_OK);
+	__u8 hops = ip6.hop_limit - 1;
+	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints6, &daddr);
+
+	if (dst) {
+		if (mac_zero(dst->pod_mac))
+			return count(STAT_KERNEL, TC_ACT_OK);
+		if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, 0, dst->pod_mac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, dst->host_mac, ETH_ALEN, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_PEER, bpf_redirect_peer(dst->ifindex, 0));
+	}
+	struct bpf_fib_lookup fib = {
+		.family = AF_INET6,
+		.l4_protocol = ip6.nexthdr,
+		.ifindex = skb->ingress_ifindex,
+		.tot_len = skb->gso_size ? 0 : sizeof(ip6) + bpf_ntohs(ip6.payload_len),
+	};
+
+	__builtin_memcpy(fib.ipv6_src, saddr.addr, sizeof(fib.ipv6_src));
+	__builtin_memcpy(fib.ipv6_dst, daddr.addr, sizeof(fib.ipv6_dst));
+	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		int done;
+
+		if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		int verdict = encapsulate(skb, &fib, bpf_htons(ETH_P_IPV6), &done);
+
+		if (done)
+			return verdict;
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_FIB, bpf_redirect(fib.ifindex, 0));
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {.nh_family = AF_INET6};
+
+		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
+		if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0)
+			return count(STAT_KERNEL, TC_ACT_OK);
+		return count(STAT_NEIGH, bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0));
+	}
+	return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+}
+
+SEC("tc")
+int host_routing(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return route4(skb);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return route6(skb);
+	return TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";
