@@ -633,7 +633,11 @@ def print_diagnosis(doc: dict[str, Any]) -> None:
     if verdict is None and doc.get("status") == "unverified":
         print("verdict: unverified: the tables look right on every hop both ways, but no probe was followed")
     elif verdict is None:
-        print("verdict: works: the probes (small and full-size, DF) went and came back along this path")
+        tcp = (doc.get("probe") or {}).get("tcp")
+        also = " and a TCP connection" if tcp and tcp.get("ok") else ""
+        print(
+            f"verdict: works: the probes (small and full-size, DF){also} went and came back along this path"
+        )
     elif verdict.get("kind") == "fragmented":
         print(f"verdict: works, but degraded at {verdict['host']}: {verdict['reason']}")
         print(f"fix: {verdict['fix']}")
@@ -663,6 +667,9 @@ def print_probe(probe: dict[str, Any] | None, note: str) -> None:
             for s in seen
         )
         print(f"    {kind:<18} {trail or '(not seen anywhere)'}")
+    tcp = probe.get("tcp")
+    if tcp is not None:
+        print(f"    TCP to port {tcp['port']:<8} {'ok' if tcp['ok'] else 'FAILED'}: {tcp['detail']}")
     for host, counters in (probe.get("counters") or {}).items():
         parts = [f"nft {r}" for r in counters["nft"]]
         parts += [f"{k} +{n}" for k, n in counters["kernel"].items()]

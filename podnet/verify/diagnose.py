@@ -247,7 +247,9 @@ class Diagnoser:
         )
         between = follow.bridges(self.view, [*path, *back])
         watch = [*path, *(h for h in back if h not in path), *between]
-        run = follow.follow(self.view, src, dst, size, watch)
+        # the TCP probe where the pod guard lets it through: to pods and the world, or not from a pod
+        tcp = dst.kind in ("pod", "external") or src.kind != "pod"
+        run = follow.follow(self.view, src, dst, size, watch, tcp=tcp)
         if not run.sent[1] or not run.sent[0]:
             return run, Drop(
                 src.host,
@@ -258,8 +260,37 @@ class Diagnoser:
             )
         loss = follow.locate(run, path, back)
         if loss is None:
-            return run, None
+            return run, self._tcp_drop(run, src, dst)
         return run, explain.probe_drop(self._probe_loss(run, loss, between, src, dst))
+
+    def _tcp_drop(self, run: ProbeRun, src: Place, dst: Place) -> Drop | None:
+        """Every echo came back; the TCP probe did not: the traced rule that dropped it, else
+        an inconclusive verdict (never "works")."""
+        if run.tcp is None or run.tcp[0]:
+            return None
+        what = f"TCP {src.describe()} -> {dst.ip}:{run.tcp_port}"
+        for host, counters in run.counters.items():
+            if counters.tcp_drops:
+                role = self.view.role(host)
+                who = f"{role} {host}" if role in ("router", "node") else host
+                guard = counters.tcp_drops[0].split()[1:2] == [owned.GUARD_TABLE]
+                return Drop(
+                    host,
+                    "policy" if guard else "filter",
+                    f"{who} drops {what} in nftables: {counters.tcp_drops[0]}; the ICMP probes pass",
+                    "that is podnet's pod guard (`podnet drops` shows each drop)"
+                    if guard
+                    else f"allow the pods' TCP in that chain on {host}, or delete the rule "
+                    f"(`ip netns exec {self.view.ns(host)} nft -a list ruleset` shows its handle)",
+                )
+        return Drop(
+            src.host,
+            "inconclusive",
+            f"inconclusive: the ICMP probes came back, but {what} failed ({run.tcp[1]}) and no nftables "
+            "rule on the way traced its drop",
+            "look for what drops TCP but not ICMP: tc filters, BPF programs, the destination's own "
+            "listener or firewall; `podnet drops` for podnet's own drops",
+        )
 
     def _probe_loss(
         self, run: ProbeRun, loss: follow.Loss, between: list[str], src: Place, dst: Place

@@ -17,7 +17,10 @@ in the namespaces the walk went through (and the bridges between them):
 
 Everything added is removed before ``follow`` returns (the table deleted, tcpdump and nft stopped
 by PID). Lab-only: on a real host the agent's health probes and path-MTU prober do this job.
-The verdict from what was seen is pure (``locate``), so every case is unit-tested.
+Beside the echoes, a TCP connection ``src -> dst:<random port>`` is opened (to a listener this
+process makes in the destination's namespace) and traced by port: pod traffic is mostly TCP, and
+a filter that drops only TCP lets every echo through. The verdict from what was seen is pure
+(``locate``, ``trace_drops``), so every case is unit-tested.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from podnet.datapath.kernel import dropstats
 from podnet.util import netns
 from podnet.util.proc import stop
 from podnet.verify.capture import pcap_frames, stop_tcpdump, wait_listening
+from podnet.verify.probe import tcp_probe
 from podnet.verify.view import PathView, Place
 
 TRACE_TABLE = "podnet_trace"
@@ -70,6 +74,7 @@ class HostCounters:
     """What rose on one host while the probes were out."""
 
     nft_drops: tuple[str, ...] = ()  # "inet fw fwdc rule udp dport 8472 drop (verdict drop)"
+    tcp_drops: tuple[str, ...] = ()  # the same, for the TCP probe's packets
     kernel: tuple[tuple[str, int], ...] = ()  # ("Ip.FragFails", 2)
     links: tuple[tuple[str, int], ...] = ()  # ("to-r2", 2): an interface's dropped packets
 
@@ -87,6 +92,8 @@ class ProbeRun:
     send_error: str = ""
     sightings: tuple[Sighting, ...] = ()
     counters: dict[str, HostCounters] = field(default_factory=dict)
+    tcp: tuple[bool, str] | None = None  # the TCP probe's (connected and echoed, detail); None: not tried
+    tcp_port: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +102,9 @@ class ProbeRun:
             "sent": {"small": self.sent[0], "fullSize": self.sent[1]},
             "answered": {"small": self.answered[0], "fullSize": self.answered[1]},
             "sendError": self.send_error,
+            "tcp": None
+            if self.tcp is None
+            else {"port": self.tcp_port, "ok": self.tcp[0], "detail": self.tcp[1]},
             "seen": [
                 {
                     "host": s.host,
@@ -106,9 +116,9 @@ class ProbeRun:
                 for s in self.sightings
             ],
             "counters": {
-                h: {"nft": list(c.nft_drops), "kernel": dict(c.kernel), "links": dict(c.links)}
+                h: {"nft": list(c.nft_drops + c.tcp_drops), "kernel": dict(c.kernel), "links": dict(c.links)}
                 for h, c in self.counters.items()
-                if c.nft_drops or c.kernel or c.links
+                if c.nft_drops or c.tcp_drops or c.kernel or c.links
             },
         }
 
@@ -165,16 +175,24 @@ def _trail_end(run: ProbeRun, hosts: Sequence[str], reply: bool, big: bool) -> L
 # ---- running the probes --------------------------------------------------------------------------
 
 
-def follow(view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[str]) -> ProbeRun:
-    """Send the probes ``src -> dst`` while watching ``hosts`` (path order; bridges included)."""
+def follow(
+    view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[str], tcp: bool = True
+) -> ProbeRun:
+    """Send the probes ``src -> dst`` while watching ``hosts`` (path order; bridges included);
+    ``tcp``: the TCP probe too (not where podnet's own guard refuses it, e.g. pod to node)."""
     tokens = (os.urandom(8), os.urandom(8))
+    port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
     with tempfile.TemporaryDirectory(prefix="podnet-follow-") as tmp, contextlib.ExitStack() as stack:
         names = {h: view.ns(h) for h in hosts}
         before = {h: _counters(ns) for h, ns in names.items()}
         dumps = stack.enter_context(_tcpdumps(names, Path(tmp)))
         traced = {h: names[h] for h in hosts if view.role(h) in ("node", "router")}
-        monitors = stack.enter_context(_nft_traces(traced, tokens, Path(tmp)))
+        monitors = stack.enter_context(_nft_traces(traced, tokens, port, Path(tmp)))
         sent, answered, error = _send(view.ns(src.host), dst.ip, size, tokens)
+        tcp_result = None
+        if tcp and dst.host in view.hosts():
+            res = tcp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), port=port, timeout=1.5)
+            tcp_result = (res.ok, res.detail)
         time.sleep(0.2)  # the last copies reach tcpdump's buffers
         stack.close()
         after = {h: _counters(ns) for h, ns in names.items()}
@@ -190,17 +208,21 @@ def follow(view: PathView, src: Place, dst: Place, size: int, hosts: Sequence[st
         for s in every:
             first.setdefault((s.host, s.iface, s.outgoing, s.encapsulated, s.reply, s.big), s)
         sightings = tuple(first.values())
+        traces = {
+            h: trace_drops(p.read_text(), port) if p.exists() else ((), ()) for h, p in monitors.items()
+        }
         counters = {
             h: HostCounters(
-                nft_drops=tuple(_trace_drops(monitors[h].read_text()))
-                if h in monitors and monitors[h].exists()
-                else (),
+                nft_drops=traces.get(h, ((), ()))[0],
+                tcp_drops=traces.get(h, ((), ()))[1],
                 kernel=_rises(before[h][0], after[h][0]),
                 links=_rises(before[h][1], after[h][1]),
             )
             for h in hosts
         }
-    return ProbeRun(src, dst, size, tuple(hosts), sent, answered, error, sightings, counters)
+    return ProbeRun(
+        src, dst, size, tuple(hosts), sent, answered, error, sightings, counters, tcp_result, port
+    )
 
 
 def _send(
@@ -283,11 +305,16 @@ def _tcpdumps(names: dict[str, str], tmp: Path) -> Iterator[dict[str, Path]]:
 
 
 @contextlib.contextmanager
-def _nft_traces(names: dict[str, str], tokens: tuple[bytes, bytes], tmp: Path) -> Iterator[dict[str, Path]]:
+def _nft_traces(
+    names: dict[str, str], tokens: tuple[bytes, bytes], port: int, tmp: Path
+) -> Iterator[dict[str, Path]]:
     """``nft monitor trace`` in each host's namespace while a table marks packets carrying a
     token for tracing: plain (the token 8 bytes into ICMP), inside VXLAN/Geneve over IPv4 (58
-    bytes into the outer UDP for an inner IPv4 packet, 78 for an inner IPv6 one)."""
+    bytes into the outer UDP for an inner IPv4 packet, 78 for an inner IPv6 one), and the TCP
+    probe's packets by its port (plain, and inside a tunnel at the same depths)."""
     rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in (64, 464, 624)]
+    rules += [f"tcp {end} {port} meta nftrace set 1" for end in ("dport", "sport")]
+    rules += [f"@th,{offset},16 {port} meta nftrace set 1" for offset in (400, 416, 560, 576)]
     body = "\n".join(f"    {r}" for r in rules)
     script = (
         f"table inet {TRACE_TABLE} {{\n"
@@ -321,14 +348,26 @@ def _nft_traces(names: dict[str, str], tokens: tuple[bytes, bytes], tmp: Path) -
 TRACE_DROP = re.compile(r"^trace id \S+ (\S+ \S+ \S+) (rule .* \(verdict drop\)|policy drop)")
 
 
-def _trace_drops(text: str) -> Iterator[str]:
-    """``inet fw fwdc rule udp dport 8472 drop (verdict drop)`` for each traced drop, once each."""
-    seen = set()
+TRACE_LINE = re.compile(r"^trace id (\S+) ")
+
+
+def trace_drops(text: str, port: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The traced drops (``inet fw fwdc rule udp dport 8472 drop (verdict drop)``), once each:
+    (those of the echoes, those of the TCP probe: a trace whose packet names ``port``) (pure)."""
+    lines: dict[str, list[str]] = {}
     for line in text.splitlines():
-        m = TRACE_DROP.match(line.strip())
-        if m and (found := f"{m.group(1)} {m.group(2)}") not in seen:
-            seen.add(found)
-            yield found
+        m = TRACE_LINE.match(line.strip())
+        if m:
+            lines.setdefault(m.group(1), []).append(line.strip())
+    echo: dict[str, None] = {}
+    tcp: dict[str, None] = {}
+    for trace in lines.values():
+        is_tcp = any(f"dport {port} " in f"{line} " or f"sport {port} " in f"{line} " for line in trace)
+        for line in trace:
+            m = TRACE_DROP.match(line)
+            if m:
+                (tcp if is_tcp else echo)[f"{m.group(1)} {m.group(2)}"] = None
+    return tuple(echo), tuple(tcp)
 
 
 def _sightings(host: str, data: bytes, tokens: tuple[bytes, bytes], view: PathView) -> Iterator[Sighting]:

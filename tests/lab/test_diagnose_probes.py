@@ -196,7 +196,22 @@ def test_a_bgp_session_down_is_named_as_the_reason_routers_lack_the_route(
     """Native routing with BGP: r2 disables its session with node2 (then r1 with node1): the
     router on the way has no route, and the verdict says which BGP session is down."""
     topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true"]))
-    assert _diagnose(topo, "pod1", "pod2", code=0)["status"] == "works"
+    works = _diagnose(topo, "pod1", "pod2", code=0)
+    assert works["status"] == "works" and works["probe"]["tcp"]["ok"], works["probe"]
+    # a filter that drops only TCP lets every echo through: the TCP probe finds it, on a router
+    # and on the receiving node
+    for host, chain, rule in (
+        ("r1", "fwdc", "meta l4proto tcp drop"),
+        ("node2", "fwdn", 'oifname "lxc*" meta l4proto tcp drop'),
+    ):
+        _nft(topo, host, chain, "forward", rule)
+        doc = _verdict(topo, "pod1", "pod2")
+        assert doc["probe"]["answered"] == {"small": True, "fullSize": True}, doc["probe"]
+        assert (doc["verdict"]["host"], doc["verdict"]["kind"]) == (host, "filter"), doc["verdict"]
+        assert "TCP" in doc["verdict"]["reason"] and "l4proto tcp drop" in doc["verdict"]["reason"], doc[
+            "verdict"
+        ]
+        _heal(topo, host)
     for router, node, src, dst in (("r2", "node2", "pod1", "pod2"), ("r1", "node1", "pod2", "pod1")):
         birdc(topo.name, router, "disable", f"node_{node}")
         try:

@@ -155,3 +155,20 @@ def test_the_pod_guards_own_drop_is_a_policy_verdict() -> None:
         _loss(host="node1", role="node", nft_drops=("inet podnet_guard input rule ... drop (verdict drop)",))
     )
     assert drop.kind == "policy" and "pod guard" in drop.reason and "podnet drops" in drop.fix
+
+
+def test_traced_drops_are_told_apart_by_the_tcp_probes_port() -> None:
+    from podnet.verify.follow import trace_drops
+
+    text = "\n".join(
+        [
+            'trace id aa ip fw fwdc packet: iif "net1" ip saddr 10.244.1.2 tcp sport 50000 tcp dport 47123 ',
+            "trace id aa ip fw fwdc rule meta l4proto tcp drop (verdict drop)",
+            'trace id bb inet fw fwdc packet: iif "net1" udp dport 8472 ',
+            "trace id bb inet fw fwdc rule udp dport 8472 drop (verdict drop)",
+            "trace id cc ip filter forward policy drop",
+        ]
+    )
+    echo, tcp = trace_drops(text, 47123)
+    assert tcp == ("ip fw fwdc rule meta l4proto tcp drop (verdict drop)",)
+    assert echo == ("inet fw fwdc rule udp dport 8472 drop (verdict drop)", "ip filter forward policy drop")
