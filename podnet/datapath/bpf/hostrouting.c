@@ -224,6 +224,34 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct bpf_fib_loo
 	return count(STAT_ENCAP, bpf_redirect(outer.ifindex, 0));
 }
 
+/* a packet for another node, its TTL or hop limit already lowered, after a fib lookup that found
+ * the way (rc SUCCESS) or all but the next hop's neighbour (NO_NEIGH): into the encapsulation,
+ * or out of the device the kernel would use */
+static __always_inline int forward(struct __sk_buff *skb, struct bpf_fib_lookup *fib, long rc, __be16 proto)
+{
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = {};
+
+		if (proto == bpf_htons(ETH_P_IP)) {
+			nh.nh_family = AF_INET;
+			nh.ipv4_nh = fib->ipv4_dst;
+		} else {
+			nh.nh_family = AF_INET6;
+			__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, sizeof(nh.ipv6_nh));
+		}
+		return count(STAT_NEIGH, bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0));
+	}
+	int done;
+	int verdict = encapsulate(skb, fib, proto, &done);
+
+	if (done)
+		return verdict;
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+		return count(STAT_KERNEL, TC_ACT_OK);
+	return count(STAT_FIB, bpf_redirect(fib->ifindex, 0));
+}
+
 static __always_inline int route4(struct __sk_buff *skb)
 {
 	struct ethhdr eth;
@@ -262,28 +290,11 @@ static __always_inline int route4(struct __sk_buff *skb)
 	};
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		int done;
-
-		if (dec_ttl(skb, ip.ttl) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		int verdict = encapsulate(skb, &fib, bpf_htons(ETH_P_IP), &done);
-
-		if (done)
-			return verdict;
-		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		return count(STAT_FIB, bpf_redirect(fib.ifindex, 0));
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {.nh_family = AF_INET, .ipv4_nh = fib.ipv4_dst};
-
-		if (dec_ttl(skb, ip.ttl) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		return count(STAT_NEIGH, bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0));
-	}
-	return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+	if (dec_ttl(skb, ip.ttl) < 0)
+		return count(STAT_KERNEL, TC_ACT_OK);
+	return forward(skb, &fib, rc, bpf_htons(ETH_P_IP));
 }
 
 #define IP6_OFF ETH_HLEN
@@ -334,29 +345,11 @@ static __always_inline int route6(struct __sk_buff *skb)
 	__builtin_memcpy(fib.ipv6_dst, daddr.addr, sizeof(fib.ipv6_dst));
 	long rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		int done;
-
-		if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		int verdict = encapsulate(skb, &fib, bpf_htons(ETH_P_IPV6), &done);
-
-		if (done)
-			return verdict;
-		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		return count(STAT_FIB, bpf_redirect(fib.ifindex, 0));
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = {.nh_family = AF_INET6};
-
-		__builtin_memcpy(nh.ipv6_nh, fib.ipv6_dst, sizeof(nh.ipv6_nh));
-		if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0)
-			return count(STAT_KERNEL, TC_ACT_OK);
-		return count(STAT_NEIGH, bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0));
-	}
-	return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return count(STAT_KERNEL, TC_ACT_OK); /* too big, unreachable, ...: the kernel answers it */
+	if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0)
+		return count(STAT_KERNEL, TC_ACT_OK);
+	return forward(skb, &fib, rc, bpf_htons(ETH_P_IPV6));
 }
 
 SEC("tc")
