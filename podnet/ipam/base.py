@@ -68,6 +68,7 @@ class PoolUsage:
     needed: int | None = None  # multi-pool: addresses the node asks the operator for
     error: str = ""  # why the pool cannot give this node more (exhausted, unknown pool)
     pool_cidrs: tuple[IPNetwork, ...] = ()  # the whole pool, where the mode knows it
+    exhausted: bool = False  # no free address, and the mode gives this node no more: ADDs fail
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -79,6 +80,7 @@ class PoolUsage:
             "needed": self.needed,
             "error": self.error or None,
             "poolCIDRs": [str(c) for c in self.pool_cidrs],
+            "exhausted": self.exhausted,
         }
 
 

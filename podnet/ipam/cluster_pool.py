@@ -7,6 +7,7 @@ addresses with one ``HostAllocator`` per CIDR, the first CIDR of a family with r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, register_mode
 from podnet.ipam.host import HostAllocator, IPAMExhausted
@@ -64,7 +65,7 @@ class MultiCIDRAllocator:
         return sum(h.free_count() for h in self._hosts if h.cidr.version == family)
 
     def usage(self) -> tuple[PoolUsage, ...]:
-        return host_usage("default", self._hosts)
+        return tuple(when_full(use) for use in host_usage("default", self._hosts))
 
     def problems(self) -> list[str]:
         return []
@@ -102,6 +103,20 @@ def host_usage(pool: str, hosts: Sequence[HostAllocator]) -> tuple[PoolUsage, ..
             )
         )
     return tuple(found)
+
+
+def when_full(use: PoolUsage) -> PoolUsage:
+    """``use`` marked exhausted when every address of its fixed CIDRs is in use (nothing gives
+    the node more: cluster-pool and kubernetes hand out one pod CIDR per family)."""
+    if use.capacity == 0 or use.used < use.capacity:
+        return use
+    cidrs = ", ".join(str(c) for c in use.cidrs)
+    return replace(
+        use,
+        exhausted=True,
+        error=f"exhausted: all {use.capacity} addresses of {cidrs} in use; delete pods or give the node "
+        "another pod CIDR",
+    )
 
 
 def _factory(ctx: IPAMContext) -> MultiCIDRAllocator:

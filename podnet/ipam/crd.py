@@ -161,17 +161,34 @@ class CrdAllocator:
     def usage(self) -> tuple[PoolUsage, ...]:
         with self._lock:
             families = sorted({a.version for a in self._pool} | set(self._router)) or [4]
-            return tuple(
-                PoolUsage(
-                    pool="crd",
-                    family=f,
-                    cidrs=(),
-                    used=sum(1 for ips in self._owners.values() for a in ips if a.version == f),
-                    capacity=max(0, sum(1 for a in self._pool if a.version == f) - (f in self._router)),
-                    error="" if any(a.version == f for a in self._pool) else "spec.ipam.pool is empty",
-                )
-                for f in families
+            return tuple(self._family_usage(f) for f in families)
+
+    def _family_usage(self, family: int) -> PoolUsage:
+        """One family's use; with no free address left the pool is exhausted (nothing but its
+        author adds addresses) and the error says how full it is and what to do. Under the lock."""
+        mine = sorted(a for a in self._pool if a.version == family)
+        taken = self._taken()
+        used = sum(1 for ips in self._owners.values() for a in ips if a.version == family)
+        error = ""
+        if not mine:
+            error = f"exhausted: podnetnode {self.node} spec.ipam.pool has no IPv{family} address; add some"
+        elif all(a in taken for a in mine):
+            ranges = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(a) for a in mine)]
+            where = ", ".join(ranges) if len(ranges) <= 3 else f"{ranges[0]}, ... ({len(ranges)} ranges)"
+            router = ", 1 of them as the node's router IP" if self._router.get(family) in mine else ""
+            error = (
+                f"exhausted: all {len(mine)} addresses of podnetnode {self.node} spec.ipam.pool ({where}) "
+                f"in use{router}; add addresses to the pool"
             )
+        return PoolUsage(
+            pool="crd",
+            family=family,
+            cidrs=(),
+            used=used,
+            capacity=max(0, len(mine) - (family in self._router)),
+            error=error,
+            exhausted=bool(error),
+        )
 
     def problems(self) -> list[str]:
         with self._lock:

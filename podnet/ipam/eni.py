@@ -213,6 +213,7 @@ class EniAllocator:
                         self._status.get("limitReached") or (errors[-1].get("message") if errors else "")
                     ),
                     pool_cidrs=tuple(dict.fromkeys(e.subnet_cidr for e in self._enis)),
+                    exhausted=bool(self._status.get("limitReached")) and not self._free(),
                 ),
             )
 

@@ -309,6 +309,7 @@ class MultiPoolAllocator:
                             needed=self._needed(name, family),
                             error=error,
                             pool_cidrs=pool_def.family_cidrs(family) if pool_def else (),
+                            exhausted=pool_def is not None and bool(error) and use.used >= use.capacity,
                         )
                     )
             return tuple(found)

@@ -416,7 +416,10 @@ def eni_rows(eni: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 def ipam_line(ipam: dict[str, Any]) -> str:
     """Cilium's ``IPv4: 5/254 allocated from 10.244.1.0/24``, per family; with several pools
-    (multi-pool), each pool's share and what stops it growing."""
+    (multi-pool), each pool's share and what stops it growing. Counts too long to read are
+    shortened (an IPv6 /64: ``1/2^64-2``); ``-o json`` keeps them exact."""
+    from podnet.verify.ipam import format_use
+
     pools = ipam.get("pools")
     if pools is None:  # an agent from before pools were reported
         return (
@@ -426,24 +429,27 @@ def ipam_line(ipam: dict[str, Any]) -> str:
     parts = []
     for family in sorted({p["family"] for p in pools}):
         mine = [p for p in pools if p["family"] == family]
-        used, capacity = sum(p["used"] for p in mine), sum(p["capacity"] for p in mine)
+        use = format_use(sum(p["used"] for p in mine), sum(p["capacity"] for p in mine))
         if len(mine) == 1 and mine[0]["pool"] in ("default", "crd"):
             crd = mine[0]["pool"] == "crd"
             cidrs = ", ".join(mine[0]["cidrs"]) or ("the node's address pool" if crd else "-")
-            text = f"IPv{family}: {used}/{capacity} allocated from {cidrs}"
+            text = f"IPv{family}: {use} allocated from {cidrs}"
             if mine[0].get("error"):
                 text += f" ({mine[0]['error']})"
         else:
             each = "; ".join(_pool_text(p) for p in mine)
-            text = f"IPv{family}: {used}/{capacity} allocated from {len(mine)} IPAM pool(s): {each}"
+            text = f"IPv{family}: {use} allocated from {len(mine)} IPAM pool(s): {each}"
         parts.append(text)
     return f"{', '.join(parts) or 'no address yet'} [{ipam.get('mode')}]"
 
 
 def _pool_text(p: dict[str, Any]) -> str:
-    text = f"{p['pool']} {p['used']}/{p['capacity']} from {', '.join(p['cidrs']) or 'no CIDR yet'}"
+    from podnet.verify.ipam import format_capacity, format_use
+
+    cidrs = ", ".join(p["cidrs"]) or "no CIDR yet"
+    text = f"{p['pool']} {format_use(p['used'], p['capacity'])} from {cidrs}"
     if p.get("needed") is not None:
-        text += f", needs {p['needed']}"
+        text += f", needs {format_capacity(p['needed'])}"
     return text + (f" (ERROR {p['error']})" if p.get("error") else "")
 
 

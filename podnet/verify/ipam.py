@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from podnet.verify.view import ClusterView, ViewError
@@ -38,13 +38,63 @@ def ipam_report(view: ClusterView, node: str | None = None) -> dict[str, Any]:
                 key, {"pool": use["pool"], "family": use["family"], "poolCIDRs": [], "nodes": {}}
             )
             entry["poolCIDRs"] = entry["poolCIDRs"] or use.get("poolCIDRs") or []
-            entry["nodes"][name] = {k: use.get(k) for k in ("cidrs", "used", "capacity", "needed", "error")}
+            entry["nodes"][name] = node_use(use)
     for entry in pools.values():
-        held = entry["nodes"].values()
-        entry["used"] = sum(n["used"] for n in held)
-        entry["capacity"] = sum(n["capacity"] for n in held)
-        entry["exhausted"] = any("exhausted" in (n["error"] or "") for n in held)
+        entry.update(pool_totals(entry["nodes"]))
     return {"nodes": nodes, "pools": dict(sorted(pools.items()))}
+
+
+def node_use(use: Mapping[str, Any]) -> dict[str, Any]:
+    """One node's share of a pool as the report keeps it. ``exhausted`` is the agent's word (its
+    IPAM mode knows whether anything gives the node more); an agent too old to say is taken
+    at its error's word."""
+    found = {k: use.get(k) for k in ("cidrs", "used", "capacity", "needed", "error")}
+    found["exhausted"] = bool(
+        use["exhausted"] if "exhausted" in use else "exhausted" in (use.get("error") or "")
+    )
+    return found
+
+
+def pool_totals(nodes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A pool's totals over its nodes (exact integers, for ``-o json``). The pool is exhausted when
+    one of its nodes is, or when a node's error says the pool itself is (multi-pool: no CIDR left
+    to carve, while nodes may still have free addresses)."""
+    exhausted_nodes = sorted(name for name, use in nodes.items() if use["exhausted"])
+    return {
+        "used": sum(use["used"] for use in nodes.values()),
+        "capacity": sum(use["capacity"] for use in nodes.values()),
+        "exhausted": bool(exhausted_nodes) or any("exhausted" in (u["error"] or "") for u in nodes.values()),
+        "exhaustedNodes": exhausted_nodes,
+    }
+
+
+def pool_state(entry: Mapping[str, Any]) -> str:
+    """The total row's verdict: ``ok``, or ``EXHAUSTED`` and where."""
+    if entry["exhaustedNodes"]:
+        return f"EXHAUSTED on {', '.join(entry['exhaustedNodes'])}"
+    if entry["exhausted"]:
+        free = entry["capacity"] - entry["used"]
+        return f"EXHAUSTED: the pool gives no node more; {format_capacity(free)} free on its nodes"
+    return "ok"
+
+
+def format_capacity(n: int) -> str:
+    """An address count people can read: exact up to six digits, then as a power of two when it
+    is one give or take a few (a /64 holds ``2^64-2`` pod addresses), else ``~1.8e19``. Text only:
+    ``-o json`` keeps the exact integers."""
+    if abs(n) < 10**6:
+        return str(n)
+    for k in (n.bit_length() - 1, n.bit_length()):
+        rest = n - (1 << k)
+        if abs(rest) < 1000:
+            return f"2^{k}{rest:+d}" if rest else f"2^{k}"
+    mantissa, exponent = f"{n:.1e}".split("e")
+    return f"~{mantissa}e{int(exponent)}"
+
+
+def format_use(used: int, capacity: int) -> str:
+    """``5/254``, ``1/2^64-2``."""
+    return f"{format_capacity(used)}/{format_capacity(capacity)}"
 
 
 def failed_start(view: ClusterView, pod: str) -> tuple[str, dict[str, Any]] | None:
@@ -65,32 +115,46 @@ def failed_start(view: ClusterView, pod: str) -> tuple[str, dict[str, Any]] | No
 
 
 def print_report(report: dict[str, Any]) -> None:
+    print("\n".join(report_lines(report)))
+
+
+def report_lines(report: Mapping[str, Any]) -> list[str]:
+    """The table: one row per pool and node, a total row per pool, then agents not answering
+    and the failed pod starts."""
     width = max([20, *(len(", ".join(e["poolCIDRs"])) for e in report["pools"].values())]) + 2
-    print(f"{'POOL':<14}{'POOL CIDRS':<{width}}{'NODE':<10}{'NODE CIDRS':<34}{'USED':>10}{'NEEDS':>7}  ERROR")
+    lines = [f"{'POOL':<14}{'POOL CIDRS':<{width}}{'NODE':<10}{'NODE CIDRS':<34}{'USED':>6}/{'OF':<9}"
+             f"{'NEEDS':>7}  ERROR"]  # fmt: skip
     for entry in report["pools"].values():
         label = entry["pool"] if entry["family"] == 4 else f"{entry['pool']} (v6)"
         pool_cidrs = ", ".join(entry["poolCIDRs"]) or "-"
         for i, (node, use) in enumerate(sorted(entry["nodes"].items())):
             cidrs = ", ".join(use["cidrs"] or []) or "-"
-            needs = "-" if use["needed"] is None else str(use["needed"])
-            print(
+            needs = "-" if use["needed"] is None else format_capacity(use["needed"])
+            error = use["error"] or ("exhausted" if use["exhausted"] else "-")
+            lines.append(
                 f"{label if i == 0 else '':<14}{pool_cidrs if i == 0 else '':<{width}}{node:<10}{cidrs:<34}"
-                f"{use['used']:>4}/{use['capacity']:<5}{needs:>7}  {use['error'] or '-'}"
+                f"{_use_cell(use['used'], use['capacity'])}{needs:>7}  {error}"
             )
-        state = "EXHAUSTED" if entry["exhausted"] else "ok"
-        print(
-            f"{'':<14}{'':<22}{'total':<10}{'':<34}{entry['used']:>4}/{entry['capacity']:<5}{'':>7}  {state}"
+        lines.append(
+            f"{'':<14}{'':<{width}}{'total':<10}{'':<34}{_use_cell(entry['used'], entry['capacity'])}"
+            f"{'':>7}  {pool_state(entry)}"
         )
+    for node, doc in report["nodes"].items():
+        if "error" in doc:
+            lines.append(f"node {node}: agent not answering: {doc['error']}")
     failures = [(n, f) for n, doc in report["nodes"].items() for f in doc.get("failedAdds") or []]
-    errors = [(n, doc["error"]) for n, doc in report["nodes"].items() if "error" in doc]
-    for node, error in errors:
-        print(f"node {node}: agent not answering: {error}")
     if failures:
-        print("\nFailed pod starts (CNI ADD), newest last:")
+        lines += ["", "Failed pod starts (CNI ADD), newest last:"]
         for node, f in sorted(failures, key=lambda nf: float(nf[1].get("at") or 0)):
             when = time.strftime("%H:%M:%S", time.localtime(float(f.get("at") or 0)))
-            print(f"  {when} {node:<8} {f.get('pod') or f.get('containerID')}: code {f.get('code')} "
-                  f"{f.get('msg')}: {f.get('details')}")  # fmt: skip
+            lines.append(f"  {when} {node:<8} {f.get('pod') or f.get('containerID')}: code {f.get('code')} "
+                         f"{f.get('msg')}: {f.get('details')}")  # fmt: skip
+    return lines
+
+
+def _use_cell(used: int, capacity: int) -> str:
+    """``  253/254      ``: the slash in one column, whatever the numbers' size."""
+    return f"{format_capacity(used):>6}/{format_capacity(capacity):<9}"
 
 
 def add_parser(sub: argparse._SubParsersAction, run: Callable[[argparse.Namespace], int]) -> None:  # type: ignore[type-arg]

@@ -8,14 +8,16 @@ import dataclasses
 import ipaddress
 import json
 import os
+import re
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from itertools import permutations
 from typing import Any
 
 import pytest
-from labhelpers import podnet_json, sh, wait_for
+from labhelpers import PODNET, podnet_json, sh, wait_for
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
@@ -96,6 +98,16 @@ def test_crd_mode_hands_out_only_the_pool_and_records_owners(lab_up: Callable[..
     wait_for(lambda: _free(topo, "node1") == 0, "node1 to see its emptied pool")
     with pytest.raises(cl.ClusterError, match=r"code 100.*node node1.*podnetnode node1 spec.ipam.pool"):
         _add_pod(topo, Pod("late", "node1"))
+    # podnet ipam says so (issue 29): node1's ERROR column says why, the total row names node1
+    crd = podnet_json("ipam", "--lab", topo.name, "-o", "json")["pools"]["crd/IPv4"]
+    assert crd["exhausted"] and crd["exhaustedNodes"] == ["node1"] and crd["nodes"]["node1"]["exhausted"]
+    table = subprocess.run([PODNET, "ipam", "--lab", topo.name], capture_output=True, text=True, check=True)
+    rows = table.stdout.split("\n\n")[0].splitlines()  # the pools, not the failed starts below
+    (row,) = [r for r in rows if " node1 " in r]
+    why = r"exhausted: all \d+ addresses of podnetnode node1 spec.ipam.pool \(.*\) in use"
+    assert re.search(why, row), row
+    assert "add addresses to the pool" in row
+    assert any(r.split()[:1] == ["total"] and r.endswith("EXHAUSTED on node1") for r in rows), table.stdout
     admin.patch(
         PodnetNode, "node1", {"spec": {"ipam": {"pool": {"10.244.0.200": {}}}}}, patch_type=PatchType.MERGE
     )
