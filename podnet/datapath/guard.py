@@ -8,10 +8,10 @@ A pod is not trusted. In the node's namespace the table enforces:
   dropped too (fail closed: the CNI handler adds the entry before the pod is wired);
 - **tunnel packets only from nodes**: UDP to the tunnel port is accepted only from the underlay
   addresses of current peers (counter ``tunnel_foreign``);
-- **pods reach only what they should**: from a pod, nothing to the store's endpoints
-  (``pod_to_control_plane``), to BGP (TCP 179, ``pod_to_bgp``) or to any tunnel port
-  (``pod_to_tunnel``); to the node itself only ICMP, replies, and the ports a user opens
-  (``podGuard.nodePorts``; ``pod_to_node``).
+- **pods reach only what they should**: from a pod, nothing to the store's endpoints (their
+  client port, and etcd's peer port 2380 on the same address: ``pod_to_control_plane``), to BGP
+  (TCP 179, ``pod_to_bgp``) or to any tunnel port (``pod_to_tunnel``); to the node itself only
+  ICMP, replies, and the ports a user opens (``podGuard.nodePorts``; ``pod_to_node``).
 
 With drop events on (``bpf.events.drop.enabled``, the default) every drop rule is preceded by a
 rule with the same match that sends the packet's headers to NFLOG group ``DROP_GROUP`` with the
@@ -41,6 +41,8 @@ TUNNEL_PORTS = (
     8472,
 )  # every tunnel port a pod must not send to (IANA VXLAN, Geneve, Linux VXLAN)
 BGP_PORT = 179
+ETCD_CLIENT_PORT = 2379  # a store endpoint's port when its URL names none
+ETCD_PEER_PORT = 2380  # etcd members replicate here (peer URLs); closed on every endpoint's address
 DROP_GROUP = 17  # NFLOG group of the guard's drop events (one per namespace)
 DROP_PREFIX = "podnet-drop:"
 DROP_LOG_RATE = "limit rate 100/second burst 50 packets"
@@ -59,7 +61,7 @@ class GuardPlan:
     endpoints: tuple[EndpointSource, ...]
     peer_underlay: tuple[IPAddress, ...]  # tunnel packets are accepted only from these
     tunnel_port: int | None  # None: the node does not receive tunnel packets (native mode)
-    control_plane: tuple[tuple[IPAddress, int], ...]  # the store's endpoints (address, TCP port)
+    control_plane: tuple[tuple[IPAddress, int], ...]  # (address, TCP port): control_plane_of()
     node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp"|"udp", port) pods may open on the node
     source_verification: bool = True  # enableSourceIPVerification
     isolation: bool = True  # podGuard.enabled: tunnel sources, and what pods may reach
@@ -204,14 +206,19 @@ def delete_endpoint_script(source: EndpointSource) -> str:
 
 
 def control_plane_of(endpoints: Iterable[str]) -> list[tuple[IPAddress, int]]:
-    """(address, port) of store endpoints given as URLs with an IP address (names are skipped)."""
+    """The (address, TCP port) pairs pods must not reach, from the store's endpoints given as URLs
+    with an IP address (names are skipped): each endpoint's client port, and etcd's peer port on
+    the same address (a member there refuses a pod by mutual TLS; the guard keeps it from trying).
+
+    ``https://10.0.0.1:2379`` -> ``(10.0.0.1, 2379), (10.0.0.1, 2380)``"""
     from urllib.parse import urlsplit
 
     found = []
     for url in endpoints:
         parts = urlsplit(url)
         try:
-            found.append((ipaddress.ip_address(parts.hostname or ""), parts.port or 2379))
+            address = ipaddress.ip_address(parts.hostname or "")
         except ValueError:
             continue
+        found += [(address, parts.port or ETCD_CLIENT_PORT), (address, ETCD_PEER_PORT)]
     return found

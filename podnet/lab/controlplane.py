@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from podnet.datapath.guard import ETCD_CLIENT_PORT, ETCD_PEER_PORT  # the ports the pod guard closes
 from podnet.lab import pki
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
 from podnet.lab.topomodel import url_host
 from podnet.store.client import TlsFiles
-
-ETCD_CLIENT_PORT = 2379
-ETCD_PEER_PORT = 2380
 
 
 def etcd_endpoint(topo: Topology) -> str:
