@@ -6,8 +6,9 @@
 // exists; the agent never opens a path it is given), and prints what the agent answers. The agent
 // validates the call and decides the output (podnet/cni/answer.py), so this program and the
 // Python shim (podnet/cni/shim.py) cannot drift apart: the same conformance tests run against
-// both. Only what needs no agent happens here: VERSION, the size limit of the config, and the
-// errors of an agent that cannot be reached. The constants come from podnet/cni/spec.py, written
+// both. Only what needs no agent happens here: VERSION, the size limit of the config, an
+// agentSocket that is no string or names no socket, and the errors of an agent that cannot be
+// reached. The constants come from podnet/cni/spec.py, written
 // into zz_spec.go when the plugin is built (scripts/build-plugin.sh). Standard library only.
 package main
 
@@ -47,11 +48,17 @@ func (e *cniError) Error() string {
 }
 
 // head is what the plugin reads of the config itself: where the agent is and which version to
-// word a transport error in. Validation is the agent's.
+// word a transport error in. Validation is the agent's, but for agentSocket (locateSocket).
 type head struct {
 	CNIVersion  interface{} `json:"cniVersion"`
 	AgentSocket interface{} `json:"agentSocket"`
 }
+
+// Where the socket path came from (spec.locate_agent_socket): SocketEnv, agentSocketKey or this.
+const (
+	agentSocketKey = "agentSocket"
+	socketDefault  = "default"
+)
 
 func main() {
 	os.Exit(run())
@@ -73,6 +80,10 @@ func run() int {
 	h, derr := readHead(stdin)
 	if derr != nil {
 		return fail(command, head{}, derr)
+	}
+	path, source, serr := locateSocket(h)
+	if serr != nil {
+		return fail(command, h, serr)
 	}
 	env := map[string]string{}
 	for _, name := range ForwardedEnv {
@@ -100,7 +111,7 @@ func run() int {
 			request["netnsError"] = fmt.Sprintf("pod network namespace %s cannot be opened: %s", path, strerror(err))
 		}
 	}
-	answer, cerr := call(socketPath(h), request, fd, timeout)
+	answer, cerr := call(path, source, request, fd, timeout)
 	if fd >= 0 {
 		syscall.Close(fd)
 	}
@@ -167,14 +178,83 @@ func readHead(stdin []byte) (head, *cniError) {
 	return head{CNIVersion: config["cniVersion"], AgentSocket: config["agentSocket"]}, nil
 }
 
-func socketPath(h head) string {
+// locateSocket is the agent socket and where its path came from: env PODNET_AGENT_SOCKET, else
+// the config's agentSocket, else the default. An agentSocket that is not a string is code 7
+// naming the key, whatever the environment says (null and "" mean the key is not given).
+func locateSocket(h head) (string, string, *cniError) {
+	value, isString := h.AgentSocket.(string)
+	if h.AgentSocket != nil && !isString {
+		return "", "", &cniError{ErrInvalidNetconf, "invalid network config",
+			agentSocketKey + " must be a string path to the podnet agent's unix socket, not " + jsonKind(h.AgentSocket)}
+	}
 	if path := os.Getenv(SocketEnv); path != "" {
-		return path
+		return path, SocketEnv, nil
 	}
-	if path, ok := h.AgentSocket.(string); ok && path != "" {
-		return path
+	if value != "" {
+		return value, agentSocketKey, nil
 	}
-	return DefaultAgentSocket
+	return DefaultAgentSocket, socketDefault, nil
+}
+
+// jsonKind words a decoded JSON value's type as spec.json_kind does.
+func jsonKind(v interface{}) string {
+	switch v.(type) {
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	case map[string]interface{}:
+		return "an object"
+	case []interface{}:
+		return "an array"
+	case string:
+		return "a string"
+	}
+	return "null"
+}
+
+// socketProblem is why path cannot be the agent's socket, answered at once, or nil when a socket
+// is there (spec.socket_problem, word for word). found is "" when nothing is at path.
+func socketProblem(path, source, found string) *cniError {
+	if found == "socket" {
+		return nil
+	}
+	what := "does not exist"
+	if found != "" {
+		what = "is " + found + ", not a unix socket"
+	}
+	if source == agentSocketKey {
+		return &cniError{ErrInvalidNetconf, "invalid network config",
+			agentSocketKey + " " + path + " " + what + ": set " + agentSocketKey + " to the podnet agent's socket " +
+				"(the agent's own " + agentSocketKey + " setting), or remove the key for the default " + DefaultAgentSocket}
+	}
+	where, hint := path, "an agent on another socket is named by "+agentSocketKey+" in the network config"
+	if source == SocketEnv {
+		where, hint = path+" (from "+SocketEnv+")", SocketEnv+" overrides the config's "+agentSocketKey
+	}
+	return &cniError{ErrTryAgainLater, "podnet agent is not reachable",
+		where + " " + what + "; is the podnet agent running on this node? (" + hint + ")"}
+}
+
+// foundAt is what is at path in socketProblem's words; a path that cannot be looked at
+// (permissions) counts as a socket, and connecting to it says what is wrong.
+func foundAt(path string) string {
+	info, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return ""
+		}
+		return "socket"
+	}
+	switch mode := info.Mode(); {
+	case mode&os.ModeSocket != 0:
+		return "socket"
+	case mode.IsDir():
+		return "a directory"
+	case mode.IsRegular():
+		return "a regular file"
+	}
+	return "a special file"
 }
 
 type agentAnswer struct {
@@ -183,8 +263,8 @@ type agentAnswer struct {
 	Log    string          `json:"log"`
 }
 
-func call(path string, request map[string]interface{}, fd int, timeout time.Duration) (*agentAnswer, *cniError) {
-	conn, cerr := connect(path, minDuration(timeout, connectWait))
+func call(path, source string, request map[string]interface{}, fd int, timeout time.Duration) (*agentAnswer, *cniError) {
+	conn, cerr := connect(path, source, minDuration(timeout, connectWait))
 	if cerr != nil {
 		return nil, cerr
 	}
@@ -212,14 +292,21 @@ func call(path string, request map[string]interface{}, fd int, timeout time.Dura
 	return &answer, nil
 }
 
-// connect retries a full listen backlog or an agent that is restarting, with growing pauses.
-func connect(path string, wait time.Duration) (*net.UnixConn, *cniError) {
+// connect retries a full listen backlog or an agent that is restarting (its socket refuses, or
+// is being replaced), with growing pauses. When the first try fails and no socket is there at
+// all, the answer comes at once.
+func connect(path, source string, wait time.Duration) (*net.UnixConn, *cniError) {
 	deadline := time.Now().Add(wait)
 	pause := 5 * time.Millisecond
-	for {
+	for first := true; ; first = false {
 		conn, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
 		if err == nil {
 			return conn, nil
+		}
+		if first {
+			if problem := socketProblem(path, source, foundAt(path)); problem != nil {
+				return nil, problem
+			}
 		}
 		retry := errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
 		if !retry || time.Now().Add(pause).After(deadline) {

@@ -4,8 +4,8 @@ It sends the CNI_* environment, stdin and the open ``CNI_NETNS`` (SCM_RIGHTS: th
 the runtime's mount namespace, where that path exists) to the agent and prints what comes back;
 the agent validates and answers (``podnet.cni.answer``), so this shim and the compiled plugin in
 ``cniplugin/`` behave alike and run the same conformance tests. Only what needs no agent happens
-here: VERSION, and the errors of an agent that cannot be reached. Stdlib only, imported at every
-pod start.
+here: VERSION, an ``agentSocket`` that is no string or names no socket, and the errors of an agent
+that cannot be reached. Stdlib only, imported at every pod start.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import binascii
 import errno
 import json
 import os
+import stat
 import sys
 import time
 
@@ -33,15 +34,20 @@ DEADLINE_MARGIN = 1.0  # the agent must be done this long before the plugin give
 
 
 def call_agent(
-    socket_path: str, request: Mapping[str, Any], timeout: float = DEFAULT_TIMEOUT, fd: int | None = None
+    socket_path: str,
+    request: Mapping[str, Any],
+    timeout: float = DEFAULT_TIMEOUT,
+    fd: int | None = None,
+    source: str = spec.SOCKET_ENV,
 ) -> dict[str, Any]:
     """Send one request (with ``fd`` attached, if given), return the decoded response; an
-    unreachable agent is code 11, garbage 105.
+    unreachable agent is code 11 (a path named by the config's ``agentSocket`` that is no socket:
+    7, ``spec.socket_problem``; ``source`` says where the path came from), garbage 105.
 
     The request carries a ``deadline`` (unix seconds): an agent that cannot finish by then gives
     up and undoes its work, so nothing completes after this plugin reported a failure."""
     request = {**request, "deadline": time.time() + timeout - DEADLINE_MARGIN}
-    sock = _connect(socket_path, min(timeout, CONNECT_WAIT))
+    sock = _connect(socket_path, min(timeout, CONNECT_WAIT), source)
     sock.settimeout(timeout)
     try:
         try:
@@ -71,11 +77,13 @@ def _send(sock: socket.socket, data: bytes, fd: int | None) -> None:
         sock.sendall(data)
 
 
-def _connect(socket_path: str, wait: float) -> socket.socket:
-    """A connected socket; a full listen backlog, or an agent that is restarting, is retried with
-    growing pauses for up to ``wait`` seconds."""
+def _connect(socket_path: str, wait: float, source: str) -> socket.socket:
+    """A connected socket; a full listen backlog, or an agent that is restarting (its socket
+    refuses, or is being replaced), is retried with growing pauses for up to ``wait`` seconds.
+    When the first try fails and no socket is there at all, the answer comes at once."""
     deadline = time.monotonic() + wait
     pause = 0.005
+    first = True
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -83,6 +91,10 @@ def _connect(socket_path: str, wait: float) -> socket.socket:
             return sock
         except OSError as exc:
             sock.close()
+            problem = spec.socket_problem(socket_path, source, _found_at(socket_path)) if first else None
+            if problem is not None:
+                raise problem from None
+            first = False
             if exc.errno not in _RETRY_CONNECT or time.monotonic() + pause > deadline:
                 raise spec.CniError(
                     spec.ERR_TRY_AGAIN_LATER,
@@ -92,6 +104,22 @@ def _connect(socket_path: str, wait: float) -> socket.socket:
                 ) from None
         time.sleep(pause)
         pause = min(pause * 2, 0.25)
+
+
+def _found_at(path: str) -> str | None:
+    """What is at ``path``, in ``spec.socket_problem``'s words; a path that cannot be looked at
+    (permissions) counts as a socket, and connecting to it says what is wrong."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return "socket"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "a regular file" if stat.S_ISREG(mode) else "a special file"
 
 
 def _read_line(sock: socket.socket) -> bytes:
@@ -125,11 +153,13 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
         code, output = spec.version_answer(stdin)
         _emit(stdout, output)
         return code
+    head: dict[str, Any] = {}
     try:
         spec.check_size(stdin)
         head = spec.config_head(stdin)
+        socket_path, source = spec.locate_agent_socket(head, env)
     except spec.CniError as err:
-        _emit(stdout, err.to_json())
+        _emit(stdout, spec.transport_error(command, head, err))
         print(f"podnet: {command} failed: {err}", file=sys.stderr)
         return 1
     request = {
@@ -145,7 +175,7 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: TextIO) -> int:
             timeout = float(env.get("PODNET_CNI_TIMEOUT") or DEFAULT_TIMEOUT)
         except ValueError:
             timeout = DEFAULT_TIMEOUT
-        answer = call_agent(spec.agent_socket(head, env), request, timeout, fd)
+        answer = call_agent(socket_path, request, timeout, fd, source)
         output, code, log = answer.get("output"), answer.get("exit"), answer.get("log")
         if not isinstance(code, int) or not isinstance(output, dict | None):
             raise spec.CniError(spec.ERR_AGENT_PROTOCOL, "bad answer from podnet agent", f"{answer!r:.200}")

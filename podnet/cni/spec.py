@@ -42,6 +42,8 @@ ERR_AGENT_INTERNAL = 199
 
 DEFAULT_AGENT_SOCKET = "/run/podnet/agent.sock"
 SOCKET_ENV = "PODNET_AGENT_SOCKET"
+AGENT_SOCKET_KEY = "agentSocket"  # the netconf key naming the agent socket
+SOCKET_DEFAULT = "default"  # locate_agent_socket: the path is DEFAULT_AGENT_SOCKET
 VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
 # The environment a plugin forwards to the agent; everything else in its environment stays with it.
 FORWARDED_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
@@ -224,9 +226,9 @@ def parse_config(command: str, stdin: bytes) -> dict[str, Any]:
     name = config.get("name")
     if not isinstance(name, str) or not _NETWORK_NAME.match(name):
         raise CniError(ERR_INVALID_NETCONF, "invalid network config", f"network name {name!r} is not valid")
-    socket_path = config.get("agentSocket")
+    socket_path = config.get(AGENT_SOCKET_KEY)
     if socket_path is not None and not isinstance(socket_path, str):
-        raise CniError(ERR_INVALID_NETCONF, "invalid network config", "agentSocket must be a string path")
+        raise agent_socket_type_error(socket_path)
     if "prevResult" in config:
         prev_result_ips(config)
     if command == "GC":
@@ -344,7 +346,72 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
 
 def agent_socket(config: Mapping[str, Any], env: Mapping[str, str]) -> str:
     """The agent socket: env ``PODNET_AGENT_SOCKET``, else netconf ``agentSocket``, else the default."""
-    return env.get(SOCKET_ENV) or str(config.get("agentSocket") or DEFAULT_AGENT_SOCKET)
+    return locate_agent_socket(config, env)[0]
+
+
+def locate_agent_socket(config: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, str]:
+    """(the agent socket, where its path came from: ``PODNET_AGENT_SOCKET``, ``agentSocket`` or
+    ``default``). An ``agentSocket`` that is not a string is code 7 naming the key, whatever the
+    environment says (null and "" mean the key is not given)."""
+    value = config.get(AGENT_SOCKET_KEY)
+    if value is not None and not isinstance(value, str):
+        raise agent_socket_type_error(value)
+    if env.get(SOCKET_ENV):
+        return env[SOCKET_ENV], SOCKET_ENV
+    if value:
+        return value, AGENT_SOCKET_KEY
+    return DEFAULT_AGENT_SOCKET, SOCKET_DEFAULT
+
+
+def agent_socket_type_error(value: Any) -> CniError:
+    return CniError(
+        ERR_INVALID_NETCONF,
+        "invalid network config",
+        f"{AGENT_SOCKET_KEY} must be a string path to the podnet agent's unix socket, not {json_kind(value)}",
+    )
+
+
+def json_kind(value: Any) -> str:
+    """``a number``, ``an object``...: a JSON value's type as the compiled plugin words it too."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return "a string" if isinstance(value, str) else "null"
+
+
+def socket_problem(path: str, source: str, found: str | None) -> CniError | None:
+    """Why ``path`` cannot be the agent's socket, answered at once (no waiting for an agent that
+    will never listen there), or None when a socket is there (an agent that refuses is restarting:
+    the plugin waits for it). ``found`` is what the plugin saw at ``path``: None for nothing, else
+    ``socket``, ``a directory``, ``a regular file`` or ``a special file``.
+
+    A path the network config names is the config's fault (code 7 naming ``agentSocket``); the
+    default path, or ``PODNET_AGENT_SOCKET``'s, missing means no agent runs here yet (code 11)."""
+    if found == "socket":
+        return None
+    what = "does not exist" if found is None else f"is {found}, not a unix socket"
+    if source == AGENT_SOCKET_KEY:
+        return CniError(
+            ERR_INVALID_NETCONF,
+            "invalid network config",
+            f"{AGENT_SOCKET_KEY} {path} {what}: set {AGENT_SOCKET_KEY} to the podnet agent's socket "
+            f"(the agent's own {AGENT_SOCKET_KEY} setting), or remove the key for the default "
+            f"{DEFAULT_AGENT_SOCKET}",
+        )
+    if source == SOCKET_ENV:
+        where, hint = f"{path} (from {SOCKET_ENV})", f"{SOCKET_ENV} overrides the config's {AGENT_SOCKET_KEY}"
+    else:
+        where, hint = path, f"an agent on another socket is named by {AGENT_SOCKET_KEY} in the network config"
+    return CniError(
+        ERR_TRY_AGAIN_LATER,
+        "podnet agent is not reachable",
+        f"{where} {what}; is the podnet agent running on this node? ({hint})",
+    )
 
 
 def version_info() -> dict[str, Any]:
@@ -379,9 +446,10 @@ def _no_constants(name: str) -> Any:
 
 
 def config_head(stdin: bytes) -> dict[str, Any]:
-    """``cniVersion`` and ``agentSocket`` of the config: a plugin needs them to find the agent
-    and to word an error when the agent cannot answer. A config that is not a JSON object is
-    code 6 here already (without the agent); everything else is the agent's to validate."""
+    """``cniVersion`` (when a string) and ``agentSocket`` (as given: ``locate_agent_socket``
+    checks it) of the config: a plugin needs them to find the agent and to word an error when the
+    agent cannot answer. A config that is not a JSON object is code 6 here already (without the
+    agent); everything else is the agent's to validate."""
     try:
         config = json.loads(stdin, parse_constant=_no_constants)  # NaN/Infinity: not JSON (as Go)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -389,7 +457,10 @@ def config_head(stdin: bytes) -> dict[str, Any]:
         raise CniError(ERR_DECODE, "failed to decode network config from stdin", detail) from None
     if not isinstance(config, dict):
         raise CniError(ERR_DECODE, "failed to decode network config from stdin", "stdin is not a JSON object")
-    return {k: config[k] for k in ("cniVersion", "agentSocket") if isinstance(config.get(k), str)}
+    head = {"cniVersion": config["cniVersion"]} if isinstance(config.get("cniVersion"), str) else {}
+    if config.get(AGENT_SOCKET_KEY) is not None:
+        head[AGENT_SOCKET_KEY] = config[AGENT_SOCKET_KEY]
+    return head
 
 
 def transport_error(command: str, head: Mapping[str, Any], err: CniError) -> dict[str, Any]:

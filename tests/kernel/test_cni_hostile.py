@@ -142,10 +142,12 @@ BAD_NETCONF, BAD_ENV = spec.ERR_INVALID_NETCONF, spec.ERR_INVALID_ENV
         ("ADD", "*", None, BAD_ENV, "CNI_IFNAME"),
         ("ADD", "ünïcode", None, BAD_ENV, "CNI_IFNAME"),
         ("ADD", "eth\x01", None, BAD_ENV, "CNI_IFNAME"),
+        ("ADD", "eth0", json.dumps({**CONF, "agentSocket": 42}).encode(), BAD_NETCONF, "agentSocket"),
+        ("DEL", "eth0", json.dumps({**CONF, "agentSocket": ["/x"]}).encode(), BAD_NETCONF, "agentSocket"),
     ],
     ids=["deep-json", "huge-config", "prev-str", "prev-int", "prev-list", "ips-str", "ips-ints",
          "address-list", "ifname-dash", "ifname-semicolon", "ifname-star", "ifname-unicode",
-         "ifname-control"],
+         "ifname-control", "agent-socket-number", "agent-socket-array"],
 )  # fmt: skip
 def test_hostile_input_gets_a_spec_error_naming_the_field(
     make_node: Callable[..., Node],
@@ -167,6 +169,35 @@ def test_hostile_input_gets_a_spec_error_naming_the_field(
     assert field in out.get("details", "") + out.get("msg", ""), out
     assert "Traceback" not in json.dumps(out)
     assert (node.handler.records(), node.allocator.allocated(), node.lxc_links()) == before
+
+
+def test_an_agent_socket_that_names_no_socket_is_code_7_at_once_and_the_right_one_works(
+    make_node: Callable[..., Node], netns_factory: Callable[[str], str]
+) -> None:
+    """As a runtime calls the plugin (no PODNET_AGENT_SOCKET: the config's agentSocket says where
+    the agent is): a typo in the path is answered at once with code 7 naming the key and the path,
+    nothing is made; the right path starts the pod."""
+    node = make_node()
+    pod = pod_path(netns_factory("pod"))
+    typo = f"{node.sock}x"
+    env = {k: v for k, v in node.env("ADD", "c1", pod).items() if k != spec.SOCKET_ENV}
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.ns, str(node.plugin)],
+        input=json.dumps({**CONF, "agentSocket": typo}).encode(), env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["code"] == spec.ERR_INVALID_NETCONF, out
+    assert out["details"].startswith(f"agentSocket {typo} does not exist"), out
+    assert time.monotonic() - started < 5, "the plugin waited for an agent that cannot be there"
+    assert_nothing_made(node)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.ns, str(node.plugin)],
+        input=json.dumps({**CONF, "agentSocket": str(node.sock)}).encode(), env=env, capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r.container_id for r in node.handler.records()] == ["c1"]
 
 
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)

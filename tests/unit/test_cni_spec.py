@@ -137,6 +137,72 @@ def test_agent_socket_precedence() -> None:
     assert spec.agent_socket({"agentSocket": "/a.sock"}, {spec.SOCKET_ENV: "/b.sock"}) == "/b.sock"
 
 
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (42, "a number"),
+        (1.5, "a number"),
+        (True, "a boolean"),
+        ({"path": "/x"}, "an object"),
+        (["/x"], "an array"),
+    ],
+)
+def test_an_agent_socket_that_is_not_a_string_is_code_7_naming_the_key(value: object, kind: str) -> None:
+    """The plugin's own check (before any connect) and the agent's say the same."""
+    for env in ({}, {spec.SOCKET_ENV: "/b.sock"}):  # the environment does not excuse the config
+        with pytest.raises(spec.CniError) as info:
+            spec.locate_agent_socket({"agentSocket": value}, env)
+        assert info.value.code == spec.ERR_INVALID_NETCONF
+        assert (
+            info.value.details
+            == f"agentSocket must be a string path to the podnet agent's unix socket, not {kind}"
+        )
+    with pytest.raises(spec.CniError) as agent:
+        spec.parse_invocation(ADD_ENV, netconf(agentSocket=value))
+    assert (agent.value.code, agent.value.details) == (info.value.code, info.value.details)
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "located"),
+    [
+        ({}, {}, (spec.DEFAULT_AGENT_SOCKET, "default")),
+        ({"agentSocket": None}, {}, (spec.DEFAULT_AGENT_SOCKET, "default")),
+        ({"agentSocket": ""}, {}, (spec.DEFAULT_AGENT_SOCKET, "default")),
+        ({"agentSocket": "/a.sock"}, {}, ("/a.sock", "agentSocket")),
+        ({"agentSocket": "/a.sock"}, {spec.SOCKET_ENV: "/b.sock"}, ("/b.sock", spec.SOCKET_ENV)),
+    ],
+)
+def test_where_the_socket_path_comes_from(
+    config: dict[str, object], env: dict[str, str], located: tuple[str, str]
+) -> None:
+    assert spec.locate_agent_socket(config, env) == located
+
+
+@pytest.mark.parametrize(
+    ("source", "found", "code", "words"),
+    [
+        ("agentSocket", None, 7, "agentSocket /x/agent.sock does not exist: set agentSocket to"),
+        ("agentSocket", "a regular file", 7, "agentSocket /x/agent.sock is a regular file, not a unix"),
+        ("agentSocket", "a directory", 7, "agentSocket /x/agent.sock is a directory, not a unix socket"),
+        ("default", None, 11, "/x/agent.sock does not exist; is the podnet agent running on this node? (an "
+         "agent on another socket is named by agentSocket in the network config)"),
+        (spec.SOCKET_ENV, None, 11, "/x/agent.sock (from PODNET_AGENT_SOCKET) does not exist; is the podnet "
+         "agent running"),
+        (spec.SOCKET_ENV, "a special file", 11, "is a special file, not a unix socket"),
+    ],
+)  # fmt: skip
+def test_a_path_with_no_socket_is_answered_at_once(
+    source: str, found: str | None, code: int, words: str
+) -> None:
+    """A path the config names is the config's fault (7, naming agentSocket); the default or the
+    environment's path with nothing there: no agent runs yet (11). A socket that is there is left
+    to the connect loop (an agent restarting)."""
+    problem = spec.socket_problem("/x/agent.sock", source, found)
+    assert problem is not None and problem.code == code and words in problem.details, problem
+    assert "agentSocket" in problem.details
+    assert spec.socket_problem("/x/agent.sock", source, "socket") is None
+
+
 def test_error_json_shape() -> None:
     err = spec.CniError(spec.ERR_TRY_AGAIN_LATER, "agent down", "connect refused")
     assert err.to_json("0.4.0") == {

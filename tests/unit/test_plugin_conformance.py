@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,97 @@ def test_a_config_that_is_not_a_json_object_is_code_6_even_without_an_agent(
     rc, out, err = call(plugin, env_for("ADD", tmp_path / "none.sock"), stdin)
     assert rc == 1 and out is not None and out["code"] == spec.ERR_DECODE, out
     assert "failed to decode" in out["msg"] and err
+
+
+# ---- where the agent is: agentSocket (issue 29) --------------------------------------------------
+
+
+def timed(plugin: Path, env: dict[str, str], conf: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    rc, out, _ = call(plugin, env, json.dumps(conf).encode())
+    assert out is not None
+    return rc, out, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"), [(42, "a number"), (["/run/a.sock"], "an array"), (True, "a boolean")]
+)
+def test_an_agent_socket_that_is_not_a_string_is_code_7_at_once(
+    plugin: Path, agent: tuple[FakeHandler, Path], value: object, kind: str
+) -> None:
+    """Refused by the plugin itself, in the config's version, even with a live agent at hand."""
+    handler, sock = agent
+    rc, out, took = timed(plugin, env_for("ADD", sock), {**CONF, "cniVersion": "1.0.0", "agentSocket": value})
+    assert rc == 1 and out == {
+        "cniVersion": "1.0.0",
+        "code": spec.ERR_INVALID_NETCONF,
+        "msg": "invalid network config",
+        "details": f"agentSocket must be a string path to the podnet agent's unix socket, not {kind}",
+    }
+    assert handler.requests == [] and took < 5
+
+
+def _no_env(command: str) -> dict[str, str]:
+    """A runtime's environment: the socket comes from the config or is the default."""
+    env = env_for(command, Path("/unused"))
+    del env[spec.SOCKET_ENV]
+    return env
+
+
+@pytest.mark.parametrize("what", ["missing", "a regular file", "a directory"])
+def test_an_agent_socket_naming_no_socket_is_code_7_at_once(plugin: Path, tmp_path: Path, what: str) -> None:
+    path = tmp_path / "agent.sock"
+    if what == "a regular file":
+        path.write_text("")
+    elif what == "a directory":
+        path.mkdir()
+    found = "does not exist" if what == "missing" else f"is {what}, not a unix socket"
+    for command in ("ADD", "DEL"):
+        rc, out, took = timed(plugin, _no_env(command), {**CONF, "agentSocket": str(path)})
+        assert rc == 1 and (out["code"], out["msg"]) == (
+            spec.ERR_INVALID_NETCONF,
+            "invalid network config",
+        ), out
+        assert out["details"].startswith(
+            f"agentSocket {path} {found}: set agentSocket to the podnet agent's socket"
+        )
+        assert took < 5, f"{command} took {took:.1f}s to say so"
+
+
+def test_a_missing_socket_from_the_environment_or_the_default_is_code_11_at_once(
+    plugin: Path, tmp_path: Path
+) -> None:
+    """No agent has made its socket yet: try again later, said at once (no 10 s of retries)."""
+    rc, out, took = timed(
+        plugin, env_for("ADD", tmp_path / "none.sock"), {**CONF, "agentSocket": "/elsewhere"}
+    )
+    assert rc == 1 and out["code"] == spec.ERR_TRY_AGAIN_LATER and took < 5, out
+    assert f"{tmp_path / 'none.sock'} (from PODNET_AGENT_SOCKET) does not exist" in out["details"]
+    assert "is the podnet agent running on this node?" in out["details"] and "agentSocket" in out["details"]
+    if Path(spec.DEFAULT_AGENT_SOCKET).exists():
+        return  # an agent runs on this machine: the default path is not ours to test
+    for command, code in (("ADD", spec.ERR_TRY_AGAIN_LATER), ("STATUS", spec.ERR_PLUGIN_NOT_AVAILABLE)):
+        rc, out, took = timed(plugin, _no_env(command), {**CONF, "cniVersion": "1.1.0"})
+        assert rc == 1 and out["code"] == code and took < 5, out
+        assert out["details"].startswith(f"{spec.DEFAULT_AGENT_SOCKET} does not exist; is the podnet agent")
+        assert "named by agentSocket in the network config" in out["details"]
+
+
+def test_a_socket_that_refuses_is_waited_for_as_an_agent_restarting(plugin: Path, tmp_path: Path) -> None:
+    """A stale socket (an agent killed) refuses until the new agent replaces it: the call waits
+    and is served, through the moment the socket file is gone, with agentSocket from the config."""
+    path = tmp_path / "agent.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: ECONNREFUSED
+    stale.close()
+    handler = FakeHandler()
+    servers: list[api.ApiServer] = []
+    later = threading.Timer(0.7, lambda: servers.append(api.serve(path, handler)))
+    later.start()
+    try:
+        rc, out, _ = call(plugin, _no_env("DEL"), json.dumps({**CONF, "agentSocket": str(path)}).encode())
+    finally:
+        later.join()
+        for server in servers:
+            server.close()
+    assert (rc, out) == (0, None) and len(handler.requests) == 1
