@@ -8,6 +8,9 @@
 - **Counters** for ``podnet status``: events per reason since the agent started, the kernel's own
   drop counters of the namespace (``podnet.datapath.kernel.dropstats``: no route, too big with
   DF, discards, reverse-path filter) and the dropped packets of every pod's veth (per endpoint).
+  The kernel's counters count since the namespace was made, so next to them ``kernelRecent`` has
+  what rose in the last ``RECENT_WINDOW`` seconds (at most since the agent started): a counter
+  that rose last week is history, one that rises now is a problem.
 
 Reading costs nothing on the path of accepted packets: only dropped ones are copied (128 bytes).
 Turning the setting off removes the log rules (the guard's next apply) and closes the socket.
@@ -35,6 +38,28 @@ log = logging.getLogger("podnet.agent")
 
 MAX_EVENTS = 2000
 RETRY = 5.0  # seconds between attempts to bind the group after a failure
+RECENT_WINDOW = 300.0  # seconds of kernel counter history ``kernelRecent`` covers
+
+
+def recent_rises(
+    samples: Sequence[tuple[float, dict[str, int]]], current: dict[str, int], now: float, window: float
+) -> dict[str, int]:
+    """What rose in ``current`` since the sample that starts the window (the newest one at least
+    ``window`` old, else the oldest kept) (pure)."""
+    if not samples:
+        return {}
+    base = samples[0][1]
+    for at, values in samples:
+        if at <= now - window:
+            base = values
+    return {k: v - base.get(k, 0) for k, v in sorted(current.items()) if v > base.get(k, 0)}
+
+
+def prune(samples: list[tuple[float, dict[str, int]]], now: float, window: float) -> None:
+    """Keep one sample older than the window (the baseline), and those inside it (in place)."""
+    old = [i for i, (at, _) in enumerate(samples) if at <= now - window]
+    if len(old) > 1:
+        del samples[: old[-1]]
 
 
 class DropMonitor:
@@ -46,9 +71,21 @@ class DropMonitor:
         self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
         self._seq = 0
         self._by_reason: collections.Counter[str] = collections.Counter()
+        self._samples: list[tuple[float, dict[str, int]]] = []  # the kernel's counters over time
         self.error = ""
 
+    def _sample(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(kernel counters, their rises within the window, link drops), keeping this sample."""
+        kernel, links = dropstats.read()
+        now = time.monotonic()
+        with self._lock:
+            self._samples.append((now, kernel))
+            prune(self._samples, now, RECENT_WINDOW)
+            recent = recent_rises(self._samples, kernel, now, RECENT_WINDOW)
+        return kernel, recent, links
+
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
+        self._sample()  # the baseline: what rose before the agent started is not recent
         threading.Thread(target=self._loop, args=(stop,), name="drop-monitor", daemon=True).start()
 
     def _loop(self, stop: threading.Event) -> None:
@@ -118,10 +155,11 @@ class DropMonitor:
             }
 
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
+        self._sample()  # the window moves on even when nobody asks for the status
         return []
 
     def status(self) -> dict[str, Any]:
-        kernel, links = dropstats.read()
+        kernel, recent, links = self._sample()
         with self._lock:
             by_reason = dict(self._by_reason)
         return {
@@ -129,6 +167,8 @@ class DropMonitor:
             "error": self.error or None,
             "byReason": by_reason,
             "kernel": {k: v for k, v in kernel.items() if v},
+            "kernelRecent": recent,
+            "recentWindow": RECENT_WINDOW,
             "endpoints": {
                 name: n for name, n in links.items() if name.startswith(owned.ENDPOINT_PREFIX) and n
             },

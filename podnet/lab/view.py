@@ -191,8 +191,15 @@ class LabView:
                 info = msg.get_attr("IFLA_LINKINFO")
                 kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
                 name = str(msg.get_attr("IFLA_IFNAME"))
+                peer = msg.get_attr("IFLA_LINK")
                 found[name] = Link(
-                    name, int(msg["index"]), int(msg.get_attr("IFLA_MTU")), kind or "", bool(msg["flags"] & 1)
+                    name,
+                    int(msg["index"]),
+                    int(msg.get_attr("IFLA_MTU")),
+                    kind or "",
+                    bool(msg["flags"] & 1),
+                    str(msg.get_attr("IFLA_ADDRESS") or "").lower(),
+                    int(peer) if kind == "veth" and peer else None,
                 )
             self._links[host] = found
         return self._links[host]

@@ -27,6 +27,7 @@ from podnet.verify.view import (
     NoLabUpError,
     PathView,
     ViewError,
+    pair_families,
     resolve_pair,
 )
 
@@ -322,12 +323,20 @@ def drops_line(drops: dict[str, Any] | None) -> str:
         return "unknown (an agent from before the drop monitor)"
     events = "on" if drops.get("events") else "off (bpf.events.drop.enabled=false)"
     guard = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("byReason") or {}).items())) or "none"
-    kernel = ", ".join(
-        f"{k} {v} ({KERNEL_DROPS.get(k, '?')})" for k, v in sorted((drops.get("kernel") or {}).items())
-    )
-    veths = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("endpoints") or {}).items()))
+    counted = drops.get("kernel") or {}
+    recent = drops.get("kernelRecent")
     text = f"podnet {guard} (events {events}; `podnet drops` lists them)"
-    text += f"; kernel {kernel or 'none'}"
+    if recent is None:  # an agent from before the window
+        kernel = ", ".join(f"{k} {v} ({KERNEL_DROPS.get(k, '?')})" for k, v in sorted(counted.items()))
+        text += f"; kernel {kernel or 'none'}"
+    else:
+        minutes = round(float(drops.get("recentWindow") or 300) / 60)
+        rising = ", ".join(f"{k} +{n} ({KERNEL_DROPS.get(k, '?')})" for k, n in sorted(recent.items()))
+        earlier = ", ".join(f"{k} {v}" for k, v in sorted(counted.items()) if k not in recent)
+        text += f"; kernel, last {minutes} min: {rising or 'none'}"
+        if earlier:
+            text += f" (earlier, not rising: {earlier})"
+    veths = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("endpoints") or {}).items()))
     if veths:
         text += f"; pod veths dropped {veths}"
     if drops.get("error"):
@@ -559,22 +568,34 @@ def cmd_ipam(args: argparse.Namespace, open_lab: LabOpener) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
-    from podnet.verify.diagnose import Diagnoser
+    from podnet.verify.diagnose import Diagnoser, families_json
 
     try:
         with path_view(args, open_lab, "diagnose") as view:
             unstarted = _never_started(view, args.src, args.dst)
             if unstarted is not None:
                 return _print_unstarted(args, *unstarted)
-            pair = resolve_pair(view, args.src, args.dst, args.family)
-            diag = Diagnoser(view).diagnose(*pair, args.size, probe=not args.no_probe)
+            diagnoser = Diagnoser(view)
+            diags = [
+                diagnoser.diagnose(*resolve_pair(view, args.src, args.dst, family), args.size,
+                                   probe=not args.no_probe)
+                for family in pair_families(view, args.src, args.dst, args.family)
+            ]  # fmt: skip
     except ViewError as e:
         return _fail(str(e))
+    doc = families_json(diags)
     if args.output == "json":
-        _emit(args, diag.to_json())
+        _emit(args, doc)
+    elif len(diags) == 1:
+        print_diagnosis(doc)
     else:
-        print_diagnosis(diag.to_json())
-    return 0 if diag.ok else 1
+        for family in doc["families"]:
+            print(f"IPv{family['family']}:")
+            print_diagnosis(family)
+            print()
+        statuses = ", ".join(f"IPv{f['family']} {f['status']}" for f in doc["families"])
+        print(f"both families: {statuses}")
+    return 0 if doc["ok"] else 1
 
 
 def _never_started(view: PathView, *targets: str) -> tuple[str, str, dict[str, Any]] | None:
@@ -639,8 +660,10 @@ def print_diagnosis(doc: dict[str, Any]) -> None:
     if verdict is None and doc.get("status") == "unverified":
         print("verdict: unverified: the tables look right on every hop both ways, but no probe was followed")
     elif verdict is None:
-        tcp = (doc.get("probe") or {}).get("tcp")
-        also = " and a TCP connection" if tcp and tcp.get("ok") else ""
+        probe = doc.get("probe") or {}
+        extra = {"tcp": "a TCP connection (64 KiB each way)", "udp": "a full-size UDP echo"}
+        done = [text for name, text in extra.items() if (probe.get(name) or {}).get("ok")]
+        also = "".join(f" and {text}" for text in done)
         print(
             f"verdict: works: the probes (small and full-size, DF){also} went and came back along this path"
         )
@@ -673,11 +696,14 @@ def print_probe(probe: dict[str, Any] | None, note: str) -> None:
             for s in seen
         )
         print(f"    {kind:<18} {trail or '(not seen anywhere)'}")
-    tcp = probe.get("tcp")
-    if tcp is not None:
-        print(f"    TCP to port {tcp['port']:<8} {'ok' if tcp['ok'] else 'FAILED'}: {tcp['detail']}")
+    for name in ("tcp", "udp"):
+        res = probe.get(name)
+        if res is not None:
+            state = "ok" if res["ok"] else "FAILED"
+            print(f"    {name.upper()} to port {res['port']:<8} {state}: {res['detail']}")
     for host, counters in (probe.get("counters") or {}).items():
         parts = [f"nft {r}" for r in counters["nft"]]
         parts += [f"{k} +{n}" for k, n in counters["kernel"].items()]
         parts += [f"{k} dropped +{n}" for k, n in counters["links"].items()]
+        parts += [f"{k} dropped +{n}" for k, n in (counters.get("qdiscs") or {}).items()]
         print(f"    meanwhile on {host}: {'; '.join(parts)}")

@@ -20,16 +20,19 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
+from podnet.bgp.birdc import parse_protocols
 from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
+from podnet.util import netns
 from podnet.verify import explain, follow
 from podnet.verify.explain import Drop
 from podnet.verify.follow import ProbeRun
 from podnet.verify.view import PathView, Place, ViewError
 
 MAX_HOPS = 24
+BIRD_START = "in a lab, `podnet lab up` with the lab's topology file starts it again"
 NUD_NAMES = {
     0x01: "INCOMPLETE",
     0x02: "REACHABLE",
@@ -41,6 +44,8 @@ NUD_NAMES = {
     0x80: "PERMANENT",
 }
 RTN_LOCAL = 2
+RTPROT_NAMES = {2: "kernel", 3: "boot", 4: "static", 12: "bird", 186: "bgp", owned.ROUTE_PROTOCOL: "podnet"}
+HAND_MADE = ("kernel", "boot", "static", "")  # route protocols not worth naming in a verdict
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,26 @@ class Diagnosis:
         }
 
 
+def families_json(diags: list[Diagnosis]) -> dict[str, Any]:
+    """One answer for a pair asked in several families (pure): the document of the family that
+    fails (else the first), its verdict saying which family it is about and how the others fared,
+    and every family's own document under ``families``. One family: its document as it is."""
+    if len(diags) == 1:
+        return diags[0].to_json()
+    lead = next((d for d in diags if d.drop is not None), None) or next(
+        (d for d in diags if d.status != "works"), diags[0]
+    )
+    doc = lead.to_json()
+    others = ", ".join(f"IPv{d.dst.ip.version} {d.status}" for d in diags if d is not lead)
+    if doc["verdict"] is not None:
+        verdict = dict(doc["verdict"])
+        verdict["reason"] = f"over IPv{lead.dst.ip.version} ({others}): {verdict['reason']}"
+        doc["verdict"] = verdict
+    doc["ok"] = all(d.ok for d in diags)
+    doc["families"] = [{"family": d.dst.ip.version, "status": d.status, **d.to_json()} for d in diags]
+    return doc
+
+
 @dataclass
 class _Walk:
     """Mutable state of one direction's walk."""
@@ -142,6 +167,7 @@ class _Walk:
     tunnels: list[TunnelProtocol] = field(default_factory=list)  # one per level of ``inner``
     hops: list[Hop] = field(default_factory=list)
     mtu_drop: Drop | None = None
+    iif: str = ""  # the device it came in on; "" where it starts (nothing to forward there)
 
 
 class Diagnoser:
@@ -150,6 +176,7 @@ class Diagnoser:
     def __init__(self, view: PathView) -> None:
         self.view = view
         self._pod_cidrs: dict[IPNetwork, str] | None = None
+        self._birds_down: list[tuple[str, str]] | None = None
 
     # ---- cluster facts -------------------------------------------------------------------------
 
@@ -201,10 +228,59 @@ class Diagnoser:
         run, drop = self._follow(src, dst, size, forward, reply)
         return Diagnosis(src, dst, size, forward, reply, run, drop, warnings=warnings)
 
+    def birds_down(self) -> list[tuple[str, str]]:
+        """(router, what failed) for each router a node peers with whose BIRD does not answer."""
+        if self._birds_down is None:
+            by_address = self.view.routers_by_address()
+            peered = {
+                by_address[str(peer.get("peerAddress"))]
+                for node in self.view.nodes
+                for peer in (self.view.agent_status(node).get("bgp") or {}).get("peers") or []
+                if str(peer.get("peerAddress")) in by_address
+            }
+            answering = {r.name: r for r in self.view.bgp_routers()}
+            found = []
+            for router in sorted(peered):
+                if router not in answering:
+                    found.append((router, "its control socket is gone"))
+                    continue
+                try:
+                    answering[router].birdc("show", "status")
+                except ViewError as e:
+                    found.append((router, str(e).split(" (is BGP")[0]))
+            self._birds_down = found
+        return self._birds_down
+
+    def router_sessions_down(self) -> list[str]:
+        """``r1 -> r2 (172.16.9.2, AS64513) is active`` for each BGP session a router's BIRD
+        has that is not established (the sessions between routers carry pod CIDRs too)."""
+        names = self.view.routers_by_address()
+        found = []
+        down = {router for router, _ in self.birds_down()}
+        for router in self.view.bgp_routers():
+            if router.name in down:
+                continue
+            try:
+                sessions = parse_protocols(router.birdc("show", "protocols", "all"))
+            except ViewError:
+                continue
+            for s in sessions:
+                if s.get("state") == "established":
+                    continue
+                address = str(s.get("peerAddress"))
+                peer = names.get(address) or s.get("description") or s.get("name")
+                found.append(f"{router.name} -> {peer} ({address}, AS{s.get('peerASN')}) is {s.get('state')}")
+        return found
+
     def control_plane_warnings(self) -> list[str]:
         """What the agents say about their store and BGP: not the path's verdict (pods keep their
         traffic while the store is away), but why new pods, nodes or routes do not appear."""
-        found = []
+        found = [
+            "; ".join(explain.bird_down(router, detail, BIRD_START)) for router, detail in self.birds_down()
+        ]
+        found += [
+            f"BGP session {s}: the pod CIDRs it carries are withdrawn" for s in self.router_sessions_down()
+        ]
         for node in self.view.nodes:
             doc = self.view.agent_status(node)
             if "error" in doc and "ready" not in doc:
@@ -260,35 +336,29 @@ class Diagnoser:
             )
         loss = follow.locate(run, path, back)
         if loss is None:
-            return run, self._tcp_drop(run, src, dst)
+            return run, self._port_drop(run, src, dst)
         return run, explain.probe_drop(self._probe_loss(run, loss, between, src, dst))
 
-    def _tcp_drop(self, run: ProbeRun, src: Place, dst: Place) -> Drop | None:
-        """Every echo came back; the TCP probe did not: the traced rule that dropped it, else
-        an inconclusive verdict (never "works")."""
-        if run.tcp is None or run.tcp[0]:
+    def _port_drop(self, run: ProbeRun, src: Place, dst: Place) -> Drop | None:
+        """Every echo came back; the TCP or the UDP probe did not: the traced rule that dropped it,
+        else an inconclusive verdict (never "works")."""
+        failed = [(name, res) for name, res in (("TCP", run.tcp), ("UDP", run.udp)) if res and not res[0]]
+        if not failed:
             return None
-        what = f"TCP {src.describe()} -> {dst.ip}:{run.tcp_port}"
+        names = " and ".join(name for name, _ in failed)
+        what = f"{names} {src.describe()} -> {dst.ip}:{run.tcp_port}"
         for host, counters in run.counters.items():
-            if counters.tcp_drops:
-                role = self.view.role(host)
-                who = f"{role} {host}" if role in ("router", "node") else host
-                guard = counters.tcp_drops[0].split()[1:2] == [owned.GUARD_TABLE]
-                return Drop(
-                    host,
-                    "policy" if guard else "filter",
-                    f"{who} drops {what} in nftables: {counters.tcp_drops[0]}; the ICMP probes pass",
-                    "that is podnet's pod guard (`podnet drops` shows each drop)"
-                    if guard
-                    else f"allow the pods' TCP in that chain on {host}, or delete the rule "
-                    f"(`ip netns exec {self.view.ns(host)} nft -a list ruleset` shows its handle)",
-                )
+            if counters.port_drops:
+                rule = counters.port_drops[0]
+                found = explain.traced_drop(host, self.view.role(host), self.view.ns(host), rule, what)
+                return dataclasses.replace(found, reason=f"{found.reason}; the ICMP probes pass")
+        details = "; ".join(f"{name}: {res[1]}" for name, res in failed)
         return Drop(
             src.host,
             "inconclusive",
-            f"inconclusive: the ICMP probes came back, but {what} failed ({run.tcp[1]}) and no nftables "
+            f"inconclusive: the ICMP probes came back, but {what} failed ({details}) and no nftables "
             "rule on the way traced its drop",
-            "look for what drops TCP but not ICMP: tc filters, BPF programs, the destination's own "
+            f"look for what drops {names} but not ICMP: tc filters, BPF programs, the destination's own "
             "listener or firewall; `podnet drops` for podnet's own drops",
         )
 
@@ -329,6 +399,7 @@ class Diagnoser:
             kernel_meaning=tuple(dropstats.KERNEL_DROPS.get(k, "") for k, _ in counters.kernel),
             links=counters.links,
             ns=self.view.ns(host),
+            qdiscs=counters.qdiscs,
         )
 
     def _routing(self, key: str) -> Any:
@@ -387,6 +458,7 @@ class Diagnoser:
                 ), False
             w.tunnels.pop()
             w.dst, w.src, w.size = w.inner.pop()
+            w.iif = tunnel.name
             program = self._program(w.host, protocol, "ingress")
             if program:
                 w.hops.append(Hop(w.host, "decap", f"{program} decapsulates {w.src} -> {w.dst}", w.size))
@@ -395,7 +467,12 @@ class Diagnoser:
             return None, False
         route, error = self._route_get(w.host, w.dst)
         if route is None:
-            return self._no_route(w, error, reply_ctx), False
+            special = self._special_route(w.host, w.dst) if error else None
+            return special or self._no_route(w, error, reply_ctx), False
+        if w.iif:
+            off = self._forwarding_off(w.host, w.dst.version, w.iif)
+            if off is not None:
+                return off, False
         text = f"ip route get {w.dst}: {_describe(route)}" + self._host_routing_note(w)
         dev = self.view.links(w.host).get(route.dev)
         protocol = tunnel_of(dev.name, dev.kind) if dev is not None else None
@@ -406,14 +483,117 @@ class Diagnoser:
         if nh_owner is None:
             state = self._neigh_state(w.host, route.dev, nexthop)
             return explain.no_neighbour(w.host, nexthop, route.dev, state), False
+        wrong = self._wrong_way(w, route, nexthop, nh_owner)
+        if wrong is not None:
+            return wrong, False
         if w.mtu_drop is None:
             w.mtu_drop = self._check_mtu(w, route.dev, route.mtu, nh_owner)
         w.hops.append(Hop(w.host, "forward", text + self._nft_note(w.host), w.size))
-        w.host = nh_owner[0]
+        w.host, w.iif = nh_owner
         return None, False
+
+    # ---- what the route lookup alone does not show -----------------------------------------------
+
+    def _special_route(self, host: str, dst: IPAddress) -> Drop | None:
+        """The blackhole, unreachable or prohibit route that made ``ip route get`` fail: the most
+        specific one holding ``dst`` in the main table."""
+        best: tuple[int, Any] | None = None
+        family = 2 if dst.version == 4 else 10
+        for msg in self.view.ipr(host).get_routes(family=family, table=254):
+            if msg["type"] not in explain.ROUTE_TYPES:
+                continue
+            prefix = msg.get_attr("RTA_DST") or ("0.0.0.0" if dst.version == 4 else "::")
+            net = ipaddress.ip_network(f"{prefix}/{msg['dst_len']}", strict=False)
+            if dst in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, msg)
+        if best is None:
+            return None
+        msg = best[1]
+        kind = explain.ROUTE_TYPES[msg["type"]]
+        prefix = msg.get_attr("RTA_DST") or "default"
+        route = f"{kind} {prefix}" + (f"/{msg['dst_len']}" if prefix != "default" else "")
+        proto = RTPROT_NAMES.get(msg["proto"], str(msg["proto"]))
+        shown = "" if proto in HAND_MADE else proto
+        return explain.special_route(host, self.view.role(host), self.view.ns(host), dst, kind, route, shown)
+
+    def _forwarding_off(self, host: str, family: int, iif: str) -> Drop | None:
+        """Forwarding switched off where the packet has to be passed on (it came in on ``iif``)."""
+        keys = (
+            [("net.ipv4.ip_forward", "net/ipv4/ip_forward"), (f"net.ipv4.conf.{iif}.forwarding",
+             f"net/ipv4/conf/{iif}/forwarding")]
+            if family == 4
+            else [("net.ipv6.conf.all.forwarding", "net/ipv6/conf/all/forwarding")]
+        )  # fmt: skip
+        for key, path in keys:
+            if _sysctl(self.view.ns(host), path) == "0":
+                role = self.view.role(host)
+                return explain.forwarding_off(host, role, self.view.ns(host), family, iif, key)
+        return None
+
+    def _wrong_way(self, w: _Walk, route: Any, nexthop: IPAddress, nh: tuple[str, str]) -> Drop | None:
+        """The route's device does not lead to the host that holds the next hop (a route someone
+        added by hand), or the neighbour entry for the next hop names a MAC that host does not have."""
+        ns, role = self.view.ns(w.host), self.view.role(w.host)
+        if self._leads_to(w.host, route.dev, nh[0]) is False:
+            text, proto = self._route_text(w.host, w.dst)
+            shown = "" if proto in HAND_MADE else proto
+            return explain.misroute(w.host, role, ns, w.dst, text or f"{w.dst} dev {route.dev}", route.dev,
+                                    nh[0], shown)  # fmt: skip
+        mac, state = self._neigh(w.host, route.dev, nexthop)
+        if mac is None or not {"PERMANENT", "NOARP", "REACHABLE"} & set(state.split("|")):
+            return None  # a STALE entry is confirmed again before long: not a cause
+        theirs = {link.mac for link in self.view.links(nh[0]).values() if link.mac}
+        if not theirs or mac in theirs:
+            return None
+        holder = next(
+            (h for h in self.view.hosts() for link in self.view.links(h).values() if link.mac == mac), ""
+        )
+        owner_mac = next((link.mac for link in self.view.links(nh[0]).values() if link.name == nh[1]), "")
+        return explain.wrong_neighbour(
+            w.host, role, ns, nexthop, route.dev, mac, state, nh[0], f"{nh[1]} {owner_mac}".strip(), holder
+        )
+
+    def _leads_to(self, host: str, dev: str, other: str) -> bool | None:
+        """Whether ``host``'s ``dev`` reaches ``other``: both on one underlay segment, or the two ends
+        of one veth; None when the lab's wiring does not say."""
+        if other == host:
+            return True
+        port = self.view.underlay_port(host, dev)
+        if port is not None and port.segment is not None:
+            theirs = [self.view.underlay_port(other, name) for name in self.view.links(other)]
+            return any(p is not None and p.segment == port.segment for p in theirs)
+        link = self.view.links(host).get(dev)
+        if link is None or link.kind != "veth" or link.peer_index is None:
+            return None
+        return any(
+            peer.kind == "veth" and peer.index == link.peer_index and peer.peer_index == link.index
+            for peer in self.view.links(other).values()
+        )
+
+    def _route_text(self, host: str, dst: IPAddress) -> tuple[str, str]:
+        """The main table's most specific route to ``dst`` as ``ip route`` prints it (for the fix's
+        command), and its protocol's name (the lookup's answer does not carry it)."""
+        family = 2 if dst.version == 4 else 10
+        best: tuple[int, str, str] | None = None
+        names = {link.index: link.name for link in self.view.links(host).values()}
+        for msg in self.view.ipr(host).get_routes(family=family, table=254):
+            prefix = msg.get_attr("RTA_DST")
+            if prefix is None or msg["type"] != 1:
+                continue
+            net = ipaddress.ip_network(f"{prefix}/{msg['dst_len']}", strict=False)
+            if dst not in net or (best is not None and net.prefixlen <= best[0]):
+                continue
+            gateway = msg.get_attr("RTA_GATEWAY")
+            dev = names.get(msg.get_attr("RTA_OIF") or 0, "")
+            metric = msg.get_attr("RTA_PRIORITY")
+            text = f"{net}" + (f" via {gateway}" if gateway else "") + (f" dev {dev}" if dev else "")
+            proto = RTPROT_NAMES.get(msg["proto"], str(msg["proto"]))
+            best = (net.prefixlen, text + (f" metric {metric}" if metric else ""), proto)
+        return (best[1], best[2]) if best else ("", "")
 
     def _encap(self, w: _Walk, route: Any, dev: str, protocol: TunnelProtocol, text: str) -> Drop | None:
         nexthop = route.gateway or w.dst
+        w.iif = ""  # the outer packet starts here
         mac, state = self._neigh(w.host, dev, nexthop)
         if mac is None:
             return explain.no_neighbour(w.host, nexthop, dev, state)
@@ -470,6 +650,8 @@ class Diagnoser:
         """Why nobody routes ``cidr``, from what the agents report: a node that refused the direct
         route (autoDirectNodeRoutes with the peer behind a gateway), a BGP session not established."""
         owner = self.pod_cidrs().get(cidr, "")
+        for router, detail in self.birds_down():
+            return explain.bird_down(router, detail, BIRD_START)
         for node in self.view.nodes:
             doc = self.view.agent_status(node)
             for peer in doc.get("peers") or []:
@@ -481,7 +663,7 @@ class Diagnoser:
                         "autoDirectNodeRoutes needs every node on one L2 segment: use routingMode=tunnel, "
                         "tunnelFallback (a tunnel only where needed), or BGP (bgp.enabled)",
                     )
-        down = []
+        down = self.router_sessions_down()
         for node in self.view.nodes:
             bgp = self.view.agent_status(node).get("bgp") or {}
             for peer in bgp.get("peers") or []:
@@ -629,6 +811,15 @@ def _describe(route: Any) -> str:
     if route.mtu:
         parts.append(f"mtu {route.mtu}")
     return " ".join(parts)
+
+
+def _sysctl(ns: str, path: str) -> str:
+    """A sysctl's value inside namespace ``ns`` (``net/ipv4/ip_forward``); "" when it does not exist."""
+    try:
+        with netns.entered(ns), open(f"/proc/sys/{path}") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _nud(state: int) -> str:

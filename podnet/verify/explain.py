@@ -17,7 +17,9 @@ class Drop:
     """Where and why a packet stops, and the fix."""
 
     host: str
-    kind: str  # no-route | mtu | no-neighbour | no-fdb | arp | loop | no-tunnel-device
+    kind: str  # no-route | blackhole | unreachable | prohibit | forwarding | misroute | neighbour | mtu
+    # | no-neighbour | no-fdb | arp | loop | no-tunnel-device | filter | pod-firewall | policy | qdisc
+    # | tc-filter | rp-filter | link-drop | inconclusive
     reason: str
     fix: str
 
@@ -77,6 +79,92 @@ def no_route(ctx: RouteContext) -> Drop:
         )
         return Drop(ctx.host, "no-route", base, fix)
     return Drop(ctx.host, "no-route", base, f"add a route or a default gateway on {ctx.host}")
+
+
+ROUTE_TYPES = {6: "blackhole", 7: "unreachable", 8: "prohibit"}  # rtm_type: what the kernel does
+
+
+def special_route(host: str, role: str, ns: str, dst: IPAddress, kind: str, route: str, proto: str) -> Drop:
+    """``host`` has a route that throws the packet away on purpose: blackhole (silently),
+    unreachable (ICMP host unreachable) or prohibit (ICMP administratively prohibited)."""
+    what = f"{role} {host}" if role in ("router", "node") else host
+    answer = {
+        "blackhole": "drops it silently",
+        "unreachable": "drops it and answers ICMP host unreachable",
+        "prohibit": "drops it and answers ICMP administratively prohibited",
+    }[kind]
+    owner = f" (installed by {proto})" if proto else ""
+    return Drop(
+        host,
+        kind,
+        f"{what} has a {kind} route for {dst}: `{route}`{owner}; the kernel {answer}",
+        f"delete it if nothing should stop this traffic: `ip -n {ns} route del {route}`"
+        + (" (BIRD put it there: remove it from the router's BGP configuration)" if proto == "bird" else ""),
+    )
+
+
+def forwarding_off(host: str, role: str, ns: str, family: int, iface: str, key: str) -> Drop:
+    """``host`` should forward the packet, but forwarding is off for ``family`` (on ``iface``)."""
+    what = f"{role} {host}" if role in ("router", "node") else host
+    on = f" on {iface}" if iface and ".all." not in key and "ip_forward" not in key else ""
+    return Drop(
+        host,
+        "forwarding",
+        f"{what} does not forward IPv{family}{on}: {key}=0, so it drops what it should pass on"
+        + (" to its pods" if role == "node" else ""),
+        f"turn forwarding back on: `ip netns exec {ns} sysctl -w {key}=1`"
+        + (
+            " (the agent sets it every round: if it keeps going back to 0, something else on the node "
+            "resets it, e.g. a sysctl.d file)"
+            if role == "node"
+            else ""
+        ),
+    )
+
+
+def misroute(
+    host: str, role: str, ns: str, dst: IPAddress, route: str, dev: str, target: str, proto: str
+) -> Drop:
+    """``host`` sends ``dst`` out of ``dev``, which is not the way to ``target``, who holds it."""
+    what = f"{role} {host}" if role in ("router", "node") else host
+    owned = proto == "podnet"
+    return Drop(
+        host,
+        "misroute",
+        f"{what} routes {dst} by `{route}`"
+        + (f" (proto {proto})" if proto else "")
+        + f", but {dev} does not lead to {target}, which holds {dst}: the packet goes the wrong way",
+        f"the agent on {host} installed it: `podnet status --node {host}` shows what it planned"
+        if owned
+        else f"delete or correct that route: `ip -n {ns} route del {route}`",
+    )
+
+
+def wrong_neighbour(
+    host: str, role: str, ns: str, nexthop: IPAddress, dev: str, mac: str, state: str, owner: str,
+    owner_macs: str, holder: str,
+) -> Drop:  # fmt: skip
+    """``host``'s neighbour entry for ``nexthop`` names a MAC that ``owner`` does not have."""
+    what = f"{role} {host}" if role in ("router", "node") else host
+    static = " (a static entry: it never ages out)" if "PERMANENT" in state else f" (state {state})"
+    where = f"{holder}'s" if holder else "no device's in the lab: nobody receives frames sent to it"
+    return Drop(
+        host,
+        "neighbour",
+        f"{what}'s neighbour entry for {nexthop} on {dev} says {mac}{static}, but {nexthop} is {owner} "
+        f"({owner_macs}); {mac} is {where}",
+        f"delete the wrong entry so ARP/ND finds the right one: `ip -n {ns} neigh del {nexthop} dev {dev}`",
+    )
+
+
+def bird_down(router: str, detail: str, start: str) -> tuple[str, str]:
+    """(cause, fix) when BIRD does not run on a router that should speak BGP."""
+    return (
+        f"BIRD is not running on router {router} ({detail}): it has no BGP sessions, so no router "
+        "learns the pod CIDRs through it",
+        f"start BIRD on {router}{': ' + start if start else ''}; `podnet bgp peers` shows the sessions "
+        "once it is back",
+    )
 
 
 @dataclass(frozen=True)
@@ -150,6 +238,40 @@ class ProbeLoss:
     kernel_meaning: tuple[str, ...] = ()  # what each counter means: mtu | no-route | rp-filter | ...
     links: tuple[tuple[str, int], ...] = ()
     ns: str = ""
+    qdiscs: tuple[tuple[str, int], ...] = ()  # ("to-r2 root qdisc pfifo limit 0", 4)
+
+
+def traced_drop(host: str, role: str, ns: str, rule: str, what: str, tunnel: str = "") -> Drop:
+    """The drop of ``what`` that nftables traced to ``rule`` on ``host``: podnet's pod guard
+    (policy), a pod's own firewall, or a filter on a node or router (with the tunnel named when
+    the packet was inside it)."""
+    who = f"{role} {host}" if role in ("router", "node") else host
+    if rule.split()[1:2] == ["podnet_guard"]:
+        return Drop(
+            host,
+            "policy",
+            f"podnet's pod guard on {who} drops {what}: {rule}",
+            "that is podnet's own policy (the pod guard, docs/security.md): a pod may not spoof its "
+            "source, reach the store, BGP or the tunnel ports, or its node beyond ICMP and "
+            "podGuard.nodePorts; `podnet drops` shows each drop with its reason",
+        )
+    listing = f"`ip netns exec {ns} nft -a list ruleset` shows its handle"
+    if role == "pod":
+        return Drop(
+            host,
+            "pod-firewall",
+            f"pod {host}'s own firewall drops {what}: {rule}",
+            f"that ruleset is the pod's, not podnet's: allow the traffic inside pod {host} or remove the "
+            f"rule ({listing}; in a cluster, `kubectl exec` into the pod); podnet passed the packet",
+        )
+    if tunnel:
+        fix = (
+            f"tunnel mode needs {tunnel} open between every pair of nodes, both ways: allow it in "
+            f"that chain on {host}, or delete the rule ({listing})"
+        )
+    else:
+        fix = f"allow the pods' traffic in that chain on {host}, or delete the rule ({listing})"
+    return Drop(host, "filter", f"{who} drops {what} in nftables: {rule}", fix)
 
 
 def probe_drop(ctx: ProbeLoss) -> Drop:
@@ -158,31 +280,30 @@ def probe_drop(ctx: ProbeLoss) -> Drop:
     what = f"{ctx.role} {ctx.host}" if ctx.role in ("router", "node") else ctx.host
     probe = f"the {ctx.size}-byte probe {ctx.direction}" + (f" (inside {ctx.tunnel})" if ctx.tunnel else "")
     counted = ", ".join(f"{k} +{n}" for k, n in ctx.kernel)
-    guard = [r for r in ctx.nft_drops if r.split()[1:2] == ["podnet_guard"]]
-    if guard:
+    if ctx.nft_drops:
+        guard = [r for r in ctx.nft_drops if r.split()[1:2] == ["podnet_guard"]]
+        rule = (guard or list(ctx.nft_drops))[0]
+        return traced_drop(ctx.host, ctx.role, ctx.ns, rule, probe, ctx.tunnel)
+    if ctx.qdiscs:
+        qdisc, dropped = ctx.qdiscs[0]
+        dev = qdisc.split()[0]
+        if qdisc.split()[-1] in ("clsact", "ingress"):  # it holds filters: one of them shot it
+            return Drop(
+                ctx.host,
+                "tc-filter",
+                f"{what} took in {probe} and a tc filter on {dev} dropped {dropped} packets meanwhile "
+                f"(its {qdisc.split()[-1]} qdisc counts them; nftables and the kernel's counters do not)",
+                f"look at the filters and BPF programs on {dev}: `tc -n {ctx.ns} filter show dev {dev} "
+                f"ingress` (and egress), `ip netns exec {ctx.ns} bpftool net`; remove the one that drops",
+            )
         return Drop(
             ctx.host,
-            "policy",
-            f"podnet's pod guard on {what} drops {probe}: {guard[0]}",
-            "that is podnet's own policy (the pod guard, docs/security.md): a pod may not spoof its "
-            "source, reach the store, BGP or the tunnel ports, or its node beyond ICMP and "
-            "podGuard.nodePorts; `podnet drops` shows each drop with its reason",
+            "qdisc",
+            f"{what} took in {probe} and its qdisc ({qdisc}) dropped {dropped} packets meanwhile "
+            "(`tc -s qdisc` counts them; nothing else does)",
+            f"that queueing discipline throws packets away: `tc -n {ctx.ns} -s qdisc show dev {dev}`; "
+            f"remove it (`tc -n {ctx.ns} qdisc del dev {dev} root`) or raise its limit",
         )
-    if ctx.nft_drops:
-        rule = ctx.nft_drops[0]
-        reason = f"{what} drops {probe} in nftables: {rule}"
-        if ctx.tunnel:
-            fix = (
-                f"tunnel mode needs {ctx.tunnel} open between every pair of nodes, both ways: allow it in "
-                f"that chain on {ctx.host}, or delete the rule (`ip netns exec {ctx.ns} nft -a list ruleset` "
-                "shows its handle)"
-            )
-        else:
-            fix = (
-                f"allow the pods' traffic in that chain on {ctx.host}, or delete the rule "
-                f"(`ip netns exec {ctx.ns} nft -a list ruleset` shows its handle)"
-            )
-        return Drop(ctx.host, "filter", reason, fix)
     if "mtu" in ctx.kernel_meaning or (ctx.small_passed and not ctx.between):
         evidence = f" ({counted})" if counted else " (the small probe passed)"
         reason = (
@@ -205,12 +326,13 @@ def probe_drop(ctx: ProbeLoss) -> Drop:
             f"segment's bridge ports), or lower the cluster's MTU",
         )
     if "no-route" in ctx.kernel_meaning:
-        return Drop(
-            ctx.host,
-            "no-route",
-            f"{what} has no route for {probe} ({counted})",
-            "the routers need the pod CIDRs: bgp.enabled (native routing), or routingMode=tunnel",
+        fix = (
+            "the routers need the pod CIDRs: bgp.enabled (native routing), or routingMode=tunnel"
+            if ctx.role == "router"
+            else f"`ip -n {ctx.ns} route get` for the destination shows what {ctx.host} lacks; "
+            f"`podnet status --node {ctx.host}` what the agent planned"
         )
+        return Drop(ctx.host, "no-route", f"{what} has no route for {probe} ({counted})", fix)
     if "rp-filter" in ctx.kernel_meaning:
         return Drop(
             ctx.host,
@@ -257,6 +379,8 @@ class PeerHealth:
     underlay: bool | None  # None: not asked (the pod side answered)
     full_size: bool | None  # None: not asked
     size: int = 0
+    local_drop: str = ""  # "podnet_vxlan tx_errors +1": this node failed to send the tunnel packet
+    node: str = ""  # the node that probed
 
 
 def peer_health(h: PeerHealth) -> tuple[str, str]:
@@ -270,6 +394,12 @@ def peer_health(h: PeerHealth) -> tuple[str, str]:
         )
     if h.pod_side:
         return "ok", ""
+    if h.local_drop:
+        return "unreachable", (
+            f"{h.node or 'this node'} itself drops the {h.tunnel or 'tunnel'} packets it sends to {h.peer} "
+            f"({h.local_drop}): its own output filter or routing refuses them before they leave "
+            "(`podnet diagnose` names the rule)"
+        )
     if h.underlay:
         if h.tunnel:
             return "unreachable", (

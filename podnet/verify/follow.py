@@ -15,17 +15,23 @@ in the namespaces the walk went through (and the bridges between them):
 - the kernel's own drop counters (``/proc/net/snmp``, ``netstat``, ``snmp6``: no route, too big
   with DF, discards) and every interface's dropped counters are read before and after.
 
+Pods are traced too (their own firewall is on the path), and each host's qdiscs are read before
+and after (``tc -s qdisc``: a qdisc that drops everything counts it nowhere else).
+
 Everything added is removed before ``follow`` returns (the table deleted, tcpdump and nft stopped
 by PID). Lab-only: on a real host the agent's health probes and path-MTU prober do this job.
-Beside the echoes, a TCP connection ``src -> dst:<random port>`` is opened (to a listener this
-process makes in the destination's namespace) and traced by port: pod traffic is mostly TCP, and
-a filter that drops only TCP lets every echo through. The verdict from what was seen is pure
-(``locate``, ``trace_drops``), so every case is unit-tested.
+Beside the echoes, a TCP connection ``src -> dst:<random port>`` moves 64 KiB each way (full-size
+segments both ways: a filter on size lets a connection open) and a full-size UDP datagram (DF)
+goes there and back, both to sockets this process holds in the destination's namespace and both
+traced by that port: pod traffic is mostly TCP, and a filter that drops only TCP or only large
+packets lets every echo through. The verdict from what was seen is pure (``locate``,
+``trace_drops``), so every case is unit-tested.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import select
@@ -43,7 +49,7 @@ from podnet.datapath.kernel import dropstats
 from podnet.util import netns
 from podnet.util.proc import stop
 from podnet.verify.capture import pcap_frames, stop_tcpdump, wait_listening
-from podnet.verify.probe import tcp_probe
+from podnet.verify.probe import tcp_probe, udp_probe
 from podnet.verify.view import PathView, Place
 
 TRACE_TABLE = "podnet_trace"
@@ -74,9 +80,10 @@ class HostCounters:
     """What rose on one host while the probes were out."""
 
     nft_drops: tuple[str, ...] = ()  # "inet fw fwdc rule udp dport 8472 drop (verdict drop)"
-    tcp_drops: tuple[str, ...] = ()  # the same, for the TCP probe's packets
+    port_drops: tuple[str, ...] = ()  # the same, for the TCP and UDP probes' packets
     kernel: tuple[tuple[str, int], ...] = ()  # ("Ip.FragFails", 2)
     links: tuple[tuple[str, int], ...] = ()  # ("to-r2", 2): an interface's dropped packets
+    qdiscs: tuple[tuple[str, int], ...] = ()  # ("to-r2 root qdisc pfifo limit 0", 4): qdisc drops
 
 
 @dataclass(frozen=True)
@@ -92,8 +99,9 @@ class ProbeRun:
     send_error: str = ""
     sightings: tuple[Sighting, ...] = ()
     counters: dict[str, HostCounters] = field(default_factory=dict)
-    tcp: tuple[bool, str] | None = None  # the TCP probe's (connected and echoed, detail); None: not tried
-    tcp_port: int = 0
+    tcp: tuple[bool, str] | None = None  # the TCP probe's (bulk went both ways, detail); None: not tried
+    tcp_port: int = 0  # the TCP and UDP probes' port
+    udp: tuple[bool, str] | None = None  # the full-size UDP probe's (echoed, detail); None: not tried
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +113,9 @@ class ProbeRun:
             "tcp": None
             if self.tcp is None
             else {"port": self.tcp_port, "ok": self.tcp[0], "detail": self.tcp[1]},
+            "udp": None
+            if self.udp is None
+            else {"port": self.tcp_port, "ok": self.udp[0], "detail": self.udp[1]},
             "seen": [
                 {
                     "host": s.host,
@@ -116,9 +127,14 @@ class ProbeRun:
                 for s in self.sightings
             ],
             "counters": {
-                h: {"nft": list(c.nft_drops + c.tcp_drops), "kernel": dict(c.kernel), "links": dict(c.links)}
+                h: {
+                    "nft": list(c.nft_drops + c.port_drops),
+                    "kernel": dict(c.kernel),
+                    "links": dict(c.links),
+                    "qdiscs": dict(c.qdiscs),
+                }
                 for h, c in self.counters.items()
-                if c.nft_drops or c.tcp_drops or c.kernel or c.links
+                if c.nft_drops or c.port_drops or c.kernel or c.links or c.qdiscs
             },
         }
 
@@ -150,7 +166,8 @@ def locate(run: ProbeRun, path: Sequence[str], reply_path: Sequence[str]) -> Los
             loss = _trail_end(run, hosts, reply, big)
             if loss is not None:
                 return loss
-        return Loss(path[-1], reply=True, big=big)  # seen everywhere, yet no reply reached the socket
+        # seen everywhere, yet no reply reached the socket: it was lost where it arrived
+        return Loss(reply_path[-1], reply=True, big=big)
     return None
 
 
@@ -186,13 +203,15 @@ def follow(
         names = {h: view.ns(h) for h in hosts}
         before = {h: _counters(ns) for h, ns in names.items()}
         dumps = stack.enter_context(_tcpdumps(names, Path(tmp)))
-        traced = {h: names[h] for h in hosts if view.role(h) in ("node", "router")}
+        traced = {h: names[h] for h in hosts if view.role(h) in ("node", "router", "pod", "external")}
         monitors = stack.enter_context(_nft_traces(traced, tokens, port, Path(tmp)))
         sent, answered, error = _send(view.ns(src.host), dst.ip, size, tokens)
-        tcp_result = None
+        tcp_result = udp_result = None
         if tcp and dst.host in view.hosts():
             res = tcp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), port=port, timeout=1.5)
             tcp_result = (res.ok, res.detail)
+            res = udp_probe(view.ns(src.host), view.ns(dst.host), str(dst.ip), port, size, timeout=1.0)
+            udp_result = (res.ok, res.detail)
         time.sleep(0.2)  # the last copies reach tcpdump's buffers
         stack.close()
         after = {h: _counters(ns) for h, ns in names.items()}
@@ -214,14 +233,15 @@ def follow(
         counters = {
             h: HostCounters(
                 nft_drops=traces.get(h, ((), ()))[0],
-                tcp_drops=traces.get(h, ((), ()))[1],
+                port_drops=traces.get(h, ((), ()))[1],
                 kernel=_rises(before[h][0], after[h][0]),
                 links=_rises(before[h][1], after[h][1]),
+                qdiscs=_rises(before[h][2], after[h][2]),
             )
             for h in hosts
         }
     return ProbeRun(
-        src, dst, size, tuple(hosts), sent, answered, error, sightings, counters, tcp_result, port
+        src, dst, size, tuple(hosts), sent, answered, error, sightings, counters, tcp_result, port, udp_result
     )
 
 
@@ -313,7 +333,8 @@ def _nft_traces(
     bytes into the outer UDP for an inner IPv4 packet, 78 for an inner IPv6 one), and the TCP
     probe's packets by its port (plain, and inside a tunnel at the same depths)."""
     rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in (64, 464, 624)]
-    rules += [f"tcp {end} {port} meta nftrace set 1" for end in ("dport", "sport")]
+    ends = ("dport", "sport")
+    rules += [f"{proto} {end} {port} meta nftrace set 1" for proto in ("tcp", "udp") for end in ends]
     rules += [f"@th,{offset},16 {port} meta nftrace set 1" for offset in (400, 416, 560, 576)]
     body = "\n".join(f"    {r}" for r in rules)
     script = (
@@ -353,7 +374,8 @@ TRACE_LINE = re.compile(r"^trace id (\S+) ")
 
 def trace_drops(text: str, port: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The traced drops (``inet fw fwdc rule udp dport 8472 drop (verdict drop)``), once each:
-    (those of the echoes, those of the TCP probe: a trace whose packet names ``port``) (pure)."""
+    (those of the echoes, those of the TCP and UDP probes: a trace whose packet names ``port``)
+    (pure)."""
     lines: dict[str, list[str]] = {}
     for line in text.splitlines():
         m = TRACE_LINE.match(line.strip())
@@ -398,9 +420,13 @@ def _sightings(host: str, data: bytes, tokens: tuple[bytes, bytes], view: PathVi
             )
 
 
-def _counters(ns: str) -> tuple[dict[str, int], dict[str, int]]:
-    """The namespace's kernel drop counters and every interface's dropped packets (rx + tx)."""
-    script = "cat /proc/net/snmp /proc/net/netstat; echo ==; cat /proc/net/snmp6; echo ==; cat /proc/net/dev"
+def _counters(ns: str) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """The namespace's kernel drop counters, every interface's dropped packets (rx + tx) and
+    every qdisc's drops."""
+    script = (
+        "cat /proc/net/snmp /proc/net/netstat; echo ==; cat /proc/net/snmp6; echo ==; cat /proc/net/dev; "
+        "echo ==; tc -s -j qdisc show"
+    )
     res = subprocess.run(
         ["ip", "netns", "exec", ns, "sh", "-c", script],
         capture_output=True,
@@ -408,8 +434,27 @@ def _counters(ns: str) -> tuple[dict[str, int], dict[str, int]]:
         timeout=10,
         check=False,
     )
-    pairs, snmp6, dev = ([*res.stdout.split("==\n"), "", ""])[:3]
-    return dropstats.parse_kernel_counters(pairs, snmp6), dropstats.parse_link_drops(dev)
+    pairs, snmp6, dev, qdiscs = ([*res.stdout.split("==\n"), "", "", ""])[:4]
+    return (
+        dropstats.parse_kernel_counters(pairs, snmp6),
+        dropstats.parse_link_drops(dev),
+        qdisc_drops(qdiscs),
+    )
+
+
+def qdisc_drops(text: str) -> dict[str, int]:
+    """``{"to-r2 root qdisc pfifo limit 0": drops}`` from ``tc -s -j qdisc show`` (pure)."""
+    try:
+        qdiscs = json.loads(text or "[]")
+    except ValueError:
+        return {}
+    found: dict[str, int] = {}
+    for q in qdiscs if isinstance(qdiscs, list) else []:
+        where = "root" if q.get("root") else f"parent {q.get('parent', '?')}"
+        options = q.get("options") or {}
+        limit = f" limit {options['limit']}" if isinstance(options, dict) and "limit" in options else ""
+        found[f"{q.get('dev')} {where} qdisc {q.get('kind')}{limit}"] = int(q.get("drops") or 0)
+    return found
 
 
 def _rises(before: dict[str, int], after: dict[str, int]) -> tuple[tuple[str, int], ...]:

@@ -184,7 +184,7 @@ def node_status(
         "mtu": mtu,
         "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
         "peers": [
-            _peer(p, kernel, routers, health_ns, _probe_facts(doc), doc.get("pathMTU"))
+            _peer(p, kernel, routers, health_ns, _probe_facts(doc), doc.get("pathMTU"), _own_name(doc))
             for p in doc.get("peers", [])
         ],
     }
@@ -192,6 +192,10 @@ def node_status(
         out["ipam"]["allocations"] = ipam.get("allocations", {})
         out["kernel"] = kernel.owned_objects()
     return out
+
+
+def _own_name(doc: dict[str, Any]) -> str:
+    return str((doc.get("node") or {}).get("name") or "")
 
 
 def _probe_facts(doc: dict[str, Any]) -> tuple[int, str]:
@@ -212,6 +216,7 @@ def _peer(
     health_ns: str | None,
     facts: tuple[int, str] = (0, ""),
     agent_health: dict[str, Any] | None = None,
+    own: str = "",
 ) -> dict[str, Any]:
     cidrs = p.get("podCIDRs") or []
     router_ips = p.get("routerIPs") or []
@@ -227,7 +232,13 @@ def _peer(
     )
     health, detail = "unknown", ""
     if health_ns is not None and target is not None:
-        health, detail = _health(health_ns, target, node_ip, path, facts, str(p.get("name")))
+        found = []
+        for ip in router_ips or [target]:
+            fam = ipaddress.ip_address(ip).version
+            peer_ip = p.get("ipv4" if fam == 4 else "ipv6") or node_ip
+            fam_path = path if ip == target else kernel.path_to(ip, peer_ip, routers)
+            found.append((fam, _health(health_ns, ip, peer_ip, fam_path, facts, str(p.get("name")), own)))
+        health, detail = combine_health(found)
     elif agent_health is not None:  # a real host: what the agent's own probes found
         health, detail = _agent_health(agent_health, str(p.get("name")), node_ip, path, facts)
     agrees = _agrees(str(p.get("reach")), path.reach)
@@ -273,12 +284,37 @@ def _agent_health(
     )
 
 
+def combine_health(found: list[tuple[int, tuple[str, str]]]) -> tuple[str, str]:
+    """One peer's health over its families (pure): the worst state; with several families the
+    details name theirs (``IPv6: ...``) and say which family works."""
+    rank = {"ok": 0, "unknown": 1, "degraded": 2, "unreachable": 3}
+    worst = max((state for _, (state, _) in found), key=lambda s: rank.get(s, 1), default="unknown")
+    if len(found) == 1:
+        return found[0][1]
+    bad = [f"IPv{fam}: {detail or state}" for fam, (state, detail) in found if state != "ok"]
+    good = [f"IPv{fam}" for fam, (state, _) in found if state == "ok"]
+    return worst, "; ".join(bad) + (f" ({', '.join(good)} ok)" if bad and good else "")
+
+
 def _health(
-    ns: str, target: str, node_ip: str | None, path: KernelPath, facts: tuple[int, str], name: str
+    ns: str,
+    target: str,
+    node_ip: str | None,
+    path: KernelPath,
+    facts: tuple[int, str],
+    name: str,
+    own: str = "",
 ) -> tuple[str, str]:
     """Ping the peer's pod side; when it fails, its node address on the underlay; when it
-    answers, a full-size DF packet of the route's MTU too: together they say what is wrong."""
+    answers, a full-size DF packet of the route's MTU too: together they say what is wrong. The
+    tunnel device's send errors around the first ping tell a drop on this node itself."""
+    errors = _tx_errors(ns, path.dev) if path.reach == "tunnel" and path.dev else None
     pod_side = ping(ns, target, count=1, timeout=1.0).ok
+    local = ""
+    if errors is not None and not pod_side:
+        after = _tx_errors(ns, str(path.dev))
+        if after is not None and after > errors:
+            local = f"{path.dev} tx_errors +{after - errors}"
     underlay = full = None
     size, display = facts
     if not pod_side and node_ip:
@@ -288,8 +324,21 @@ def _health(
         full = ping(ns, target, count=1, timeout=1.0, size=size - headers, dont_fragment=True).ok
     tunnel = (display or "the tunnel protocol") if path.reach == "tunnel" else ""
     return explain.peer_health(
-        explain.PeerHealth(name, str(node_ip), path.reach, tunnel, pod_side, underlay, full, size)
+        explain.PeerHealth(name, str(node_ip), path.reach, tunnel, pod_side, underlay, full, size, local, own)
     )
+
+
+def _tx_errors(ns: str, dev: str | None) -> int | None:
+    """A device's send errors and drops in namespace ``ns`` (None when it cannot be read)."""
+    try:
+        with IPRoute(netns=ns) as ipr:
+            links = ipr.link_lookup(ifname=dev)
+            if not links:
+                return None
+            stats = ipr.get_links(links[0])[0].get_attr("IFLA_STATS64")
+    except (OSError, NetlinkError):
+        return None
+    return int(stats["tx_errors"]) + int(stats["tx_dropped"]) if stats is not None else None
 
 
 def _agrees(planned: str, kernel: str) -> bool:

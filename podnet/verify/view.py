@@ -43,6 +43,8 @@ class Link:
     mtu: int
     kind: str  # "veth", "vxlan", "bridge", "" ...
     up: bool
+    mac: str = ""  # lower case; "" for devices without one
+    peer_index: int | None = None  # a veth's peer's ifindex (in the peer's namespace)
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,23 @@ def resolve_pair(view: PathView, src: str, dst: str, family: int | None = None) 
         except ValueError:
             continue
     return view.resolve(src, family), view.resolve(dst, family)
+
+
+def pair_families(view: PathView, src: str, dst: str, family: int | None = None) -> list[int]:
+    """The families to ask about ``src -> dst``: the one given or named by an address, else every
+    family both ends have (a dual-stack pair is two questions), IPv4 first."""
+    if family is not None:
+        return [family]
+    for text in (dst, src):
+        try:
+            return [ipaddress.ip_address(text).version]
+        except ValueError:
+            continue
+    found = []
+    for fam in (4, 6):
+        try:
+            view.resolve(src, fam), view.resolve(dst, fam)
+        except (ViewError, KeyError):
+            continue
+        found.append(fam)
+    return found or [4]

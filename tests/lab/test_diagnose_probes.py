@@ -117,9 +117,10 @@ def test_a_filter_on_the_tunnel_protocol_is_named_where_it_is(tunnel_lab: Topolo
     assert _diagnose(topo, "pod1", "pod2", code=0)["status"] == "works"
 
 
-def test_a_loss_nothing_counts_is_inconclusive_not_works(tunnel_lab: Topology, tmp_path: Path) -> None:
+def test_a_tc_program_dropping_is_named_by_its_qdiscs_counter(tunnel_lab: Topology, tmp_path: Path) -> None:
     """A tc program dropping UDP on r1's link from r2: nft, the kernel's counters and the
-    interface's counters see nothing. The verdict names r1 and says it cannot tell why."""
+    interface's counters see nothing; the clsact qdisc it hangs on counts its drops. The verdict
+    names r1, the device and the tc filters (before qdisc counters were read: inconclusive)."""
     topo = tunnel_lab
     obj = tmp_path / "dropudp.o"
     multiarch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
@@ -130,9 +131,9 @@ def test_a_loss_nothing_counts_is_inconclusive_not_works(tunnel_lab: Topology, t
     sh(topo, "r1", *attach, "obj", str(obj), "sec", "tc")
     doc = _verdict(topo, "pod1", "pod2")
     verdict = doc["verdict"]
-    assert doc["status"] == "inconclusive" and verdict["kind"] == "inconclusive", verdict
+    assert doc["status"] == "broken" and verdict["kind"] == "tc-filter", verdict
     assert verdict["host"] == "r1" and "to-r2" in verdict["reason"], verdict
-    assert "tc" in verdict["fix"], verdict
+    assert "tc -n" in verdict["fix"] and "filter show dev to-r2" in verdict["fix"], verdict
     sh(topo, "r1", "tc", "qdisc", "del", "dev", "to-r2", "clsact")
     assert _diagnose(topo, "pod1", "pod2", code=0)["status"] == "works"
 
