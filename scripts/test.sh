@@ -21,7 +21,12 @@ echo "== lint-imports"
 echo "== pytest"
 # namespaces that exist before the run (e.g. a lab someone has up) are never counted or touched
 netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+# two workers (PODNET_TEST_WORKERS), each taking whole files: a file's module-scoped lab stays on
+# one worker, and every lab, namespace and etcd a test makes has a name of its own
+workers=${PODNET_TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
+.venv/bin/pytest -q -p no:cacheprovider "${parallel[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2
