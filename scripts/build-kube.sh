@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager v1.20.2 from Debian bookworm's `kubernetes`
-# source package with Debian's golang-go, once, idempotently, and prints where they are.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl v1.20.2 from
+# Debian bookworm's `kubernetes` source package with Debian's golang-go, and the pod sandbox's
+# `pause` from the same tree with gcc -static, once, idempotently, and prints where they are.
 # Run as root on Debian 12 (bookworm). See docs/kubernetes-build.md.
 #
 #   1. Debian packages: golang-go (the compiler) and dpkg-dev (dpkg-source,
@@ -12,19 +13,21 @@
 #      it). The tree vendors all its dependencies (vendor/, vendor/modules.txt).
 #   3. The build, offline: GOPATH mode (GO111MODULE=off) against the tree's own vendor/, as
 #      upstream's `make` (which debian/rules calls) builds 1.20, with GOPROXY=off. Of make's
-#      generated_files step only what the two binaries lack is done: openapi-gen writes
+#      generated_files step only what the binaries lack is done: openapi-gen writes
 #      pkg/generated/openapi/zz_generated.openapi.go (not in the release tarball). Then only
-#      k8s.io/kubernetes/cmd/kube-apiserver and .../cmd/kube-controller-manager are built, with
+#      k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,
+#      kubectl} are built (kubelet ~3-10 minutes on 2 cores), with
 #      make's flags: CGO_ENABLED=0, -tags selinux,notest, trimmed paths, -ldflags "-s -w
 #      -buildid=" plus the version -X flags of hack/lib/version.sh (gitVersion v1.20.2,
 #      gitCommit, gitTreeState=archive, gitMajor/Minor; buildDate from debian/changelog).
 #   4. The cache, outside the repository: ${PODNET_CACHE:-/var/cache/podnet}/kubernetes-<debian
-#      version>/bin/{kube-apiserver,kube-controller-manager} (+ build.log, BUILD-INFO). The build
-#      runs in kubernetes.build/ and is renamed into place only when both binaries print
+#      version>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kubectl,pause}
+#      (+ build.log, BUILD-INFO). The build
+#      runs in kubernetes.build/ and is renamed into place only when every binary prints
 #      `Kubernetes v1.20.2`; a half-build is thrown away and redone. The source tree and Go's
 #      build cache are removed afterwards. A later run finds the cache and neither downloads
 #      nor builds; concurrent runs are serialised with flock.
-#   5. Prints `kube-apiserver=<path>` and `kube-controller-manager=<path>`.
+#   5. Prints `<binary>=<path>`, one line each.
 #
 # Env: PODNET_CACHE (default /var/cache/podnet); PODNET_KUBE_DEB_VERSION (a Debian version of
 # the source package to use instead of the newest the archive has).
@@ -44,11 +47,12 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt_lock=(-o DPkg::Lock::Timeout=300)
 kube_want=v1.20.2
-bins=(kube-apiserver kube-controller-manager)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 # The build recipe: a cache made by an older recipe is rebuilt. 2: vendor/github.com/modern-go/
 # reflect2 1.0.1 replaced by Debian's 1.0.2 (1.0.1 crashes under Go 1.19 with "fatal error:
-# fault" in mapiterinit on the first custom-resource create).
-recipe=2
+# fault" in mapiterinit on the first custom-resource create). 3: kube-scheduler, kubelet, kubectl
+# and pause too (the lab's real Kubernetes nodes).
+recipe=3
 
 # run LOG CMD... comes from scripts/lib/debsrc.sh
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -56,11 +60,19 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
 # bin_ok PATH: the binary runs and reports the version it was built for.
-bin_ok() { local out; [ -x "$1" ] && out=$("$1" --version 2>&1) && [ "$out" = "Kubernetes $kube_want" ]; }
+bin_ok() {
+  local out
+  [ -x "$1" ] || return 1
+  case "$1" in
+    */kubectl) out=$("$1" version --client --short 2>&1) && [ "$out" = "Client Version: $kube_want" ] ;;
+    *) out=$("$1" --version 2>&1) && [ "$out" = "Kubernetes $kube_want" ] ;;
+  esac
+}
 # dir_ok DIR: a finished build (stamp written last) whose binaries both work.
 dir_ok() {
   local b; [ -f "$1/.complete" ] && grep -qx "recipe $recipe" "$1/.complete" || return 1
   for b in "${bins[@]}"; do bin_ok "$1/bin/$b" || return 1; done
+  [ -x "$1/bin/pause" ]
 }
 
 cache=${PODNET_CACHE:-/var/cache/podnet}
@@ -85,7 +97,7 @@ if [ -n "$dir" ]; then
   echo "kubernetes: cached ($dir)"
 else
   # ---- 1. Debian packages ---------------------------------------------------------------------
-  pkgs=(golang-go dpkg-dev golang-github-modern-go-reflect2-dev)
+  pkgs=(golang-go dpkg-dev golang-github-modern-go-reflect2-dev gcc libc6-dev)
   missing=()
   for p in "${pkgs[@]}"; do installed "$p" || missing+=("$p"); done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -192,7 +204,7 @@ else
   info=("openapi-gen: built and run in ${t}s")
   echo "$prog: OpenAPI definitions generated in ${t}s" >&2
 
-  # 3b. the two binaries
+  # 3b. the binaries
   for b in "${bins[@]}"; do
     echo "$prog: building $b $gitversion with $goversion (log: $log)" >&2
     t0=$(now)
@@ -205,6 +217,13 @@ else
     info+=("$b: built in ${t}s, $size bytes")
     echo "$prog: $b built in ${t}s ($size bytes)" >&2
   done
+
+  # 3c. pause, the pod sandbox's one process, as upstream's build/pause/Makefile builds it
+  t0=$(now)
+  run "$log" gcc -Os -static -Wall -Werror -DVERSION="$gitversion-debian" -o "$build/bin/pause" \
+    "$src/build/pause/linux/pause.c" || die "building pause failed (see $log)"
+  strip "$build/bin/pause"
+  info+=("pause: built in $(secs "$t0" "$(now)")s, $(stat -c %s "$build/bin/pause") bytes (gcc -static)")
 
   # ---- 4. into the cache -----------------------------------------------------------------------
   {
@@ -226,4 +245,4 @@ else
 fi
 
 # ---- 5. summary ---------------------------------------------------------------------------------
-for b in "${bins[@]}"; do echo "$b=$dir/bin/$b"; done
+for b in "${bins[@]}" pause; do echo "$b=$dir/bin/$b"; done

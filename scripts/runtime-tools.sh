@@ -16,7 +16,11 @@
 #      (src/, bin/cnitool) and reused: a second run neither downloads nor builds.
 #      The build adds one file to cnitool (cachedir.go): CNI_CACHE_DIR=<dir> replaces cnitool's
 #      fixed result cache /var/lib/cni (libcni.CacheDir), so tests never write /var/lib/cni.
-#   3. Prints one line per tool: cnitool= podman= runc= busybox= cni-plugins=.
+#   3. containerd for the lab's real Kubernetes nodes, from Debian's `containerd` package but NOT
+#      installed: `apt-get download` + `dpkg-deb -x` into ${PODNET_CACHE}/containerd-<version>/
+#      (no postinst, no service, nothing in /etc or /usr); each lab node runs it with a config of
+#      its own (podnet/lab/kubenode.py).
+#   4. Prints one line per tool: cnitool= podman= runc= busybox= cni-plugins= containerd=.
 #
 # Env: PODNET_CACHE (default /var/cache/podnet).
 set -euo pipefail
@@ -120,7 +124,31 @@ EOF
   echo "cnitool: built $ver ($dir)"
 fi
 
-# ---- 3. Summary -------------------------------------------------------------------------------
+# ---- 3. containerd, unpacked only -------------------------------------------------------------
+ctrd_ok() { "$1/usr/bin/containerd" --version >/dev/null 2>&1 && [ -x "$1/usr/bin/ctr" ] \
+  && [ -x "$1/usr/bin/containerd-shim-runc-v2" ]; }
+ctrd_ver=$(apt-cache policy containerd 2>/dev/null | sed -n 's/^  Candidate: //p')
+[ -n "$ctrd_ver" ] && [ "$ctrd_ver" != "(none)" ] || { run "$cache/.containerd-apt.log" apt-get -q "${apt_lock[@]}" update;
+  ctrd_ver=$(apt-cache policy containerd | sed -n 's/^  Candidate: //p'); }
+[ -n "$ctrd_ver" ] && [ "$ctrd_ver" != "(none)" ] || die "Debian has no containerd package for this machine"
+ctrd=$cache/containerd-${ctrd_ver//:/_}
+exec 8>"$cache/.containerd.lock"
+flock 8
+if ctrd_ok "$ctrd"; then
+  echo "containerd: cached ($ctrd)"
+else
+  rm -rf "$ctrd.part" && mkdir -p "$ctrd.part/deb"
+  chown _apt "$ctrd.part/deb" 2>/dev/null || true   # apt-get download drops to the _apt user
+  (cd "$ctrd.part/deb" && run "$ctrd.part/download.log" apt-get -q download "containerd=$ctrd_ver") \
+    || die "apt-get download containerd=$ctrd_ver failed (see $ctrd.part/download.log)"
+  dpkg-deb -x "$ctrd.part"/deb/containerd_*.deb "$ctrd.part" || die "dpkg-deb -x of containerd failed"
+  rm -rf "$ctrd.part/deb" "$ctrd"
+  ctrd_ok "$ctrd.part" || die "the unpacked containerd does not run"
+  mv "$ctrd.part" "$ctrd"
+  echo "containerd: unpacked $ctrd_ver ($ctrd)"
+fi
+
+# ---- 4. Summary -------------------------------------------------------------------------------
 find_bin() { # first existing path of a package's file that ends in /NAME
   dpkg-query -L "$1" 2>/dev/null | grep -E "/$2\$" | while read -r f; do
     [ -x "$f" ] && { echo "$f"; break; }; done || true
@@ -140,3 +168,4 @@ echo "podman=$podman"
 echo "runc=$runc"
 echo "busybox=$busybox"
 echo "cni-plugins=$plugins"
+echo "containerd=$ctrd/usr/bin/containerd"

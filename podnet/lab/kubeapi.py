@@ -64,6 +64,18 @@ def binaries() -> dict[str, Path]:
     )
 
 
+def binary(name: str) -> Path:
+    """Another binary scripts/build-kube.sh built beside kube-apiserver (kubelet, kube-scheduler,
+    kubectl, pause)."""
+    path = binaries()[APISERVER].parent / name
+    if not os.access(path, os.X_OK):
+        raise KubeError(
+            f"{name} is not built in {path.parent}: run `bash scripts/build-kube.sh` (a cache from before "
+            "it built kubelet, kube-scheduler, kubectl and pause is rebuilt)"
+        )
+    return path
+
+
 def on_kubernetes(topo: Topology) -> bool:
     """Whether the lab's agents and operator use the API server (cluster ``datastore: kubernetes``)."""
     return str(topo.cluster.get("datastore", "etcd")).strip().lower() == "kubernetes"
@@ -122,6 +134,7 @@ def apiserver_argv(topo: Topology, etcd: list[str], etcd_tls: TlsFiles | None) -
     ips = (str(cp), "127.0.0.1", SERVICE_IP)
     serving = pki.ensure_cert(lab, "kube-apiserver", ips, server=True, dns=SERVICE_NAMES)
     sa_key, sa_pub = pki.ensure_signing_key(lab, "service-accounts")
+    to_kubelets = pki.ensure_cert(lab, "kube-apiserver-kubelet-client", org="system:masters")
     argv = [
         str(binaries()[APISERVER]),
         f"--etcd-servers={','.join(etcd)}",
@@ -140,6 +153,9 @@ def apiserver_argv(topo: Topology, etcd: list[str], etcd_tls: TlsFiles | None) -
         "--authorization-mode=Node,RBAC",
         "--allow-privileged=true",  # the agent's DaemonSet is privileged (dry-run checks it)
         "--endpoint-reconciler-type=none",
+        "--kubelet-preferred-address-types=InternalIP",  # real nodes: exec/logs reach the underlay address
+        f"--kubelet-client-certificate={to_kubelets.cert}",  # kubelets take x509 clients of the lab's CA
+        f"--kubelet-client-key={to_kubelets.key}",
         "--profiling=false",
         *DUAL_STACK_GATES * dual_stack(topo),  # Node.spec.podCIDRs of both families (alpha in v1.20)
     ]
@@ -199,7 +215,7 @@ def ensure_kube_control_plane(topo: Topology, state: st.LabState) -> int:
 
         client = connect(kubeconfig_path(lab))
         try:
-            register_nodes(client, topo)
+            register_nodes(client, topo, real=topo.real_kubelets)
         finally:
             client.close()
     state.info["kubernetes"] = {

@@ -44,19 +44,25 @@ def _create(client: Client, obj: object) -> None:
             raise
 
 
-def register_node(client: Client, host: Host) -> None:
-    """The Node object of ``host`` with its underlay address, as the kubelet registers it."""
+def register_node(client: Client, host: Host, real: bool = False) -> None:
+    """The Node object of ``host`` with its underlay address, as the kubelet registers it. A node
+    where a real kubelet will run gets a capacity too: kubelet 1.20.2 panics (a nil map in
+    reconcileHugePageResource) when it finds its Node without one, and the agents need the Node
+    before kubelet starts."""
     labels = {"kubernetes.io/hostname": host.name, "kubernetes.io/os": "linux"}
     _create(client, Node(metadata=ObjectMeta(name=host.name, labels=labels)))
     addresses = [NodeAddress(type="InternalIP", address=str(host.primary.ip)),
                  NodeAddress(type="Hostname", address=host.name)]  # fmt: skip
     status = {"status": NodeStatus(addresses=addresses).to_dict()}
+    if real:
+        status["status"]["capacity"] = {"pods": "0"}
+        status["status"]["allocatable"] = {"pods": "0"}
     client.patch(Node.Status, host.name, status, patch_type=PatchType.MERGE)
 
 
-def register_nodes(client: Client, topo: Topology) -> None:
+def register_nodes(client: Client, topo: Topology, real: tuple[str, ...] = ()) -> None:
     for host in topo.nodes:
-        register_node(client, host)
+        register_node(client, host, real=host.name in real)
 
 
 def ensure_namespace(client: Client, name: str, labels: Mapping[str, str] | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from podnet.lab import cluster as cl
+from podnet.lab import kubenode
 from podnet.lab import state as st
 from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_converged
 from podnet.lab.build import BuildReport, LabBuilder, Progress
@@ -39,6 +40,7 @@ def bring_up(
         try:
             cl.validate_cluster_config(topo)  # before anything exists
             validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
+            kubenode.check(topo)  # real kubelets: the Kubernetes datastore
         except BaseException:
             if st.LabState.load(topo.name) is None:  # only the certificates validation made
                 shutil.rmtree(st.lab_dir(topo.name), ignore_errors=True)
@@ -88,6 +90,13 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
         progress(f"{len(topo.pods)} pods (CNI ADD)")
     for pod in topo.pods:
         report.changes += cl.ensure_pod(topo, state, pod)
+    real = kubenode.wanted(topo)
+    if real:
+        progress(f"real kubelets on {', '.join(h.name for h in real)} (containerd, kube-scheduler)")
+        report.changes += kubenode.ensure_workload_control(topo, state)
+        for host in real:
+            report.changes += kubenode.ensure_real_node(topo, state, host)
+        kubenode.wait_ready(topo)
     state.info["clusterStarted"] = True
     state.save()
 

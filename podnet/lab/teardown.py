@@ -1,7 +1,8 @@
 """``podnet lab down``: remove everything a lab made, found from its state or by name prefix.
 
 Order: the lab's own processes by recorded PID (only while each is still the same process:
-same start time, or same program for old states), then every namespace of the lab (any process
+same start time, or same program for old states), then every process in the cgroups the lab
+made for real nodes (and those cgroups), then every namespace of the lab (any process
 still inside a namespace the lab made is the lab's own and is stopped with it), then the state
 directory. Works on half-built and crashed labs alike, and twice in a row.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
+from podnet.lab import kubenode
 from podnet.lab import state as st
 from podnet.util import netns
 
@@ -55,6 +57,10 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
         mine = [p.pid for p in state.processes if p.running()]
         netns.kill_pids(mine)
         report.processes.extend(mine)
+        # real nodes: their pods' processes are in network namespaces of their own; their cgroups
+        # (named after the lab) hold them all
+        report.processes.extend(kubenode.remove_cgroups(state.info.get("cgroups") or []))
+        kubenode.release_mount_point(lab, state)
     for name in lab_namespaces(lab, state):
         if not netns.exists(name):
             continue

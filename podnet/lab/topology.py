@@ -148,10 +148,31 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
     for key, value in (("etcdTLS", tls), ("kubernetes", kube)):
         if not isinstance(value, bool):
             raise TopologyError(f"controlPlane.{key}: {value!r} is not true or false")
+    real = _real_kubelets(control.get("kubelet", "lab"), hosts)
     return Topology(
         name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube,
-        namespaces=_parse_namespaces(data.get("namespaces")), cloud=cloud,
+        namespaces=_parse_namespaces(data.get("namespaces")), cloud=cloud, real_kubelets=real,
     )  # fmt: skip
+
+
+def _real_kubelets(raw: Any, hosts: Sequence[Host]) -> tuple[str, ...]:
+    """``controlPlane.kubelet``: ``lab`` (the lab plays kubelet, the default), ``real`` (a real
+    kubelet and containerd on every node) or a list of the nodes that get them."""
+    nodes = [h.name for h in hosts if h.role == "node"]
+    if raw in ("lab", None):
+        return ()
+    if raw == "real":
+        chosen = nodes
+    elif isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+        unknown = sorted(set(raw) - set(nodes))
+        if unknown:
+            raise TopologyError(
+                f"controlPlane.kubelet: {', '.join(unknown)} is no node (nodes: {', '.join(nodes)})"
+            )
+        chosen = [n for n in nodes if n in raw]
+    else:
+        raise TopologyError(f"controlPlane.kubelet: {raw!r} is not `lab`, `real` or a list of nodes")
+    return tuple(chosen)  # (they need datastore: kubernetes: checked with the --set overrides applied)
 
 
 def _list(data: Mapping[str, Any], key: str) -> list[Any]:
@@ -396,7 +417,7 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     """The hosts the lab adds for etcd, one per member (``etcdMembers``: 1, 3 or 5): on the given
     network (default: the first), the first at ``address`` or the highest free address, the others
     at the next free addresses below it."""
-    known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes"}
+    known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes", "kubelet"}
     m = checked_mapping(raw or {}, "controlPlane", known)
     members = m.get("etcdMembers", 1)
     if members not in ETCD_MEMBERS:

@@ -131,6 +131,7 @@ class Topology:
     kubernetes: bool = False  # controlPlane.kubernetes: a kube-apiserver on the control plane
     namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
     cloud: Any = None  # lab.cloudtopo.Cloud: the topology's VPC (``cloud:``), None without one
+    real_kubelets: tuple[str, ...] = ()  # controlPlane.kubelet: nodes with a real kubelet + containerd
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

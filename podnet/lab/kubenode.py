@@ -1,0 +1,463 @@
+"""Real Kubernetes nodes in the lab: kubelet and containerd on the nodes ``controlPlane.kubelet``
+names, kube-scheduler and the workload controllers on the control plane.
+
+Each real node is one process tree started as ``nsenter --net=<node ns> unshare --mount
+--propagation slave -- sh <node>/node.sh``: inside its own mount namespace it binds per-node
+directories over the paths containerd 1.6 and kubelet 1.20 hard-code (``/var/lib``, ``/var/log``,
+``/run/containerd``) and files holding the values kubelet wants over the machine-wide sysctls it
+would otherwise write (``vm.overcommit_memory``, ``vm.panic_on_oom``, ``kernel.panic``,
+``kernel.panic_on_oops``), so the machine's own /var, /run and /proc/sys stay as they were. (Not
+``ip netns exec``: it remounts /sys and the cgroup mounts are lost.) containerd's CRI wires pods
+with podnet's CNI plugin (the lab's copy) talking to the node's agent; kubelet runs with the
+cgroupfs driver under a cgroup root named after the lab and node, the node's daemons in a sibling
+``-system`` cgroup, so ``lab down`` finds every process of the node there, pods included (their
+containers live in network namespaces of their own), kills them and removes the cgroups.
+
+The images pods run (``podnet.lab/pause``, ``podnet.lab/busybox:1``) are made locally
+(``podnet.lab.images``) and imported into each node's containerd when it starts: nothing is
+pulled. The rendering functions are pure; ``ensure_*`` do the work and are idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from podnet.lab import images, kubeapi, pki
+from podnet.lab import state as st
+from podnet.lab.build import LabError
+from podnet.lab.topology import Host, Topology
+from podnet.util import proc
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+CONTAINERD_STATE = Path("/run/containerd")  # containerd 1.6 puts shim sockets under it, whatever its config
+SCHEDULER = "kube-scheduler"
+CONTROLLERS = "kube-controllers"  # a second controller-manager: the controllers real pods need
+WORKLOAD_CONTROLLERS = (
+    "deployment", "replicaset", "garbagecollector", "nodelifecycle", "serviceaccount", "serviceaccount-token",
+)  # fmt: skip
+SYSCTL_SHIMS = {  # what kubelet 1.20 sets machine-wide when it starts, with the values it wants
+    "vm/overcommit_memory": "1",
+    "vm/panic_on_oom": "0",
+    "kernel/panic": "10",
+    "kernel/panic_on_oops": "1",
+}
+READY_TIMEOUT = 180.0
+
+
+class KubeNodeError(LabError):
+    """A real node could not be started; the message names the node, the log and what to do."""
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where one real node keeps everything (under the lab's directory)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, lab: str, node: str) -> NodePaths:
+        return cls(st.lab_dir(lab) / "kubenodes" / node)
+
+    @property
+    def var_lib(self) -> Path:
+        return self.root / "var-lib"
+
+    @property
+    def var_log(self) -> Path:
+        return self.root / "var-log"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run-containerd"
+
+    @property
+    def sysctl(self) -> Path:
+        return self.root / "sysctl"
+
+    @property
+    def cni_bin(self) -> Path:
+        return self.root / "cni" / "bin"
+
+    @property
+    def cni_conf(self) -> Path:
+        return self.root / "cni" / "net.d"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def cgroup_name(lab: str, node: str) -> str:
+    """The node's cgroup root (kubelet's ``cgroupRoot``): named after the lab and the node."""
+    return f"{st.NS_PREFIX}{lab}-{node}"
+
+
+def containerd_bin() -> Path:
+    """The directory of containerd unpacked by scripts/runtime-tools.sh (the newest)."""
+    cache = Path(os.environ.get("PODNET_CACHE", "/var/cache/podnet"))
+    for d in sorted(cache.glob("containerd-*"), reverse=True):
+        if os.access(d / "usr" / "bin" / "containerd", os.X_OK):
+            return d / "usr" / "bin"
+    raise KubeNodeError(
+        f"containerd is not unpacked under {cache}: run `bash scripts/runtime-tools.sh` (it unpacks Debian's "
+        "containerd there without installing it)"
+    )
+
+
+# ---- what each node runs (pure) -------------------------------------------------------------------
+
+
+def containerd_config(p: NodePaths, pause: str, runc: str) -> str:
+    """containerd 1.6's configuration: CRI with podnet's CNI dirs, runc with cgroupfs, the paths
+    bound per node (root /var/lib/containerd, state /run/containerd)."""
+    return f"""version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/var/lib/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  netns_mounts_under_state_dir = true
+  enable_selinux = false
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "{runc}"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{p.cni_bin}"
+    conf_dir = "{p.cni_conf}"
+    max_conf_num = 1
+"""
+
+
+def kubelet_config(p: NodePaths, address: str, cgroup_root: str, client_ca: str) -> str:
+    """KubeletConfiguration: serving on the node's underlay address, x509 clients of the lab's CA,
+    cgroupfs under ``cgroup_root``, kernel defaults left alone, no volume plugin dir on the host."""
+    doc = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": address,
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
+                           "x509": {"clientCAFile": client_ca}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{cgroup_root}",
+        "cgroupsPerQOS": True,
+        "enforceNodeAllocatable": ["pods"],
+        "failSwapOn": False,
+        "protectKernelDefaults": False,
+        "clusterDomain": "cluster.local",
+        "resolvConf": "/etc/resolv.conf",
+        "serializeImagePulls": False,
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+        "maxPods": 30,
+        "volumePluginDir": str(p.root / "volume-plugins"),
+    }  # fmt: skip
+    return json.dumps(doc, indent=2) + "\n"  # YAML is a superset of JSON
+
+
+def conflist(agent_socket: Path) -> str:
+    """The CNI configuration list containerd reads: podnet, talking to the node's agent."""
+    doc = {"cniVersion": "1.0.0", "name": "podnet",
+           "plugins": [{"type": "podnet", "agentSocket": str(agent_socket)}]}  # fmt: skip
+    return json.dumps(doc, indent=2) + "\n"
+
+
+def node_script(p: NodePaths, cgroups: Sequence[Path], ctrd: Path, kubelet: Sequence[str],
+                image_tars: Sequence[Path]) -> str:  # fmt: skip
+    """What runs inside the node's network namespace and its own mount namespace."""
+    q = shlex.quote
+    lines = [
+        "set -eu",
+        "# this shell, containerd, its shims and kubelet: the node's -system cgroup in every hierarchy",
+        *(f"echo $$ > {q(str(c / 'cgroup.procs'))}" for c in cgroups),
+        f"mount --bind {q(str(p.var_lib))} /var/lib",
+        f"mount --bind {q(str(p.var_log))} /var/log",
+        f"mount --bind {q(str(p.run))} {CONTAINERD_STATE}",
+        *(f"mount --bind {q(str(p.sysctl / k.replace('/', '.')))} /proc/sys/{k}" for k in SYSCTL_SHIMS),
+        f"export PATH={q(str(ctrd))}:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"containerd --config {q(str(p.root / 'containerd.toml'))} "
+        f">> {q(str(p.logs / 'containerd.log'))} 2>&1 &",
+        "for _ in $(seq 200); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.05; done",
+        *(f"ctr -n k8s.io images import {q(str(t))} >/dev/null" for t in image_tars),
+        "# kubelet supervised as systemd would (Restart=always): a kubelet killed -9 comes back and finds",
+        "# its pods in containerd; this shell stays the node's recorded process",
+        "while :; do",
+        f"  {' '.join(q(a) for a in kubelet)} >> {q(str(p.logs / 'kubelet.log'))} 2>&1 || true",
+        f"  echo \"$(date -Is) kubelet exited: restarting it\" >> {q(str(p.logs / 'kubelet.log'))}",
+        "  sleep 1",
+        "done",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def kubelet_argv(p: NodePaths, node: str, address: str, kubeconfig: Path, pause: str) -> list[str]:
+    return [
+        str(kubeapi.binary("kubelet")), f"--kubeconfig={kubeconfig}", f"--config={p.root / 'kubelet.yaml'}",
+        "--container-runtime=remote", "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+        "--runtime-request-timeout=2m", "--root-dir=/var/lib/kubelet", "--cert-dir=/var/lib/kubelet/pki",
+        f"--hostname-override={node}", f"--node-ip={address}", f"--pod-infra-container-image={pause}",
+        "--v=1",
+    ]  # fmt: skip
+
+
+# ---- starting them ----------------------------------------------------------------------------------
+
+
+def wanted(topo: Topology) -> tuple[Host, ...]:
+    return tuple(h for h in topo.nodes if h.name in topo.real_kubelets)
+
+
+def check(topo: Topology) -> None:
+    """Real kubelets need the Kubernetes datastore, and the lab makes no pods on their nodes (the
+    kubelet would start a second sandbox for each): fails with what to change."""
+    if wanted(topo) and not kubeapi.on_kubernetes(topo):
+        raise KubeNodeError(
+            "controlPlane.kubelet: real kubelets register with the API server: set cluster.datastore: "
+            "kubernetes (or --set datastore=kubernetes)"
+        )
+    mixed = sorted(p.name for p in topo.pods if p.node in topo.real_kubelets)
+    if mixed:
+        raise KubeNodeError(
+            f"pods: {', '.join(mixed)} are on nodes with a real kubelet, which runs its own pods: create "
+            "them with kubectl there, or put them on a node the lab plays kubelet for"
+        )
+
+
+def _cgroup_dirs(name: str) -> list[Path]:
+    """``name`` in every cgroup v1 hierarchy (and the unified one when mounted)."""
+    found = []
+    for h in sorted(CGROUP_FS.iterdir()):
+        if (h / "cgroup.procs").exists() and not h.is_symlink():
+            found.append(h / name)
+    return found
+
+
+def _make_cgroups(state: st.LabState, name: str) -> list[Path]:
+    made = _cgroup_dirs(name)
+    recorded = list(state.info.get("cgroups") or [])
+    for d in made:
+        if str(d) not in recorded:
+            recorded.append(str(d))
+    state.info["cgroups"] = recorded
+    state.save()  # recorded before it exists: lab down removes it even if this fails half-way
+    for d in made:
+        d.mkdir(exist_ok=True)
+        if (d.parent / "cpuset.cpus").exists():  # a new cpuset has none until told
+            for key in ("cpuset.cpus", "cpuset.mems"):
+                if not (d / key).read_text().strip():
+                    (d / key).write_text((d.parent / key).read_text())
+    return made
+
+
+def _mount_point(state: st.LabState) -> None:
+    """containerd's hard-coded /run/containerd must exist to be bound over: made empty if missing
+    (and removed by ``lab down`` when no other lab still needs it)."""
+    if not CONTAINERD_STATE.exists():
+        CONTAINERD_STATE.mkdir(mode=0o711)
+        state.info["madeContainerdMountPoint"] = True
+        state.save()
+
+
+def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
+    """Start containerd + kubelet on ``host`` unless they run; returns 1 when started."""
+    name = f"kubenode-{host.name}"
+    rec = state.process(name)
+    if rec is not None and rec.running():
+        return 0
+    from podnet.lab.cluster import agent_socket, cni_binary
+
+    root = cgroup_name(topo.name, host.name)
+    if rec is not None:  # its kubelet ended: what is left of its daemons goes before they start again
+        remove_cgroups([str(d) for d in _cgroup_dirs(f"{root}-system")])
+
+    lab, p = topo.name, NodePaths.of(topo.name, host.name)
+    for d in (
+        p.var_lib,
+        p.var_log,
+        p.run,
+        p.sysctl,
+        p.cni_bin,
+        p.cni_conf,
+        p.logs,
+        p.root / "volume-plugins",
+    ):
+        d.mkdir(parents=True, exist_ok=True)
+    for key, value in SYSCTL_SHIMS.items():
+        (p.sysctl / key.replace("/", ".")).write_text(value + "\n")
+    for link, target in (("podnet", Path(cni_binary(lab))), ("loopback", Path("/usr/lib/cni/loopback"))):
+        dest = p.cni_bin / link
+        if not dest.is_symlink():
+            dest.symlink_to(target)
+    (p.cni_conf / "05-podnet.conflist").write_text(conflist(agent_socket(lab, host.name)))
+    pause = images.pause_image(kubeapi.binary("pause"))
+    busybox = images.busybox_image()
+    (p.root / "containerd.toml").write_text(containerd_config(p, pause.name, "/usr/sbin/runc"))
+    tls = pki.ensure_cert(lab, f"system:node:{host.name}", org="system:nodes")
+    kubeconfig = p.root / "kubelet.kubeconfig"
+    user = {"client-certificate": tls.cert, "client-key": tls.key}
+    kubeconfig.write_text(kubeapi.kubeconfig(kubeapi.server_url(topo), tls.ca, user))
+    os.chmod(kubeconfig, 0o600)
+    address = str(host.primary.ip)
+    (p.root / "kubelet.yaml").write_text(kubelet_config(p, address, root, tls.ca))
+    _make_cgroups(state, root)
+    system = _make_cgroups(state, f"{root}-system")
+    _mount_point(state)
+    argv = kubelet_argv(p, host.name, address, kubeconfig, pause.name)
+    script = p.root / "node.sh"
+    script.write_text(node_script(p, system, containerd_bin(), argv, [pause.path, busybox.path]))
+    ns = st.ns_name(lab, host.name)
+    outer = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--mount", "--propagation", "slave", "--",
+             "sh", str(script)]  # fmt: skip
+    log = p.logs / "node.log"
+    child = proc.spawn(outer, None, log)
+    # recorded as what runs once nsenter and unshare have exec'd: the node's shell
+    state.add_process(st.ProcessRecord(name, child.pid, ns, ["sh", str(script)], str(log)))
+    state.save()
+    return 1
+
+
+def ensure_workload_control(topo: Topology, state: st.LabState) -> int:
+    """kube-scheduler and a controller-manager with the controllers real pods need, in the
+    control-plane host's namespace; returns how many started."""
+    lab, ns = topo.name, st.ns_name(topo.name, topo.control_plane.name)
+    admin = pki.ensure_cert(lab, "kube-admin", org="system:masters")
+    config = kubeapi.kube_dir(lab) / "workloads.kubeconfig"
+    user = {"client-certificate": admin.cert, "client-key": admin.key}
+    config.write_text(kubeapi.kubeconfig(kubeapi.server_url(topo), admin.ca, user))
+    os.chmod(config, 0o600)
+    sa_key, _ = pki.ensure_signing_key(lab, "service-accounts")
+    wanted_procs = {
+        SCHEDULER: [str(kubeapi.binary("kube-scheduler")), f"--kubeconfig={config}", "--leader-elect=false",
+                    "--port=0", "--secure-port=0"],
+        CONTROLLERS: [str(kubeapi.binary("kube-controller-manager")), f"--kubeconfig={config}",
+                      f"--controllers={','.join(WORKLOAD_CONTROLLERS)}",
+                      f"--service-account-private-key-file={sa_key}", f"--root-ca-file={admin.ca}",
+                      "--use-service-account-credentials=false", "--leader-elect=false", "--port=0",
+                      "--secure-port=0",
+                      # the nodes the lab plays kubelet for never report Ready: their pods stay
+                      "--enable-taint-manager=false", "--pod-eviction-timeout=87600h"],
+    }  # fmt: skip
+    started = 0
+    for name, argv in wanted_procs.items():
+        rec = state.process(name)
+        if rec is not None and rec.running():
+            continue
+        log = st.lab_dir(lab) / "logs" / f"{name}.log"
+        child = proc.spawn(argv, ns, log)
+        state.add_process(st.ProcessRecord(name, child.pid, ns, [argv[0]], str(log)))
+        started += 1
+    state.save()
+    return started
+
+
+def wait_ready(topo: Topology, timeout: float = READY_TIMEOUT) -> None:
+    """Until every real node's Node is Ready (kubelet registered, containerd answered, the CNI
+    configuration found); the error names the node and its kubelet log."""
+    from lightkube.resources.core_v1 import Node
+
+    from podnet.kube.client import connect
+
+    pending = {h.name for h in wanted(topo)}
+    deadline = time.monotonic() + timeout
+    client = connect(kubeapi.kubeconfig_path(topo.name))
+    try:
+        while pending:
+            for name in sorted(pending):
+                with contextlib.suppress(Exception):
+                    node = client.get(Node, name)
+                    conditions = (node.status.conditions or []) if node.status else []
+                    if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                        pending.discard(name)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                logs = ", ".join(
+                    str(NodePaths.of(topo.name, n).logs / "kubelet.log") for n in sorted(pending)
+                )
+                raise KubeNodeError(
+                    f"real node(s) {', '.join(sorted(pending))} not Ready after {timeout:.0f}s: see {logs}"
+                )
+            time.sleep(1.0)
+    finally:
+        client.close()
+
+
+# ---- removing them ----------------------------------------------------------------------------------
+
+
+def remove_cgroups(paths: Sequence[str], grace: float = 5.0) -> list[int]:
+    """Kill every process in the cgroups ``paths`` and below (pods' containers are in network
+    namespaces of their own: only their cgroup finds them), then remove the cgroups, deepest
+    first; returns the PIDs killed."""
+    killed: list[int] = []
+    deadline = time.monotonic() + grace
+    while True:
+        pids = sorted({pid for path in paths for pid in _procs_below(Path(path))})
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        killed.extend(p for p in pids if p not in killed)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for path in paths:
+        root = Path(path)
+        if not root.exists():
+            continue
+        for d in sorted((x for x in root.rglob("*") if x.is_dir()), key=lambda x: len(x.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            root.rmdir()
+    return killed
+
+
+def _procs_below(root: Path) -> set[int]:
+    found: set[int] = set()
+    if not root.exists():
+        return found
+    for procs in [root / "cgroup.procs", *root.rglob("*/cgroup.procs")]:
+        with contextlib.suppress(OSError, ValueError):
+            found.update(int(x) for x in procs.read_text().split())
+    return found
+
+
+def release_mount_point(lab: str, state: st.LabState | None) -> None:
+    """Remove /run/containerd if this lab made it, it is empty and no other lab runs real nodes."""
+    if state is None or not state.info.get("madeContainerdMountPoint"):
+        return
+    for other in st.known_labs():
+        if other == lab:
+            continue
+        other_state = st.LabState.load(other)
+        if other_state is not None and other_state.info.get("cgroups"):
+            return
+    with contextlib.suppress(OSError):
+        CONTAINERD_STATE.rmdir()
