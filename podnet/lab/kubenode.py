@@ -461,3 +461,71 @@ def release_mount_point(lab: str, state: st.LabState | None) -> None:
             return
     with contextlib.suppress(OSError):
         CONTAINERD_STATE.rmdir()
+
+
+# ---- real pods as lab hosts (for status, connectivity, diagnose) ----------------------------------
+
+
+def _pod_pid(lab: str, node: str, uid: str) -> int | None:
+    """A process of pod ``uid`` on ``node``: its sandbox's cgroup under the node's kubepods."""
+    base = CGROUP_FS / "pids" / cgroup_name(lab, node)
+    for procs in base.glob(f"kubepods*/**/pod{uid}/*/cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids = [int(x) for x in procs.read_text().split()]
+            if pids:
+                return pids[0]
+    return None
+
+
+def pod_host(namespace: str, name: str) -> str:
+    """The lab host name of a real pod: its name, prefixed by its namespace outside ``default``."""
+    return name if namespace == "default" else f"{namespace}.{name}"
+
+
+def attach_real_pods(topo: Topology, state: st.LabState) -> dict[str, dict[str, object]]:
+    """The running pods of the real nodes, each as a lab host: its network namespace named
+    ``pn-<lab>-<pod>`` (``ip netns attach`` to one of its processes, so the verification commands
+    enter it like any lab pod); names of pods that are gone are detached. ``{pod: {"node", "ips",
+    "namespace", "real"}}``."""
+    import subprocess
+
+    from lightkube.resources.core_v1 import Pod
+
+    from podnet.kube.client import connect
+    from podnet.util import netns
+
+    real = set(topo.real_kubelets)
+    found: dict[str, dict[str, object]] = {}
+    client = connect(kubeapi.kubeconfig_path(topo.name))
+    try:
+        pods = list(client.list(Pod, namespace="*"))
+    finally:
+        client.close()
+    for pod in pods:
+        node = pod.spec.nodeName if pod.spec else None
+        status = pod.status
+        if node not in real or status is None or status.phase != "Running" or not status.podIPs:
+            continue
+        if pod.spec is not None and pod.spec.hostNetwork:
+            continue
+        pid = _pod_pid(topo.name, str(node), str(pod.metadata.uid))
+        if pid is None:
+            continue
+        host = pod_host(str(pod.metadata.namespace), str(pod.metadata.name))
+        name = st.ns_name(topo.name, host)
+        if not netns.exists(name):
+            if name not in state.namespaces:
+                state.namespaces.append(name)  # lab down removes it with the others
+                state.save()
+            subprocess.run(["ip", "netns", "attach", name, str(pid)], capture_output=True, check=False)
+        ips = [p.ip for p in status.podIPs]
+        found[host] = {"node": node, "ips": ips, "namespace": pod.metadata.namespace, "real": True}
+    for host in state.info.get("realPods") or []:
+        if host not in found:  # the pod is gone: only its name is left (nothing runs inside)
+            name = st.ns_name(topo.name, host)
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+            if name in state.namespaces:
+                state.namespaces.remove(name)
+    state.info["realPods"] = sorted(found)
+    state.save()
+    return found

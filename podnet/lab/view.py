@@ -85,6 +85,8 @@ class LabView:
         self._addresses: dict[IPAddress, tuple[str, str]] | None = None
         self._links: dict[str, dict[str, Link]] = {}
         self._status: dict[str, dict[str, Any]] = {}
+        self._real_pods: dict[str, dict[str, Any]] | None = None
+        self.real_pods_error = ""
 
     def __enter__(self) -> LabView:
         return self
@@ -105,8 +107,19 @@ class LabView:
 
     @property
     def pods(self) -> dict[str, dict[str, Any]]:
-        """``{pod: {"node": ..., "ips": [...]}}`` as the lab wired them (CNI ADD results)."""
-        return dict(self.state.info.get("podIPs", {}))
+        """``{pod: {"node": ..., "ips": [...]}}``: the lab's own pods as it wired them (CNI ADD
+        results), and on real nodes the running pods kubelet made (``podnet.lab.kubenode``)."""
+        if self._real_pods is None:
+            self._real_pods = {}
+            if self.topology.real_kubelets:
+                from podnet.lab.kubenode import attach_real_pods
+
+                try:
+                    self._real_pods = attach_real_pods(self.topology, self.state)
+                except Exception as e:  # the API server away: the lab's own pods still show
+                    self._real_pods = {}
+                    self.real_pods_error = f"cannot list the real nodes' pods: {e}"
+        return {**self.state.info.get("podIPs", {}), **self._real_pods}
 
     @property
     def nodes(self) -> list[str]:

@@ -161,6 +161,13 @@ def test_a_deployment_on_real_kubelets_gets_podnet_addresses_and_talks_across_no
         topo, "exec", one["metadata"]["name"], "--", "wget", "-qO-", f"http://{two['status']['podIP']}:8080"
     )
     assert body.strip() == two["metadata"]["name"]
+    # the verification commands see the real pods as lab hosts (their network namespaces attached)
+    conn = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+    assert conn["failed"] == 0, [c for c in conn["results"] if c["status"] == "fail"]
+    names = {p["metadata"]["name"] for p in pods}
+    assert any(name in c["from"] or name in c["to"] for c in conn["results"] for name in names), conn
+    diag = podnet_json("diagnose", "--lab", topo.name, "pod3", one["metadata"]["name"], "-o", "json")
+    assert diag["status"] == "works" and diag["dst"]["kind"] == "pod", diag["verdict"]
     # scale to 0: containerd's CNI DEL gives every address and veth back
     veths_before = {n: _veths(topo, n) for n in ("node1", "node2")}
     assert all(veths_before.values()), veths_before
