@@ -24,6 +24,7 @@ from labhelpers import podnet_json, wait_for
 from podnet import owned
 from podnet.lab import kubeapi, kubenode
 from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
 from podnet.util import netns
@@ -48,12 +49,11 @@ def _machine() -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def real_lab() -> Iterator[Topology]:
+def _real_lab(overrides: list[str]) -> Iterator[Topology]:
     if os.geteuid() != 0:
         pytest.fail("lab tests need root: run the README's test command as root")
     before = _machine()
-    topo = load_topology("real-nodes")
+    topo = apply_overrides(load_topology("real-nodes"), overrides)
     topo = dataclasses.replace(topo, name=f"t{secrets.token_hex(2)}-real"[:16])
     try:
         bring_up(topo)
@@ -65,6 +65,11 @@ def real_lab() -> Iterator[Topology]:
     assert not mine, f"cgroups left behind: {mine}"
     assert after["sysctls"] == before["sysctls"]
     assert after["paths"] == before["paths"]
+
+
+@pytest.fixture(scope="module")
+def real_lab() -> Iterator[Topology]:
+    yield from _real_lab([])  # VXLAN, legacy host routing
 
 
 def kubectl(topo: Topology, *args: str, check: bool = True) -> str:
@@ -237,3 +242,26 @@ def test_a_real_node_is_one_process_tree_in_its_own_mount_namespace(real_lab: To
     bring_up(real_lab)  # idempotent: the running node is left alone
     again = st.LabState.load(real_lab.name)
     assert again is not None and again.process("kubenode-node1") == rec
+
+
+def test_real_pods_on_geneve_in_ebpf_with_bpf_host_routing() -> None:
+    """The same Deployment on the eBPF datapath: Geneve encapsulated by tc programs, pod packets
+    routed by BPF host routing on the pods' veths (which containerd's CNI ADD made)."""
+    lab = _real_lab(["tunnelProtocol=geneve", "bpf.hostLegacyRouting=false"])
+    topo = next(lab)
+    try:
+        kubectl(topo, "create", "deployment", "web", "--image=podnet.lab/busybox:1", "--replicas=2",
+                "--", "sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www")  # fmt: skip
+        pods = _running(topo, "web", 2)
+        pod3 = st.ns_name(topo.name, "pod3")
+        for p in pods:
+            assert _http_get(pod3, p["status"]["podIP"]) == p["metadata"]["name"]
+        status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+        doc = status["nodes"]["node1"]
+        assert doc["routing"]["tunnelProtocol"] == "geneve" and doc["hostRouting"]["mode"] == "BPF", doc[
+            "hostRouting"
+        ]
+        conn = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
+        assert conn["failed"] == 0, [c for c in conn["results"] if c["status"] == "fail"]
+    finally:
+        next(lab, None)  # the lab down and the machine check
