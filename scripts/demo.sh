@@ -6,4 +6,5 @@ cd "$here"
 bash scripts/setup.sh
 # the IPAM-modes part (and --datastore kubernetes) needs the API server built (once, cached)
 bash scripts/build-kube.sh
+bash scripts/runtime-tools.sh  # containerd (unpacked) and busybox-static for the real kubelets' part
 exec .venv/bin/podnet demo "$@"

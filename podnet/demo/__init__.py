@@ -9,7 +9,8 @@
    IPAM modes side by side (``demo.ipam``): each pod's address and where it came from. 6. AWS
    ENI mode in the lab's VPC (``demo.eni``): VPC addresses, no SNAT, egress through the pod's
    own ENI. 7. dual stack with BGP in both families (``demo.dual``): IPv6 pods routed natively
-   across the routers, masqueraded only towards the world. Each
+   across the routers, masqueraded only towards the world. 8. real kubelets + containerd
+   (``demo.kubelets``): a kubectl Deployment addressed by podnet, scaled up and down. Each
    step compares what happened with what should happen; the exit status is 0 only when every
    step behaved as expected. A Markdown report goes to ``--report-dir``.
 """
@@ -27,6 +28,7 @@ from typing import Any
 from podnet.demo.dual import part_dual_stack
 from podnet.demo.eni import part_eni
 from podnet.demo.ipam import part_ipam
+from podnet.demo.kubelets import part_kubelets
 from podnet.demo.parts import Part, lab, say
 
 GOALS = {"native": 0.97, "vxlan": 0.85, "geneve": 0.85}
@@ -55,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     parts: list[Part] = []
     print(
         f"podnet demo: tunnel vs native routing on real labs, datastore {args.datastore} "
-        "(takes about 2-3 minutes, 6 with the throughput comparison)",
+        "(takes about 3 minutes, 6-7 with the throughput comparison)",
         file=sys.stderr,
     )
     for run in (
@@ -66,6 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         part_ipam,
         part_eni,
         part_dual_stack,
+        part_kubelets,
     ):
         if run is None:
             continue

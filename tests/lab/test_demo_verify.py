@@ -20,7 +20,7 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         [PODNET, "demo", "--report-dir", str(tmp_path), "--repetitions", "1", "--seconds", "1", "-o", "json"],
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=600,
     )
     try:
         assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
@@ -46,8 +46,12 @@ def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
         dual = {step["title"]: step for step in parts["7."]["steps"]}  # both families, BGP in each
         assert all(step["ok"] for step in dual.values()), dual
         assert "no encapsulation" in parts["7."]["data"]["dualStack"]["capture"]
+        real = {step["title"]: step for step in parts["8."]["steps"]}  # a Deployment on real kubelets
+        assert all(step["ok"] for step in real.values()), real
+        rows = parts["8."]["data"]["kubelets"]["pods"]
+        assert {r["node"] for r in rows} == {"node1", "node2"} and all(r["source"] for r in rows), rows
         assert not [lab for lab in st.known_labs() if lab.startswith("demo-")]
     finally:
         for lab in ("demo-tun", "demo-nat", "demo-bgp", "demo-l2v", "demo-l2g", "demo-l2n", "demo-ipc",
-                    "demo-ipk", "demo-ipr", "demo-ipm", "demo-eni", "demo-dual"):  # fmt: skip
+                    "demo-ipk", "demo-ipr", "demo-ipm", "demo-eni", "demo-dual", "demo-kubelet"):  # fmt: skip
             subprocess.run([PODNET, "lab", "down", lab], capture_output=True, timeout=60)

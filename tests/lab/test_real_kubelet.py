@@ -35,6 +35,9 @@ MACHINE_SYSCTLS = [f"/proc/sys/{k}" for k in kubenode.SYSCTL_SHIMS]
 MACHINE_PATHS = ["/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods",
                  "/usr/libexec/kubernetes", "/var/lib/cni"]  # fmt: skip
 HTTP_PORT = 8080
+# PID 1 of a container ignores SIGTERM unless it traps it: without the trap every pod would take
+# its whole 30 s grace period to stop
+SERVE = "hostname > /www/index.html; httpd -f -p 8080 -h /www & trap 'exit 0' TERM; wait"
 
 
 def _machine() -> dict[str, Any]:
@@ -145,7 +148,7 @@ def test_a_deployment_on_real_kubelets_gets_podnet_addresses_and_talks_across_no
         if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
     }
     assert {"node1", "node2"} <= ready, nodes
-    serve = "hostname > /www/index.html; exec httpd -f -p 8080 -h /www"
+    serve = SERVE
     kubectl(topo, "create", "deployment", "web", "--image=podnet.lab/busybox:1", "--replicas=4",
             "--", "sh", "-c", serve)  # fmt: skip
     pods = _running(topo, "web", 4)
@@ -201,7 +204,7 @@ def _kubelet_pid(topo: Topology, node: str) -> int | None:
 def test_kubelet_killed_9_comes_back_and_keeps_its_pods(real_lab: Topology) -> None:
     topo = real_lab
     kubectl(topo, "create", "deployment", "keep", "--image=podnet.lab/busybox:1", "--replicas=2",
-            "--", "sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www")  # fmt: skip
+            "--", "sh", "-c", SERVE)  # fmt: skip
     before = {
         p["metadata"]["name"]: (p["spec"]["nodeName"], p["status"]["podIP"])
         for p in _running(topo, "keep", 2)
@@ -251,7 +254,7 @@ def test_real_pods_on_geneve_in_ebpf_with_bpf_host_routing() -> None:
     topo = next(lab)
     try:
         kubectl(topo, "create", "deployment", "web", "--image=podnet.lab/busybox:1", "--replicas=2",
-                "--", "sh", "-c", "hostname > /www/index.html; exec httpd -f -p 8080 -h /www")  # fmt: skip
+                "--", "sh", "-c", SERVE)  # fmt: skip
         pods = _running(topo, "web", 2)
         pod3 = st.ns_name(topo.name, "pod3")
         for p in pods:
