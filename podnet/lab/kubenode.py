@@ -467,14 +467,23 @@ def release_mount_point(lab: str, state: st.LabState | None) -> None:
 
 
 def _pod_pid(lab: str, node: str, uid: str) -> int | None:
-    """A process of pod ``uid`` on ``node``: its sandbox's cgroup under the node's kubepods."""
+    """The sandbox (``/pause``) process of pod ``uid`` on ``node``, found in its cgroup under the
+    node's kubepods. Only pause: a container's process may still be runc's init, outside the pod's
+    network namespace."""
     base = CGROUP_FS / "pids" / cgroup_name(lab, node)
     for procs in base.glob(f"kubepods*/**/pod{uid}/*/cgroup.procs"):
         with contextlib.suppress(OSError, ValueError):
-            pids = [int(x) for x in procs.read_text().split()]
-            if pids:
-                return pids[0]
+            for pid in (int(x) for x in procs.read_text().split()):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"/pause":
+                    return pid
     return None
+
+
+def _same_netns(a: str, b: str) -> bool:
+    try:
+        return os.stat(a).st_ino == os.stat(b).st_ino
+    except OSError:
+        return False
 
 
 def pod_host(namespace: str, name: str) -> str:
@@ -513,6 +522,8 @@ def attach_real_pods(topo: Topology, state: st.LabState) -> dict[str, dict[str, 
             continue
         host = pod_host(str(pod.metadata.namespace), str(pod.metadata.name))
         name = st.ns_name(topo.name, host)
+        if netns.exists(name) and not _same_netns(f"/run/netns/{name}", f"/proc/{pid}/ns/net"):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)  # stale
         if not netns.exists(name):
             if name not in state.namespaces:
                 state.namespaces.append(name)  # lab down removes it with the others
