@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import secrets
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +21,12 @@ import pytest
 from labhelpers import podnet_json, wait_for
 
 from podnet import owned
+from podnet.demo.kubelets import http_get
 from podnet.lab import kubeapi, kubenode
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
-from podnet.util import netns
 
 pytestmark = pytest.mark.lab
 
@@ -105,20 +104,6 @@ def _running(topo: Topology, app: str, count: int) -> list[dict[str, Any]]:
     return found
 
 
-def _http_get(ns: str, ip: str, port: int = HTTP_PORT) -> str:
-    """GET / from inside namespace ``ns`` (a lab pod's), the body."""
-    with netns.entered(ns):
-        sock = socket.socket(socket.AF_INET if ipaddress.ip_address(ip).version == 4 else socket.AF_INET6)
-    with sock:
-        sock.settimeout(5)
-        sock.connect((ip, port))
-        sock.sendall(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data.decode(errors="replace").split("\r\n\r\n", 1)[-1].strip()
-
-
 def _pod_cidrs(topo: Topology) -> dict[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
     status = podnet_json("status", "--lab", topo.name, "-o", "json")
     return {
@@ -161,7 +146,7 @@ def test_a_deployment_on_real_kubelets_gets_podnet_addresses_and_talks_across_no
     # TCP from the lab's pod on node3 to every real pod (node1 is behind both routers)
     pod3 = st.ns_name(topo.name, "pod3")
     for p in pods:
-        assert _http_get(pod3, p["status"]["podIP"]) == p["metadata"]["name"]
+        assert http_get(pod3, p["status"]["podIP"], HTTP_PORT) == p["metadata"]["name"]
     # real pod to real pod across nodes, through the API server's exec into the kubelet
     one = next(p for p in pods if p["spec"]["nodeName"] == "node1")
     two = next(p for p in pods if p["spec"]["nodeName"] == "node2")
@@ -221,7 +206,7 @@ def test_kubelet_killed_9_comes_back_and_keeps_its_pods(real_lab: Topology) -> N
     }
     assert after == before  # the same pods, the same addresses
     for name, (_, ip) in after.items():
-        assert _http_get(pod3, ip) == name
+        assert http_get(pod3, ip, HTTP_PORT) == name
     kubectl(topo, "delete", "deployment", "keep")
     wait_for(lambda: not _pods(topo, "keep"), "the pods of keep to be gone", 120)
 
@@ -258,7 +243,7 @@ def test_real_pods_on_geneve_in_ebpf_with_bpf_host_routing() -> None:
         pods = _running(topo, "web", 2)
         pod3 = st.ns_name(topo.name, "pod3")
         for p in pods:
-            assert _http_get(pod3, p["status"]["podIP"]) == p["metadata"]["name"]
+            assert http_get(pod3, p["status"]["podIP"], HTTP_PORT) == p["metadata"]["name"]
         status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
         doc = status["nodes"]["node1"]
         assert doc["routing"]["tunnelProtocol"] == "geneve" and doc["hostRouting"]["mode"] == "BPF", doc[
