@@ -29,7 +29,7 @@ fi
 stamp=.venv/.podnet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing podnet into .venv"
-  .venv/bin/pip install -q -e ".[dev]"
+  .venv/bin/pip install -q -e ".[dev,lab]"
   touch "$stamp"
 fi
 bash scripts/build-plugin.sh

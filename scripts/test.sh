@@ -2,7 +2,7 @@
 # The whole test suite, set up from nothing: Debian packages + .venv + the compiled plugin
 # (scripts/setup.sh), the runtime tier's CNI clients (scripts/runtime-tools.sh), kube-apiserver
 # and kube-controller-manager v1.20.2 from Debian's source (scripts/build-kube.sh, ~4 minutes
-# once, then cached), ruff, the layer contracts (lint-imports, pyproject.toml
+# once, then cached), podnet's container image (scripts/build-image.sh, cached), ruff, the layer contracts (lint-imports, pyproject.toml
 # [tool.importlinter]), then pytest
 # (unit, kernel and lab tiers). Run as root. Exit status: 1 when ruff or a contract fails, else
 # pytest's, where "no tests collected" (5) counts as a failure.
@@ -14,6 +14,8 @@ echo "== runtime tools (cnitool from Debian's source, podman, runc, busybox)"
 bash scripts/runtime-tools.sh || exit 1
 echo "== Kubernetes control plane (kube-apiserver, kube-controller-manager from Debian's source)"
 bash scripts/build-kube.sh || exit 1
+echo "== podnet's image (podnet:<version> for the DaemonSet tier, from Debian packages + this checkout)"
+bash scripts/build-image.sh || exit 1
 echo "== ruff"
 .venv/bin/ruff check podnet tests bench || exit 1
 echo "== lint-imports"

@@ -112,7 +112,13 @@ def plugin_kind(kind: str) -> str:
             "(needs Debian's golang-go) or install --plugin python"
         )
     if kind == "auto":
-        return "compiled" if built else "python"
+        kind = "compiled" if built else "python"
+    if kind == "python" and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise ValueError(
+            f"in a pod, the Python launcher would name {sys.executable} inside the container's image, "
+            "which the node's container runtime cannot run: install the compiled plugin (--plugin "
+            "compiled; podnet's image has it, scripts/build-plugin.sh builds it)"
+        )
     return kind
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from podnet.lab import state as st
@@ -18,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     lsub = lab.add_subparsers(dest="lab_cmd", required=True)
 
     up = lsub.add_parser("up", help="bring a lab up from a topology file (idempotent)")
-    up.add_argument("file", help="topology YAML (see examples/)")
+    up.add_argument(
+        "file", help="topology YAML (see examples/), or a lab that is up: restart what of it is down"
+    )
     up.add_argument("-o", "--output", choices=["table", "json"], default="table")
     up.add_argument(
         "--set",
@@ -63,17 +67,30 @@ def _with_overrides(topo: Topology, pairs: list[str]) -> Topology:
     return apply_overrides(topo, pairs) if pairs else topo
 
 
+def _topology_to_bring_up(arg: str, sets: list[str]) -> tuple[Topology, list[str]]:
+    """A topology file (or built-in example), or the name of a lab that is up: that lab as it was
+    made (its file, its name, its --set overrides), so ``lab up <lab>`` restarts what is down."""
+    state = None if Path(arg).exists() else st.LabState.load(arg)
+    if state is None:
+        return _with_overrides(load_topology(arg), sets), list(sets)
+    topo = load_topology(state.source)
+    settings = state.info.get("cluster")
+    cluster = dict(settings) if isinstance(settings, dict) else topo.cluster
+    topo = dataclasses.replace(topo, name=arg, cluster=cluster)
+    return _with_overrides(topo, sets), [*(state.info.get("overrides") or []), *sets]
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from podnet.lab.run import bring_up, summary_rows
 
     try:
-        topo = _with_overrides(load_topology(args.file), args.set)
+        topo, overrides = _topology_to_bring_up(args.file, args.set)
     except TopologyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     progress = _progress(args.output == "table")
     try:
-        report = bring_up(topo, progress=progress, cluster=not args.underlay_only, overrides=args.set)
+        report = bring_up(topo, progress=progress, cluster=not args.underlay_only, overrides=overrides)
     except (LabError, TopologyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -105,10 +105,6 @@ class Cloud:
     def subnet(self, name: str) -> Subnet:
         return next(s for s in self.subnets if s.name == name)
 
-    @property
-    def igw_address(self) -> ipaddress.IPv4Address:
-        return self.internet.network_address + 1
-
 
 def _tags(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     if value is None:

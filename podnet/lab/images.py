@@ -39,7 +39,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PODNET_CACHE", "/var/cache/podnet")) / "images"
 
 
-def _info(
+def entry(
     name: str, mode: int, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = ""
 ) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -54,12 +54,12 @@ def layer(files: dict[str, bytes], dirs: tuple[str, ...] = (), links: dict[str, 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for d in sorted(dirs):
-            tar.addfile(_info(d, 0o1777 if d == "tmp" else 0o755, tarfile.DIRTYPE))
+            tar.addfile(entry(d, 0o1777 if d == "tmp" else 0o755, tarfile.DIRTYPE))
         for name in sorted(files):
             mode = 0o755 if name.startswith("bin/") or name == "pause" else 0o644
-            tar.addfile(_info(name, mode, size=len(files[name])), io.BytesIO(files[name]))
+            tar.addfile(entry(name, mode, size=len(files[name])), io.BytesIO(files[name]))
         for name, target in sorted((links or {}).items()):
-            tar.addfile(_info(name, 0o777, tarfile.SYMTYPE, link=target))
+            tar.addfile(entry(name, 0o777, tarfile.SYMTYPE, link=target))
     return buf.getvalue()
 
 
@@ -78,10 +78,10 @@ def archive(name: str, layer_tar: bytes, config: dict[str, object]) -> bytes:
     manifest = json.dumps([{"Config": f"{digest}.json", "RepoTags": [name], "Layers": [f"{diff}/layer.tar"]}])
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.addfile(_info(diff, 0o755, tarfile.DIRTYPE))
+        tar.addfile(entry(diff, 0o755, tarfile.DIRTYPE))
         for path, data in ((f"{diff}/layer.tar", layer_tar), (f"{digest}.json", blob),
                            ("manifest.json", manifest.encode())):  # fmt: skip
-            tar.addfile(_info(path, 0o644, size=len(data)), io.BytesIO(data))
+            tar.addfile(entry(path, 0o644, size=len(data)), io.BytesIO(data))
     return buf.getvalue()
 
 

@@ -21,6 +21,7 @@ pulled. The rendering functions are pure; ``ensure_*`` do the work and are idemp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -34,14 +35,15 @@ from podnet.lab import images, kubeapi, pki
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.topology import Host, Topology
+from podnet.store.client import TlsFiles
 from podnet.util import proc
 
 CGROUP_FS = Path("/sys/fs/cgroup")
-CONTAINERD_STATE = Path("/run/containerd")  # containerd 1.6 puts shim sockets under it, whatever its config
 SCHEDULER = "kube-scheduler"
 CONTROLLERS = "kube-controllers"  # a second controller-manager: the controllers real pods need
 WORKLOAD_CONTROLLERS = (
-    "deployment", "replicaset", "garbagecollector", "nodelifecycle", "serviceaccount", "serviceaccount-token",
+    "deployment", "replicaset", "daemonset", "garbagecollector", "nodelifecycle", "serviceaccount",
+    "serviceaccount-token",
 )  # fmt: skip
 SYSCTL_SHIMS = {  # what kubelet 1.20 sets machine-wide when it starts, with the values it wants
     "vm/overcommit_memory": "1",
@@ -76,7 +78,23 @@ class NodePaths:
 
     @property
     def run(self) -> Path:
-        return self.root / "run-containerd"
+        return self.root / "run"  # the node's /run
+
+    @property
+    def opt(self) -> Path:
+        return self.root / "opt"  # the node's /opt (/opt/cni/bin)
+
+    @property
+    def etc_upper(self) -> Path:
+        return self.root / "etc" / "upper"  # the node's changes to /etc (/etc/cni/net.d)
+
+    @property
+    def etc_work(self) -> Path:
+        return self.root / "etc" / "work"
+
+    @property
+    def etc_keep(self) -> Path:
+        return self.root / "etc" / "keep"  # the machine's mounts inside /etc, carried over
 
     @property
     def sysctl(self) -> Path:
@@ -84,15 +102,20 @@ class NodePaths:
 
     @property
     def cni_bin(self) -> Path:
-        return self.root / "cni" / "bin"
+        return self.opt / "cni" / "bin"
 
     @property
     def cni_conf(self) -> Path:
-        return self.root / "cni" / "net.d"
+        return self.etc_upper / "cni" / "net.d"
 
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def agent_socket(self) -> Path:
+        """Where the agent of podnet's DaemonSet listens (its hostPath /var/run/podnet)."""
+        return self.run / "podnet" / "agent.sock"
 
 
 def cgroup_name(lab: str, node: str) -> str:
@@ -116,8 +139,8 @@ def containerd_bin() -> Path:
 
 
 def containerd_config(p: NodePaths, pause: str, runc: str) -> str:
-    """containerd 1.6's configuration: CRI with podnet's CNI dirs, runc with cgroupfs, the paths
-    bound per node (root /var/lib/containerd, state /run/containerd)."""
+    """containerd 1.6's configuration: CRI with the usual CNI dirs (the node's own /opt and /etc),
+    runc with cgroupfs, root and state in the node's own /var/lib and /run."""
     return f"""version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
@@ -142,8 +165,8 @@ state = "/run/containerd"
         BinaryName = "{runc}"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{p.cni_bin}"
-    conf_dir = "{p.cni_conf}"
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
     max_conf_num = 1
 """
 
@@ -169,7 +192,7 @@ def kubelet_config(p: NodePaths, address: str, cgroup_root: str, client_ca: str)
         "failSwapOn": False,
         "protectKernelDefaults": False,
         "clusterDomain": "cluster.local",
-        "resolvConf": "/etc/resolv.conf",
+        "resolvConf": str(p.root / "resolv.conf"),  # empty: the lab has no DNS, pods ask no one
         "serializeImagePulls": False,
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
@@ -187,9 +210,27 @@ def conflist(agent_socket: Path) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def etc_submounts(mountinfo: str, under: str = "/etc") -> list[str]:
+    """Mount points strictly inside ``under`` (a container's /etc/resolv.conf, /etc/hosts), from
+    ``/proc/self/mountinfo`` (pure): an overlay over ``under`` would hide them."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].replace("\\040", " ")
+            if point.startswith(under + "/") and point not in found:
+                found.append(point)
+    return found
+
+
 def node_script(p: NodePaths, cgroups: Sequence[Path], ctrd: Path, kubelet: Sequence[str],
-                image_tars: Sequence[Path]) -> str:  # fmt: skip
-    """What runs inside the node's network namespace and its own mount namespace."""
+                image_tars: Sequence[Path], keep: Sequence[Path] = (),
+                etc_mounts: Sequence[str] = ()) -> str:  # fmt: skip
+    """What runs inside the node's network namespace and its own mount namespace: the node gets
+    its own /var/lib, /var/log, /run and /opt (directories of the lab) and an /etc that is the
+    machine's with the node's changes on top (overlay), so a DaemonSet's hostPath such as
+    /etc/cni/net.d or /opt/cni/bin lands in the node, never on the machine. ``keep``: paths under
+    /run the node still needs to see (its own directory, the lab's CNI files)."""
     q = shlex.quote
     lines = [
         "set -eu",
@@ -197,8 +238,14 @@ def node_script(p: NodePaths, cgroups: Sequence[Path], ctrd: Path, kubelet: Sequ
         *(f"echo $$ > {q(str(c / 'cgroup.procs'))}" for c in cgroups),
         f"mount --bind {q(str(p.var_lib))} /var/lib",
         f"mount --bind {q(str(p.var_log))} /var/log",
-        f"mount --bind {q(str(p.run))} {CONTAINERD_STATE}",
         *(f"mount --bind {q(str(p.sysctl / k.replace('/', '.')))} /proc/sys/{k}" for k in SYSCTL_SHIMS),
+        *(f"mount --bind {q(str(k))} {q(str(p.run / k.relative_to('/run')))}" for k in keep),
+        f"mount --rbind {q(str(p.run))} /run",
+        f"mount --bind {q(str(p.opt))} /opt",
+        *(f"mount --bind {q(m)} {q(str(p.etc_keep / str(i)))}" for i, m in enumerate(etc_mounts)),
+        f"mount -t overlay podnet-lab-etc -o lowerdir=/etc,upperdir={q(str(p.etc_upper))},"
+        f"workdir={q(str(p.etc_work))} /etc",
+        *(f"mount --bind {q(str(p.etc_keep / str(i)))} {q(m)}" for i, m in enumerate(etc_mounts)),
         f"export PATH={q(str(ctrd))}:/usr/sbin:/usr/bin:/sbin:/bin",
         f"containerd --config {q(str(p.root / 'containerd.toml'))} "
         f">> {q(str(p.logs / 'containerd.log'))} 2>&1 &",
@@ -274,13 +321,70 @@ def _make_cgroups(state: st.LabState, name: str) -> list[Path]:
     return made
 
 
-def _mount_point(state: st.LabState) -> None:
-    """containerd's hard-coded /run/containerd must exist to be bound over: made empty if missing
-    (and removed by ``lab down`` when no other lab still needs it)."""
-    if not CONTAINERD_STATE.exists():
-        CONTAINERD_STATE.mkdir(mode=0o711)
-        state.info["madeContainerdMountPoint"] = True
-        state.save()
+def _under_run(path: Path) -> bool:
+    return path.is_relative_to("/run")
+
+
+def _node_files(topo: Topology, host: Host, p: NodePaths) -> list[Path]:
+    """Write what the node reads (its directories, the CNI dirs' contents the lab provides, the
+    sysctl shims, the configurations); returns the paths under /run the node must still see."""
+    from podnet.lab.cluster import agent_socket, cni_bin_dir, cni_binary, node_dir
+
+    lab = topo.name
+    for d in (p.var_lib, p.var_log, p.run, p.opt, p.etc_upper, p.etc_work, p.etc_keep, p.sysctl, p.cni_bin,
+              p.logs, p.root / "volume-plugins"):  # fmt: skip
+        d.mkdir(parents=True, exist_ok=True)
+    for key, value in SYSCTL_SHIMS.items():
+        (p.sysctl / key.replace("/", ".")).write_text(value + "\n")
+    (p.root / "resolv.conf").write_text("")
+    links = {"loopback": Path("/usr/lib/cni/loopback")}  # what a Kubernetes node has (kubernetes-cni)
+    keep = [p.root]
+    if topo.podnet_install == "lab":  # the lab's plugin and conflist; else the DaemonSet installs them
+        links["podnet"] = Path(cni_binary(lab))
+        p.cni_conf.mkdir(parents=True, exist_ok=True)
+        (p.cni_conf / "05-podnet.conflist").write_text(conflist(agent_socket(lab, host.name)))
+        keep += [node_dir(lab, host.name), cni_bin_dir(lab)]
+    else:  # lab commands reach the DaemonSet's agent where the lab's own would listen
+        sock = agent_socket(lab, host.name)
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        if not sock.is_symlink():
+            sock.unlink(missing_ok=True)
+            sock.symlink_to(p.agent_socket)
+    for link, target in links.items():
+        dest = p.cni_bin / link
+        if not dest.is_symlink():
+            dest.symlink_to(target)
+    keep = [k for k in keep if _under_run(k)]
+    for k in keep:
+        k.mkdir(parents=True, exist_ok=True)
+        (p.run / k.relative_to("/run")).mkdir(parents=True, exist_ok=True)
+    return keep
+
+
+def _etc_mounts(p: NodePaths) -> list[str]:
+    """The machine's mounts inside /etc, with a mount point of the same kind to carry each over."""
+    mounts = etc_submounts(Path("/proc/self/mountinfo").read_text())
+    for i, m in enumerate(mounts):
+        spot = p.etc_keep / str(i)
+        if Path(m).is_dir():
+            spot.mkdir(exist_ok=True)
+        elif not spot.exists():
+            spot.touch()
+    return mounts
+
+
+def _node_credentials(p: NodePaths, tls: TlsFiles) -> TlsFiles:
+    """The node's own certificate, key and the CA, copied into the node's directory: all the node
+    sees of the lab's PKI (no CA key, no other node's key)."""
+    d = p.root / "pki"
+    d.mkdir(mode=0o700, exist_ok=True)
+    copied = []
+    for src, name in ((tls.ca, "ca.crt"), (tls.cert, "kubelet.crt"), (tls.key, "kubelet.key")):
+        dest = d / name
+        dest.write_bytes(Path(src).read_bytes())
+        os.chmod(dest, 0o600 if name.endswith(".key") else 0o644)
+        copied.append(str(dest))
+    return dataclasses.replace(tls, ca=copied[0], cert=copied[1], key=copied[2])
 
 
 def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
@@ -289,35 +393,20 @@ def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
     rec = state.process(name)
     if rec is not None and rec.running():
         return 0
-    from podnet.lab.cluster import agent_socket, cni_binary
-
     root = cgroup_name(topo.name, host.name)
     if rec is not None:  # its kubelet ended: what is left of its daemons goes before they start again
         remove_cgroups([str(d) for d in _cgroup_dirs(f"{root}-system")])
 
     lab, p = topo.name, NodePaths.of(topo.name, host.name)
-    for d in (
-        p.var_lib,
-        p.var_log,
-        p.run,
-        p.sysctl,
-        p.cni_bin,
-        p.cni_conf,
-        p.logs,
-        p.root / "volume-plugins",
-    ):
-        d.mkdir(parents=True, exist_ok=True)
-    for key, value in SYSCTL_SHIMS.items():
-        (p.sysctl / key.replace("/", ".")).write_text(value + "\n")
-    for link, target in (("podnet", Path(cni_binary(lab))), ("loopback", Path("/usr/lib/cni/loopback"))):
-        dest = p.cni_bin / link
-        if not dest.is_symlink():
-            dest.symlink_to(target)
-    (p.cni_conf / "05-podnet.conflist").write_text(conflist(agent_socket(lab, host.name)))
+    keep = _node_files(topo, host, p)
     pause = images.pause_image(kubeapi.binary("pause"))
-    busybox = images.busybox_image()
+    tars = [pause.path, images.busybox_image().path]
+    if topo.podnet_install != "lab":  # what a registry would serve: podnet's image, built here
+        from podnet.lab import podnetimage
+
+        tars.append(podnetimage.ensure().path)
     (p.root / "containerd.toml").write_text(containerd_config(p, pause.name, "/usr/sbin/runc"))
-    tls = pki.ensure_cert(lab, f"system:node:{host.name}", org="system:nodes")
+    tls = _node_credentials(p, pki.ensure_cert(lab, f"system:node:{host.name}", org="system:nodes"))
     kubeconfig = p.root / "kubelet.kubeconfig"
     user = {"client-certificate": tls.cert, "client-key": tls.key}
     kubeconfig.write_text(kubeapi.kubeconfig(kubeapi.server_url(topo), tls.ca, user))
@@ -326,10 +415,10 @@ def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
     (p.root / "kubelet.yaml").write_text(kubelet_config(p, address, root, tls.ca))
     _make_cgroups(state, root)
     system = _make_cgroups(state, f"{root}-system")
-    _mount_point(state)
+    ensure_kube_service(topo, host)
     argv = kubelet_argv(p, host.name, address, kubeconfig, pause.name)
     script = p.root / "node.sh"
-    script.write_text(node_script(p, system, containerd_bin(), argv, [pause.path, busybox.path]))
+    script.write_text(node_script(p, system, containerd_bin(), argv, tars, keep, _etc_mounts(p)))
     ns = st.ns_name(lab, host.name)
     outer = ["nsenter", f"--net=/run/netns/{ns}", "unshare", "--mount", "--propagation", "slave", "--",
              "sh", str(script)]  # fmt: skip
@@ -339,6 +428,43 @@ def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
     state.add_process(st.ProcessRecord(name, child.pid, ns, ["sh", str(script)], str(log)))
     state.save()
     return 1
+
+
+KUBE_SERVICE_TABLE = "podnet_lab_kube_service"
+
+
+def kube_service_rules(service_ip: str, apiserver: str, port: int) -> str:
+    """nft: the ``kubernetes`` Service's ClusterIP:443 to the API server, for the node and its pods
+    (what kube-proxy does for that one Service; the lab runs no kube-proxy) (pure)."""
+    return f"""table ip {KUBE_SERVICE_TABLE}
+delete table ip {KUBE_SERVICE_TABLE}
+table ip {KUBE_SERVICE_TABLE} {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip daddr {service_ip} tcp dport 443 dnat to {apiserver}:{port}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    ip daddr {service_ip} tcp dport 443 dnat to {apiserver}:{port}
+  }}
+}}
+"""
+
+
+def ensure_kube_service(topo: Topology, host: Host) -> None:
+    """In the node's namespace: in-cluster clients (podnet's DaemonSet and operator use their
+    service accounts) reach the API server at the ``kubernetes`` Service's address."""
+    import subprocess
+
+    cp = topo.control_plane.primary.ip
+    if cp.version != 4:
+        return  # the lab's Service CIDR is IPv4
+    rules = kube_service_rules(kubeapi.SERVICE_IP, str(cp), kubeapi.APISERVER_PORT)
+    ns = st.ns_name(topo.name, host.name)
+    res = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    if res.returncode != 0:
+        raise KubeNodeError(f"{host.name}: cannot add the kubernetes Service's address: {res.stderr.strip()}")
 
 
 def ensure_workload_control(topo: Topology, state: st.LabState) -> int:
@@ -375,9 +501,10 @@ def ensure_workload_control(topo: Topology, state: st.LabState) -> int:
     return started
 
 
-def wait_ready(topo: Topology, timeout: float = READY_TIMEOUT) -> None:
+def wait_ready(topo: Topology, timeout: float = READY_TIMEOUT, registered: bool = False) -> None:
     """Until every real node's Node is Ready (kubelet registered, containerd answered, the CNI
-    configuration found); the error names the node and its kubelet log."""
+    configuration found), or with ``registered`` until its kubelet reports at all (a node that
+    waits for podnet's DaemonSet is NotReady); the error names the node and its kubelet log."""
     from lightkube.resources.core_v1 import Node
 
     from podnet.kube.client import connect
@@ -391,7 +518,7 @@ def wait_ready(topo: Topology, timeout: float = READY_TIMEOUT) -> None:
                 with contextlib.suppress(Exception):
                     node = client.get(Node, name)
                     conditions = (node.status.conditions or []) if node.status else []
-                    if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                    if any(c.type == "Ready" and (registered or c.status == "True") for c in conditions):
                         pending.discard(name)
             if not pending:
                 return
@@ -399,8 +526,9 @@ def wait_ready(topo: Topology, timeout: float = READY_TIMEOUT) -> None:
                 logs = ", ".join(
                     str(NodePaths.of(topo.name, n).logs / "kubelet.log") for n in sorted(pending)
                 )
+                what = "reporting" if registered else "Ready"
                 raise KubeNodeError(
-                    f"real node(s) {', '.join(sorted(pending))} not Ready after {timeout:.0f}s: see {logs}"
+                    f"real node(s) {', '.join(sorted(pending))} not {what} after {timeout:.0f}s: see {logs}"
                 )
             time.sleep(1.0)
     finally:
@@ -447,20 +575,6 @@ def _procs_below(root: Path) -> set[int]:
         with contextlib.suppress(OSError, ValueError):
             found.update(int(x) for x in procs.read_text().split())
     return found
-
-
-def release_mount_point(lab: str, state: st.LabState | None) -> None:
-    """Remove /run/containerd if this lab made it, it is empty and no other lab runs real nodes."""
-    if state is None or not state.info.get("madeContainerdMountPoint"):
-        return
-    for other in st.known_labs():
-        if other == lab:
-            continue
-        other_state = st.LabState.load(other)
-        if other_state is not None and other_state.info.get("cgroups"):
-            return
-    with contextlib.suppress(OSError):
-        CONTAINERD_STATE.rmdir()
 
 
 # ---- real pods as lab hosts (for status, connectivity, diagnose) ----------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from podnet.lab import cluster as cl
-from podnet.lab import kubenode
+from podnet.lab import kubeinstall, kubenode
 from podnet.lab import state as st
 from podnet.lab.bird import ensure_router_bgp, validate_router_bgp, wait_bgp_converged
 from podnet.lab.build import BuildReport, LabBuilder, Progress
@@ -41,6 +41,7 @@ def bring_up(
             cl.validate_cluster_config(topo)  # before anything exists
             validate_router_bgp(topo)  # bgp: node peers are routers with the right ASN
             kubenode.check(topo)  # real kubelets: the Kubernetes datastore
+            kubeinstall.check(topo)  # podnet from its manifests: every node real
         except BaseException:
             if st.LabState.load(topo.name) is None:  # only the certificates validation made
                 shutil.rmtree(st.lab_dir(topo.name), ignore_errors=True)
@@ -76,6 +77,9 @@ def bring_up(
 
 
 def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, progress: Progress) -> None:
+    if topo.podnet_install != "lab":
+        _start_kube_install(topo, state, report, progress)
+        return
     progress("operator")
     report.changes += cl.ensure_operator(topo, state)
     progress(f"agents on {len(topo.nodes)} nodes")
@@ -96,6 +100,26 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
         report.changes += kubenode.ensure_workload_control(topo, state)
         for host in real:
             report.changes += kubenode.ensure_real_node(topo, state, host)
+        kubenode.wait_ready(topo)
+    state.info["clusterStarted"] = True
+    state.save()
+
+
+def _start_kube_install(topo: Topology, state: st.LabState, report: BuildReport, progress: Progress) -> None:
+    """Real nodes that start without podnet; with ``manifests`` podnet then comes as a user
+    installs it (kubectl apply), and the lab waits until it runs everywhere."""
+    real = kubenode.wanted(topo)
+    progress(f"real kubelets on {', '.join(h.name for h in real)} (containerd, podnet's image imported)")
+    report.changes += kubenode.ensure_workload_control(topo, state)
+    for host in real:
+        report.changes += kubenode.ensure_real_node(topo, state, host)
+    kubenode.wait_ready(topo, registered=True)
+    if topo.podnet_install == "manifests":
+        progress("podnet: kubectl apply -f deploy/kubernetes/podnet.yaml (DaemonSet, operator)")
+        kubeinstall.apply(topo)
+        kubeinstall.wait_rolled_out(topo)
+        cl.wait_agents_ready(topo, state)
+        cl.wait_converged(topo)
         kubenode.wait_ready(topo)
     state.info["clusterStarted"] = True
     state.save()

@@ -60,7 +60,6 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
         # real nodes: their pods' processes are in network namespaces of their own; their cgroups
         # (named after the lab) hold them all
         report.processes.extend(kubenode.remove_cgroups(state.info.get("cgroups") or []))
-        kubenode.release_mount_point(lab, state)
     for name in lab_namespaces(lab, state):
         if not netns.exists(name):
             continue

@@ -149,10 +149,20 @@ def parse_topology(data: Any, default_name: str = "lab") -> Topology:
         if not isinstance(value, bool):
             raise TopologyError(f"controlPlane.{key}: {value!r} is not true or false")
     real = _real_kubelets(control.get("kubelet", "lab"), hosts)
+    install = control.get("podnet", "lab")
+    if install not in INSTALLS:
+        raise TopologyError(
+            f"controlPlane.podnet: {install!r} is not one of {', '.join(INSTALLS)} (lab: the lab runs "
+            "agents and operator; manifests: it applies deploy/kubernetes/; none: nodes start without podnet)"
+        )
     return Topology(
         name, tuple(networks), tuple(hosts), pods, dict(cluster), etcd_tls=tls, kubernetes=kube,
         namespaces=_parse_namespaces(data.get("namespaces")), cloud=cloud, real_kubelets=real,
+        podnet_install=install,
     )  # fmt: skip
+
+
+INSTALLS = ("lab", "manifests", "none")
 
 
 def _real_kubelets(raw: Any, hosts: Sequence[Host]) -> tuple[str, ...]:
@@ -417,7 +427,7 @@ def _control_planes(raw: Any, networks: Sequence[Network], hosts: Sequence[Host]
     """The hosts the lab adds for etcd, one per member (``etcdMembers``: 1, 3 or 5): on the given
     network (default: the first), the first at ``address`` or the highest free address, the others
     at the next free addresses below it."""
-    known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes", "kubelet"}
+    known = {"network", "address", "gateway", "etcdMembers", "etcdTLS", "kubernetes", "kubelet", "podnet"}
     m = checked_mapping(raw or {}, "controlPlane", known)
     members = m.get("etcdMembers", 1)
     if members not in ETCD_MEMBERS:

@@ -96,9 +96,6 @@ class Host:
     def primary(self) -> Interface:
         return self.interfaces[0]
 
-    def gateway_of(self, family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        return self.gateway if family == 4 else self.gateway6
-
 
 @dataclass(frozen=True)
 class Pod:
@@ -132,6 +129,7 @@ class Topology:
     namespaces: tuple[KubeNamespace, ...] = ()  # Kubernetes namespaces with labels/annotations
     cloud: Any = None  # lab.cloudtopo.Cloud: the topology's VPC (``cloud:``), None without one
     real_kubelets: tuple[str, ...] = ()  # controlPlane.kubelet: nodes with a real kubelet + containerd
+    podnet_install: str = "lab"  # controlPlane.podnet: lab (processes) | manifests | none (DaemonSet)
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

@@ -195,6 +195,20 @@ class LabView:
         """The routers whose BIRD has a control socket."""
         return [LabRouter(self.name, p.stem) for p in sorted(bird_dir(self.name).glob("*.ctl"))]
 
+    def supervised(self) -> list[dict[str, Any]]:
+        """The lab's own processes (not the agents: status shows those per node), running or not;
+        one that is down says what starts it again (``lab up`` keeps what runs)."""
+        found = []
+        for rec in self.state.processes:
+            if rec.name.startswith("agent-"):
+                continue
+            running = rec.running()
+            row: dict[str, Any] = {"name": rec.name, "pid": rec.pid, "running": running, "log": rec.log}
+            if not running:
+                row["restart"] = f"podnet lab up {self.name}"
+            found.append(row)
+        return found
+
     # ---- kernel state --------------------------------------------------------------------------
 
     def links(self, host: str) -> dict[str, Link]:

@@ -6,6 +6,12 @@ Kubernetes) until SIGTERM/SIGINT.
     podnet operator --datastore kubernetes --k8s-kubeconfig-path /etc/podnet/kubeconfig \
         --cluster-pool-ipv4-cidr 10.244.0.0/16
     podnet operator --datastore kubernetes --ipam multi-pool   # pools are PodnetIPPool objects
+    podnet operator --config /etc/podnet/config.yaml   # the agents' settings (Cilium's names)
+
+With ``--config``, what the flags would say comes from the agents' configuration file (the
+ConfigMap of deploy/kubernetes/podnet.yaml): ipam.mode, the cluster pools and mask sizes of the
+families enabled, autoCreateCiliumPodIPPools, the datastore and its connection. A flag given as
+well wins over the file.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from podnet.config.agent import AgentConfig
 from podnet.ipam.cidr import CIDRError, PoolSpec, parse_pool_spec
 from podnet.operator.cluster_pool import run_operator
 from podnet.store.client import Store, StoreError, TlsFiles
@@ -24,6 +31,7 @@ from podnet.store.client import Store, StoreError, TlsFiles
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="podnet operator", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="the agents' YAML (Cilium's names): settings the flags do not give")
     parser.add_argument(
         "--datastore", choices=("etcd", "kubernetes"), default="etcd", help="where node records live"
     )
@@ -93,8 +101,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(argv: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(f"{flag}=") for a in argv)
+
+
+def apply_config(args: argparse.Namespace, argv: Sequence[str], cfg: AgentConfig) -> None:
+    """Fill what ``argv`` did not give from the agents' configuration ``cfg`` (pure)."""
+    import json
+
+    def fill(flag: str, value: object) -> None:
+        if not _given(argv, flag):
+            setattr(args, flag[2:].replace("-", "_"), value)
+
+    mode = cfg.ipam_mode if cfg.ipam_mode in ("cluster-pool", "multi-pool", "eni") else args.ipam
+    fill("--ipam", mode)
+    fill("--datastore", cfg.datastore)
+    if cfg.k8s_kubeconfig_path is not None:
+        fill("--k8s-kubeconfig-path", str(cfg.k8s_kubeconfig_path))
+    if cfg.etcd_endpoints:
+        fill("--etcd-endpoints", ",".join(cfg.etcd_endpoints))
+    files = (
+        ("--etcd-trusted-ca-file", cfg.etcd_trusted_ca_file),
+        ("--etcd-cert-file", cfg.etcd_cert_file),
+        ("--etcd-key-file", cfg.etcd_key_file),
+    )
+    for flag, path in files:
+        if path is not None:
+            fill(flag, str(path))
+    pools = [str(c) for c in cfg.cluster_pool_ipv4_cidrs]
+    if cfg.enable_ipv4 or mode != "cluster-pool":
+        fill("--cluster-pool-ipv4-cidr", [",".join(pools)])
+        fill("--cluster-pool-ipv4-mask-size", cfg.cluster_pool_ipv4_mask_size)
+    if cfg.enable_ipv6 and mode == "cluster-pool":
+        fill("--cluster-pool-ipv6-cidr", [",".join(str(c) for c in cfg.cluster_pool_ipv6_cidrs)])
+        fill("--cluster-pool-ipv6-mask-size", cfg.cluster_pool_ipv6_mask_size)
+    if mode == "multi-pool":
+        configured = {name: json.loads(spec) for name, spec in cfg.auto_create_pod_ip_pools}
+        if not configured:  # as the lab's default: one pool "default" over the cluster pool
+            configured = {"default": {"ipv4": {"cidrs": pools, "maskSize": cfg.cluster_pool_ipv4_mask_size}}}
+        fill("--auto-create-pod-ip-pools", json.dumps(configured, sort_keys=True))
+    if mode == "eni":
+        fill("--aws-region", cfg.eni.region)
+        fill("--ec2-api-endpoint", cfg.eni.ec2_endpoint)
+        fill("--aws-release-excess-ips", cfg.eni.release_excess)
+        fill("--excess-ip-release-delay", cfg.eni.release_delay)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.config:
+        import os
+
+        from podnet.config import ConfigError, load_config_file
+
+        try:
+            apply_config(args, argv, load_config_file(args.config, os.environ, {}))
+        except (ConfigError, OSError) as exc:
+            print(f"podnet operator: --config {args.config}: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -314,6 +314,24 @@ def print_status(out: dict[str, Any]) -> None:
                 print(f"    fdb   {f}")
             print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
         print()
+    for line in supervised_lines(out.get("controlPlane") or []):
+        print(line)
+
+
+def supervised_lines(procs: list[dict[str, Any]]) -> list[str]:
+    """The lab's control plane: each process running, or DOWN with what restarts it (pure)."""
+    if not procs:
+        return []
+    down = [p for p in procs if not p.get("running")]
+    head = f"Control plane (lab): {len(procs) - len(down)}/{len(procs)} running"
+    lines = [head]
+    for p in procs:
+        if p.get("running"):
+            lines.append(f"  {p['name']:<24} running (pid {p['pid']})")
+        else:
+            log = f", log {p['log']}" if p.get("log") else ""
+            lines.append(f"  {p['name']:<24} DOWN (was pid {p['pid']}{log}): `{p['restart']}` restarts it")
+    return lines
 
 
 def drops_line(drops: dict[str, Any] | None) -> str:

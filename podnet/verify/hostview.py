@@ -69,5 +69,8 @@ class HostView:
     def routers_by_address(self) -> dict[str, str]:
         return {}
 
+    def supervised(self) -> list[dict[str, Any]]:
+        return []  # a real host's control plane is its cluster's (systemd, static pods)
+
     def bgp_routers(self) -> list[BgpRouter]:
         return []

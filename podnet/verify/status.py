@@ -362,4 +362,5 @@ def cluster_status(view: ClusterView, node: str | None, verbose: bool) -> dict[s
         reader = KernelReader(view.ipr(n), view.ns(n))
         name = str((doc.get("node") or {}).get("name") or n)
         out["nodes"][name] = node_status(doc, reader, verbose, routers, health_ns=view.ns(n))
+    out["controlPlane"] = view.supervised()
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from labhelpers import pod_ips, podnet_json
+from labhelpers import PODNET, pod_ips, podnet_json
 
 from podnet.lab import cluster as cl
 from podnet.lab import state as st
@@ -80,8 +81,16 @@ def test_status_probes_etcd_and_an_outage_is_logged_as_state_changes(lab_up: Cal
     lines = log.read_text().splitlines()[before:]
     warnings = [line for line in lines if " WARNING " in line]
     assert 0 < len(warnings) <= 8, f"{len(warnings)} warnings in ~15 s of outage:\n" + "\n".join(warnings)
-    bring_up(topo)  # restarts etcd (same data directory)
+    # status names the dead member and what restarts it; that command restarts only what is down
+    status = podnet_json("status", "--lab", topo.name, "-o", "json")
+    etcd = next(p for p in status["controlPlane"] if p["name"] == "etcd")
+    assert not etcd["running"] and etcd["restart"] == f"podnet lab up {topo.name}", etcd
+    others = {p["name"]: p["pid"] for p in status["controlPlane"] if p["running"]}
+    subprocess.run([PODNET, *etcd["restart"].split()[1:]], check=True, capture_output=True, timeout=180)
     _wait(lambda: _kvstore(topo)["state"] == "ok", "the agent to find the store again")
+    again = podnet_json("status", "--lab", topo.name, "-o", "json")["controlPlane"]
+    assert all(p["running"] for p in again), again
+    assert {p["name"]: p["pid"] for p in again if p["name"] in others} == others  # the rest kept
     assert any("works again" in line for line in log.read_text().splitlines()[before:])
     _pods_talk(topo)
 

@@ -93,6 +93,9 @@ class FakeLab:
     def routers_by_address(self) -> dict[str, str]:
         return {"172.16.2.1": "r1"}
 
+    def supervised(self) -> list[dict[str, Any]]:
+        return []
+
     def bgp_routers(self) -> list[Any]:
         return self.routers
 
@@ -403,3 +406,17 @@ def test_lab_agents_are_the_recorded_agent_processes(run_dir: Path) -> None:
         lab_agents("two", "node9")
     with pytest.raises(configcmd.TargetError, match=r"^no lab named nosuch \(podnet lab list\)$"):
         lab_agents("nosuch", None)
+
+
+def test_status_names_a_dead_control_plane_process_and_what_restarts_it() -> None:
+    from podnet.verify.cli import supervised_lines
+
+    assert supervised_lines([]) == []
+    lines = supervised_lines([
+        {"name": "etcd", "pid": 10, "running": True},
+        {"name": "kube-apiserver", "pid": 11, "running": False, "log": "/l/kube-apiserver.log",
+         "restart": "podnet lab up t1"},
+    ])  # fmt: skip
+    assert lines[0] == "Control plane (lab): 1/2 running"
+    assert "etcd" in lines[1] and "running (pid 10)" in lines[1]
+    assert "DOWN (was pid 11, log /l/kube-apiserver.log): `podnet lab up t1` restarts it" in lines[2]

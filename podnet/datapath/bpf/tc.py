@@ -98,12 +98,3 @@ def attach_fd(ipr: Any, index: int, pref: int, prog_fd: int, name: str) -> None:
         ipr.tc("add", "clsact", index)
     ipr.tc("replace-filter", "bpf", index, HANDLE_NUMBER, fd=prog_fd, name=name, parent=INGRESS_PARENT,
            prio=pref, direct_action=True, classid=1)  # fmt: skip
-
-
-def detach_index(ipr: Any, index: int, pref: int) -> bool:
-    """Remove podnet's ingress filter at ``pref`` from a device given by index (gone: False)."""
-    try:
-        ipr.tc("del-filter", "bpf", index, HANDLE_NUMBER, parent=INGRESS_PARENT, prio=pref)
-    except NetlinkError:
-        return False
-    return True

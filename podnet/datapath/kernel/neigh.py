@@ -34,14 +34,6 @@ def dump_neighbours(ipr: IPRoute, index: int, dev: str) -> list[Neighbour]:
     return found
 
 
-def ensure_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> bool:
-    """``ip neigh replace`` unless an equal permanent entry is there; True when changed."""
-    if neighbour in dump_neighbours(ipr, index, neighbour.dev):
-        return False
-    replace_neighbour(ipr, index, neighbour)
-    return True
-
-
 def replace_neighbour(ipr: IPRoute, index: int, neighbour: Neighbour) -> None:
     """``ip neigh replace <dst> lladdr <mac> dev <index> nud permanent``, without reading first."""
     ipr.neigh(
@@ -74,14 +66,6 @@ def dump_fdb(ipr: IPRoute, index: int, dev: str) -> list[FdbEntry]:
         if msg["state"] & NUD_PERMANENT and dst and lladdr:
             found.append(FdbEntry(lladdr=str(lladdr).lower(), dst=ipaddress.ip_address(dst), dev=dev))
     return found
-
-
-def ensure_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> bool:
-    """``bridge fdb replace <mac> dst <ip> dev <dev> self permanent``; True when changed."""
-    if entry in dump_fdb(ipr, index, entry.dev):
-        return False
-    replace_fdb(ipr, index, entry)
-    return True
 
 
 def replace_fdb(ipr: IPRoute, index: int, entry: FdbEntry) -> None:

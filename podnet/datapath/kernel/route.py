@@ -134,11 +134,6 @@ def ensure_route(ipr: IPRoute, route: Route, index_of: Callable[[str], int | Non
     return True
 
 
-def route_kwargs(route: Route, index: int) -> dict[str, object]:
-    """pyroute2's arguments for ``route`` through link ``index`` (podnet's protocol included)."""
-    return _kwargs(route, index)
-
-
 def replace_route(ipr: IPRoute, route: Route, index: int) -> None:
     """``ip route replace`` of ``route`` through link ``index``, without reading first."""
     ipr.route("replace", **_kwargs(route, index))
