@@ -217,8 +217,8 @@ _PARSE: dict[str, Any] = {
 
 def eni_conflicts(routing_mode: str, auto_direct_node_routes: bool, datastore: str) -> list[tuple[str, str]]:
     """(config field, why) for every setting ``ipam.mode: eni`` cannot run with: ENI mode is
-    Cilium's, native routing through the VPC without per-node routes; each node's ENI spec and
-    status live in etcd."""
+    Cilium's, native routing through the VPC without per-node routes. (Both datastores keep the
+    ENI documents: etcd keys, or PodnetNode's spec.eni and status.eni.)"""
     found = []
     if routing_mode != "native":
         found.append((
@@ -231,11 +231,5 @@ def eni_conflicts(routing_mode: str, auto_direct_node_routes: bool, datastore: s
             "auto_direct_node_routes",
             "true cannot be used with ipam.mode=eni: the VPC delivers each pod address to its ENI; "
             "set it to false",
-        ))  # fmt: skip
-    if datastore != "etcd":
-        found.append((
-            "ipam_mode",
-            "eni keeps each node's ENI spec and status in etcd; datastore: kubernetes is not supported "
-            "with it yet: use datastore: etcd",
         ))  # fmt: skip
     return found

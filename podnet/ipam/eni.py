@@ -289,24 +289,25 @@ class EniAllocator:
 
 
 class WatchedEniAllocator(EniAllocator):
-    """``EniAllocator`` fed by the operator's status in etcd; writes the node's ENI spec once and
-    its ``used`` document in the background."""
+    """``EniAllocator`` fed by the operator's status in the datastore (etcd keys, or the node's
+    PodnetNode on Kubernetes: ``Datastore.eni_state``); writes the node's ENI spec once and its
+    ``used`` document in the background."""
 
     def __init__(self, ctx: IPAMContext) -> None:
         from podnet.store import eni as keys
 
-        store = getattr(ctx.datastore, "store", None)
-        if ctx.datastore.kind != "etcd" or store is None:
-            raise UnsupportedIPAMMode("ipam.mode eni keeps the node's ENI state in etcd: use datastore: etcd")
+        state_of = getattr(ctx.datastore, "eni_state", None)
+        if state_of is None:
+            raise UnsupportedIPAMMode(f"ipam.mode eni: datastore {ctx.datastore.kind} keeps no ENI state")
         settings = ctx.eni or EniSettings()
         super().__init__(ctx.node_name, settings, ctx)
         self._keys = keys
-        self._store = store
+        self._state = state_of()
         self._writer = Debounced(self._write_used, "eni-used", delay=WRITE_DELAY)
         spec = {**settings.node_spec(), "nodeIP": str(ctx.node_ip or "")}
-        if keys.read(store, ctx.node_name, keys.SPEC) != spec:
-            keys.write_spec(store, ctx.node_name, spec)
-        self._view = keys.EniView(store, ctx.node_name, self._on_change).start()
+        if self._state.read(ctx.node_name, keys.SPEC) != spec:
+            self._state.write_spec(ctx.node_name, spec)
+        self._view = self._state.view(ctx.node_name, self._on_change).start()
         if not self._view.wait_synced(ctx.wait_timeout):
             self._view.stop()
             raise TimeoutError(f"node {ctx.node_name}: the watch of its ENI status did not sync")
@@ -328,7 +329,7 @@ class WatchedEniAllocator(EniAllocator):
         current = self._view.get_doc(self.node, self._keys.USED)
         used, ready = self.used(), self.release_ready()
         if current.get("used") != used or current.get("releaseReady") != ready:
-            self._keys.write_used(self._store, self.node, used, ready)
+            self._state.write_used(self.node, used, ready)
 
     def close(self) -> None:
         self._writer.stop()

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ipam",
         choices=("cluster-pool", "multi-pool", "eni"),
         default="cluster-pool",
-        help="the IPAM mode to serve (ipam.mode; eni needs --datastore etcd)",
+        help="the IPAM mode to serve (ipam.mode)",
     )
     parser.add_argument("--ec2-api-endpoint", default="", help="eni: the EC2 API URL (default: the region's)")
     parser.add_argument("--aws-region", default="us-east-1", help="eni: the AWS region")
@@ -276,11 +276,6 @@ def _run_eni(args: argparse.Namespace, stop: threading.Event) -> int:
     from podnet.config.eni import EniSettingError, parse_eni
     from podnet.operator.eni import EniOperator, ec2_client
 
-    if args.datastore != "etcd":
-        print(
-            "podnet operator: --ipam eni keeps node ENI state in etcd: use --datastore etcd", file=sys.stderr
-        )
-        return 2
     try:
         settings = {
             "awsReleaseExcessIPs": args.aws_release_excess_ips,
@@ -292,11 +287,24 @@ def _run_eni(args: argparse.Namespace, stop: threading.Event) -> int:
     except EniSettingError as exc:
         print(f"podnet operator: {exc.key}: {exc}", file=sys.stderr)
         return 2
+    ec2 = ec2_client(defaults.ec2_endpoint, defaults.region)
+    if args.datastore == "kubernetes":  # the documents are PodnetNode fields (spec.eni, status.eni)
+        from podnet.kube.client import connect
+        from podnet.kube.eni import KubeEniState
+
+        state = KubeEniState(lambda: connect(args.k8s_kubeconfig_path))
+        try:
+            EniOperator(state, ec2, defaults).run(stop)
+        finally:
+            state.close()
+        return 0
+    from podnet.store.eni import EtcdEniState
+
     store = _etcd_store(args)
     if store is None:
         return 2
     with store:
-        EniOperator(store, ec2_client(defaults.ec2_endpoint, defaults.region), defaults).run(stop)
+        EniOperator(EtcdEniState(store), ec2, defaults).run(stop)
     return 0
 
 

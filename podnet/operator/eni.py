@@ -22,7 +22,7 @@ from podnet.config.eni import EniSettingError, EniSettings, parse_eni
 from podnet.ipam.enimodel import Eni, Limits
 from podnet.operator import eni_plan as ep
 from podnet.store import eni as keys
-from podnet.store.client import Store
+from podnet.store.eni import EniState
 
 log = logging.getLogger("podnet.operator.eni")
 
@@ -71,14 +71,16 @@ class _NodeMemory:
 
 class EniOperator:
     def __init__(
-        self, store: Store, ec2: Any, defaults: EniSettings, clock: Callable[[], float] = time.monotonic
+        self, state: EniState, ec2: Any, defaults: EniSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.store = store
+        """``state``: the datastore's ENI documents (etcd keys or PodnetNode fields): the one
+        operator serves both."""
+        self.state = state
         self.ec2 = ec2
         self.defaults = defaults  # the operator's release settings (awsReleaseExcessIPs, the delay)
         self.clock = clock
         self._wake = threading.Event()
-        self._view = keys.EniView(store, None, self._wake.set)
+        self._view = state.view(None, self._wake.set)
         self._nodes: dict[str, _NodeMemory] = {}
         self._limits: dict[str, Limits] = {}
 
@@ -346,7 +348,7 @@ class EniOperator:
     def _publish(self, node: str, memory: _NodeMemory, status: dict[str, Any]) -> None:
         status = {**status, "errors": list(memory.errors), "calls": list(memory.calls)}
         if self._view.get_doc(node, keys.STATUS) != status:
-            keys.write_status(self.store, node, status)
+            self.state.write_status(node, status)
 
     # ---- the loop ------------------------------------------------------------------------------
 

@@ -20,6 +20,9 @@ MACHINE_SYSCTLS = [f"/proc/sys/{k}" for k in kubenode.SYSCTL_SHIMS]
 MACHINE_PATHS = ["/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods",
                  "/usr/libexec/kubernetes", "/var/lib/cni", "/etc/cni", "/opt/cni", "/run/podnet/agent.sock",
                  "/var/lib/podnet", "/var/run/netns"]  # fmt: skip
+# what a real node's script mounts over in its own mount namespace: never in the machine's
+NODE_MOUNTS = {"/etc", "/opt", "/run", "/var/lib", "/var/log", "/run/containerd"}
+NODE_MOUNT_TREES = ("/etc/", "/opt/", "/proc/sys/")
 HTTP_PORT = 8080
 # PID 1 of a container ignores SIGTERM unless it traps it: without the trap every pod would take
 # its whole 30 s grace period to stop
@@ -36,7 +39,7 @@ def machine() -> dict[str, Any]:
         "sysctls": {p: Path(p).read_text() for p in MACHINE_SYSCTLS},
         "paths": {p: os.path.lexists(p) for p in MACHINE_PATHS},
         "cgroups": cgroups,
-        "mounts": sorted(m for m in mounts if m.startswith(("/run", "/etc", "/opt", "/var"))),
+        "mounts": sorted(m for m in mounts if m in NODE_MOUNTS or m.startswith(NODE_MOUNT_TREES)),
     }
 
 

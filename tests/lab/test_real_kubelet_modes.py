@@ -22,7 +22,7 @@ from labhelpers import podnet_json
 
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
-from podnet.lab.topology import Topology, load_topology, parse_topology
+from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
 
@@ -35,13 +35,15 @@ POOLS = json.dumps({
 Pod = dict[str, Any]
 
 
-def _dual_stack_bgp() -> Topology:
+def _dual_stack_bgp(where: Path) -> Topology:
     """examples/dual-stack-bgp.yaml with real kubelets on both nodes (and no lab pods there)."""
     raw = yaml.safe_load(Path(load_topology("dual-stack-bgp").source).read_text())
     raw["pods"] = []
     raw["controlPlane"] = {"kubelet": "real"}
     raw["cluster"]["datastore"] = "kubernetes"
-    return parse_topology(raw)
+    path = where / "dual-stack-bgp-real.yaml"  # the lab's commands read its topology from its file
+    path.write_text(yaml.safe_dump(raw))
+    return load_topology(path)
 
 
 def _real_nodes(*overrides: str) -> Topology:
@@ -128,12 +130,12 @@ def _check_multi_pool(topo: Topology, one: Pod, two: Pod) -> None:
         assert _ips(pod)[0] in BLUE, pod["status"]["podIPs"]  # the annotation's pool
 
 
-MODES: dict[str, tuple[Callable[[], Topology], dict[str, str], Callable[[Topology, Pod, Pod], None]]] = {
+MODES: dict[str, tuple[Callable[[Path], Topology], dict[str, str], Callable[[Topology, Pod, Pod], None]]] = {
     "native-bgp-dual-stack": (_dual_stack_bgp, {}, _check_native_bgp_dual_stack),
-    "host-scope": (lambda: _real_nodes("ipam.mode=kubernetes"), {}, _check_host_scope),
-    "crd": (lambda: _real_nodes("ipam.mode=crd"), {}, _check_crd),
+    "host-scope": (lambda _: _real_nodes("ipam.mode=kubernetes"), {}, _check_host_scope),
+    "crd": (lambda _: _real_nodes("ipam.mode=crd"), {}, _check_crd),
     "multi-pool": (
-        lambda: _real_nodes("ipam.mode=multi-pool", f"ipam.operator.autoCreatePodIPPools={POOLS}"),
+        lambda _: _real_nodes("ipam.mode=multi-pool", f"ipam.operator.autoCreatePodIPPools={POOLS}"),
         {POOL: "blue"},
         _check_multi_pool,
     ),
@@ -141,9 +143,9 @@ MODES: dict[str, tuple[Callable[[], Topology], dict[str, str], Callable[[Topolog
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_real_pods_get_the_modes_addresses_and_talk_across_nodes(mode: str) -> None:
+def test_real_pods_get_the_modes_addresses_and_talk_across_nodes(mode: str, tmp_path: Path) -> None:
     make, annotations, check = MODES[mode]
-    lab = _lab(make())
+    lab = _lab(make(tmp_path))
     topo = next(lab)
     try:
         one, two = _pinned(topo, annotations)

@@ -292,8 +292,9 @@ def test_the_operator_unassigns_only_for_an_answer_to_the_current_mark() -> None
     to a pod; its newer "used" is not here yet) must not count."""
     from podnet.operator.eni import EniOperator, _NodeMemory
     from podnet.store.client import Store
+    from podnet.store.eni import EtcdEniState
 
-    operator = EniOperator(Store(["http://127.0.0.1:9"]), None, EniSettings())  # no call is made
+    operator = EniOperator(EtcdEniState(Store(["http://127.0.0.1:9"])), None, EniSettings())  # no call made
     e = eni(1, 9)
     address = str(e.addresses[5])
     memory = _NodeMemory(marks={address: {"eni": e.id, "epoch": 4}}, epoch=4)
@@ -303,3 +304,17 @@ def test_the_operator_unassigns_only_for_an_answer_to_the_current_mark() -> None
     current = operator._state(spec, INSTANCE, M5, (e,), {"used": {}, "releaseReady": {address: 4}}, memory)
     assert current.ready == frozenset({e.addresses[5]})
     assert ep.plan_node(current, SUBNETS).actions == (ep.Unassign(e.id, (e.addresses[5],)),)
+
+
+def test_a_podnetnode_eni_document_is_replaced_whole_in_one_merge_patch() -> None:
+    from podnet.kube.eni import docs_of, replacing
+
+    old = {"used": {"10.0.1.5": "a", "10.0.1.6": "b"}, "releaseReady": {"10.0.1.7": 3}}
+    new = {"used": {"10.0.1.5": "a"}, "releaseReady": {}}
+    patch = replacing(old, new)
+    assert patch == {"used": {"10.0.1.5": "a", "10.0.1.6": None}, "releaseReady": {"10.0.1.7": None}}
+    assert replacing({"enis": [1, 2], "gone": 1}, {"enis": [1]}) == {"gone": None, "enis": [1]}  # lists whole
+    obj = {"spec": {"eni": {"preAllocate": 8}}, "status": {"eni": {"instanceID": "i-1"},
+           "ipam": {"eni": {"used": {}}, "used": {"10.0.0.1": {"owner": "router"}}}}}  # fmt: skip
+    assert docs_of(obj) == {"spec": {"preAllocate": 8}, "used": {"used": {}}, "status": {"instanceID": "i-1"}}
+    assert docs_of({"spec": {}}) == {"spec": {}, "used": {}, "status": {}}
