@@ -64,7 +64,7 @@ def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, An
         ipv4=ipv4,
         ipv6=ipv6,
         vtep_mac=spec.get("vtepMAC"),
-        pod_cidrs=routed_cidrs(ipam, status.get("ipam") or {}),
+        pod_cidrs=routed_cidrs(ipam, status.get("ipam") or {}, status.get("eni") or {}),
         router_ips=tuple(ipaddress.ip_address(a) for a in spec.get("routerIPs") or []),
         health=str(status.get("health") or "ok"),
         labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("labels") or {}).items())),
@@ -73,15 +73,21 @@ def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, An
     return NodeRecord(node=node, requested_pod_cidrs=requested)
 
 
-def routed_cidrs(spec_ipam: Mapping[str, Any], status_ipam: Mapping[str, Any]) -> tuple[Any, ...]:
+def routed_cidrs(
+    spec_ipam: Mapping[str, Any], status_ipam: Mapping[str, Any], status_eni: Mapping[str, Any] | None = None
+) -> tuple[Any, ...]:
     """What peers route to a node, whichever IPAM mode filled its PodnetNode: the pod CIDRs
-    (cluster-pool), every CIDR allocated to it from any pool (multi-pool), and its pool's
-    addresses plus those still in use, collapsed (crd: an address in use stays routed after it
-    left the pool, so its pod keeps working)."""
+    (cluster-pool), every CIDR allocated to it from any pool (multi-pool), its pool's addresses
+    plus those still in use, collapsed (crd: an address in use stays routed after it left the
+    pool, so its pod keeps working), and the secondary addresses of its ENIs plus those its pods
+    still use (eni: the VPC delivers them; peers know them as the node's)."""
     found = [ipaddress.ip_network(c) for c in spec_ipam.get("podCIDRs") or []]
     for entry in (spec_ipam.get("pools") or {}).get("allocated") or []:
         found += [ipaddress.ip_network(c) for c in entry.get("cidrs") or []]
     addresses = {*(spec_ipam.get("pool") or {}), *(status_ipam.get("used") or {})}
+    addresses |= set((status_ipam.get("eni") or {}).get("used") or {})
+    for eni in ((status_eni or {}).get("enis") or {}).values():
+        addresses |= set(eni.get("addresses") or [])
     hosts = [ipaddress.ip_network(a) for a in addresses]
     for family in (4, 6):
         found += ipaddress.collapse_addresses(h for h in hosts if h.version == family)  # type: ignore[arg-type]

@@ -133,9 +133,14 @@ def test_eni_pods_are_vpc_addresses_routed_natively_through_their_own_eni(
     assert "m5.large in us-east-1a: at most 3 ENIs x 10 addresses" in table and "eth1:" in table
 
 
-def _one_node(release_delay: str = "3s") -> Topology:
+def _one_node(release_delay: str = "3s", datastore: str = "etcd") -> Topology:
     topo = apply_overrides(
-        load_topology("eni"), [f"eni.excessIPReleaseDelay={release_delay}", "eni.awsReleaseExcessIPs=true"]
+        load_topology("eni"),
+        [
+            f"eni.excessIPReleaseDelay={release_delay}",
+            "eni.awsReleaseExcessIPs=true",
+            f"datastore={datastore}",
+        ],
     )
     return dataclasses.replace(topo, pods=tuple(p for p in topo.pods if p.node == "node1"))
 
@@ -148,8 +153,11 @@ def _eni_state(topo: Topology, node: str = "node1") -> tuple[int, int, str]:
     return available, used, status["limitReached"]
 
 
-def test_eni_pre_allocation_limits_and_release(lab_up: Callable[..., Topology]) -> None:
-    topo = lab_up(_one_node())
+@pytest.mark.parametrize("datastore", ["etcd", "kubernetes"])
+def test_eni_pre_allocation_limits_and_release(lab_up: Callable[..., Topology], datastore: str) -> None:
+    """Also on datastore: kubernetes, where the ENI documents are PodnetNode's spec.eni,
+    status.eni and status.ipam.eni (as CiliumNode's), the release handshake included."""
+    topo = lab_up(_one_node(datastore=datastore))
     state = st.LabState.load(topo.name)
     assert state is not None
 
@@ -200,6 +208,23 @@ def test_eni_pre_allocation_limits_and_release(lab_up: Callable[..., Topology]) 
     available, used, _ = _eni_state(topo)
     assert available - used == 8, (available, used)
     assert _ping(topo, "pod1", "10.0.1.254")  # pod1 kept working through it all
+    if datastore == "kubernetes":
+        pnn = _podnetnode(topo, "node1")
+        assert pnn["spec"]["eni"]["preAllocate"] == 8 and pnn["status"]["eni"]["instanceID"] == instance
+        used_doc = pnn["status"]["ipam"]["eni"]["used"]
+        assert sorted(used_doc.values()) == ["default/pod1", "router"], used_doc  # the extras are gone
+
+
+def _podnetnode(topo: Topology, node: str) -> dict[str, Any]:
+    from podnet.kube.client import connect
+    from podnet.kube.resources import PodnetNode
+    from podnet.lab import kubeapi
+
+    client = connect(kubeapi.kubeconfig_path(topo.name))
+    try:
+        return dict(client.get(PodnetNode, node).to_dict())
+    finally:
+        client.close()
 
 
 def test_eni_operator_and_agent_kill_9_lose_nothing(lab_up: Callable[..., Topology]) -> None:
