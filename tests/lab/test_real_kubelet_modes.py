@@ -35,13 +35,14 @@ POOLS = json.dumps({
 Pod = dict[str, Any]
 
 
-def _dual_stack_bgp(where: Path) -> Topology:
-    """examples/dual-stack-bgp.yaml with real kubelets on both nodes (and no lab pods there)."""
-    raw = yaml.safe_load(Path(load_topology("dual-stack-bgp").source).read_text())
-    raw["pods"] = []
-    raw["controlPlane"] = {"kubelet": "real"}
+def _variant(example: str, where: Path, real: list[str], lab_pods: list[dict[str, str]]) -> Topology:
+    """A built-in example with real kubelets on ``real`` and only ``lab_pods`` as lab pods, on the
+    Kubernetes datastore (written to a file: the lab's commands read its topology from it)."""
+    raw = yaml.safe_load(Path(load_topology(example).source).read_text())
+    raw["pods"] = lab_pods
+    raw["controlPlane"] = {"kubelet": real}
     raw["cluster"]["datastore"] = "kubernetes"
-    path = where / "dual-stack-bgp-real.yaml"  # the lab's commands read its topology from its file
+    path = where / f"{example}-real.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_topology(path)
 
@@ -65,17 +66,17 @@ def _lab(topo: Topology) -> Iterator[Topology]:
     assert after == {**before, "cgroups": after["cgroups"]}
 
 
-def _pinned(topo: Topology, annotations: dict[str, str] | None = None) -> tuple[Pod, Pod]:
-    """One pod on node1 and one on node2 (annotated alike), Running."""
-    for node in ("node1", "node2"):
+def _pinned(topo: Topology, nodes: tuple[str, str], annotations: dict[str, str] | None) -> tuple[Pod, Pod]:
+    """One pod on each of ``nodes`` (annotated alike), Running."""
+    for node in nodes:
         spec: dict[str, Any] = {"spec": {"nodeName": node}}
         if annotations:
             spec["metadata"] = {"annotations": annotations}
         kubectl(topo, "run", f"w-{node}", "--image=podnet.lab/busybox:1", "--labels=app=w",
                 f"--overrides={json.dumps(spec)}", "--", "sh", "-c", SERVE)  # fmt: skip
     pods = running(topo, "app=w", 2)
-    one = next(p for p in pods if p["spec"]["nodeName"] == "node1")
-    two = next(p for p in pods if p["spec"]["nodeName"] == "node2")
+    one = next(p for p in pods if p["spec"]["nodeName"] == nodes[0])
+    two = next(p for p in pods if p["spec"]["nodeName"] == nodes[1])
     return one, two
 
 
@@ -130,25 +131,50 @@ def _check_multi_pool(topo: Topology, one: Pod, two: Pod) -> None:
         assert _ips(pod)[0] in BLUE, pod["status"]["podIPs"]  # the annotation's pool
 
 
-MODES: dict[str, tuple[Callable[[Path], Topology], dict[str, str], Callable[[Topology, Pod, Pod], None]]] = {
-    "native-bgp-dual-stack": (_dual_stack_bgp, {}, _check_native_bgp_dual_stack),
-    "host-scope": (lambda _: _real_nodes("ipam.mode=kubernetes"), {}, _check_host_scope),
-    "crd": (lambda _: _real_nodes("ipam.mode=crd"), {}, _check_crd),
+def _check_native_l2(topo: Topology, one: Pod, two: Pod) -> None:
+    status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+    peer = next(p for p in status["nodes"]["node1"]["peers"] if p["name"] == "node2")
+    assert "direct route" in peer["path"], peer  # autoDirectNodeRoutes: the pod CIDR via node2, no tunnel
+
+
+def _check_hybrid(topo: Topology, one: Pod, two: Pod) -> None:
+    status = podnet_json("status", "--lab", topo.name, "--node", "node1", "-o", "json")
+    peers = {p["name"]: p["path"] for p in status["nodes"]["node1"]["peers"]}
+    assert "direct route" in peers["node2"], peers
+    assert "tunnel" in peers["node3"].lower(), peers  # the tunnel only where it must
+
+
+ONE_TWO = ("node1", "node2")
+Check = Callable[[Topology, Pod, Pod], None]
+MODES: dict[str, tuple[Callable[[Path], Topology], tuple[str, str], dict[str, str], Check]] = {
+    "native-bgp-dual-stack": (
+        lambda d: _variant("dual-stack-bgp", d, ["node1", "node2"], []), ONE_TWO, {},
+        _check_native_bgp_dual_stack,
+    ),
+    "native-l2": (
+        lambda d: _variant("l2", d, ["node1", "node2"], [{"name": "p3", "node": "node3"}]), ONE_TWO, {},
+        _check_native_l2,
+    ),
+    "hybrid": (
+        lambda d: _variant("mixed", d, ["node1", "node3"], [{"name": "p2", "node": "node2"}]),
+        ("node1", "node3"), {}, _check_hybrid,
+    ),
+    "host-scope": (lambda _: _real_nodes("ipam.mode=kubernetes"), ONE_TWO, {}, _check_host_scope),
+    "crd": (lambda _: _real_nodes("ipam.mode=crd"), ONE_TWO, {}, _check_crd),
     "multi-pool": (
         lambda _: _real_nodes("ipam.mode=multi-pool", f"ipam.operator.autoCreatePodIPPools={POOLS}"),
-        {POOL: "blue"},
-        _check_multi_pool,
+        ONE_TWO, {POOL: "blue"}, _check_multi_pool,
     ),
-}
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_real_pods_get_the_modes_addresses_and_talk_across_nodes(mode: str, tmp_path: Path) -> None:
-    make, annotations, check = MODES[mode]
+    make, nodes, annotations, check = MODES[mode]
     lab = _lab(make(tmp_path))
     topo = next(lab)
     try:
-        one, two = _pinned(topo, annotations)
+        one, two = _pinned(topo, nodes, annotations)
         check(topo, one, two)
         _talk(topo, one, two)
         conn = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json")
