@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
 from podnet.agent.cni_handler import CniHandler, PodResolver
 from podnet.agent.drops import DropMonitor
+from podnet.agent.policy import PolicyEnforcer
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.startup import (
     STORE_CONNECT_TIMEOUT,
@@ -125,7 +126,13 @@ class Agent:
         self.guard = comp.Guard(
             self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
         )
-        self.drop_monitor = DropMonitor(lambda: self.config)
+        self.policy = PolicyEnforcer(
+            self._api_client() if config.datastore == "kubernetes" else None,
+            lambda: self.cni_handler.records() if self.cni_handler else [],
+            self._guard_nft,
+            lambda: self.config.drop_events,
+        )
+        self.drop_monitor = DropMonitor(lambda: self.config, annotate=self.policy.annotate)
         self.components: list[comp.Component] = [
             comp.Masquerade(lambda: self.config, self._guard_nft),
             self.guard,
@@ -204,6 +211,10 @@ class Agent:
             None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=hooks,
             pods=self._pod_resolver(),
         )  # fmt: skip
+        # NetworkPolicy: the cluster's, with this node's pods from their records, before ready
+        self._set_phase("reading NetworkPolicies")
+        self.policy.start(node, self._stop)
+        self.components.append(self.policy)
         restored = getattr(self.allocator, "restored", None)  # eni: may report its use from now on
         if restored is not None:
             restored()
@@ -230,13 +241,16 @@ class Agent:
         def sources() -> Any:
             return self.cni_handler.sources() if self.cni_handler else []
 
-        host_routing = HostRouting(lambda: self.config, sources, wake=self._dirty.set)
+        host_routing = HostRouting(
+            lambda: self.config, sources, wake=self._dirty.set, policed=self.policy.policed
+        )
+        self.policy.before_apply = host_routing.resync  # BPF lets policed pods' packets to netfilter first
         self.components.append(host_routing)
         if not isinstance(self.allocator, EniAllocator):
-            return EndpointHooks(self.guard, host_routing)
+            return EndpointHooks(self.guard, self.policy, host_routing)
         routing = EniRouting(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
         self.components.append(routing)
-        return EndpointHooks(self.guard, routing, host_routing)
+        return EndpointHooks(self.guard, self.policy, routing, host_routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any
@@ -268,6 +282,11 @@ class Agent:
                 raise AgentError(str(exc)) from None
         self.store = connect_etcd(self.config.etcd_endpoints, etcd_tls(self.config))
         return EtcdDatastore(self.store)
+
+    def _api_client(self) -> Callable[[], Any]:
+        from podnet.kube.client import connect
+
+        return lambda: connect(self.config.k8s_kubeconfig_path)
 
     def _pod_resolver(self) -> PodResolver | None:
         """Pod metadata from the API server, on the Kubernetes datastore."""

@@ -65,8 +65,13 @@ def prune(samples: list[tuple[float, dict[str, int]]], now: float, window: float
 class DropMonitor:
     name = "drops"
 
-    def __init__(self, config: Callable[[], AgentConfig]) -> None:
+    def __init__(
+        self, config: Callable[[], AgentConfig], annotate: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        """``annotate``: adds to an event what only another component knows (NetworkPolicy: the
+        direction and the policies that isolate the pod)."""
         self._config = config
+        self._annotate = annotate
         self._lock = threading.Lock()
         self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
         self._seq = 0
@@ -128,21 +133,22 @@ class DropMonitor:
                 reason = p.prefix[len(DROP_PREFIX) :]
                 self._seq += 1
                 self._by_reason[reason] += 1
-                self._events.append(
-                    {
-                        "seq": self._seq,
-                        "time": p.at or now,
-                        "reason": reason,
-                        "in": _ifname(p.indev),
-                        "out": _ifname(p.outdev),
-                        "family": p.family,
-                        "src": p.src,
-                        "dst": p.dst,
-                        "proto": p.proto,
-                        "sport": p.sport,
-                        "dport": p.dport,
-                    }
-                )
+                event = {
+                    "seq": self._seq,
+                    "time": p.at or now,
+                    "reason": reason,
+                    "in": _ifname(p.indev),
+                    "out": _ifname(p.outdev),
+                    "family": p.family,
+                    "src": p.src,
+                    "dst": p.dst,
+                    "proto": p.proto,
+                    "sport": p.sport,
+                    "dport": p.dport,
+                }
+                if self._annotate is not None:
+                    self._annotate(event)
+                self._events.append(event)
 
     def events(self, since: int) -> dict[str, Any]:
         """The kept events after ``since`` (a sequence number), and the cursor for the next call."""

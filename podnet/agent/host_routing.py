@@ -38,9 +38,12 @@ class HostRouting:
         config: Callable[[], AgentConfig],
         sources: Callable[[], Sequence[EndpointSource]],
         wake: Callable[[], None] = lambda: None,
+        policed: Callable[[], set[Any]] = set,
     ) -> None:
+        """``policed``: the addresses of the node's pods a NetworkPolicy isolates."""
         self._config = config
         self._sources = sources
+        self._policed = policed
         self._wake = wake  # asks the agent for a round
         self._lock = threading.Lock()
         self._cidrs: tuple[Any, ...] = ()
@@ -79,7 +82,8 @@ class HostRouting:
             try:
                 if self._enabled():
                     self._legacy_clean = False
-                    changes = hr.apply(ipr, hr.plan_host_routing(sources, self._cidrs, self._tunnel))
+                    plan = hr.plan_host_routing(sources, self._cidrs, self._tunnel, self._policed())
+                    changes = hr.apply(ipr, plan)
                 elif not self._legacy_clean:  # once after start or a switch: a BPF past's filters go
                     changes = hr.remove(ipr)
                     self._legacy_clean = True
@@ -92,6 +96,12 @@ class HostRouting:
         for change in changes:
             log.info("host routing: %s", change)
         return []
+
+    def resync(self) -> None:
+        """At once, not at the next round: the set of policed pods changed (NetworkPolicy)."""
+        if self._enabled():
+            for problem in self._sync(list(self._sources())):
+                log.warning("%s", problem)
 
     def allow(self, source: EndpointSource) -> None:
         """A new pod: its veth is made right after this, so a round shortly after puts the program

@@ -105,6 +105,7 @@ def status_document(
     doc["bgp"] = components.get("bgp", {"enabled": False, "peers": []})
     doc["hostRouting"] = components.get("hostRouting", {"mode": "Legacy"})
     doc["drops"] = components.get("drops")
+    doc["policy"] = components.get("policy", {"enabled": False})
     if "eni" in components:
         doc["eni"] = components["eni"]
     return doc

@@ -72,6 +72,7 @@ class HostRoutingPlan:
     endpoints: tuple[tuple[Any, str], ...]  # (pod address of either family, node-side veth)
     cluster: tuple[Any, ...]  # the pod CIDRs redirected to, both families
     tunnel: TunnelEncap | None = None  # None: packets for the tunnel device go to it
+    policed: tuple[Any, ...] = ()  # pods a NetworkPolicy isolates: their packets take netfilter's path
 
 
 def plan_tunnel(
@@ -87,14 +88,23 @@ def plan_tunnel(
 
 
 def plan_host_routing(
-    sources: Sequence[EndpointSource], cidrs: Iterable[Any], tunnel: TunnelEncap | None = None
+    sources: Sequence[EndpointSource],
+    cidrs: Iterable[Any],
+    tunnel: TunnelEncap | None = None,
+    policed: Iterable[Any] = (),
 ) -> HostRoutingPlan:
-    """Both families, IPv4 first, sorted and unique (pure)."""
+    """Both families, IPv4 first, sorted and unique (pure). A policed pod is no endpoint (its
+    packets are not redirected from its veth) and its address is marked in the cluster map (no
+    packet to it is redirected either): netfilter, where the policy table is, sees them all."""
+    police = set(policed)
     endpoints = sorted(
-        {(a, s.host_ifname) for s in sources for a in s.addresses}, key=lambda e: (e[0].version, e)
+        {(a, s.host_ifname) for s in sources for a in s.addresses if a not in police},
+        key=lambda e: (e[0].version, e),
     )
     cluster = sorted(set(cidrs), key=lambda c: (c.version, c))
-    return HostRoutingPlan(tuple(endpoints), tuple(cluster), tunnel)
+    return HostRoutingPlan(
+        tuple(endpoints), tuple(cluster), tunnel, tuple(sorted(police, key=lambda a: (a.version, a)))
+    )
 
 
 def _mac(text: str) -> bytes:
@@ -239,21 +249,29 @@ def _sync_endpoints(ipr: Any, map_id: int, plan: HostRoutingPlan, family: int) -
     return changes
 
 
+HR_CLUSTER, HR_KERNEL = 1, 2  # hr_cluster's values (hostrouting.c)
+
+
 def _sync_cluster(map_id: int, plan: HostRoutingPlan, family: int) -> list[str]:
-    current = {key for key, _ in maps.dump(map_id)}
-    wanted = {
-        struct.pack("=I", c.prefixlen) + c.network_address.packed: c
+    current = {key: value for key, value in maps.dump(map_id)}
+    wanted: dict[bytes, tuple[Any, int]] = {
+        struct.pack("=I", c.prefixlen) + c.network_address.packed: (c, HR_CLUSTER)
         for c in plan.cluster
         if c.version == family
     }
+    for address in plan.policed:
+        if address.version == family:
+            net = ipaddress.ip_network(address)
+            wanted[struct.pack("=I", net.prefixlen) + net.network_address.packed] = (net, HR_KERNEL)
     changes = []
-    for key in set(wanted) - current:
-        maps.update(map_id, key, struct.pack("=I", 1))
-        changes.append(f"cluster CIDR {wanted[key]}")
-    for key in current - set(wanted):
+    for key, (net, value) in wanted.items():
+        if current.get(key) != struct.pack("=I", value):
+            maps.update(map_id, key, struct.pack("=I", value))
+            changes.append(f"{'cluster CIDR' if value == HR_CLUSTER else 'policed pod'} {net}")
+    for key in set(current) - set(wanted):
         with contextlib.suppress(maps.MapError):
             maps.delete(map_id, key)
-        changes.append("forget a cluster CIDR")
+        changes.append("forget a cluster CIDR or policed pod")
     return changes
 
 

@@ -34,6 +34,12 @@ class KubeEvent:
     obj: Any
 
 
+def _namespaced(resource: Any) -> bool:
+    from lightkube.core.resource import NamespacedResource
+
+    return isinstance(resource, type) and issubclass(resource, NamespacedResource)
+
+
 def key_of(obj: Any) -> str:
     meta = obj.metadata
     return f"{meta.namespace}/{meta.name}" if meta.namespace else str(meta.name)
@@ -58,6 +64,8 @@ class ResourceWatcher:
         ``version``); the watch starts from there, and a 410 reports the difference to it.
         ``fields``: a field selector (``{"metadata.name": node}``: one object only)."""
         self._fields = dict(fields) if fields else None
+        # a namespaced kind (Pod, NetworkPolicy) is watched in every namespace
+        self._namespace = {"namespace": "*"} if _namespaced(resource) else {}
         self._connect = connect
         self._resource = resource
         self._on_event = on_event
@@ -135,7 +143,7 @@ class ResourceWatcher:
 
     def _relist(self) -> None:
         assert self._client is not None
-        listed = self._client.list(self._resource, fields=self._fields)
+        listed = self._client.list(self._resource, fields=self._fields, **self._namespace)
         items = {key_of(obj): obj for obj in listed}
         version = listed.resourceVersion
         with self._lock:
@@ -159,6 +167,7 @@ class ResourceWatcher:
             resource_version=self.version,
             server_timeout=self._server_timeout,
             fields=self._fields,
+            **self._namespace,
         )
         for kind, obj in stream:
             if self._stop.is_set():

@@ -31,6 +31,8 @@ REASONS = {
     "pod_to_bgp": "a pod tried to reach BGP (TCP 179)",
     "pod_to_tunnel": "a pod sent to a tunnel port (VXLAN/Geneve)",
     "pod_to_node": "a pod tried a port of its node that is not open (podGuard.nodePorts)",
+    "policy-denied-ingress": "a NetworkPolicy isolates the destination pod and none of its rules allows this",
+    "policy-denied-egress": "a NetworkPolicy isolates the source pod and none of its rules allows this",
 }
 
 
@@ -61,9 +63,10 @@ def line(node: str, event: dict[str, Any]) -> str:
     when = datetime.datetime.fromtimestamp(float(event.get("time") or 0)).strftime("%H:%M:%S.%f")[:-3]
     ports = f" {event['sport']}->{event['dport']}" if event.get("dport") is not None else ""
     where = " ".join(f"{k} {event[k]}" for k in ("in", "out") if event.get(k))
+    policies = f"  policy {', '.join(event['policies'])}" if event.get("policies") else ""
     return (
         f"{when} {node:<8} {event['reason']:<20} {where:<22} {event['src']} -> {event['dst']} "
-        f"{event['proto']}{ports}"
+        f"{event['proto']}{ports}{policies}"
     )
 
 

@@ -78,6 +78,11 @@ struct {
 	__type(value, struct hr_endpoint);
 } hr_endpoints SEC(".maps");
 
+/* hr_cluster's values: a pod CIDR redirected to, or the address of a pod a NetworkPolicy
+ * isolates, whose packets (either way) take the kernel's path through netfilter */
+#define HR_CLUSTER 1
+#define HR_KERNEL 2
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 16384);
@@ -267,8 +272,10 @@ static __always_inline int route4(struct __sk_buff *skb)
 		__builtin_memcpy(src->pod_mac, eth.h_source, ETH_ALEN);
 	struct hr_cidr key = {.prefixlen = 32, .addr = ip.daddr};
 
-	if (!bpf_map_lookup_elem(&hr_cluster, &key) || ip.ttl <= 1 || ip.ihl != 5)
-		return count(STAT_KERNEL, TC_ACT_OK);
+	__u32 *where = bpf_map_lookup_elem(&hr_cluster, &key);
+
+	if (!where || *where == HR_KERNEL || ip.ttl <= 1 || ip.ihl != 5)
+		return count(STAT_KERNEL, TC_ACT_OK); /* HR_KERNEL: a policed pod, netfilter decides */
 	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints, &ip.daddr);
 
 	if (dst) {
@@ -320,7 +327,9 @@ static __always_inline int route6(struct __sk_buff *skb)
 	struct hr_cidr6 key = {.prefixlen = 128};
 
 	__builtin_memcpy(key.addr, daddr.addr, sizeof(key.addr));
-	if (!bpf_map_lookup_elem(&hr_cluster6, &key) || ip6.hop_limit <= 1)
+	__u32 *where = bpf_map_lookup_elem(&hr_cluster6, &key);
+
+	if (!where || *where == HR_KERNEL || ip6.hop_limit <= 1)
 		return count(STAT_KERNEL, TC_ACT_OK);
 	__u8 hops = ip6.hop_limit - 1;
 	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints6, &daddr);

@@ -1,0 +1,202 @@
+"""NetworkPolicy (issue 28), pure: validation as the API server does it, and what podnet's
+resolved entries allow compared with an independent oracle (tests/policyoracle.py) on the
+upstream e2e world (namespaces x, y, z; pods a, b, c; TCP and UDP on 80 and 81), for the
+upstream cases and for random policies."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from policycases import UPSTREAM, pol
+from policyoracle import allowed as oracle
+
+from podnet.policy import nft
+from podnet.policy.model import PolicyError, parse_policies, parse_policy
+from podnet.policy.resolve import PodInfo, allowed, resolve
+
+NAMESPACES = ("x", "y", "z")
+PODS = ("a", "b", "c")
+PROBES = [(proto, port) for proto in ("TCP", "UDP") for port in (80, 81)]
+
+
+def world() -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+    pods = []
+    for i, ns in enumerate(NAMESPACES):
+        for j, name in enumerate(PODS):
+            named = {(f"serve-{p}-{proto.lower()}", proto): p for proto, p in PROBES}
+            pods.append(
+                {
+                    "namespace": ns,
+                    "name": name,
+                    "labels": {"pod": name},
+                    "ip": f"10.{i}.{j}.2",
+                    "namedPorts": named,
+                }
+            )
+    return pods, {ns: {"ns": ns} for ns in NAMESPACES}
+
+
+def infos(pods: list[dict[str, Any]]) -> list[PodInfo]:
+    return [
+        PodInfo(
+            p["namespace"],
+            p["name"],
+            p["labels"],
+            (ipaddress.ip_address(p["ip"]),),
+            tuple((n, proto, port) for (n, proto), port in p["namedPorts"].items()),
+        )
+        for p in pods
+    ]
+
+
+def compare(policies: list[dict[str, Any]]) -> None:
+    pods, ns_labels = world()
+    parsed, bad = parse_policies(policies)
+    assert not bad, bad
+    resolved = resolve(parsed, infos(pods), ns_labels)
+    wrong = []
+    for src in pods:
+        for dst in pods:
+            for proto, port in PROBES:
+                want = oracle(policies, src, dst, proto, port, ns_labels)
+                got, _ = allowed(
+                    resolved, ipaddress.ip_address(src["ip"]), ipaddress.ip_address(dst["ip"]), proto, port
+                )
+                if got != want:
+                    wrong.append(
+                        f"{src['namespace']}/{src['name']} -> {dst['namespace']}/{dst['name']} "
+                        f"{proto}/{port}: podnet {got}, truth {want}"
+                    )
+    assert not wrong, "\n".join(wrong[:20])
+
+
+@pytest.mark.parametrize("case", sorted(UPSTREAM))
+def test_upstream_cases_agree_with_the_oracle(case: str) -> None:
+    compare(UPSTREAM[case])
+
+
+def test_no_policy_allows_everything_and_names_who_denies() -> None:
+    pods, ns_labels = world()
+    resolved = resolve([], infos(pods), ns_labels)
+    assert (
+        not resolved.ingress_isolated
+        and allowed(resolved, *map(ipaddress.ip_address, ("10.0.0.2", "10.1.1.2")), "TCP", 80)[0]
+    )
+    parsed = [parse_policy(p) for p in UPSTREAM["default-deny-ingress"]]
+    resolved = resolve(parsed, infos(pods), ns_labels)
+    ok, why = allowed(resolved, ipaddress.ip_address("10.1.0.2"), ipaddress.ip_address("10.0.0.2"), "TCP", 80)
+    assert not ok and why == "ingress: x/deny"
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"ingress": [{"ports": [{"protocol": "ICMP", "port": 1}]}]}, "protocol: Unsupported value: 'ICMP'"),
+        ({"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}, "cidr: Invalid value"),
+        (
+            {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.1.0.0/24"]}}]}]},
+            "strict subset of `cidr`",
+        ),
+        (
+            {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}, "podSelector": {}}]}]},
+            "more than 1 peer type",
+        ),
+        ({"ingress": [{"ports": [{"port": 70000}]}]}, "between 1 and 65535"),
+        ({"ingress": [{"ports": [{"port": "Not_A_Name"}]}]}, "IANA_SVC_NAME"),
+        ({"policyTypes": ["Sideways"]}, "policyTypes[0]: Unsupported value"),
+        ({"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}, "values: Required value"),
+    ],
+)
+def test_invalid_policies_are_refused_as_the_api_server_refuses_them(
+    spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PolicyError, match=None) as err:
+        parse_policy(pol("bad", {"podSelector": {}, **spec}))
+    assert message in str(err.value)
+
+
+def test_the_table_is_one_transaction_and_holds_the_entries() -> None:
+    pods, ns_labels = world()
+    parsed = [parse_policy(p) for p in UPSTREAM["stacked"] + UPSTREAM["ip-block-except"]]
+    text = nft.render(resolve(parsed, infos(pods), ns_labels))
+    assert text.startswith("table inet podnet_policy\ndelete table inet podnet_policy\n")
+    assert "10.0.0.2 : jump in_check4" in text  # x/a is isolated for ingress
+    assert "10.1.0.0/24 . 10.0.0.2" in text and "10.1.1.0/24 . 10.0.0.2" not in text  # the except cut out
+    assert "0.0.0.0/0 . 10.0.0.2 . tcp . 81" in text  # policy two: any source, port 81
+    assert "ct state established,related accept" in text.split("chain forward")[1].split("vmap")[0]
+
+
+# ---- random policies ------------------------------------------------------------------------
+
+labels_sel = st.sampled_from(
+    [
+        {},
+        {"matchLabels": {"pod": "a"}},
+        {"matchLabels": {"pod": "b"}},
+        {"matchExpressions": [{"key": "pod", "operator": "In", "values": ["a", "c"]}]},
+        {"matchExpressions": [{"key": "pod", "operator": "NotIn", "values": ["b"]}]},
+    ]
+)
+ns_sel = st.sampled_from(
+    [
+        {},
+        {"matchLabels": {"ns": "y"}},
+        {"matchExpressions": [{"key": "ns", "operator": "In", "values": ["x", "z"]}]},
+    ]
+)
+peer = st.one_of(
+    st.builds(lambda p: {"podSelector": p}, labels_sel),
+    st.builds(lambda n: {"namespaceSelector": n}, ns_sel),
+    st.builds(lambda p, n: {"podSelector": p, "namespaceSelector": n}, labels_sel, ns_sel),
+    st.sampled_from(
+        [
+            {"ipBlock": {"cidr": "10.1.0.0/16"}},
+            {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.2.0.0/16"]}},
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.1.2/32"]}},
+        ]
+    ),
+)
+port = st.sampled_from(
+    [
+        {"port": 80},
+        {"port": 81, "protocol": "UDP"},
+        {"protocol": "UDP"},
+        {"port": "serve-81-tcp"},
+        {"port": "serve-80-udp", "protocol": "UDP"},
+        {"port": "nope"},
+    ]
+)
+rule = st.fixed_dictionaries(
+    {}, optional={"peers": st.lists(peer, max_size=2), "ports": st.lists(port, max_size=2)}
+)
+
+
+@st.composite
+def policy(draw: st.DrawFn, index: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = {"podSelector": draw(labels_sel)}
+    types = draw(st.sampled_from([None, ["Ingress"], ["Egress"], ["Ingress", "Egress"]]))
+    if types is not None:
+        spec["policyTypes"] = types
+    for field, key in (("ingress", "from"), ("egress", "to")):
+        if draw(st.booleans()):
+            rules = draw(st.lists(rule, max_size=2))
+            spec[field] = [
+                {
+                    **({key: r["peers"]} if "peers" in r else {}),
+                    **({"ports": r["ports"]} if "ports" in r else {}),
+                }
+                for r in rules
+            ]
+    return pol(f"p{draw(st.integers(0, 99))}", spec, draw(st.sampled_from(NAMESPACES)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(policy(), max_size=3, unique_by=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
+)
+def test_random_policies_agree_with_the_oracle(policies: list[dict[str, Any]]) -> None:
+    compare(policies)
