@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from podnet.verify import bgp as bgp_cli
     from podnet.verify import cli as verify_cli
     from podnet.verify import drops as drops_cli
+    from podnet.verify import policy as policy_cli
 
     parser = argparse.ArgumentParser(prog="podnet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"podnet {__version__}")
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cli.add_parsers(sub, open_lab)  # status, connectivity, perf, capture, diagnose
     bgp_cli.add_parser(sub, open_lab)  # podnet bgp peers|routes
     drops_cli.add_parser(sub, open_lab)  # podnet drops [--follow]
+    policy_cli.add_parser(sub, open_lab)  # podnet policy show POD
     return parser
 
 

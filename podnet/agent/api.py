@@ -31,11 +31,14 @@ MAX_FDS = 4  # descriptors accepted with one request (one is used; more is a bad
 
 class ApiHandler(answer.Handler, Protocol):
     """What the server dispatches to: ``op: cni`` (a plugin call, ``podnet.cni.answer``),
-    ``op: status`` and ``op: drops`` (the drop monitor's events after ``since``)."""
+    ``op: status``, ``op: drops`` (the drop monitor's events after ``since``) and ``op: policy``
+    (the NetworkPolicy rules in force for a local pod's address)."""
 
     def status(self) -> dict[str, Any]: ...
 
     def drops(self, since: int) -> dict[str, Any]: ...
+
+    def policy(self, ip: str) -> dict[str, Any]: ...
 
 
 def error_response(code: int, msg: str, details: str = "") -> dict[str, Any]:
@@ -66,11 +69,16 @@ def dispatch(handler: ApiHandler, raw: bytes, fd: int | None = None) -> dict[str
             if not isinstance(since, int) or isinstance(since, bool) or since < 0:
                 return error_response(spec.ERR_DECODE, "bad drops request", "since must be a count >= 0")
             return handler.drops(since)
+        if op == "policy":
+            ip = request.get("ip")
+            if not isinstance(ip, str):
+                return error_response(spec.ERR_DECODE, "bad policy request", "ip must be an address")
+            return handler.policy(ip)
     except Exception as exc:
         log.exception("agent API op %r failed", op)
         return error_response(spec.ERR_AGENT_INTERNAL, "podnet agent internal error", f"{op}: {exc!r}")
     return error_response(
-        spec.ERR_AGENT_PROTOCOL, "unknown API op", f"op {op!r} is not one of cni, status, drops"
+        spec.ERR_AGENT_PROTOCOL, "unknown API op", f"op {op!r} is not one of cni, status, drops, policy"
     )
 
 

@@ -546,6 +546,21 @@ class Agent:
         """The drop monitor's events after ``since`` (``podnet drops``)."""
         return self.drop_monitor.events(since)
 
+    def policy(self, ip: str) -> dict[str, Any]:
+        """The NetworkPolicy rules in force for the local pod at ``ip`` (``podnet policy show``)."""
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return {"ok": False, "msg": f"{ip!r} is not an address"}
+        return {
+            "ok": True,
+            "node": self.config.node_name,
+            **self.policy.status(),
+            **self.policy.explain(address),
+        }
+
     def status(self) -> dict[str, Any]:
         if self.cni_handler is not None:  # the node as it is once the DELs answered so far are done
             self.cni_handler.retired.flush(2.0)

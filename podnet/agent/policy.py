@@ -29,6 +29,7 @@ from podnet.policy.resolve import Address, PodInfo, Resolved, allowed, resolve
 
 log = logging.getLogger("podnet.agent")
 
+KINDS = ("networkpolicies", "pods", "namespaces")
 SETTLE = 0.05  # seconds: changes that arrive together are applied together
 SYNC_TIMEOUT = 20.0  # seconds the agent waits for the watches before it goes on (status says why)
 DRIFT_CHECK = 10.0  # seconds between checks that the table is still there
@@ -54,6 +55,13 @@ def pod_info(obj: Any) -> PodInfo | None:
     )
     namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
     return PodInfo(namespace, name, dict(meta.get("labels") or {}), tuple(ips), ports, spec.get("nodeName"))
+
+
+def _version(watcher: Any) -> int:
+    try:
+        return int(watcher.version or 0)
+    except ValueError:
+        return 0
 
 
 def merge_local(pods: list[PodInfo], records: Sequence[Endpoint]) -> list[PodInfo]:
@@ -105,8 +113,7 @@ class PolicyEnforcer:
         self.policies = 0
         self.applied_at = 0.0
         self.error = ""
-        self._event_at: dict[str, float] = {}  # per kind, when its watch last brought a change
-        self.covered: dict[str, float] = {}  # the event times the table in force includes
+        self.covered: dict[str, int] = {}  # per kind, the resourceVersion the table in force includes
 
     # ---- Component -------------------------------------------------------------------------------
 
@@ -134,7 +141,6 @@ class PolicyEnforcer:
         return [f"network policy: {self.error}"] if self.error else []
 
     def _event(self, kind: str) -> None:
-        self._event_at[kind] = time.time()
         self._dirty.set()
 
     def allow(self, source: Any) -> None:
@@ -171,7 +177,7 @@ class PolicyEnforcer:
                 "isolatedEgress": len(self.resolved.egress_isolated),
                 "entries": len(self.resolved.ingress) + len(self.resolved.egress),
                 "appliedAt": self.applied_at,
-                "covered": dict(self.covered),  # per kind, the last watch event the table includes
+                "covered": dict(self.covered),  # per kind, the resourceVersion the table includes
                 "error": self.error,
             }
 
@@ -202,7 +208,8 @@ class PolicyEnforcer:
             self._sync()
 
     def _sync(self) -> None:
-        covered = dict(self._event_at)  # what the snapshots below include (read after these times)
+        # the resourceVersion each watch had reached: the snapshots below include at least that
+        covered = {kind: _version(w) for kind, w in zip(KINDS, self._watchers, strict=True)}
         policies_raw = [o.to_dict() for o in self._watchers[0].snapshot().values()]
         pods_raw = list(self._watchers[1].snapshot().values())
         namespaces = {

@@ -178,6 +178,7 @@ def node_status(
         },
         "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
         "guard": doc.get("guard") or {"enabled": False},
+        "policy": doc.get("policy") or {"enabled": False},
         "endpoints": doc.get("endpoints") or {},
         "bgp": doc.get("bgp"),
         "eni": doc.get("eni"),

@@ -3,7 +3,7 @@ y, z with pods a, b, c (examples/netpol.yaml, spread over two nodes), each servi
 80 and 81; after each policy change every pod probes every pod on every port, and the result must
 be the truth table the independent oracle (tests/policyoracle.py) computes from the objects. A
 mismatch is probed once more (no other retry budget). The lab waits for enforcement by asking
-each agent which watch events its table includes, not by sleeping."""
+each agent which resourceVersion its table includes, not by sleeping."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from policyoracle import allowed as oracle
 from podnet.lab import cluster as cl
 from podnet.lab import kubeapi
 from podnet.lab import state as st
+from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
 from podnet.util import netns
@@ -46,6 +47,22 @@ class World:
     pods: list[dict[str, Any]]  # {"host", "namespace", "name", "labels", "ip", "namedPorts"}
     ns_labels: dict[str, dict[str, str]]
     servers: list[subprocess.Popen[bytes]]
+    family: int  # the pods' addresses probed: 4, or 6 (dual stack)
+
+    def ip(self, host: str) -> str:
+        return str(next(p["ip"] for p in self.pods if p["host"] == host))
+
+
+DATAPATHS_OF: dict[str, list[str]] = {}  # lab name -> its overrides
+# the datapaths the tier runs in: the overrides of examples/netpol.yaml, and the family probed
+DATAPATHS = {
+    "tunnel": ([], 4),
+    "native-bpf-host-routing": (
+        ["routingMode=native", "autoDirectNodeRoutes=true", "bpf.hostLegacyRouting=false"],
+        4,
+    ),
+    "dual-stack-ipv6": (["ipv6.enabled=true"], 6),
+}
 
 
 def _kube() -> Any:
@@ -54,11 +71,15 @@ def _kube() -> Any:
     return connect
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+@pytest.fixture(scope="module", params=sorted(DATAPATHS))
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
     if os.geteuid() != 0:
         pytest.fail("lab tests need root: run the README's test command as root")
-    topo = dataclasses.replace(load_topology("netpol"), name=f"t{secrets.token_hex(2)}-netpol"[:16])
+    overrides, family = DATAPATHS[request.param]
+    name = f"t{secrets.token_hex(2)}-netpol"[:16]
+    DATAPATHS_OF[name] = overrides
+    topo = apply_overrides(load_topology("netpol"), overrides)
+    topo = dataclasses.replace(topo, name=name)
     servers: list[subprocess.Popen[bytes]] = []
     try:
         bring_up(topo)
@@ -66,7 +87,9 @@ def world() -> Iterator[World]:
         assert state is not None
         pods = []
         for p in topo.pods:
-            ip = state.info["podIPs"][p.name]["ips"][0]
+            ip = next(
+                a for a in state.info["podIPs"][p.name]["ips"] if ipaddress.ip_address(a).version == family
+            )
             pods.append(
                 {
                     "host": p.name,
@@ -95,7 +118,7 @@ def world() -> Iterator[World]:
         for proc in servers:
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         ns_labels = {n.name: dict(n.labels) for n in topo.namespaces}
-        yield World(topo, pods, ns_labels, servers)
+        yield World(topo, pods, ns_labels, servers, family)
     finally:
         for proc in servers:
             proc.kill()
@@ -135,7 +158,7 @@ def probe_all(
         with netns.entered(st.ns_name(w.topo.name, w.pods[i]["host"])):
             for key in (k for k in wanted if k[0] == i):
                 kind = socket.SOCK_STREAM if key[2] == "TCP" else socket.SOCK_DGRAM
-                socks[key] = socket.socket(socket.AF_INET, kind)
+                socks[key] = socket.socket(socket.AF_INET6 if w.family == 6 else socket.AF_INET, kind)
     with ThreadPoolExecutor(max_workers=64) as pool:
         futures = {k: pool.submit(_probe, s, k[2], w.pods[k[1]]["ip"], k[3]) for k, s in socks.items()}
         return {k: f.result() for k, f in futures.items()}
@@ -170,42 +193,71 @@ def check(w: World, policies: list[dict[str, Any]]) -> None:
 # ---- changing the cluster -------------------------------------------------------------------------
 
 
-def _covered(w: World, kind: str, since: float) -> bool:
+def _covered(w: World, kind: str, version: int) -> bool:
     for node in ("node1", "node2"):
         status = cl.agent_request(w.topo.name, node, {"op": "status"})
         covered = (status.get("policy") or {}).get("covered") or {}
-        if float(covered.get(kind, 0)) < since:
+        if int(covered.get(kind, 0)) < version:
             return False
     return True
 
 
-def enforced(w: World, kind: str, since: float) -> None:
-    """Until every node's table includes the watch events of ``kind`` from ``since`` on."""
-    wait_for(lambda: _covered(w, kind, since), f"both nodes to enforce the {kind} change", 20)
+def enforced(w: World, kind: str, version: int) -> None:
+    """Until every node's table includes the objects of ``kind`` up to resourceVersion ``version``
+    (the API server's versions grow with every write: exact, no sleeping)."""
+    wait_for(lambda: _covered(w, kind, version), f"both nodes to enforce {kind} at version {version}", 20)
+
+
+def _rv(obj: Any) -> int:
+    return int(obj.metadata.resourceVersion)
 
 
 def apply(w: World, policies: list[dict[str, Any]]) -> None:
-    """The cluster's policies become exactly ``policies``."""
+    """The cluster's policies become exactly ``policies``; waits until both nodes enforce them."""
     from lightkube import codecs
     from lightkube.resources.networking_v1 import NetworkPolicy
 
     client = _kube()(kubeapi.kubeconfig_path(w.topo.name))
-    since = time.time()
+    needed = 0
     try:
         for ns in ("x", "y", "z"):
             for old in client.list(NetworkPolicy, namespace=ns):
                 client.delete(NetworkPolicy, old.metadata.name, namespace=ns)
+                needed = max(needed, _rv(old) + 1)  # its deletion is a later version
         for doc in policies:
-            client.create(codecs.from_dict(doc))
+            needed = max(needed, _rv(client.create(codecs.from_dict(doc))))
     finally:
         client.close()
-    enforced(w, "networkpolicies", since)
+    enforced(w, "networkpolicies", needed)
+
+
+def lab_cases(w: World) -> dict[str, list[dict[str, Any]]]:
+    """Cases whose ipBlocks are the lab's own addresses (the upstream ones name the unit
+    world's): the pod CIDRs minus one pod, and egress to one pod only."""
+    pool = "10.244.0.0/16" if w.family == 4 else "fd00:10:244::/56"
+    host = 32 if w.family == 4 else 128
+    a = {"matchLabels": {"pod": "a"}}
+    block = {"ipBlock": {"cidr": pool, "except": [f"{w.ip('y-a')}/{host}"]}}
+    to_zb = {"to": [{"ipBlock": {"cidr": f"{w.ip('z-b')}/{host}"}}], "ports": [{"port": 80}]}
+    return {
+        "lab-ip-block-except-y-a": [pol("block", {"podSelector": a, "ingress": [{"from": [block]}]})],
+        "lab-egress-ip-block-to-z-b": [
+            pol("out", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [to_zb]})
+        ],
+    }
 
 
 @pytest.mark.parametrize("case", sorted(UPSTREAM))
 def test_upstream_case_matches_the_truth_table(world: World, case: str) -> None:
     apply(world, UPSTREAM[case])
     check(world, UPSTREAM[case])
+
+
+@pytest.mark.parametrize("case", ["lab-ip-block-except-y-a", "lab-egress-ip-block-to-z-b"])
+def test_ip_block_case_matches_the_truth_table(world: World, case: str) -> None:
+    policies = lab_cases(world)[case]
+    apply(world, policies)
+    check(world, policies)
 
 
 def test_no_policy_lets_everything_through_and_removes_the_table(world: World) -> None:
@@ -246,20 +298,20 @@ def test_label_change_of_a_pod_and_of_a_namespace_is_enforced(world: World) -> N
     check(world, policies)
     client = _kube()(kubeapi.kubeconfig_path(world.topo.name))
     try:
-        since = time.time()
-        client.patch(Namespace, "y", {"metadata": {"labels": {"team": "blue"}}})
+        patched = client.patch(Namespace, "y", {"metadata": {"labels": {"team": "blue"}}})
         world.ns_labels["y"] = {**world.ns_labels["y"], "team": "blue"}
-        enforced(world, "namespaces", since)
+        enforced(world, "namespaces", _rv(patched))
         check(world, policies)  # y/b may now reach x/a
-        since = time.time()
-        client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "b"}}}, namespace="y")
+        patched = client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "b"}}}, namespace="y")
         yc = next(p for p in world.pods if p["host"] == "y-c")
         yc["labels"] = {"pod": "b"}
-        enforced(world, "pods", since)
+        enforced(world, "pods", _rv(patched))
         check(world, policies)  # and so may y-c, relabelled pod=b
     finally:
-        client.patch(Namespace, "y", {"metadata": {"labels": {"team": None}}})
-        client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "c"}}}, namespace="y")
+        done = [client.patch(Namespace, "y", {"metadata": {"labels": {"team": None}}})]
+        done.append(client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "c"}}}, namespace="y"))
+        enforced(world, "namespaces", _rv(done[0]))
+        enforced(world, "pods", _rv(done[1]))
         world.ns_labels["y"] = {"ns": "y"}
         next(p for p in world.pods if p["host"] == "y-c")["labels"] = {"pod": "c"}
         client.close()
@@ -275,7 +327,8 @@ def test_a_pod_made_after_the_policy_is_isolated_from_its_first_packet(world: Wo
     late = LabPod("x-late", "node2", labels={"pod": "late"}, namespace="x")
     assert cl.ensure_pod(world.topo, state, late) == 1
     try:
-        ip = st.LabState.load(world.topo.name).info["podIPs"]["x-late"]["ips"][0]  # type: ignore[union-attr]
+        ips = st.LabState.load(world.topo.name).info["podIPs"]["x-late"]["ips"]  # type: ignore[union-attr]
+        ip = next(a for a in ips if ipaddress.ip_address(a).version == world.family)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", st.ns_name(world.topo.name, "x-late"), sys.executable, str(SERVER), "80"],
             stdout=subprocess.PIPE,
@@ -284,7 +337,9 @@ def test_a_pod_made_after_the_policy_is_isolated_from_its_first_packet(world: Wo
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
             src = next(i for i, p in enumerate(world.pods) if p["host"] == "y-a")
             with netns.entered(st.ns_name(world.topo.name, world.pods[src]["host"])):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock = socket.socket(
+                    socket.AF_INET6 if world.family == 6 else socket.AF_INET, socket.SOCK_STREAM
+                )
             assert not _probe(sock, "TCP", ip, 80)  # no wait: the CNI ADD applied the table
         finally:
             proc.kill()
@@ -308,3 +363,14 @@ def test_a_denied_packet_is_a_drop_event_naming_the_policy(world: World) -> None
     assert mine and mine[-1]["reason"] == "policy-denied-ingress", events[-3:]
     assert mine[-1]["policies"] == ["x/deny"] and mine[-1]["direction"] == "ingress"
     assert ipaddress.ip_address(mine[-1]["src"]) == ipaddress.ip_address(world.pods[ya]["ip"])
+
+
+def test_bpf_host_routing_leaves_only_policed_pods_to_netfilter(world: World) -> None:
+    """With BPF host routing the program redirects pods' packets past netfilter: a pod a policy
+    isolates is no endpoint of it, and its address is marked for the kernel's path."""
+    if "bpf.hostLegacyRouting=false" not in DATAPATHS_OF.get(world.topo.name, []):
+        pytest.skip("this datapath routes with the kernel (Legacy)")
+    apply(world, UPSTREAM["pod-and-namespace-AND"])  # isolates x/a only
+    status = cl.agent_request(world.topo.name, "node1", {"op": "status"})
+    assert status["hostRouting"]["mode"] == "BPF", status["hostRouting"]
+    check(world, UPSTREAM["pod-and-namespace-AND"])

@@ -200,3 +200,56 @@ def policy(draw: st.DrawFn, index: int = 0) -> dict[str, Any]:
 )
 def test_random_policies_agree_with_the_oracle(policies: list[dict[str, Any]]) -> None:
     compare(policies)
+
+
+def test_policy_show_and_status_lines() -> None:
+    from podnet.verify.cli import policy_line
+    from podnet.verify.policy import render
+
+    doc = {
+        "node": "node1",
+        "ingressIsolatedBy": ["x/deny"],
+        "ingress": ["10.0.1.2/32 -> 10.0.0.2/32 TCP/80"],
+        "egressIsolatedBy": [],
+        "egress": [],
+        "unresolved": ["x/p: no selected pod has a TCP port named 'web'"],
+    }
+    lines = render("x-a", doc)
+    assert lines[0] == "x-a on node1" and "Ingress: isolated by x/deny; 1 allowed entry" in lines[1]
+    assert "allow 10.0.1.2/32 -> 10.0.0.2/32 TCP/80" in lines[2] and "Egress: not isolated" in lines[3]
+    assert "note: x/p: no selected pod" in lines[-1]
+    assert policy_line({"enabled": False}).startswith("Disabled")
+    line = policy_line(
+        {"enabled": True, "policies": 2, "isolatedIngress": 3, "entries": 9, "invalid": ["y/bad: x"]}
+    )
+    assert line.startswith("2 policies, in 3 / out 0") and "REFUSED 1: y/bad: x" in line
+
+
+def test_a_local_pod_is_known_by_its_record_before_its_pod_object_shows_an_address() -> None:
+    from podnet.agent.policy import merge_local, pod_info
+    from podnet.model import Endpoint
+
+    seen = pod_info(
+        {
+            "metadata": {"namespace": "x", "name": "a", "labels": {"pod": "a"}},
+            "spec": {"containers": [{"ports": [{"name": "web", "containerPort": 8080}]}]},
+            "status": {},
+        }
+    )
+    assert seen is not None and seen.ips == () and seen.ports == (("web", "TCP", 8080),)
+    assert pod_info({"metadata": {"name": "h"}, "spec": {"hostNetwork": True}}) is None
+    record = Endpoint(
+        "c1",
+        "eth0",
+        "/n",
+        "lxc1",
+        (ipaddress.ip_interface("10.0.0.9/32"),),
+        pod_name="a",
+        pod_namespace="x",
+        pod_labels=(("pod", "old"),),
+    )
+    merged = {p.key: p for p in merge_local([seen], [record])}
+    assert merged["x/a"].ips == (ipaddress.ip_address("10.0.0.9"),)
+    assert merged["x/a"].labels == {"pod": "a"} and merged["x/a"].ports == (("web", "TCP", 8080),)
+    alone = {p.key: p for p in merge_local([], [record])}
+    assert alone["x/a"].labels == {"pod": "old"}  # as recorded at ADD until the object is seen
