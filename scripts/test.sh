@@ -23,9 +23,9 @@ echo "== lint-imports"
 echo "== pytest"
 # namespaces that exist before the run (e.g. a lab someone has up) are never counted or touched
 netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
-# two workers (PODNET_TEST_WORKERS), each taking whole files: a file's module-scoped lab stays on
+# three workers (PODNET_TEST_WORKERS; labs mostly wait, 2 cores carry three), each taking whole files: a file's module-scoped lab stays on
 # one worker, and every lab, namespace and etcd a test makes has a name of its own
-workers=${PODNET_TEST_WORKERS:-2}
+workers=${PODNET_TEST_WORKERS:-3}
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
 .venv/bin/pytest -q -p no:cacheprovider "${parallel[@]}" "$@"

@@ -167,8 +167,10 @@ def test_kubectl_apply_of_the_unchanged_manifests_installs_podnet() -> None:
         wait_for(lambda: nodes_ready(topo) == {"node1", "node2"}, "both nodes Ready", 120)
         shipped = Path(kubeapi.MANIFESTS / "podnet.yaml").read_text()
         assert "10.244.0.0/16" in shipped  # the pool the ConfigMap as shipped gives
-        kubectl(topo, "create", "deployment", "plain", "--image=podnet.lab/busybox:1", "--replicas=2",
-                "--", "sh", "-c", SERVE)  # fmt: skip
+        for node in ("node1", "node2"):  # one pod pinned to each: the scheduler may put both on one
+            pinned = json.dumps({"spec": {"nodeName": node}})
+            kubectl(topo, "run", f"plain-{node}", "--image=podnet.lab/busybox:1", "--labels=app=plain",
+                    f"--overrides={pinned}", "--", "sh", "-c", SERVE)  # fmt: skip
         _cross_node_http(topo, "plain", 2, "10.244.0.0/16")
     finally:
         next(lab, None)
