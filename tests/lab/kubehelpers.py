@@ -3,17 +3,22 @@ what a real node must leave unchanged on the machine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from labhelpers import wait_for
 
 from podnet import owned
 from podnet.lab import kubeapi, kubenode
 from podnet.lab import state as st
+from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology
 
 MACHINE_SYSCTLS = [f"/proc/sys/{k}" for k in kubenode.SYSCTL_SHIMS]
@@ -92,3 +97,22 @@ def nodes_ready(topo: Topology) -> set[str]:
         for n in items
         if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])
     }
+
+
+def lab_with_real_nodes(topo: Topology, suffix: str) -> Iterator[Topology]:
+    """``topo`` up under a name of its own (``t<hex>-<suffix>``), then down; afterwards the
+    machine's sysctls, paths, mounts and cgroups must be as they were before it."""
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root: run the README's test command as root")
+    before = machine()
+    topo = dataclasses.replace(topo, name=f"t{secrets.token_hex(2)}-{suffix}"[:16])
+    try:
+        bring_up(topo)
+        yield topo
+    finally:
+        bring_down(topo.name)
+    after = machine()
+    mine = [c for c in after["cgroups"] if topo.name in c]
+    assert not mine, f"cgroups left behind: {mine}"
+    for what in ("sysctls", "paths", "mounts"):
+        assert after[what] == before[what], what

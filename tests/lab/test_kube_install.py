@@ -11,22 +11,19 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import os
 import re
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubehelpers import HTTP_PORT, SERVE, kubectl, machine, nodes_ready, pods, running
+from kubehelpers import HTTP_PORT, SERVE, kubectl, lab_with_real_nodes, nodes_ready, pods, running
 from labhelpers import podnet_json, wait_for
 
 from podnet.demo.kubelets import http_get
 from podnet.lab import kubeapi, kubenode
 from podnet.lab import state as st
 from podnet.lab.podnetimage import NAME as IMAGE
-from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
@@ -37,21 +34,9 @@ ELF = b"\x7fELF"
 
 
 def _lab(install: str) -> Iterator[Topology]:
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root: run the README's test command as root")
-    before = machine()
-    topo = load_topology("kube-install")
-    topo = dataclasses.replace(topo, name=f"t{secrets.token_hex(2)}-kinst"[:16], podnet_install=install)
-    try:
-        bring_up(topo)
-        yield topo
-    finally:
-        bring_down(topo.name)
-    after = machine()
-    assert not [c for c in after["cgroups"] if topo.name in c]
-    assert after["sysctls"] == before["sysctls"]
-    assert after["paths"] == before["paths"]
-    assert after["mounts"] == before["mounts"]
+    yield from lab_with_real_nodes(
+        dataclasses.replace(load_topology("kube-install"), podnet_install=install), "kinst"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -7,44 +7,27 @@ sysctls, /run, /var/lib and cgroups are as they were."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from kubehelpers import HTTP_PORT, SERVE, kubectl, machine, nodes_ready, pods, running, veths
+from kubehelpers import HTTP_PORT, SERVE, kubectl, lab_with_real_nodes, nodes_ready, pods, running, veths
 from labhelpers import podnet_json, wait_for
 
 from podnet.demo.kubelets import http_get
 from podnet.lab import kubenode
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
-from podnet.lab.run import bring_down, bring_up
+from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
 
 
 def _real_lab(overrides: list[str]) -> Iterator[Topology]:
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root: run the README's test command as root")
-    before = machine()
-    topo = apply_overrides(load_topology("real-nodes"), overrides)
-    topo = dataclasses.replace(topo, name=f"t{secrets.token_hex(2)}-real"[:16])
-    try:
-        bring_up(topo)
-        yield topo
-    finally:
-        bring_down(topo.name)
-    after = machine()
-    mine = [c for c in after["cgroups"] if topo.name in c]
-    assert not mine, f"cgroups left behind: {mine}"
-    assert after["sysctls"] == before["sysctls"]
-    assert after["paths"] == before["paths"]
-    assert after["mounts"] == before["mounts"]
+    yield from lab_with_real_nodes(apply_overrides(load_topology("real-nodes"), overrides), "real")
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,18 @@ where the mode says, and they fetch from each other across the nodes in every fa
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
-import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubehelpers import HTTP_PORT, SERVE, kubectl, machine, running
+from kubehelpers import HTTP_PORT, SERVE, kubectl, lab_with_real_nodes, running
 from labhelpers import podnet_json
 
 from podnet.lab.overrides import apply_overrides
-from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
@@ -52,18 +48,7 @@ def _real_nodes(*overrides: str) -> Topology:
 
 
 def _lab(topo: Topology) -> Iterator[Topology]:
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root: run the README's test command as root")
-    before = machine()
-    topo = dataclasses.replace(topo, name=f"t{secrets.token_hex(2)}-rmode"[:16])
-    try:
-        bring_up(topo)
-        yield topo
-    finally:
-        bring_down(topo.name)
-    after = machine()
-    assert not [c for c in after["cgroups"] if topo.name in c]
-    assert after == {**before, "cgroups": after["cgroups"]}
+    yield from lab_with_real_nodes(topo, "rmode")
 
 
 def _pinned(topo: Topology, nodes: tuple[str, str], annotations: dict[str, str] | None) -> tuple[Pod, Pod]:
