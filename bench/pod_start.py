@@ -54,11 +54,8 @@ def use_plugin(lab: str, plugin: str) -> None:
     for name in ("bridge", "host-local"):
         if not (p.cni_bin / name).is_symlink():
             (p.cni_bin / name).symlink_to(Path("/usr/lib/cni") / name)
-    ref = p.cni_conf / "04-reference.conflist"
-    if plugin == "reference":
-        ref.write_text(json.dumps(REFERENCE))
-    else:
-        ref.unlink(missing_ok=True)
+    ref = "/etc/cni/net.d/04-reference.conflist"  # in the node's own /etc (its mount namespace)
+    kubenode.node_file(lab, NODE, ref, json.dumps(REFERENCE) if plugin == "reference" else None)
     time.sleep(2.0)  # containerd's CRI picks the change up asynchronously
 
 

@@ -430,6 +430,20 @@ def ensure_real_node(topo: Topology, state: st.LabState, host: Host) -> int:
     return 1
 
 
+def node_file(lab: str, node: str, path: str, text: str | None) -> None:
+    """Write (``text``) or remove (None) ``path`` as the real node sees it, inside its mount
+    namespace (its /etc is an overlay: the lab never writes under a mounted overlay itself)."""
+    import subprocess
+
+    state = st.LabState.load(lab)
+    rec = state.process(f"kubenode-{node}") if state is not None else None
+    if rec is None or not rec.running():
+        raise KubeNodeError(f"{node} of lab {lab} runs no real kubelet: is the lab up?")
+    script = f"cat > {shlex.quote(path)}" if text is not None else f"rm -f {shlex.quote(path)}"
+    subprocess.run(["nsenter", f"--mount=/proc/{rec.pid}/ns/mnt", "sh", "-c", script], input=text or "",
+                   text=True, check=True, capture_output=True)  # fmt: skip
+
+
 KUBE_SERVICE_TABLE = "podnet_lab_kube_service"
 
 
