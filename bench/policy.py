@@ -21,6 +21,7 @@ import json
 import secrets
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ from podnet.lab.topology import load_topology
 from podnet.util import netns
 
 PORT = 7000
+IPERF = 5201  # iperf3's control and data connections
 SRC, DST = "x-b", "x-a"
 COUNTS = (0, 100, 1000)
 
@@ -55,7 +57,7 @@ def policy(i: int, src_ip: str | None = None) -> dict[str, Any]:
         "metadata": {"namespace": "x", "name": f"bench-{i}"},
         "spec": {
             "podSelector": {"matchLabels": {"pod": "a"}},
-            "ingress": [{"from": [peer], "ports": [{"port": PORT}]}],
+            "ingress": [{"from": [peer], "ports": [{"port": PORT}, {"port": IPERF}]}],
         },
     }
 
@@ -102,6 +104,8 @@ def conn_rate(lab: str, dst_ip: str, seconds: float) -> float:
     while time.monotonic() < deadline:
         with netns.entered(st.ns_name(lab, SRC)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # an RST on close: no TIME_WAIT, so the loop never runs out of ports (it did after ~30k)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         with sock:
             sock.settimeout(2.0)
             sock.connect((dst_ip, PORT))
