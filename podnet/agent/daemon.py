@@ -126,13 +126,13 @@ class Agent:
         self.guard = comp.Guard(
             self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
         )
-        self.policy = PolicyEnforcer(
+        self.netpol = PolicyEnforcer(
             self._api_client() if config.datastore == "kubernetes" else None,
             lambda: self.cni_handler.records() if self.cni_handler else [],
             self._guard_nft,
             lambda: self.config.drop_events,
         )
-        self.drop_monitor = DropMonitor(lambda: self.config, annotate=self.policy.annotate)
+        self.drop_monitor = DropMonitor(lambda: self.config, annotate=self.netpol.annotate)
         self.components: list[comp.Component] = [
             comp.Masquerade(lambda: self.config, self._guard_nft),
             self.guard,
@@ -213,8 +213,8 @@ class Agent:
         )  # fmt: skip
         # NetworkPolicy: the cluster's, with this node's pods from their records, before ready
         self._set_phase("reading NetworkPolicies")
-        self.policy.start(node, self._stop)
-        self.components.append(self.policy)
+        self.netpol.start(node, self._stop)
+        self.components.append(self.netpol)
         restored = getattr(self.allocator, "restored", None)  # eni: may report its use from now on
         if restored is not None:
             restored()
@@ -242,15 +242,15 @@ class Agent:
             return self.cni_handler.sources() if self.cni_handler else []
 
         host_routing = HostRouting(
-            lambda: self.config, sources, wake=self._dirty.set, policed=self.policy.policed
+            lambda: self.config, sources, wake=self._dirty.set, policed=self.netpol.policed
         )
-        self.policy.before_apply = host_routing.resync  # BPF lets policed pods' packets to netfilter first
+        self.netpol.before_apply = host_routing.resync  # BPF lets policed pods' packets to netfilter first
         self.components.append(host_routing)
         if not isinstance(self.allocator, EniAllocator):
-            return EndpointHooks(self.guard, self.policy, host_routing)
+            return EndpointHooks(self.guard, self.netpol, host_routing)
         routing = EniRouting(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
         self.components.append(routing)
-        return EndpointHooks(self.guard, self.policy, routing, host_routing)
+        return EndpointHooks(self.guard, self.netpol, routing, host_routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any
@@ -557,8 +557,8 @@ class Agent:
         return {
             "ok": True,
             "node": self.config.node_name,
-            **self.policy.status(),
-            **self.policy.explain(address),
+            **self.netpol.status(),
+            **self.netpol.explain(address),
         }
 
     def status(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
+from podnet.agent.api import request
 from podnet.bgp.birdc import parse_protocols
 from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.route import route_from_msg
@@ -337,7 +338,22 @@ class Diagnoser:
         loss = follow.locate(run, path, back)
         if loss is None:
             return run, self._port_drop(run, src, dst)
-        return run, explain.probe_drop(self._probe_loss(run, loss, between, src, dst))
+        return run, self._named(explain.probe_drop(self._probe_loss(run, loss, between, src, dst)), src, dst)
+
+    def _named(self, drop: Drop, src: Place, dst: Place) -> Drop:
+        """A NetworkPolicy drop with the policies that isolate the pod, from its node's agent."""
+        if drop.kind != "policy-denied":
+            return drop
+        egress = "(egress)" in drop.reason
+        ip = src.ip if egress else dst.ip
+        try:
+            answer = request(self.view.agent_socket(drop.host), {"op": "policy", "ip": str(ip)}, timeout=5.0)
+        except (OSError, ValueError):
+            return drop
+        names = answer.get("egressIsolatedBy" if egress else "ingressIsolatedBy") or []
+        if not names:
+            return drop
+        return dataclasses.replace(drop, reason=f"{drop.reason}; policies isolating {ip}: {', '.join(names)}")
 
     def _port_drop(self, run: ProbeRun, src: Place, dst: Place) -> Drop | None:
         """Every echo came back; the TCP or the UDP probe did not: the traced rule that dropped it,
@@ -351,6 +367,7 @@ class Diagnoser:
             if counters.port_drops:
                 rule = counters.port_drops[0]
                 found = explain.traced_drop(host, self.view.role(host), self.view.ns(host), rule, what)
+                found = self._named(found, src, dst)
                 return dataclasses.replace(found, reason=f"{found.reason}; the ICMP probes pass")
         details = "; ".join(f"{name}: {res[1]}" for name, res in failed)
         return Drop(

@@ -19,7 +19,7 @@ class Drop:
     host: str
     kind: str  # no-route | blackhole | unreachable | prohibit | forwarding | misroute | neighbour | mtu
     # | no-neighbour | no-fdb | arp | loop | no-tunnel-device | filter | pod-firewall | policy | qdisc
-    # | tc-filter | rp-filter | link-drop | inconclusive
+    # | tc-filter | rp-filter | link-drop | policy-denied | inconclusive
     reason: str
     fix: str
 
@@ -254,6 +254,16 @@ def traced_drop(host: str, role: str, ns: str, rule: str, what: str, tunnel: str
             "that is podnet's own policy (the pod guard, docs/security.md): a pod may not spoof its "
             "source, reach the store, BGP or the tunnel ports, or its node beyond ICMP and "
             "podGuard.nodePorts; `podnet drops` shows each drop with its reason",
+        )
+    if rule.split()[1:2] == ["podnet_policy"]:
+        direction = "egress" if " out_check" in rule else "ingress"
+        return Drop(
+            host,
+            "policy-denied",
+            f"a NetworkPolicy ({direction}) on {who} drops {what}: {rule}",
+            f"the {'source' if direction == 'egress' else 'destination'} pod is isolated for {direction} "
+            "and no rule of its policies allows this: `podnet policy show <pod>` lists them and what "
+            "they allow; add a rule (or a policy) that allows it, if it should pass",
         )
     listing = f"`ip netns exec {ns} nft -a list ruleset` shows its handle"
     if role == "pod":

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -193,8 +194,11 @@ def check(w: World, policies: list[dict[str, Any]]) -> None:
 # ---- changing the cluster -------------------------------------------------------------------------
 
 
-def _covered(w: World, kind: str, version: int) -> bool:
-    for node in ("node1", "node2"):
+NODES = ("node1", "node2")
+
+
+def _covered(w: World, kind: str, version: int, nodes: tuple[str, ...] = NODES) -> bool:
+    for node in nodes:
         status = cl.agent_request(w.topo.name, node, {"op": "status"})
         covered = (status.get("policy") or {}).get("covered") or {}
         if int(covered.get(kind, 0)) < version:
@@ -202,18 +206,18 @@ def _covered(w: World, kind: str, version: int) -> bool:
     return True
 
 
-def enforced(w: World, kind: str, version: int) -> None:
-    """Until every node's table includes the objects of ``kind`` up to resourceVersion ``version``
+def enforced(w: World, kind: str, version: int, nodes: tuple[str, ...] = NODES) -> None:
+    """Until ``nodes``' tables include the objects of ``kind`` up to resourceVersion ``version``
     (the API server's versions grow with every write: exact, no sleeping)."""
-    wait_for(lambda: _covered(w, kind, version), f"both nodes to enforce {kind} at version {version}", 20)
+    wait_for(lambda: _covered(w, kind, version, nodes), f"{nodes} to enforce {kind} at version {version}", 20)
 
 
 def _rv(obj: Any) -> int:
     return int(obj.metadata.resourceVersion)
 
 
-def apply(w: World, policies: list[dict[str, Any]]) -> None:
-    """The cluster's policies become exactly ``policies``; waits until both nodes enforce them."""
+def apply(w: World, policies: list[dict[str, Any]], nodes: tuple[str, ...] = NODES) -> None:
+    """The cluster's policies become exactly ``policies``; waits until ``nodes`` enforce them."""
     from lightkube import codecs
     from lightkube.resources.networking_v1 import NetworkPolicy
 
@@ -228,7 +232,7 @@ def apply(w: World, policies: list[dict[str, Any]]) -> None:
             needed = max(needed, _rv(client.create(codecs.from_dict(doc))))
     finally:
         client.close()
-    enforced(w, "networkpolicies", needed)
+    enforced(w, "networkpolicies", needed, nodes)
 
 
 def lab_cases(w: World) -> dict[str, list[dict[str, Any]]]:
@@ -374,3 +378,49 @@ def test_bpf_host_routing_leaves_only_policed_pods_to_netfilter(world: World) ->
     status = cl.agent_request(world.topo.name, "node1", {"op": "status"})
     assert status["hostRouting"]["mode"] == "BPF", status["hostRouting"]
     check(world, UPSTREAM["pod-and-namespace-AND"])
+
+
+def test_agent_killed_9_keeps_the_policy_in_force_and_catches_up_after_restart(world: World) -> None:
+    """While node1's agent is dead its table holds (no window where denied traffic passes), a
+    change made meanwhile is enforced by node2 at once and by node1 once its agent is back."""
+    deny = UPSTREAM["default-deny-ingress"]
+    apply(world, deny)
+    state = st.LabState.load(world.topo.name)
+    assert state is not None
+    rec = state.process("agent-node1")
+    assert rec is not None and rec.running()
+    os.kill(rec.pid, signal.SIGKILL)
+    wait_for(lambda: not rec.running(), "node1's agent to die", 10)
+    check(world, deny)  # nothing of the policy went with the agent
+    allow_same = UPSTREAM["allow-from-same-namespace"]
+    apply(world, allow_same, nodes=("node2",))
+    node1 = {i for i, p in enumerate(world.pods) if p["host"] in ("x-a", "x-c", "y-b", "z-a", "z-c")}
+    want = {**truth(world, allow_same), **{k: v for k, v in truth(world, deny).items() if k[1] in node1}}
+    got = probe_all(world)
+    stricter = [k for k in want if got[k] and not want[k]]
+    assert not stricter, f"denied traffic passed while node1's agent was down: {stricter[:5]}"
+    bring_up(world.topo)  # restarts what is down: node1's agent
+    apply(world, allow_same)
+    check(world, allow_same)
+
+
+def test_diagnose_names_the_policy_that_drops_the_probe(world: World) -> None:
+    apply(world, UPSTREAM["default-deny-ingress"])
+    res = subprocess.run(
+        [PODNET, "diagnose", "--lab", world.topo.name, "y-a", "x-a", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    verdict = json.loads(res.stdout)["verdict"]
+    assert verdict["kind"] == "policy-denied" and verdict["host"] == "node1", verdict
+    assert "x/deny" in verdict["reason"] and "podnet policy show" in verdict["fix"], verdict
+    shown = subprocess.run(
+        [PODNET, "policy", "show", "--lab", world.topo.name, "x-a", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    doc = json.loads(shown)["addresses"][0]
+    assert doc["ingressIsolatedBy"] == ["x/deny"] and doc["ingress"] == [] and doc["egressIsolatedBy"] == []

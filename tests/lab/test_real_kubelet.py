@@ -8,6 +8,7 @@ sysctls, /run, /var/lib and cgroups are as they were."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -48,8 +49,18 @@ def test_a_deployment_on_real_kubelets_gets_podnet_addresses_and_talks_across_no
 ) -> None:
     topo = real_lab
     assert {"node1", "node2"} <= nodes_ready(topo)
-    kubectl(topo, "create", "deployment", "web", "--image=podnet.lab/busybox:1", "--replicas=4",
-            "--", "sh", "-c", SERVE)  # fmt: skip
+    kubectl(
+        topo,
+        "create",
+        "deployment",
+        "web",
+        "--image=podnet.lab/busybox:1",
+        "--replicas=4",
+        "--",
+        "sh",
+        "-c",
+        SERVE,
+    )
     web = running(topo, "app=web", 4)
     by_node = {p["spec"]["nodeName"] for p in web}
     assert by_node == {"node1", "node2"}, by_node  # the scheduler spreads them; node3 has no kubelet
@@ -102,8 +113,18 @@ def _kubelet_pid(topo: Topology, node: str) -> int | None:
 
 def test_kubelet_killed_9_comes_back_and_keeps_its_pods(real_lab: Topology) -> None:
     topo = real_lab
-    kubectl(topo, "create", "deployment", "keep", "--image=podnet.lab/busybox:1", "--replicas=2",
-            "--", "sh", "-c", SERVE)  # fmt: skip
+    kubectl(
+        topo,
+        "create",
+        "deployment",
+        "keep",
+        "--image=podnet.lab/busybox:1",
+        "--replicas=2",
+        "--",
+        "sh",
+        "-c",
+        SERVE,
+    )
     before = {
         p["metadata"]["name"]: (p["spec"]["nodeName"], p["status"]["podIP"])
         for p in running(topo, "app=keep", 2)
@@ -138,8 +159,10 @@ def test_a_real_node_is_one_process_tree_in_its_own_mount_namespace(real_lab: To
     assert os.stat(f"/proc/{rec.pid}/ns/net").st_ino == os.stat(node_ns).st_ino
     inside = subprocess.run(
         ["nsenter", f"--mount=/proc/{rec.pid}/ns/mnt", "cat", "/proc/sys/vm/overcommit_memory"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert inside == kubenode.SYSCTL_SHIMS["vm/overcommit_memory"]  # (the machine's: checked at the end)
     bring_up(real_lab)  # idempotent: the running node is left alone
     again = st.LabState.load(real_lab.name)
@@ -152,8 +175,18 @@ def test_real_pods_on_geneve_in_ebpf_with_bpf_host_routing() -> None:
     lab = _real_lab(["tunnelProtocol=geneve", "bpf.hostLegacyRouting=false"])
     topo = next(lab)
     try:
-        kubectl(topo, "create", "deployment", "web", "--image=podnet.lab/busybox:1", "--replicas=2",
-                "--", "sh", "-c", SERVE)  # fmt: skip
+        kubectl(
+            topo,
+            "create",
+            "deployment",
+            "web",
+            "--image=podnet.lab/busybox:1",
+            "--replicas=2",
+            "--",
+            "sh",
+            "-c",
+            SERVE,
+        )
         web = running(topo, "app=web", 2)
         pod3 = st.ns_name(topo.name, "pod3")
         for p in web:
@@ -167,3 +200,74 @@ def test_real_pods_on_geneve_in_ebpf_with_bpf_host_routing() -> None:
         assert conn["failed"] == 0, [c for c in conn["results"] if c["status"] == "fail"]
     finally:
         next(lab, None)  # the lab down and the machine check
+
+
+def _enforced(topo: Topology, applied: str) -> None:
+    """Until both real nodes' agents enforce the NetworkPolicy ``kubectl apply -o json`` returned."""
+    doc = json.loads(applied)
+    version = max(int(i["metadata"]["resourceVersion"]) for i in doc.get("items", [doc]))
+
+    def covered() -> bool:
+        for node in ("node1", "node2"):
+            status = podnet_json("status", "--lab", topo.name, "--node", node, "-o", "json")
+            seen = (status["nodes"][node].get("policy") or {}).get("covered") or {}
+            if int(seen.get("networkpolicies", 0)) < version:
+                return False
+        return True
+
+    wait_for(covered, f"both nodes to enforce NetworkPolicy version {version}", 30)
+
+
+def test_network_policy_isolates_real_pods(real_lab: Topology) -> None:
+    """kubectl applies a NetworkPolicy; real pods on two real nodes are isolated by it (a real
+    pod and the lab's pod are refused), then a second policy lets the selected peers in."""
+    topo = real_lab
+    for node in ("node1", "node2"):
+        pinned = json.dumps({"spec": {"nodeName": node}})
+        kubectl(
+            topo,
+            "run",
+            f"np-{node}",
+            "--image=podnet.lab/busybox:1",
+            "--labels=app=np",
+            f"--overrides={pinned}",
+            "--",
+            "sh",
+            "-c",
+            SERVE,
+        )
+    one, two = sorted(running(topo, "app=np", 2), key=lambda p: p["spec"]["nodeName"])
+    url = f"http://{two['status']['podIP']}:{HTTP_PORT}"
+    pod3 = st.ns_name(topo.name, "pod3")
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "np-deny", "namespace": "default"},
+        "spec": {"podSelector": {"matchLabels": {"app": "np"}}, "policyTypes": ["Ingress"]},
+    }
+    allow = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "np-from-np", "namespace": "default"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "np"}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"app": "np"}}}], "ports": [{"port": HTTP_PORT}]}
+            ],
+        },
+    }
+    try:
+        _enforced(topo, kubectl(topo, "apply", "-o", "json", "-f", "-", stdin=json.dumps(deny)))
+        assert http_get(pod3, two["status"]["podIP"], HTTP_PORT).startswith("error")
+        refused = kubectl(
+            topo, "exec", one["metadata"]["name"], "--", "timeout", "3", "wget", "-qO-", url, check=False
+        )
+        assert refused.strip() != two["metadata"]["name"]
+        _enforced(topo, kubectl(topo, "apply", "-o", "json", "-f", "-", stdin=json.dumps(allow)))
+        body = kubectl(topo, "exec", one["metadata"]["name"], "--", "wget", "-qO-", url)
+        assert body.strip() == two["metadata"]["name"]  # the peer the second policy names
+        assert http_get(pod3, two["status"]["podIP"], HTTP_PORT).startswith("error")  # pod3 is not one
+    finally:
+        kubectl(topo, "delete", "networkpolicy", "np-deny", "np-from-np", "--ignore-not-found", check=False)
+        kubectl(topo, "delete", "pod", "-l", "app=np", check=False)
+        wait_for(lambda: not pods(topo, "app=np"), "the np pods to be gone", 120)
