@@ -22,9 +22,19 @@ from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import Topology
 
 MACHINE_SYSCTLS = [f"/proc/sys/{k}" for k in kubenode.SYSCTL_SHIMS]
-MACHINE_PATHS = ["/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/var/log/pods",
-                 "/usr/libexec/kubernetes", "/var/lib/cni", "/etc/cni", "/opt/cni", "/run/podnet/agent.sock",
-                 "/var/lib/podnet", "/var/run/netns"]  # fmt: skip
+# what a real node would make on the machine if it were not in its own mount namespace (not
+# /var/lib/cni or /run/netns: the runtime tier and every lab make those, in parallel workers too)
+MACHINE_PATHS = [
+    "/run/containerd",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/var/log/pods",
+    "/usr/libexec/kubernetes",
+    "/etc/cni",
+    "/opt/cni",
+    "/run/podnet/agent.sock",
+    "/var/lib/podnet",
+]
 # what a real node's script mounts over in its own mount namespace: never in the machine's
 NODE_MOUNTS = {"/etc", "/opt", "/run", "/var/lib", "/var/log", "/run/containerd"}
 NODE_MOUNT_TREES = ("/etc/", "/opt/", "/proc/sys/")
@@ -70,10 +80,11 @@ def running(topo: Topology, selector: str, count: int, namespace: str = "default
         found = [
             p
             for p in pods(topo, selector, namespace)
-            if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+            if p["status"].get("phase") == "Running"
+            and p["status"].get("podIP")
             and not p["metadata"].get("deletionTimestamp")
             and all(c.get("ready") for c in p["status"].get("containerStatuses") or [{}])
-        ]  # fmt: skip
+        ]
         return len(found) == count
 
     wait_for(ready, f"{count} Running pods of {selector}", 180)
@@ -83,8 +94,10 @@ def running(topo: Topology, selector: str, count: int, namespace: str = "default
 def veths(topo: Topology, node: str) -> list[str]:
     out = subprocess.run(
         ["ip", "-n", st.ns_name(topo.name, node), "-j", "link", "show", "type", "veth"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [
         link["ifname"] for link in json.loads(out or "[]") if link["ifname"].startswith(owned.ENDPOINT_PREFIX)
     ]
@@ -115,4 +128,9 @@ def lab_with_real_nodes(topo: Topology, suffix: str) -> Iterator[Topology]:
     mine = [c for c in after["cgroups"] if topo.name in c]
     assert not mine, f"cgroups left behind: {mine}"
     for what in ("sysctls", "paths", "mounts"):
-        assert after[what] == before[what], what
+        changed = (
+            {k: (before[what].get(k), v) for k, v in after[what].items() if before[what].get(k) != v}
+            if isinstance(after[what], dict)
+            else (before[what], after[what])
+        )
+        assert after[what] == before[what], f"{what} changed: {changed}"
