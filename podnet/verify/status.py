@@ -314,8 +314,8 @@ def _health(
     local = ""
     if errors is not None and not pod_side:
         after = _tx_errors(ns, str(path.dev))
-        if after is not None and after > errors:
-            local = f"{path.dev} tx_errors +{after - errors}"
+        if after is not None and after > errors:  # confirmed: the device also counts a rise on its
+            local = _own_drop(ns, str(path.dev), target)  # own now and then (IPv6 ND, MLD)
     underlay = full = None
     size, display = facts
     if not pod_side and node_ip:
@@ -329,8 +329,22 @@ def _health(
     )
 
 
+CONFIRM = 3  # echoes that must all rise the tunnel device's send errors to blame the node itself
+
+
+def _own_drop(ns: str, dev: str, target: str) -> str:
+    """``"<dev> tx_errors +n"`` when ``CONFIRM`` more echoes each raise the device's send errors
+    (an output filter drops every one), else "": a lone rise is the device's own background."""
+    before = _tx_errors(ns, dev)
+    ping(ns, target, count=CONFIRM, timeout=0.3)
+    after = _tx_errors(ns, dev)
+    if before is None or after is None or after - before < CONFIRM:
+        return ""
+    return f"{dev} tx_errors +{after - before}"
+
+
 def _tx_errors(ns: str, dev: str | None) -> int | None:
-    """A device's send errors and drops in namespace ``ns`` (None when it cannot be read)."""
+    """A device's send errors in namespace ``ns`` (None when it cannot be read)."""
     try:
         with IPRoute(netns=ns) as ipr:
             links = ipr.link_lookup(ifname=dev)
