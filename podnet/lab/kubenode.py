@@ -2,20 +2,24 @@
 names, kube-scheduler and the workload controllers on the control plane.
 
 Each real node is one process tree started as ``nsenter --net=<node ns> unshare --mount
---propagation slave -- sh <node>/node.sh``: inside its own mount namespace it binds per-node
-directories over the paths containerd 1.6 and kubelet 1.20 hard-code (``/var/lib``, ``/var/log``,
-``/run/containerd``) and files holding the values kubelet wants over the machine-wide sysctls it
-would otherwise write (``vm.overcommit_memory``, ``vm.panic_on_oom``, ``kernel.panic``,
-``kernel.panic_on_oops``), so the machine's own /var, /run and /proc/sys stay as they were. (Not
-``ip netns exec``: it remounts /sys and the cgroup mounts are lost.) containerd's CRI wires pods
-with podnet's CNI plugin (the lab's copy) talking to the node's agent; kubelet runs with the
-cgroupfs driver under a cgroup root named after the lab and node, the node's daemons in a sibling
-``-system`` cgroup, so ``lab down`` finds every process of the node there, pods included (their
-containers live in network namespaces of their own), kills them and removes the cgroups.
+--propagation slave -- sh <node>/node.sh``: inside its own mount namespace the node gets its own
+``/var/lib``, ``/var/log``, ``/run`` (its lab directory bound back in) and ``/opt``, an overlay of
+its own changes over the machine's ``/etc``, and files holding the values kubelet wants over the
+machine-wide sysctls it would otherwise write (``vm.overcommit_memory``, ``vm.panic_on_oom``,
+``kernel.panic``, ``kernel.panic_on_oops``), so the machine's own /etc, /opt, /var, /run and
+/proc/sys stay as they were and a DaemonSet's hostPath lands in the node. (Not ``ip netns
+exec``: it remounts /sys and the cgroup mounts are lost.) containerd's CRI wires pods with the
+plugin in the node's /opt/cni/bin and the conflist in its /etc/cni/net.d: the lab's own
+(``controlPlane.podnet: lab``) or what podnet's DaemonSet installs (``podnet.lab.kubeinstall``).
+kubelet runs with the cgroupfs driver under a cgroup root named after the lab and node, the
+node's daemons in a sibling ``-system`` cgroup, so ``lab down`` finds every process of the node
+there, pods included (their containers live in network namespaces of their own), kills them and
+removes the cgroups.
 
-The images pods run (``podnet.lab/pause``, ``podnet.lab/busybox:1``) are made locally
-(``podnet.lab.images``) and imported into each node's containerd when it starts: nothing is
-pulled. The rendering functions are pure; ``ensure_*`` do the work and are idempotent.
+The images pods run (``podnet.lab/pause``, ``podnet.lab/busybox:1``, and ``podnet:<version>``
+for the DaemonSet) are made locally (``podnet.lab.images``, ``podnet.lab.podnetimage``) and
+imported into each node's containerd when it starts: nothing is pulled. The rendering functions
+are pure; ``ensure_*`` do the work and are idempotent.
 """
 
 from __future__ import annotations
