@@ -97,6 +97,23 @@ class Call:
     def owner(self) -> str:
         return f"{self.container_id}/{self.ifname}"
 
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """The pod's labels as the runtime passes them in the network config (CNI conventions:
+        ``args.cni.labels``, a list of ``{"key", "value"}``); what is not a string pair is skipped."""
+        args = self.config.get("args")
+        cni = args.get("cni") if isinstance(args, dict) else None
+        raw = cni.get("labels") if isinstance(cni, dict) else None
+        if not isinstance(raw, list):
+            return ()
+        pairs = {
+            item["key"]: item["value"]
+            for item in raw
+            if isinstance(item, dict)
+            and isinstance(item.get("key"), str)
+            and isinstance(item.get("value"), str)
+        }
+        return tuple(sorted(pairs.items()))
+
 
 def _route_json(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {"dst": str(route.dst)}

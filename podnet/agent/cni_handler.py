@@ -306,7 +306,7 @@ class CniHandler:
                 pod_namespace=call.args.get("K8S_POD_NAMESPACE", ""),
                 netns_id=pod.identity(),
                 pod_uid=meta.uid if meta else call.args.get("K8S_POD_UID", ""),
-                pod_labels=meta.labels if meta else (),
+                pod_labels=meta.labels if meta else call.labels(),
                 pod_annotations=meta.annotations if meta else (),
                 namespace_labels=meta.namespace_labels if meta else (),
             )

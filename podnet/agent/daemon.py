@@ -54,6 +54,7 @@ from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, UnsupportedIPAMMode, new_allocator
 from podnet.model import IPAddress, IPNetwork, NodeInfo
+from podnet.policy.sources import EtcdPolicySource, KubePolicySource, PolicySource
 from podnet.store.client import Store
 from podnet.store.datastore import Datastore, EtcdDatastore, Registration
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
@@ -127,7 +128,7 @@ class Agent:
             self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
         )
         self.netpol = PolicyEnforcer(
-            self._api_client() if config.datastore == "kubernetes" else None,
+            self._policy_source,
             lambda: self.cni_handler.records() if self.cni_handler else [],
             self._guard_nft,
             lambda: self.config.drop_events,
@@ -282,6 +283,13 @@ class Agent:
                 raise AgentError(str(exc)) from None
         self.store = connect_etcd(self.config.etcd_endpoints, etcd_tls(self.config))
         return EtcdDatastore(self.store)
+
+    def _policy_source(self) -> PolicySource:
+        """Where NetworkPolicies come from: the API server, or (datastore etcd) the store."""
+        if self.config.datastore == "kubernetes":
+            return KubePolicySource(self._api_client())
+        assert self.store is not None  # opened by start() before the components
+        return EtcdPolicySource(self.store)
 
     def _api_client(self) -> Callable[[], Any]:
         from podnet.kube.client import connect

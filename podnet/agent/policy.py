@@ -1,6 +1,7 @@
-"""The agent's NetworkPolicy component (datastore kubernetes): watches NetworkPolicies, Pods and
-Namespaces of the whole cluster, resolves what the policies allow (``podnet.policy.resolve``)
-for the pods on this node (ingress to them, egress from them) and keeps the node's
+"""The agent's NetworkPolicy component: reads NetworkPolicies, Pods and Namespaces of the whole
+cluster from its source (the API server, or etcd: ``podnet.policy.sources``), resolves what the
+policies allow (``podnet.policy.resolve``) for the pods on this node (ingress to them, egress from
+them) and keeps the node's
 ``table inet podnet_policy`` equal to it (``podnet.policy.nft``, one transaction per change).
 
 Design facts: the table is applied on every change of a policy, a pod's labels or addresses, or
@@ -26,42 +27,14 @@ from podnet.model import Endpoint, NodeInfo
 from podnet.policy import nft
 from podnet.policy.model import parse_policies
 from podnet.policy.resolve import Address, PodInfo, Resolved, allowed, resolve
+from podnet.policy.sources import PolicySource
 
 log = logging.getLogger("podnet.agent")
 
-KINDS = ("networkpolicies", "pods", "namespaces")
 SETTLE = 0.05  # seconds: changes that arrive together are applied together
 SYNC_TIMEOUT = 20.0  # seconds the agent waits for the watches before it goes on (status says why)
+PUBLISH_RETRY = 2.0  # seconds before a failed publish of this node's pods (etcd) is tried again
 DRIFT_CHECK = 10.0  # seconds between checks that the table is still there
-
-
-def pod_info(obj: Any) -> PodInfo | None:
-    """A Pod object (lightkube's, or its dict) as the resolver sees it; None: host network."""
-    raw = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-    meta, spec, status = raw.get("metadata") or {}, raw.get("spec") or {}, raw.get("status") or {}
-    if spec.get("hostNetwork"):
-        return None
-    ips = []
-    for entry in status.get("podIPs") or ([{"ip": status["podIP"]}] if status.get("podIP") else []):
-        try:
-            ips.append(ipaddress.ip_address(entry["ip"]))
-        except (KeyError, ValueError):
-            continue
-    ports = tuple(
-        (str(p["name"]), str(p.get("protocol") or "TCP"), int(p["containerPort"]))
-        for c in spec.get("containers") or []
-        for p in c.get("ports") or []
-        if p.get("name") and p.get("containerPort")
-    )
-    namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
-    return PodInfo(namespace, name, dict(meta.get("labels") or {}), tuple(ips), ports, spec.get("nodeName"))
-
-
-def _version(watcher: Any) -> int:
-    try:
-        return int(watcher.version or 0)
-    except ValueError:
-        return 0
 
 
 def merge_local(pods: list[PodInfo], records: Sequence[Endpoint]) -> list[PodInfo]:
@@ -89,13 +62,15 @@ class PolicyEnforcer:
 
     def __init__(
         self,
-        connect: Callable[[], Any] | None,
+        source: Callable[[], PolicySource] | None,
         local: Callable[[], Sequence[Endpoint]],
         guard: Callable[[], None],
         drop_events: Callable[[], bool],
     ) -> None:
-        """``connect``: an API client factory (None: the datastore is etcd, no policy source)."""
-        self._connect = connect
+        """``source``: makes the datastore's policy source once the datastore is open."""
+        self._make_source = source
+        self._source: PolicySource | None = None
+        self._node = ""
         self._local = local
         self._guard = guard  # refuses the machine's own namespace
         self._drop_events = drop_events
@@ -105,7 +80,6 @@ class PolicyEnforcer:
         # called with the new policed set in force, before the table: BPF host routing hands
         # those pods' packets to netfilter first (never a moment where BPF bypasses a new table)
         self.before_apply: Callable[[], None] = lambda: None
-        self._watchers: list[Any] = []
         self._script: str | None = None
         self._checked = 0.0
         self.resolved = Resolved()
@@ -118,30 +92,19 @@ class PolicyEnforcer:
     # ---- Component -------------------------------------------------------------------------------
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
-        if self._connect is None:
+        if self._make_source is None:
             return
-        from lightkube.resources.core_v1 import Namespace, Pod
-        from lightkube.resources.networking_v1 import NetworkPolicy
-
-        from podnet.kube.watch import ResourceWatcher
-
-        kinds = (("networkpolicies", NetworkPolicy), ("pods", Pod), ("namespaces", Namespace))
-        for kind, resource in kinds:
-            watcher = ResourceWatcher(self._connect, resource, lambda _e, k=kind: self._event(k))
-            self._watchers.append(watcher.start())
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        for w in self._watchers:
-            if not w.wait_synced(max(deadline - time.monotonic(), 0.1)):
-                self.error = "the NetworkPolicy/Pod/Namespace watches did not sync; policy waits for them"
+        self._node = node.name
+        self._source = self._make_source()
+        self._source.start(self._dirty.set)
+        if not self._source.wait_synced(SYNC_TIMEOUT):
+            self.error = f"the policy watches ({self._source.kind}) did not sync; policy waits for them"
         self.sync()  # before the agent says ready: the policy in force is the cluster's
         threading.Thread(target=self._loop, args=(stop,), name="policy", daemon=True).start()
 
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
         self._dirty.set()  # a new or gone local pod (its CNI record) changes what this node enforces
         return [f"network policy: {self.error}"] if self.error else []
-
-    def _event(self, kind: str) -> None:
-        self._dirty.set()
 
     def allow(self, source: Any) -> None:
         """A CNI ADD, its record saved and its veth not made yet: the new pod is policed from
@@ -169,7 +132,8 @@ class PolicyEnforcer:
     def status(self) -> dict[str, Any]:
         with self._lock:
             return {
-                "enabled": self._connect is not None,
+                "enabled": self._make_source is not None,
+                "source": self._source.kind if self._source else "",
                 "policies": self.policies,
                 "invalid": list(self.invalid),
                 "unresolved": list(self.resolved.unresolved),
@@ -182,8 +146,8 @@ class PolicyEnforcer:
             }
 
     def stop(self) -> None:
-        for w in self._watchers:
-            w.stop()
+        if self._source is not None:
+            self._source.stop()
 
     # ---- the work ------------------------------------------------------------------------------
 
@@ -202,23 +166,21 @@ class PolicyEnforcer:
 
     def sync(self) -> None:
         """Resolve and apply (one at a time: the loop and a CNI ADD may both ask)."""
-        if not self._watchers:
+        if self._source is None:
             return
         with self._sync_lock:
             self._sync()
 
     def _sync(self) -> None:
-        # the resourceVersion each watch had reached: the snapshots below include at least that
-        covered = {kind: _version(w) for kind, w in zip(KINDS, self._watchers, strict=True)}
-        policies_raw = [o.to_dict() for o in self._watchers[0].snapshot().values()]
-        pods_raw = list(self._watchers[1].snapshot().values())
-        namespaces = {
-            str(o.metadata.name): dict(o.metadata.labels or {}) for o in self._watchers[2].snapshot().values()
-        }
-        policies, invalid = parse_policies(policies_raw)
+        assert self._source is not None
+        snap = self._source.snapshot()
+        policies, invalid = parse_policies(snap.policies)
         records = list(self._local())
         local = {a.ip for r in records for a in r.addresses}
-        pods = merge_local([p for p in (pod_info(o) for o in pods_raw) if p is not None], records)
+        pods = merge_local(snap.pods, records)
+        if not self._source.publish(self._node, [p for p in pods if set(p.ips) & local]):
+            threading.Timer(PUBLISH_RETRY, self._dirty.set).start()
+        namespaces, covered = snap.namespaces, snap.covered
         resolved = resolve(policies, pods, namespaces)
         mine = resolved.for_node(local)
         script = nft.render(mine, self._drop_events()) if policies else nft.remove()

@@ -26,7 +26,7 @@ from podnet.kube.client import connect
 from podnet.lab import kubeapi, kubeipam, kubelet
 from podnet.lab import state as st
 from podnet.lab.build import LabError
-from podnet.lab.controlplane import client_tls, etcd_endpoints
+from podnet.lab.controlplane import client_tls, etcd_endpoints, lab_store
 from podnet.lab.topology import Host, Pod, Topology
 from podnet.util import netns
 from podnet.util.files import write_private
@@ -333,13 +333,31 @@ def ensure_cni_installed(lab: str) -> int:
     return 1
 
 
-def netconf(lab: str, node: str) -> dict[str, Any]:
-    return {
+def netconf(lab: str, node: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The network config a runtime hands the plugin; the pod's ``labels`` as CNI conventions
+    pass them (``args.cni.labels``: what NetworkPolicy selects on datastore etcd)."""
+    conf: dict[str, Any] = {
         "cniVersion": CNI_VERSION,
         "name": "podnet",
         "type": "podnet",
         "agentSocket": str(agent_socket(lab, node)),
     }
+    if labels:
+        conf["args"] = {"cni": {"labels": [{"key": k, "value": v} for k, v in sorted(labels.items())]}}
+    return conf
+
+
+def put_namespace_labels(topo: Topology) -> None:
+    """The topology's ``namespaces:`` (their labels) in etcd, as ``podnet policy apply`` keeps
+    Namespace documents (one transaction)."""
+    from podnet.policy.documents import apply_documents, parse_documents
+
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n.name, "labels": dict(n.labels)}}
+        for n in topo.namespaces
+    ]
+    with lab_store(topo) as store:
+        apply_documents(store, parse_documents(docs))
 
 
 def container_id(lab: str, pod: str) -> str:
@@ -369,7 +387,7 @@ def run_cni(lab: str, pod: Pod, command: str, cni_args: str | None = None) -> tu
     }
     res = subprocess.run(
         ["ip", "netns", "exec", st.ns_name(lab, pod.node), cni_binary(lab)],
-        input=json.dumps(netconf(lab, pod.node)),
+        input=json.dumps(netconf(lab, pod.node, dict(pod.labels))),
         capture_output=True,
         text=True,
         env=env,

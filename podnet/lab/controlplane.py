@@ -9,14 +9,17 @@ loopback; its data lives under the lab's run directory and goes with ``lab down`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 from podnet.datapath.guard import ETCD_CLIENT_PORT, ETCD_PEER_PORT  # the ports the pod guard closes
 from podnet.lab import pki
 from podnet.lab import state as st
 from podnet.lab.topology import Topology
 from podnet.lab.topomodel import url_host
-from podnet.store.client import TlsFiles
+from podnet.store.client import Store, TlsFiles
+from podnet.util import netns
 
 
 def etcd_endpoint(topo: Topology) -> str:
@@ -97,3 +100,15 @@ def ensure_control_plane(topo: Topology, state: st.LabState) -> int:
     state.info["etcdTLS"] = dataclasses.asdict(tools) if tools else None
     state.save()
     return len(started)
+
+
+@contextlib.contextmanager
+def lab_store(topo: Topology) -> Iterator[Store]:
+    """A client of the lab's etcd, as the lab (its own certificate), from the first control-plane
+    host's namespace: the thread stays in it until the block ends."""
+    cp = topo.control_planes[0]
+    with (
+        netns.entered(st.ns_name(topo.name, cp.name)),
+        Store(etcd_endpoints(topo), tls=client_tls(topo, "lab")) as store,
+    ):
+        yield store

@@ -90,6 +90,8 @@ def _start_cluster(topo: Topology, state: st.LabState, report: BuildReport, prog
     if any(r.asn for r in topo.routers):
         wait_bgp_converged(topo)
     report.changes += cl.ensure_cni_installed(topo.name)
+    if topo.namespaces and not kube_wanted(topo):  # etcd: namespaces' labels for NetworkPolicy
+        cl.put_namespace_labels(topo)
     if topo.pods:
         progress(f"{len(topo.pods)} pods (CNI ADD)")
     for pod in topo.pods:

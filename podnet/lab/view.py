@@ -11,6 +11,7 @@ the cluster settings it was brought up with (``--set`` overrides included). ``op
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -24,8 +25,11 @@ from podnet.configcmd import RunningAgent, TargetError
 from podnet.lab import state as st
 from podnet.lab.bird import RouterBgpError, bird_dir, birdc
 from podnet.lab.cluster import agent_request, agent_socket, node_dir
+from podnet.lab.controlplane import lab_store
+from podnet.lab.kubeapi import kubeconfig_path
 from podnet.lab.topology import Topology, TopologyError, load_topology
 from podnet.model import IPAddress
+from podnet.store.client import Store
 from podnet.verify.view import Link, NoLabUpError, Place, UnderlayPort, ViewError
 
 
@@ -194,6 +198,14 @@ class LabView:
     def bgp_routers(self) -> list[LabRouter]:
         """The routers whose BIRD has a control socket."""
         return [LabRouter(self.name, p.stem) for p in sorted(bird_dir(self.name).glob("*.ctl"))]
+
+    def cluster_store(self) -> contextlib.AbstractContextManager[Store]:
+        if self.topology.cluster.get("datastore") == "kubernetes":
+            raise LabViewError(
+                f"lab {self.name} keeps its cluster in the API server (datastore: kubernetes): use kubectl "
+                f"--kubeconfig {kubeconfig_path(self.name)} apply -f FILE"
+            )
+        return lab_store(self.topology)
 
     def supervised(self) -> list[dict[str, Any]]:
         """The lab's own processes (not the agents: status shows those per node), running or not;

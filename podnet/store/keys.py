@@ -59,3 +59,22 @@ def name_from_key(prefix: str, key: str) -> str:
 
 def cidr_from_pool_key(key: str) -> IPNetwork:
     return ipaddress.ip_network(name_from_key(CLUSTER_POOL_PREFIX, key))
+
+
+# NetworkPolicy on datastore etcd (``podnet policy apply -f``, docs/policy.md)
+POLICY_PREFIX = ROOT + "policy/"
+NETPOL_PREFIX = POLICY_PREFIX + "networkpolicies/"  # <namespace>/<name> -> the NetworkPolicy object
+NAMESPACE_LABELS_PREFIX = POLICY_PREFIX + "namespaces/"  # <name> -> {"labels": {...}}
+ENDPOINTS_PREFIX = ROOT + "endpoints/"  # <node> -> {"pods": [...]}: its pods' names, labels, addresses
+
+
+def netpol_key(namespace: str, name: str) -> str:
+    return f"{NETPOL_PREFIX}{_checked_name(namespace)}/{_checked_name(name)}"
+
+
+def namespace_labels_key(name: str) -> str:
+    return NAMESPACE_LABELS_PREFIX + _checked_name(name)
+
+
+def endpoints_key(node: str) -> str:
+    return ENDPOINTS_PREFIX + _checked_name(node)

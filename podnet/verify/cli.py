@@ -338,11 +338,12 @@ def supervised_lines(procs: list[dict[str, Any]]) -> list[str]:
 def policy_line(policy: dict[str, Any]) -> str:
     """``3 policies, 4 pods isolated (in 3, out 1), 12 entries`` (Cilium's ``Policy`` line)."""
     if not policy.get("enabled"):
-        return "Disabled (NetworkPolicy needs datastore: kubernetes)"
+        return "Disabled"
     if policy.get("error"):
         return f"ERROR: {policy['error']}"
     text = (
-        f"{policy.get('policies', 0)} policies, in {policy.get('isolatedIngress', 0)} / out "
+        f"{policy.get('policies', 0)} policies ({policy.get('source') or 'kubernetes'}), "
+        f"in {policy.get('isolatedIngress', 0)} / out "
         f"{policy.get('isolatedEgress', 0)} pod addresses isolated, {policy.get('entries', 0)} entries"
     )
     refused = policy.get("invalid") or []

@@ -11,6 +11,7 @@ wiring of the underlay. A real host (``podnet.verify.hostview``) is a ``ClusterV
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from pyroute2 import IPRoute
 
 from podnet.model import IPAddress
+from podnet.store.client import Store
 
 
 class ViewError(RuntimeError):
@@ -167,6 +169,10 @@ class PathView(ClusterView, Protocol):
 
     def resolve(self, target: str, family: int | None = None) -> Place:
         """A pod, host or address as a place: ``pod1``, ``node2``, ``world``, ``10.244.2.2``."""
+        ...
+
+    def cluster_store(self) -> contextlib.AbstractContextManager[Store]:
+        """A client of the cluster's etcd (datastore etcd), usable inside the block."""
         ...
 
     def __enter__(self) -> PathView: ...

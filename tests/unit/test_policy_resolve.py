@@ -6,6 +6,7 @@ upstream cases and for random policies."""
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import pytest
@@ -220,14 +221,22 @@ def test_policy_show_and_status_lines() -> None:
     assert "note: x/p: no selected pod" in lines[-1]
     assert policy_line({"enabled": False}).startswith("Disabled")
     line = policy_line(
-        {"enabled": True, "policies": 2, "isolatedIngress": 3, "entries": 9, "invalid": ["y/bad: x"]}
+        {
+            "enabled": True,
+            "policies": 2,
+            "source": "etcd",
+            "isolatedIngress": 3,
+            "entries": 9,
+            "invalid": ["y/bad: x"],
+        }
     )
-    assert line.startswith("2 policies, in 3 / out 0") and "REFUSED 1: y/bad: x" in line
+    assert line.startswith("2 policies (etcd), in 3 / out 0") and "REFUSED 1: y/bad: x" in line
 
 
 def test_a_local_pod_is_known_by_its_record_before_its_pod_object_shows_an_address() -> None:
-    from podnet.agent.policy import merge_local, pod_info
+    from podnet.agent.policy import merge_local
     from podnet.model import Endpoint
+    from podnet.policy.sources import pod_info
 
     seen = pod_info(
         {
@@ -253,3 +262,54 @@ def test_a_local_pod_is_known_by_its_record_before_its_pod_object_shows_an_addre
     assert merged["x/a"].labels == {"pod": "a"} and merged["x/a"].ports == (("web", "TCP", 8080),)
     alone = {p.key: p for p in merge_local([], [record])}
     assert alone["x/a"].labels == {"pod": "old"}  # as recorded at ADD until the object is seen
+
+
+# ---- datastore etcd: documents, endpoints, CNI labels ------------------------------------------
+
+
+def test_policy_documents_are_checked_whole_before_anything_is_written() -> None:
+    from podnet.policy.documents import DocumentError, parse_documents
+
+    good = pol("deny", {"podSelector": {}})
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x", "labels": {"ns": "x"}}}
+    docs = parse_documents([{"kind": "List", "items": [good, ns]}, None])
+    assert [d.ref for d in docs] == ["networkpolicy x/deny", "namespace x"]
+    assert docs[0].key == "/podnet/v1/policy/networkpolicies/x/deny"
+    assert json.loads(docs[1].value) == {"labels": {"ns": "x"}}
+    bad = pol("bad", {"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]})
+    with pytest.raises(DocumentError, match=r"document 2 .*protocol: Unsupported value: 'ICMP'"):
+        parse_documents([good, bad])
+    with pytest.raises(DocumentError, match=r"NetworkPolicy is networking\.k8s\.io/v1"):
+        parse_documents([{**good, "apiVersion": "extensions/v1beta1"}])
+    with pytest.raises(DocumentError, match="apply other kinds to an API server"):
+        parse_documents([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}])
+    with pytest.raises(DocumentError, match="not an object"):
+        parse_documents(["text"])
+    with pytest.raises(DocumentError, match=r"metadata\.name"):
+        parse_documents([{**ns, "metadata": {"name": "a/b"}}])
+
+
+def test_a_nodes_endpoints_document_round_trips_and_a_broken_one_selects_nothing() -> None:
+    from podnet.policy.sources import endpoints_document, pods_of_document
+
+    pods = [
+        PodInfo("x", "a", {"pod": "a"}, (ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("fd00::2")))
+    ]
+    back = pods_of_document("node1", endpoints_document(pods))
+    assert [(p.key, dict(p.labels), p.ips, p.node) for p in back] == [
+        ("x/a", {"pod": "a"}, pods[0].ips, "node1")
+    ]
+    assert pods_of_document("node1", b"{not json") == []
+    assert pods_of_document("node1", json.dumps({"pods": [{"name": "no-namespace"}]})) == []
+
+
+def test_the_runtimes_labels_come_from_args_cni_labels_and_nothing_else() -> None:
+    from podnet.agent.cni_call import Call
+
+    def call(config: dict[str, Any]) -> Call:
+        return Call("ADD", "c1", "/run/netns/x", "eth0", {}, config)
+
+    labels = [{"key": "pod", "value": "a"}, {"key": "ns", "value": "x"}, {"key": 1, "value": "z"}, "junk"]
+    assert call({"args": {"cni": {"labels": labels}}}).labels() == (("ns", "x"), ("pod", "a"))
+    assert call({}).labels() == () and call({"args": "x"}).labels() == ()
+    assert call({"args": {"cni": {"labels": {"pod": "a"}}}}).labels() == ()
