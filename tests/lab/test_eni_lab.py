@@ -131,6 +131,45 @@ def test_eni_pods_are_vpc_addresses_routed_natively_through_their_own_eni(
     argv = [PODNET, "status", "--lab", topo.name, "--node", "node1"]
     table = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
     assert "m5.large in us-east-1a: at most 3 ENIs x 10 addresses" in table and "eth1:" in table
+    _policy_holds_on_eni(topo, ips)
+
+
+def _policy(topo: Topology, verb: str, doc: dict[str, Any] | None = None, *names: str) -> int:
+    """``podnet policy apply -f - | delete NAME``; the etcd revision that includes the change."""
+    res = subprocess.run(
+        [PODNET, "policy", verb, "--lab", topo.name, *(["-f", "-"] if doc else []), *names],
+        input=json.dumps(doc) if doc else None, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return int(res.stdout.splitlines()[-1].split()[1].rstrip(":"))
+
+
+def _policy_holds_on_eni(topo: Topology, ips: dict[str, str]) -> None:
+    """NetworkPolicy on ENI addresses (datastore etcd): a default deny for ingress in namespace
+    default refuses pod1 -> pod2, a policy allowing 5201 lets it in again, deleting both restores it."""
+
+    def enforced(revision: int) -> None:
+        def seen() -> bool:
+            policy = cl.agent_request(topo.name, "node2", {"op": "status"}).get("policy") or {}
+            return int((policy.get("covered") or {}).get("etcd", 0)) >= revision
+
+        wait_for(seen, f"node2 to enforce etcd revision {revision}", 20)
+
+    pod1, pod2 = st.ns_name(topo.name, "pod1"), st.ns_name(topo.name, "pod2")
+    meta = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"}
+    deny = {**meta, "metadata": {"namespace": "default", "name": "deny"}, "spec": {"podSelector": {}}}
+    allow = {
+        **meta,
+        "metadata": {"namespace": "default", "name": "allow-5201"},
+        "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 5201}]}]},
+    }
+    enforced(_policy(topo, "apply", deny))
+    assert not tcp_probe(pod1, pod2, ips["pod2"], port=5201, timeout=1.0).ok
+    enforced(_policy(topo, "apply", allow))
+    assert tcp_probe(pod1, pod2, ips["pod2"], port=5201).ok
+    assert not tcp_probe(pod1, pod2, ips["pod2"], port=5202, timeout=1.0).ok
+    enforced(_policy(topo, "delete", None, "default/deny", "default/allow-5201"))
+    assert tcp_probe(pod1, pod2, ips["pod2"], port=5202).ok
 
 
 def _one_node(release_delay: str = "3s", datastore: str = "etcd") -> Topology:

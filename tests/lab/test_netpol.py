@@ -18,48 +18,37 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 from labhelpers import PODNET, wait_for
+from netpolhelpers import (
+    SERVER,
+    World,
+    apply,
+    check,
+    enforced,
+    kube_connect,
+    lab_cases,
+    podnet_policy,
+    probe,
+    probe_all,
+    rv,
+    start_servers,
+    stop_servers,
+    truth,
+)
 from policycases import UPSTREAM, pol
-from policyoracle import allowed as oracle
 
 from podnet.lab import cluster as cl
 from podnet.lab import kubeapi
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_down, bring_up
-from podnet.lab.topology import Topology, load_topology
+from podnet.lab.topology import load_topology
 from podnet.util import netns
 
 pytestmark = pytest.mark.lab
-
-PROBES = [(proto, port) for proto in ("TCP", "UDP") for port in (80, 81)]
-TIMEOUT = 1.0  # seconds a denied probe waits (dropped packets get no answer)
-SERVER = Path(__file__).with_name("netpolserver.py")
-
-
-@dataclasses.dataclass
-class World:
-    topo: Topology
-    pods: list[dict[str, Any]]  # {"host", "namespace", "name", "labels", "ip", "namedPorts"}
-    ns_labels: dict[str, dict[str, str]]
-    servers: list[subprocess.Popen[bytes]]
-    family: int  # the pods' addresses probed: 4, or 6 (dual stack)
-    kind: str = ""  # the datapath's name (DATAPATHS)
-
-    @property
-    def etcd(self) -> bool:
-        """The policies live in etcd (``podnet policy apply``), not in an API server."""
-        return self.topo.cluster.get("datastore", "etcd") != "kubernetes"
-
-    def ip(self, host: str) -> str:
-        return str(next(p["ip"] for p in self.pods if p["host"] == host))
-
-
 DATAPATHS_OF: dict[str, list[str]] = {}  # lab name -> its overrides
 # the datapaths the tier runs in: the topology (examples/), its overrides, and the family probed.
 # netpol-bgp keeps its policies in etcd (podnet policy apply), netpol in the API server.
@@ -73,12 +62,6 @@ DATAPATHS = {
     "dual-stack-ipv6": ("netpol", ["ipv6.enabled=true"], 6),
     "native-bgp-etcd": ("netpol-bgp", [], 4),
 }
-
-
-def _kube() -> Any:
-    from podnet.kube.client import connect
-
-    return connect
 
 
 @pytest.fixture(scope="module", params=sorted(DATAPATHS))
@@ -110,179 +93,12 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
                     "namedPorts": {},
                 }
             )
-            proc = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    st.ns_name(topo.name, p.name),
-                    sys.executable,
-                    str(SERVER),
-                    "80",
-                    "81",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            servers.append(proc)
-        for proc in servers:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        servers += start_servers(topo.name, [p.name for p in topo.pods])
         ns_labels = {n.name: dict(n.labels) for n in topo.namespaces}
         yield World(topo, pods, ns_labels, servers, family, request.param)
     finally:
-        for proc in servers:
-            proc.kill()
-            proc.wait()
+        stop_servers(servers)
         bring_down(topo.name)
-
-
-# ---- probing ----------------------------------------------------------------------------------
-
-
-def _probe(sock: socket.socket, proto: str, ip: str, port: int) -> bool:
-    try:
-        sock.settimeout(TIMEOUT)
-        if proto == "TCP":
-            if sock.connect_ex((ip, port)) != 0:
-                return False
-            return sock.recv(1) == b"k"
-        sock.connect((ip, port))
-        sock.send(b"probe")
-        return sock.recv(64) == b"probe"
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
-def probe_all(
-    w: World, pairs: list[tuple[int, int, str, int]] | None = None
-) -> dict[tuple[int, int, str, int], bool]:
-    """Every (source pod, destination pod, protocol, port), in parallel; sockets are made in the
-    source pod's namespace."""
-    wanted = pairs or [
-        (i, j, proto, port) for i in range(len(w.pods)) for j in range(len(w.pods)) for proto, port in PROBES
-    ]
-    socks = {}
-    for i in sorted({i for i, *_ in wanted}):
-        with netns.entered(st.ns_name(w.topo.name, w.pods[i]["host"])):
-            for key in (k for k in wanted if k[0] == i):
-                kind = socket.SOCK_STREAM if key[2] == "TCP" else socket.SOCK_DGRAM
-                socks[key] = socket.socket(socket.AF_INET6 if w.family == 6 else socket.AF_INET, kind)
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        futures = {k: pool.submit(_probe, s, k[2], w.pods[k[1]]["ip"], k[3]) for k, s in socks.items()}
-        return {k: f.result() for k, f in futures.items()}
-
-
-def truth(w: World, policies: list[dict[str, Any]]) -> dict[tuple[int, int, str, int], bool]:
-    return {
-        (i, j, proto, port): oracle(policies, src, dst, proto, port, w.ns_labels)
-        for i, src in enumerate(w.pods)
-        for j, dst in enumerate(w.pods)
-        for proto, port in PROBES
-    }
-
-
-def check(w: World, policies: list[dict[str, Any]]) -> None:
-    """The probes against the truth table; a mismatch gets one more probe."""
-    want = truth(w, policies)
-    got = probe_all(w)
-    wrong = [k for k in want if got[k] != want[k]]
-    if wrong:
-        again = probe_all(w, wrong)
-        wrong = [k for k in wrong if again[k] != want[k]]
-    lines = [
-        f"{w.pods[i]['host']} -> {w.pods[j]['host']} {proto}/{port}: kernel "
-        f"{'allows' if not want[(i, j, proto, port)] else 'denies'}, truth "
-        f"{'allows' if want[(i, j, proto, port)] else 'denies'}"
-        for i, j, proto, port in wrong
-    ]
-    assert not wrong, f"{len(wrong)} of {len(want)} probes differ:\n" + "\n".join(lines[:30])
-
-
-# ---- changing the cluster -------------------------------------------------------------------------
-
-
-NODES = ("node1", "node2")
-
-
-def _covered(w: World, kind: str, version: int, nodes: tuple[str, ...] = NODES) -> bool:
-    for node in nodes:
-        status = cl.agent_request(w.topo.name, node, {"op": "status"})
-        covered = (status.get("policy") or {}).get("covered") or {}
-        if int(covered.get(kind, 0)) < version:
-            return False
-    return True
-
-
-def enforced(w: World, kind: str, version: int, nodes: tuple[str, ...] = NODES) -> None:
-    """Until ``nodes``' tables include the objects of ``kind`` up to resourceVersion ``version``
-    (the API server's versions grow with every write: exact, no sleeping)."""
-    wait_for(lambda: _covered(w, kind, version, nodes), f"{nodes} to enforce {kind} at version {version}", 20)
-
-
-def _rv(obj: Any) -> int:
-    return int(obj.metadata.resourceVersion)
-
-
-def apply(w: World, policies: list[dict[str, Any]], nodes: tuple[str, ...] = NODES) -> None:
-    """The cluster's policies become exactly ``policies``; waits until ``nodes`` enforce them."""
-    if w.etcd:
-        enforced(w, "etcd", etcd_apply(w, policies), nodes)
-        return
-    from lightkube import codecs
-    from lightkube.resources.networking_v1 import NetworkPolicy
-
-    client = _kube()(kubeapi.kubeconfig_path(w.topo.name))
-    needed = 0
-    try:
-        for ns in ("x", "y", "z"):
-            for old in client.list(NetworkPolicy, namespace=ns):
-                client.delete(NetworkPolicy, old.metadata.name, namespace=ns)
-                needed = max(needed, _rv(old) + 1)  # its deletion is a later version
-        for doc in policies:
-            needed = max(needed, _rv(client.create(codecs.from_dict(doc))))
-    finally:
-        client.close()
-    enforced(w, "networkpolicies", needed, nodes)
-
-
-def etcd_apply(w: World, policies: list[dict[str, Any]]) -> int:
-    """As a user does it on datastore etcd: ``podnet policy delete`` of what is there, then
-    ``podnet policy apply -f`` of the new file; returns the revision that includes both."""
-    listed = _podnet(w, "list").splitlines()
-    names = [row.split()[1] for row in listed if row.startswith("networkpolicy ")]
-    revision = int(_podnet(w, "delete", *names).splitlines()[-1].split()[1]) if names else 0
-    if policies:
-        text = "\n---\n".join(json.dumps(p) for p in policies)
-        out = _podnet(w, "apply", "-f", "-", stdin=text)
-        revision = int(out.splitlines()[-1].split()[1].rstrip(":"))
-    return revision
-
-
-def _podnet(w: World, verb: str, *args: str, stdin: str | None = None) -> str:
-    res = subprocess.run(
-        [PODNET, "policy", verb, "--lab", w.topo.name, *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return res.stdout
-
-
-def lab_cases(w: World) -> dict[str, list[dict[str, Any]]]:
-    """Cases whose ipBlocks are the lab's own addresses (the upstream ones name the unit
-    world's): the pod CIDRs minus one pod, and egress to one pod only."""
-    pool = "10.244.0.0/16" if w.family == 4 else "fd00:10:244::/56"
-    host = 32 if w.family == 4 else 128
-    a = {"matchLabels": {"pod": "a"}}
-    block = {"ipBlock": {"cidr": pool, "except": [f"{w.ip('y-a')}/{host}"]}}
-    to_zb = {"to": [{"ipBlock": {"cidr": f"{w.ip('z-b')}/{host}"}}], "ports": [{"port": 80}]}
-    return {
-        "lab-ip-block-except-y-a": [pol("block", {"podSelector": a, "ingress": [{"from": [block]}]})],
-        "lab-egress-ip-block-to-z-b": [
-            pol("out", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [to_zb]})
-        ],
-    }
 
 
 @pytest.mark.parametrize("case", sorted(UPSTREAM))
@@ -329,9 +145,9 @@ def _pods_seen(w: World) -> None:
         return
     from lightkube.resources.core_v1 import Pod
 
-    client = _kube()(kubeapi.kubeconfig_path(w.topo.name))
+    client = kube_connect()(kubeapi.kubeconfig_path(w.topo.name))
     try:
-        version = max(_rv(client.get(Pod, p["name"], namespace=p["namespace"])) for p in w.pods)
+        version = max(rv(client.get(Pod, p["name"], namespace=p["namespace"])) for p in w.pods)
     finally:
         client.close()
     enforced(w, "pods", version)
@@ -383,22 +199,22 @@ def test_label_change_of_a_pod_and_of_a_namespace_is_enforced(world: World) -> N
     if world.etcd:
         _etcd_namespace_label_change(world, policies)
         return
-    client = _kube()(kubeapi.kubeconfig_path(world.topo.name))
+    client = kube_connect()(kubeapi.kubeconfig_path(world.topo.name))
     try:
         patched = client.patch(Namespace, "y", {"metadata": {"labels": {"team": "blue"}}})
         world.ns_labels["y"] = {**world.ns_labels["y"], "team": "blue"}
-        enforced(world, "namespaces", _rv(patched))
+        enforced(world, "namespaces", rv(patched))
         check(world, policies)  # y/b may now reach x/a
         patched = client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "b"}}}, namespace="y")
         yc = next(p for p in world.pods if p["host"] == "y-c")
         yc["labels"] = {"pod": "b"}
-        enforced(world, "pods", _rv(patched))
+        enforced(world, "pods", rv(patched))
         check(world, policies)  # and so may y-c, relabelled pod=b
     finally:
         done = [client.patch(Namespace, "y", {"metadata": {"labels": {"team": None}}})]
         done.append(client.patch(Pod, "y-c", {"metadata": {"labels": {"pod": "c"}}}, namespace="y"))
-        enforced(world, "namespaces", _rv(done[0]))
-        enforced(world, "pods", _rv(done[1]))
+        enforced(world, "namespaces", rv(done[0]))
+        enforced(world, "pods", rv(done[1]))
         world.ns_labels["y"] = {"ns": "y"}
         next(p for p in world.pods if p["host"] == "y-c")["labels"] = {"pod": "c"}
         client.close()
@@ -410,7 +226,7 @@ def _etcd_namespace_label_change(w: World, policies: list[dict[str, Any]]) -> No
 
     def label(labels: dict[str, str]) -> None:
         doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "y", "labels": labels}}
-        out = _podnet(w, "apply", "-f", "-", stdin=json.dumps(doc))
+        out = podnet_policy(w, "apply", "-f", "-", stdin=json.dumps(doc))
         enforced(w, "etcd", int(out.splitlines()[-1].split()[1].rstrip(":")))
         w.ns_labels["y"] = labels
 
@@ -445,7 +261,7 @@ def test_a_pod_made_after_the_policy_is_isolated_from_its_first_packet(world: Wo
                 sock = socket.socket(
                     socket.AF_INET6 if world.family == 6 else socket.AF_INET, socket.SOCK_STREAM
                 )
-            assert not _probe(sock, "TCP", ip, 80)  # no wait: the CNI ADD applied the table
+            assert not probe(sock, "TCP", ip, 80)  # no wait: the CNI ADD applied the table
         finally:
             proc.kill()
             proc.wait()
