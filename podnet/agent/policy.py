@@ -181,8 +181,7 @@ class PolicyEnforcer:
         if not self._source.publish(self._node, [p for p in pods if set(p.ips) & local]):
             threading.Timer(PUBLISH_RETRY, self._dirty.set).start()
         namespaces, covered = snap.namespaces, snap.covered
-        resolved = resolve(policies, pods, namespaces)
-        mine = resolved.for_node(local)
+        mine = resolve(policies, pods, namespaces, local)  # only this node's pods are isolated here
         script = nft.render(mine, self._drop_events()) if policies else nft.remove()
         with self._lock:
             grew = bool(

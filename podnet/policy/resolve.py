@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from podnet.policy.model import IPBlock, NetworkPolicy, Peer, Port, Rule
+from podnet.policy.model import IPBlock, NetworkPolicy, Peer, Port, Rule, Selector
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -105,6 +105,35 @@ def peer_pods(peer: Peer, policy_ns: str, pods: Sequence[PodInfo], ns_labels: Ns
     return found
 
 
+class _Index:
+    """The pods by namespace, and each distinct selector's answer computed once per resolve:
+    a thousand policies with one podSelector cost one scan, not a thousand."""
+
+    def __init__(self, pods: Sequence[PodInfo], ns_labels: NsLabels) -> None:
+        self.pods = pods
+        self.ns_labels = ns_labels
+        self.by_ns: dict[str, list[PodInfo]] = {}
+        for p in pods:
+            self.by_ns.setdefault(p.namespace, []).append(p)
+        self._selected: dict[tuple[str, Selector], list[PodInfo]] = {}
+        self._peers: dict[tuple[Peer, str], list[PodInfo]] = {}
+
+    def selected(self, ns: str, selector: Selector) -> list[PodInfo]:
+        key = (ns, selector)
+        if key not in self._selected:
+            self._selected[key] = [p for p in self.by_ns.get(ns, []) if selector.matches(p.labels)]
+        return self._selected[key]
+
+    def peer(self, peer: Peer, ns: str) -> list[PodInfo]:
+        key = (peer, ns)
+        if key not in self._peers:
+            if peer.namespaces is None:  # only the policy's namespace: its pods alone are scanned
+                self._peers[key] = peer_pods(peer, ns, self.by_ns.get(ns, []), self.ns_labels)
+            else:
+                self._peers[key] = peer_pods(peer, ns, self.pods, self.ns_labels)
+        return self._peers[key]
+
+
 def _ports(port: Port, dst: PodInfo | None) -> tuple[str, tuple[int, int]] | None:
     """(protocol, range) of ``port`` toward ``dst``; None: a named port ``dst`` lacks (or no pod)."""
     if port.port is None:
@@ -131,17 +160,26 @@ def _entries(
 
 
 def resolve(
-    policies: Sequence[NetworkPolicy], pods: Sequence[PodInfo], ns_labels: Mapping[str, Mapping[str, str]]
+    policies: Sequence[NetworkPolicy],
+    pods: Sequence[PodInfo],
+    ns_labels: Mapping[str, Mapping[str, str]],
+    local: set[Address] | None = None,
 ) -> Resolved:
+    """What ``policies`` allow; with ``local`` (a node's pod addresses) only for the pods there,
+    as ``Resolved.for_node`` would keep (peers are still every pod of the cluster)."""
     out = Resolved()
+    index = _Index(pods, ns_labels)
     for pol in sorted(policies, key=lambda p: p.key):
-        selected = [p for p in pods if p.namespace == pol.namespace and pol.pod_selector.matches(p.labels)]
+        selected = index.selected(pol.namespace, pol.pod_selector)
+        if local is not None:
+            selected = [p for p in selected if any(ip in local for ip in p.ips)]
         if "Ingress" in pol.types:
             for pod in selected:
                 for ip in pod.ips:
                     out.ingress_isolated.setdefault(ip, []).append(pol.key)
-                for rule in pol.ingress:
-                    sources = _sources(rule, pol.namespace, pods, ns_labels)
+            for rule in pol.ingress if selected else ():
+                sources = _sources(rule, pol.namespace, index)
+                for pod in selected:
                     for ip in pod.ips:
                         out.ingress.update(_entries(sources, host(ip), pod, rule))
                     _note_unresolved(out, pol, rule, [pod])
@@ -149,17 +187,17 @@ def resolve(
             for pod in selected:
                 for ip in pod.ips:
                     out.egress_isolated.setdefault(ip, []).append(pol.key)
-            for rule in pol.egress:
-                targets = _targets(rule, pol.namespace, pods, ns_labels)
+            for rule in pol.egress if selected or local is None else ():
+                targets = _targets(rule, pol.namespace, index)
                 for pod in selected:
                     srcs = [host(ip) for ip in pod.ips]
                     for dst, dst_pod in targets:
                         out.egress.update(_entries(srcs, dst, dst_pod, rule))
                 _note_unresolved(out, pol, rule, [t for _, t in targets if t is not None])
-    return out
+    return out if local is None else out.for_node(local)
 
 
-def _sources(rule: Rule, ns: str, pods: Sequence[PodInfo], ns_labels: NsLabels) -> list[Network]:
+def _sources(rule: Rule, ns: str, index: _Index) -> list[Network]:
     if not rule.peers:
         return list(EVERYWHERE)
     found: list[Network] = []
@@ -167,16 +205,15 @@ def _sources(rule: Rule, ns: str, pods: Sequence[PodInfo], ns_labels: NsLabels) 
         if peer.ip_block is not None:
             found += block_networks(peer.ip_block)
         else:
-            found += [host(ip) for p in peer_pods(peer, ns, pods, ns_labels) for ip in p.ips]
+            found += [host(ip) for p in index.peer(peer, ns) for ip in p.ips]
     return list(dict.fromkeys(found))
 
 
-def _targets(
-    rule: Rule, ns: str, pods: Sequence[PodInfo], ns_labels: Mapping[str, Mapping[str, str]]
-) -> list[tuple[Network, PodInfo | None]]:
+def _targets(rule: Rule, ns: str, index: _Index) -> list[tuple[Network, PodInfo | None]]:
     """Destinations with the pod each is (named ports resolve against it); no peers: every
     address, and every pod for a named port; an ipBlock: its prefixes, and for a named port the
     pods inside it."""
+    pods = index.pods
     named = any(isinstance(p.port, str) for p in rule.ports)
     if not rule.peers:
         everywhere: list[tuple[Network, PodInfo | None]] = [(n, None) for n in EVERYWHERE]
@@ -189,7 +226,7 @@ def _targets(
             if named:  # a named port is a pod's: the pods inside the block, each with its own number
                 found += [(host(ip), p) for p in pods for ip in p.ips if any(ip in n for n in nets)]
         else:
-            found += [(host(ip), p) for p in peer_pods(peer, ns, pods, ns_labels) for ip in p.ips]
+            found += [(host(ip), p) for p in index.peer(peer, ns) for ip in p.ips]
     return list(dict.fromkeys(found))
 
 

@@ -59,6 +59,12 @@ def compare(policies: list[dict[str, Any]]) -> None:
     parsed, bad = parse_policies(policies)
     assert not bad, bad
     resolved = resolve(parsed, infos(pods), ns_labels)
+    for node in ({"10.0.0.2", "10.0.1.3"}, {p["ip"] for p in pods[::2]}):  # what one node resolves
+        local = {ipaddress.ip_address(ip) for ip in node}
+        mine, whole = resolve(parsed, infos(pods), ns_labels, local), resolved.for_node(local)
+        assert (mine.ingress, mine.egress) == (whole.ingress, whole.egress)
+        assert mine.ingress_isolated == whole.ingress_isolated
+        assert mine.egress_isolated == whole.egress_isolated
     wrong = []
     for src in pods:
         for dst in pods:
