@@ -319,3 +319,18 @@ def test_the_runtimes_labels_come_from_args_cni_labels_and_nothing_else() -> Non
     assert call({"args": {"cni": {"labels": labels}}}).labels() == (("ns", "x"), ("pod", "a"))
     assert call({}).labels() == () and call({"args": "x"}).labels() == ()
     assert call({"args": {"cni": {"labels": {"pod": "a"}}}}).labels() == ()
+
+
+def test_an_sctp_port_is_an_entry_of_its_own_in_the_table() -> None:
+    """The kernel here has no SCTP to probe with: the entry and its set element are checked."""
+    a = PodInfo("x", "a", {"pod": "a"}, (ipaddress.ip_address("10.0.0.2"),))
+    b = PodInfo("x", "b", {"pod": "b"}, (ipaddress.ip_address("10.0.0.3"),))
+    spec = {
+        "podSelector": {"matchLabels": {"pod": "a"}},
+        "ingress": [{"ports": [{"port": 80, "protocol": "SCTP"}]}],
+    }
+    resolved = resolve(parse_policies([pol("sctp", spec)])[0], [a, b], {"x": {}})
+    assert allowed(resolved, b.ips[0], a.ips[0], "SCTP", 80) == (True, "")
+    assert allowed(resolved, b.ips[0], a.ips[0], "TCP", 80)[0] is False
+    text = nft.render(resolved)
+    assert "0.0.0.0/0 . 10.0.0.2 . sctp . 80" in text, text
