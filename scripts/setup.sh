@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(iproute2 etcd-server etcd-client iperf3 tcpdump nftables bird2 openssl
+apt_pkgs=(iproute2 etcd-server etcd-client iperf3 sockperf tcpdump nftables bird2 openssl
           containernetworking-plugins graphviz procps iputils-ping ethtool python3-venv golang-go
           clang libbpf-dev bpftool)
 missing=()

@@ -1,10 +1,15 @@
-"""The agent's BPF host routing component (``bpf.hostLegacyRouting: false``): after every round it
-attaches ``podnet.datapath.hostrouting``'s program to every pod's veth and fills its maps with the
-pods, the cluster's pod CIDRs and, when the node tunnels over IPv4, the encapsulation and the
-peers' VTEPs (from the round's FDB plan); a new pod gets it from its CNI ADD at once. With
-``hostLegacyRouting: true`` (the default) it removes every such filter: the kernel routes, as
-before. Either way packets the program declines take the kernel's path, so switching keeps
-connections. Its status is Cilium's ``Host Routing: BPF`` or ``Legacy``.
+"""The agent's BPF host routing component (``bpf.hostLegacyRouting: false``, the default): after
+every round it attaches ``podnet.datapath.hostrouting``'s program to every pod's veth and fills its
+maps with the pods, the cluster's pod CIDRs and, when the node tunnels over IPv4, the encapsulation
+and the peers' VTEPs (from the round's FDB plan); a new pod gets it from its CNI ADD at once. With
+``hostLegacyRouting: true`` it removes every such filter: the kernel routes. Either way packets
+the program declines take the kernel's path, so switching keeps connections. Its status is
+Cilium's ``Host Routing: BPF`` or ``Legacy``.
+
+Design fact: as Cilium does, a node where the program cannot run (it cannot be built or loaded:
+no clang and no prebuilt object, a kernel without the helpers) falls back to Legacy by itself,
+removes what it had attached, and status says ``Legacy`` with the reason; a new config (a reload
+or ``podnet config set``) tries again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from podnet.agent.round import RoundPlan
 from podnet.config import AgentConfig
 from podnet.datapath import hostrouting as hr
 from podnet.datapath.bpf.build import BpfBuildError
+from podnet.datapath.bpf.tc import TcError
 from podnet.datapath.guard import EndpointSource
 from podnet.datapath.modes import mode_for
 from podnet.model import NodeInfo
@@ -50,9 +56,15 @@ class HostRouting:
         self._tunnel: hr.TunnelEncap | None = None
         self._legacy_clean = False  # Legacy, and no host-routing filter left (checked once)
         self.errors: list[str] = []
+        self.fallback = ""  # why BPF was asked for and the kernel routes instead
+        self._fallback_config: AgentConfig | None = None
 
     def _enabled(self) -> bool:
-        return not self._config().bpf_host_legacy_routing
+        config = self._config()
+        if self.fallback and config is self._fallback_config:
+            return False
+        self.fallback = ""
+        return not config.bpf_host_legacy_routing
 
     def start(self, node: NodeInfo, stop: threading.Event) -> None:
         return None
@@ -83,7 +95,14 @@ class HostRouting:
                 if self._enabled():
                     self._legacy_clean = False
                     plan = hr.plan_host_routing(sources, self._cidrs, self._tunnel, self._policed())
-                    changes = hr.apply(ipr, plan)
+                    try:
+                        changes = hr.apply(ipr, plan)
+                    except BpfBuildError as exc:
+                        return self._fall_back(ipr, str(exc))
+                    except TcError as exc:
+                        if hr.ANCHOR not in str(exc):  # a pod's veth went away meanwhile: next round
+                            raise
+                        return self._fall_back(ipr, f"the kernel refused the program: {exc}")
                 elif not self._legacy_clean:  # once after start or a switch: a BPF past's filters go
                     changes = hr.remove(ipr)
                     self._legacy_clean = True
@@ -95,6 +114,19 @@ class HostRouting:
         self.errors = []
         for change in changes:
             log.info("host routing: %s", change)
+        return []
+
+    def _fall_back(self, ipr: IPRoute, why: str) -> list[str]:
+        """The program cannot run here: Legacy until the config changes (status says why)."""
+        self.fallback = f"BPF host routing unavailable ({why.splitlines()[0][:300]}); the kernel routes"
+        self._fallback_config = self._config()
+        log.warning("host routing: %s", self.fallback)
+        try:
+            hr.remove(ipr)
+        except OSError as exc:
+            log.warning("host routing: removing what was attached failed: %s", exc)
+        self._legacy_clean = True
+        self.errors = []
         return []
 
     def resync(self) -> None:
@@ -117,6 +149,8 @@ class HostRouting:
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"mode": "BPF" if self._enabled() else "Legacy", "errors": self.errors}
+        if self.fallback:
+            doc["fallback"] = self.fallback
         if self._enabled():
             with IPRoute() as ipr:
                 try:

@@ -207,8 +207,12 @@ def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
         for a, b in ((src, dst), (dst, src)):
             res = tcp_probe(view.ns(a.host), view.ns(b.host), str(b.ip), timeout=2.0)
             part.step(f"{a.host} -> {b.host} natively across R1 and R2 (TCP)", res.ok, True, res.detail)
-        r1 = subprocess.run(["ip", "netns", "exec", view.ns("r1"), "ip", "route", "show", "proto", "bird"],
-                            capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+        r1 = subprocess.run(
+            ["ip", "netns", "exec", view.ns("r1"), "ip", "route", "show", "proto", "bird"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         learned = [line.strip() for line in r1.splitlines() if line.startswith("10.244.")]
         part.step(
             "r1 learned both pod CIDRs by BGP (proto bird)",
@@ -230,7 +234,7 @@ def part_bgp(part: Part, folder: Path, args: argparse.Namespace) -> None:
 
 def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
     """4. l2 (one segment): iperf3 host-to-host vs pod-to-pod through VXLAN, Geneve and native routing"""
-    from podnet.verify.perf import PerfTarget, measure, plot
+    from podnet.verify.perf import combine, lab_targets, measure, options_for, plot
 
     tunnel_sets = ["routingMode=tunnel", "tunnelProtocol=vxlan", "autoDirectNodeRoutes=false"]
     geneve_sets = ["routingMode=tunnel", "tunnelProtocol=geneve", "autoDirectNodeRoutes=false"]
@@ -239,13 +243,13 @@ def part_perf(part: Part, folder: Path, args: argparse.Namespace) -> None:
         lab("l2", "demo-l2g", geneve_sets, args) as gn,
         lab("l2", "demo-l2n", [], args) as nat,
     ):
-        targets = [
-            PerfTarget("host", nat.ns("node1"), nat.ns("node2"), str(nat.node_ip("node2"))),
-            PerfTarget("vxlan", vx.ns("node1-p1"), vx.ns("node2-p1"), str(vx.pod_ip("node2-p1"))),
-            PerfTarget("geneve", gn.ns("node1-p1"), gn.ns("node2-p1"), str(gn.pod_ip("node2-p1"))),
-            PerfTarget("native", nat.ns("node1-p1"), nat.ns("node2-p1"), str(nat.pod_ip("node2-p1"))),
-        ]
-        report = measure(targets, args.repetitions, args.seconds, say)
+        # podnet perf's method in each lab: its own host-to-host runs beside its pod-to-pod runs
+        report = combine(
+            {
+                label: measure(lab_targets(view), args.repetitions, args.seconds, say, options_for(0))
+                for label, view in (("native", nat), ("vxlan", vx), ("geneve", gn))
+            }
+        )
         facts = tunnel_facts(vx.ns("node1"))
         part.markdown += [
             "",

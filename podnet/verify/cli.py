@@ -68,6 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  
     perf.add_argument("--seconds", type=int, default=3, help="iperf3 -t per run (default 3)")
     perf.add_argument("--plot", help="write a PNG bar chart here")
     perf.add_argument("--family", type=int, choices=(4, 6), default=4, help="measure over IPv4 or IPv6")
+    perf.add_argument(
+        "--parallel", type=int, default=0, metavar="N", help="also N streams at once (iperf3 -P N)"
+    )
     perf.set_defaults(func=partial(cmd_perf, open_lab=open_lab))
 
     cap = sub.add_parser("capture", help="tcpdump on an underlay link during a pod-to-pod probe")
@@ -381,7 +384,7 @@ def drops_line(drops: dict[str, Any] | None) -> str:
 def host_routing_line(hr: dict[str, Any]) -> str:
     """Cilium's ``Host Routing: Legacy`` or ``BPF``, with the program and what it did."""
     if hr.get("mode") != "BPF":
-        return "Legacy"
+        return f"Legacy ({hr['fallback']})" if hr.get("fallback") else "Legacy"
     errors = "; ".join(hr.get("errors") or [])
     program = hr.get("program")
     if not program:
@@ -533,12 +536,13 @@ def cmd_connectivity(args: argparse.Namespace, open_lab: LabOpener) -> int:
 
 
 def cmd_perf(args: argparse.Namespace, open_lab: LabOpener) -> int:
-    from podnet.verify.perf import PerfError, lab_targets, measure, plot
+    from podnet.verify.perf import PerfError, lab_targets, measure, options_for, plot
 
     progress = (lambda m: print(f"  - {m}", file=sys.stderr)) if args.output == "table" else (lambda _m: None)
     try:
         with path_view(args, open_lab, "perf") as view:
-            report = measure(lab_targets(view, args.family), args.repetitions, args.seconds, progress)
+            opts = options_for(args.parallel)
+            report = measure(lab_targets(view, args.family), args.repetitions, args.seconds, progress, opts)
             title = f"lab {view.name}: iperf3 medians of {args.repetitions} runs"
     except (ViewError, PerfError) as e:
         return _fail(str(e), 1)
@@ -555,10 +559,24 @@ def cmd_perf(args: argparse.Namespace, open_lab: LabOpener) -> int:
 
 
 def print_perf_table(doc: dict[str, Any]) -> None:
-    print(f"{'PATH':<40} {'MEDIAN Gbit/s':>14} {'VS HOST':>8}  RUNS")
-    for r in doc["results"]:
-        runs = " ".join(f"{x:.2f}" for x in r["runsGbps"])
-        print(f"{r['label']:<40} {r['medianGbps']:>14.2f} {r['ratioToHost']:>8.0%}  {runs}")
+    """Per metric: each target's median, and its ratio to the host with the spread of the
+    per-repetition ratios (flagged when too wide to conclude)."""
+    print(f"{'PATH':<40} {'METRIC':<18} {'MEDIAN':>16} {'VS HOST':>8}  SPREAD")
+    wide = False
+    for r in doc.get("metrics") or []:
+        unit = "tx/s" if r["unit"] == "transactions/s" else "Gbit/s"
+        median = f"{r['median']:.0f} {unit}" if unit == "tx/s" else f"{r['median']:.2f} {unit}"
+        if "ratio" in r:
+            low, high = r["spread"]
+            flag = "  TOO WIDE to conclude" if r["wide"] else ""
+            wide = wide or r["wide"]
+            ratio = f"{r['ratio']:>8.3f}  {low:.3f}-{high:.3f}{flag}"
+            print(f"{r['label']:<40} {r['metric']:<18} {median:>16} {ratio}")
+        else:
+            print(f"{r['label']:<40} {r['metric']:<18} {median:>16} {'1':>8}")
+    print(f"\nmethod: {doc.get('method')}")
+    if wide:
+        print("a spread is wider than the difference it should show: run again with more --repetitions")
 
 
 # ---- capture -------------------------------------------------------------------------------------

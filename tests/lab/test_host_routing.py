@@ -99,7 +99,7 @@ def test_bpf_host_routing_natively_on_one_l2(lab_up: Callable[..., Topology]) ->
 def test_live_switch_between_bpf_and_legacy_host_routing_keeps_a_connection(
     lab_up: Callable[..., Topology],
 ) -> None:
-    topo = lab_up(load_topology("l2"))
+    topo = lab_up(apply_overrides(load_topology("l2"), ["bpf.hostLegacyRouting=true"]))
     assert _hr(topo, "node1")["mode"] == "Legacy"
     ips = pod_ips(topo)
     stream = Stream(st.ns_name(topo.name, "node1-p1"), st.ns_name(topo.name, "node1-p2"), ips["node1-p2"])

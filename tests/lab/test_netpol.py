@@ -53,7 +53,7 @@ DATAPATHS_OF: dict[str, list[str]] = {}  # lab name -> its overrides
 # the datapaths the tier runs in: the topology (examples/), its overrides, and the family probed.
 # netpol-bgp keeps its policies in etcd (podnet policy apply), netpol in the API server.
 DATAPATHS = {
-    "tunnel": ("netpol", [], 4),
+    "tunnel": ("netpol", ["bpf.hostLegacyRouting=true"], 4),  # Legacy: the kernel routes
     "native-bpf-host-routing": (
         "netpol",
         ["routingMode=native", "autoDirectNodeRoutes=true", "bpf.hostLegacyRouting=false"],
@@ -289,7 +289,7 @@ def test_a_denied_packet_is_a_drop_event_naming_the_policy(world: World) -> None
 def test_bpf_host_routing_leaves_only_policed_pods_to_netfilter(world: World) -> None:
     """With BPF host routing the program redirects pods' packets past netfilter: a pod a policy
     isolates is no endpoint of it, and its address is marked for the kernel's path."""
-    if "bpf.hostLegacyRouting=false" not in DATAPATHS_OF.get(world.topo.name, []):
+    if "bpf.hostLegacyRouting=true" in DATAPATHS_OF.get(world.topo.name, []):
         pytest.skip("this datapath routes with the kernel (Legacy)")
     apply(world, UPSTREAM["pod-and-namespace-AND"])  # isolates x/a only
     status = cl.agent_request(world.topo.name, "node1", {"op": "status"})

@@ -25,7 +25,7 @@ def test_plan_keeps_both_families_sorted_and_unique() -> None:
 
 
 def test_cilium_setting_names() -> None:
-    assert load_config({}).bpf_host_legacy_routing is True  # Legacy unless asked
+    assert load_config({}).bpf_host_legacy_routing is False  # BPF unless asked (Cilium's default)
     assert load_config({"bpf": {"hostLegacyRouting": False}}).bpf_host_legacy_routing is False
     assert load_config({"enable-host-legacy-routing": "false"}).bpf_host_legacy_routing is False
 
@@ -49,3 +49,36 @@ def test_no_encapsulation_in_the_program_where_it_cannot_write_the_header() -> N
     assert plan_tunnel("podnet_vxlan", "vxlan", ipaddress.ip_address("fd00::10"), 8472, 1, []) is None
     assert plan_tunnel("podnet_vxlan", None, local, 8472, 1, []) is None  # mid-switch: not the config's
     assert plan_tunnel("podnet_x", "gre", local, 8472, 1, []) is None
+
+
+def test_bpf_host_routing_falls_back_to_legacy_where_the_program_cannot_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """As Cilium does: no clang and no prebuilt object (or a kernel that refuses the program) ->
+    Legacy, what was attached removed, status says why; a new config tries BPF again."""
+    from podnet.agent import host_routing as mod
+    from podnet.datapath.bpf.build import BpfBuildError
+
+    removed: list[object] = []
+
+    class NoNetlink:
+        def __enter__(self) -> NoNetlink:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def refuse(ipr: object, plan: object) -> list[str]:
+        raise BpfBuildError("clang is not installed, and podnet's eBPF programs are compiled with it")
+
+    monkeypatch.setattr(mod, "IPRoute", NoNetlink)
+    monkeypatch.setattr(mod.hr, "apply", refuse)
+    monkeypatch.setattr(mod.hr, "remove", lambda ipr: removed.append(ipr) or [])
+    config = [load_config({})]
+    routing = mod.HostRouting(lambda: config[0], lambda: [])
+    assert routing._sync([]) == [] and removed  # no error every round: Legacy, and what was there goes
+    doc = routing.status()
+    assert doc["mode"] == "Legacy" and "clang is not installed" in doc["fallback"], doc
+    from podnet.verify.cli import host_routing_line
+
+    assert host_routing_line(doc).startswith("Legacy (BPF host routing unavailable (clang is not installed")
+    config[0] = load_config({"bpf": {"hostLegacyRouting": False}})  # a reload: BPF is tried again
+    assert routing._enabled()
