@@ -54,6 +54,7 @@ class HostRouting:
         self._lock = threading.Lock()
         self._cidrs: tuple[Any, ...] = ()
         self._tunnel: hr.TunnelEncap | None = None
+        self._peer_nodes: tuple[Any, ...] = ()
         self._legacy_clean = False  # Legacy, and no host-routing filter left (checked once)
         self.errors: list[str] = []
         self.fallback = ""  # why BPF was asked for and the kernel routes instead
@@ -77,6 +78,7 @@ class HostRouting:
             *(config.cluster_pool_ipv4_cidrs if config.enable_ipv4 else ()),
             *(config.cluster_pool_ipv6_cidrs if config.enable_ipv6 else ()),
         )
+        self._peer_nodes = tuple(a for p in peers for a in (p.ipv4, p.ipv6) if a is not None)
         protocol = mode_for(config).tunnel(config)
         device = round_plan.desired.tunnel_device
         self._tunnel = hr.plan_tunnel(
@@ -94,7 +96,9 @@ class HostRouting:
             try:
                 if self._enabled():
                     self._legacy_clean = False
-                    plan = hr.plan_host_routing(sources, self._cidrs, self._tunnel, self._policed())
+                    plan = hr.plan_host_routing(
+                        sources, self._cidrs, self._tunnel, self._policed(), self._peer_nodes
+                    )
                     try:
                         changes = hr.apply(ipr, plan)
                     except BpfBuildError as exc:

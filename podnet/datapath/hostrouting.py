@@ -12,7 +12,7 @@ tunnelling mode over an IPv4 underlay ``hr_tunnel`` says how to encapsulate (out
 VNI, VXLAN or Geneve, the tunnel device) and ``hr_peers`` maps each peer's VTEP MAC to its
 underlay address (the tunnel's FDB entries): the program then wraps packets for other nodes
 itself instead of handing them to the tunnel device. With VXLAN the receiving side is done in
-BPF too: ``bpf/vxlan.c`` on the underlay device's ingress (pref 51) strips the headers of VXLAN
+BPF too: ``bpf/vxlan.c`` on the underlay device's ingress (pref 48) strips the headers of VXLAN
 packets from the peers (Geneve's own decap program does that already); the kernel's VXLAN
 device stays as the fallback and for what the program leaves. The
 plan is pure (``plan_host_routing``); ``apply`` brings the kernel to it and ``remove`` takes
@@ -41,7 +41,8 @@ from podnet.datapath.kernel.sysctl import socket_netns
 from podnet.datapath.objects import FdbEntry
 
 PREF = 50
-DECAP_PREF = 51
+DECAP_PREF = 48  # before PREF: host routing then delivers the inner packet to the pod
+OLD_DECAP_PREFS = (51,)  # where podnet before 2026-12-06 attached it: detached when found
 DECAP_SOURCE = "vxlan.c"
 DECAP_VARIANT = "decap"
 VX_CONFIG = struct.Struct("=IHH")  # VNI, port, pad
@@ -52,7 +53,7 @@ ANCHOR = owned.NET_DEV
 ENDPOINT = struct.Struct("=I6s6s")  # ifindex, host MAC, pod MAC
 TUNNEL = struct.Struct("=4sIIHBB")  # local, VNI, tunnel device ifindex, port, wire, pad
 WIRES = {"geneve": 0, "vxlan": 1}  # enum tun_wire in encap.h
-STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel", "encapsulated", "errors")
+STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel", "encapsulated", "errors", "deliveredIn")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class HostRoutingPlan:
     cluster: tuple[Any, ...]  # the pod CIDRs redirected to, both families
     tunnel: TunnelEncap | None = None  # None: packets for the tunnel device go to it
     policed: tuple[Any, ...] = ()  # pods a NetworkPolicy isolates: their packets take netfilter's path
+    peer_nodes: tuple[Any, ...] = ()  # the peers' node addresses: where they route is the underlay
 
 
 def plan_tunnel(
@@ -92,6 +94,7 @@ def plan_host_routing(
     cidrs: Iterable[Any],
     tunnel: TunnelEncap | None = None,
     policed: Iterable[Any] = (),
+    peer_nodes: Iterable[Any] = (),
 ) -> HostRoutingPlan:
     """Both families, IPv4 first, sorted and unique (pure). A policed pod is no endpoint (its
     packets are not redirected from its veth) and its address is marked in the cluster map (no
@@ -103,7 +106,11 @@ def plan_host_routing(
     )
     cluster = sorted(set(cidrs), key=lambda c: (c.version, c))
     return HostRoutingPlan(
-        tuple(endpoints), tuple(cluster), tunnel, tuple(sorted(police, key=lambda a: (a.version, a)))
+        tuple(endpoints),
+        tuple(cluster),
+        tunnel,
+        tuple(sorted(police, key=lambda a: (a.version, a))),
+        tuple(sorted(set(peer_nodes), key=lambda a: (a.version, a))),
     )
 
 
@@ -125,8 +132,9 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
     changes: list[str] = []
     netns = socket_netns(ipr)
     fd = maps.program_fd(program.prog_id)
+    underlay = _route_devices(ipr, plan.peer_nodes)
     try:
-        for dev in sorted({dev for _, dev in plan.endpoints}):
+        for dev in sorted({dev for _, dev in plan.endpoints} | underlay):
             index = klink.link_index(ipr, dev)
             if index is None:
                 continue  # the pod went meanwhile
@@ -136,6 +144,7 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
                 changes.append(f"attach host routing to {dev}")
     finally:
         os.close(fd)
+    changes += _sync_underlay(ipr, ids["hr_underlay"], underlay)
     for family, suffix in ((4, ""), (6, "6")):
         changes += _sync_endpoints(ipr, ids[f"hr_endpoints{suffix}"], plan, family)
         changes += _sync_cluster(ids[f"hr_cluster{suffix}"], plan, family)
@@ -148,13 +157,37 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
 
 def _underlay_devices(ipr: Any, tunnel: TunnelEncap) -> set[str]:
     """The devices the peers' tunnel packets arrive on: where the routes to them leave."""
+    return _route_devices(ipr, {a for _, a in tunnel.peers})
+
+
+def _route_devices(ipr: Any, addresses: Iterable[Any]) -> set[str]:
+    """Where the node's routes to ``addresses`` leave (podnet's own devices and pods' veths left out)."""
     names = set()
-    for address in {a for _, a in tunnel.peers}:
+    for address in set(addresses):
         with contextlib.suppress(NetlinkError, IndexError):
             index = ipr.route("get", dst=str(address))[0].get_attr("RTA_OIF")
             if index is not None:
                 names.add(str(klink.link_msg(ipr, index).get_attr("IFLA_IFNAME")))
-    return names
+    return {n for n in names if not n.startswith((owned.ENDPOINT_PREFIX, "podnet_")) and n != "lo"}
+
+
+def _sync_underlay(ipr: Any, map_id: int, devices: set[str]) -> list[str]:
+    """``hr_underlay``: the ifindexes of the devices packets for this node's pods arrive on."""
+    wanted = {}
+    for dev in devices:
+        index = klink.link_index(ipr, dev)
+        if index is not None:
+            wanted[struct.pack("=I", index)] = dev
+    current = {key for key, _ in maps.dump(map_id)}
+    changes = []
+    for key in set(wanted) - current:
+        maps.update(map_id, key, struct.pack("=I", 1))
+        changes.append(f"deliver to pods from {wanted[key]}")
+    for key in current - set(wanted):
+        with contextlib.suppress(maps.MapError):
+            maps.delete(map_id, key)
+        changes.append("stop delivering to pods from a device")
+    return changes
 
 
 def decap_filters(ipr: Any) -> list[tc.Attached]:
@@ -166,7 +199,11 @@ def decap_filters(ipr: Any) -> list[tc.Attached]:
         name = str(msg.get_attr("IFLA_IFNAME"))
         if name.startswith((owned.ENDPOINT_PREFIX, "podnet_")) or name == "lo":
             continue
-        found += [f for f in tc.filters(netns, name, "ingress") if f.pref == DECAP_PREF]
+        found += [
+            f
+            for f in tc.filters(netns, name, "ingress")
+            if f.pref == DECAP_PREF or (f.pref in OLD_DECAP_PREFS and f.name.startswith("vxlan-decap-"))
+        ]
     return found
 
 
@@ -175,8 +212,8 @@ def _sync_decap(ipr: Any, tunnel: TunnelEncap | None) -> list[str]:
     wanted = _underlay_devices(ipr, tunnel) if tunnel is not None else set()
     changes = []
     for attached in decap_filters(ipr):
-        if attached.dev not in wanted:
-            tc.detach(netns, attached.dev, "ingress", DECAP_PREF)
+        if attached.dev not in wanted or attached.pref != DECAP_PREF:
+            tc.detach(netns, attached.dev, "ingress", attached.pref)
             changes.append(f"detach the VXLAN decap from {attached.dev}")
     if tunnel is None:
         return changes
@@ -281,8 +318,8 @@ def remove(ipr: Any) -> list[str]:
     removed = []
     for msg in ipr.get_links():
         name = str(msg.get_attr("IFLA_IFNAME"))
-        if not (name.startswith(owned.ENDPOINT_PREFIX) or name == ANCHOR):
-            continue
+        if name == "lo" or (name.startswith("podnet_") and name != ANCHOR):
+            continue  # pods' veths, the anchor and the underlay devices may have one
         if any(f.pref == PREF for f in tc.filters(netns, name, "ingress")):
             tc.detach(netns, name, "ingress", PREF)
             removed.append(f"detach host routing from {name}")
@@ -296,15 +333,16 @@ def stats(ipr: Any) -> dict[str, Any]:
     if not anchor:
         return {"program": None}
     program = anchor[0]
-    devices = [
+    attached = [
         str(msg.get_attr("IFLA_IFNAME"))
         for msg in ipr.get_links()
-        if str(msg.get_attr("IFLA_IFNAME")).startswith(owned.ENDPOINT_PREFIX)
+        if not str(msg.get_attr("IFLA_IFNAME")).startswith(("podnet_", "lo"))
         and any(
             f.prog_id == program.prog_id
             for f in tc.filters(netns, str(msg.get_attr("IFLA_IFNAME")), "ingress")
         )
     ]
+    devices = [d for d in attached if d.startswith(owned.ENDPOINT_PREFIX)]
     ids = maps.program_maps(program.prog_id)
     counters = maps.counters(ids["hr_stats"], STATS)
     endpoints = [v for name in ("hr_endpoints", "hr_endpoints6") for _, v in maps.dump(ids[name])]
@@ -312,10 +350,12 @@ def stats(ipr: Any) -> dict[str, Any]:
     return {
         "program": {"id": program.prog_id, "object": program.name.split(":")[0]},
         "devices": devices,
+        "underlayDevices": [d for d in attached if d not in devices],
         "endpoints": len(endpoints),
         "learntMACs": learnt,
         "clusterCIDRs": len(maps.dump(ids["hr_cluster"])) + len(maps.dump(ids["hr_cluster6"])),
         "tunnelPeers": len(maps.dump(ids["hr_peers"])),
+        "underlay": len(maps.dump(ids["hr_underlay"])),
         "counters": counters,
         "decap": [_decap_stats(d) for d in decap_filters(ipr)],
     }

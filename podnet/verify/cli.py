@@ -391,7 +391,9 @@ def host_routing_line(hr: dict[str, Any]) -> str:
         return f"BPF, but NO program attached ({errors or 'the next round attaches it'})"
     counters = ", ".join(f"{k} {v}" for k, v in (hr.get("counters") or {}).items())
     text = (
-        f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths; "
+        f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths"
+        + "".join(f" and {d}" for d in hr.get("underlayDevices") or [])
+        + "; "
         f"endpoints {hr.get('endpoints')}, learnt MACs {hr.get('learntMACs')}, cluster CIDRs "
         f"{hr.get('clusterCIDRs')}, tunnel peers {hr.get('tunnelPeers', 0)}; {counters})"
     )

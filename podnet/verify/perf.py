@@ -86,6 +86,7 @@ class PerfOptions:
     seconds: int = 3
     metrics: tuple[Metric, ...] = (FORWARD, REVERSE, RR)
     pin: bool = True  # client and server on their CPUs (when the machine has two)
+    omit: int = 1  # iperf3 -O: seconds of warm-up discarded
 
 
 def options_for(streams: int = 0) -> PerfOptions:
@@ -214,7 +215,12 @@ def _pinned(cpu: int, pin: bool) -> list[str]:
 
 
 def run_iperf(
-    target: PerfTarget, seconds: int, port: int = IPERF_PORT, metric: Metric = FORWARD, pin: bool = True
+    target: PerfTarget,
+    seconds: int,
+    port: int = IPERF_PORT,
+    metric: Metric = FORWARD,
+    pin: bool = True,
+    omit: int = 1,
 ) -> tuple[float, int]:
     """One bounded iperf3 run; the server is a one-off and is killed by PID if it lingers."""
     server = subprocess.Popen(
@@ -344,18 +350,18 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
 RETRIES = 3  # a run can be cut by a transient hiccup; an IPv6 address may be tentative a moment
 
 
-def run_once(target: PerfTarget, metric: Metric, seconds: int, pin: bool) -> tuple[float, int]:
+def run_once(target: PerfTarget, metric: Metric, seconds: int, opts: PerfOptions) -> tuple[float, int]:
     if metric.rr:
-        return run_rr(target, seconds, pin=pin), 0
-    return run_iperf(target, seconds, metric=metric, pin=pin)
+        return run_rr(target, seconds, pin=opts.pin), 0
+    return run_iperf(target, seconds, metric=metric, pin=opts.pin, omit=opts.omit)
 
 
 def _run_retrying(
-    target: PerfTarget, metric: Metric, seconds: int, pin: bool, say: Callable[[PerfError], None]
+    target: PerfTarget, metric: Metric, seconds: int, opts: PerfOptions, say: Callable[[PerfError], None]
 ) -> tuple[float, int]:
     for attempt in range(RETRIES):
         try:
-            return run_once(target, metric, seconds, pin)
+            return run_once(target, metric, seconds, opts)
         except PerfError as e:
             if attempt == RETRIES - 1:
                 raise
@@ -381,7 +387,7 @@ def measure(
             for t in targets:
                 where = f"run {rep + 1}/{repetitions} {t.label} {metric.name}"
                 value, rt = _run_retrying(
-                    t, metric, seconds, opts.pin, lambda e, w=where: progress(f"{w} failed ({e}); retrying")
+                    t, metric, seconds, opts, lambda e, w=where: progress(f"{w} failed ({e}); retrying")
                 )
                 runs.setdefault((t.label, metric.name), []).append(value)
                 retrans.setdefault((t.label, metric.name), []).append(rt)

@@ -146,7 +146,7 @@ def _decap(topo: Topology, node: str) -> dict[str, int]:
 
 
 def _decap_filters(topo: Topology, node: str) -> str:
-    return sh(topo, node, "tc", "filter", "show", "dev", "eth0", "ingress", "pref", "51")
+    return sh(topo, node, "tc", "filter", "show", "dev", "eth0", "ingress", "pref", "48")
 
 
 def test_bpf_host_routing_does_vxlan_itself_and_the_kernel_device_still_understands_it(
@@ -165,7 +165,7 @@ def test_bpf_host_routing_does_vxlan_itself_and_the_kernel_device_still_understa
     assert _counters(topo, "node1")["encapsulated"] >= sent["encapsulated"] + 3
     assert _decap(topo, "node2")["decapsulated"] >= received["decapsulated"] + 3
     # the kernel's VXLAN device on node2 decodes what node1's program wrote
-    sh(topo, "node2", "tc", "filter", "del", "dev", "eth0", "ingress", "pref", "51")
+    sh(topo, "node2", "tc", "filter", "del", "dev", "eth0", "ingress", "pref", "48")
     assert "vxlan-decap" not in _decap_filters(topo, "node2")
     sent = _counters(topo, "node1")
     _ping(topo, "node1-p1", ips["node2-p1"])

@@ -142,18 +142,18 @@ int geneve_decap(struct __sk_buff *skb)
 	struct ethhdr inner_eth;
 
 	if (!cfg || skb->protocol != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &h, sizeof(h)) < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (h.ip.ihl != 5 || h.ip.protocol != IPPROTO_UDP || h.udp.dest != bpf_htons(cfg->port))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (h.ip.frag_off & bpf_htons(0x3fff)) /* a fragment: leave it to the kernel */
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__u32 vni = ((__u32)h.geneve[4] << 16) | ((__u32)h.geneve[5] << 8) | h.geneve[6];
 
 	if ((h.geneve[0] >> 6) != 0 || h.geneve[2] != (ETH_P_TEB >> 8) ||
 	    h.geneve[3] != (ETH_P_TEB & 0xff) || vni != cfg->vni)
-		return TC_ACT_OK; /* not our Geneve: the kernel answers it (port unreachable) */
+		return TC_ACT_UNSPEC; /* not our Geneve: the kernel answers it (port unreachable) */
 	if (!bpf_map_lookup_elem(&gnv_allowed, &h.ip.saddr)) {
 		count(STAT_DENIED);
 		return TC_ACT_SHOT;
@@ -170,7 +170,7 @@ int geneve_decap(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	count(STAT_DECAP);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 #endif
 

@@ -16,6 +16,11 @@
  * IPv6 takes the same steps with its own maps (hr_endpoints6, hr_cluster6): the hop limit instead
  * of the TTL, the peer's IPv6 router address as next hop, and the encapsulation over the IPv4
  * underlay the same way.
+ * The same program is on the ingress of the node's underlay device(s) (hr_underlay): a packet
+ * from a cluster pod address elsewhere to a pod of this node (not one a NetworkPolicy isolates)
+ * goes straight into that pod with bpf_redirect_peer, past the node's IP stack, as Cilium's
+ * bpf_host does; whatever it leaves (TC_ACT_UNSPEC) goes on to the next filter (the VXLAN decap)
+ * and the kernel.
  * Anything else (another source address, a destination outside the cluster, a packet the route
  * MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
  * pod guard, masquerading and ICMP errors live. hr_endpoints (pod address -> its veth's ifindex
@@ -68,6 +73,7 @@ enum hr_stat {
 	STAT_KERNEL,   /* handed to the kernel's path */
 	STAT_ENCAP,    /* other node: encapsulated here, out of the underlay */
 	STAT_ERROR,    /* dropped: the packet was half-encapsulated when a helper failed */
+	STAT_DELIVER,  /* from the underlay: redirect_peer into a pod of this node */
 	STAT_MAX,
 };
 
@@ -133,6 +139,14 @@ struct {
 	__type(key, struct mac_key);
 	__type(value, __be32); /* the peer's underlay IPv4 address */
 } hr_peers SEC(".maps");
+
+/* the node's underlay devices (ifindex -> 1): packets arriving there may be delivered to pods */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} hr_underlay SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -257,6 +271,35 @@ static __always_inline int forward(struct __sk_buff *skb, struct bpf_fib_lookup 
 	return count(STAT_FIB, bpf_redirect(fib->ifindex, 0));
 }
 
+/* From the underlay: a cluster pod's packet to an unpoliced pod of this node whose MAC is learnt
+ * goes into it; anything else is left to the next filter and the kernel (TC_ACT_UNSPEC). */
+static __always_inline int deliver4(struct __sk_buff *skb, struct iphdr *ip)
+{
+	struct hr_cidr src_key = {.prefixlen = 32, .addr = ip->saddr};
+	struct hr_cidr dst_key = {.prefixlen = 32, .addr = ip->daddr};
+	__u32 *from = bpf_map_lookup_elem(&hr_cluster, &src_key);
+	__u32 *to = bpf_map_lookup_elem(&hr_cluster, &dst_key);
+
+	if (!from || !to || *to == HR_KERNEL || ip->ttl <= 1 || ip->ihl != 5)
+		return TC_ACT_UNSPEC;
+	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints, &ip->daddr);
+
+	if (!dst || mac_zero(dst->pod_mac))
+		return TC_ACT_UNSPEC;
+	if (dec_ttl(skb, ip->ttl) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, dst->pod_mac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, dst->host_mac, ETH_ALEN, 0) < 0)
+		return count(STAT_ERROR, TC_ACT_SHOT); /* half-rewritten: not for the kernel either */
+	return count(STAT_DELIVER, bpf_redirect_peer(dst->ifindex, 0));
+}
+
+static __always_inline int from_underlay(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ingress_ifindex;
+
+	return bpf_map_lookup_elem(&hr_underlay, &ifindex) != NULL;
+}
+
 static __always_inline int route4(struct __sk_buff *skb)
 {
 	struct ethhdr eth;
@@ -264,6 +307,8 @@ static __always_inline int route4(struct __sk_buff *skb)
 
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) < 0)
 		return TC_ACT_OK;
+	if (from_underlay(skb))
+		return deliver4(skb, &ip);
 	struct hr_endpoint *src = bpf_map_lookup_elem(&hr_endpoints, &ip.saddr);
 
 	if (!src || src->ifindex != skb->ingress_ifindex)
@@ -307,6 +352,31 @@ static __always_inline int route4(struct __sk_buff *skb)
 #define IP6_OFF ETH_HLEN
 #define HOPS_OFF (IP6_OFF + offsetof(struct ipv6hdr, hop_limit))
 
+static __always_inline int deliver6(struct __sk_buff *skb, struct hr_addr6 *saddr, struct hr_addr6 *daddr,
+				    __u8 hop_limit)
+{
+	struct hr_cidr6 src_key = {.prefixlen = 128}, dst_key = {.prefixlen = 128};
+
+	__builtin_memcpy(src_key.addr, saddr->addr, sizeof(src_key.addr));
+	__builtin_memcpy(dst_key.addr, daddr->addr, sizeof(dst_key.addr));
+	__u32 *from = bpf_map_lookup_elem(&hr_cluster6, &src_key);
+	__u32 *to = bpf_map_lookup_elem(&hr_cluster6, &dst_key);
+
+	if (!from || !to || *to == HR_KERNEL || hop_limit <= 1)
+		return TC_ACT_UNSPEC;
+	struct hr_endpoint *dst = bpf_map_lookup_elem(&hr_endpoints6, daddr);
+
+	if (!dst || mac_zero(dst->pod_mac))
+		return TC_ACT_UNSPEC;
+	__u8 hops = hop_limit - 1;
+
+	if (bpf_skb_store_bytes(skb, HOPS_OFF, &hops, 1, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, dst->pod_mac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, dst->host_mac, ETH_ALEN, 0) < 0)
+		return count(STAT_ERROR, TC_ACT_SHOT);
+	return count(STAT_DELIVER, bpf_redirect_peer(dst->ifindex, 0));
+}
+
 static __always_inline int route6(struct __sk_buff *skb)
 {
 	struct ethhdr eth;
@@ -318,6 +388,8 @@ static __always_inline int route6(struct __sk_buff *skb)
 
 	__builtin_memcpy(saddr.addr, &ip6.saddr, sizeof(saddr.addr));
 	__builtin_memcpy(daddr.addr, &ip6.daddr, sizeof(daddr.addr));
+	if (from_underlay(skb))
+		return deliver6(skb, &saddr, &daddr, ip6.hop_limit);
 	struct hr_endpoint *src = bpf_map_lookup_elem(&hr_endpoints6, &saddr);
 
 	if (!src || src->ifindex != skb->ingress_ifindex)
@@ -368,7 +440,7 @@ int host_routing(struct __sk_buff *skb)
 		return route4(skb);
 	if (skb->protocol == bpf_htons(ETH_P_IPV6))
 		return route6(skb);
-	return TC_ACT_OK;
+	return from_underlay(skb) ? TC_ACT_UNSPEC : TC_ACT_OK;
 }
 
 char _license[] SEC("license") = "GPL";

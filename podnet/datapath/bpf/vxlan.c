@@ -7,7 +7,9 @@
  * it had arrived that way: the VXLAN device's receive path (UDP socket, GRO cells, a second
  * pass through the stack) is skipped. A VXLAN packet from anyone else is dropped and counted;
  * anything else passes untouched, and the kernel's VXLAN device still takes whatever this
- * program leaves (it is the path while the program is not attached). vx_config holds the port
+ * program leaves (it is the path while the program is not attached). Every verdict but a drop is
+ * TC_ACT_UNSPEC: the next filter, BPF host routing's program on the same hook, then takes the
+ * inner packet and delivers it straight into a pod of this node. vx_config holds the port
  * and the VNI; the agent fills the maps by map id.
  */
 #include <linux/bpf.h>
@@ -77,26 +79,26 @@ int vxlan_decap(struct __sk_buff *skb)
 	} __attribute__((packed)) h;
 
 	if (!cfg || !cfg->port || skb->protocol != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &h, sizeof(h)) < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (h.ip.ihl != 5 || h.ip.protocol != IPPROTO_UDP || h.udp.dest != bpf_htons(cfg->port))
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (h.ip.frag_off & bpf_htons(0x3fff)) /* a fragment: leave it to the kernel */
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__u32 vni = ((__u32)h.vxlan[4] << 16) | ((__u32)h.vxlan[5] << 8) | h.vxlan[6];
 
 	if (h.vxlan[0] != 0x08 || vni != cfg->vni)
-		return TC_ACT_OK; /* flags or a VNI the kernel's device may know: it decides */
+		return TC_ACT_UNSPEC; /* flags or a VNI the kernel's device may know: it decides */
 	if (!bpf_map_lookup_elem(&vx_allowed, &h.ip.saddr))
 		return count(STAT_DENIED, TC_ACT_SHOT);
 	int err = tun_strip(skb, TUN_ENCAP_LEN, h.inner.h_proto);
 
 	if (err == -1)
-		return TC_ACT_OK; /* ARP or another protocol inside: the device takes it */
+		return TC_ACT_UNSPEC; /* ARP or another protocol inside: the device takes it */
 	if (err < 0)
 		return count(STAT_ERROR, TC_ACT_SHOT);
-	return count(STAT_DECAP, TC_ACT_OK);
+	return count(STAT_DECAP, TC_ACT_UNSPEC);
 }
 
 char _license[] SEC("license") = "GPL";
