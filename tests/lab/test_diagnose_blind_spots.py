@@ -42,15 +42,20 @@ def _module_lab(topo: Topology) -> Iterator[Topology]:
         bring_down(topo.name)
 
 
+# Legacy host routing: the faults below are netfilter rules, routes and sysctls on the kernel's path,
+# which BPF host routing (the default) skips for pod-to-pod packets; diagnose reads its evidence there
+LEGACY = ["bpf.hostLegacyRouting=true"]
+
+
 @pytest.fixture(scope="module")
 def bgp_lab() -> Iterator[Topology]:
     """Seed 000 in both families: native routing, BGP per family, r1 and r2 between the nodes."""
-    yield from _module_lab(load_topology("dual-stack-bgp"))
+    yield from _module_lab(apply_overrides(load_topology("dual-stack-bgp"), LEGACY))
 
 
 @pytest.fixture(scope="module")
 def tunnel_lab() -> Iterator[Topology]:
-    yield from _module_lab(apply_overrides(load_topology("two-subnets"), ["routingMode=tunnel"]))
+    yield from _module_lab(apply_overrides(load_topology("two-subnets"), ["routingMode=tunnel", *LEGACY]))
 
 
 def _diagnose(topo: Topology, src: str, dst: str, *extra: str, code: int | None = None) -> dict[str, Any]:

@@ -25,7 +25,10 @@ from podnet.lab.topology import Topology, load_topology
 
 pytestmark = pytest.mark.lab
 
-TUNNEL = ["routingMode=tunnel"]
+# Legacy host routing: these faults are netfilter rules and routes on the kernel's path, which
+# BPF host routing (the default) skips; diagnose's packet evidence is read there (docs/verify.md)
+LEGACY = ["bpf.hostLegacyRouting=true"]
+TUNNEL = ["routingMode=tunnel", *LEGACY]
 DROP_UDP = Path(__file__).with_name("dropudp.c")
 
 
@@ -159,7 +162,9 @@ def test_an_mtu_black_hole_is_named_on_a_router_link_and_on_a_segment(
 ) -> None:
     """Native routing with BGP: pod packets carry DF. The routers' link shrinks and r1 does not
     tell the sender (ICMP filtered); then, the other way, node2's port on its segment shrinks."""
-    topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true"]))
+    topo = lab_up(
+        apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true", *LEGACY])
+    )
     assert _diagnose(topo, "pod1", "pod2", code=0)["status"] == "works"
     _shrink_router_link(topo, 1400)
     _nft(topo, "r1", "out", "output", "icmp type destination-unreachable drop")
@@ -178,7 +183,7 @@ def test_routers_without_the_pod_routes_and_direct_routes_behind_a_gateway(
     lab_up: Callable[..., Topology],
 ) -> None:
     # native routing without BGP: the routers know no pod CIDR
-    topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native"]))
+    topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native", *LEGACY]))
     forward = _verdict(topo, "pod1", "pod2")["verdict"]
     assert (forward["host"], forward["kind"]) == ("r1", "no-route"), forward
     back = _verdict(topo, "pod2", "pod1")["verdict"]
@@ -196,7 +201,9 @@ def test_a_bgp_session_down_is_named_as_the_reason_routers_lack_the_route(
 ) -> None:
     """Native routing with BGP: r2 disables its session with node2 (then r1 with node1): the
     router on the way has no route, and the verdict says which BGP session is down."""
-    topo = lab_up(apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true"]))
+    topo = lab_up(
+        apply_overrides(load_topology("two-subnets"), ["routingMode=native", "bgp.enabled=true", *LEGACY])
+    )
     works = _diagnose(topo, "pod1", "pod2", code=0)
     assert works["status"] == "works" and works["probe"]["tcp"]["ok"], works["probe"]
     # a filter that drops only TCP lets every echo through: the TCP probe finds it, on a router

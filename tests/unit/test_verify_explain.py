@@ -134,13 +134,54 @@ def test_parse_iperf_and_ratio(tmp_path: Path) -> None:
         parse_iperf(json.dumps({"error": "unable to connect to server"}))
     with pytest.raises(PerfError):
         parse_iperf("garbage")
-    report = PerfReport(
-        (PerfResult("host", (10.0, 12.0, 11.0)), PerfResult("vxlan", (9.0, 8.0, 10.0))), "host", 1, 3
-    )
-    assert report.ratio("vxlan") == pytest.approx(9.0 / 11.0)
-    assert report.to_json()["results"][1]["medianGbps"] == 9.0
+    host = (10.0, 12.0, 11.0)
+    vxlan = (9.0, 8.0, 10.0)
+    paired = tuple(v / h for v, h in zip(vxlan, host, strict=True))  # each repetition's own ratio
+    results = (PerfResult("host", host), PerfResult("vxlan", vxlan, ratios=paired))
+    report = PerfReport(results, "host", 1, 3, results)
+    assert report.ratio("vxlan") == pytest.approx(sorted(paired)[1])  # the median of the pairs
+    assert report.ratio("host") == 1.0
+    assert results[1].spread == (min(paired), max(paired)) and results[1].wide  # 0.667..0.909
+    doc = report.to_json()
+    assert doc["results"][1]["medianGbps"] == 9.0 and doc["metrics"][1]["wide"] is True
+    assert "taskset" in doc["method"]
     png = plot(report, tmp_path / "p.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sockperf_ping_pong_is_read_as_transactions_per_second() -> None:
+    from podnet.verify.perf import parse_sockperf
+
+    out = (
+        "sockperf: [Total Run] RunTime=2.000 sec; Warm up time=400 msec; SentMessages=525714\n"
+        "sockperf: [Valid Duration] RunTime=1.550 sec; SentMessages=407220; ReceivedMessages=407220\n"
+    )
+    assert parse_sockperf(out) == pytest.approx(407220 / 1.55)
+    with pytest.raises(PerfError, match="no result"):
+        parse_sockperf("sockperf: ERROR: connect failed")
+    with pytest.raises(PerfError, match="no answers"):
+        parse_sockperf("[Valid Duration] RunTime=1.0 sec; SentMessages=10; ReceivedMessages=0")
+
+
+def test_reports_of_several_labs_combine_with_their_own_pairs() -> None:
+    from podnet.verify.perf import FORWARD, RR, combine
+
+    def lab(host: tuple[float, ...], pod: tuple[float, ...]) -> PerfReport:
+        ratios = tuple(p / h for p, h in zip(pod, host, strict=True))
+        every = tuple(
+            r
+            for m in (FORWARD, RR)
+            for r in (
+                PerfResult("host a->b", host, metric=m),
+                PerfResult("pod x->y", pod, metric=m, ratios=ratios),
+            )
+        )
+        return PerfReport(tuple(r for r in every if r.metric is FORWARD), "host a->b", 1, 2, every)
+
+    both = combine({"native": lab((10.0, 10.0), (9.0, 11.0)), "vxlan": lab((20.0, 20.0), (16.0, 18.0))})
+    assert [r.label for r in both.results] == ["host", "native", "vxlan"]
+    assert both.ratio("vxlan") == pytest.approx(0.85) and both.ratio("native") == pytest.approx(1.0)
+    assert both.of("vxlan", "request/response").ratio == pytest.approx(0.85)
 
 
 def test_diagram_dot_has_segments_pods_and_reach() -> None:
@@ -162,8 +203,13 @@ def test_diagram_dot_has_segments_pods_and_reach() -> None:
 def test_kvstore_line_tells_ok_from_unreachable() -> None:
     from podnet.verify.cli import kvstore_line
 
-    ok = {"state": "ok", "version": "3.4.23", "active": "http://a:2379", "endpoints": ["http://a:2379",
-          "http://b:2379", "http://c:2379"], "lastSuccess": 995.0}  # fmt: skip
+    ok = {
+        "state": "ok",
+        "version": "3.4.23",
+        "active": "http://a:2379",
+        "endpoints": ["http://a:2379", "http://b:2379", "http://c:2379"],
+        "lastSuccess": 995.0,
+    }
     assert kvstore_line(ok, now=1000.0) == "Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 5s ago"
     down = {**ok, "state": "unreachable", "failingSince": 988.0, "error": "connection refused"}
     assert kvstore_line(down, now=1000.0) == (
@@ -175,10 +221,16 @@ def test_guard_line_names_its_parts_and_its_drops() -> None:
     from podnet.verify.cli import guard_line
 
     assert guard_line({"enabled": False}) == "Disabled"
-    on = {"enabled": True, "sourceVerification": True, "isolation": True,
-          "drops": {"tunnel_foreign": 3, "pod_to_bgp": 0},
-          "endpoints": [{"hostIfname": "lxc1", "addresses": ["10.244.1.2"], "spoofDrops": 25},
-                        {"hostIfname": "lxc2", "addresses": ["10.244.1.3"], "spoofDrops": 0}]}  # fmt: skip
+    on = {
+        "enabled": True,
+        "sourceVerification": True,
+        "isolation": True,
+        "drops": {"tunnel_foreign": 3, "pod_to_bgp": 0},
+        "endpoints": [
+            {"hostIfname": "lxc1", "addresses": ["10.244.1.2"], "spoofDrops": 25},
+            {"hostIfname": "lxc2", "addresses": ["10.244.1.3"], "spoofDrops": 0},
+        ],
+    }
     assert guard_line(on) == (
         "nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1 (10.244.1.2) 25"
     )

@@ -30,7 +30,13 @@ def cache_dir() -> Path:
 def object_name(source: str, variant: str) -> str:
     """``geneve-encap-<12 hex>.o``: the hash of the source, the headers it may include and the
     variant (what tc shows as bpf_name)."""
-    text = b"".join(p.read_bytes() for p in (SOURCE_DIR / source, *sorted(SOURCE_DIR.glob("*.h"))))
+    try:
+        text = b"".join(p.read_bytes() for p in (SOURCE_DIR / source, *sorted(SOURCE_DIR.glob("*.h"))))
+    except OSError as exc:
+        raise BpfBuildError(
+            f"podnet's eBPF source {source} is missing from this installation ({exc.strerror}): reinstall "
+            "podnet with its package data"
+        ) from None
     digest = hashlib.sha256(text + variant.encode()).hexdigest()[:12]
     return f"{Path(source).stem}-{variant.lower()}-{digest}.o"
 
