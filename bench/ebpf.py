@@ -64,7 +64,7 @@ def rows(path: str, report: PerfReport) -> list[dict[str, Any]]:
     for r in report.metrics:
         if r.label == report.baseline:
             continue
-        what = "same node" if r.label == "same node" else path
+        what = ("same node" + (" legacy" if "legacy" in path else "")) if r.label == "same node" else path
         goal = RR_GOAL if r.metric.rr and what == path else GOALS.get(what) if not r.metric.rr else None
         low, high = r.spread
         out.append(

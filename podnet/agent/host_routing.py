@@ -1,8 +1,8 @@
-"""The agent's BPF host routing component (``bpf.hostLegacyRouting: false``, the default): after
+"""The agent's BPF host routing component (``bpf.hostLegacyRouting: false``): after
 every round it attaches ``podnet.datapath.hostrouting``'s program to every pod's veth and fills its
 maps with the pods, the cluster's pod CIDRs and, when the node tunnels over IPv4, the encapsulation
 and the peers' VTEPs (from the round's FDB plan); a new pod gets it from its CNI ADD at once. With
-``hostLegacyRouting: true`` it removes every such filter: the kernel routes. Either way packets
+``hostLegacyRouting: true`` (the default) it removes every such filter: the kernel routes. Either way packets
 the program declines take the kernel's path, so switching keeps connections. Its status is
 Cilium's ``Host Routing: BPF`` or ``Legacy``.
 

@@ -82,13 +82,17 @@ def test_crd_mode_hands_out_only_the_pool_and_records_owners(lab_up: Callable[..
     admin = connect(kubeapi.kubeconfig_path(topo.name))
     ips = _ips(topo)
     for node in topo.nodes:
+        mine = {n: ip for n, ip in ips.items() if n.startswith(f"{node.name}-")}
+        owners = {ip: f"default/{n}" for n, ip in mine.items()}
+
+        def recorded(name: str = node.name, owners: dict[str, str] = owners) -> bool:
+            used = _node(admin, name).status["ipam"]["used"]  # written by the agent after each ADD
+            return {ip: u["owner"] for ip, u in used.items() if u["owner"] != "router"} == owners
+
+        wait_for(recorded, f"{node.name}'s PodnetNode to record its pods' owners", 20)
         obj = _node(admin, node.name)
         pool, used = obj.spec["ipam"]["pool"], obj.status["ipam"]["used"]
-        mine = {n: ip for n, ip in ips.items() if n.startswith(f"{node.name}-")}
         assert mine and all(ip in pool for ip in mine.values())
-        assert {ip: u["owner"] for ip, u in used.items() if u["owner"] != "router"} == {
-            ip: f"default/{n}" for n, ip in mine.items()
-        }
         assert list(u["owner"] for u in used.values()).count("router") == 1
     # an empty pool: the ADD fails naming the node and the pool, then works once an address is added
     node1 = _node(admin, "node1")

@@ -59,8 +59,8 @@ DATAPATHS = {
         ["routingMode=native", "autoDirectNodeRoutes=true", "bpf.hostLegacyRouting=false"],
         4,
     ),
-    "dual-stack-ipv6": ("netpol", ["ipv6.enabled=true"], 6),
-    "native-bgp-etcd": ("netpol-bgp", [], 4),
+    "dual-stack-ipv6": ("netpol", ["ipv6.enabled=true", "bpf.hostLegacyRouting=false"], 6),
+    "native-bgp-etcd": ("netpol-bgp", [], 4),  # Legacy
 }
 
 
@@ -289,7 +289,7 @@ def test_a_denied_packet_is_a_drop_event_naming_the_policy(world: World) -> None
 def test_bpf_host_routing_leaves_only_policed_pods_to_netfilter(world: World) -> None:
     """With BPF host routing the program redirects pods' packets past netfilter: a pod a policy
     isolates is no endpoint of it, and its address is marked for the kernel's path."""
-    if "bpf.hostLegacyRouting=true" in DATAPATHS_OF.get(world.topo.name, []):
+    if "bpf.hostLegacyRouting=false" not in DATAPATHS_OF.get(world.topo.name, []):
         pytest.skip("this datapath routes with the kernel (Legacy)")
     apply(world, UPSTREAM["pod-and-namespace-AND"])  # isolates x/a only
     status = cl.agent_request(world.topo.name, "node1", {"op": "status"})

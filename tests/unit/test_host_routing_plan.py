@@ -25,7 +25,7 @@ def test_plan_keeps_both_families_sorted_and_unique() -> None:
 
 
 def test_cilium_setting_names() -> None:
-    assert load_config({}).bpf_host_legacy_routing is False  # BPF unless asked (Cilium's default)
+    assert load_config({}).bpf_host_legacy_routing is True  # Legacy unless asked (docs/datapath.md: why)
     assert load_config({"bpf": {"hostLegacyRouting": False}}).bpf_host_legacy_routing is False
     assert load_config({"enable-host-legacy-routing": "false"}).bpf_host_legacy_routing is False
 
@@ -72,7 +72,7 @@ def test_bpf_host_routing_falls_back_to_legacy_where_the_program_cannot_run(monk
     monkeypatch.setattr(mod, "IPRoute", NoNetlink)
     monkeypatch.setattr(mod.hr, "apply", refuse)
     monkeypatch.setattr(mod.hr, "remove", lambda ipr: removed.append(ipr) or [])
-    config = [load_config({})]
+    config = [load_config({"bpf": {"hostLegacyRouting": False}})]
     routing = mod.HostRouting(lambda: config[0], lambda: [])
     assert routing._sync([]) == [] and removed  # no error every round: Legacy, and what was there goes
     doc = routing.status()
