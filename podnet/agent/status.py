@@ -49,7 +49,8 @@ def status_document(
 ) -> dict[str, Any]:
     """The agent's status as JSON: what ``podnet status`` prints (see docs/verify.md)."""
     node = info.node
-    tunnel = mode_for(config).tunnel(config)
+    mode = mode_for(config)
+    tunnel = mode.tunnel(config)
     doc: dict[str, Any] = {
         "ready": info.ready,
         "phase": info.phase,
@@ -64,6 +65,7 @@ def status_document(
         "kubernetes": components.get("kubernetes", {"state": "disabled"}),
         "routing": {
             "mode": config.routing_mode,
+            "modeName": mode.name,
             "tunnelProtocol": tunnel.name if tunnel else None,
             "tunnelPort": config.tunnel_port if tunnel else None,
             "autoDirectNodeRoutes": config.auto_direct_node_routes,

@@ -2,7 +2,7 @@
 
 Cilium's names are accepted as they are (camelCase Helm values such as ``routingMode`` or nested
 ``ipam.operator.clusterPoolIPv4PodCIDRList``, kebab-case agent flags such as ``routing-mode``,
-the old ``tunnel: disabled|vxlan|geneve``), and so are ``PODNET_<NAME>`` environment variables.
+the old ``tunnel: disabled|<tunnelProtocol>``), and so are ``PODNET_<NAME>`` environment variables.
 Precedence: CLI overrides > environment > YAML mapping > defaults. Every error is a
 ``ConfigError`` that names the key, the bad value and what to use instead; unknown keys are
 refused with a "did you mean" suggestion, because a typo that silently falls back to a default is
@@ -27,6 +27,7 @@ from podnet.config.errors import ConfigError
 from podnet.config.families import family_conflicts
 from podnet.config.values import boolean
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
+from podnet.specs import tunnel as tunnel_spec
 
 MTU_MIN, MTU_MAX = 576, 65535
 ENV_PREFIX = "PODNET_"
@@ -39,13 +40,13 @@ class AgentConfig:
 
     node_name: str
     routing_mode: str = "tunnel"
-    tunnel_protocol: str = "vxlan"
-    tunnel_port: int = 8472
+    tunnel_protocol: str = field(default_factory=tunnel_spec.default_name)
+    tunnel_port: int = field(default_factory=tunnel_spec.default_port)  # load_config: the chosen protocol's
     auto_direct_node_routes: bool = False
     direct_routing_skip_unreachable: bool = False
     ipv4_native_routing_cidr: ipaddress.IPv4Network | None = None
     ipv6_native_routing_cidr: ipaddress.IPv6Network | None = None
-    tunnel_fallback: bool = False  # native routing, VXLAN to peers it cannot route (docs/configuration.md)
+    tunnel_fallback: bool = False  # native routing, tunnel to peers it cannot route (configuration.md)
     mtu: int = 0
     ipam_mode: str = "cluster-pool"
     cluster_pool_ipv4_cidrs: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("10.0.0.0/8"),)
@@ -158,7 +159,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 # Legacy spellings that are translated rather than stored as they are.
 _LEGACY = {
-    "tunnel": "tunnel",  # tunnel: disabled | vxlan | geneve  (Cilium < 1.14)
+    "tunnel": "tunnel",  # tunnel: disabled | <a tunnelProtocol>  (Cilium < 1.14)
     "enable_ipv4_native_routing": "enable-ipv4-native-routing",
     "kvstore": "kvstore",
     "kvstore_opt": "kvstore-opt",
@@ -393,7 +394,7 @@ def _pool_specs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
 
 def _routing_modes() -> set[str]:
     """The routingMode values the registered modes serve (the hybrid serves "native" too)."""
-    return {mode.routing_mode for mode in ROUTING_MODES}
+    return {spec.routing_mode for spec in ROUTING_MODES.specs()}
 
 
 def _file(key: str, value: Any) -> Path | None:
@@ -544,12 +545,11 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
         cfg.ipv6_native_routing_cidr, cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size,
     ):  # fmt: skip
         raise ConfigError(name(fld), message)
-    if cfg.tunnel_protocol == "geneve" and cfg.underlay_protocol == "ipv6":
-        raise ConfigError(
-            name("tunnel_protocol"),
-            "geneve runs in eBPF over an IPv4 underlay only (an IPv6 outer header needs a UDP checksum "
-            "its programs do not compute); use tunnelProtocol=vxlan with underlayProtocol=ipv6",
-        )
+    problem = tunnel_spec.spec(cfg.tunnel_protocol).underlay_problem(
+        6 if cfg.underlay_protocol == "ipv6" else 4
+    )
+    if problem:
+        raise ConfigError(name("tunnel_protocol"), problem)
     if cfg.ipam_mode == "eni":
         for fld, message in eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore):
             raise ConfigError(name(fld), message)
@@ -584,7 +584,7 @@ def load_config(
     _apply_legacy(raw, values)
     if "node_name" not in values:
         values["node_name"] = (env or {}).get("K8S_NODE_NAME") or socket.gethostname()
-    protocol = TUNNEL_PROTOCOLS.get(values.get("tunnel_protocol", "vxlan"))
+    protocol = tunnel_spec.spec(values.get("tunnel_protocol") or tunnel_spec.default_name())
     if not values.get("tunnel_port"):
         values["tunnel_port"] = protocol.default_port
     cfg = AgentConfig(**values)

@@ -32,14 +32,10 @@ from dataclasses import dataclass
 
 from podnet import owned
 from podnet.model import IPAddress
+from podnet.specs import tunnel as tunnel_spec
 
 TABLE = f"inet {owned.GUARD_TABLE}"
 COUNTERS = ("tunnel_foreign", "pod_to_control_plane", "pod_to_bgp", "pod_to_tunnel", "pod_to_node")
-TUNNEL_PORTS = (
-    4789,
-    6081,
-    8472,
-)  # every tunnel port a pod must not send to (IANA VXLAN, Geneve, Linux VXLAN)
 BGP_PORT = 179
 ETCD_CLIENT_PORT = 2379  # a store endpoint's port when its URL names none
 ETCD_PEER_PORT = 2380  # etcd members replicate here (peer URLs); closed on every endpoint's address
@@ -140,7 +136,7 @@ def apply_script(plan: GuardPlan) -> str:
 
 def _rules(plan: GuardPlan) -> list[str]:
     pods = f'iifname "{owned.ENDPOINT_PREFIX}*"'
-    tunnel_ports = ", ".join(str(p) for p in TUNNEL_PORTS)
+    tunnel_ports = ", ".join(str(p) for p in tunnel_spec.guard_ports())  # every protocol's, on every wire
     rules = []
     if plan.source_verification:
         rules += [

@@ -9,12 +9,11 @@ ingress of every pod's node-side veth, sharing one pair of maps.
 the pod's own MAC is learnt by the program from the pod's packets), ``hr_cluster``
 (``hr_cluster6``) holds the cluster's pod CIDRs of that family. In a
 tunnelling mode over an IPv4 underlay ``hr_tunnel`` says how to encapsulate (outer source, port,
-VNI, VXLAN or Geneve, the tunnel device) and ``hr_peers`` maps each peer's VTEP MAC to its
-underlay address (the tunnel's FDB entries): the program then wraps packets for other nodes
-itself instead of handing them to the tunnel device. With VXLAN the receiving side is done in
-BPF too: ``bpf/vxlan.c`` on the underlay device's ingress (pref 48) strips the headers of VXLAN
-packets from the peers (Geneve's own decap program does that already); the kernel's VXLAN
-device stays as the fallback and for what the program leaves. The
+VNI, the protocol's wire format, the tunnel device) and ``hr_peers`` maps each peer's VTEP MAC
+to its underlay address (the tunnel's peer entries): the program then wraps packets for other
+nodes itself instead of handing them to the tunnel device, for every protocol whose spec has a
+``bpf_wire``. The protocol adds what its receiving side needs (``host_routing_decap``: a decap
+program on the underlay devices, before this one, where its device would otherwise do it). The
 plan is pure (``plan_host_routing``); ``apply`` brings the kernel to it and ``remove`` takes
 every podnet filter of this kind away (the kernel then frees the program and its maps). A pod
 whose veth has no program yet, or a packet the program declines, takes the kernel's path:
@@ -39,33 +38,16 @@ from podnet.datapath.guard import EndpointSource
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel.sysctl import socket_netns
 from podnet.datapath.objects import FdbEntry
+from podnet.datapath.tunnels import TunnelEncap, all_protocols
+from podnet.specs import tunnel as tunnel_spec
 
 PREF = 50
-DECAP_PREF = 48  # before PREF: host routing then delivers the inner packet to the pod
-OLD_DECAP_PREFS = (51,)  # where podnet before 2026-12-06 attached it: detached when found
-DECAP_SOURCE = "vxlan.c"
-DECAP_VARIANT = "decap"
-VX_CONFIG = struct.Struct("=IHH")  # VNI, port, pad
-DECAP_STATS = ("decapsulated", "denied", "errors")
 SOURCE = "hostrouting.c"
 VARIANT = "hostrouting"
 ANCHOR = owned.NET_DEV
 ENDPOINT = struct.Struct("=I6s6s")  # ifindex, host MAC, pod MAC
 TUNNEL = struct.Struct("=4sIIHBB")  # local, VNI, tunnel device ifindex, port, wire, pad
-WIRES = {"geneve": 0, "vxlan": 1}  # enum tun_wire in encap.h
 STATS = ("redirectPeer", "redirectFib", "redirectNeigh", "kernel", "encapsulated", "errors", "deliveredIn")
-
-
-@dataclass(frozen=True)
-class TunnelEncap:
-    """How the program encapsulates for other nodes (what the tunnel device would do)."""
-
-    device: str  # the tunnel device the kernel's routes to peers use
-    wire: str  # "vxlan" or "geneve"
-    local: ipaddress.IPv4Address
-    port: int
-    vni: int
-    peers: tuple[tuple[str, ipaddress.IPv4Address], ...]  # (peer VTEP MAC, its underlay address)
 
 
 @dataclass(frozen=True)
@@ -81,8 +63,10 @@ def plan_tunnel(
     device: str | None, wire: str | None, local: Any, port: int, vni: int, fdb: Iterable[FdbEntry]
 ) -> TunnelEncap | None:
     """The encapsulation the program does, or None where it cannot: no tunnel, an IPv6 underlay
-    (its outer UDP checksum is mandatory), a wire format it does not write (pure)."""
-    if device is None or wire not in WIRES or not isinstance(local, ipaddress.IPv4Address):
+    (its outer UDP checksum is mandatory), a protocol whose header it does not write (pure)."""
+    if device is None or wire is None or not isinstance(local, ipaddress.IPv4Address):
+        return None
+    if wire not in {s.name for s in tunnel_spec.specs() if s.bpf_wire is not None}:
         return None
     v4 = ipaddress.IPv4Address
     peers = sorted({(e.lladdr.lower(), e.dst) for e in fdb if e.dev == device and isinstance(e.dst, v4)})
@@ -149,9 +133,7 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
         changes += _sync_endpoints(ipr, ids[f"hr_endpoints{suffix}"], plan, family)
         changes += _sync_cluster(ids[f"hr_cluster{suffix}"], plan, family)
     changes += _sync_tunnel(ipr, ids, plan.tunnel)
-    changes += _sync_decap(
-        ipr, plan.tunnel if plan.tunnel is not None and plan.tunnel.wire == "vxlan" else None
-    )
+    changes += _sync_decap(ipr, plan.tunnel)
     return changes
 
 
@@ -190,52 +172,11 @@ def _sync_underlay(ipr: Any, map_id: int, devices: set[str]) -> list[str]:
     return changes
 
 
-def decap_filters(ipr: Any) -> list[tc.Attached]:
-    """podnet's VXLAN decap programs, wherever they are attached (underlay devices: pods' veths
-    and podnet's own devices are not looked at, so a round costs no tc call per pod)."""
-    netns = socket_netns(ipr)
-    found = []
-    for msg in ipr.get_links():
-        name = str(msg.get_attr("IFLA_IFNAME"))
-        if name.startswith((owned.ENDPOINT_PREFIX, "podnet_")) or name == "lo":
-            continue
-        found += [
-            f
-            for f in tc.filters(netns, name, "ingress")
-            if f.pref == DECAP_PREF or (f.pref in OLD_DECAP_PREFS and f.name.startswith("vxlan-decap-"))
-        ]
-    return found
-
-
 def _sync_decap(ipr: Any, tunnel: TunnelEncap | None) -> list[str]:
-    netns = socket_netns(ipr)
-    wanted = _underlay_devices(ipr, tunnel) if tunnel is not None else set()
-    changes = []
-    for attached in decap_filters(ipr):
-        if attached.dev not in wanted or attached.pref != DECAP_PREF:
-            tc.detach(netns, attached.dev, "ingress", attached.pref)
-            changes.append(f"detach the VXLAN decap from {attached.dev}")
-    if tunnel is None:
-        return changes
-    obj = build.compiled(DECAP_SOURCE, DECAP_VARIANT)
-    config = VX_CONFIG.pack(tunnel.vni, tunnel.port, 0)
-    allowed = {address.packed for _, address in tunnel.peers}
-    for dev in sorted(wanted):
-        attached, new = tc.attach(netns, dev, "ingress", DECAP_PREF, obj)
-        if new:
-            changes.append(f"attach the VXLAN decap to {dev}")
-        ids = maps.program_maps(attached.prog_id)
-        if dict(maps.dump(ids["vx_config"])).get(b"\0" * 4) != config:
-            maps.update(ids["vx_config"], b"\0" * 4, config)
-        current = {key for key, _ in maps.dump(ids["vx_allowed"])}
-        for key in allowed - current:
-            maps.update(ids["vx_allowed"], key, struct.pack("=I", 1))
-            changes.append(f"decapsulate VXLAN from {ipaddress.IPv4Address(key)} on {dev}")
-        for key in current - allowed:
-            with contextlib.suppress(maps.MapError):
-                maps.delete(ids["vx_allowed"], key)
-            changes.append(f"stop decapsulating VXLAN from {ipaddress.IPv4Address(key)} on {dev}")
-    return changes
+    """Each protocol's receiving side: the one host routing encapsulates for gets its underlay
+    devices, every other one takes its part away."""
+    devices = _underlay_devices(ipr, tunnel) if tunnel is not None else set()
+    return [c for p in all_protocols() for c in p.host_routing_decap(ipr, tunnel, devices)]
 
 
 def _sync_tunnel(ipr: Any, ids: dict[str, int], tunnel: TunnelEncap | None) -> list[str]:
@@ -243,7 +184,7 @@ def _sync_tunnel(ipr: Any, ids: dict[str, int], tunnel: TunnelEncap | None) -> l
     if tunnel is None or index is None:
         wanted_config, wanted_peers = TUNNEL.pack(b"\0" * 4, 0, 0, 0, 0, 0), {}
     else:
-        wire = WIRES[tunnel.wire]
+        wire = tunnel_spec.spec(tunnel.wire).bpf_wire
         wanted_config = TUNNEL.pack(tunnel.local.packed, tunnel.vni, index, tunnel.port, wire, 0)
         wanted_peers = {_mac(mac) + b"\0\0": address.packed for mac, address in tunnel.peers}
     changes = []
@@ -357,15 +298,5 @@ def stats(ipr: Any) -> dict[str, Any]:
         "tunnelPeers": len(maps.dump(ids["hr_peers"])),
         "underlay": len(maps.dump(ids["hr_underlay"])),
         "counters": counters,
-        "decap": [_decap_stats(d) for d in decap_filters(ipr)],
-    }
-
-
-def _decap_stats(attached: tc.Attached) -> dict[str, Any]:
-    ids = maps.program_maps(attached.prog_id)
-    return {
-        "program": {"id": attached.prog_id, "object": attached.name.split(":")[0]},
-        "dev": attached.dev,
-        "allowed": len(maps.dump(ids["vx_allowed"])),
-        "counters": maps.counters(ids["vx_stats"], DECAP_STATS),
+        "decap": [d for p in all_protocols() for d in p.host_routing_decap_stats(ipr)],
     }

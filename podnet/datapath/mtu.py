@@ -1,9 +1,10 @@
 """MTU maths, pure: what MTU pod routes carry and what MTU the tunnel device gets.
 
-Route MTU = base - the tunnel protocol's overhead when the routing mode tunnels (VXLAN/Geneve: 50
-over an IPv4 underlay, 70 over IPv6), else base; base is the explicit ``MTU`` setting or else
-the underlay device's MTU. The kernel caps a VXLAN device bound to a lower device at the lower
-device's MTU minus the overhead, so the tunnel device MTU is never above that.
+Route MTU = base - the tunnel protocol's overhead when the routing mode tunnels (its spec's
+``overhead``: 50 bytes over an IPv4 underlay, 70 over IPv6 for an 8-byte header), else base; base
+is the explicit ``MTU`` setting or else the underlay device's MTU. The kernel caps a tunnel
+device bound to a lower device at the lower device's MTU minus the overhead, so the tunnel device
+MTU is never above that.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     ip link add podnet_host type veth peer name podnet_net        (both up)
     ip addr add <router ip>/32 dev podnet_host                      (one per pod CIDR)
-    <the tunnel protocol's device, e.g. podnet_vxlan: podnet.datapath.tunnels.vxlan>
+    <the tunnel protocol's device: podnet.datapath.tunnels.<protocol>>
     sysctl net.ipv4.ip_forward=1 net.ipv4.conf.{all,podnet_*}.rp_filter=0
 
 The routing mode says whether the node tunnels and with which protocol; the protocol makes its

@@ -2,8 +2,8 @@
 
 Segments, routers, nodes (with their pods and pod CIDRs) and the external host come from the
 lab's namespaces (device MTUs and addresses as the kernel has them); for every pair of nodes a
-dashed edge says how their pods reach each other, as the kernel answers ``ip route get``: VXLAN
-tunnel, direct route, routed by the underlay, or unreachable. ``to_dot`` is pure; ``render``
+dashed edge says how their pods reach each other, as the kernel answers ``ip route get``: through
+the tunnel, direct route, routed by the underlay, or unreachable. ``to_dot`` is pure; ``render``
 runs ``dot``.
 """
 
@@ -17,7 +17,7 @@ from podnet.lab.view import LabView
 
 NL = "\\n"  # a line break inside a Graphviz label
 REACH_STYLE = {
-    "tunnel": ("#1f77b4", "VXLAN tunnel"),
+    "tunnel": ("#1f77b4", "tunnel"),
     "direct-route": ("#2ca02c", "direct route"),
     "underlay-router": ("#ff7f0e", "routed by the underlay"),
     "unreachable": ("#d62728", "unreachable"),

@@ -146,14 +146,10 @@ def _bpf_objects() -> list[Path]:
     """Every eBPF object the agent may attach, compiled by this machine's clang (cached)."""
     from podnet.datapath import hostrouting
     from podnet.datapath.bpf import build
-    from podnet.datapath.tunnels import geneve
+    from podnet.datapath.tunnels import all_protocols
 
-    programs = [
-        (geneve.SOURCE, "encap"),
-        (geneve.SOURCE, "decap"),
-        (hostrouting.SOURCE, hostrouting.VARIANT),
-        (hostrouting.DECAP_SOURCE, hostrouting.DECAP_VARIANT),
-    ]
+    programs = [(hostrouting.SOURCE, hostrouting.VARIANT)]
+    programs += [obj for protocol in all_protocols() for obj in protocol.bpf_objects()]
     return [build.compiled(source, variant) for source, variant in programs]
 
 

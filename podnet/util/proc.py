@@ -35,7 +35,7 @@ def spawn(
         )
 
 
-KEPT_PODNET_VARS = frozenset({"PODNET_RUN_DIR"})
+KEPT_PODNET_VARS = frozenset({"PODNET_RUN_DIR", "PODNET_PLUGINS"})  # plugins: the same in every process
 
 
 def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

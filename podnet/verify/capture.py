@@ -4,7 +4,7 @@ tcpdump writes a pcap inside the lab host's namespace (started and stopped by PI
 time) while a pod pings another pod; the pcap is decoded here (Ethernet, IPv4 or IPv6, UDP, the tunnel
 header as each tunnel protocol reads it, and the inner frame), so the verdict does not depend on
 tcpdump's text format:
-``VXLAN UDP/8472 carrying 10.244.1.10 -> 10.244.2.10`` or
+``<protocol> UDP/<port> carrying 10.244.1.10 -> 10.244.2.10`` (as the protocol's spec writes it) or
 ``plain 10.244.1.10 -> 10.244.2.10, no encapsulation``.
 """
 
@@ -115,7 +115,7 @@ def parse_pcap(data: bytes) -> list[Packet]:
 
 def verdict(packets: list[Packet], src: str, dst: str) -> tuple[str, str]:
     """(kind, sentence) for the probe ``src -> dst``: kind is the tunnel protocol's name
-    (vxlan, geneve), plain or none."""
+    (its tunnelProtocol value), plain or none."""
     for p in packets:
         if p.tunnel is not None and p.inner_src == src and p.inner_dst == dst:
             display = tunnel_protocol(p.tunnel).display

@@ -400,14 +400,16 @@ def host_routing_line(hr: dict[str, Any]) -> str:
     for decap in hr.get("decap") or []:
         decap_counters = ", ".join(f"{k} {v}" for k, v in decap["counters"].items())
         text += (
-            f"; VXLAN decap {decap['program']['object']} id {decap['program']['id']} on {decap['dev']} "
-            f"ingress (peers {decap['allowed']}; {decap_counters})"
+            f"; {decap.get('protocol', 'tunnel')} decap {decap['program']['object']} "
+            f"id {decap['program']['id']} on {decap['dev']} ingress "
+            f"(peers {decap['allowed']}; {decap_counters})"
         )
     return text + (f"  ERRORS {errors}" if errors else "")
 
 
 def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:
-    """The tunnel's eBPF programs (Geneve): where each is attached, map fill and counters."""
+    """The tunnel protocol's eBPF programs (when it has any): where each is attached, map fill and
+    counters."""
     if not bpf:
         return []
     programs = ", ".join(

@@ -26,6 +26,7 @@ from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
+from podnet.specs import tunnel as tunnel_spec
 from podnet.util import netns
 from podnet.verify import explain, follow
 from podnet.verify.explain import Drop
@@ -401,7 +402,7 @@ class Diagnoser:
         tunnel = ""
         if loss.inside_tunnel:
             protocol = self._tunnel_protocol()
-            tunnel = f"{protocol.display} (UDP {self._tunnel_port(protocol)})"
+            tunnel = protocol.spec.label(self._tunnel_port(protocol))
         return explain.ProbeLoss(
             host=host,
             role=self.view.role(host),
@@ -428,7 +429,11 @@ class Diagnoser:
         return None
 
     def _tunnel_protocol(self) -> TunnelProtocol:
-        name = self._routing("tunnelProtocol") or self.view.cluster_setting("tunnelProtocol") or "vxlan"
+        name = (
+            self._routing("tunnelProtocol")
+            or self.view.cluster_setting("tunnelProtocol")
+            or tunnel_spec.default_name()
+        )
         return tunnel_protocol(str(name))
 
     def _tunnel_port(self, protocol: TunnelProtocol) -> int:
@@ -616,7 +621,7 @@ class Diagnoser:
             return explain.no_neighbour(w.host, nexthop, dev, state)
         remote = self._fdb_dst(w.host, dev, mac, protocol)
         if remote is None:
-            return explain.no_fdb(w.host, mac, dev, protocol.display)
+            return explain.no_fdb(w.host, mac, dev, protocol.display, protocol.peer_entry)
         if route.mtu and w.size > route.mtu and w.mtu_drop is None:
             w.mtu_drop = explain.mtu_drop(
                 explain.MtuContext(w.host, f"the route via {dev}", route.mtu, w.size, w.size, 0)
@@ -771,7 +776,7 @@ class Diagnoser:
         return self._neigh(host, dev, ip)[1]
 
     def _fdb_dst(self, host: str, dev: str, mac: str, protocol: TunnelProtocol) -> IPAddress | None:
-        """The peer entry for ``mac``: VXLAN's FDB, Geneve's peer map."""
+        """The peer entry for ``mac``, wherever the protocol keeps it (a device's FDB, a BPF map)."""
         link = self.view.links(host)[dev]
         entries = protocol.dump_peers(self.view.ipr(host), link.index, dev)
         return next((e.dst for e in entries if e.lladdr.lower() == mac), None)
@@ -797,7 +802,7 @@ class Diagnoser:
         return f" [BPF host routing: {name} on the pod's veth: {how}]"
 
     def _program(self, host: str, protocol: TunnelProtocol, hook: str) -> str:
-        """``geneve-encap-... (prog id 7) on podnet_geneve egress`` when a program does that hop."""
+        """``<source>-encap-... (prog id 7) on <device> egress`` when a program does that hop."""
         found = [p for p in protocol.stats(self.view.ipr(host)).get("programs", []) if p["hook"] == hook]
         return "; ".join(
             f"{p['object'].split(':')[0]} (prog id {p['id']}) on {p['dev']} {hook}" for p in found

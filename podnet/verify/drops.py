@@ -29,7 +29,7 @@ REASONS = {
     "tunnel_foreign": "a tunnel packet from an address that is no peer node",
     "pod_to_control_plane": "a pod tried to reach the store (etcd / API server)",
     "pod_to_bgp": "a pod tried to reach BGP (TCP 179)",
-    "pod_to_tunnel": "a pod sent to a tunnel port (VXLAN/Geneve)",
+    "pod_to_tunnel": "a pod sent to a tunnel protocol's port",
     "pod_to_node": "a pod tried a port of its node that is not open (podGuard.nodePorts)",
     "policy-denied-ingress": "a NetworkPolicy isolates the destination pod and none of its rules allows this",
     "policy-denied-egress": "a NetworkPolicy isolates the source pod and none of its rules allows this",

@@ -211,8 +211,8 @@ def no_neighbour(host: str, nexthop: IPAddress, dev: str, state: str) -> Drop:
     )
 
 
-def no_fdb(host: str, mac: str, dev: str, display: str = "VXLAN") -> Drop:
-    where = "FDB entry" if display == "VXLAN" else "peer map entry"
+def no_fdb(host: str, mac: str, dev: str, display: str, where: str = "FDB entry") -> Drop:
+    """``where``: what the protocol calls its per-peer entry (``TunnelProtocol.peer_entry``)."""
     return Drop(
         host,
         "no-fdb",
@@ -231,7 +231,7 @@ class ProbeLoss:
     direction: str  # "node1-p1 -> node2-p1" or, for the echo reply, the way back
     size: int  # bytes of the probe that was lost
     small_passed: bool  # the small probe went through where this full-size one did not
-    tunnel: str  # "VXLAN (UDP 8472)" when the probe was inside the tunnel there, else ""
+    tunnel: str  # the tunnel's label ("<Protocol> (UDP <port>)") when the probe was inside it there, else ""
     iface: str = ""  # where it came in
     nft_drops: tuple[str, ...] = ()
     kernel: tuple[tuple[str, int], ...] = ()  # (counter, rise), e.g. ("Ip.FragFails", 2)
@@ -384,7 +384,7 @@ class PeerHealth:
     peer: str
     node_ip: str
     reach: str  # tunnel | direct-route | underlay-router | unreachable (the kernel's path)
-    tunnel: str  # "VXLAN (UDP 8472)" when the path is the tunnel
+    tunnel: str  # the tunnel's label ("<Protocol> (UDP <port>)") when the path is the tunnel
     pod_side: bool
     underlay: bool | None  # None: not asked (the pod side answered)
     full_size: bool | None  # None: not asked

@@ -10,7 +10,7 @@ in the namespaces the walk went through (and the bridges between them):
   packet) finds each copy of the token: where a probe came in, where it left, and whether it was
   inside a tunnel there;
 - on nodes and routers, a short-lived table ``inet podnet_trace`` sets ``meta nftrace`` on packets
-  carrying a token (plain or inside VXLAN/Geneve) and ``nft monitor trace`` names the rule or
+  carrying a token (plain or inside a tunnel protocol) and ``nft monitor trace`` names the rule or
   chain policy that dropped one;
 - the kernel's own drop counters (``/proc/net/snmp``, ``netstat``, ``snmp6``: no route, too big
   with DF, discards) and every interface's dropped counters are read before and after.
@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from podnet.datapath.kernel import dropstats
+from podnet.specs import tunnel as tunnel_spec
 from podnet.util import netns
 from podnet.util.proc import stop
 from podnet.verify.capture import pcap_frames, stop_tcpdump, wait_listening
@@ -79,7 +80,7 @@ class Sighting:
 class HostCounters:
     """What rose on one host while the probes were out."""
 
-    nft_drops: tuple[str, ...] = ()  # "inet fw fwdc rule udp dport 8472 drop (verdict drop)"
+    nft_drops: tuple[str, ...] = ()  # "inet fw fwdc rule udp dport <port> drop (verdict drop)"
     port_drops: tuple[str, ...] = ()  # the same, for the TCP and UDP probes' packets
     kernel: tuple[tuple[str, int], ...] = ()  # ("Ip.FragFails", 2)
     links: tuple[tuple[str, int], ...] = ()  # ("to-r2", 2): an interface's dropped packets
@@ -329,13 +330,18 @@ def _nft_traces(
     names: dict[str, str], tokens: tuple[bytes, bytes], port: int, tmp: Path
 ) -> Iterator[dict[str, Path]]:
     """``nft monitor trace`` in each host's namespace while a table marks packets carrying a
-    token for tracing: plain (the token 8 bytes into ICMP), inside VXLAN/Geneve over IPv4 (58
-    bytes into the outer UDP for an inner IPv4 packet, 78 for an inner IPv6 one), and the TCP
-    probe's packets by its port (plain, and inside a tunnel at the same depths)."""
-    rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in (64, 464, 624)]
+    token for tracing: plain (the token 8 bytes into ICMP), inside every described tunnel
+    protocol (its spec's ``inner_offset`` bytes into the outer UDP to the inner IP header, then
+    20 or 40 bytes of inner IPv4 or IPv6 and 8 of ICMP: 58 and 78 bytes for an 8-byte tunnel
+    header), and the TCP probe's packets by its port (plain, and inside a tunnel at the same
+    depths)."""
+    depths = tunnel_spec.inner_offsets()
+    token_bits = [8 * 8] + [8 * (d + ip + 8) for d in depths for ip in (20, 40)]
+    port_bits = [8 * (d + ip + end) for d in depths for ip in (20, 40) for end in (0, 2)]
+    rules = [f"@th,{offset},64 0x{t.hex()} meta nftrace set 1" for t in tokens for offset in token_bits]
     ends = ("dport", "sport")
     rules += [f"{proto} {end} {port} meta nftrace set 1" for proto in ("tcp", "udp") for end in ends]
-    rules += [f"@th,{offset},16 {port} meta nftrace set 1" for offset in (400, 416, 560, 576)]
+    rules += [f"@th,{offset},16 {port} meta nftrace set 1" for offset in port_bits]
     body = "\n".join(f"    {r}" for r in rules)
     script = (
         f"table inet {TRACE_TABLE} {{\n"
@@ -373,7 +379,7 @@ TRACE_LINE = re.compile(r"^trace id (\S+) ")
 
 
 def trace_drops(text: str, port: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The traced drops (``inet fw fwdc rule udp dport 8472 drop (verdict drop)``), once each:
+    """The traced drops (``inet fw fwdc rule udp dport <port> drop (verdict drop)``), once each:
     (those of the echoes, those of the TCP and UDP probes: a trace whose packet names ``port``)
     (pure)."""
     lines: dict[str, list[str]] = {}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from podnet.specs import routing as routing_spec
 from podnet.util.proc import stop
 from podnet.verify.view import PathView
 
@@ -468,7 +469,8 @@ def lab_targets(view: PathView, family: int = 4) -> list[PerfTarget]:
     a, b = nodes[0], nodes[1]
     pa, pb = view.pods_on(a)[0], view.pods_on(b)[0]
     routing = view.agent_status(a).get("routing") or {}
-    mode = f"tunnel {routing.get('tunnelProtocol')}" if routing.get("mode") == "tunnel" else "native"
+    spec = routing_spec.spec_of(routing)
+    mode = f"{spec.name} {routing.get('tunnelProtocol')}" if spec.tunnels else spec.name
     pod_ip = next(
         (ip for ip in view.pods[pb].get("ips") or [] if ipaddress.ip_address(ip).version == family), None
     )

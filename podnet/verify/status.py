@@ -22,6 +22,8 @@ from podnet import owned
 from podnet.datapath.kernel.neigh import dump_fdb, dump_neighbours
 from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.datapath.tunnels import tunnel_of
+from podnet.specs import routing as routing_spec
+from podnet.specs import tunnel as tunnel_spec
 from podnet.verify import explain
 from podnet.verify.probe import ping
 from podnet.verify.view import ClusterView, ViewError
@@ -55,15 +57,11 @@ def classify_path(
 
 
 def routing_summary(routing: dict[str, Any]) -> str:
-    """``Tunnel [vxlan]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes; the agent
-    names the protocol it tunnels with (``tunnelProtocol``), None when it never encapsulates."""
-    protocol = routing.get("tunnelProtocol")
-    text = f"Tunnel [{protocol}]" if routing.get("mode") == "tunnel" else "Native"
-    if routing.get("autoDirectNodeRoutes"):
-        text += ", autoDirectNodeRoutes"
-    if routing.get("mode") == "native" and protocol:
-        text += f", tunnel fallback [{protocol}]"
-    return text
+    """``Tunnel [<tunnelProtocol>]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes, as
+    the routing mode's spec writes it; the agent names its mode (``modeName``) and the protocol it
+    tunnels with (``tunnelProtocol``, None when it never encapsulates)."""
+    spec = routing_spec.spec_of(routing)
+    return spec.summary(routing.get("tunnelProtocol"), bool(routing.get("autoDirectNodeRoutes")))
 
 
 class KernelReader:
@@ -160,7 +158,7 @@ def node_status(
         "node": doc.get("node"),
         "kvstore": doc.get("kvstore"),
         "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
-        "bpf": bpf,  # the tunnel protocol's programs and maps (Geneve), empty otherwise
+        "bpf": bpf,  # the tunnel protocol's programs and maps (an eBPF protocol's), empty otherwise
         "hostRouting": doc.get("hostRouting") or {"mode": "Legacy"},
         "drops": doc.get("drops"),
         "routing": {**routing, "summary": routing_summary(routing)},
@@ -200,13 +198,11 @@ def _own_name(doc: dict[str, Any]) -> str:
 
 
 def _probe_facts(doc: dict[str, Any]) -> tuple[int, str]:
-    """(the pods' route MTU, "VXLAN (UDP 8472)") from an agent's document, for its health probes."""
+    """(the pods' route MTU, the tunnel's label as its spec writes it, e.g. ``<Protocol> (UDP
+    <port>)``) from an agent's document, for its health probes."""
     routing = doc.get("routing") or {}
-    name = routing.get("tunnelProtocol")
-    tunnel = ""
-    if name:
-        display = {"vxlan": "VXLAN", "geneve": "Geneve"}.get(str(name), str(name))
-        tunnel = f"{display} (UDP {routing.get('tunnelPort')})"
+    port = routing.get("tunnelPort")
+    tunnel = tunnel_spec.label(routing.get("tunnelProtocol"), int(port) if port else None)
     return int((doc.get("mtu") or {}).get("route") or 0), tunnel
 
 

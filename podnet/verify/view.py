@@ -43,7 +43,7 @@ class Link:
     name: str
     index: int
     mtu: int
-    kind: str  # "veth", "vxlan", "bridge", "" ...
+    kind: str  # the link kind "ip -d link" shows: "veth", "bridge", "" ...
     up: bool
     mac: str = ""  # lower case; "" for devices without one
     peer_index: int | None = None  # a veth's peer's ifindex (in the peer's namespace)

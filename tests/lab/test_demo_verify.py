@@ -11,7 +11,7 @@ import pytest
 
 from podnet.lab import state as st
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 PODNET = str(Path(sys.executable).with_name("podnet"))
 
 

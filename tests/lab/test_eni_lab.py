@@ -29,7 +29,7 @@ from podnet.lab.topology import Pod, Topology, load_topology
 from podnet.lab.vpc import port_name
 from podnet.verify.probe import tcp_probe
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 RAWSEND = str(Path(__file__).with_name("rawsend.py"))
 

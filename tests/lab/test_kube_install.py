@@ -26,7 +26,7 @@ from podnet.lab import state as st
 from podnet.lab.podnetimage import NAME as IMAGE
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 AGENTS = "app.kubernetes.io/name=podnet-agent"
 OPERATOR = "app.kubernetes.io/name=podnet-operator"

@@ -32,7 +32,7 @@ from podnet.lab import kubeapi, kubelet, pki
 from podnet.lab import state as st
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 
 def _admin_http(lab: str) -> httpx.Client:

@@ -23,7 +23,7 @@ from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import KubeNamespace, Pod, Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 
 @pytest.mark.parametrize(

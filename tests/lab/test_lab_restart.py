@@ -26,7 +26,7 @@ from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 TUNNEL = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
 NATIVE_L2 = ["routingMode=native", "autoDirectNodeRoutes=true", "ipv4NativeRoutingCIDR=10.244.0.0/16"]

@@ -48,7 +48,7 @@ from podnet.lab.run import bring_down, bring_up
 from podnet.lab.topology import load_topology
 from podnet.util import netns
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 DATAPATHS_OF: dict[str, list[str]] = {}  # lab name -> its overrides
 # the datapaths the tier runs in: the topology (examples/), its overrides, and the family probed.
 # netpol-bgp keeps its policies in etcd (podnet policy apply), netpol in the API server.

@@ -24,7 +24,7 @@ from podnet.lab.overrides import apply_overrides
 from podnet.lab.run import bring_up
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 
 def _real_lab(overrides: list[str]) -> Iterator[Topology]:

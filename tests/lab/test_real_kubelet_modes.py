@@ -20,7 +20,7 @@ from labhelpers import podnet_json
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 POOL = "ipam.podnet.io/ip-pool"
 BLUE = ipaddress.ip_network("10.250.0.0/16")

@@ -31,7 +31,7 @@ from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import Topology, load_topology
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
 NAMED = {(f"serve-{port}-{proto.lower()}", proto): port for port in (80, 81) for proto in ("TCP", "UDP")}
 PLACES = {

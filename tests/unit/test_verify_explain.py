@@ -83,6 +83,12 @@ def test_classify_path(dev: str | None, kind: str, gw: str | None, expected: str
 def test_routing_summary() -> None:
     assert routing_summary({"mode": "tunnel", "tunnelProtocol": "vxlan"}) == "Tunnel [vxlan]"
     assert routing_summary({"mode": "native", "autoDirectNodeRoutes": True}) == "Native, autoDirectNodeRoutes"
+    hybrid = {"mode": "native", "modeName": "native+tunnelFallback", "tunnelProtocol": "geneve"}
+    assert routing_summary({**hybrid, "autoDirectNodeRoutes": True}) == (
+        "Native, autoDirectNodeRoutes, tunnel fallback [geneve]"
+    )
+    # an agent from before modeName: the mode serving "native" that tunnels
+    assert routing_summary({"mode": "native", "tunnelProtocol": "vxlan"}) == "Native, tunnel fallback [vxlan]"
 
 
 def _eth_ipv4(src: str, dst: str, proto: int, payload: bytes) -> bytes:

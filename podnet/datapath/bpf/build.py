@@ -1,6 +1,6 @@
 """Compiling podnet's tc programs with Debian's clang, once per source version.
 
-``clang -O2 -g -target bpf -I/usr/include/<multiarch> -D<variant> -c geneve.c`` takes about 0.1 s;
+``clang -O2 -g -target bpf -I/usr/include/<multiarch> -D<variant> -c <source>.c`` takes about 0.1 s;
 the object goes to a cache outside the repository (``PODNET_BPF_CACHE``, default
 ``/var/cache/podnet/bpf``) named after the source's hash, so an attached program tells by its
 ``bpf_name`` whether it is the current build (an agent restart then keeps it and its maps).
@@ -28,7 +28,7 @@ def cache_dir() -> Path:
 
 
 def object_name(source: str, variant: str) -> str:
-    """``geneve-encap-<12 hex>.o``: the hash of the source, the headers it may include and the
+    """``<source>-<variant>-<12 hex>.o``: the hash of the source, the headers it may include and the
     variant (what tc shows as bpf_name)."""
     try:
         text = b"".join(p.read_bytes() for p in (SOURCE_DIR / source, *sorted(SOURCE_DIR.glob("*.h"))))

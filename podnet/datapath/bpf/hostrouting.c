@@ -6,10 +6,10 @@
  *   - to a pod elsewhere: bpf_fib_lookup in the node's tables (the route MTU is checked there);
  *     natively out of the device the kernel would use, with bpf_redirect, or bpf_redirect_neigh
  *     when the next hop's neighbour is not resolved yet;
- *   - when that device is the tunnel device (podnet_vxlan, podnet_geneve): straight into the
+ *   - when that device is the tunnel device (hr_tunnel names it): straight into the
  *     encapsulation. The next hop's MAC is the peer's VTEP MAC; hr_peers maps it to the peer's
- *     underlay address (the tunnel device's FDB, or Geneve's gnv_peers), the program writes the
- *     outer IPv4/UDP/VXLAN-or-Geneve header itself (encap.h) and sends the packet out of the
+ *     underlay address (the tunnel protocol's peer entries), the program writes the outer
+ *     IPv4/UDP header and the protocol's own (encap.h, by hr_tunnel's wire format) and sends the packet out of the
  *     underlay device after a second lookup for the outer addresses: the tunnel device's own
  *     transmit path is skipped. A peer missing from hr_peers, or no hr_tunnel config (an IPv6
  *     underlay), leaves it to the tunnel device.
@@ -19,8 +19,8 @@
  * The same program is on the ingress of the node's underlay device(s) (hr_underlay): a packet
  * from a cluster pod address elsewhere to a pod of this node (not one a NetworkPolicy isolates)
  * goes straight into that pod with bpf_redirect_peer, past the node's IP stack, as Cilium's
- * bpf_host does; whatever it leaves (TC_ACT_UNSPEC) goes on to the next filter (the VXLAN decap)
- * and the kernel.
+ * bpf_host does; whatever it leaves (TC_ACT_UNSPEC) goes on to the next filter (a tunnel
+ * protocol's decap) and the kernel.
  * Anything else (another source address, a destination outside the cluster, a packet the route
  * MTU does not fit, a pod whose MAC is not learnt yet) goes the kernel's way, where the
  * pod guard, masquerading and ICMP errors live. hr_endpoints (pod address -> its veth's ifindex

@@ -1,8 +1,6 @@
-"""Links: veth pairs, the VXLAN device, up/down, delete; plus "can this kernel make a <kind>?".
-
-A VXLAN device's VNI, port, local address, lower device and learning flag cannot be changed in
-place, so ``ensure_vxlan`` recreates the device when one of them differs and only updates MAC and
-MTU otherwise. Only devices whose names podnet owns are ever created or deleted here.
+"""Links: veth pairs, up/down, MTU, delete; plus "can this kernel make a <kind>?". A tunnel
+protocol's own device is made by its module (``podnet.datapath.tunnels``). Only devices whose
+names podnet owns are ever created or deleted here.
 """
 
 from __future__ import annotations
@@ -10,10 +8,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import ipaddress
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,6 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet.datapath.kernel import is_exists, is_gone
-from podnet.model import IPAddress
 
 
 def link_index(ipr: IPRoute, ifname: str) -> int | None:
@@ -82,68 +77,6 @@ def _veth_peer(ipr: IPRoute, index: int) -> int | None:
     return int(link) if link is not None else None
 
 
-@dataclass(frozen=True)
-class VxlanSpec:
-    """``ip link add <name> type vxlan id <vni> dstport <port> local <local> dev <underlay>
-    nolearning`` with ``address <mac> mtu <mtu>``."""
-
-    name: str
-    vni: int
-    port: int
-    local: IPAddress
-    underlay_index: int
-    mac: str
-    mtu: int
-
-
-def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec) -> int:
-    """The VXLAN device as ``spec`` says, up; recreated when an immutable attribute differs."""
-    index = link_index(ipr, spec.name)
-    if index is not None and _vxlan_fixed(ipr, index) != _spec_fixed(spec):
-        delete_link(ipr, spec.name)
-        index = None
-    if index is None:
-        family = "vxlan_local" if spec.local.version == 4 else "vxlan_local6"
-        ipr.link(
-            "add",
-            ifname=spec.name,
-            kind="vxlan",
-            vxlan_id=spec.vni,
-            vxlan_port=spec.port,
-            vxlan_link=spec.underlay_index,
-            vxlan_learning=0,
-            address=spec.mac,
-            **{family: str(spec.local)},
-        )
-        index = link_index(ipr, spec.name)
-        assert index is not None, f"vxlan device {spec.name} vanished after creation"
-    msg = link_msg(ipr, index)
-    if str(msg.get_attr("IFLA_ADDRESS")).lower() != spec.mac.lower():
-        ipr.link("set", index=index, address=spec.mac)
-    ensure_mtu(ipr, index, spec.mtu)
-    ensure_up(ipr, index)
-    return index
-
-
-def _spec_fixed(spec: VxlanSpec) -> tuple[object, ...]:
-    return (spec.vni, spec.port, str(spec.local), spec.underlay_index, 0)
-
-
-def _vxlan_fixed(ipr: IPRoute, index: int) -> tuple[object, ...] | None:
-    info = link_msg(ipr, index).get_attr("IFLA_LINKINFO")
-    if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
-        return None
-    data = info.get_attr("IFLA_INFO_DATA")
-    local = data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6")
-    return (
-        data.get_attr("IFLA_VXLAN_ID"),
-        data.get_attr("IFLA_VXLAN_PORT"),
-        str(ipaddress.ip_address(local)) if local else None,
-        data.get_attr("IFLA_VXLAN_LINK"),
-        data.get_attr("IFLA_VXLAN_LEARNING"),
-    )
-
-
 def delete_link(ipr: IPRoute, ifname: str) -> bool:
     """Delete ``ifname``; True when something was deleted, False when it was already gone."""
     index = link_index(ipr, ifname)
@@ -160,8 +93,8 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
 
 @functools.cache  # the kernel's abilities do not change while podnet runs
 def link_kind_supported(kind: str) -> bool:
-    """Whether this kernel can create links of ``kind`` (vxlan, geneve, ...): loaded or built-in
-    module, else a trial device inside a throwaway namespace (never in the caller's namespace)."""
+    """Whether this kernel can create links of ``kind``: loaded or built-in module, else a trial
+    device inside a throwaway namespace (never in the caller's namespace)."""
     if Path(f"/sys/module/{kind}").exists():
         return True
     with contextlib.suppress(OSError):
@@ -177,16 +110,19 @@ def _trial_link(kind: str) -> bool:
     pyroute2_netns.create(name)
     try:
         with IPRoute(netns=name) as ipr:
-            extra: dict[str, Any] = {"geneve_id": 1, "geneve_remote": "192.0.2.1"} if kind == "geneve" else {}
-            if kind == "vxlan":
-                extra = {"vxlan_id": 1}
-            try:
-                ipr.link("add", ifname="probe0", kind=kind, **extra)
-            except NetlinkError as exc:
-                if exc.code in (errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL):
-                    return False
-                raise
-            return True
+            # a kind whose module is there but refuses a bare device (EINVAL: a tunnel wants its
+            # id) is tried once more with ``<kind>_id`` (the tunnel kinds' spelling in pyroute2)
+            for extra in ({}, {f"{kind}_id": 1}):
+                try:
+                    ipr.link("add", ifname="probe0", kind=kind, **extra)
+                except NetlinkError as exc:
+                    if exc.code in (errno.EOPNOTSUPP, errno.ENOENT):
+                        return False
+                    if exc.code == errno.EINVAL:
+                        continue
+                    raise
+                return True
+            return False
     finally:
         with contextlib.suppress(OSError):
             pyroute2_netns.remove(name)

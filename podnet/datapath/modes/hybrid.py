@@ -7,7 +7,7 @@ Per peer, the cheapest path that works (Calico's CrossSubnet, flannel's DirectRo
 2. routed by the underlay: this node runs BGP (the fabric learns every node's pod CIDR) and the
    peer's pod CIDRs lie inside ``ipv4NativeRoutingCIDR`` — nothing per peer, plain packets;
 3. otherwise tunnel mode's entries (1 route and 1 neighbour per pod CIDR, and the protocol's
-   per-peer entries: VXLAN's one FDB entry).
+   per-peer entries).
 
 Decided per IP family of the peer's pod CIDRs: the routed-by-the-underlay test uses the native
 routing CIDR of that family.

@@ -1,5 +1,5 @@
 """Tunnel routing mode: per peer, 1 route and 1 neighbour per pod CIDR plus the protocol's own
-entries (VXLAN: 1 FDB entry for the peer's VTEP MAC).
+entries (a device's FDB entry for the peer's VTEP MAC, or a BPF map's).
 
 For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and node IP 172.16.2.3:
 
@@ -8,7 +8,7 @@ For a peer with pod CIDR 10.244.2.0/24, router IP 10.244.2.1, VTEP MAC M and nod
     ip route replace 10.244.2.0/24 via 10.244.2.1 dev podnet_vxlan onlink src <local router ip> \
         mtu <route mtu> proto 201
 
-(flannel's vxlan backend, with the peer's router IP as its VTEP address.) An IPv6 CIDR also gets
+(flannel's backends, with the peer's router IP as its VTEP address.) An IPv6 CIDR also gets
 ``<peer router ip>/128 dev podnet_vxlan scope link``: IPv6 refuses an onlink gateway that another
 route covers through another device (a native route during a live switch: "Nexthop has invalid
 gateway or device mismatch"), and the host route, added first, is the one it then finds.

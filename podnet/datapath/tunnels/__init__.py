@@ -1,7 +1,8 @@
-"""Tunnel protocols, registered by their ``tunnelProtocol`` value (``vxlan``, ``geneve``).
+"""Tunnel protocols' implementations, registered by their ``tunnelProtocol`` value.
 
-Adding a protocol: one module with a class that satisfies ``base.TunnelProtocol`` and registers
-itself, plus its import line here.
+Adding a protocol: its spec (``podnet/specs/<name>.py`` and a line in ``podnet/specs/tunnels.py``)
+and one module here with a class that satisfies ``base.TunnelProtocol`` and registers itself,
+plus its import line below (an out-of-tree protocol: one module named in ``PODNET_PLUGINS``).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from podnet.datapath.tunnels import geneve, vxlan  # noqa: F401  (importing registers them)
-from podnet.datapath.tunnels.base import DeviceRequest, TunnelError, TunnelProtocol
+from podnet.datapath.tunnels.base import DeviceRequest, TunnelEncap, TunnelError, TunnelProtocol
 from podnet.registry import TUNNEL_PROTOCOLS
 
 __all__ = [
     "DeviceRequest",
+    "TunnelEncap",
     "TunnelError",
     "TunnelProtocol",
     "all_protocols",
@@ -35,7 +37,7 @@ def all_protocols() -> tuple[TunnelProtocol, ...]:
 
 def tunnel_of(name: str | None, kind: str | None) -> TunnelProtocol | None:
     """The protocol whose device is ``name`` of link kind ``kind`` (``ip -d link``), if any: a
-    device is a tunnel by both (Geneve's is a veth, like every pod's)."""
+    device is a tunnel by both (an eBPF protocol's device may be a veth, like every pod's)."""
     return next((p for p in all_protocols() if kind and p.link_kind == kind and p.device == name), None)
 
 

@@ -29,9 +29,10 @@ from podnet.datapath.bpf import build, maps, tc
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel.sysctl import socket_netns
 from podnet.datapath.objects import FdbEntry
-from podnet.datapath.tunnels.base import DeviceRequest, TunnelError
+from podnet.datapath.tunnels.base import Described, DeviceRequest, TunnelError
 from podnet.model import IPAddress
 from podnet.registry import TUNNEL_PROTOCOLS
+from podnet.specs.geneve import GENEVE
 
 HEADER = 8
 ETHERNET = 0x6558
@@ -46,21 +47,19 @@ def _mac_key(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", "")) + b"\0\0"
 
 
-class Geneve:
+class Geneve(Described):
     """The protocol; one instance serves every namespace (it remembers each one's underlay device)."""
 
-    name = "geneve"
-    display = "Geneve"
-    default_port = 6081
-    wire_ports = (6081,)
+    spec = GENEVE
     device = owned.GENEVE_DEV
+    peer_entry = "peer map entry"
     link_kind = "veth"  # podnet_geneve is a veth whose egress program encapsulates
 
     def __init__(self) -> None:
         self._underlay: dict[str | None, str] = {}  # namespace -> the device the decap program is on
 
-    def overhead(self, underlay_family: int) -> int:
-        return 70 if underlay_family == 6 else 50
+    def bpf_objects(self) -> tuple[tuple[str, str], ...]:
+        return ((SOURCE, "encap"), (SOURCE, "decap"))
 
     def unsupported_reason(self, has_link_kind: Callable[[str], bool]) -> str | None:
         return None if has_link_kind("veth") else "needs veth devices, which this kernel lacks"
@@ -68,12 +67,9 @@ class Geneve:
     # ---- the device and its programs ----------------------------------------------------------
 
     def ensure_device(self, ipr: Any, request: DeviceRequest) -> int:
-        if request.local.version != 4:
-            raise TunnelError(
-                "tunnelProtocol=geneve runs in eBPF over an IPv4 underlay only (an IPv6 outer header needs "
-                "a UDP checksum these programs do not compute); use tunnelProtocol=vxlan with "
-                "underlayProtocol=ipv6"
-            )
+        problem = self.spec.underlay_problem(request.local.version)
+        if problem:
+            raise TunnelError(f"tunnelProtocol={problem}")
         netns = socket_netns(ipr)
         try:
             encap_obj, decap_obj = build.compiled(SOURCE, "encap"), build.compiled(SOURCE, "decap")
@@ -209,4 +205,4 @@ class Geneve:
         return payload[start:] if len(payload) >= start + 14 else None
 
 
-TUNNEL_PROTOCOLS.register(Geneve.name, Geneve())
+TUNNEL_PROTOCOLS.register(GENEVE.name, Geneve())

@@ -1,0 +1,85 @@
+"""A tunnel protocol added from outside podnet (issue 30): ``tests/plugins/podnet_dummytunnel.py``
+is one spec and one implementation, loaded by ``PODNET_PLUGINS``. A lab whose cluster chooses it
+(everything through the CLI, as a user would: lab up, status, connectivity test, capture, lab
+down) carries every pod's traffic in it: its own device and UDP port on the wire, its MTU, its
+name in status and capture, its port closed to pods by the guard, and a live switch to VXLAN and
+back. Nothing in podnet was changed for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from labhelpers import capture, pod_ips, sh
+
+from podnet.lab.topology import load_topology
+
+pytestmark = pytest.mark.lab
+
+PLUGINS = Path(__file__).parents[1] / "plugins"
+PODNET = str(Path(sys.executable).with_name("podnet"))
+ENV = {**os.environ, "PODNET_PLUGINS": "podnet_dummytunnel", "PYTHONPATH": str(PLUGINS)}
+DUMMY = ["routingMode=tunnel", "autoDirectNodeRoutes=false", "tunnelProtocol=dummyvx"]
+
+
+def _podnet(*args: str, code: int = 0, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert res.returncode == code, (
+        f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    )
+    return res
+
+
+def _json(*args: str) -> dict[str, Any]:
+    return json.loads(_podnet(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def plugin_lab(tmp_path: Path) -> Iterator[Any]:
+    name = f"t{secrets.token_hex(2)}-plugin"
+    doc = yaml.safe_load(Path(str(load_topology("l2").source)).read_text())
+    doc["name"] = name
+    doc["pods"] = [{"count": 1}]
+    path = tmp_path / "plugin.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        _podnet("lab", "up", str(path), *[a for pair in DUMMY for a in ("--set", pair)])
+        yield load_topology(str(path))
+    finally:
+        subprocess.run([PODNET, "lab", "down", name], capture_output=True, timeout=240, env=ENV)
+
+
+def test_a_plugin_tunnel_protocol_carries_the_cluster(plugin_lab: Any) -> None:
+    topo = plugin_lab
+    lab = topo.name
+    status = _json("status", "--lab", lab)
+    node1 = status["nodes"]["node1"]
+    assert node1["routing"]["summary"] == "Tunnel [dummyvx]", node1["routing"]
+    assert node1["routing"]["tunnelPort"] == 4790, node1["routing"]
+    assert node1["mtu"]["route"] == 1450, node1["mtu"]
+    links = sh(topo, "node1", "ip", "-d", "link", "show", "podnet_dvx")
+    assert "vxlan id 1" in links and "dstport 4790" in links, links
+    assert "podnet_vxlan" not in sh(topo, "node1", "ip", "link")
+    assert _json("connectivity", "test", "--lab", lab)["ok"]
+    seen = _json("capture", "--lab", lab, "--on", "node2:eth0")
+    assert seen["kind"] == "dummyvx" and "DummyVX UDP/4790 carrying" in seen["saw"], seen
+    with capture(topo, "node2", "eth0", "udp port 4790") as wire:
+        sh(topo, "node1-p1", "ping", "-c", "2", "-W", "1", pod_ips(topo)["node2-p1"])
+    assert any("192.168.1.10." in line and "> 192.168.1.11.4790:" in line for line in wire), wire
+    guard = sh(topo, "node1", "nft", "list", "table", "inet", "podnet_guard")
+    assert "4790" in guard, guard
+    # a live switch to the built-in VXLAN and back: the plugin's device goes and comes back
+    _podnet("config", "set", "--lab", lab, "tunnelProtocol=vxlan")
+    assert _json("connectivity", "test", "--lab", lab)["ok"]
+    assert "podnet_dvx" not in sh(topo, "node1", "ip", "link")
+    _podnet("config", "set", "--lab", lab, "tunnelProtocol=dummyvx")
+    assert _json("connectivity", "test", "--lab", lab)["ok"]
+    assert "podnet_vxlan" not in sh(topo, "node1", "ip", "link")
