@@ -1,7 +1,8 @@
 """BGP convergence on leaf-spine: a node's pod CIDR into, and out of, every router's kernel table.
 
 Brings up examples/leaf-spine.yaml in native mode with BGP (ExaBGP on the nodes, BIRD on the 5
-routers), then for each round: stops one node's agent gracefully (SIGTERM) and times until its
+routers), then for each round: stops one node's agent as a departure (SIGUSR1; SIGTERM is a
+restart, which the routers ride out with graceful restart) and times until its
 pod CIDR is gone from every router's kernel table ("withdraw"), then starts the agent again and
 times from the spawn until the CIDR is in every router's table ("announce"; this includes the
 agent's own start: Python, etcd, node setup, ExaBGP). Routers are polled over netlink every 5 ms.
@@ -67,12 +68,12 @@ def one_round(topo: Topology, node: str, cidr: str, sockets: dict[str, IPRoute])
     rec = state.process(f"agent-{node}")
     assert rec is not None and rec.running()
     t0 = time.monotonic()
-    os.kill(rec.pid, signal.SIGTERM)
+    os.kill(rec.pid, signal.SIGUSR1)
     withdraw = wait_routers(sockets, cidr, False, t0)
     stop_deadline = time.monotonic() + EXIT_TIMEOUT
     while rec.running() and time.monotonic() < stop_deadline:
         time.sleep(0.01)
-    if rec.running():  # it ignored SIGTERM: the recorded PID, and only it, gets SIGKILL
+    if rec.running():  # it ignored SIGUSR1: the recorded PID, and only it, gets SIGKILL
         os.kill(rec.pid, signal.SIGKILL)
         kill_deadline = time.monotonic() + EXIT_TIMEOUT
         while rec.running() and time.monotonic() < kill_deadline:

@@ -1,4 +1,10 @@
-"""``podnet agent``: run the node agent until SIGTERM/SIGINT (the datapath stays when it stops)."""
+"""``podnet agent``: run the node agent until a signal; the datapath stays when it stops.
+
+SIGTERM and SIGINT stop it for a restart (a rollout, a reboot): peers see no change, and the BGP
+routers keep the node's routes for their graceful-restart time. SIGUSR1 stops it as a departure:
+the node's BGP routes are withdrawn first (a node taken out of the fabric). SIGHUP reloads the
+config file.
+"""
 
 from __future__ import annotations
 
@@ -69,8 +75,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
             )
             raise SystemExit(143)
 
+    def on_leave(signum: int, frame: object) -> None:
+        agent.leaving = True
+        on_stop(signum, frame)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_stop)
+    signal.signal(signal.SIGUSR1, on_leave)
     signal.signal(signal.SIGHUP, lambda *_: agent.request_reload())
     try:
         agent.start()

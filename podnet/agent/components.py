@@ -276,7 +276,8 @@ class PathMtuProber:
 
 class Bgp:
     """The node's BGP speaker (``podnet.bgp.speaker``): announces the node's pod CIDRs, follows
-    their changes, withdraws them on a graceful stop."""
+    their changes, withdraws them when BGP is switched off (``stop``) and leaves them to the
+    routers' graceful restart when the agent stops (``detach``: a restart is no departure)."""
 
     name = "bgp"
 
@@ -302,6 +303,9 @@ class Bgp:
 
     def stop(self) -> None:
         self.controller.stop(withdraw=True)
+
+    def detach(self) -> None:
+        self.controller.stop(withdraw=False, abrupt=True)
 
 
 class NodeReport:

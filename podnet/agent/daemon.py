@@ -103,6 +103,7 @@ class Agent:
         self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
         self._reload = threading.Event()
         self._stop = threading.Event()
+        self.leaving = False  # SIGUSR1: a departure, not a restart (what peers learnt is withdrawn)
         self._published = 0.0
         self._last_resync = -RESYNC_INTERVAL
         self.reconciler: Reconciler | None = None
@@ -340,7 +341,7 @@ class Agent:
         return [r.node for r in records.values()]
 
     def run(self, stop: threading.Event) -> None:
-        # wake the loop at once on stop, so that a stopping agent withdraws its routes promptly
+        # wake the loop at once on stop, so that a stopping agent leaves promptly
         threading.Thread(
             target=lambda: (stop.wait(), self._stop.set(), self._dirty.set()), daemon=True
         ).start()
@@ -591,7 +592,9 @@ class Agent:
         self._stop.set()
         for closer in (
             lambda: self.api and self.api.close(),
-            *(component.stop for component in reversed(self.components)),  # BGP withdraws first
+            # a component that peers see (BGP) detaches: what they learnt stays until the next
+            # agent; only a departure (SIGUSR1) stops it, which withdraws
+            *(c.stop if self.leaving else getattr(c, "detach", c.stop) for c in reversed(self.components)),
             lambda: self.watcher and self.watcher.stop(),
             lambda: self.allocator and self.allocator.close(),
             # the lease is not revoked: the node key lapses after its TTL, so a restart is not a departure

@@ -5,7 +5,8 @@ next-hop self``) so that a restarted speaker re-announces them before its End-of
 restart keeps the router's copy meanwhile), and one API process, ``podnet.bgp.relay``, through
 which the agent announces and withdraws later changes and learns session states. ExaBGP runs
 under ``setpriv --pdeathsig KILL``: if the agent dies (kill -9), its speaker dies with it and the
-routers keep the routes for the graceful-restart time, as for a real crash.
+routers keep the routes for the graceful-restart time, as for a real crash; an agent that stops
+(SIGTERM) kills it the same way, so a restart is no departure.
 """
 
 from __future__ import annotations
@@ -211,11 +212,16 @@ class ExaBgpSpeaker:
             return {}
         return data.get("peers", {}) if isinstance(data, dict) else {}
 
-    def stop(self, grace: float = 3.0) -> None:
+    def stop(self, grace: float = 3.0, abrupt: bool = False) -> None:
+        """SIGTERM (ExaBGP sends a NOTIFICATION: peers drop its routes at once), or with ``abrupt``
+        SIGKILL (the TCP session just ends: graceful-restart peers keep its routes)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.terminate()
+            if abrupt:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:

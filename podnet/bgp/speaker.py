@@ -3,8 +3,11 @@
 The speaker implementation is looked up by name in ``SPEAKERS`` (ExaBGP today; BIRD or GoBGP
 would plug in with the same five methods). A watchdog thread restarts a speaker that died
 (graceful restart keeps the routers' copies meanwhile); ``set_prefixes`` follows the node's pod
-CIDRs with announce/withdraw; ``stop(withdraw=True)`` withdraws first, so a graceful agent stop
-removes the routes at once, while a crash leaves them to the graceful-restart timer.
+CIDRs with announce/withdraw; ``stop(withdraw=True)`` withdraws first (BGP switched off while
+the agent runs: the routes go at once), while ``stop(withdraw=False, abrupt=True)`` (the agent
+stopping, SIGTERM included: a restart or a rollout) kills the speaker without a NOTIFICATION, so
+the routers keep the routes for the graceful-restart time as after a crash, and the next agent's
+speaker refreshes them: peers never notice a restart.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class Speaker(Protocol):
     def announce(self, prefix: Prefix) -> None: ...
     def withdraw(self, prefix: Prefix) -> None: ...
     def sessions(self) -> Mapping[str, Any]: ...
-    def stop(self, grace: float = 3.0) -> None: ...
+    def stop(self, grace: float = 3.0, abrupt: bool = False) -> None: ...
 
 
 SPEAKERS: dict[str, Callable[[SpeakerSpec], Speaker]] = {"exabgp": ExaBgpSpeaker}
@@ -84,6 +87,7 @@ class BgpController:
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self._withdraw_on_stop = True
+        self._abrupt_stop = False
 
     # The speaker is started by the watchdog thread: with --pdeathsig it dies with the thread
     # that forked it, so that thread must live as long as the controller.
@@ -142,9 +146,11 @@ class BgpController:
             log.info("BGP %s", change)
         return changes
 
-    def stop(self, withdraw: bool = True) -> None:
-        """Stop the speaker; with ``withdraw`` the routes are withdrawn first (graceful stop)."""
+    def stop(self, withdraw: bool = True, abrupt: bool = False) -> None:
+        """Stop the speaker; with ``withdraw`` the routes are withdrawn first (BGP switched off);
+        ``abrupt`` kills it without a NOTIFICATION (the routers' graceful restart keeps them)."""
         self._withdraw_on_stop = withdraw
+        self._abrupt_stop = abrupt
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10.0)
@@ -157,7 +163,7 @@ class BgpController:
                 time.sleep(WITHDRAW_FLUSH)  # let ExaBGP send the UPDATE before its NOTIFICATION
             except SpeakerError as exc:
                 log.warning("withdrawing on stop: %s", exc)
-        self.speaker.stop()
+        self.speaker.stop(abrupt=self._abrupt_stop)
 
     def status(self) -> dict[str, Any]:
         """The ``bgp`` section of the agent's status document."""

@@ -93,14 +93,6 @@ def test_two_subnets_native_bgp(lab_up, capsys: pytest.CaptureFixture[str]) -> N
     assert status["bgp"]["advertised"] == ["10.244.1.0/24"]
     assert status["bgp"]["peers"][0]["receivedPrefixes"] == ["10.244.2.0/24"]
 
-    # a graceful stop withdraws the route everywhere
-    os.kill(agent_pid(topo, "node2"), signal.SIGTERM)
-    wait_for(lambda: not bird_route(topo, "r1", "10.244.2.0/24"), 15, "r1 to drop node2's route")
-    restart_agent(topo, "node2")
-    wait_for(lambda: bool(bird_route(topo, "r1", "10.244.2.0/24")), 15, "r1 to learn it again")
-
-    # kill -9: the session drops, the routers keep the route for the graceful-restart time
-    os.kill(agent_pid(topo, "node2"), signal.SIGKILL)
     ctl = str(st.lab_dir(topo.name) / "bird" / "r2.ctl")
 
     def r2_session_down() -> bool:
@@ -109,6 +101,24 @@ def test_two_subnets_native_bgp(lab_up, capsys: pytest.CaptureFixture[str]) -> N
         )
         return "Established" not in out.stdout
 
+    # SIGUSR1, a departure, withdraws the route everywhere
+    os.kill(agent_pid(topo, "node2"), signal.SIGUSR1)
+    wait_for(lambda: not bird_route(topo, "r1", "10.244.2.0/24"), 15, "r1 to drop node2's route")
+    restart_agent(topo, "node2")
+    wait_for(lambda: bool(bird_route(topo, "r1", "10.244.2.0/24")), 15, "r1 to learn it again")
+
+    # SIGTERM (a restart, a DaemonSet rollout) is no departure: the session ends without a
+    # NOTIFICATION, the routers keep the route for the graceful-restart time, the pods keep talking
+    os.kill(agent_pid(topo, "node2"), signal.SIGTERM)
+    wait_for(r2_session_down, 15, "r2 to see node2's session end")
+    assert bird_route(topo, "r1", "10.244.2.0/24"), "a stopping agent's route stays (graceful restart)"
+    assert ping(st.ns_name(topo.name, "pod1"), ips["pod2"], count=1).ok, "pods keep talking meanwhile"
+    restart_agent(topo, "node2")
+    wait_for(lambda: not r2_session_down(), 30, "node2's session to come back")
+    assert bird_route(topo, "r1", "10.244.2.0/24")
+
+    # kill -9: the session drops, the routers keep the route for the graceful-restart time
+    os.kill(agent_pid(topo, "node2"), signal.SIGKILL)
     wait_for(r2_session_down, 15, "r2 to see node2's session drop")
     assert bird_route(topo, "r2", "10.244.2.0/24"), "graceful restart should keep node2's route on r2"
     assert bird_route(topo, "r1", "10.244.2.0/24"), "graceful restart should keep node2's route on r1"

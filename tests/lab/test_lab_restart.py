@@ -113,8 +113,9 @@ def _watch_restart(topo: Topology, restart: Callable[[], None]) -> tuple[int, in
         ("l2", NATIVE_L2, signal.SIGKILL),
         ("l2", NATIVE_L2, signal.SIGTERM),
         ("two-subnets", NATIVE_BGP, signal.SIGKILL),
+        ("two-subnets", NATIVE_BGP, signal.SIGTERM),  # a DaemonSet rollout: SIGTERM, then a new agent
     ],
-    ids=["tunnel-kill9", "tunnel-term", "l2native-kill9", "l2native-term", "bgp-kill9"],
+    ids=["tunnel-kill9", "tunnel-term", "l2native-kill9", "l2native-term", "bgp-kill9", "bgp-term"],
 )
 def test_agent_restart_is_invisible_to_peers(
     lab_up: Callable[..., Topology], example: str, settings: list[str], sig: int
