@@ -26,7 +26,7 @@ from podnet.datapath.kernel.nft import NftError, apply_script, list_table
 from podnet.model import Endpoint, NodeInfo
 from podnet.policy import nft
 from podnet.policy.model import parse_policies
-from podnet.policy.resolve import Address, PodInfo, Resolved, allowed, resolve
+from podnet.policy.resolve import Address, PodInfo, Resolved, resolve
 from podnet.policy.sources import PolicySource
 
 log = logging.getLogger("podnet.agent")
@@ -226,10 +226,6 @@ class PolicyEnforcer:
         packets to the kernel's path, where this table is."""
         with self._lock:
             return set(self.resolved.ingress_isolated) | set(self.resolved.egress_isolated)
-
-    def decide(self, src: Address, dst: Address, protocol: str, port: int) -> tuple[bool, str]:
-        with self._lock:
-            return allowed(self.resolved, src, dst, protocol, port)
 
 
 def _entry(e: Any) -> str:

@@ -42,7 +42,3 @@ def spec_of(routing: dict[str, object]) -> RoutingSpec:
     with_tunnel = [s for s in serving if s.tunnels == bool(routing.get("tunnelProtocol"))]
     return (with_tunnel or serving or [ROUTING_MODES.spec(ROUTING_MODES.default())])[0]
 
-
-def routing_values() -> set[str]:
-    """The routingMode values some mode serves."""
-    return {s.routing_mode for s in ROUTING_MODES.specs()}
