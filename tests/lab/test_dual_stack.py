@@ -251,8 +251,8 @@ def test_native_bgp_across_two_subnets_in_both_families(lab_up: Callable[..., To
     ctl = str(st.lab_dir(topo.name) / "bird" / "r1.ctl")
     assert "BGP.as_path: 65002 64512" in sh(topo, "r1", "birdc", "-s", ctl, "show", "route", "all", node2_v6)
     _native_v6_across_routers(topo, ips)
-    # a graceful agent stop withdraws the IPv6 pod CIDR too; the restarted agent announces it again
-    os.kill(agent_pid(topo, "node2"), signal.SIGTERM)
+    # a departure (SIGUSR1) withdraws the IPv6 pod CIDR too; the restarted agent announces it again
+    os.kill(agent_pid(topo, "node2"), signal.SIGUSR1)
     wait_for(lambda: node2_v6 not in sh(topo, "r1", "ip", "-6", "route"), "r1 to drop node2's IPv6 CIDR", 15)
     restart_agent(topo, "node2")
     learnt_again = lambda: node2_v6 in sh(topo, "r1", "ip", "-6", "route", "show", "proto", "bird")  # noqa: E731
