@@ -438,7 +438,23 @@ class Guard:
         if error is not None:
             return [f"pod guard: {error}"]
         self.applied = plan
+        if plan is not None:
+            self._catch_up(plan)
         return []
+
+    def _catch_up(self, plan: GuardPlan) -> None:
+        """The round planned from the pod interfaces of its start; one a CNI ADD recorded since
+        was let in at once (``allow``), and applying the round's table may just have undone that:
+        let every interface recorded now but not in the plan in again (the next round plans it)."""
+        if not plan.source_verification:
+            return
+        planned = {e.host_ifname: e for e in plan.endpoints}
+        for source in self._sources():
+            if planned.get(source.host_ifname) != source:
+                script = add_endpoint_script(source)
+                if script:
+                    self._table.apply(script)
+                    log.info("pod guard: %s let in again (recorded during the round)", source.host_ifname)
 
     def allow(self, source: EndpointSource) -> None:
         """Let a new pod interface send from its addresses (before it is wired: fail closed)."""
