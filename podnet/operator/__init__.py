@@ -1,7 +1,8 @@
-"""The podnet operator: cluster-wide IPAM (cluster-pool) and reclaiming the CIDRs of gone nodes."""
+"""The podnet operator: cluster-wide IPAM (cluster-pool, multi-pool, eni), reclaiming the CIDRs of
+gone nodes."""
 
 from podnet.operator.cli import main
-from podnet.operator.cluster_pool import ClusterPoolOperator, pool_status, read_snapshot, run_operator
+from podnet.operator.cluster_pool import ClusterPoolOperator, pool_status, run_operator
 from podnet.operator.plan import PoolPlan, plan_pool
 from podnet.store.nodes import wait_for_pod_cidrs
 
@@ -11,7 +12,6 @@ __all__ = [
     "main",
     "plan_pool",
     "pool_status",
-    "read_snapshot",
     "run_operator",
     "wait_for_pod_cidrs",
 ]

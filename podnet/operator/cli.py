@@ -1,4 +1,4 @@
-"""``podnet operator``: run the IPAM operator (cluster-pool on etcd or Kubernetes, multi-pool on
+"""``podnet operator``: run the IPAM operator (cluster-pool, multi-pool or eni, on etcd or
 Kubernetes) until SIGTERM/SIGINT.
 
     podnet operator --etcd-endpoints http://10.0.0.1:2379 \
@@ -21,12 +21,13 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from podnet.config.agent import AgentConfig
-from podnet.ipam.cidr import CIDRError, PoolSpec, parse_pool_spec
-from podnet.operator.cluster_pool import run_operator
+from podnet.ipam.cidr import CIDRError, parse_pool_spec
+from podnet.operator.cluster_pool import ClusterPoolOperator
 from podnet.store.client import Store, StoreError, TlsFiles
+from podnet.store.operatorstate import EtcdOperatorState, OperatorState
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,53 +189,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert spec is not None
     if spec is spec6:  # IPv6-only: the one pool is IPv6
         spec6 = None
-    if args.datastore == "kubernetes":
-        return _run_on_kubernetes(args, spec, stop, spec6)
-    store = _etcd_store(args)
-    if store is None:
-        return 2
-    try:
-        with store:
-            run_operator(
-                store,
-                spec,
-                spec.mask_size,
-                args.grace_period,
-                stop,
-                fence_seconds=args.fence_period,
-                spec6=spec6,
-            )
-    except StoreError as exc:
-        print(f"podnet operator: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _run_on_kubernetes(
-    args: argparse.Namespace, spec: PoolSpec, stop: threading.Event, spec6: PoolSpec | None = None
-) -> int:
-    from podnet.kube.client import KubeConnectError, connect
-    from podnet.operator.kube_pool import KubeClusterPoolOperator
-
-    try:
-        operator = KubeClusterPoolOperator(
-            lambda: connect(args.k8s_kubeconfig_path),
-            spec,
-            args.grace_period,
-            fence_seconds=args.fence_period,
-            spec6=spec6,
-        )
-    except KubeConnectError as exc:
-        print(f"podnet operator: {exc}", file=sys.stderr)
-        return 1
-    operator.run(stop, min(max(args.grace_period / 4.0, 0.2), 10.0))
-    return 0
+    state = _operator_state(args)
+    if state is None:
+        return 2 if args.datastore == "etcd" else 1
+    tick = min(max(args.grace_period / 4.0, 0.2), 10.0)
+    grace, fence = args.grace_period, args.fence_period
+    operator = ClusterPoolOperator(state, spec, grace, fence_seconds=fence, spec6=spec6)
+    return _serve(state, lambda: operator.run(stop, tick))
 
 
 def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
     import json
 
     from podnet.ipam.pools import parse_pool
+    from podnet.operator.multi_pool import MultiPoolOperator
 
     try:
         auto = json.loads(args.auto_create_pod_ip_pools) if args.auto_create_pod_ip_pools else {}
@@ -243,32 +211,37 @@ def _run_multi_pool(args: argparse.Namespace, stop: threading.Event) -> int:
     except (ValueError, AttributeError) as exc:
         print(f"podnet operator: --auto-create-pod-ip-pools: {exc}", file=sys.stderr)
         return 2
+    state = _operator_state(args)
+    if state is None:
+        return 2 if args.datastore == "etcd" else 1
     tick = min(max(args.grace_period / 4.0, 0.2), 10.0)
+    operator = MultiPoolOperator(state, args.grace_period, fence_seconds=args.fence_period, auto_create=auto)
+    return _serve(state, lambda: operator.run(stop, tick))
+
+
+def _operator_state(args: argparse.Namespace) -> OperatorState | None:
+    """The datastore the flags name, as the operators use it; None after saying why not."""
     if args.datastore == "kubernetes":
         from podnet.kube.client import KubeConnectError, connect
-        from podnet.operator.kube_multi_pool import KubeMultiPoolOperator
+        from podnet.kube.operatorstate import KubeOperatorState
 
         try:
-            operator = KubeMultiPoolOperator(
-                lambda: connect(args.k8s_kubeconfig_path),
-                args.grace_period,
-                fence_seconds=args.fence_period,
-                auto_create=auto,
-            )
+            return KubeOperatorState(lambda: connect(args.k8s_kubeconfig_path))
         except KubeConnectError as exc:
             print(f"podnet operator: {exc}", file=sys.stderr)
-            return 1
-        operator.run(stop, tick)
-        return 0
-    from podnet.operator.etcd_multi_pool import EtcdMultiPoolOperator
-
+            return None
     store = _etcd_store(args)
-    if store is None:
-        return 2
-    with store:
-        EtcdMultiPoolOperator(
-            store, args.grace_period, fence_seconds=args.fence_period, auto_create=auto
-        ).run(stop, tick)
+    return EtcdOperatorState(store) if store is not None else None
+
+
+def _serve(state: OperatorState, run: Callable[[], None]) -> int:
+    try:
+        run()
+    except StoreError as exc:
+        print(f"podnet operator: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        state.close()
     return 0
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from podnet.ipam.cidr import PoolSpec, next_free_subnet
 from podnet.model import IPNetwork
 from podnet.store.nodes import NodeRecord
+from podnet.store.operatorstate import NodeLiveness
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,6 @@ class IgnoredRequest:
 
 
 DEFAULT_FENCE_SECONDS = 3600.0
-
-
-@dataclass(frozen=True)
-class NodeLiveness:
-    """What a node's agent last reported (``/podnet/v1/nodestate/<node>``)."""
-
-    heartbeat: float  # unix seconds
-    endpoints: int
 
 
 @dataclass(frozen=True)

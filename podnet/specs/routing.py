@@ -41,4 +41,3 @@ def spec_of(routing: dict[str, object]) -> RoutingSpec:
     serving = [s for s in ROUTING_MODES.specs() if s.routing_mode == routing.get("mode")]
     with_tunnel = [s for s in serving if s.tunnels == bool(routing.get("tunnelProtocol"))]
     return (with_tunnel or serving or [ROUTING_MODES.spec(ROUTING_MODES.default())])[0]
-

@@ -17,7 +17,7 @@ import pytest
 from podnet.ipam.base import IPAMContext, new_allocator
 from podnet.ipam.cidr import parse_pool_spec
 from podnet.model import NodeInfo
-from podnet.operator.cluster_pool import ClusterPoolOperator, read_snapshot, run_operator
+from podnet.operator.cluster_pool import ClusterPoolOperator, run_operator
 from podnet.store import keys
 from podnet.store.client import Store
 from podnet.store.datastore import EtcdDatastore
@@ -29,6 +29,7 @@ from podnet.store.nodes import (
     register_node,
     wait_for_pod_cidrs,
 )
+from podnet.store.operatorstate import EtcdOperatorState
 from podnet.store.server import EtcdProcess
 
 pytestmark = pytest.mark.kernel
@@ -59,11 +60,12 @@ class Clock:
 
 def assert_consistent(store: Store) -> dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]]:
     """Every allocation key matches the node's podcidrs index; returns node -> CIDRs."""
-    snap = read_snapshot(store)
     by_node: dict[str, list] = {}
-    for cidr, owner in snap.owners().items():
+    for cidr, owner in EtcdOperatorState(store).snapshot().pod_cidrs.items():
         by_node.setdefault(owner, []).append(cidr)
-    index = {name: get_pod_cidrs(store, name) for name in snap.podcidrs}
+    kvs, _ = store.list_prefix(keys.PODCIDRS_PREFIX)
+    indexed = [keys.name_from_key(keys.PODCIDRS_PREFIX, kv.key) for kv in kvs]
+    index = {name: get_pod_cidrs(store, name) for name in indexed}
     assert {n: tuple(sorted(c)) for n, c in by_node.items()} == {
         n: tuple(sorted(c)) for n, c in index.items()
     }
@@ -75,7 +77,7 @@ def test_lab_requests_are_honoured(store: Store) -> None:
     put_node(store, "node2", "10.244.2.0/24")
     put_node(store, "node3", "10.244.1.0/24")  # conflicts with node1: gets another one
     put_node(store, "node0")
-    ClusterPoolOperator(store, parse_pool_spec(["10.244.0.0/16"], 24), 60).reconcile_once()
+    ClusterPoolOperator(EtcdOperatorState(store), parse_pool_spec(["10.244.0.0/16"], 24), 60).reconcile_once()
     assert assert_consistent(store) == {
         "node0": (net("10.244.0.0/24"),),
         "node1": (net("10.244.1.0/24"),),
@@ -95,7 +97,7 @@ def test_two_operators_racing_never_double_allocate(etcd: EtcdProcess) -> None:
     def operator() -> None:
         try:
             with Store(etcd.endpoint) as own:
-                op = ClusterPoolOperator(own, spec, 60)
+                op = ClusterPoolOperator(EtcdOperatorState(own), spec, 60)
                 while not done.is_set():
                     op.reconcile_once()
                 op.reconcile_once()
@@ -152,7 +154,7 @@ def test_running_operators_serve_nodes_as_they_register(etcd: EtcdProcess) -> No
 
 def test_node_that_comes_back_gets_its_cidr(store: Store) -> None:
     clock = Clock()
-    op = ClusterPoolOperator(store, parse_pool_spec(["10.244.0.0/16"], 24), 60, clock)
+    op = ClusterPoolOperator(EtcdOperatorState(store), parse_pool_spec(["10.244.0.0/16"], 24), 60, clock)
     for name in ("a", "b", "c"):
         put_node(store, name)
     op.reconcile_once()
@@ -174,12 +176,13 @@ def test_reclaim_after_grace_survives_operator_restart(store: Store) -> None:
     clock = Clock()
     spec = parse_pool_spec(["10.70.0.0/23"], 24)
     put_node(store, "old")
-    ClusterPoolOperator(store, spec, 10, clock).reconcile_once()
+    ClusterPoolOperator(EtcdOperatorState(store), spec, 10, clock).reconcile_once()
     (cidr,) = get_pod_cidrs(store, "old")
     store.delete(keys.node_key("old"))
-    ClusterPoolOperator(store, spec, 10, clock).reconcile_once()  # marks it gone
+    ClusterPoolOperator(EtcdOperatorState(store), spec, 10, clock).reconcile_once()  # marks it gone
     clock.now += 9.5
-    restarted = ClusterPoolOperator(store, spec, 10, clock)  # new process: no memory of the marker
+    # a new process: no memory of the marker
+    restarted = ClusterPoolOperator(EtcdOperatorState(store), spec, 10, clock)
     restarted.reconcile_once()
     assert get_pod_cidrs(store, "old") == (cidr,)
     clock.now += 1.0
@@ -212,7 +215,7 @@ def test_reclaim_with_real_time_and_lease_expiry(store: Store) -> None:
 def test_exhaustion_is_reported(store: Store) -> None:
     for name in ("x1", "x2", "x3"):
         put_node(store, name)
-    ClusterPoolOperator(store, parse_pool_spec(["10.90.0.0/23"], 24), 60).reconcile_once()
+    ClusterPoolOperator(EtcdOperatorState(store), parse_pool_spec(["10.90.0.0/23"], 24), 60).reconcile_once()
     assert get_pod_cidrs(store, "x3") == ()
     status = operator_status(store)
     assert status is not None and status["state"] == "exhausted"
@@ -226,7 +229,7 @@ def test_exhaustion_is_reported(store: Store) -> None:
 
 def test_cluster_pool_allocator_for_the_agent(store: Store) -> None:
     put_node(store, "agent", "10.244.7.0/24")
-    ClusterPoolOperator(store, parse_pool_spec(["10.244.0.0/16"], 24), 60).reconcile_once()
+    ClusterPoolOperator(EtcdOperatorState(store), parse_pool_spec(["10.244.0.0/16"], 24), 60).reconcile_once()
     alloc = new_allocator("cluster-pool", IPAMContext(EtcdDatastore(store), "agent", wait_timeout=5))
     (first,) = alloc.allocate("container-1/eth0")
     assert (str(first.ip), str(first.gateway), str(first.cidr)) == (
@@ -260,7 +263,7 @@ def test_operator_command_runs_and_stops_on_sigterm(etcd: EtcdProcess, store: St
 def test_a_gone_node_with_endpoints_is_fenced_and_a_reporting_one_is_never_reclaimed(store: Store) -> None:
     clock = Clock()
     spec = parse_pool_spec(["10.71.0.0/22"], 24)
-    op = ClusterPoolOperator(store, spec, 10, clock, fence_seconds=600)
+    op = ClusterPoolOperator(EtcdOperatorState(store), spec, 10, clock, fence_seconds=600)
     put_node(store, "busy")
     put_node(store, "alive")
     op.reconcile_once()
@@ -306,7 +309,7 @@ def test_a_stale_operator_status_says_how_old_it_is(store: Store) -> None:
 
 def test_a_running_operator_refreshes_its_status(store: Store) -> None:
     clock = Clock()
-    op = ClusterPoolOperator(store, parse_pool_spec(["10.72.0.0/22"], 24), 10, clock)
+    op = ClusterPoolOperator(EtcdOperatorState(store), parse_pool_spec(["10.72.0.0/22"], 24), 10, clock)
     op.reconcile_once()
     first = operator_status(store)
     assert first is not None
