@@ -14,6 +14,8 @@ PodnetIPPool's status.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,10 +27,11 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from podnet.kube.convert import OPERATOR_MANAGER, from_time, record_of
+from podnet.kube.lease import LeaderLease
 from podnet.kube.resources import PodnetIPPool, PodnetNode
 from podnet.kube.watch import ResourceWatcher
 from podnet.model import IPNetwork
-from podnet.store.operatorstate import NodeLiveness, OperatorSnapshot, PoolObject, Stoppable
+from podnet.store.operatorstate import NodeLiveness, OperatorSnapshot, PoolObject, Stoppable, Watches
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +39,20 @@ GONE_ANNOTATION = "podnet.io/gone-since"
 CONFLICT, NOT_FOUND = 409, 404
 
 
-class _Watches:
-    def __init__(self, watchers: list[ResourceWatcher]) -> None:
-        self._watchers = watchers
-
-    def stop(self, timeout: float = 5.0) -> None:
-        for watcher in self._watchers:
-            watcher.stop(timeout)
-
-
 class KubeOperatorState:
     kind = "kubernetes"
     outages: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
+    max_tick = 5.0  # a third of the lease's 15 s
 
-    def __init__(self, make_client: Callable[[], Client]) -> None:
+    def __init__(self, make_client: Callable[[], Client], identity: str = "") -> None:
         self._make_client = make_client
         self.client = make_client()
         self._reported: dict[str, str] = {}  # node -> the cluster-pool error its status shows
+        self.lease = LeaderLease(self.client, identity or f"{socket.gethostname()}_{os.getpid()}")
+
+    def lead(self) -> bool:
+        """Only the holder of the operator's Lease reconciles (``podnet.kube.lease``)."""
+        return self.lease.held()
 
     def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot:
         existing = {str(n.metadata.name) for n in self.client.list(Node)}
@@ -188,9 +188,10 @@ class KubeOperatorState:
 
     def watch(self, on_change: Callable[[], None], multi_pool: bool) -> Stoppable:
         kinds: tuple[Any, ...] = (PodnetNode, Node, PodnetIPPool) if multi_pool else (PodnetNode, Node)
-        return _Watches(
+        return Watches(
             [ResourceWatcher(self._make_client, kind, lambda _e: on_change()).start() for kind in kinds]
         )
 
     def close(self) -> None:
+        self.lease.release()
         self.client.close()

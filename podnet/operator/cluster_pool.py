@@ -18,7 +18,7 @@ from typing import Any
 
 from podnet.ipam.cidr import PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
-from podnet.operator.loop import reconcile_forever
+from podnet.operator.loop import serve
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, GonePlan, PoolPlan, cidrs_by_node, plan_pools
 from podnet.store.client import Store
 from podnet.store.operatorstate import EtcdOperatorState, OperatorSnapshot, OperatorState
@@ -163,13 +163,7 @@ class ClusterPoolOperator:
         self._last_status, self._last_written = status, now
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
-        wake = threading.Event()
-        watch = self.state.watch(wake.set, multi_pool=False)
-        try:
-            what = f"cluster-pool reconcile ({self.state.kind})"
-            reconcile_forever(self.reconcile_once, wake, stop_event, tick, what, self.state.outages)
-        finally:
-            watch.stop()
+        serve(self.reconcile_once, self.state, False, stop_event, tick)
 
 
 def run_operator(

@@ -11,8 +11,31 @@ import time
 from collections.abc import Callable
 
 from podnet.store.client import Backoff, OutageLog
+from podnet.store.operatorstate import OperatorState
 
 log = logging.getLogger(__name__)
+
+
+def serve(
+    reconcile: Callable[[], object],
+    state: OperatorState,
+    multi_pool: bool,
+    stop: threading.Event,
+    tick: float,
+) -> None:
+    """Run ``reconcile`` until ``stop``, woken by the watches of what the mode plans from."""
+    wake = threading.Event()
+    watch = state.watch(wake.set, multi_pool)
+
+    def when_leading() -> None:
+        if state.lead():
+            reconcile()
+
+    try:
+        what = f"{'multi-pool' if multi_pool else 'cluster-pool'} reconcile ({state.kind})"
+        reconcile_forever(when_leading, wake, stop, min(tick, state.max_tick), what, state.outages)
+    finally:
+        watch.stop()
 
 
 def reconcile_forever(

@@ -22,7 +22,7 @@ from typing import Any
 from podnet.ipam.pools import PoolDef, parse_pool
 from podnet.model import IPNetwork
 from podnet.operator.cluster_pool import MAX_ROUNDS, apply_gone
-from podnet.operator.loop import reconcile_forever
+from podnet.operator.loop import serve
 from podnet.operator.multi_plan import MultiPoolPlan, node_pools_of, plan_multi_pool
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, plan_gone
 from podnet.store.operatorstate import OperatorSnapshot, OperatorState
@@ -116,13 +116,7 @@ class MultiPoolOperator:
                 log.error("%s", error)
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
-        wake = threading.Event()
-        watch = self.state.watch(wake.set, multi_pool=True)
-        try:
-            what = f"multi-pool reconcile ({self.state.kind})"
-            reconcile_forever(self.reconcile_once, wake, stop_event, tick, what, self.state.outages)
-        finally:
-            watch.stop()
+        serve(self.reconcile_once, self.state, True, stop_event, tick)
 
 
 def _log_changes(

@@ -4,9 +4,12 @@
     /podnet/v1/ipam/multi-pool/pool-status/<pool>   {"error", "nodes"}            (the operator)
     /podnet/v1/ipam/multi-pool/requests/<node>      {"requested": [...]}          (the node's agent)
     /podnet/v1/ipam/multi-pool/allocations/<node>   {"allocated": [...], "errors"} (the operator)
+    /podnet/v1/ipam/multi-pool/cidrs/<cidr>         the node holding it            (the operator)
 
 Design fact: none is on a lease (a node's CIDRs outlive its agent), and each has one writer, so
-the operator's transactions compare the node's request and allocation revisions it planned from.
+the operator's transactions compare the node's request and allocation revisions it planned from;
+a CIDR added to a node's allocation is claimed by CAS-creating its ``cidrs/`` key in the same
+transaction, so two operators planning from different snapshots never give it to two nodes.
 ``EtcdPoolView`` gives the agent what ``kube.nodeipam.NodeIpamView`` gives it on Kubernetes.
 """
 
@@ -28,6 +31,7 @@ POOLS = PREFIX + "pools/"
 POOL_STATUS = PREFIX + "pool-status/"
 REQUESTS = PREFIX + "requests/"
 ALLOCATIONS = PREFIX + "allocations/"
+CLAIMS = PREFIX + "cidrs/"
 
 
 def decode(kv: KV | None) -> dict[str, Any]:

@@ -67,6 +67,11 @@ class Stoppable(Protocol):
 class OperatorState(Protocol):
     kind: str  # "etcd" | "kubernetes"
     outages: tuple[type[BaseException], ...]  # what the loop treats as "the datastore is away"
+    max_tick: float  # the loop wakes at least this often (a leader renews its lease)
+
+    def lead(self) -> bool:
+        """Whether this operator may reconcile now (False: another one does; it stands by)."""
+        ...
 
     def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot: ...
 
@@ -122,9 +127,11 @@ def _rev(kv: KV | None) -> int:
     return kv.mod_revision if kv else 0
 
 
-class _Watches:
-    def __init__(self, watchers: list[PrefixWatcher]) -> None:
-        self._watchers = watchers
+class Watches:
+    """Several watches stopped as one."""
+
+    def __init__(self, watchers: Sequence[Stoppable]) -> None:
+        self._watchers = list(watchers)
 
     def stop(self, timeout: float = 5.0) -> None:
         for watcher in self._watchers:
@@ -138,9 +145,14 @@ class EtcdOperatorState:
 
     kind = "etcd"
     outages: tuple[type[BaseException], ...] = (StoreError,)
+    max_tick = float("inf")
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def lead(self) -> bool:
+        """Always: every write is a transaction, so operators side by side never give a CIDR twice."""
+        return True
 
     def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot:
         node_kvs, revision = self.store.list_prefix(keys.NODES_PREFIX)
@@ -241,9 +253,12 @@ class EtcdOperatorState:
             cmp_mod_revision(keys.nodestate_key(node), _rev(revs.nodestate.get(node))),
             *(cmp_mod_revision(keys.cluster_pool_key(c), revs.allocations[c].mod_revision) for c in held),
         ]
+        claims: set[str] = set()
         if node in revs.pool_allocations:
             compare.append(cmp_mod_revision(mp.ALLOCATIONS + node, _rev(revs.pool_allocations[node])))
+            claims = _cidrs(mp.decode(revs.pool_allocations[node]).get("allocated") or [])
         success = [op_delete(keys.cluster_pool_key(c)) for c in held]
+        success += [op_delete(mp.CLAIMS + c) for c in sorted(claims)]
         success += [
             op_delete(keys.podcidrs_key(node)),
             op_delete(mp.ALLOCATIONS + node),
@@ -273,12 +288,18 @@ class EtcdOperatorState:
         doc = {"allocated": before if allocated is None else list(allocated), "errors": dict(errors)}
         if doc == {"allocated": before, "errors": current.get("errors") or {}}:
             return True
+        old, new = _cidrs(before), _cidrs(doc["allocated"])
         return self.store.txn(
             [
                 cmp_mod_revision(mp.ALLOCATIONS + node, _rev(revs.pool_allocations.get(node))),
                 cmp_mod_revision(mp.REQUESTS + node, _rev(revs.requests.get(node))),
+                *(cmp_absent(mp.CLAIMS + c) for c in sorted(new - old)),
             ],
-            [op_put(mp.ALLOCATIONS + node, json.dumps(doc))],
+            [
+                op_put(mp.ALLOCATIONS + node, json.dumps(doc)),
+                *(op_put(mp.CLAIMS + c, node) for c in sorted(new - old)),
+                *(op_delete(mp.CLAIMS + c) for c in sorted(old - new)),
+            ],
         ).succeeded
 
     def set_pool_status(self, pool: PoolObject, status: Mapping[str, Any]) -> None:
@@ -286,10 +307,15 @@ class EtcdOperatorState:
 
     def watch(self, on_change: Callable[[], None], multi_pool: bool) -> Stoppable:
         prefixes = (keys.NODES_PREFIX, mp.POOLS, mp.REQUESTS) if multi_pool else (keys.NODES_PREFIX,)
-        return _Watches([PrefixWatcher(self.store, p, lambda _e: on_change()).start() for p in prefixes])
+        return Watches([PrefixWatcher(self.store, p, lambda _e: on_change()).start() for p in prefixes])
 
     def close(self) -> None:
         self.store.close()
+
+
+def _cidrs(allocated: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The CIDRs of a multi-pool ``allocated`` list."""
+    return {str(c) for entry in allocated if isinstance(entry, Mapping) for c in entry.get("cidrs") or []}
 
 
 def _since(kv: KV) -> float:

@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 import pytest
 from labhelpers import assert_all_pods_reach_each_other, podnet_json, sh, wait_for
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 from lightkube.resources.core_v1 import Pod as KubePod
 
@@ -22,6 +25,7 @@ from podnet.lab import kubeapi
 from podnet.lab import state as st
 from podnet.lab.overrides import apply_overrides
 from podnet.lab.topology import KubeNamespace, Pod, Topology, load_topology
+from podnet.util.proc import spawn, stop
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
 
@@ -160,3 +164,53 @@ def test_ipam_mode_kubernetes_takes_the_node_cidrs_controller_manager_assigned(
         for peer, cidrs in peers.items():
             assert cidrs == [str(c) for c in node_cidrs[peer]]
     assert_all_pods_reach_each_other(topo)
+
+
+def _lease_holder(admin: Client) -> tuple[str, int]:
+    """The operator's Lease: who holds it and how often it changed hands ("" before it exists)."""
+    try:
+        lease = admin.get(Lease, "podnet-operator", namespace="kube-system")
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return "", 0
+        raise
+    return str(lease.spec.holderIdentity or ""), int(lease.spec.leaseTransitions or 0)
+
+
+def test_two_operators_one_lease_and_the_standby_takes_over(lab_up: Callable[..., Topology]) -> None:
+    """A rollout runs two operators at once: only the Lease's holder reconciles (Kubernetes has no
+    transaction over two PodnetNodes, so two planners could give one CIDR to two nodes); the
+    standby takes over when the holder is killed -9, and a clean stop gives the lease up."""
+    topo = lab_up(apply_overrides(load_topology("l2"), ["datastore=kubernetes"]))
+    admin = connect(kubeapi.kubeconfig_path(topo.name))
+    state = st.LabState.load(topo.name)
+    assert state is not None
+    first = state.process("operator")
+    assert first is not None and first.running()
+    wait_for(
+        lambda: _lease_holder(admin)[0].endswith(f"_{first.pid}"), "the lab's operator to hold the lease"
+    )
+    log = st.lab_dir(topo.name) / "logs" / "operator-standby.log"
+    second = spawn(first.argv, first.netns, log)
+    try:
+        wait_for(lambda: "standing by" in log.read_text(), "the second operator to stand by", timeout=30)
+        assert _lease_holder(admin)[0].endswith(f"_{first.pid}")
+
+        os.kill(first.pid, signal.SIGKILL)  # no chance to give the lease up
+        wait_for(lambda: not first.running(), "the first operator to die")
+        admin.delete(Node, "node3")  # work only an operator does: mark node3's PodnetNode gone
+
+        def marked() -> bool:
+            annotations = admin.get(PodnetNode, "node3").metadata.annotations or {}
+            return "podnet.io/gone-since" in annotations
+
+        wait_for(marked, "the standby to take over and mark node3 gone", timeout=60)
+        holder, transitions = _lease_holder(admin)
+        assert holder.endswith(f"_{second.pid}") and transitions >= 1
+        assert "this operator reconciles" in log.read_text()
+
+        stop(second)  # SIGTERM: a clean stop gives the lease up at once
+        assert second.returncode == 0
+        assert _lease_holder(admin)[0] == ""
+    finally:
+        stop(second, grace=10.0)
