@@ -582,3 +582,19 @@ class EndpointReaper:
 
     def stop(self) -> None:
         return None
+
+
+class EndpointHooks:
+    """Several endpoint hooks as one (the CNI handler's ``guard``): the pod guard, policy, the IPAM mode's
+    component (ENI rules), BPF host routing, in that order."""
+
+    def __init__(self, *hooks: Any) -> None:
+        self._hooks = hooks
+
+    def allow(self, source: EndpointSource) -> None:
+        for hook in self._hooks:
+            hook.allow(source)
+
+    def revoke(self, source: EndpointSource) -> None:
+        for hook in self._hooks:
+            hook.revoke(source)

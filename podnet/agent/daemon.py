@@ -12,6 +12,7 @@ vanishes only when its Node object is deleted, so its routes go at once.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import threading
@@ -55,6 +56,8 @@ from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, UnsupportedIPAMMode, new_allocator
 from podnet.model import IPAddress, IPNetwork, NodeInfo
 from podnet.policy.sources import EtcdPolicySource, KubePolicySource, PolicySource
+from podnet.registry import IPAM_MODES
+from podnet.specs.ipam import IpamSpec
 from podnet.store.client import Store
 from podnet.store.datastore import Datastore, EtcdDatastore, Registration
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
@@ -70,13 +73,6 @@ RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_c
                 "devices", "eni",
                 "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
-STATIC_CIDR_MODES = ("cluster-pool", "kubernetes")  # a node's pod CIDRs never change under its pods
-IPAM_WAIT = {
-    "kubernetes": "waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
-    "crd": "reading the node's address pool (PodnetNode spec.ipam.pool)",
-    "multi-pool": "reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
-    "eni": "reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
-}
 ERROR_RETRY = 1.0  # seconds before a round that failed to apply something runs again
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
 
@@ -162,7 +158,7 @@ class Agent:
                 "one, or set underlayProtocol=ipv4"
             )
         conflicts = pool_conflicts(self.config.cluster_pool_ipv4_cidrs, self.underlay)
-        if conflicts and self.config.ipam_mode != "eni":  # ENI addresses are the underlay's own
+        if conflicts and not self.ipam_spec.underlay_addresses:
             raise AgentError(
                 "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
                 "clusterPoolIPv4PodCIDRList (nothing was changed)"
@@ -175,7 +171,7 @@ class Agent:
             raise AgentError(str(exc)) from None
         if not self.datastore.pod_cidrs(bare.name):  # a new node: ask the operator for pod CIDRs
             self.registration.publish(NodeRecord(bare, self.requested))
-        self._set_phase(IPAM_WAIT.get(self.config.ipam_mode, "waiting for pod CIDRs from the operator"))
+        self._set_phase(self.ipam_spec.waiting)
         context = IPAMContext(
             self.datastore,
             self.config.node_name,
@@ -233,12 +229,15 @@ class Agent:
         log.info("agent ready: node %s pod CIDRs %s, routing %s", node.name,
                  ", ".join(map(str, node.pod_cidrs)), self.config.routing_mode)  # fmt: skip
 
+    @property
+    def ipam_spec(self) -> IpamSpec:
+        spec: IpamSpec = IPAM_MODES.spec(self.config.ipam_mode)
+        return spec
+
     def _endpoint_hooks(self) -> Any:
-        """What a CNI ADD/DEL tells at once: the pod guard, BPF host routing, and in ENI mode the
-        pod's rules."""
-        from podnet.agent.eni_routing import EndpointHooks, EniRouting
+        """What a CNI ADD/DEL tells at once: the pod guard, BPF host routing, and the IPAM mode's
+        own component if it has one (ENI: the pod's rules)."""
         from podnet.agent.host_routing import HostRouting
-        from podnet.ipam.eni import EniAllocator
 
         def sources() -> Any:
             return self.cni_handler.sources() if self.cni_handler else []
@@ -248,11 +247,13 @@ class Agent:
         )
         self.netpol.before_apply = host_routing.resync  # BPF lets policed pods' packets to netfilter first
         self.components.append(host_routing)
-        if not isinstance(self.allocator, EniAllocator):
-            return EndpointHooks(self.guard, self.netpol, host_routing)
-        routing = EniRouting(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
+        if not self.ipam_spec.agent_component:
+            return comp.EndpointHooks(self.guard, self.netpol, host_routing)
+        module, _, name = self.ipam_spec.agent_component.partition(":")
+        component = getattr(importlib.import_module(module), name)
+        routing = component(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
         self.components.append(routing)
-        return EndpointHooks(self.guard, self.netpol, routing, host_routing)
+        return comp.EndpointHooks(self.guard, self.netpol, routing, host_routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any
@@ -456,7 +457,7 @@ class Agent:
             seen = self._peers.get(self.config.node_name)
         if self.registration.ensure(seen):
             self._published = time.monotonic()
-        if self.config.ipam_mode in STATIC_CIDR_MODES:
+        if self.ipam_spec.static_cidrs:
             self.status_info.cidr_problem = cidr_change(self.allocator, seen)
 
     def _pool_cidrs(self) -> tuple[IPNetwork, ...]:

@@ -149,18 +149,3 @@ class EniRouting:
 
     def stop(self) -> None:
         return None  # rules and tables stay: pods keep their traffic while the agent is down
-
-
-class EndpointHooks:
-    """Several endpoint hooks as one (the CNI handler's ``guard``): the pod guard, then ENI rules."""
-
-    def __init__(self, *hooks: Any) -> None:
-        self._hooks = hooks
-
-    def allow(self, source: EndpointSource) -> None:
-        for hook in self._hooks:
-            hook.allow(source)
-
-    def revoke(self, source: EndpointSource) -> None:
-        for hook in self._hooks:
-            hook.revoke(source)

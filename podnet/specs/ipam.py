@@ -1,4 +1,5 @@
-"""IPAM modes' specs: the ``ipam.mode`` values podnet serves (implementations: ``podnet.ipam``)."""
+"""IPAM modes' specs: the ``ipam.mode`` values podnet serves, and what the agent must know of each
+without naming it (implementations: ``podnet.ipam``; operators: ``podnet.operator``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,55 @@ from podnet.registry import IPAM_MODES
 class IpamSpec:
     name: str  # the ipam.mode value
     summary: str  # one line for `podnet ipam` and the docs' table
+    waiting: str = "waiting for pod CIDRs from the operator"  # the agent's phase until IPAM is ready
+    static_cidrs: bool = False  # a node's pod CIDRs never change under its pods (status flags a change)
+    underlay_addresses: bool = False  # pods get the underlay's own addresses (no overlap check)
+    agent_component: str = ""  # "module:Class" the agent runs beside IPAM (built with the allocator)
 
 
 for _spec, _default in (
-    (IpamSpec("cluster-pool", "the operator carves per-node CIDRs from clusterPoolIPv4PodCIDRList"), True),
-    (IpamSpec("kubernetes", "the node's spec.podCIDRs, as kube-controller-manager assigns them"), False),
-    (IpamSpec("crd", "addresses listed on the node's PodnetNode resource"), False),
-    (IpamSpec("multi-pool", "several named pools; the operator hands out CIDRs per pool on demand"), False),
-    (IpamSpec("eni", "VPC addresses on extra interfaces, from the EC2 API"), False),
+    (
+        IpamSpec(
+            "cluster-pool",
+            "the operator carves per-node CIDRs from clusterPoolIPv4PodCIDRList",
+            static_cidrs=True,
+        ),
+        True,
+    ),
+    (
+        IpamSpec(
+            "kubernetes",
+            "the node's spec.podCIDRs, as kube-controller-manager assigns them",
+            waiting="waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
+            static_cidrs=True,
+        ),
+        False,
+    ),
+    (
+        IpamSpec(
+            "crd",
+            "addresses listed on the node's PodnetNode resource",
+            waiting="reading the node's address pool (PodnetNode spec.ipam.pool)",
+        ),
+        False,
+    ),
+    (
+        IpamSpec(
+            "multi-pool",
+            "several named pools; the operator hands out CIDRs per pool on demand",
+            waiting="reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
+        ),
+        False,
+    ),
+    (
+        IpamSpec(
+            "eni",
+            "VPC addresses on extra interfaces, from the EC2 API",
+            waiting="reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
+            underlay_addresses=True,
+            agent_component="podnet.agent.eni_routing:EniRouting",
+        ),
+        False,
+    ),
 ):
     IPAM_MODES.describe(_spec.name, _spec, default=_default)

@@ -65,6 +65,21 @@ def test_every_spec_has_its_implementation_and_no_more(registry: Registry[Any]) 
     assert sorted(registry._items) == list(registry.names())
 
 
+def test_ipam_specs_say_what_the_agent_needs_of_each_mode() -> None:
+    """The agent asks the spec (its phase while waiting, a static CIDR, the underlay's own
+    addresses, a component of its own) instead of naming modes; each component resolves."""
+    import importlib
+
+    for spec in IPAM_MODES.specs():
+        assert spec.waiting and spec.summary
+        if spec.agent_component:
+            module, _, name = spec.agent_component.partition(":")
+            component = getattr(importlib.import_module(module), name)
+            assert callable(component) and hasattr(component, "status")
+    assert {s.name for s in IPAM_MODES.specs() if s.static_cidrs} == {"cluster-pool", "kubernetes"}
+    assert {s.name for s in IPAM_MODES.specs() if s.underlay_addresses} == {"eni"}
+
+
 def test_tunnel_implementations_take_their_facts_from_their_spec() -> None:
     for protocol in all_protocols():
         spec = tunnel_spec.spec(protocol.name)
