@@ -39,7 +39,7 @@ FAILED_ADDS_KEPT = 20
 
 
 class EndpointGuard(Protocol):
-    """Source verification between rounds (``podnet.agent.components.Guard``)."""
+    """Source verification between rounds (``podnet.agent.pod_guard.Guard``)."""
 
     def allow(self, source: EndpointSource) -> None: ...
 

@@ -25,9 +25,14 @@ from pyroute2 import IPRoute
 
 from podnet.agent import components as comp
 from podnet.agent.api import ApiServer, serve
+from podnet.agent.bgp_speaker import Bgp
 from podnet.agent.cni_handler import CniHandler, PodResolver
 from podnet.agent.drops import DropMonitor
+from podnet.agent.pmtu_prober import PathMtuProber
+from podnet.agent.pod_guard import EndpointHooks, Guard
 from podnet.agent.policy import PolicyEnforcer
+from podnet.agent.reaper import EndpointReaper
+from podnet.agent.reports import NodeReport, StoreProbe
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.startup import (
     STORE_CONNECT_TIMEOUT,
@@ -120,10 +125,8 @@ class Agent:
         self.api: ApiServer | None = None
         self.watcher: Any = None
         self.underlay: Underlay | None = None
-        self.pmtu = comp.PathMtuProber(lambda: self.config)
-        self.guard = comp.Guard(
-            self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else []
-        )
+        self.pmtu = PathMtuProber(lambda: self.config)
+        self.guard = Guard(self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else [])
         self.netpol = PolicyEnforcer(
             self._policy_source,
             lambda: self.cni_handler.records() if self.cni_handler else [],
@@ -136,7 +139,7 @@ class Agent:
             self.guard,
             self.drop_monitor,
             self.pmtu,
-            comp.EndpointReaper(lambda: self.cni_handler, lambda: self.config.endpoint_gc_interval),
+            EndpointReaper(lambda: self.cni_handler, lambda: self.config.endpoint_gc_interval),
         ]
 
     # ---- start ---------------------------------------------------------------------------------
@@ -180,6 +183,8 @@ class Agent:
             changed=self._dirty.set,
             eni=self.config.eni,
             node_ip=self.underlay.ipv4,
+            cluster_pools=tuple(self.config.cluster_pool_ipv4_cidrs),
+            mask_size=self.config.cluster_pool_ipv4_mask_size,
         )
         try:
             self.allocator = new_allocator(self.config.ipam_mode, context)
@@ -194,10 +199,10 @@ class Agent:
         node = self._setup_node(node, keep)
         if self.config.bgp_enabled:  # an IPv6-only node's router ID is made from its name
             self._set_phase("starting the BGP speaker")
-            self.components.append(comp.Bgp(self.config, self.underlay.ipv4, self.underlay.ipv6))
+            self.components.append(Bgp(self.config, self.underlay.ipv4, self.underlay.ipv6))
         self.components.append(self._datastore_probe())
         self.components.append(
-            comp.NodeReport(
+            NodeReport(
                 self.datastore, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
             )
         )
@@ -248,12 +253,12 @@ class Agent:
         self.netpol.before_apply = host_routing.resync  # BPF lets policed pods' packets to netfilter first
         self.components.append(host_routing)
         if not self.ipam_spec.agent_component:
-            return comp.EndpointHooks(self.guard, self.netpol, host_routing)
+            return EndpointHooks(self.guard, self.netpol, host_routing)
         module, _, name = self.ipam_spec.agent_component.partition(":")
         component = getattr(importlib.import_module(module), name)
         routing = component(self.allocator, lambda: self.config, sources, wake=self._dirty.set)
         self.components.append(routing)
-        return comp.EndpointHooks(self.guard, self.netpol, routing, host_routing)
+        return EndpointHooks(self.guard, self.netpol, routing, host_routing)
 
     def _prepare_router_ips(self, router_ips: tuple[IPAddress, ...]) -> None:
         """IPAM got a new pod CIDR (or pool address): its router IP goes on podnet_host before any
@@ -309,7 +314,7 @@ class Agent:
 
     def _datastore_probe(self) -> comp.Component:
         if self.store is not None:
-            return comp.StoreProbe(self.store)
+            return StoreProbe(self.store)
         from podnet.kube.datastore import KubeProbe
 
         assert self.datastore is not None

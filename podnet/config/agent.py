@@ -516,15 +516,13 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             name("cluster_pool_ipv4_mask_size"),
             f"{cfg.cluster_pool_ipv4_mask_size} leaves no room for pods; use 30 or less (24 is usual)",
         )
-    needs_kube = {
-        "kubernetes": "pod CIDRs from Node.spec.podCIDRs",
-        "crd": "addresses from the node's PodnetNode spec.ipam.pool",
-    }
-    if cfg.ipam_mode in needs_kube and cfg.datastore != "kubernetes":
+    needs_kube = IPAM_MODES.spec(cfg.ipam_mode).needs_kubernetes
+    if needs_kube and cfg.datastore != "kubernetes":
+        on_etcd = " or ".join(s.name for s in IPAM_MODES.specs() if not s.needs_kubernetes and s.operator)
         raise ConfigError(
             name("ipam_mode"),
-            f"{cfg.ipam_mode} ({needs_kube[cfg.ipam_mode]}) needs datastore: kubernetes; set it, or "
-            "use ipam.mode cluster-pool or multi-pool with etcd",
+            f"{cfg.ipam_mode} ({needs_kube}) needs datastore: kubernetes; set it, or use ipam.mode "
+            f"{on_etcd} with etcd",
         )
     if cfg.ipam_mode == "cluster-pool" and not cfg.cluster_pool_ipv4_cidrs:
         raise ConfigError(name("cluster_pool_ipv4_cidrs"), "is empty; give at least one IPv4 CIDR")

@@ -139,6 +139,8 @@ class IPAMContext:
     changed: Callable[[], None] = field(default=lambda: None)
     eni: EniSettings | None = None  # eni: the node's ENI spec (podnet.config.eni)
     node_ip: IPAddress | None = None  # eni: how the operator finds the node's instance
+    cluster_pools: tuple[IPNetwork, ...] = ()  # clusterPoolIPv4PodCIDRList, for a mode that carves its own
+    mask_size: int = 24  # clusterPoolIPv4MaskSize
 
 
 AllocatorFactory = Callable[[IPAMContext], Allocator]

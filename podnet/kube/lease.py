@@ -66,7 +66,7 @@ class LeaderLease:
         if holder and holder != self.identity and now - self._seen_at < duration:
             return self._changed(False, holder)
         taking = holder != self.identity
-        stamp = datetime.datetime.now(datetime.UTC)
+        stamp = _now()
         lease.spec = LeaseSpec(
             holderIdentity=self.identity,
             leaseDurationSeconds=self.duration,
@@ -83,7 +83,7 @@ class LeaderLease:
         return self._changed(True)
 
     def _create(self) -> bool:
-        stamp = datetime.datetime.now(datetime.UTC)
+        stamp = _now()
         spec = LeaseSpec(
             holderIdentity=self.identity,
             leaseDurationSeconds=self.duration,
@@ -126,3 +126,10 @@ class LeaderLease:
         except ApiError as exc:
             log.warning("cannot give up the lease %s/%s: %s", self.namespace, self.name, exc.status.message)
         self.leading = False
+
+
+def _now() -> datetime.datetime:
+    """Now, never on a whole second: lightkube writes a whole second without its fraction, which
+    the API server's MicroTime does not parse."""
+    now = datetime.datetime.now(datetime.UTC)
+    return now.replace(microsecond=now.microsecond or 1)

@@ -28,6 +28,7 @@ from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.controlplane import client_tls, etcd_endpoints, lab_store
 from podnet.lab.topology import Host, Pod, Topology
+from podnet.registry import IPAM_MODES
 from podnet.util import netns
 from podnet.util.files import write_private
 from podnet.util.proc import spawn
@@ -175,6 +176,8 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         )
     if mode == "crd":
         return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
+    if not IPAM_MODES.spec(mode).operator:  # the mode needs nothing cluster-wide (a plugin's, say)
+        return 0
     rec = state.process("operator")
     if rec is not None and rec.running():
         return 0

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from podnet.config.agent import AgentConfig
 from podnet.ipam.cidr import CIDRError, parse_pool_spec
 from podnet.operator.cluster_pool import ClusterPoolOperator
+from podnet.registry import IPAM_MODES
 from podnet.store.client import Store, StoreError, TlsFiles
 from podnet.store.operatorstate import EtcdOperatorState, OperatorState
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--etcd-key-file", help="the operator's client key")
     parser.add_argument(
         "--ipam",
-        choices=("cluster-pool", "multi-pool", "eni"),
+        choices=[s.name for s in IPAM_MODES.specs() if s.operator],
         default="cluster-pool",
         help="the IPAM mode to serve (ipam.mode)",
     )
@@ -114,7 +115,7 @@ def apply_config(args: argparse.Namespace, argv: Sequence[str], cfg: AgentConfig
         if not _given(argv, flag):
             setattr(args, flag[2:].replace("-", "_"), value)
 
-    mode = cfg.ipam_mode if cfg.ipam_mode in ("cluster-pool", "multi-pool", "eni") else args.ipam
+    mode = cfg.ipam_mode if IPAM_MODES.spec(cfg.ipam_mode).operator else args.ipam
     fill("--ipam", mode)
     fill("--datastore", cfg.datastore)
     if cfg.k8s_kubeconfig_path is not None:

@@ -16,6 +16,8 @@ class IpamSpec:
     static_cidrs: bool = False  # a node's pod CIDRs never change under its pods (status flags a change)
     underlay_addresses: bool = False  # pods get the underlay's own addresses (no overlap check)
     agent_component: str = ""  # "module:Class" the agent runs beside IPAM (built with the allocator)
+    operator: bool = False  # podnet's operator serves it (``podnet operator --ipam <name>``)
+    needs_kubernetes: str = ""  # what it reads that only the Kubernetes datastore has
 
 
 for _spec, _default in (
@@ -24,6 +26,7 @@ for _spec, _default in (
             "cluster-pool",
             "the operator carves per-node CIDRs from clusterPoolIPv4PodCIDRList",
             static_cidrs=True,
+            operator=True,
         ),
         True,
     ),
@@ -33,6 +36,7 @@ for _spec, _default in (
             "the node's spec.podCIDRs, as kube-controller-manager assigns them",
             waiting="waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
             static_cidrs=True,
+            needs_kubernetes="pod CIDRs from Node.spec.podCIDRs",
         ),
         False,
     ),
@@ -41,6 +45,7 @@ for _spec, _default in (
             "crd",
             "addresses listed on the node's PodnetNode resource",
             waiting="reading the node's address pool (PodnetNode spec.ipam.pool)",
+            needs_kubernetes="addresses from the node's PodnetNode spec.ipam.pool",
         ),
         False,
     ),
@@ -49,6 +54,7 @@ for _spec, _default in (
             "multi-pool",
             "several named pools; the operator hands out CIDRs per pool on demand",
             waiting="reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
+            operator=True,
         ),
         False,
     ),
@@ -59,6 +65,7 @@ for _spec, _default in (
             waiting="reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
             underlay_addresses=True,
             agent_component="podnet.agent.eni_routing:EniRouting",
+            operator=True,
         ),
         False,
     ),

@@ -291,7 +291,7 @@ def test_a_runtime_in_its_own_mount_namespace_and_a_pod_that_vanishes_without_de
     import json
     import os
 
-    from podnet.agent.components import EndpointReaper
+    from podnet.agent.reaper import EndpointReaper
 
     node = make_node()
     private, out, conf = tmp_path / "private", tmp_path / "out", tmp_path / "conf.json"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from podnet.agent.components import Guard
+from podnet.agent.pod_guard import Guard
 from podnet.datapath.guard import EndpointSource, plan_guard
 
 OLD = EndpointSource("lxc-old", (ipaddress.ip_address("10.244.1.5"),))
