@@ -409,7 +409,7 @@ def test_lab_agents_are_the_recorded_agent_processes(run_dir: Path) -> None:
 
 
 def test_status_names_a_dead_control_plane_process_and_what_restarts_it() -> None:
-    from podnet.verify.cli import supervised_lines
+    from podnet.verify.render import supervised_lines
 
     assert supervised_lines([]) == []
     lines = supervised_lines([

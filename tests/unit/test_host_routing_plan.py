@@ -77,7 +77,7 @@ def test_bpf_host_routing_falls_back_to_legacy_where_the_program_cannot_run(monk
     assert routing._sync([]) == [] and removed  # no error every round: Legacy, and what was there goes
     doc = routing.status()
     assert doc["mode"] == "Legacy" and "clang is not installed" in doc["fallback"], doc
-    from podnet.verify.cli import host_routing_line
+    from podnet.verify.render import host_routing_line
 
     assert host_routing_line(doc).startswith("Legacy (BPF host routing unavailable (clang is not installed")
     config[0] = load_config({"bpf": {"hostLegacyRouting": False}})  # a reload: BPF is tried again

@@ -210,8 +210,8 @@ def test_random_policies_agree_with_the_oracle(policies: list[dict[str, Any]]) -
 
 
 def test_policy_show_and_status_lines() -> None:
-    from podnet.verify.cli import policy_line
     from podnet.verify.policy import render
+    from podnet.verify.render import policy_line
 
     doc = {
         "node": "node1",

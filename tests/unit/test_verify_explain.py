@@ -207,7 +207,7 @@ def test_diagram_dot_has_segments_pods_and_reach() -> None:
 
 
 def test_kvstore_line_tells_ok_from_unreachable() -> None:
-    from podnet.verify.cli import kvstore_line
+    from podnet.verify.render import kvstore_line
 
     ok = {
         "state": "ok",
@@ -224,7 +224,7 @@ def test_kvstore_line_tells_ok_from_unreachable() -> None:
 
 
 def test_guard_line_names_its_parts_and_its_drops() -> None:
-    from podnet.verify.cli import guard_line
+    from podnet.verify.render import guard_line
 
     assert guard_line({"enabled": False}) == "Disabled"
     on = {

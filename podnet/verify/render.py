@@ -1,0 +1,453 @@
+"""How ``podnet status``, ``perf`` and ``diagnose`` print for people (``-o json`` prints the
+documents themselves): one function per line or section, from the documents alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from podnet.datapath.kernel.dropstats import KERNEL_DROPS
+
+
+def _masquerading(masq: dict[str, Any], masq6: dict[str, Any]) -> str:
+    """Cilium's ``Masquerading: nftables [eth0]``, checked against the kernel (the IPv4 half;
+    an IPv6-only cluster shows only the IPv6 one)."""
+    if not masq.get("enabled") and masq6.get("mode") == "nftables" and not masq.get("kernel"):
+        return "Disabled for IPv4"  # IPv6-only, or IPv4 masquerading off: the IPv6 half follows
+    if not masq.get("enabled"):
+        return "Disabled" + ("  (but a masquerade rule is in the kernel!)" if masq.get("kernel") else "")
+    if not masq.get("kernel"):
+        return "enabled in config, NO RULE in the kernel (see the agent's errors)"
+    return f"nftables [{masq.get('device')}], not to {', '.join(masq.get('exempt') or [])} or nodes"
+
+
+def _masquerading6(masq6: dict[str, Any]) -> str:
+    """The IPv6 half of the line in a dual-stack cluster (nothing in an IPv4 one)."""
+    if masq6.get("mode") != "nftables":
+        return ""
+    return f"; IPv6 nftables, not to {', '.join(masq6.get('exempt') or [])} or nodes"
+
+
+def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
+    if not bgp or not bgp.get("enabled"):
+        return None
+    sessions = ", ".join(
+        f"{p.get('peerAddress')} AS{p.get('peerASN')} {p.get('state')}" for p in bgp.get("peers", [])
+    )
+    return f"AS{bgp.get('localASN')}, advertising {', '.join(bgp.get('advertised') or []) or '-'}; {sessions}"
+
+
+def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
+    """``Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 1s ago`` or
+    ``Unreachable since 12s: <error>`` (Cilium's KVStore line, from the agent's real probe)."""
+    now = time.time() if now is None else now
+    if kv.get("state") == "disabled":
+        return "Disabled"
+    endpoints = list(kv.get("endpoints") or [])
+    active = kv.get("active") or (endpoints[0] if endpoints else "?")
+    where = f"{active}" + (f" ({len(endpoints)} endpoints)" if len(endpoints) > 1 else "")
+    last = kv.get("lastSuccess") or 0
+    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
+    if kv.get("state", "ok" if kv.get("connected") else "unreachable") == "ok":
+        version = f"etcd-{kv['version']} " if kv.get("version") else "etcd "
+        return f"Ok{' (TLS)' if kv.get('tls') else ''}   {version}{where}, {ago}"
+    since = kv.get("failingSince")
+    down = f" since {now - since:.0f}s" if since else ""
+    return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"
+
+
+def kubernetes_line(k8s: dict[str, Any], now: float | None = None) -> str:
+    """``Ok   1.20 (v1.20.2), last success 3s ago``, ``Disabled`` or ``Unreachable since 12s: ...``
+    (Cilium's Kubernetes line)."""
+    now = time.time() if now is None else now
+    state = k8s.get("state", "disabled")
+    if state == "disabled":
+        return "Disabled"
+    version = str(k8s.get("version") or "")
+    short = ".".join(version.lstrip("v").split(".")[:2])
+    last = k8s.get("lastSuccess") or 0
+    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
+    if state == "ok":
+        return f"Ok   {short} ({version}), {ago}"
+    since = k8s.get("failingSince")
+    down = f" since {now - since:.0f}s" if since else ""
+    return f"Unreachable{down}: {k8s.get('error') or 'no answer'} ({ago})"
+
+
+def guard_line(guard: dict[str, Any]) -> str:
+    """``nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1a2b 25``."""
+    if not guard.get("enabled"):
+        return "Disabled"
+    parts = [name for name, on in (("source verification", guard.get("sourceVerification")),
+                                   ("isolation", guard.get("isolation"))) if on]  # fmt: skip
+    drops = [f"{k} {v}" for k, v in sorted((guard.get("drops") or {}).items()) if v]
+    drops += [f"spoofed {e['hostIfname']} ({', '.join(e['addresses'])}) {e['spoofDrops']}"
+              for e in guard.get("endpoints", []) if e.get("spoofDrops")]  # fmt: skip
+    return f"nftables [{', '.join(parts)}], drops: {', '.join(drops) or 'none'}"
+
+
+def endpoints_line(eps: dict[str, Any]) -> str:
+    """``12 (2 stale: netns gone, no CNI DEL: c1/eth0 10.0.1.5/32 ...), GC every 300s, 3 reaped``."""
+    stale = eps.get("stale") or []
+    listed = ", ".join(f"{e['containerID']}/{e['ifname']} {' '.join(e['addresses'])}" for e in stale[:3])
+    more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
+    interval = float(eps.get("gcInterval") or 0)
+    gc = f"GC every {interval:g}s" if interval else "GC off (endpointGCInterval 0): run CNI GC or DEL"
+    head = f"{eps.get('total', 0)}" + (
+        f" ({len(stale)} stale: netns gone, no CNI DEL: {listed}{more})" if stale else ""
+    )
+    return f"{head}, {gc}, {eps.get('reaped', 0)} reaped"
+
+
+def print_status(out: dict[str, Any]) -> None:
+    for name, s in out["nodes"].items():
+        agent = s.get("agent", {})
+        print(f"{name}{'  (lab ' + out['lab'] + ')' if out.get('lab') else ''}")
+        if "error" in agent:
+            print(f"  Agent:               NOT READY: {agent['error']}")
+            continue
+        kv = s.get("kvstore") or {}
+        routing = s.get("routing") or {}
+        mtu = s.get("mtu") or {}
+        ipam = s.get("ipam") or {}
+        masq, masq6 = s.get("masquerading") or {}, s.get("masquerading6") or {}
+        tunnel = mtu.get("kernelTunnelDevice")
+        rows = [
+            (
+                "Agent",
+                f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
+                f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
+            ),
+            ("Kubernetes", kubernetes_line(s.get("kubernetes") or {})),
+            ("KVStore", kvstore_line(kv)),
+            ("Routing", f"Network: {routing.get('summary')}"),
+            ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
+            (
+                "Masquerading",
+                _masquerading(masq, masq6) + _masquerading6(masq6),
+            ),
+            ("Pod guard", guard_line(s.get("guard") or {})),
+            (
+                "MTU",
+                f"device {mtu.get('kernelDevice', mtu.get('device'))} ({mtu.get('underlayDevice')}), "
+                f"route {mtu.get('route')}" + (f", {tunnel['name']} {tunnel['mtu']}" if tunnel else ""),
+            ),
+            ("IPAM", ipam_line(ipam)),
+            ("Host Routing", host_routing_line(s.get("hostRouting") or {})),
+            ("Network policy", policy_line(s.get("policy") or {})),
+            ("Drops", drops_line(s.get("drops"))),
+        ]
+        if s.get("endpoints"):
+            rows.append(("Endpoints", endpoints_line(s["endpoints"])))
+        bgp = _bgp_line(s.get("bgp"))
+        if bgp:
+            rows.append(("BGP", bgp))
+        rows += bpf_rows(s.get("bpf") or {})
+        for problem in s.get("pathMTU") or []:
+            rows.append(("Path MTU", f"WARNING {problem.get('message')}"))
+        rows += eni_rows(s.get("eni"))
+        for key, value in rows:
+            print(f"  {key + ':':<21}{value}")
+        print("  Peers:")
+        for p in s.get("peers", []):
+            flag = "" if p["agrees"] else f"  (planned {p['plannedReach']})"
+            issues = "; ".join(p.get("issues") or [])
+            print(
+                f"    {p['name']:<8} {p['nodeIP'] or '-':<15} {', '.join(p['podCIDRs']):<16} "
+                f"{p['path']}{flag}  health {p['health']}{'  ' + issues if issues else ''}"
+            )
+            if p.get("why"):
+                print(f"             why: {p['why']}")
+            if p.get("healthDetail"):
+                print(f"             health: {p['healthDetail']}")
+        if "kernel" in s:
+            k = s["kernel"]
+            print("  Allocated:", json.dumps(ipam.get("allocations", {})))
+            print("  Kernel objects podnet owns:")
+            for d, info in k["devices"].items():
+                print(f"    link  {d} ({info['kind']}, mtu {info['mtu']})")
+            for r in k["routes"]:
+                print(f"    route {r}")
+            for n in k["neighbours"]:
+                print(f"    neigh {n}")
+            for f in k["fdb"]:
+                print(f"    fdb   {f}")
+            print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
+        print()
+    for line in supervised_lines(out.get("controlPlane") or []):
+        print(line)
+
+
+def supervised_lines(procs: list[dict[str, Any]]) -> list[str]:
+    """The lab's control plane: each process running, or DOWN with what restarts it (pure)."""
+    if not procs:
+        return []
+    down = [p for p in procs if not p.get("running")]
+    head = f"Control plane (lab): {len(procs) - len(down)}/{len(procs)} running"
+    lines = [head]
+    for p in procs:
+        if p.get("running"):
+            lines.append(f"  {p['name']:<24} running (pid {p['pid']})")
+        else:
+            log = f", log {p['log']}" if p.get("log") else ""
+            lines.append(f"  {p['name']:<24} DOWN (was pid {p['pid']}{log}): `{p['restart']}` restarts it")
+    return lines
+
+
+def policy_line(policy: dict[str, Any]) -> str:
+    """``3 policies, 4 pods isolated (in 3, out 1), 12 entries`` (Cilium's ``Policy`` line)."""
+    if not policy.get("enabled"):
+        return "Disabled"
+    if policy.get("error"):
+        return f"ERROR: {policy['error']}"
+    text = (
+        f"{policy.get('policies', 0)} policies ({policy.get('source') or 'kubernetes'}), "
+        f"in {policy.get('isolatedIngress', 0)} / out "
+        f"{policy.get('isolatedEgress', 0)} pod addresses isolated, {policy.get('entries', 0)} entries"
+    )
+    refused = policy.get("invalid") or []
+    return text + (f"; REFUSED {len(refused)}: {refused[0]}" if refused else "")
+
+
+def drops_line(drops: dict[str, Any] | None) -> str:
+    """The node's drops by reason: podnet's (one event each, ``podnet drops``), the kernel's own
+    counters of the namespace, and pod veths that dropped packets."""
+    if not drops:
+        return "unknown (an agent from before the drop monitor)"
+    events = "on" if drops.get("events") else "off (bpf.events.drop.enabled=false)"
+    guard = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("byReason") or {}).items())) or "none"
+    counted = drops.get("kernel") or {}
+    recent = drops.get("kernelRecent")
+    text = f"podnet {guard} (events {events}; `podnet drops` lists them)"
+    if recent is None:  # an agent from before the window
+        kernel = ", ".join(f"{k} {v} ({KERNEL_DROPS.get(k, '?')})" for k, v in sorted(counted.items()))
+        text += f"; kernel {kernel or 'none'}"
+    else:
+        minutes = round(float(drops.get("recentWindow") or 300) / 60)
+        rising = ", ".join(f"{k} +{n} ({KERNEL_DROPS.get(k, '?')})" for k, n in sorted(recent.items()))
+        earlier = ", ".join(f"{k} {v}" for k, v in sorted(counted.items()) if k not in recent)
+        text += f"; kernel, last {minutes} min: {rising or 'none'}"
+        if earlier:
+            text += f" (earlier, not rising: {earlier})"
+    veths = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("endpoints") or {}).items()))
+    if veths:
+        text += f"; pod veths dropped {veths}"
+    if drops.get("error"):
+        text += f"  ERROR {drops['error']}"
+    return text
+
+
+def host_routing_line(hr: dict[str, Any]) -> str:
+    """Cilium's ``Host Routing: Legacy`` or ``BPF``, with the program and what it did."""
+    if hr.get("mode") != "BPF":
+        return f"Legacy ({hr['fallback']})" if hr.get("fallback") else "Legacy"
+    errors = "; ".join(hr.get("errors") or [])
+    program = hr.get("program")
+    if not program:
+        return f"BPF, but NO program attached ({errors or 'the next round attaches it'})"
+    counters = ", ".join(f"{k} {v}" for k, v in (hr.get("counters") or {}).items())
+    text = (
+        f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths"
+        + "".join(f" and {d}" for d in hr.get("underlayDevices") or [])
+        + "; "
+        f"endpoints {hr.get('endpoints')}, learnt MACs {hr.get('learntMACs')}, cluster CIDRs "
+        f"{hr.get('clusterCIDRs')}, tunnel peers {hr.get('tunnelPeers', 0)}; {counters})"
+    )
+    for decap in hr.get("decap") or []:
+        decap_counters = ", ".join(f"{k} {v}" for k, v in decap["counters"].items())
+        text += (
+            f"; {decap.get('protocol', 'tunnel')} decap {decap['program']['object']} "
+            f"id {decap['program']['id']} on {decap['dev']} ingress "
+            f"(peers {decap['allowed']}; {decap_counters})"
+        )
+    return text + (f"  ERRORS {errors}" if errors else "")
+
+
+def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:
+    """The tunnel protocol's eBPF programs (when it has any): where each is attached, map fill and
+    counters."""
+    if not bpf:
+        return []
+    programs = ", ".join(
+        f"{p['object'].split(':')[0]} (id {p['id']}) on {p['dev']} {p['hook']}"
+        for p in bpf.get("programs", [])
+    )
+    rows = [("BPF programs", programs or "NONE attached (the agent's node setup attaches them)")]
+    if bpf.get("error"):
+        rows.append(("BPF maps", f"ERROR {bpf['error']}"))
+    else:
+        counters = ", ".join(f"{k} {v}" for k, v in (bpf.get("counters") or {}).items())
+        rows.append(
+            ("BPF maps", f"peers {bpf.get('peers')}, allowed sources {bpf.get('allowed')}; {counters}")
+        )
+    return rows
+
+
+def eni_rows(eni: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """ENI mode: the instance and its limits, one row per ENI, the operator's last EC2 calls and
+    errors (what ``cilium status`` and CiliumNode status.eni show)."""
+    if not eni:
+        return []
+    inst, limits = eni.get("instance") or {}, eni.get("limits") or {}
+    where = f"{inst.get('instanceID') or '?'} {inst.get('instanceType') or '?'}"
+    where += f" in {inst.get('availabilityZone') or '?'}"
+    head = (
+        f"{where}: "
+        f"at most {limits.get('adapters', '?')} ENIs x {limits.get('ipv4PerAdapter', '?')} addresses, "
+        f"pods from eth{eni.get('firstInterfaceIndex', 0)} up; needed {eni.get('needed') or 0}, "
+        f"excess {eni.get('excess') or 0}"
+    )
+    rows = [("ENI", head)]
+    for e in eni.get("enis") or []:
+        addresses = e.get("addresses") or {}
+        used = sum(1 for owner in addresses.values() if owner)
+        what = f"{used}/{len(addresses)} used" if e.get("forPods") else "not for pods"
+        groups = ",".join(e["securityGroups"])
+        rows.append(
+            (f"  {e['device']}", f"{e['id']} {e['mac']} {e['subnet']} table {e['table']}, {what}, {groups}")
+        )
+    if eni.get("release"):
+        rows.append(("  releasing", ", ".join(eni["release"])))
+    if eni.get("limitReached"):
+        rows.append(("  LIMIT", eni["limitReached"]))
+    for err in (eni.get("errors") or [])[-3:]:
+        rows.append(("  EC2 error", f"{err.get('action')}: {err.get('code')}: {err.get('message')}"))
+    calls = eni.get("calls") or []
+    if calls:
+        rows.append(("  EC2 calls", ", ".join(c.get("action", "?") for c in calls[-6:])))
+    for problem in (eni.get("missingLinks") or []) + (eni.get("datapathErrors") or []):
+        rows.append(("  WARNING", str(problem)))
+    return rows
+
+
+def ipam_line(ipam: dict[str, Any]) -> str:
+    """Cilium's ``IPv4: 5/254 allocated from 10.244.1.0/24``, per family; with several pools
+    (multi-pool), each pool's share and what stops it growing. Counts too long to read are
+    shortened (an IPv6 /64: ``1/2^64-2``); ``-o json`` keeps them exact."""
+    from podnet.verify.ipam import format_use
+
+    pools = ipam.get("pools")
+    if pools is None:  # an agent from before pools were reported
+        return (
+            f"{ipam.get('mode')} {', '.join(ipam.get('podCIDRs') or [])}, "
+            f"{ipam.get('used')}/{ipam.get('total')} allocated"
+        )
+    parts = []
+    for family in sorted({p["family"] for p in pools}):
+        mine = [p for p in pools if p["family"] == family]
+        use = format_use(sum(p["used"] for p in mine), sum(p["capacity"] for p in mine))
+        if len(mine) == 1 and mine[0]["pool"] in ("default", "crd"):
+            crd = mine[0]["pool"] == "crd"
+            cidrs = ", ".join(mine[0]["cidrs"]) or ("the node's address pool" if crd else "-")
+            text = f"IPv{family}: {use} allocated from {cidrs}"
+            if mine[0].get("error"):
+                text += f" ({mine[0]['error']})"
+        else:
+            each = "; ".join(_pool_text(p) for p in mine)
+            text = f"IPv{family}: {use} allocated from {len(mine)} IPAM pool(s): {each}"
+        parts.append(text)
+    return f"{', '.join(parts) or 'no address yet'} [{ipam.get('mode')}]"
+
+
+def _pool_text(p: dict[str, Any]) -> str:
+    from podnet.verify.ipam import format_capacity, format_use
+
+    cidrs = ", ".join(p["cidrs"]) or "no CIDR yet"
+    text = f"{p['pool']} {format_use(p['used'], p['capacity'])} from {cidrs}"
+    if p.get("needed") is not None:
+        text += f", needs {format_capacity(p['needed'])}"
+    return text + (f" (ERROR {p['error']})" if p.get("error") else "")
+
+
+def _errors(errors: Any) -> str:
+    return f", errors: {'; '.join(errors)}" if errors else ""
+
+
+# ---- connectivity --------------------------------------------------------------------------------
+
+
+def print_perf_table(doc: dict[str, Any]) -> None:
+    """Per metric: each target's median, and its ratio to the host with the spread of the
+    per-repetition ratios (flagged when too wide to conclude)."""
+    print(f"{'PATH':<40} {'METRIC':<18} {'MEDIAN':>16} {'VS HOST':>8}  SPREAD")
+    wide = False
+    for r in doc.get("metrics") or []:
+        unit = "tx/s" if r["unit"] == "transactions/s" else "Gbit/s"
+        median = f"{r['median']:.0f} {unit}" if unit == "tx/s" else f"{r['median']:.2f} {unit}"
+        if "ratio" in r:
+            low, high = r["spread"]
+            flag = "  TOO WIDE to conclude" if r["wide"] else ""
+            wide = wide or r["wide"]
+            ratio = f"{r['ratio']:>8.3f}  {low:.3f}-{high:.3f}{flag}"
+            print(f"{r['label']:<40} {r['metric']:<18} {median:>16} {ratio}")
+        else:
+            print(f"{r['label']:<40} {r['metric']:<18} {median:>16} {'1':>8}")
+    print(f"\nmethod: {doc.get('method')}")
+    if wide:
+        print("a spread is wider than the difference it should show: run again with more --repetitions")
+
+
+def print_diagnosis(doc: dict[str, Any]) -> None:
+    src, dst = doc["src"], doc["dst"]
+    print(f"{src['host']} ({src['ip']}) -> {dst['host']} ({dst['ip']}), full-size packet {doc['size']} bytes")
+    for label, walk in (("forward", doc["forward"]), ("reply", doc["reply"])):
+        if walk is None:
+            continue
+        print(f"  {label}:")
+        for h in walk["hops"]:
+            print(f"    {h['host']:<8} {h['action']:<8} {h['kernel']}")
+    print_probe(doc.get("probe"), doc.get("probeNote") or "")
+    for warning in doc.get("warnings") or []:
+        print(f"warning: {warning}")
+    verdict = doc["verdict"]
+    if verdict is None and doc.get("status") == "unverified":
+        print("verdict: unverified: the tables look right on every hop both ways, but no probe was followed")
+    elif verdict is None:
+        probe = doc.get("probe") or {}
+        extra = {"tcp": "a TCP connection (64 KiB each way)", "udp": "a full-size UDP echo"}
+        done = [text for name, text in extra.items() if (probe.get(name) or {}).get("ok")]
+        also = "".join(f" and {text}" for text in done)
+        print(
+            f"verdict: works: the probes (small and full-size, DF){also} went and came back along this path"
+        )
+    elif verdict.get("kind") == "fragmented":
+        print(f"verdict: works, but degraded at {verdict['host']}: {verdict['reason']}")
+        print(f"fix: {verdict['fix']}")
+    elif verdict.get("kind") == "inconclusive":
+        print(f"verdict: {verdict['reason']}")
+        print(f"next: {verdict['fix']}")
+    else:
+        print(f"verdict: dropped at {verdict['host']}: {verdict['reason']}")
+        print(f"fix: {verdict['fix']}")
+
+
+def print_probe(probe: dict[str, Any] | None, note: str) -> None:
+    """Where the followed probes were seen, per probe, in the order of the path, and what rose."""
+    if probe is None:
+        if note:
+            print(f"  probes: {note}")
+        return
+    answered = probe["answered"]
+    print(
+        f"  probes (ICMP echo, DF; small and {probe['size']} bytes): answered small "
+        f"{'yes' if answered['small'] else 'NO'}, full-size {'yes' if answered['fullSize'] else 'NO'}"
+    )
+    for kind in ("request small", "request full-size", "reply small", "reply full-size"):
+        seen = [s for s in probe["seen"] if s["probe"] == kind]  # in the order they were seen
+        trail = ", ".join(
+            f"{s['host']} {s['iface']} {s['direction']}" + (" [tunnel]" if s["encapsulated"] else "")
+            for s in seen
+        )
+        print(f"    {kind:<18} {trail or '(not seen anywhere)'}")
+    for name in ("tcp", "udp"):
+        res = probe.get(name)
+        if res is not None:
+            state = "ok" if res["ok"] else "FAILED"
+            print(f"    {name.upper()} to port {res['port']:<8} {state}: {res['detail']}")
+    for host, counters in (probe.get("counters") or {}).items():
+        parts = [f"nft {r}" for r in counters["nft"]]
+        parts += [f"{k} +{n}" for k, n in counters["kernel"].items()]
+        parts += [f"{k} dropped +{n}" for k, n in counters["links"].items()]
+        parts += [f"{k} dropped +{n}" for k, n in (counters.get("qdiscs") or {}).items()]
+        print(f"    meanwhile on {host}: {'; '.join(parts)}")
