@@ -25,7 +25,17 @@ from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_a
 from podnet.config.eni import EniSettingError, EniSettings, eni_conflicts, parse_eni
 from podnet.config.errors import ConfigError
 from podnet.config.families import family_conflicts
-from podnet.config.values import boolean
+from podnet.config.values import (
+    as_bool,
+    as_choice,
+    as_cidr,
+    as_cidr6,
+    as_duration,
+    as_ifname,
+    as_int,
+    as_list,
+    as_text,
+)
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 from podnet.specs import tunnel as tunnel_spec
 
@@ -215,134 +225,47 @@ def _collect(
     return raw
 
 
-# ---------------------------------------------------------------------------------------------
-# Value parsers: each takes (key, raw value) and returns the typed value or raises ConfigError.
-
-
-def _bool(key: str, value: Any) -> bool:
-    found = boolean(value)
-    if found is None:
-        raise ConfigError(key, f"{value!r} is not a boolean; use true or false")
-    return found
-
-
-def _int(key: str, value: Any, low: int, high: int, zero_ok: bool = False) -> int:
-    try:
-        number = int(str(value).strip()) if not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or not ((zero_ok and number == 0) or low <= number <= high):
-        span = f"0 or {low}..{high}" if zero_ok else f"{low}..{high}"
-        raise ConfigError(key, f"{value!r} is not an integer in {span}")
-    return number
-
-
-def _choice(key: str, value: Any, choices: Iterable[str]) -> str:
-    text = str(value).strip()
-    valid = sorted(choices)
-    if text not in valid:
-        raise ConfigError(key, f"{value!r} is not one of {', '.join(valid)}")
-    return text
-
-
-def _list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return tuple(p for p in str(value).replace(",", " ").split() if p)
-
-
-def _cidr(key: str, value: Any) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(str(value).strip(), strict=True)
-    except ValueError as exc:
-        raise ConfigError(
-            key, f"{value!r} is not an IPv4 CIDR ({exc}); write it like 10.244.0.0/16 with host bits zero"
-        ) from None
-
-
-def _cidr6(key: str, value: Any) -> ipaddress.IPv6Network:
-    try:
-        return ipaddress.IPv6Network(str(value).strip())
-    except ValueError as exc:
-        raise ConfigError(key, f"{value!r} is not an IPv6 CIDR like fd00:10:244::/48 ({exc})") from None
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def _duration(key: str, value: Any) -> float:
-    """Seconds from a Go duration as Cilium writes them (``5m0s``, ``90s``, ``1h``, ``0``) or a
-    plain number of seconds."""
-    text = str(value).strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ConfigError(
-                key, f"{value!r} is not a duration; write it like 5m0s, 30s or 0 (off)"
-            ) from None
-        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if not 0 <= seconds < float("inf"):
-        raise ConfigError(key, f"{value!r} is not a duration; it must be 0 (off) or more")
-    return seconds
-
-
-def _ifname(key: str, value: str) -> str:
-    if not re.match(r"^[A-Za-z0-9_.:+-]{1,15}$", value.rstrip("*")) or "*" in value.rstrip("*"):
-        raise ConfigError(key, f"{value!r} is not an interface name (like eth0, or eth+ / eth* for a prefix)")
-    return value.replace("+", "*")
-
-
-def _text(key: str, value: Any) -> str:
-    text = str(value).strip()
-    if not text:
-        raise ConfigError(key, "must not be empty")
-    return text
-
-
 _PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "node_name": _text,
-    "routing_mode": lambda k, v: _choice(k, v, _routing_modes()),
-    "tunnel_protocol": lambda k, v: _choice(k, v, TUNNEL_PROTOCOLS.names()),
-    "tunnel_port": lambda k, v: _int(k, v, 1, 65535, zero_ok=True),
-    "auto_direct_node_routes": _bool,
-    "direct_routing_skip_unreachable": _bool,
-    "ipv4_native_routing_cidr": lambda k, v: _cidr(k, v) if str(v).strip() else None,
-    "ipv6_native_routing_cidr": lambda k, v: _cidr6(k, v) if str(v).strip() else None,
-    "tunnel_fallback": _bool,
-    "mtu": lambda k, v: _int(k, v, MTU_MIN, MTU_MAX, zero_ok=True),
-    "ipam_mode": lambda k, v: _choice(k, v, IPAM_MODES.names()),
-    "cluster_pool_ipv4_cidrs": lambda k, v: tuple(_cidr(k, c) for c in _list(v)),
-    "cluster_pool_ipv4_mask_size": lambda k, v: _int(k, v, 1, 32),
-    "cluster_pool_ipv6_cidrs": lambda k, v: tuple(_cidr6(k, c) for c in _list(v)),
-    "cluster_pool_ipv6_mask_size": lambda k, v: _int(k, v, 1, 128),
-    "enable_ipv4": _bool,
-    "enable_ipv6": _bool,
-    "underlay_protocol": lambda k, v: _choice(k, v, ("ipv4", "ipv6")),
+    "node_name": as_text,
+    "routing_mode": lambda k, v: as_choice(k, v, _routing_modes()),
+    "tunnel_protocol": lambda k, v: as_choice(k, v, TUNNEL_PROTOCOLS.names()),
+    "tunnel_port": lambda k, v: as_int(k, v, 1, 65535, zero_ok=True),
+    "auto_direct_node_routes": as_bool,
+    "direct_routing_skip_unreachable": as_bool,
+    "ipv4_native_routing_cidr": lambda k, v: as_cidr(k, v) if str(v).strip() else None,
+    "ipv6_native_routing_cidr": lambda k, v: as_cidr6(k, v) if str(v).strip() else None,
+    "tunnel_fallback": as_bool,
+    "mtu": lambda k, v: as_int(k, v, MTU_MIN, MTU_MAX, zero_ok=True),
+    "ipam_mode": lambda k, v: as_choice(k, v, IPAM_MODES.names()),
+    "cluster_pool_ipv4_cidrs": lambda k, v: tuple(as_cidr(k, c) for c in as_list(v)),
+    "cluster_pool_ipv4_mask_size": lambda k, v: as_int(k, v, 1, 32),
+    "cluster_pool_ipv6_cidrs": lambda k, v: tuple(as_cidr6(k, c) for c in as_list(v)),
+    "cluster_pool_ipv6_mask_size": lambda k, v: as_int(k, v, 1, 128),
+    "enable_ipv4": as_bool,
+    "enable_ipv6": as_bool,
+    "underlay_protocol": lambda k, v: as_choice(k, v, ("ipv4", "ipv6")),
     "multi_pool_pre_allocation": lambda k, v: _pre_allocation(k, v),
     "auto_create_pod_ip_pools": lambda k, v: _pool_specs(k, _yaml_text(v)),
-    "datastore": lambda k, v: _choice(k, v, ("etcd", "kubernetes")),
+    "datastore": lambda k, v: as_choice(k, v, ("etcd", "kubernetes")),
     "k8s_kubeconfig_path": lambda k, v: _file(k, v),
-    "etcd_endpoints": lambda k, v: _list(v),
+    "etcd_endpoints": lambda k, v: as_list(v),
     "etcd_trusted_ca_file": lambda k, v: _file(k, v),
     "etcd_cert_file": lambda k, v: _file(k, v),
     "etcd_key_file": lambda k, v: _file(k, v),
-    "enable_ipv4_masquerade": _bool,
-    "enable_ipv6_masquerade": _bool,
-    "egress_masquerade_interfaces": lambda k, v: tuple(_ifname(k, i) for i in _list(v)),
-    "enable_source_ip_verification": _bool,
-    "pod_guard": _bool,
-    "bpf_host_legacy_routing": _bool,
-    "drop_events": _bool,
-    "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in _list(v)),
-    "endpoint_gc_interval": _duration,
-    "agent_socket": lambda k, v: Path(_text(k, v)),
-    "state_dir": lambda k, v: Path(_text(k, v)),
-    "devices": lambda k, v: _list(v),
+    "enable_ipv4_masquerade": as_bool,
+    "enable_ipv6_masquerade": as_bool,
+    "egress_masquerade_interfaces": lambda k, v: tuple(as_ifname(k, i) for i in as_list(v)),
+    "enable_source_ip_verification": as_bool,
+    "pod_guard": as_bool,
+    "bpf_host_legacy_routing": as_bool,
+    "drop_events": as_bool,
+    "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in as_list(v)),
+    "endpoint_gc_interval": as_duration,
+    "agent_socket": lambda k, v: Path(as_text(k, v)),
+    "state_dir": lambda k, v: Path(as_text(k, v)),
+    "devices": lambda k, v: as_list(v),
     # --- bgp ---
-    "bgp_enabled": _bool,
+    "bgp_enabled": as_bool,
     "bgp_local_asn": lambda k, v: _bgp(parse_asn, k, v),
     "bgp_peers": lambda k, v: _bgp(parse_peers, k, _yaml_text(v)),
     "bgp_advertise": lambda k, v: _bgp(parse_advertise, k, v),
@@ -363,12 +286,12 @@ def _pre_allocation(key: str, value: Any) -> tuple[tuple[str, int], ...]:
         items = [(str(k), v) for k, v in value.items()]
     else:
         items = []
-        for part in _list(value):
+        for part in as_list(value):
             name, sep, count = part.partition("=")
             if not sep or not name.strip():
                 raise ConfigError(key, f"{part!r}: expected POOL=COUNT, e.g. default=8")
             items.append((name.strip(), count))
-    return tuple(sorted((name, _int(key, count, 0, 65536, zero_ok=True)) for name, count in items))
+    return tuple(sorted((name, as_int(key, count, 0, 65536, zero_ok=True)) for name, count in items))
 
 
 POOL_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a PodnetIPPool's (DNS-1123) name
@@ -408,7 +331,7 @@ def _port(key: str, value: str) -> tuple[str, int]:
     proto = (proto or "tcp").lower()
     if proto not in ("tcp", "udp"):
         raise ConfigError(key, f"{value!r}: the protocol must be tcp or udp, e.g. 9100/tcp")
-    return proto, _int(key, number, 1, 65535)
+    return proto, as_int(key, number, 1, 65535)
 
 
 def _yaml_text(value: Any) -> Any:
@@ -445,7 +368,7 @@ def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> No
 
     if "legacy:tunnel" in raw:
         key, value = raw["legacy:tunnel"]
-        choice = _choice(key, value, ("disabled", *TUNNEL_PROTOCOLS.names()))
+        choice = as_choice(key, value, ("disabled", *TUNNEL_PROTOCOLS.names()))
         if choice == "disabled":
             put("routing_mode", "native", key)
         else:
@@ -453,17 +376,17 @@ def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> No
             put("tunnel_protocol", choice, key)
     if "legacy:enable_ipv4_native_routing" in raw:
         key, value = raw["legacy:enable_ipv4_native_routing"]
-        put("routing_mode", "native" if _bool(key, value) else "tunnel", key)
+        put("routing_mode", "native" if as_bool(key, value) else "tunnel", key)
     if "legacy:kvstore" in raw:
         key, value = raw["legacy:kvstore"]
-        _choice(key, value, ("etcd",))
+        as_choice(key, value, ("etcd",))
     if "legacy:kvstore_opt" in raw:
         key, value = raw["legacy:kvstore_opt"]
         opts = dict(value) if isinstance(value, Mapping) else _kv_pairs(key, value)
         endpoints = opts.get("etcd.endpoints")
         if endpoints is None:
             raise ConfigError(key, f"{value!r} has no etcd.endpoints; use etcd.endpoints=http://HOST:2379")
-        put("etcd_endpoints", _list(endpoints), key)
+        put("etcd_endpoints", as_list(endpoints), key)
 
 
 def _kv_pairs(key: str, value: Any) -> dict[str, str]:
