@@ -20,21 +20,19 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from podnet import owned
-from podnet.agent.api import request
-from podnet.bgp.birdc import parse_protocols
-from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
 from podnet.specs import tunnel as tunnel_spec
 from podnet.util import netns
-from podnet.verify import explain, follow
+from podnet.verify import explain
+from podnet.verify.controlplane import BIRD_START, ControlPlane
 from podnet.verify.explain import Drop
 from podnet.verify.follow import ProbeRun
+from podnet.verify.probeverdict import ProbeVerdicts
 from podnet.verify.view import PathView, Place, ViewError
 
 MAX_HOPS = 24
-BIRD_START = "in a lab, `podnet lab up` with the lab's topology file starts it again"
 NUD_NAMES = {
     0x01: "INCOMPLETE",
     0x02: "REACHABLE",
@@ -178,7 +176,8 @@ class Diagnoser:
     def __init__(self, view: PathView) -> None:
         self.view = view
         self._pod_cidrs: dict[IPNetwork, str] | None = None
-        self._birds_down: list[tuple[str, str]] | None = None
+        self.control = ControlPlane(view)
+        self.probes = ProbeVerdicts(view, self._tunnel_label)
 
     # ---- cluster facts -------------------------------------------------------------------------
 
@@ -220,205 +219,20 @@ class Diagnoser:
         reply = None
         if forward.ok and dst.host in self.view.hosts():
             reply = self.walk(dst.host, dst.ip, src.ip, size, reply_ctx=(src, dst))
-        warnings = tuple(self.control_plane_warnings())
+        warnings = tuple(self.control.warnings())
         if not probe:
             note = "no probe followed (--no-probe)"
             return Diagnosis(src, dst, size, forward, reply, probe_note=note, warnings=warnings)
         if src.host not in self.view.hosts():
             note = f"no probe followed: {src.describe()} is not a lab host it can be sent from"
             return Diagnosis(src, dst, size, forward, reply, probe_note=note, warnings=warnings)
-        run, drop = self._follow(src, dst, size, forward, reply)
+        hops_back = [h.host for h in reply.hops] if reply is not None else None
+        run, drop = self.probes.follow(src, dst, size, [h.host for h in forward.hops], hops_back)
         return Diagnosis(src, dst, size, forward, reply, run, drop, warnings=warnings)
 
-    def birds_down(self) -> list[tuple[str, str]]:
-        """(router, what failed) for each router a node peers with whose BIRD does not answer."""
-        if self._birds_down is None:
-            by_address = self.view.routers_by_address()
-            peered = {
-                by_address[str(peer.get("peerAddress"))]
-                for node in self.view.nodes
-                for peer in (self.view.agent_status(node).get("bgp") or {}).get("peers") or []
-                if str(peer.get("peerAddress")) in by_address
-            }
-            answering = {r.name: r for r in self.view.bgp_routers()}
-            found = []
-            for router in sorted(peered):
-                if router not in answering:
-                    found.append((router, "its control socket is gone"))
-                    continue
-                try:
-                    answering[router].birdc("show", "status")
-                except ViewError as e:
-                    found.append((router, str(e).split(" (is BGP")[0]))
-            self._birds_down = found
-        return self._birds_down
-
-    def router_sessions_down(self) -> list[str]:
-        """``r1 -> r2 (172.16.9.2, AS64513) is active`` for each BGP session a router's BIRD
-        has that is not established (the sessions between routers carry pod CIDRs too)."""
-        names = self.view.routers_by_address()
-        found = []
-        down = {router for router, _ in self.birds_down()}
-        for router in self.view.bgp_routers():
-            if router.name in down:
-                continue
-            try:
-                sessions = parse_protocols(router.birdc("show", "protocols", "all"))
-            except ViewError:
-                continue
-            for s in sessions:
-                if s.get("state") == "established":
-                    continue
-                address = str(s.get("peerAddress"))
-                peer = names.get(address) or s.get("description") or s.get("name")
-                found.append(f"{router.name} -> {peer} ({address}, AS{s.get('peerASN')}) is {s.get('state')}")
-        return found
-
-    def control_plane_warnings(self) -> list[str]:
-        """What the agents say about their store and BGP: not the path's verdict (pods keep their
-        traffic while the store is away), but why new pods, nodes or routes do not appear."""
-        found = [
-            "; ".join(explain.bird_down(router, detail, BIRD_START)) for router, detail in self.birds_down()
-        ]
-        found += [
-            f"BGP session {s}: the pod CIDRs it carries are withdrawn" for s in self.router_sessions_down()
-        ]
-        for node in self.view.nodes:
-            doc = self.view.agent_status(node)
-            if "error" in doc and "ready" not in doc:
-                found.append(
-                    f"the agent on {node} does not answer ({doc['error']}): start it (`podnet status`)"
-                )
-                continue
-            store = doc.get("kvstore") or {}
-            if store.get("state") == "unreachable":
-                where = store.get("active") or ", ".join(store.get("endpoints") or [])
-                found.append(
-                    f"the agent on {node} cannot reach etcd ({where}): {store.get('error')}; pods keep their "
-                    "traffic, but new pods, nodes and routes do not propagate: bring etcd back or fix its "
-                    "address/certificates (etcd.endpoints)"
-                )
-            kube = doc.get("kubernetes") or {}
-            if kube.get("state") == "unreachable":
-                found.append(
-                    f"the agent on {node} cannot reach the Kubernetes API server: {kube.get('error')}; "
-                    "new pods and nodes do not propagate until it answers"
-                )
-            for peer in (doc.get("bgp") or {}).get("peers") or []:
-                if peer.get("state") != "established":
-                    found.append(
-                        f"BGP session {node} -> {peer.get('peerAddress')} (AS{peer.get('peerASN')}) is "
-                        f"{peer.get('state')}: the routers do not learn {node}'s pod CIDRs from it"
-                    )
-        return found
-
-    # ---- following probes ----------------------------------------------------------------------
-
-    def _follow(
-        self, src: Place, dst: Place, size: int, forward: PathWalk, reply: PathWalk | None
-    ) -> tuple[ProbeRun, Drop | None]:
-        path = follow.path_hosts(self.view, [h.host for h in forward.hops], src, dst)
-        back = (
-            follow.path_hosts(self.view, [h.host for h in reply.hops], dst, src)
-            if reply is not None
-            else list(reversed(path))
-        )
-        between = follow.bridges(self.view, [*path, *back])
-        watch = [*path, *(h for h in back if h not in path), *between]
-        # the TCP probe where the pod guard lets it through: to pods and the world, or not from a pod
-        tcp = dst.kind in ("pod", "external") or src.kind != "pod"
-        run = follow.follow(self.view, src, dst, size, watch, tcp=tcp)
-        if not run.sent[1] or not run.sent[0]:
-            return run, Drop(
-                src.host,
-                "mtu" if run.sent[0] else "inconclusive",
-                f"{src.describe()} cannot send the probe: {run.send_error}",
-                f"the route MTU on {src.host} is smaller than {size} bytes: `ip -n {self.view.ns(src.host)} "
-                f"route get {dst.ip}` shows it",
-            )
-        loss = follow.locate(run, path, back)
-        if loss is None:
-            return run, self._port_drop(run, src, dst)
-        return run, self._named(explain.probe_drop(self._probe_loss(run, loss, between, src, dst)), src, dst)
-
-    def _named(self, drop: Drop, src: Place, dst: Place) -> Drop:
-        """A NetworkPolicy drop with the policies that isolate the pod, from its node's agent."""
-        if drop.kind != "policy-denied":
-            return drop
-        egress = "(egress)" in drop.reason
-        ip = src.ip if egress else dst.ip
-        try:
-            answer = request(self.view.agent_socket(drop.host), {"op": "policy", "ip": str(ip)}, timeout=5.0)
-        except (OSError, ValueError):
-            return drop
-        names = answer.get("egressIsolatedBy" if egress else "ingressIsolatedBy") or []
-        if not names:
-            return drop
-        return dataclasses.replace(drop, reason=f"{drop.reason}; policies isolating {ip}: {', '.join(names)}")
-
-    def _port_drop(self, run: ProbeRun, src: Place, dst: Place) -> Drop | None:
-        """Every echo came back; the TCP or the UDP probe did not: the traced rule that dropped it,
-        else an inconclusive verdict (never "works")."""
-        failed = [(name, res) for name, res in (("TCP", run.tcp), ("UDP", run.udp)) if res and not res[0]]
-        if not failed:
-            return None
-        names = " and ".join(name for name, _ in failed)
-        what = f"{names} {src.describe()} -> {dst.ip}:{run.tcp_port}"
-        for host, counters in run.counters.items():
-            if counters.port_drops:
-                rule = counters.port_drops[0]
-                found = explain.traced_drop(host, self.view.role(host), self.view.ns(host), rule, what)
-                found = self._named(found, src, dst)
-                return dataclasses.replace(found, reason=f"{found.reason}; the ICMP probes pass")
-        details = "; ".join(f"{name}: {res[1]}" for name, res in failed)
-        return Drop(
-            src.host,
-            "inconclusive",
-            f"inconclusive: the ICMP probes came back, but {what} failed ({details}) and no nftables "
-            "rule on the way traced its drop",
-            f"look for what drops {names} but not ICMP: tc filters, BPF programs, the destination's own "
-            "listener or firewall; `podnet drops` for podnet's own drops",
-        )
-
-    def _probe_loss(
-        self, run: ProbeRun, loss: follow.Loss, between: list[str], src: Place, dst: Place
-    ) -> explain.ProbeLoss:
-        host, next_host, iface = loss.host, loss.between, loss.iface_in
-        if next_host:  # a bridge between the two that took it in and did not pass it on
-            for bridge in between:
-                here = [
-                    s
-                    for s in run.sightings
-                    if s.host == bridge and (s.reply, s.big) == (loss.reply, loss.big)
-                ]
-                if any(not s.outgoing for s in here) and not any(s.outgoing for s in here):
-                    host, next_host, iface = bridge, "", next(s.iface for s in here if not s.outgoing)
-        counters = run.counters.get(host) or follow.HostCounters()
-        direction = (
-            f"{dst.describe()} -> {src.describe()} (the echo reply)"
-            if loss.reply
-            else f"{src.describe()} -> {dst.describe()}"
-        )
-        tunnel = ""
-        if loss.inside_tunnel:
-            protocol = self._tunnel_protocol()
-            tunnel = protocol.spec.label(self._tunnel_port(protocol))
-        return explain.ProbeLoss(
-            host=host,
-            role=self.view.role(host),
-            between=next_host,
-            direction=direction,
-            size=run.size if loss.big else follow.SMALL,
-            small_passed=loss.big and run.answered[0],
-            tunnel=tunnel,
-            iface=iface,
-            nft_drops=counters.nft_drops,
-            kernel=counters.kernel,
-            kernel_meaning=tuple(dropstats.KERNEL_DROPS.get(k, "") for k, _ in counters.kernel),
-            links=counters.links,
-            ns=self.view.ns(host),
-            qdiscs=counters.qdiscs,
-        )
+    def _tunnel_label(self) -> str:
+        protocol = self._tunnel_protocol()
+        return str(protocol.spec.label(self._tunnel_port(protocol)))
 
     def _routing(self, key: str) -> Any:
         """A routing fact from the first agent that states it (what the nodes run now)."""
@@ -672,7 +486,7 @@ class Diagnoser:
         """Why nobody routes ``cidr``, from what the agents report: a node that refused the direct
         route (autoDirectNodeRoutes with the peer behind a gateway), a BGP session not established."""
         owner = self.pod_cidrs().get(cidr, "")
-        for router, detail in self.birds_down():
+        for router, detail in self.control.birds_down():
             return explain.bird_down(router, detail, BIRD_START)
         for node in self.view.nodes:
             doc = self.view.agent_status(node)
@@ -685,7 +499,7 @@ class Diagnoser:
                         "autoDirectNodeRoutes needs every node on one L2 segment: use routingMode=tunnel, "
                         "tunnelFallback (a tunnel only where needed), or BGP (bgp.enabled)",
                     )
-        down = self.router_sessions_down()
+        down = self.control.router_sessions_down()
         for node in self.view.nodes:
             bgp = self.view.agent_status(node).get("bgp") or {}
             for peer in bgp.get("peers") or []:
