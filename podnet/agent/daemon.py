@@ -17,30 +17,29 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from podnet.agent import components as comp
+from podnet.agent import reconfig, wiring
 from podnet.agent.api import ApiServer, serve
 from podnet.agent.bgp_speaker import Bgp
-from podnet.agent.cni_handler import CniHandler, PodResolver
+from podnet.agent.cni_handler import CniHandler
 from podnet.agent.drops import DropMonitor
 from podnet.agent.pmtu_prober import PathMtuProber
 from podnet.agent.pod_guard import EndpointHooks, Guard
 from podnet.agent.policy import PolicyEnforcer
 from podnet.agent.reaper import EndpointReaper
-from podnet.agent.reports import NodeReport, StoreProbe
+from podnet.agent.reports import NodeReport
 from podnet.agent.round import node_labels, plan_round
 from podnet.agent.startup import (
     STORE_CONNECT_TIMEOUT,
     AgentError,
     agent_identity,
     cidr_change,
-    connect_etcd,
-    etcd_tls,
     hold_node_lock,
     mode_route_mtu,
 )
@@ -60,11 +59,10 @@ from podnet.datapath.support import check_kernel_support
 from podnet.datapath.tunnels import all_protocols
 from podnet.ipam.base import Allocator, IPAMContext, UnsupportedIPAMMode, new_allocator
 from podnet.model import IPAddress, IPNetwork, NodeInfo
-from podnet.policy.sources import EtcdPolicySource, KubePolicySource, PolicySource
 from podnet.registry import IPAM_MODES
 from podnet.specs.ipam import IpamSpec
 from podnet.store.client import Store
-from podnet.store.datastore import Datastore, EtcdDatastore, Registration
+from podnet.store.datastore import Datastore, Registration
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
 
 log = logging.getLogger("podnet.agent")
@@ -72,11 +70,6 @@ log = logging.getLogger("podnet.agent")
 RESYNC_INTERVAL = 10.0
 SWITCH_GRACE = 30.0  # after a live mode switch, peers keep their previous path this long at most
 CONFIG_POLL_INTERVAL = 1.0  # how often the config file's mtime is looked at
-# settings a running agent cannot adopt: they change its identity, its store or its allocations
-RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
-                "cluster_pool_ipv4_mask_size", "multi_pool_pre_allocation", "agent_socket", "state_dir",
-                "devices", "eni",
-                "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 NODE_GONE_GRACE = 60.0
 ERROR_RETRY = 1.0  # seconds before a round that failed to apply something runs again
 REPUBLISH_SETTLE = 2.0  # after publishing, give the watch this long to show our record back
@@ -101,7 +94,7 @@ class Agent:
         self._last_round = 0.0
         self.allow_initial_netns = allow_initial_netns
         self.requested = tuple(requested_pod_cidrs)
-        self._config_mtime = config_path.stat().st_mtime if config_path else 0.0
+        self._config_file = reconfig.WatchedFile(config_path)
         self._reload = threading.Event()
         self._stop = threading.Event()
         self.leaving = False  # SIGUSR1: a departure, not a restart (what peers learnt is withdrawn)
@@ -128,7 +121,7 @@ class Agent:
         self.pmtu = PathMtuProber(lambda: self.config)
         self.guard = Guard(self._guard_nft, lambda: self.cni_handler.sources() if self.cni_handler else [])
         self.netpol = PolicyEnforcer(
-            self._policy_source,
+            lambda: wiring.policy_source(self.config, self.store),
             lambda: self.cni_handler.records() if self.cni_handler else [],
             self._guard_nft,
             lambda: self.config.drop_events,
@@ -166,7 +159,7 @@ class Agent:
                 "; ".join(conflicts) + "; pod addresses must lie outside the underlay: change "
                 "clusterPoolIPv4PodCIDRList (nothing was changed)"
             )
-        self.datastore = self._open_datastore()
+        self.datastore, self.store = wiring.open_datastore(self.config)
         bare = NodeInfo(self.config.node_name, self.underlay.ipv4, self.underlay.ipv6)
         try:
             self.registration = self.datastore.register(bare.name, agent_identity(self.config))
@@ -200,7 +193,7 @@ class Agent:
         if self.config.bgp_enabled:  # an IPv6-only node's router ID is made from its name
             self._set_phase("starting the BGP speaker")
             self.components.append(Bgp(self.config, self.underlay.ipv4, self.underlay.ipv6))
-        self.components.append(self._datastore_probe())
+        self.components.append(wiring.datastore_probe(self.datastore, self.store))
         self.components.append(
             NodeReport(
                 self.datastore, node.name, lambda: len(self.cni_handler.records()) if self.cni_handler else 0
@@ -212,7 +205,7 @@ class Agent:
         hooks = self._endpoint_hooks()
         self.cni_handler = CniHandler(
             None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=hooks,
-            pods=self._pod_resolver(),
+            pods=wiring.pod_resolver(self.config),
         )  # fmt: skip
         # NetworkPolicy: the cluster's, with this node's pods from their records, before ready
         self._set_phase("reading NetworkPolicies")
@@ -278,48 +271,6 @@ class Agent:
         extra = tuple(sorted(self._prepared, key=lambda a: (a.version, a)))
         return dataclasses.replace(node, pod_cidrs=self.allocator.cidrs, router_ips=(*router_ips, *extra))
 
-    def _open_datastore(self) -> Datastore:
-        """The configured datastore, reachable (``AgentError`` saying which one and why not)."""
-        if self.config.datastore == "kubernetes":
-            from podnet.kube.datastore import KubeDatastore, KubeDatastoreError
-
-            try:
-                from_node = self.config.ipam_mode == "kubernetes"  # Node.spec.podCIDRs
-                return KubeDatastore.open(self.config.k8s_kubeconfig_path, STORE_CONNECT_TIMEOUT, from_node)
-            except KubeDatastoreError as exc:
-                raise AgentError(str(exc)) from None
-        self.store = connect_etcd(self.config.etcd_endpoints, etcd_tls(self.config))
-        return EtcdDatastore(self.store)
-
-    def _policy_source(self) -> PolicySource:
-        """Where NetworkPolicies come from: the API server, or (datastore etcd) the store."""
-        if self.config.datastore == "kubernetes":
-            return KubePolicySource(self._api_client())
-        assert self.store is not None  # opened by start() before the components
-        return EtcdPolicySource(self.store)
-
-    def _api_client(self) -> Callable[[], Any]:
-        from podnet.kube.client import connect
-
-        return lambda: connect(self.config.k8s_kubeconfig_path)
-
-    def _pod_resolver(self) -> PodResolver | None:
-        """Pod metadata from the API server, on the Kubernetes datastore."""
-        if self.config.datastore != "kubernetes":
-            return None
-        from podnet.agent.podmeta import KubePodResolver
-        from podnet.kube.client import connect
-
-        return KubePodResolver(lambda: connect(self.config.k8s_kubeconfig_path))
-
-    def _datastore_probe(self) -> comp.Component:
-        if self.store is not None:
-            return StoreProbe(self.store)
-        from podnet.kube.datastore import KubeProbe
-
-        assert self.datastore is not None
-        return KubeProbe(self.datastore)  # type: ignore[arg-type]
-
     def _set_phase(self, phase: str) -> None:
         self.status_info.phase = phase
         log.info("%s", phase)
@@ -356,7 +307,7 @@ class Agent:
             if stop.is_set():
                 break
             due = time.monotonic() - self._last_round >= RESYNC_INTERVAL
-            if self._reload.is_set() or self._config_changed_on_disk():
+            if self._reload.is_set() or self._config_file.changed():
                 self._reload.clear()
                 self._reload_from_file()
             elif not self._dirty.is_set() and not due:
@@ -491,44 +442,22 @@ class Agent:
 
     def request_reload(self) -> None:
         """SIGHUP: read the config file again at the next loop turn, and probe path MTUs now."""
-        self._config_changed_on_disk()  # take the current mtime: one SIGHUP, one reload
+        self._config_file.changed()  # take the current mtime: one SIGHUP, one reload
         self._reload.set()
         self._dirty.set()
         self.pmtu.probe_now()
-
-    def _config_changed_on_disk(self) -> bool:
-        if self.config_path is None:
-            return False
-        try:
-            mtime = self.config_path.stat().st_mtime
-        except OSError:
-            return False
-        if mtime != self._config_mtime:
-            self._config_mtime = mtime
-            return True
-        return False
 
     def reload(self, new: AgentConfig) -> list[str]:
         """Adopt ``new`` if only live settings changed and the kernel can do it; returns what was
         refused (restart-only settings, or the reason). A refusal stays in ``status`` until the
         next successful reload, so ``podnet config set`` reports it instead of "converged"."""
-        frozen = [f for f in RESTART_ONLY if getattr(new, f) != getattr(self.config, f)]
-        if frozen:
-            return self._refuse(f"{', '.join(frozen)} can only change with an agent restart", frozen)
-        try:
-            check_kernel_support(new)
-        except ConfigError as exc:
-            return self._refuse(str(exc), [exc.key])
-        except LookupError as exc:
-            return self._refuse(str(exc), ["routing_mode"])
-        changed = [
-            f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.config, f.name)
-        ]
+        refused = reconfig.refusal(self.config, new)
+        if refused is not None:
+            return self._refuse(*refused)
+        changed = reconfig.changed(self.config, new)
         if changed:
             log.info("config reloaded: %s", ", ".join(changed))
-        if mode_for(new) is not mode_for(self.config) or mode_for(new).tunnel(new) != mode_for(
-            self.config
-        ).tunnel(self.config):
+        if reconfig.paths_switch(self.config, new):
             self._mode_changed = time.monotonic()  # peers switch over the next moments: bridge the gap
         self.config = new
         self.config_errors = []

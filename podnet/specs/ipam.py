@@ -18,6 +18,7 @@ class IpamSpec:
     agent_component: str = ""  # "module:Class" the agent runs beside IPAM (built with the allocator)
     operator: bool = False  # podnet's operator serves it (``podnet operator --ipam <name>``)
     needs_kubernetes: str = ""  # what it reads that only the Kubernetes datastore has
+    node_object_cidrs: bool = False  # a node's pod CIDRs are its Node object's spec.podCIDRs
 
 
 for _spec, _default in (
@@ -37,6 +38,7 @@ for _spec, _default in (
             waiting="waiting for Node.spec.podCIDRs (kube-controller-manager's node IPAM controller)",
             static_cidrs=True,
             needs_kubernetes="pod CIDRs from Node.spec.podCIDRs",
+            node_object_cidrs=True,
         ),
         False,
     ),

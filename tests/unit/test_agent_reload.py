@@ -57,7 +57,7 @@ def test_restart_only_settings_are_refused_and_nothing_changes(
 
 def test_config_file_change_is_noticed_once(tmp_path: Path) -> None:
     a = agent(tmp_path)
-    assert not a._config_changed_on_disk()
+    assert not a._config_file.changed()
     path = a.config_path
     assert path is not None
     path.write_text("nodeName: n1\nroutingMode: tunnel\n")
@@ -65,5 +65,5 @@ def test_config_file_change_is_noticed_once(tmp_path: Path) -> None:
 
     st = path.stat()
     os.utime(path, (st.st_atime, st.st_mtime + 5))
-    assert a._config_changed_on_disk()
-    assert not a._config_changed_on_disk()
+    assert a._config_file.changed()
+    assert not a._config_file.changed()
