@@ -159,10 +159,18 @@ class PolicyEnforcer:
                 self.sync()
             elif time.monotonic() - self._checked > DRIFT_CHECK:
                 self._checked = time.monotonic()
-                if self._script is not None and list_table(nft.TABLE, "inet") is None:
-                    log.warning("network policy: table inet %s was removed behind podnet's back", nft.TABLE)
-                    self._script = None
-                    self.sync()
+                self.check_drift()
+
+    def check_drift(self) -> bool:
+        """Put the table back if someone removed it (True then); without a policy there is none."""
+        with self._lock:
+            wanted = self._script is not None and self.policies > 0
+        if not wanted or list_table(nft.TABLE, "inet") is not None:
+            return False
+        log.warning("network policy: table inet %s was removed behind podnet's back", nft.TABLE)
+        self._script = None
+        self.sync()
+        return True
 
     def sync(self) -> None:
         """Resolve and apply (one at a time: the loop and a CNI ADD may both ask)."""
