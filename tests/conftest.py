@@ -44,3 +44,22 @@ def plugin(request: pytest.FixtureRequest) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: run scripts/setup.sh (it builds the compiled plugin)")
     return path
+
+
+def _tier(item: pytest.Item) -> int:
+    """How long a test's file usually takes, coarsely: slow lab tiers, other labs, kernel, unit."""
+    parts = Path(str(item.path)).parts
+    if item.get_closest_marker("slow") is not None:
+        return 0
+    return 1 if "lab" in parts else 2 if "kernel" in parts else 3
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first, so that with ``--dist loadfile`` the workers start them at once
+    and the short ones fill the gaps at the end (in collection order, a slow tier that a worker
+    took last kept the whole run waiting). Within a file the order stays as written."""
+    tiers: dict[Path, int] = {}
+    for item in items:
+        path = Path(str(item.path))
+        tiers[path] = min(tiers.get(path, 3), _tier(item))
+    items.sort(key=lambda item: tiers[Path(str(item.path))])
