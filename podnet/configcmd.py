@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from podnet.agent.api import request
+from podnet.datapath.plan import KEPT_PATH
 from podnet.util.files import write_private
 
 CONVERGE_TIMEOUT = 30.0
@@ -122,7 +123,9 @@ def cmd_set(args: argparse.Namespace, lab_agents: LabAgents) -> int:
 def wait_converged(
     agents: list[RunningAgent], new: dict[str, dict[str, Any]], since: float
 ) -> dict[str, str]:
-    """Per node: 'converged' once its agent runs the new routing mode and reconciled after ``since``."""
+    """Per node: 'converged' once its agent runs the new routing mode, reconciled after ``since`` and
+    keeps no peer on its previous path (a live switch bridges a peer that has not published what
+    the new path needs yet, e.g. its VTEP)."""
     from podnet.config import load_config
 
     sockets = {a.node: a.socket for a in sorted(agents, key=lambda a: a.node) if a.socket is not None}
@@ -139,11 +142,18 @@ def wait_converged(
             routing = doc.get("routing", {})
             ok = routing.get("mode") == want[n].routing_mode and doc.get("lastReconcile", 0) > since
             errors = doc.get("errors") or []
+            bridged = [
+                p["name"]
+                for p in doc.get("peers") or []
+                if any(KEPT_PATH in i for i in p.get("issues") or [])
+            ]
             refused = [e for e in errors if e.startswith("config change not applied")]
             if refused and doc.get("lastReconcile", 0) > since:
                 state[n] = f"refused: {refused[0]}"
-            elif ok and not errors:
+            elif ok and not errors and not bridged:
                 state[n] = "converged"
+            elif ok and not errors:
+                state[n] = f"waiting (previous path kept to {', '.join(bridged)})"
             else:
                 state[n] = f"waiting ({'; '.join(errors) or 'reconciling'})"
         if all(s == "converged" or s.startswith("refused") for s in state.values()):

@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 
+KEPT_PATH = "keeping the previous"  # a peer issue during a live switch (podnet config set waits it out)
+
+
 def paths_needed(local: LocalNode, peers: Sequence[NodeInfo], config: AgentConfig) -> tuple[IPAddress, ...]:
     """Peer node IPs whose kernel path (``route_get``) the planner needs (the mode says whether it
     looks at paths: native with autoDirectNodeRoutes, and the hybrid). Feed the answers to ``plan``
@@ -116,7 +119,7 @@ def _keep_previous(peer: NodeInfo, peer_plan: PeerPlan, previous: DesiredState) 
     note = PeerIssue(
         peer.name,
         Severity.WARNING,
-        f"keeping the previous {before} path to {peer.name} until the new one exists",
+        f"{KEPT_PATH} {before} path to {peer.name} until the new one exists",
     )
     return PeerPlan(reach=before, routes=kept, issues=(*peer_plan.issues, note), reason=peer_plan.reason)
 

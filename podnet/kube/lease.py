@@ -47,6 +47,7 @@ class LeaderLease:
         self._seen: tuple[str, str] | None = None  # (holder, renewTime) of the last record seen
         self._seen_at = 0.0
         self.leading = False
+        self._told: bool | None = None  # what the log last said: leading, standing by, or nothing yet
 
     def held(self) -> bool:
         """Take or renew the lease; True while this process holds it (raises on API outages)."""
@@ -102,7 +103,8 @@ class LeaderLease:
         return True
 
     def _changed(self, leading: bool, holder: str = "") -> bool:
-        if leading != self.leading:
+        if leading != self._told:  # the first answer too: a standby says so at once
+            self._told = leading
             if leading:
                 log.info("holding the lease %s/%s as %s: this operator reconciles", self.namespace,
                          self.name, self.identity)  # fmt: skip
@@ -126,6 +128,7 @@ class LeaderLease:
         except ApiError as exc:
             log.warning("cannot give up the lease %s/%s: %s", self.namespace, self.name, exc.status.message)
         self.leading = False
+        self._told = None
 
 
 def _now() -> datetime.datetime:

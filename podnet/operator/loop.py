@@ -35,7 +35,7 @@ def serve(
         what = f"{'multi-pool' if multi_pool else 'cluster-pool'} reconcile ({state.kind})"
         reconcile_forever(when_leading, wake, stop, min(tick, state.max_tick), what, state.outages)
     finally:
-        watch.stop()
+        watch.stop(1.0)  # the watch threads die with the process; the lease goes at close()
 
 
 def reconcile_forever(

@@ -209,7 +209,7 @@ def test_two_operators_one_lease_and_the_standby_takes_over(lab_up: Callable[...
         assert holder.endswith(f"_{second.pid}") and transitions >= 1
         assert "this operator reconciles" in log.read_text()
 
-        stop(second)  # SIGTERM: a clean stop gives the lease up at once
+        stop(second, grace=10.0)  # SIGTERM: a clean stop gives the lease up at once
         assert second.returncode == 0
         assert _lease_holder(admin)[0] == ""
     finally:
