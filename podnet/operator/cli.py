@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -153,8 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.config:
-        import os
-
         from podnet.config import ConfigError, load_config_file
 
         try:
@@ -265,11 +265,14 @@ def _run_eni(args: argparse.Namespace, stop: threading.Event) -> int:
     if args.datastore == "kubernetes":  # the documents are PodnetNode fields (spec.eni, status.eni)
         from podnet.kube.client import connect
         from podnet.kube.eni import KubeEniState
+        from podnet.kube.lease import LeaderLease
 
         state = KubeEniState(lambda: connect(args.k8s_kubeconfig_path))
+        lease = LeaderLease(connect(args.k8s_kubeconfig_path), f"{socket.gethostname()}_{os.getpid()}")
         try:
-            EniOperator(state, ec2, defaults).run(stop)
+            EniOperator(state, ec2, defaults).run(stop, lead=lease.held)
         finally:
+            lease.release()
             state.close()
         return 0
     from podnet.store.eni import EtcdEniState

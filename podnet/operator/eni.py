@@ -352,7 +352,9 @@ class EniOperator:
 
     # ---- the loop ------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, tick: float = 1.0) -> None:
+    def run(self, stop: threading.Event, tick: float = 1.0, lead: Callable[[], bool] = lambda: True) -> None:
+        """Until ``stop``; only while ``lead()`` says this operator may act (on Kubernetes, the
+        holder of the operator's Lease: two would both call EC2 for the same node)."""
         self._view.start()
         if not self._view.wait_synced(30.0):
             log.warning("the watch of ENI nodes did not sync yet; going on")
@@ -360,6 +362,10 @@ class EniOperator:
         woken = True
         while not stop.is_set():
             self._wake.clear()
+            if not _leading(lead):
+                woken = True  # when it leads again, every node is synced at once
+                self._wake.wait(tick)
+                continue
             for node in self._view.nodes():
                 memory = self._nodes.get(node)
                 now = self.clock()
@@ -372,6 +378,14 @@ class EniOperator:
                         log.exception("node %s: %s", node, exc)
             woken = self._wake.wait(tick)
         self._view.stop()
+
+
+def _leading(lead: Callable[[], bool]) -> bool:
+    try:
+        return lead()
+    except Exception as exc:  # the API server away: do nothing rather than act beside another
+        log.warning("cannot tell whether this operator leads: %s", exc)
+        return False
 
 
 def _with_release(spec: EniSettings, defaults: EniSettings) -> EniSettings:
