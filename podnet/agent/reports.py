@@ -12,6 +12,7 @@ from typing import Any
 
 from podnet.agent.round import RoundPlan
 from podnet.model import NodeInfo
+from podnet.statusdoc.datastore import ETCD, StoreHealth
 from podnet.store.client import Backoff, OutageLog, Store, StoreError
 from podnet.store.datastore import Datastore, DatastoreError
 
@@ -110,17 +111,17 @@ class StoreProbe:
 
     def status(self) -> dict[str, Any]:
         health = self._store.health
-        return {
-            "endpoints": list(self._store.endpoints),
-            "active": self._store.endpoint,
-            "state": "ok" if health.ok else "unreachable",
-            "version": self.version or None,
-            "lastSuccess": health.last_success,
-            "failingSince": health.failing_since or None,
-            "error": health.last_error if not health.ok else None,
-            "connected": health.ok,  # kept for readers of the older document
-            "tls": self._store.tls is not None,
-        }
+        return StoreHealth(
+            kind=ETCD,
+            state="ok" if health.ok else "unreachable",
+            version=self.version or None,
+            last_success=health.last_success,
+            failing_since=health.failing_since or None,
+            error=health.last_error if not health.ok else None,
+            endpoints=tuple(self._store.endpoints),
+            active=self._store.endpoint,
+            tls=self._store.tls is not None,
+        ).to_json()
 
     def stop(self) -> None:
         self._store.close()

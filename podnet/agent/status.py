@@ -19,6 +19,7 @@ from podnet.datapath.objects import Route
 from podnet.datapath.reconcile import ReconcileReport
 from podnet.ipam.base import Allocator
 from podnet.model import NodeInfo
+from podnet.statusdoc.datastore import ETCD, StoreHealth
 
 
 @dataclasses.dataclass
@@ -56,13 +57,8 @@ def status_document(
         "phase": info.phase,
         "node": node.to_json() if node else None,
         "datastore": config.datastore,
-        "kvstore": components.get(
-            "kvstore",
-            {"endpoints": list(config.etcd_endpoints), "connected": connected}
-            if config.datastore == "etcd"
-            else {"state": "disabled"},
-        ),
-        "kubernetes": components.get("kubernetes", {"state": "disabled"}),
+        "kvstore": components.get("kvstore", _store_before_probe(config, connected)),
+        "kubernetes": components.get("kubernetes", StoreHealth.disabled().to_json()),
         "routing": {
             "mode": config.routing_mode,
             "modeName": mode.name,
@@ -111,6 +107,14 @@ def status_document(
     if "eni" in components:
         doc["eni"] = components["eni"]
     return doc
+
+
+def _store_before_probe(config: AgentConfig, connected: bool) -> dict[str, Any]:
+    """The KVStore line before the probe's first answer (or with another datastore)."""
+    if config.datastore != ETCD:
+        return StoreHealth.disabled().to_json()
+    state = "ok" if connected else "unknown"
+    return StoreHealth(ETCD, state, endpoints=tuple(config.etcd_endpoints)).to_json()
 
 
 def _ipam(config: AgentConfig, allocator: Allocator) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from podnet.kube.eni import KubeEniState
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import KubeEvent, ResourceWatcher
 from podnet.model import IPNetwork
+from podnet.statusdoc.datastore import KUBERNETES, StoreHealth
 from podnet.store.client import Backoff, OutageLog
 from podnet.store.datastore import DatastoreError
 from podnet.store.nodes import NodeEvent, NodeOwnedError, NodeRecord
@@ -365,10 +366,11 @@ class KubeProbe:
         return []
 
     def status(self) -> dict[str, Any]:
-        return {
-            "state": "ok" if not self.error else "unreachable",
-            "version": self.version or None,
-            "lastSuccess": self.last_success or None,
-            "failingSince": self.failing_since or None,
-            "error": self.error or None,
-        }
+        return StoreHealth(
+            kind=KUBERNETES,
+            state="ok" if not self.error else "unreachable",
+            version=self.version or None,
+            last_success=self.last_success or None,
+            failing_since=self.failing_since or None,
+            error=self.error or None,
+        ).to_json()

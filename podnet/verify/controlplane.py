@@ -6,6 +6,7 @@ routes do not appear."""
 from __future__ import annotations
 
 from podnet.bgp.birdc import parse_protocols
+from podnet.statusdoc.datastore import ETCD, KUBERNETES, StoreHealth
 from podnet.verify import explain
 from podnet.verify.view import PathView, ViewError
 
@@ -77,18 +78,18 @@ class ControlPlane:
                     f"the agent on {node} does not answer ({doc['error']}): start it (`podnet status`)"
                 )
                 continue
-            store = doc.get("kvstore") or {}
-            if store.get("state") == "unreachable":
-                where = store.get("active") or ", ".join(store.get("endpoints") or [])
+            store = StoreHealth.from_json(doc.get("kvstore"), ETCD)
+            if store.unreachable:
+                where = store.active or ", ".join(store.endpoints)
                 found.append(
-                    f"the agent on {node} cannot reach etcd ({where}): {store.get('error')}; pods keep their "
+                    f"the agent on {node} cannot reach etcd ({where}): {store.error}; pods keep their "
                     "traffic, but new pods, nodes and routes do not propagate: bring etcd back or fix its "
                     "address/certificates (etcd.endpoints)"
                 )
-            kube = doc.get("kubernetes") or {}
-            if kube.get("state") == "unreachable":
+            kube = StoreHealth.from_json(doc.get("kubernetes"), KUBERNETES)
+            if kube.unreachable:
                 found.append(
-                    f"the agent on {node} cannot reach the Kubernetes API server: {kube.get('error')}; "
+                    f"the agent on {node} cannot reach the Kubernetes API server: {kube.error}; "
                     "new pods and nodes do not propagate until it answers"
                 )
             for peer in (doc.get("bgp") or {}).get("peers") or []:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from podnet.datapath.kernel.dropstats import KERNEL_DROPS
+from podnet.statusdoc.datastore import DISABLED, ETCD, KUBERNETES, StoreHealth
 
 
 def _masquerading(masq: dict[str, Any], masq6: dict[str, Any]) -> str:
@@ -38,41 +39,35 @@ def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
     return f"AS{bgp.get('localASN')}, advertising {', '.join(bgp.get('advertised') or []) or '-'}; {sessions}"
 
 
-def kvstore_line(kv: dict[str, Any], now: float | None = None) -> str:
+def kvstore_line(kv: StoreHealth, now: float | None = None) -> str:
     """``Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 1s ago`` or
     ``Unreachable since 12s: <error>`` (Cilium's KVStore line, from the agent's real probe)."""
     now = time.time() if now is None else now
-    if kv.get("state") == "disabled":
+    if kv.kind == DISABLED:
         return "Disabled"
-    endpoints = list(kv.get("endpoints") or [])
-    active = kv.get("active") or (endpoints[0] if endpoints else "?")
-    where = f"{active}" + (f" ({len(endpoints)} endpoints)" if len(endpoints) > 1 else "")
-    last = kv.get("lastSuccess") or 0
-    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
-    if kv.get("state", "ok" if kv.get("connected") else "unreachable") == "ok":
-        version = f"etcd-{kv['version']} " if kv.get("version") else "etcd "
-        return f"Ok{' (TLS)' if kv.get('tls') else ''}   {version}{where}, {ago}"
-    since = kv.get("failingSince")
-    down = f" since {now - since:.0f}s" if since else ""
-    return f"Unreachable{down}: {kv.get('error') or 'no answer'} ({where}, {ago})"
+    active = kv.active or (kv.endpoints[0] if kv.endpoints else "?")
+    where = f"{active}" + (f" ({len(kv.endpoints)} endpoints)" if len(kv.endpoints) > 1 else "")
+    ago = f"last success {now - kv.last_success:.0f}s ago" if kv.last_success else "never reached"
+    if kv.ok:
+        version = f"etcd-{kv.version} " if kv.version else "etcd "
+        return f"Ok{' (TLS)' if kv.tls else ''}   {version}{where}, {ago}"
+    down = f" since {now - kv.failing_since:.0f}s" if kv.failing_since else ""
+    return f"Unreachable{down}: {kv.error or 'no answer'} ({where}, {ago})"
 
 
-def kubernetes_line(k8s: dict[str, Any], now: float | None = None) -> str:
+def kubernetes_line(k8s: StoreHealth, now: float | None = None) -> str:
     """``Ok   1.20 (v1.20.2), last success 3s ago``, ``Disabled`` or ``Unreachable since 12s: ...``
     (Cilium's Kubernetes line)."""
     now = time.time() if now is None else now
-    state = k8s.get("state", "disabled")
-    if state == "disabled":
+    if k8s.kind == DISABLED:
         return "Disabled"
-    version = str(k8s.get("version") or "")
+    version = k8s.version or ""
     short = ".".join(version.lstrip("v").split(".")[:2])
-    last = k8s.get("lastSuccess") or 0
-    ago = f"last success {now - last:.0f}s ago" if last else "never reached"
-    if state == "ok":
+    ago = f"last success {now - k8s.last_success:.0f}s ago" if k8s.last_success else "never reached"
+    if k8s.ok:
         return f"Ok   {short} ({version}), {ago}"
-    since = k8s.get("failingSince")
-    down = f" since {now - since:.0f}s" if since else ""
-    return f"Unreachable{down}: {k8s.get('error') or 'no answer'} ({ago})"
+    down = f" since {now - k8s.failing_since:.0f}s" if k8s.failing_since else ""
+    return f"Unreachable{down}: {k8s.error or 'no answer'} ({ago})"
 
 
 def guard_line(guard: dict[str, Any]) -> str:
@@ -107,7 +102,7 @@ def print_status(out: dict[str, Any]) -> None:
         if "error" in agent:
             print(f"  Agent:               NOT READY: {agent['error']}")
             continue
-        kv = s.get("kvstore") or {}
+        kv = StoreHealth.from_json(s.get("kvstore"), ETCD)
         routing = s.get("routing") or {}
         mtu = s.get("mtu") or {}
         ipam = s.get("ipam") or {}
@@ -119,7 +114,7 @@ def print_status(out: dict[str, Any]) -> None:
                 f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
                 f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
             ),
-            ("Kubernetes", kubernetes_line(s.get("kubernetes") or {})),
+            ("Kubernetes", kubernetes_line(StoreHealth.from_json(s.get("kubernetes"), KUBERNETES))),
             ("KVStore", kvstore_line(kv)),
             ("Routing", f"Network: {routing.get('summary')}"),
             ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),

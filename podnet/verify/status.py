@@ -24,6 +24,7 @@ from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.datapath.tunnels import tunnel_of
 from podnet.specs import routing as routing_spec
 from podnet.specs import tunnel as tunnel_spec
+from podnet.statusdoc.datastore import KUBERNETES, StoreHealth
 from podnet.verify import explain
 from podnet.verify.probe import ping
 from podnet.verify.view import ClusterView, ViewError
@@ -157,7 +158,7 @@ def node_status(
         },
         "node": doc.get("node"),
         "kvstore": doc.get("kvstore"),
-        "kubernetes": doc.get("kubernetes") or {"state": "disabled"},
+        "kubernetes": StoreHealth.from_json(doc.get("kubernetes"), KUBERNETES).to_json(),
         "bpf": bpf,  # the tunnel protocol's programs and maps (an eBPF protocol's), empty otherwise
         "hostRouting": doc.get("hostRouting") or {"mode": "Legacy"},
         "drops": doc.get("drops"),

@@ -207,6 +207,7 @@ def test_diagram_dot_has_segments_pods_and_reach() -> None:
 
 
 def test_kvstore_line_tells_ok_from_unreachable() -> None:
+    from podnet.statusdoc.datastore import ETCD, StoreHealth
     from podnet.verify.render import kvstore_line
 
     ok = {
@@ -216,9 +217,10 @@ def test_kvstore_line_tells_ok_from_unreachable() -> None:
         "endpoints": ["http://a:2379", "http://b:2379", "http://c:2379"],
         "lastSuccess": 995.0,
     }
-    assert kvstore_line(ok, now=1000.0) == "Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 5s ago"
+    line = kvstore_line(StoreHealth.from_json(ok, ETCD), now=1000.0)
+    assert line == "Ok   etcd-3.4.23 http://a:2379 (3 endpoints), last success 5s ago"
     down = {**ok, "state": "unreachable", "failingSince": 988.0, "error": "connection refused"}
-    assert kvstore_line(down, now=1000.0) == (
+    assert kvstore_line(StoreHealth.from_json(down, ETCD), now=1000.0) == (
         "Unreachable since 12s: connection refused (http://a:2379 (3 endpoints), last success 5s ago)"
     )
 
