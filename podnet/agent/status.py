@@ -19,6 +19,7 @@ from podnet.datapath.objects import Route
 from podnet.datapath.reconcile import ReconcileReport
 from podnet.ipam.base import Allocator
 from podnet.model import NodeInfo
+from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import ETCD, StoreHealth
 
 
@@ -100,7 +101,7 @@ def status_document(
         doc["peers"] = _peers(info.last_round, peers)
         doc["routes"] = [_route_json(r) for r in info.last_round.desired.routes]
     doc["pathMTU"] = components.get("pathMTU", {"checked": 0.0, "peers": []})
-    doc["bgp"] = components.get("bgp", {"enabled": False, "peers": []})
+    doc["bgp"] = components.get("bgp", BgpStatus().to_json())
     doc["hostRouting"] = components.get("hostRouting", {"mode": "Legacy"})
     doc["drops"] = components.get("drops")
     doc["policy"] = components.get("policy", {"enabled": False})

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from podnet.bgp.exabgp import ExaBgpSpeaker, Prefix, SpeakerError, SpeakerSpec
 from podnet.config import AgentConfig
+from podnet.statusdoc.bgp import BgpSession, BgpStatus
 
 log = logging.getLogger("podnet.bgp")
 
@@ -175,25 +176,31 @@ class BgpController:
             state = str(s.get("state", "idle"))
             up = state == "up"
             peers.append(
-                {
-                    **peer.to_json(),
-                    "state": "established" if up else state,
-                    "uptime": round(now - float(s.get("since", now)), 1) if up else 0.0,
-                    "family": "ipv4" if peer.peer_address.version == 4 else "ipv6",
-                    "sent": sum(p.version == peer.peer_address.version for p in self.prefixes) if up else 0,
-                    "received": len(s.get("received", [])),
-                    "receivedPrefixes": list(s.get("received", [])),
-                }
+                BgpSession(
+                    peer_address=str(peer.peer_address),
+                    peer_asn=peer.peer_asn,
+                    state="established" if up else state,
+                    hold_time=peer.hold_time,
+                    keepalive_time=peer.keepalive_time,
+                    password="***" if peer.password else None,
+                    ttl_security=peer.ttl_security,
+                    graceful_restart=peer.graceful_restart,
+                    restart_time=peer.restart_time,
+                    uptime=round(now - float(s.get("since", now)), 1) if up else 0.0,
+                    family="ipv4" if peer.peer_address.version == 4 else "ipv6",
+                    sent=sum(p.version == peer.peer_address.version for p in self.prefixes) if up else 0,
+                    received_prefixes=tuple(s.get("received", [])),
+                )
             )
-        return {
-            "enabled": True,
-            "speaker": self.speaker.name,
-            "pid": self.speaker.pid,
-            "running": self.speaker.running(),
-            "restarts": self.restarts,
-            "localASN": self.spec.local_asn,
-            "routerID": str(self.spec.router_id),
-            "advertised": [str(p) for p in self.prefixes],
-            "peers": peers,
-            "error": self.last_error or None,
-        }
+        return BgpStatus(
+            enabled=True,
+            speaker=self.speaker.name,
+            pid=self.speaker.pid,
+            running=self.speaker.running(),
+            restarts=self.restarts,
+            local_asn=self.spec.local_asn,
+            router_id=str(self.spec.router_id),
+            advertised=tuple(str(p) for p in self.prefixes),
+            peers=tuple(peers),
+            error=self.last_error or None,
+        ).to_json()

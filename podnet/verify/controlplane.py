@@ -6,6 +6,7 @@ routes do not appear."""
 from __future__ import annotations
 
 from podnet.bgp.birdc import parse_protocols
+from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import ETCD, KUBERNETES, StoreHealth
 from podnet.verify import explain
 from podnet.verify.view import PathView, ViewError
@@ -23,10 +24,10 @@ class ControlPlane:
         if self._birds_down is None:
             by_address = self.view.routers_by_address()
             peered = {
-                by_address[str(peer.get("peerAddress"))]
+                by_address[peer.peer_address]
                 for node in self.view.nodes
-                for peer in (self.view.agent_status(node).get("bgp") or {}).get("peers") or []
-                if str(peer.get("peerAddress")) in by_address
+                for peer in BgpStatus.from_json(self.view.agent_status(node).get("bgp")).peers
+                if peer.peer_address in by_address
             }
             answering = {r.name: r for r in self.view.bgp_routers()}
             found = []
@@ -92,10 +93,9 @@ class ControlPlane:
                     f"the agent on {node} cannot reach the Kubernetes API server: {kube.error}; "
                     "new pods and nodes do not propagate until it answers"
                 )
-            for peer in (doc.get("bgp") or {}).get("peers") or []:
-                if peer.get("state") != "established":
-                    found.append(
-                        f"BGP session {node} -> {peer.get('peerAddress')} (AS{peer.get('peerASN')}) is "
-                        f"{peer.get('state')}: the routers do not learn {node}'s pod CIDRs from it"
-                    )
+            for peer in BgpStatus.from_json(doc.get("bgp")).down():
+                found.append(
+                    f"BGP session {node} -> {peer.peer_address} (AS{peer.peer_asn}) is "
+                    f"{peer.state}: the routers do not learn {node}'s pod CIDRs from it"
+                )
         return found

@@ -24,6 +24,7 @@ from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
 from podnet.specs import tunnel as tunnel_spec
+from podnet.statusdoc.bgp import BgpStatus
 from podnet.util import netns
 from podnet.verify import explain
 from podnet.verify.controlplane import BIRD_START, ControlPlane
@@ -501,11 +502,8 @@ class Diagnoser:
                     )
         down = self.control.router_sessions_down()
         for node in self.view.nodes:
-            bgp = self.view.agent_status(node).get("bgp") or {}
-            for peer in bgp.get("peers") or []:
-                if peer.get("state") != "established":
-                    where = f"{peer.get('peerAddress')} (AS{peer.get('peerASN')})"
-                    down.append(f"{node} -> {where} is {peer.get('state')}")
+            for peer in BgpStatus.from_json(self.view.agent_status(node).get("bgp")).down():
+                down.append(f"{node} -> {peer.peer_address} (AS{peer.peer_asn}) is {peer.state}")
         if down:
             return (
                 f"BGP session {'; '.join(down)}, so the routers do not learn every pod CIDR",

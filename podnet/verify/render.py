@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from podnet.datapath.kernel.dropstats import KERNEL_DROPS
+from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import DISABLED, ETCD, KUBERNETES, StoreHealth
 
 
@@ -30,13 +31,11 @@ def _masquerading6(masq6: dict[str, Any]) -> str:
     return f"; IPv6 nftables, not to {', '.join(masq6.get('exempt') or [])} or nodes"
 
 
-def _bgp_line(bgp: dict[str, Any] | None) -> str | None:
-    if not bgp or not bgp.get("enabled"):
+def _bgp_line(bgp: BgpStatus) -> str | None:
+    if not bgp.enabled:
         return None
-    sessions = ", ".join(
-        f"{p.get('peerAddress')} AS{p.get('peerASN')} {p.get('state')}" for p in bgp.get("peers", [])
-    )
-    return f"AS{bgp.get('localASN')}, advertising {', '.join(bgp.get('advertised') or []) or '-'}; {sessions}"
+    sessions = ", ".join(f"{p.peer_address} AS{p.peer_asn} {p.state}" for p in bgp.peers)
+    return f"AS{bgp.local_asn}, advertising {', '.join(bgp.advertised) or '-'}; {sessions}"
 
 
 def kvstore_line(kv: StoreHealth, now: float | None = None) -> str:
@@ -135,7 +134,7 @@ def print_status(out: dict[str, Any]) -> None:
         ]
         if s.get("endpoints"):
             rows.append(("Endpoints", endpoints_line(s["endpoints"])))
-        bgp = _bgp_line(s.get("bgp"))
+        bgp = _bgp_line(BgpStatus.from_json(s.get("bgp")))
         if bgp:
             rows.append(("BGP", bgp))
         rows += bpf_rows(s.get("bpf") or {})

@@ -16,6 +16,11 @@ ETCD_KEYS = {
     "connected",
     "tls",
 }
+BGP_KEYS = "enabled speaker pid running restarts localASN routerID advertised peers error"
+SESSION_KEYS = (
+    "peerAddress peerASN holdTime keepaliveTime password ttlSecurity gracefulRestart state uptime family "
+    "sent received receivedPrefixes"
+)
 KUBE_KEYS = {"state", "version", "lastSuccess", "failingSince", "error"}
 
 
@@ -39,3 +44,35 @@ def test_older_and_partial_documents_are_read() -> None:
     assert StoreHealth.from_json(None, KUBERNETES).kind == DISABLED  # a line the agent does not send
     odd = StoreHealth.from_json({"state": "ok", "lastSuccess": "soon", "version": None}, KUBERNETES)
     assert odd.last_success is None and odd.version is None
+
+
+def test_the_bgp_section_keeps_its_keys_and_reads_back() -> None:
+    from podnet.statusdoc.bgp import BgpSession, BgpStatus
+
+    up = BgpSession(
+        "172.16.0.1",
+        64512,
+        "established",
+        90,
+        30,
+        None,
+        False,
+        True,
+        120,
+        12.5,
+        "ipv4",
+        1,
+        ("10.244.2.0/24",),
+    )
+    idle = BgpSession("fd00::1", 64512, "active", family="ipv6")
+    status = BgpStatus(True, "exabgp", 42, True, 0, 64513, "10.0.0.1", ("10.244.1.0/24",), (up, idle))
+    doc = status.to_json()
+    assert set(doc) == set(BGP_KEYS.split())
+    assert set(doc["peers"][0]) == set(SESSION_KEYS.split())
+    assert doc["peers"][0]["received"] == 1
+    assert BgpStatus.from_json(doc) == status
+    assert status.down() == [idle]
+    assert BgpStatus.from_json(None) == BgpStatus() and BgpStatus().to_json() == {
+        "enabled": False,
+        "peers": [],
+    }
