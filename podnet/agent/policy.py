@@ -28,6 +28,7 @@ from podnet.policy import nft
 from podnet.policy.model import parse_policies
 from podnet.policy.resolve import Address, PodInfo, Resolved, resolve
 from podnet.policy.sources import PolicySource
+from podnet.statusdoc.policy import PolicyStatus
 
 log = logging.getLogger("podnet.agent")
 
@@ -131,19 +132,19 @@ class PolicyEnforcer:
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "enabled": self._make_source is not None,
-                "source": self._source.kind if self._source else "",
-                "policies": self.policies,
-                "invalid": list(self.invalid),
-                "unresolved": list(self.resolved.unresolved),
-                "isolatedIngress": len(self.resolved.ingress_isolated),
-                "isolatedEgress": len(self.resolved.egress_isolated),
-                "entries": len(self.resolved.ingress) + len(self.resolved.egress),
-                "appliedAt": self.applied_at,
-                "covered": dict(self.covered),  # per kind, the resourceVersion the table includes
-                "error": self.error,
-            }
+            return PolicyStatus(
+                enabled=self._make_source is not None,
+                source=self._source.kind if self._source else "",
+                policies=self.policies,
+                invalid=tuple(self.invalid),
+                unresolved=tuple(self.resolved.unresolved),
+                isolated_ingress=len(self.resolved.ingress_isolated),
+                isolated_egress=len(self.resolved.egress_isolated),
+                entries=len(self.resolved.ingress) + len(self.resolved.egress),
+                applied_at=self.applied_at,
+                covered=dict(self.covered),
+                error=self.error,
+            ).to_json()
 
     def stop(self) -> None:
         if self._source is not None:

@@ -21,6 +21,7 @@ from podnet.ipam.base import Allocator
 from podnet.model import NodeInfo
 from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import ETCD, StoreHealth
+from podnet.statusdoc.policy import PolicyStatus
 
 
 @dataclasses.dataclass
@@ -104,7 +105,7 @@ def status_document(
     doc["bgp"] = components.get("bgp", BgpStatus().to_json())
     doc["hostRouting"] = components.get("hostRouting", {"mode": "Legacy"})
     doc["drops"] = components.get("drops")
-    doc["policy"] = components.get("policy", {"enabled": False})
+    doc["policy"] = components.get("policy", PolicyStatus().to_json())
     if "eni" in components:
         doc["eni"] = components["eni"]
     return doc

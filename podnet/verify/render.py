@@ -10,6 +10,7 @@ from typing import Any
 from podnet.datapath.kernel.dropstats import KERNEL_DROPS
 from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import DISABLED, ETCD, KUBERNETES, StoreHealth
+from podnet.statusdoc.policy import PolicyStatus
 
 
 def _masquerading(masq: dict[str, Any], masq6: dict[str, Any]) -> str:
@@ -129,7 +130,7 @@ def print_status(out: dict[str, Any]) -> None:
             ),
             ("IPAM", ipam_line(ipam)),
             ("Host Routing", host_routing_line(s.get("hostRouting") or {})),
-            ("Network policy", policy_line(s.get("policy") or {})),
+            ("Network policy", policy_line(PolicyStatus.from_json(s.get("policy")))),
             ("Drops", drops_line(s.get("drops"))),
         ]
         if s.get("endpoints"):
@@ -189,18 +190,17 @@ def supervised_lines(procs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def policy_line(policy: dict[str, Any]) -> str:
+def policy_line(policy: PolicyStatus) -> str:
     """``3 policies, 4 pods isolated (in 3, out 1), 12 entries`` (Cilium's ``Policy`` line)."""
-    if not policy.get("enabled"):
+    if not policy.enabled:
         return "Disabled"
-    if policy.get("error"):
-        return f"ERROR: {policy['error']}"
+    if policy.error:
+        return f"ERROR: {policy.error}"
     text = (
-        f"{policy.get('policies', 0)} policies ({policy.get('source') or 'kubernetes'}), "
-        f"in {policy.get('isolatedIngress', 0)} / out "
-        f"{policy.get('isolatedEgress', 0)} pod addresses isolated, {policy.get('entries', 0)} entries"
+        f"{policy.policies} policies ({policy.source or 'kubernetes'}), in {policy.isolated_ingress} / out "
+        f"{policy.isolated_egress} pod addresses isolated, {policy.entries} entries"
     )
-    refused = policy.get("invalid") or []
+    refused = policy.invalid
     return text + (f"; REFUSED {len(refused)}: {refused[0]}" if refused else "")
 
 

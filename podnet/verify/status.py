@@ -25,6 +25,7 @@ from podnet.datapath.tunnels import tunnel_of
 from podnet.specs import routing as routing_spec
 from podnet.specs import tunnel as tunnel_spec
 from podnet.statusdoc.datastore import KUBERNETES, StoreHealth
+from podnet.statusdoc.policy import PolicyStatus
 from podnet.verify import explain
 from podnet.verify.probe import ping
 from podnet.verify.view import ClusterView, ViewError
@@ -177,7 +178,7 @@ def node_status(
         },
         "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
         "guard": doc.get("guard") or {"enabled": False},
-        "policy": doc.get("policy") or {"enabled": False},
+        "policy": PolicyStatus.from_json(doc.get("policy")).to_json(),
         "endpoints": doc.get("endpoints") or {},
         "bgp": doc.get("bgp"),
         "eni": doc.get("eni"),

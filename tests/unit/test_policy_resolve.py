@@ -210,6 +210,7 @@ def test_random_policies_agree_with_the_oracle(policies: list[dict[str, Any]]) -
 
 
 def test_policy_show_and_status_lines() -> None:
+    from podnet.statusdoc.policy import PolicyStatus
     from podnet.verify.policy import render
     from podnet.verify.render import policy_line
 
@@ -225,17 +226,17 @@ def test_policy_show_and_status_lines() -> None:
     assert lines[0] == "x-a on node1" and "Ingress: isolated by x/deny; 1 allowed entry" in lines[1]
     assert "allow 10.0.1.2/32 -> 10.0.0.2/32 TCP/80" in lines[2] and "Egress: not isolated" in lines[3]
     assert "note: x/p: no selected pod" in lines[-1]
-    assert policy_line({"enabled": False}).startswith("Disabled")
-    line = policy_line(
-        {
-            "enabled": True,
-            "policies": 2,
-            "source": "etcd",
-            "isolatedIngress": 3,
-            "entries": 9,
-            "invalid": ["y/bad: x"],
-        }
-    )
+    assert policy_line(PolicyStatus.from_json({"enabled": False})).startswith("Disabled")
+    doc = {
+        "enabled": True,
+        "policies": 2,
+        "source": "etcd",
+        "isolatedIngress": 3,
+        "entries": 9,
+        "invalid": ["y/bad: x"],
+    }
+    line = policy_line(PolicyStatus.from_json(doc))
+    assert PolicyStatus.from_json(PolicyStatus.from_json(doc).to_json()) == PolicyStatus.from_json(doc)
     assert line.startswith("2 policies (etcd), in 3 / out 0") and "REFUSED 1: y/bad: x" in line
 
 
