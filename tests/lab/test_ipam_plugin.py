@@ -8,38 +8,30 @@ names it."""
 from __future__ import annotations
 
 import ipaddress
-import json
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pluginhelpers import PODNET, plugin_env, podnet_json, run_podnet
 
 from podnet.lab import state as st
 from podnet.lab.topology import load_topology
 
 pytestmark = pytest.mark.lab
 
-PLUGINS = Path(__file__).parents[1] / "plugins"
-PODNET = str(Path(sys.executable).with_name("podnet"))
-ENV = {**os.environ, "PODNET_PLUGINS": "podnet_dummyipam", "PYTHONPATH": str(PLUGINS)}
+ENV = plugin_env("podnet_dummyipam")
 
 
 def _podnet(*args: str, code: int = 0, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=240, env=env)
-    assert res.returncode == code, (
-        f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    )
-    return res
+    return run_podnet(env, *args, code=code)
 
 
 def _json(*args: str) -> dict[str, Any]:
-    return json.loads(_podnet(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+    return podnet_json(ENV, *args)
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ back. Nothing in podnet was changed for it."""
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,27 +16,22 @@ from typing import Any
 import pytest
 import yaml
 from labhelpers import capture, pod_ips, sh
+from pluginhelpers import PODNET, plugin_env, podnet_json, run_podnet
 
 from podnet.lab.topology import load_topology
 
 pytestmark = pytest.mark.lab
 
-PLUGINS = Path(__file__).parents[1] / "plugins"
-PODNET = str(Path(sys.executable).with_name("podnet"))
-ENV = {**os.environ, "PODNET_PLUGINS": "podnet_dummytunnel", "PYTHONPATH": str(PLUGINS)}
+ENV = plugin_env("podnet_dummytunnel")
 DUMMY = ["routingMode=tunnel", "autoDirectNodeRoutes=false", "tunnelProtocol=dummyvx"]
 
 
-def _podnet(*args: str, code: int = 0, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
-    assert res.returncode == code, (
-        f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    )
-    return res
+def _podnet(*args: str, code: int = 0, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
+    return run_podnet(env, *args, code=code)
 
 
 def _json(*args: str) -> dict[str, Any]:
-    return json.loads(_podnet(*args, "-o", "json").stdout)  # type: ignore[no-any-return]
+    return podnet_json(ENV, *args)
 
 
 @pytest.fixture

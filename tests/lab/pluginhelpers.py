@@ -1,0 +1,30 @@
+"""The podnet CLI with out-of-tree plugins loaded (``PODNET_PLUGINS``, tests/plugins on the path),
+as a user who installed a plugin runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PLUGINS = Path(__file__).parents[1] / "plugins"
+PODNET = str(Path(sys.executable).with_name("podnet"))
+
+
+def plugin_env(*modules: str) -> dict[str, str]:
+    return {**os.environ, "PODNET_PLUGINS": ",".join(modules), "PYTHONPATH": str(PLUGINS)}
+
+
+def run_podnet(env: dict[str, str], *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([PODNET, *args], capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == code, (
+        f"podnet {' '.join(args)}: exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    )
+    return res
+
+
+def podnet_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    return json.loads(run_podnet(env, *args, "-o", "json").stdout)  # type: ignore[no-any-return]
