@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (REA
 PODNET = str(Path(sys.executable).with_name("podnet"))
 
 
+@pytest.mark.timeout(900)  # the whole main job (13 labs, up to 600 s) and the teardown of what it left
 def test_demo_writes_report_and_cleans_up(tmp_path: Path) -> None:
     res = subprocess.run(
         [PODNET, "demo", "--report-dir", str(tmp_path), "--repetitions", "1", "--seconds", "1", "-o", "json"],
