@@ -4,8 +4,6 @@ Everything a Kubernetes-only part needs is imported only on ``datastore: kuberne
 
 from __future__ import annotations
 
-from typing import Any
-
 from podnet.agent.cni_handler import PodResolver
 from podnet.agent.components import Component
 from podnet.agent.reports import StoreProbe
@@ -58,5 +56,4 @@ def datastore_probe(datastore: Datastore, store: Store | None) -> Component:
         return StoreProbe(store)
     from podnet.kube.datastore import KubeProbe
 
-    probe: Any = KubeProbe(datastore)  # type: ignore[arg-type]
-    return probe  # type: ignore[no-any-return]
+    return KubeProbe(datastore)  # type: ignore[arg-type]  # on Kubernetes the datastore is a KubeDatastore
