@@ -574,22 +574,22 @@ def remove_cgroups(paths: Sequence[str], grace: float = 5.0) -> list[int]:
             break
         time.sleep(0.05)
     for path in paths:
-        root = Path(path)
-        if not root.exists():
-            continue
-        for d in sorted((x for x in root.rglob("*") if x.is_dir()), key=lambda x: len(x.parts), reverse=True):
+        for d in _dirs_deepest_first(Path(path)):
             with contextlib.suppress(OSError):
                 d.rmdir()
-        with contextlib.suppress(OSError):
-            root.rmdir()
     return killed
+
+
+def _dirs_deepest_first(root: Path) -> list[Path]:
+    """``root`` and every directory below it, children before parents. Kubelet and containerd may
+    remove a pod's cgroup while this walks: a directory that vanishes is skipped (os.walk ignores
+    the scandir errors that pathlib's rglob raises)."""
+    return [Path(top) for top, _dirs, _files in os.walk(root, topdown=False)]
 
 
 def _procs_below(root: Path) -> set[int]:
     found: set[int] = set()
-    if not root.exists():
-        return found
-    for procs in [root / "cgroup.procs", *root.rglob("*/cgroup.procs")]:
+    for procs in (d / "cgroup.procs" for d in _dirs_deepest_first(root)):
         with contextlib.suppress(OSError, ValueError):
             found.update(int(x) for x in procs.read_text().split())
     return found
@@ -603,7 +603,8 @@ def _pod_pid(lab: str, node: str, uid: str) -> int | None:
     node's kubepods. Only pause: a container's process may still be runc's init, outside the pod's
     network namespace."""
     base = CGROUP_FS / "pids" / cgroup_name(lab, node)
-    for procs in base.glob(f"kubepods*/**/pod{uid}/*/cgroup.procs"):
+    containers = (d for d in _dirs_deepest_first(base) if d.parent.name == f"pod{uid}")
+    for procs in (d / "cgroup.procs" for d in containers):
         with contextlib.suppress(OSError, ValueError):
             for pid in (int(x) for x in procs.read_text().split()):
                 if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"/pause":

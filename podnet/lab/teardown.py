@@ -50,6 +50,7 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
     """Remove lab ``lab``; ``before`` are callables (e.g. CNI DEL of the pods) run first, best effort."""
     state = st.LabState.load(lab)
     report = TeardownReport(lab)
+    failed: list[str] = []
     for hook in before or []:
         with contextlib.suppress(Exception):  # teardown goes on whatever a hook says
             hook()  # type: ignore[operator]
@@ -59,13 +60,18 @@ def teardown(lab: str, before: list[object] | None = None) -> TeardownReport:
         report.processes.extend(mine)
         # real nodes: their pods' processes are in network namespaces of their own; their cgroups
         # (named after the lab) hold them all
-        report.processes.extend(kubenode.remove_cgroups(state.info.get("cgroups") or []))
+        try:
+            report.processes.extend(kubenode.remove_cgroups(state.info.get("cgroups") or []))
+        except OSError as exc:  # the namespaces still go; the error is raised once they have
+            failed.append(f"removing the real nodes' cgroups: {exc}")
     for name in lab_namespaces(lab, state):
         if not netns.exists(name):
             continue
         report.processes.extend(netns.pids_in(name))
         netns.remove(name)
         report.namespaces.append(name)
+    if failed:
+        raise OSError(f"lab {lab}: " + "; ".join(failed) + f"; run `podnet lab down {lab}` again")
     st.remove_lab_dir(lab)
     return report
 

@@ -152,6 +152,27 @@ def test_down_without_state_leaves_namespaces_other_labs_record(
     assert td.lab_namespaces("two", mine) == ["pn-two-node1"]
 
 
+def test_a_cgroup_failure_still_removes_the_namespaces_and_keeps_the_state(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = st.LabState(name="cg", fingerprint="f", source="s", namespaces=["pn-cg-node1"])
+    state.info["cgroups"] = ["/sys/fs/cgroup/pids/pn-cg-node1"]
+    state.save()
+    removed: list[str] = []
+
+    def vanished(_paths: object) -> list[int]:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(td.kubenode, "remove_cgroups", vanished)
+    monkeypatch.setattr(td.netns, "exists", lambda name: True)
+    monkeypatch.setattr(td.netns, "pids_in", lambda name: [])
+    monkeypatch.setattr(td.netns, "remove", removed.append)
+    with pytest.raises(OSError, match=r"lab cg: removing the real nodes. cgroups.*lab down cg` again"):
+        td.teardown("cg")
+    assert removed == ["pn-cg-node1"]
+    assert st.LabState.load("cg") is not None  # the second run still finds the cgroups
+
+
 # ---- children's environment -------------------------------------------------------------------
 
 
