@@ -105,8 +105,8 @@ def _mac(text: str) -> bytes:
 def _program(ipr: Any) -> tc.Attached:
     """The loaded program, on the anchor (loaded there when missing or of an older build)."""
     obj = build.compiled(SOURCE, VARIANT)
-    attached, _ = tc.attach(socket_netns(ipr), ANCHOR, "ingress", PREF, obj)
-    return attached
+    mine = [f for f in tc.listed(ipr, ANCHOR, "ingress") if f.pref == PREF and f.name.startswith(obj.name)]
+    return mine[0] if mine else tc.attach(socket_netns(ipr), ANCHOR, "ingress", PREF, obj)[0]
 
 
 def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
@@ -114,7 +114,6 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
     program = _program(ipr)
     ids = maps.program_maps(program.prog_id)
     changes: list[str] = []
-    netns = socket_netns(ipr)
     fd = maps.program_fd(program.prog_id)
     underlay = _route_devices(ipr, plan.peer_nodes)
     try:
@@ -122,7 +121,7 @@ def apply(ipr: Any, plan: HostRoutingPlan) -> list[str]:
             index = klink.link_index(ipr, dev)
             if index is None:
                 continue  # the pod went meanwhile
-            mine = [f for f in tc.filters(netns, dev, "ingress") if f.pref == PREF]
+            mine = [f for f in tc.listed(ipr, dev, "ingress", index) if f.pref == PREF]
             if not mine or mine[0].prog_id != program.prog_id:
                 tc.attach_fd(ipr, index, PREF, fd, f"podnet-{VARIANT}")
                 changes.append(f"attach host routing to {dev}")
@@ -257,31 +256,30 @@ def remove(ipr: Any) -> list[str]:
     """Every podnet host-routing filter goes (pods' veths and the anchor): Legacy host routing."""
     netns = socket_netns(ipr)
     removed = []
-    for msg in ipr.get_links():
-        name = str(msg.get_attr("IFLA_IFNAME"))
+    for index, name in _links(ipr):
         if name == "lo" or (name.startswith("podnet_") and name != ANCHOR):
             continue  # pods' veths, the anchor and the underlay devices may have one
-        if any(f.pref == PREF for f in tc.filters(netns, name, "ingress")):
+        if any(f.pref == PREF for f in tc.listed(ipr, name, "ingress", index)):
             tc.detach(netns, name, "ingress", PREF)
             removed.append(f"detach host routing from {name}")
     return removed + _sync_decap(ipr, None)
 
 
+def _links(ipr: Any) -> list[tuple[int, str]]:
+    return [(int(msg["index"]), str(msg.get_attr("IFLA_IFNAME"))) for msg in ipr.get_links()]
+
+
 def stats(ipr: Any) -> dict[str, Any]:
     """The program, where it is attached, its map fill and counters (for status)."""
-    netns = socket_netns(ipr)
-    anchor = [f for f in tc.filters(netns, ANCHOR, "ingress") if f.pref == PREF]
+    anchor = [f for f in tc.listed(ipr, ANCHOR, "ingress") if f.pref == PREF]
     if not anchor:
         return {"program": None}
     program = anchor[0]
     attached = [
-        str(msg.get_attr("IFLA_IFNAME"))
-        for msg in ipr.get_links()
-        if not str(msg.get_attr("IFLA_IFNAME")).startswith(("podnet_", "lo"))
-        and any(
-            f.prog_id == program.prog_id
-            for f in tc.filters(netns, str(msg.get_attr("IFLA_IFNAME")), "ingress")
-        )
+        name
+        for index, name in _links(ipr)
+        if not name.startswith(("podnet_", "lo"))
+        and any(f.prog_id == program.prog_id for f in tc.listed(ipr, name, "ingress", index))
     ]
     devices = [d for d in attached if d.startswith(owned.ENDPOINT_PREFIX)]
     ids = maps.program_maps(program.prog_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,13 @@ def filters(netns: str | None, dev: str, direction: str) -> list[Attached]:
     return found
 
 
-def attach(netns: str | None, dev: str, direction: str, pref: int, obj: Path) -> tuple[Attached, bool]:
-    """podnet's program ``obj`` at ``pref`` on ``dev``; True when it was (re)attached now."""
-    mine = [f for f in filters(netns, dev, direction) if f.pref == pref]
+def attach(
+    netns: str | None, dev: str, direction: str, pref: int, obj: Path, ipr: Any = None
+) -> tuple[Attached, bool]:
+    """podnet's program ``obj`` at ``pref`` on ``dev``; True when it was (re)attached now. With
+    ``ipr`` (a socket in ``netns``), a program already there is found without a ``tc`` process."""
+    present = listed(ipr, dev, direction) if ipr is not None else filters(netns, dev, direction)
+    mine = [f for f in present if f.pref == pref]
     if mine and mine[0].name.startswith(obj.name):
         return mine[0], False
     _tc(netns, "qdisc", "replace", "dev", dev, "clsact")
@@ -89,6 +94,45 @@ def detach(netns: str | None, dev: str, direction: str, pref: int) -> bool:
 
 
 INGRESS_PARENT = 0xFFFFFFF2  # clsact's ingress hook (TC_H_CLSACT:TC_H_MIN_INGRESS)
+PARENTS = {"ingress": INGRESS_PARENT, "egress": 0xFFFFFFF3}
+TCA_BPF_NAME, TCA_BPF_ID = 7, 11  # pyroute2 leaves the program id undecoded
+
+
+def listed(ipr: Any, dev: str, direction: str, index: int | None = None) -> list[Attached]:
+    """``filters`` over ``ipr``'s netlink socket (its namespace), without a ``tc`` process: what
+    host routing reads for every device on each round and each ``status``. ``index``: the
+    device's, when the caller has it (a lookup by name dumps every link)."""
+    found: list[Attached] = []
+    if index is None:
+        index = next(iter(ipr.link_lookup(ifname=dev)), None)
+    if index is None:
+        return found
+    try:
+        msgs = ipr.get_filters(index=index, parent=PARENTS[direction])
+    except NetlinkError:
+        return found  # no clsact qdisc
+    for msg in msgs:
+        options = msg.get_attr("TCA_OPTIONS")
+        if msg.get_attr("TCA_KIND") != "bpf" or not options:
+            continue
+        attrs = _nested(bytes(options.data[options.offset + 4 : options.offset + options.length]))
+        if TCA_BPF_ID in attrs:
+            name = attrs.get(TCA_BPF_NAME, b"").split(b"\0")[0].decode()
+            prog_id = struct.unpack("=I", attrs[TCA_BPF_ID])[0]
+            found.append(Attached(dev, direction, msg["info"] >> 16, name, prog_id))
+    return found
+
+
+def _nested(raw: bytes) -> dict[int, bytes]:
+    """A netlink attribute block: type -> payload."""
+    attrs, pos = {}, 0
+    while pos + 4 <= len(raw):
+        length, kind = struct.unpack_from("=HH", raw, pos)
+        if length < 4:
+            break
+        attrs[kind & 0x3FFF] = raw[pos + 4 : pos + length]
+        pos += (length + 3) & ~3
+    return attrs
 
 
 def attach_fd(ipr: Any, index: int, pref: int, prog_fd: int, name: str) -> None:

@@ -90,8 +90,8 @@ class Geneve(Described):
             0,
         )
         try:
-            encap, _ = tc.attach(netns, self.device, "egress", PREF, encap_obj)
-            decap, _ = tc.attach(netns, underlay, "ingress", PREF, decap_obj)
+            encap, _ = tc.attach(netns, self.device, "egress", PREF, encap_obj, ipr)
+            decap, _ = tc.attach(netns, underlay, "ingress", PREF, decap_obj, ipr)
             self._underlay[netns] = underlay
             for attached in (encap, decap):
                 maps.update(maps.program_maps(attached.prog_id)["gnv_config"], b"\0\0\0\0", config)
@@ -105,7 +105,7 @@ class Geneve(Described):
         removed = False
         for msg in ipr.get_links():
             name = msg.get_attr("IFLA_IFNAME")
-            if any(f.name.startswith("geneve-decap-") for f in tc.filters(netns, name, "ingress")):
+            if any(f.name.startswith("geneve-decap-") for f in tc.listed(ipr, name, "ingress", msg["index"])):
                 removed |= tc.detach(netns, name, "ingress", PREF)
         return klink.delete_link(ipr, self.device) or removed
 
@@ -118,7 +118,7 @@ class Geneve(Described):
         """The attached encap and decap programs (None for one that is not attached). The decap
         program is looked for on the underlay device node setup named, else on every device."""
         netns = socket_netns(ipr)
-        encap = [f for f in tc.filters(netns, self.device, "egress") if f.pref == PREF]
+        encap = [f for f in tc.listed(ipr, self.device, "egress") if f.pref == PREF]
         known = self._underlay.get(netns)
         names = [known] if known else []
         names += [
@@ -128,7 +128,7 @@ class Geneve(Described):
         for name in names:
             decap = [
                 f
-                for f in tc.filters(netns, name, "ingress")
+                for f in tc.listed(ipr, name, "ingress")
                 if f.pref == PREF and f.name.startswith("geneve-decap-")
             ]
             if decap:

@@ -168,8 +168,7 @@ class Vxlan(Described):
 
     def decap_filters(self, ipr: Any) -> list[tc.Attached]:
         """The decap programs, wherever they are attached (underlay devices: pods' veths and
-        podnet's own devices are not looked at, so a round costs no tc call per pod)."""
-        netns = socket_netns(ipr)
+        podnet's own devices are not looked at)."""
         found = []
         for msg in ipr.get_links():
             name = str(msg.get_attr("IFLA_IFNAME"))
@@ -177,7 +176,7 @@ class Vxlan(Described):
                 continue
             found += [
                 f
-                for f in tc.filters(netns, name, "ingress")
+                for f in tc.listed(ipr, name, "ingress", int(msg["index"]))
                 if f.pref == DECAP_PREF
                 or (f.pref in OLD_DECAP_PREFS and f.name.startswith(f"{DECAP_SOURCE[:-2]}-decap-"))
             ]
@@ -198,7 +197,7 @@ class Vxlan(Described):
         config = DECAP_CONFIG.pack(encap.vni, encap.port, 0)
         allowed = {address.packed for _, address in encap.peers}
         for dev in sorted(wanted):
-            attached, new = tc.attach(netns, dev, "ingress", DECAP_PREF, obj)
+            attached, new = tc.attach(netns, dev, "ingress", DECAP_PREF, obj, ipr)
             if new:
                 changes.append(f"attach the {self.display} decap to {dev}")
             ids = maps.program_maps(attached.prog_id)
