@@ -171,10 +171,9 @@ class Agent:
         context = IPAMContext(
             self.datastore,
             self.config.node_name,
-            pre_allocate=self.config.multi_pool_pre_allocation,
             prepare=self._prepare_router_ips,
             changed=self._dirty.set,
-            eni=self.config.eni,
+            settings=self.config.mode_settings(),
             node_ip=self.underlay.ipv4,
             cluster_pools=tuple(self.config.cluster_pool_ipv4_cidrs),
             mask_size=self.config.cluster_pool_ipv4_mask_size,

@@ -299,7 +299,7 @@ class WatchedEniAllocator(EniAllocator):
         state_of = getattr(ctx.datastore, "eni_state", None)
         if state_of is None:
             raise UnsupportedIPAMMode(f"ipam.mode eni: datastore {ctx.datastore.kind} keeps no ENI state")
-        settings = ctx.eni or EniSettings()
+        settings = ctx.settings.get("eni") or EniSettings()
         super().__init__(ctx.node_name, settings, ctx)
         self._keys = keys
         self._state = state_of()
