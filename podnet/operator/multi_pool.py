@@ -76,7 +76,7 @@ class MultiPoolOperator:
         plan = None
         for _ in range(MAX_ROUNDS):
             now = self.clock()
-            snap = self.state.snapshot(multi_pool=True)
+            snap = self.state.snapshot(pools=True)
             pools, invalid = pool_defs(snap)
             fields = {name: node_pools_of(spec) for name, spec in snap.node_pools.items()}
             plan = plan_multi_pool(pools, invalid, fields, snap.registered)

@@ -32,6 +32,9 @@ class IpamSpec:
     # "module:name" of its own settings (``config.modesettings.ModeSettings``: their keys, parsers,
     # defaults, and what they cannot run with)
     settings: str = ""
+    # "module:function" (PodnetNode spec, status) -> the addresses peers route to the node beyond its
+    # CIDRs, as the mode keeps them on the Kubernetes datastore
+    kube_addresses: str = ""
     # "module:name" of the lab's part in running its operator (``lab.cluster.OperatorLab``: settings
     # a stand-in fixes, such as the lab EC2's endpoint, and the environment)
     lab_operator: str = ""
@@ -92,6 +95,7 @@ for _spec, _default in (
             operator="podnet.operator.eni_cli:OPERATOR",
             settings="podnet.config.eni:SETTINGS",
             lab_operator="podnet.lab.eni:OPERATOR_LAB",
+            kube_addresses="podnet.kube.eni:routed_addresses",
         ),
         False,
     ),
