@@ -367,7 +367,7 @@ def container_id(lab: str, pod: str) -> str:
 
 def runtime_args(pod: Pod) -> str:
     """CNI_ARGS as a runtime without an API server passes them: the pod's name, and the IP pool
-    its annotations name (multi-pool on etcd reads ``IP_POOL``)."""
+    its annotations name (a mode with named pools reads ``IP_POOL`` on etcd)."""
     args = f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE={pod.namespace}"
     pool = next((pod.annotations[k] for k in POOL_ANNOTATIONS if pod.annotations.get(k)), None)
     return f"{args};IP_POOL={pool}" if pool else args
