@@ -1,5 +1,6 @@
-"""``podnet operator``: run the IPAM operator of a mode podnet's operator serves (on etcd or
-Kubernetes) until SIGTERM/SIGINT.
+"""``podnet operator``: run the IPAM operator of a mode it serves until SIGTERM/SIGINT.
+
+On etcd or Kubernetes:
 
     podnet operator --etcd-endpoints http://10.0.0.1:2379 \
         --cluster-pool-ipv4-cidr 10.244.0.0/16 --cluster-pool-ipv4-mask-size 24 --grace-period 60
