@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.add_parser(sub)
     agent_cli.add_parser(sub)
     sub.add_parser(
-        "operator", help="run the IPAM operator: cluster-pool, multi-pool, eni (podnet operator -h)"
+        "operator", help="run the IPAM operator of a mode it serves (podnet operator -h lists them)"
     )
     configcmd.add_parser(sub, lab_agents)
     cni_cli.add_parser(sub)

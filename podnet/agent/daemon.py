@@ -171,10 +171,9 @@ class Agent:
         context = IPAMContext(
             self.datastore,
             self.config.node_name,
-            pre_allocate=self.config.multi_pool_pre_allocation,
             prepare=self._prepare_router_ips,
             changed=self._dirty.set,
-            eni=self.config.eni,
+            settings=self.config.mode_settings(),
             node_ip=self.underlay.ipv4,
             cluster_pools=tuple(self.config.cluster_pool_ipv4_cidrs),
             mask_size=self.config.cluster_pool_ipv4_mask_size,
@@ -211,7 +210,7 @@ class Agent:
         self._set_phase("reading NetworkPolicies")
         self.netpol.start(node, self._stop)
         self.components.append(self.netpol)
-        restored = getattr(self.allocator, "restored", None)  # eni: may report its use from now on
+        restored = getattr(self.allocator, "restored", None)  # a mode that reports its use from now on
         if restored is not None:
             restored()
         for problem in self.cni_handler.set_route_mtu(route_mtu):  # pods from before a restart
@@ -234,7 +233,7 @@ class Agent:
 
     def _endpoint_hooks(self) -> Any:
         """What a CNI ADD/DEL tells at once: the pod guard, BPF host routing, and the IPAM mode's
-        own component if it has one (ENI: the pod's rules)."""
+        own component if it has one (the pod's rules, say)."""
         from podnet.agent.host_routing import HostRouting
 
         def sources() -> Any:
@@ -263,7 +262,7 @@ class Agent:
         log.info("router IP(s) %s added for new pod addresses", ", ".join(map(str, router_ips)))
 
     def _with_ipam(self, node: NodeInfo) -> NodeInfo:
-        """``node`` with IPAM's current pod CIDRs and router IPs (they grow in crd and multi-pool),
+        """``node`` with IPAM's current pod CIDRs and router IPs (they grow in a mode that asks for more),
         plus router IPs prepared since (under ``_router_lock``)."""
         assert self.allocator is not None
         router_ips = self.allocator.router_ips()
@@ -417,7 +416,7 @@ class Agent:
             self.status_info.cidr_problem = cidr_change(self.allocator, seen)
 
     def _pool_cidrs(self) -> tuple[IPNetwork, ...]:
-        """Every pool's CIDRs IPAM knows of (multi-pool): masquerading spares them all."""
+        """Every pool's CIDRs IPAM knows of (a mode with named pools): masquerading spares them all."""
         if self.allocator is None:
             return ()
         return tuple(dict.fromkeys(c for use in self.allocator.usage() for c in use.pool_cidrs))

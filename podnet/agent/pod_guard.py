@@ -122,7 +122,7 @@ class Guard:
 
 class EndpointHooks:
     """Several endpoint hooks as one (the CNI handler's ``guard``): the pod guard, policy, the IPAM mode's
-    component (ENI rules), BPF host routing, in that order."""
+    component (its rules for the pod), BPF host routing, in that order."""
 
     def __init__(self, *hooks: Any) -> None:
         self._hooks = hooks

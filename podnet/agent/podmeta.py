@@ -1,5 +1,6 @@
 """The pod behind a CNI call, from the API server (``datastore: kubernetes``): its labels and
-annotations and its namespace's labels and annotations, as multi-pool IPAM and policies need them.
+annotations and its namespace's labels and annotations, as policies and an IPAM mode that picks
+a pool need them.
 
 Design fact: the runtime (kubelet) names the pod in CNI_ARGS (``K8S_POD_NAMESPACE``,
 ``K8S_POD_NAME``, ``K8S_POD_UID``); the agent reads the rest from the API server, never from the

@@ -8,19 +8,20 @@ import dataclasses
 from pathlib import Path
 
 from podnet.config import AgentConfig, ConfigError
+from podnet.config.agent import ipam_setting_names
 from podnet.datapath.modes import mode_for
 from podnet.datapath.support import check_kernel_support
 
 # settings a running agent cannot adopt: they change its identity, its store or its allocations
+# (so do the IPAM modes' own settings, AgentConfig.ipam_settings)
 RESTART_ONLY = ("node_name", "etcd_endpoints", "ipam_mode", "cluster_pool_ipv4_cidrs",
-                "cluster_pool_ipv4_mask_size", "multi_pool_pre_allocation", "agent_socket", "state_dir",
-                "devices", "eni",
+                "cluster_pool_ipv4_mask_size", "agent_socket", "state_dir", "devices",
                 "bgp_enabled", "bgp_local_asn", "bgp_peers", "bgp_advertise")  # fmt: skip
 
 
 def refusal(old: AgentConfig, new: AgentConfig) -> tuple[str, list[str]] | None:
     """Why ``new`` cannot be adopted live, and the settings to blame; None when it can."""
-    frozen = [f for f in RESTART_ONLY if getattr(new, f) != getattr(old, f)]
+    frozen = [f for f in RESTART_ONLY if getattr(new, f) != getattr(old, f)] + _settings_changed(old, new)
     if frozen:
         return f"{', '.join(frozen)} can only change with an agent restart", frozen
     try:
@@ -33,7 +34,12 @@ def refusal(old: AgentConfig, new: AgentConfig) -> tuple[str, list[str]] | None:
 
 
 def changed(old: AgentConfig, new: AgentConfig) -> list[str]:
-    return [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(old, f.name)]
+    fields = [f.name for f in dataclasses.fields(new) if f.name != "ipam_settings"]
+    return [f for f in fields if getattr(new, f) != getattr(old, f)] + _settings_changed(old, new)
+
+
+def _settings_changed(old: AgentConfig, new: AgentConfig) -> list[str]:
+    return [name for name in ipam_setting_names() if new.setting(name) != old.setting(name)]
 
 
 def paths_switch(old: AgentConfig, new: AgentConfig) -> bool:

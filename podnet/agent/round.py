@@ -58,8 +58,8 @@ def plan_round(
 ) -> RoundPlan:
     """The round for ``local`` given the store's ``peers`` and the kernel's ``paths`` to them.
     ``previous`` (the last applied plan, during a live switch) keeps peers reachable that the
-    new mode cannot plan yet. Masquerading spares the cluster pool, ``pool_cidrs`` (every IP
-    pool, multi-pool) and every node's pod CIDRs (whatever IPAM mode gave them)."""
+    new mode cannot plan yet. Masquerading spares the cluster pool, ``pool_cidrs`` (every named IP
+    pool) and every node's pod CIDRs (whatever IPAM mode gave them)."""
     desired = plan(local, peers, config, paths, previous)
     node = local.node
     cluster = [

@@ -12,9 +12,9 @@ the worst kind of misconfiguration. Nothing here reads a global: pass the ``Agen
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from podnet.config.bgp import BgpPeer, BgpSettingError, parse_advertise, parse_asn, parse_peers
-from podnet.config.eni import EniSettingError, EniSettings, eni_conflicts, parse_eni
 from podnet.config.errors import ConfigError
 from podnet.config.families import family_conflicts
+from podnet.config.modesettings import Setting
 from podnet.config.values import (
     as_bool,
     as_choice,
@@ -35,6 +35,7 @@ from podnet.config.values import (
     as_int,
     as_list,
     as_text,
+    yaml_text,
 )
 from podnet.registry import IPAM_MODES, ROUTING_MODES, TUNNEL_PROTOCOLS
 from podnet.specs import tunnel as tunnel_spec
@@ -66,9 +67,6 @@ class AgentConfig:
     enable_ipv4: bool = True  # ipv4.enabled
     enable_ipv6: bool = False  # ipv6.enabled: dual stack (pods get an address of each family)
     underlay_protocol: str = "ipv4"  # underlayProtocol: the family node-to-node traffic uses
-    multi_pool_pre_allocation: tuple[tuple[str, int], ...] = (("default", 8),)  # pool -> preAlloc
-    # the operator's multi-pool pools to create when missing: (name, PodnetIPPool spec as JSON)
-    auto_create_pod_ip_pools: tuple[tuple[str, str], ...] = ()
     datastore: str = "etcd"  # where node records live: the embedded etcd, or "kubernetes" (CRDs)
     k8s_kubeconfig_path: Path | None = None  # datastore: kubernetes; none: the pod's service account
     etcd_endpoints: tuple[str, ...] = ()
@@ -96,7 +94,20 @@ class AgentConfig:
     bgp_local_asn: int | None = None
     bgp_peers: tuple[BgpPeer, ...] = ()
     bgp_advertise: tuple[str, ...] = ("PodCIDR",)
-    eni: EniSettings = field(default_factory=EniSettings)  # ipam.mode eni (podnet.config.eni)
+    # the IPAM modes' own settings given (``config.modesettings``), by name; read with ``setting``
+    ipam_settings: tuple[tuple[str, Any], ...] = ()
+
+    def setting(self, name: str) -> Any:
+        """An IPAM mode's setting (``IpamSpec.settings``): its value, or its default."""
+        for key, value in self.ipam_settings:
+            if key == name:
+                return value
+        return _mode_fields()[name].default
+
+    def mode_settings(self) -> dict[str, Any]:
+        """The configured IPAM mode's own settings, by name (what its allocator is given)."""
+        own = IPAM_MODES.spec(self.ipam_mode).part("settings")
+        return {name: self.setting(name) for name in (own.fields if own else ())}
 
     @property
     def underlay_device(self) -> str | None:
@@ -131,12 +142,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "enable_ipv4": ("ipv4.enabled", "enable-ipv4"),
     "enable_ipv6": ("ipv6.enabled", "enable-ipv6"),
     "underlay_protocol": ("underlayProtocol", "underlay-protocol"),
-    "multi_pool_pre_allocation": ("ipam.multiPoolPreAllocation", "ipam-multi-pool-pre-allocation"),
-    "auto_create_pod_ip_pools": (
-        "ipam.operator.autoCreatePodIPPools",
-        "ipam.operator.autoCreateCiliumPodIPPools",
-        "auto-create-pod-ip-pools",
-    ),
     "datastore": ("datastore", "podnet-datastore"),
     "k8s_kubeconfig_path": ("k8sKubeconfigPath", "k8s-kubeconfig-path"),
     "etcd_endpoints": ("etcd.endpoints", "etcd-endpoints"),
@@ -165,7 +170,6 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "bgp_local_asn": ("bgp.localASN", "bgp-local-asn"),
     "bgp_peers": ("bgp.peers", "bgp-peers"),
     "bgp_advertise": ("bgp.advertise", "bgp-advertise"),
-    "eni": ("eni",),
 }
 # Legacy spellings that are translated rather than stored as they are.
 _LEGACY = {
@@ -180,30 +184,55 @@ def _norm(key: str) -> str:
     return key.lower().replace("-", "").replace("_", "").replace(".", "")
 
 
-_KEY_INDEX: dict[str, str] = {_norm(k): f for f, names in _ALIASES.items() for k in (f, *names)}
-_KEY_INDEX.update({_norm(k): f"legacy:{f}" for f, k in _LEGACY.items()})
-_SPELLINGS: tuple[str, ...] = tuple(n for names in _ALIASES.values() for n in names) + tuple(_LEGACY.values())
+@functools.cache
+def _mode_fields() -> dict[str, Setting]:
+    """Every IPAM mode's own settings (``IpamSpec.settings``), by name."""
+    found: dict[str, Setting] = {}
+    for spec in IPAM_MODES.specs():
+        own = spec.part("settings")
+        found.update(own.fields if own else {})
+    return found
+
+
+def ipam_setting_names() -> tuple[str, ...]:
+    return tuple(sorted(_mode_fields()))
+
+
+def _aliases() -> dict[str, tuple[str, ...]]:
+    return {**_ALIASES, **{name: s.aliases for name, s in _mode_fields().items()}}
+
+
+@functools.cache
+def _key_index() -> dict[str, str]:
+    index = {_norm(k): f for f, names in _aliases().items() for k in (f, *names)}
+    index.update({_norm(k): f"legacy:{f}" for f, k in _LEGACY.items()})
+    return index
+
+
+def _spellings() -> tuple[str, ...]:
+    return tuple(n for names in _aliases().values() for n in names) + tuple(_LEGACY.values())
 
 
 # keys whose value is a mapping (not flattened further)
-_MAP_VALUED = ("legacy:kvstore_opt", "multi_pool_pre_allocation", "auto_create_pod_ip_pools", "eni")
+def _map_valued() -> tuple[str, ...]:
+    return ("legacy:kvstore_opt", *(name for name, s in _mode_fields().items() if s.mapping))
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
     """Nested YAML (``ipam: {operator: {...}}``) as dotted keys; known leaf keys stay whole."""
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and _KEY_INDEX.get(_norm(dotted)) not in _MAP_VALUED:
+        if isinstance(value, Mapping) and _key_index().get(_norm(dotted)) not in _map_valued():
             yield from _flatten(value, f"{dotted}.")
         else:
             yield dotted, value
 
 
 def _resolve_key(key: str, source: str) -> str:
-    found = _KEY_INDEX.get(_norm(key))
+    found = _key_index().get(_norm(key))
     if found is None:
-        close = difflib.get_close_matches(key, _SPELLINGS, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(_ALIASES))}"
+        close = difflib.get_close_matches(key, _spellings(), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(_aliases()))}"
         raise ConfigError(key, f"unknown key (from {source}){hint}")
     return found
 
@@ -217,8 +246,8 @@ def _collect(
         raw[_resolve_key(key, "config file")] = (key, value)
     for name, value in (env or {}).items():
         # Unknown PODNET_* variables are ignored: other podnet programs read their own.
-        if name.startswith(ENV_PREFIX) and _norm(name[len(ENV_PREFIX) :]) in _KEY_INDEX:
-            raw[_KEY_INDEX[_norm(name[len(ENV_PREFIX) :])]] = (name, value)
+        if name.startswith(ENV_PREFIX) and _norm(name[len(ENV_PREFIX) :]) in _key_index():
+            raw[_key_index()[_norm(name[len(ENV_PREFIX) :])]] = (name, value)
     for key, value in (overrides or {}).items():
         if value is not None:
             raw[_resolve_key(key, "command line")] = (key, value)
@@ -244,8 +273,6 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "enable_ipv4": as_bool,
     "enable_ipv6": as_bool,
     "underlay_protocol": lambda k, v: as_choice(k, v, ("ipv4", "ipv6")),
-    "multi_pool_pre_allocation": lambda k, v: _pre_allocation(k, v),
-    "auto_create_pod_ip_pools": lambda k, v: _pool_specs(k, _yaml_text(v)),
     "datastore": lambda k, v: as_choice(k, v, ("etcd", "kubernetes")),
     "k8s_kubeconfig_path": lambda k, v: _file(k, v),
     "etcd_endpoints": lambda k, v: as_list(v),
@@ -267,52 +294,9 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     # --- bgp ---
     "bgp_enabled": as_bool,
     "bgp_local_asn": lambda k, v: _bgp(parse_asn, k, v),
-    "bgp_peers": lambda k, v: _bgp(parse_peers, k, _yaml_text(v)),
+    "bgp_peers": lambda k, v: _bgp(parse_peers, k, yaml_text(v)),
     "bgp_advertise": lambda k, v: _bgp(parse_advertise, k, v),
-    "eni": lambda k, v: _eni(k, _yaml_text(v)),
 }
-
-
-def _eni(key: str, value: Any) -> EniSettings:
-    try:
-        return parse_eni(key, value)
-    except EniSettingError as exc:
-        raise ConfigError(exc.key, str(exc)) from None
-
-
-def _pre_allocation(key: str, value: Any) -> tuple[tuple[str, int], ...]:
-    """``{default: 8, blue: 4}`` or Cilium's flag form ``default=8,blue=4``."""
-    if isinstance(value, Mapping):
-        items = [(str(k), v) for k, v in value.items()]
-    else:
-        items = []
-        for part in as_list(value):
-            name, sep, count = part.partition("=")
-            if not sep or not name.strip():
-                raise ConfigError(key, f"{part!r}: expected POOL=COUNT, e.g. default=8")
-            items.append((name.strip(), count))
-    return tuple(sorted((name, as_int(key, count, 0, 65536, zero_ok=True)) for name, count in items))
-
-
-POOL_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a PodnetIPPool's (DNS-1123) name
-
-
-def _pool_specs(key: str, value: Any) -> tuple[tuple[str, str], ...]:
-    """``{default: {ipv4: {cidrs: [10.10.0.0/16], maskSize: 24}}}``: pool name -> PodnetIPPool spec
-    (the operator checks the CIDRs when it creates the pools)."""
-    import json
-
-    if value in (None, ""):
-        return ()
-    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
-        raise ConfigError(key, "expected {POOL: {ipv4: {cidrs: [CIDR, ...], maskSize: N}}}")
-    for name, spec in value.items():
-        if not POOL_NAME.fullmatch(str(name)):
-            raise ConfigError(key, f"pool name {name!r}: use lower-case letters, digits, '-' and '.'")
-        for family in spec:
-            if family not in ("ipv4", "ipv6") or not isinstance(spec[family], Mapping):
-                raise ConfigError(key, f"pool {name}: {family!r} is not ipv4/ipv6 with {{cidrs, maskSize}}")
-    return tuple(sorted((str(name), json.dumps(spec, sort_keys=True)) for name, spec in value.items()))
 
 
 def _routing_modes() -> set[str]:
@@ -334,18 +318,6 @@ def _port(key: str, value: str) -> tuple[str, int]:
     return proto, as_int(key, number, 1, 65535)
 
 
-def _yaml_text(value: Any) -> Any:
-    """A list given as text (an env variable or ``--set``) is read as YAML/JSON."""
-    if isinstance(value, str) and value.strip():
-        import yaml
-
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
-    return value
-
-
 def _bgp(parser: Callable[[str, Any], Any], key: str, value: Any) -> Any:
     """The bgp section's parsers live in podnet.config.bgp; their errors become ConfigErrors."""
     try:
@@ -361,7 +333,7 @@ def _apply_legacy(raw: dict[str, tuple[str, Any]], values: dict[str, Any]) -> No
         if fld in values and values[fld] != value:
             raise ConfigError(
                 key,
-                f"means {_ALIASES[fld][0]}={value!r}, which contradicts {raw[fld][0]}={values[fld]!r}; "
+                f"means {_aliases()[fld][0]}={value!r}, which contradicts {raw[fld][0]}={values[fld]!r}; "
                 f"drop {key} (the old spelling) and keep {raw[fld][0]}",
             )
         values[fld] = value
@@ -402,7 +374,7 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
     """Rules that involve more than one key (Cilium refuses the same combinations)."""
 
     def name(fld: str) -> str:
-        return raw[fld][0] if fld in raw else _ALIASES[fld][0]
+        return raw[fld][0] if fld in raw else _aliases()[fld][0]
 
     if cfg.routing_mode == "tunnel" and cfg.auto_direct_node_routes:
         raise ConfigError(
@@ -471,9 +443,9 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
     )
     if problem:
         raise ConfigError(name("tunnel_protocol"), problem)
-    if cfg.ipam_mode == "eni":
-        for fld, message in eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore):
-            raise ConfigError(name(fld), message)
+    own = IPAM_MODES.spec(cfg.ipam_mode).part("settings")
+    for fld, message in own.conflicts(cfg) if own else ():
+        raise ConfigError(name(fld), message)
 
 
 def _validate_bgp(cfg: AgentConfig, name: Callable[[str], str]) -> None:
@@ -499,9 +471,13 @@ def load_config(
     explicitly); ``overrides`` are CLI flags, ``None`` values meaning "flag not given"."""
     raw = _collect(mapping, env, overrides)
     values: dict[str, Any] = {}
+    own: dict[str, Any] = {}
     for fld, (key, value) in raw.items():
-        if not fld.startswith("legacy:"):
+        if fld in _mode_fields():
+            own[fld] = _mode_fields()[fld].parse(key, value)
+        elif not fld.startswith("legacy:"):
             values[fld] = _PARSERS[fld](key, value)
+    values["ipam_settings"] = tuple(sorted(own.items()))
     _apply_legacy(raw, values)
     if "node_name" not in values:
         values["node_name"] = (env or {}).get("K8S_NODE_NAME") or socket.gethostname()
@@ -518,11 +494,14 @@ def one_setting(mapping: Mapping[str, Any], fld: str) -> Any:
     without validating the rest: for checks that run before the whole config is (the lab's
     topology). Raises ``ConfigError`` when that one setting is bad."""
     raw = _collect(mapping, None, None)
+    own = _mode_fields().get(fld)
     if fld not in raw:
+        if own is not None:
+            return own.default
         field_ = AgentConfig.__dataclass_fields__[fld]
         return field_.default_factory() if callable(field_.default_factory) else field_.default
     key, value = raw[fld]
-    return _PARSERS[fld](key, value)
+    return own.parse(key, value) if own is not None else _PARSERS[fld](key, value)
 
 
 def load_config_file(

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from podnet.config.values import boolean
+from podnet.config.errors import ConfigError
+from podnet.config.modesettings import ModeSettings, Setting
+from podnet.config.values import boolean, yaml_text
 
 DEFAULT_PRE_ALLOCATE = 8  # Cilium's default for ENI mode
 DEFAULT_RELEASE_DELAY = 180.0  # seconds (Cilium's --excess-ip-release-delay)
@@ -233,3 +235,16 @@ def eni_conflicts(routing_mode: str, auto_direct_node_routes: bool, datastore: s
             "set it to false",
         ))  # fmt: skip
     return found
+
+
+def _setting(key: str, value: Any) -> EniSettings:
+    try:
+        return parse_eni(key, yaml_text(value))
+    except EniSettingError as exc:
+        raise ConfigError(exc.key, str(exc)) from None
+
+
+SETTINGS = ModeSettings(
+    {"eni": Setting(("eni",), _setting, default=EniSettings(), mapping=True)},
+    conflicts=lambda cfg: eni_conflicts(cfg.routing_mode, cfg.auto_direct_node_routes, cfg.datastore),
+)

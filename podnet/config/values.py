@@ -108,3 +108,15 @@ def as_text(key: str, value: Any) -> str:
     if not text:
         raise ConfigError(key, "must not be empty")
     return text
+
+
+def yaml_text(value: Any) -> Any:
+    """A list or mapping given as text (an env variable or ``--set``) is read as YAML/JSON."""
+    if isinstance(value, str) and value.strip():
+        import yaml
+
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value

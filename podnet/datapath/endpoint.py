@@ -185,7 +185,7 @@ def add_endpoint(
             _pod_rtnl(pod_netns) as (fd, pod),
             contextlib.ExitStack() as undo,
         ):
-            link_mtu = route_mtu if route_mtu > VETH_MTU else None  # jumbo underlays (ENI: 9001)
+            link_mtu = route_mtu if route_mtu > VETH_MTU else None  # jumbo underlays (a cloud VPC's 9001)
             fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label, link_mtu)
             if fresh:
                 undo.callback(_delete_named, host, host_ifname)

@@ -2,13 +2,12 @@
 
 One ``Allocator`` per node gives pod addresses, each with the gateway the pod routes through
 (host-local's result shape). How the node gets its addresses is what differs between modes
-(cluster-pool: the podnet operator carves pod CIDRs; kubernetes: kube-controller-manager does;
-crd: someone fills the node's address pool; multi-pool: CIDRs per named pool, asked for as pods
-come). A mode module registers its factory in ``podnet.registry.IPAM_MODES``;
-``podnet.ipam.modes`` imports the built-in ones. Asking for a mode that is not registered fails
-with the supported ones.
+(the operator carves pod CIDRs, kube-controller-manager does, someone fills the node's address
+pool, CIDRs are asked for as pods come ...). A mode module registers its factory in
+``podnet.registry.IPAM_MODES``; ``podnet.ipam.modes`` imports the built-in ones. Asking for a
+mode that is not registered fails with the supported ones.
 
-Design fact: a mode whose CIDRs grow while the agent runs (crd, multi-pool) calls
+Design fact: a mode whose CIDRs grow while the agent runs calls
 ``IPAMContext.prepare`` with the new router IPs *before* it hands out an address behind them (the
 node must answer the pod's ARP for its gateway from the first packet), then ``changed`` so the
 agent publishes the node's new CIDRs to its peers.
@@ -18,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from podnet.model import IPAddress, IPNetwork
 from podnet.registry import IPAM_MODES, UnknownChoice
 
 if TYPE_CHECKING:
-    from podnet.config.eni import EniSettings
     from podnet.store.datastore import Datastore
 
 
@@ -44,7 +42,7 @@ class Allocation:
 @dataclass(frozen=True)
 class PodRef:
     """The pod an address is for, as the API server describes it (never as the pod says):
-    multi-pool picks a pool from its annotations, crd records ``namespace/name`` as the owner."""
+    a mode may pick a pool from its annotations, or record ``namespace/name`` as the owner."""
 
     namespace: str = ""
     name: str = ""
@@ -65,7 +63,7 @@ class PoolUsage:
     cidrs: tuple[IPNetwork, ...]  # what this node holds of the pool
     used: int
     capacity: int
-    needed: int | None = None  # multi-pool: addresses the node asks the operator for
+    needed: int | None = None  # a mode whose CIDRs grow: addresses the node asks the operator for
     error: str = ""  # why the pool cannot give this node more (exhausted, unknown pool)
     pool_cidrs: tuple[IPNetwork, ...] = ()  # the whole pool, where the mode knows it
     exhausted: bool = False  # no free address, and the mode gives this node no more: ADDs fail
@@ -134,11 +132,10 @@ class IPAMContext:
     datastore: Datastore  # the pod CIDRs the operator gave the node (cluster-pool)
     node_name: str
     wait_timeout: float = 60.0
-    pre_allocate: tuple[tuple[str, int], ...] = ()  # multi-pool: preAlloc per pool
     prepare: Callable[[tuple[IPAddress, ...]], None] = field(default=lambda ips: None)
     changed: Callable[[], None] = field(default=lambda: None)
-    eni: EniSettings | None = None  # eni: the node's ENI spec (podnet.config.eni)
-    node_ip: IPAddress | None = None  # eni: how the operator finds the node's instance
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the mode's own (IpamSpec.settings), by name
+    node_ip: IPAddress | None = None  # the node's underlay IPv4 address (how a provider may find the node)
     cluster_pools: tuple[IPNetwork, ...] = ()  # clusterPoolIPv4PodCIDRList, for a mode that carves its own
     mask_size: int = 24  # clusterPoolIPv4MaskSize
 

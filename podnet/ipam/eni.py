@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podnet.config.eni import EniSettings
 from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, UnsupportedIPAMMode, register_mode
@@ -27,6 +27,9 @@ from podnet.ipam.enimodel import ROUTER_OWNER, Eni, enis_from_status
 from podnet.ipam.host import IPAMError, IPAMExhausted
 from podnet.model import IPAddress, IPNetwork
 from podnet.util.debounce import Debounced
+
+if TYPE_CHECKING:
+    from podnet.store.eni import EniState
 
 log = logging.getLogger(__name__)
 
@@ -290,19 +293,17 @@ class EniAllocator:
 
 class WatchedEniAllocator(EniAllocator):
     """``EniAllocator`` fed by the operator's status in the datastore (etcd keys, or the node's
-    PodnetNode on Kubernetes: ``Datastore.eni_state``); writes the node's ENI spec once and its
+    PodnetNode on Kubernetes: ``_eni_state``); writes the node's ENI spec once and its
     ``used`` document in the background."""
 
     def __init__(self, ctx: IPAMContext) -> None:
         from podnet.store import eni as keys
 
-        state_of = getattr(ctx.datastore, "eni_state", None)
-        if state_of is None:
-            raise UnsupportedIPAMMode(f"ipam.mode eni: datastore {ctx.datastore.kind} keeps no ENI state")
-        settings = ctx.eni or EniSettings()
+        state = _eni_state(ctx)
+        settings = ctx.settings.get("eni") or EniSettings()
         super().__init__(ctx.node_name, settings, ctx)
         self._keys = keys
-        self._state = state_of()
+        self._state = state
         self._writer = Debounced(self._write_used, "eni-used", delay=WRITE_DELAY)
         spec = {**settings.node_spec(), "nodeIP": str(ctx.node_ip or "")}
         if self._state.read(ctx.node_name, keys.SPEC) != spec:
@@ -342,3 +343,17 @@ def _epoch(mark: Any) -> int:
 
 
 register_mode(MODE, WatchedEniAllocator)
+
+
+def _eni_state(ctx: IPAMContext) -> EniState:
+    """Where the datastore keeps the ENI documents: PodnetNode fields, or etcd keys."""
+    if ctx.datastore.kind == "kubernetes":
+        from podnet.kube.eni import KubeEniState
+
+        return KubeEniState(ctx.datastore.make_client)  # type: ignore[attr-defined]
+    store = getattr(ctx.datastore, "store", None)
+    if ctx.datastore.kind != "etcd" or store is None:
+        raise UnsupportedIPAMMode(f"ipam.mode eni: datastore {ctx.datastore.kind} keeps no ENI state")
+    from podnet.store.eni import EtcdEniState
+
+    return EtcdEniState(store)

@@ -358,7 +358,7 @@ class WatchedMultiPoolAllocator(MultiPoolAllocator):
     """``MultiPoolAllocator`` fed by the datastore: the node's allocation and the pools."""
 
     def __init__(self, ctx: IPAMContext) -> None:
-        super().__init__(ctx.node_name, ctx.pre_allocate, ctx)
+        super().__init__(ctx.node_name, ctx.settings.get("multi_pool_pre_allocation", ()), ctx)
         self._writer = Debounced(self._write_requested, "multi-pool-requested", delay=WRITE_DELAY)
         self._view = _view(ctx, self._on_change)
         if not self._view.wait_synced(ctx.wait_timeout):

@@ -9,11 +9,13 @@ manager each), so neither overwrites the other.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from podnet.model import NodeInfo
+from podnet.registry import IPAM_MODES
 from podnet.store.nodes import NodeRecord
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' date-time (RFC 3339, UTC, seconds)
@@ -64,7 +66,9 @@ def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, An
         ipv4=ipv4,
         ipv6=ipv6,
         vtep_mac=spec.get("vtepMAC"),
-        pod_cidrs=routed_cidrs(ipam, status.get("ipam") or {}, status.get("eni") or {}),
+        pod_cidrs=routed_cidrs(
+            ipam, status.get("ipam") or {}, {a for f in _mode_addresses() for a in f(spec, status)}
+        ),
         router_ips=tuple(ipaddress.ip_address(a) for a in spec.get("routerIPs") or []),
         health=str(status.get("health") or "ok"),
         labels=tuple(sorted((str(k), str(v)) for k, v in (spec.get("labels") or {}).items())),
@@ -73,21 +77,24 @@ def record_of(name: str, spec: Mapping[str, Any] | None, status: Mapping[str, An
     return NodeRecord(node=node, requested_pod_cidrs=requested)
 
 
+@functools.cache
+def _mode_addresses() -> tuple[Callable[[Mapping[str, Any], Mapping[str, Any]], Iterable[str]], ...]:
+    """The IPAM modes' readers of a node's addresses beyond its CIDRs (``IpamSpec.kube_addresses``)."""
+    return tuple(spec.part("kube_addresses") for spec in IPAM_MODES.specs() if spec.kube_addresses)
+
+
 def routed_cidrs(
-    spec_ipam: Mapping[str, Any], status_ipam: Mapping[str, Any], status_eni: Mapping[str, Any] | None = None
+    spec_ipam: Mapping[str, Any], status_ipam: Mapping[str, Any], extra: Iterable[str] = ()
 ) -> tuple[Any, ...]:
     """What peers route to a node, whichever IPAM mode filled its PodnetNode: the pod CIDRs
-    (cluster-pool), every CIDR allocated to it from any pool (multi-pool), its pool's addresses
-    plus those still in use, collapsed (crd: an address in use stays routed after it left the
-    pool, so its pod keeps working), and the secondary addresses of its ENIs plus those its pods
-    still use (eni: the VPC delivers them; peers know them as the node's)."""
+    (``spec.ipam.podCIDRs``), every CIDR allocated to it from any pool (``spec.ipam.pools``), its
+    pool's addresses plus those still in use, collapsed (``spec.ipam.pool``: an address in use stays
+    routed after it left the pool, so its pod keeps working), and the ``extra`` addresses a mode
+    reads from the PodnetNode (``IpamSpec.kube_addresses``)."""
     found = [ipaddress.ip_network(c) for c in spec_ipam.get("podCIDRs") or []]
     for entry in (spec_ipam.get("pools") or {}).get("allocated") or []:
         found += [ipaddress.ip_network(c) for c in entry.get("cidrs") or []]
-    addresses = {*(spec_ipam.get("pool") or {}), *(status_ipam.get("used") or {})}
-    addresses |= set((status_ipam.get("eni") or {}).get("used") or {})
-    for eni in ((status_eni or {}).get("enis") or {}).values():
-        addresses |= set(eni.get("addresses") or [])
+    addresses = {*(spec_ipam.get("pool") or {}), *(status_ipam.get("used") or {}), *extra}
     hosts = [ipaddress.ip_network(a) for a in addresses]
     for family in (4, 6):
         found += ipaddress.collapse_addresses(h for h in hosts if h.version == family)  # type: ignore[arg-type]

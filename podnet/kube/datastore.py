@@ -27,7 +27,6 @@ from lightkube.types import PatchType
 
 from podnet.kube.client import KubeConnectError, connect, server_version
 from podnet.kube.convert import AGENT_MANAGER, agent_spec, from_time, node_pod_cidrs, record_of, to_time
-from podnet.kube.eni import KubeEniState
 from podnet.kube.resources import PodnetNode
 from podnet.kube.watch import KubeEvent, ResourceWatcher
 from podnet.model import IPNetwork
@@ -110,9 +109,6 @@ class KubeDatastore:
                     ) from None
                 outage.failed(exc)
             time.sleep(backoff.next())
-
-    def eni_state(self) -> KubeEniState:
-        return KubeEniState(self.make_client)
 
     def register(self, name: str, owner: str) -> KubeRegistration:
         return KubeRegistration(self.client, name, owner)

@@ -35,6 +35,16 @@ def docs_of(obj: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+def routed_addresses(spec: Mapping[str, Any], status: Mapping[str, Any]) -> set[str]:
+    """What peers route to the node beyond its CIDRs (``IpamSpec.kube_addresses``, pure): the
+    secondary addresses of its ENIs plus those its pods still use (the VPC delivers them; peers
+    know them as the node's)."""
+    addresses = set(((status.get("ipam") or {}).get("eni") or {}).get("used") or {})
+    for eni in ((status.get("eni") or {}).get("enis") or {}).values():
+        addresses |= set(eni.get("addresses") or [])
+    return addresses
+
+
 def replacing(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch that turns ``old`` into ``new`` (pure): ``new``, with ``None`` for
     every key of ``old`` it lacks, at every depth where both are maps."""

@@ -1,12 +1,12 @@
 """The agent's view of its own PodnetNode's IPAM fields (and of the PodnetIPPools), for the IPAM
-modes whose addresses change while the agent runs (crd, multi-pool).
+modes whose addresses change while the agent runs (a pool someone fills, CIDRs per named pool).
 
 Design fact: the agent writes only its own IPAM fields, each in a way that cannot clobber anyone
 else's: ``status.ipam.used`` by a merge patch naming the keys it adds and removes, and
 ``spec.ipam.pools.requested`` by server-side apply under its own field manager
 (``podnet-agent-ipam``; the node's other agent fields are applied by ``podnet-agent``, and one
 manager's apply drops the fields it leaves out). ``spec.ipam.pool`` (crd) and
-``spec.ipam.pools.allocated`` (multi-pool's operator) are only read.
+``spec.ipam.pools.allocated`` (the mode's operator) are only read.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The operators' state on ``datastore: kubernetes`` (``podnet.store.operatorstate.OperatorState``):
 PodnetNode, PodnetIPPool and Node objects.
 
-Design fact: the allocations are the PodnetNodes' own fields (``spec.ipam.podCIDRs`` for
-cluster-pool, ``spec.ipam.pools.allocated`` for multi-pool; no index beside them), written by merge
-patch with the object's resourceVersion as a precondition, so a write that someone else beat
+Design fact: the allocations are the PodnetNodes' own fields (``spec.ipam.podCIDRs`` for a
+CIDR per node, ``spec.ipam.pools.allocated`` for CIDRs of named pools; no index beside them),
+written by merge patch with the object's resourceVersion as a precondition, so a write that someone else beat
 gets 409 and the operator plans again. A node is registered while its Node object exists; a
 PodnetNode without one is gone since its ``podnet.io/gone-since`` annotation, and reclaiming it
 deletes the PodnetNode, which frees its CIDRs. What a node waits for is reported in its status
@@ -54,7 +54,7 @@ class KubeOperatorState:
         """Only the holder of the operator's Lease reconciles (``podnet.kube.lease``)."""
         return self.lease.held()
 
-    def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot:
+    def snapshot(self, pools: bool = False) -> OperatorSnapshot:
         existing = {str(n.metadata.name) for n in self.client.list(Node)}
         objects: dict[str, Any] = {}
         registered, pod_cidrs, gone_since, liveness = {}, {}, {}, {}
@@ -82,9 +82,9 @@ class KubeOperatorState:
                 pod_cidrs[cidr] = name
             if name in existing:
                 registered[name] = record
-        pools = self._pools() if multi_pool else ()
-        fields = node_pools if multi_pool else {}
-        return OperatorSnapshot(registered, pod_cidrs, gone_since, liveness, fields, errors, pools, objects)
+        found = self._pools() if pools else ()
+        fields = node_pools if pools else {}
+        return OperatorSnapshot(registered, pod_cidrs, gone_since, liveness, fields, errors, found, objects)
 
     def _pools(self) -> tuple[PoolObject, ...]:
         objs = sorted(
@@ -186,8 +186,8 @@ class KubeOperatorState:
         body = {"status": {**status, "nodes": {**gone, **(status.get("nodes") or {})}}}
         self._patch_status(PodnetIPPool.Status, pool.name, body)
 
-    def watch(self, on_change: Callable[[], None], multi_pool: bool) -> Stoppable:
-        kinds: tuple[Any, ...] = (PodnetNode, Node, PodnetIPPool) if multi_pool else (PodnetNode, Node)
+    def watch(self, on_change: Callable[[], None], pools: bool) -> Stoppable:
+        kinds: tuple[Any, ...] = (PodnetNode, Node, PodnetIPPool) if pools else (PodnetNode, Node)
         return Watches(
             [ResourceWatcher(self._make_client, kind, lambda _e: on_change()).start() for kind in kinds]
         )

@@ -24,6 +24,7 @@ from podnet.bgp.speaker import router_id_from
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.topology import Host, Topology
+from podnet.registry import IPAM_MODES
 from podnet.util.files import write_private
 from podnet.util.proc import spawn
 
@@ -95,9 +96,10 @@ def _router_options(router: Host) -> Mapping[str, Any]:
 def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
     """What the routers accept from nodes, as a network admin would filter: the cluster pools'
     node CIDRs (cluster-pool, kubernetes), any prefix inside them (crd: a node's addresses collapse
-    to prefixes of every length), and each multi-pool pool's CIDRs at its mask size; IPv6 ones too
-    when the cluster runs IPv6."""
+    to prefixes of every length), and what the mode adds (``ModeSettings.prefixes``: its own pools'
+    CIDRs at their mask sizes, say); IPv6 ones too when the cluster runs IPv6."""
     crd = cfg.ipam_mode == "crd"
+    own = IPAM_MODES.spec(cfg.ipam_mode).part("settings")
     families = []
     if cfg.enable_ipv4:
         families.append(("ipv4", cfg.cluster_pool_ipv4_cidrs, cfg.cluster_pool_ipv4_mask_size, 32))
@@ -106,11 +108,7 @@ def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
     found: list[tuple[IPNet, int, int]] = []
     for family, cidrs, mask, longest in families:
         found += [(c, mask, longest if crd else mask) for c in cidrs]
-        if cfg.ipam_mode == "multi-pool":
-            for _, text in cfg.auto_create_pod_ip_pools:
-                spec = json.loads(text).get(family) or {}
-                size = int(spec.get("maskSize") or mask)
-                found += [(ipaddress.ip_network(c), size, size) for c in spec.get("cidrs") or []]
+        found += own.prefixes(cfg, family, mask) if own else []
     return tuple(dict.fromkeys(found))
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from lightkube import Client
@@ -160,11 +160,24 @@ def validate_cluster_config(topo: Topology) -> None:
             raise ClusterError(f"{where}: {e}") from e
 
 
+class OperatorLab(Protocol):
+    """The lab's part in running a mode's operator (``IpamSpec.lab_operator``)."""
+
+    def settings(self, topo: Topology) -> dict[str, Any]:
+        """Settings the lab fixes over the cluster's (a stand-in's endpoint, its region)."""
+        ...
+
+    def env(self, topo: Topology) -> dict[str, str] | None:
+        """The operator's environment (None: the lab's own)."""
+        ...
+
+
 def ensure_operator(topo: Topology, state: st.LabState) -> int:
-    """Whatever gives nodes their addresses: podnet's operator (cluster-pool, multi-pool), with
-    ipam.mode kubernetes kube-controller-manager's node IPAM controller, with crd the lab itself
-    (``kubeipam``: each node's pool)."""
-    from podnet.config import load_config
+    """Whatever gives nodes their addresses: podnet's operator for a mode it serves (with the flags
+    the mode makes of the cluster's settings), with ipam.mode kubernetes kube-controller-manager's
+    node IPAM controller, with crd the lab itself (``kubeipam``: each node's pool)."""
+    from podnet.config import load_config, merge
+    from podnet.operator.serving import mode_operator
 
     pools, mask = pool_settings(topo)
     mode = ipam_mode(topo)
@@ -176,35 +189,20 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
         )
     if mode == "crd":
         return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
-    if not IPAM_MODES.spec(mode).operator:  # the mode needs nothing cluster-wide (a plugin's, say)
+    spec = IPAM_MODES.spec(mode)
+    if not spec.operator:  # the mode needs nothing cluster-wide (a plugin's, say)
         return 0
     rec = state.process("operator")
     if rec is not None and rec.running():
         return 0
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
-    node_cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
+    lab: OperatorLab | None = spec.part("lab_operator")
+    settings = agent_config(topo, topo.nodes[0])
+    node_cfg = load_config(merge(settings, lab.settings(topo)) if lab else settings, {}, None)
     argv = [_venv_bin("podnet"), "operator", "--grace-period", "60"]
-    if node_cfg.enable_ipv4 or mode != "cluster-pool":
-        argv += ["--cluster-pool-ipv4-cidr", ",".join(pools), "--cluster-pool-ipv4-mask-size", str(mask)]
+    argv += mode_operator(mode).config_argv(node_cfg)
     tls = client_tls(topo, "operator")
-    if mode == "cluster-pool" and node_cfg.enable_ipv6:  # dual stack or IPv6-only: an IPv6 pod CIDR per node
-        argv += ["--cluster-pool-ipv6-cidr", ",".join(str(c) for c in node_cfg.cluster_pool_ipv6_cidrs)]
-        argv += ["--cluster-pool-ipv6-mask-size", str(node_cfg.cluster_pool_ipv6_mask_size)]
-    if mode == "multi-pool":
-        configured = load_config(agent_config(topo, topo.nodes[0]), {}, None).auto_create_pod_ip_pools
-        argv += ["--ipam", "multi-pool"]
-        argv += ["--auto-create-pod-ip-pools", kubeipam.auto_create_arg(configured, pools, mask)]
-    env = None
-    if mode == "eni":
-        from podnet.lab.cloud import CREDENTIALS, front_endpoint
-
-        eni = load_config(agent_config(topo, topo.nodes[0]), {}, None).eni
-        argv = [*argv[:2], "--grace-period", "60", "--ipam", "eni", "--ec2-api-endpoint", front_endpoint()]
-        argv += ["--aws-region", topo.cloud.region if topo.cloud else eni.region]
-        argv += ["--aws-release-excess-ips" if eni.release_excess else "--no-aws-release-excess-ips"]
-        argv += ["--excess-ip-release-delay", f"{eni.release_delay:g}"]
-        env = CREDENTIALS
     if kubeapi.on_kubernetes(topo):
         kubeconfig = kubeapi.account_kubeconfig_path(topo.name, "podnet-operator")
         argv += ["--datastore", "kubernetes", "--k8s-kubeconfig-path", str(kubeconfig)]
@@ -219,7 +217,7 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
                 "--etcd-key-file",
                 tls.key,
             ]
-    proc = spawn(argv, cp_ns, log, env=env)
+    proc = spawn(argv, cp_ns, log, env=lab.env(topo) if lab else None)
     state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
     return 1
 
@@ -369,7 +367,7 @@ def container_id(lab: str, pod: str) -> str:
 
 def runtime_args(pod: Pod) -> str:
     """CNI_ARGS as a runtime without an API server passes them: the pod's name, and the IP pool
-    its annotations name (multi-pool on etcd reads ``IP_POOL``)."""
+    its annotations name (a mode with named pools reads ``IP_POOL`` on etcd)."""
     args = f"K8S_POD_NAME={pod.name};K8S_POD_NAMESPACE={pod.namespace}"
     pool = next((pod.annotations[k] for k in POOL_ANNOTATIONS if pod.annotations.get(k)), None)
     return f"{args};IP_POOL={pool}" if pool else args

@@ -1,7 +1,6 @@
 """What a real cluster's other controllers or users do for IPAM, done by the lab: for
 ``ipam.mode: crd`` it fills each node's PodnetNode ``spec.ipam.pool`` (as an external controller
-would), and for ``multi-pool`` it gives the operator the pools to create when the cluster sets
-none (a ``default`` pool over the cluster pool).
+would).
 
 Design fact: the lab writes only ``spec.ipam.pool``, by server-side apply under its own field
 manager (``podnet-lab``), and only for a node whose pool is still empty: a test or a user who
@@ -11,8 +10,6 @@ edits a pool later keeps the edit.
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import Any
 
 from podnet.lab.topology import Topology
 
@@ -56,13 +53,3 @@ def fill_crd_pools(topo: Topology, kubeconfig: str, cluster_pools: list[str], ma
     finally:
         client.close()
     return filled
-
-
-def default_pools(cluster_pools: list[str], mask: int) -> dict[str, Any]:
-    """``autoCreatePodIPPools`` when the cluster sets none: a ``default`` pool over the cluster pool."""
-    return {"default": {"ipv4": {"cidrs": list(cluster_pools), "maskSize": mask}}}
-
-
-def auto_create_arg(configured: tuple[tuple[str, str], ...], cluster_pools: list[str], mask: int) -> str:
-    pools = {name: json.loads(spec) for name, spec in configured} or default_pools(cluster_pools, mask)
-    return json.dumps(pools, sort_keys=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podnet.lab.topomodel import Host, Network, TopologyError
+from podnet.registry import IPAM_MODES
 
 
 def check_names(hosts: Sequence[Host], networks: Sequence[Network]) -> None:
@@ -72,13 +73,21 @@ def _pools(cluster: Mapping[str, Any]) -> list[tuple[str, ipaddress.IPv4Network 
     return found
 
 
+def _underlay_addresses(cluster: Mapping[str, Any]) -> bool:
+    """Whether the cluster's IPAM mode gives pods the underlay's own addresses (``IpamSpec``)."""
+    from podnet.config import ConfigError, one_setting
+
+    try:
+        return bool(IPAM_MODES.spec(one_setting(cluster, "ipam_mode")).underlay_addresses)
+    except (ConfigError, KeyError):
+        return False
+
+
 def check_pools(hosts: Sequence[Host], networks: Sequence[Network], cluster: Mapping[str, Any]) -> None:
     """Pod addresses never overlap the underlay: no pool or node podCIDR may overlap a network, a
     point-to-point link or any host's address (a node would take its router's address as a pod
     gateway, and the underlay would route pod traffic to the wrong place)."""
-    ipam = cluster.get("ipam")
-    eni = isinstance(ipam, Mapping) and ipam.get("mode") == "eni"  # pods take VPC addresses
-    pools = [] if eni else _pools(cluster)
+    pools = [] if _underlay_addresses(cluster) else _pools(cluster)
     pools += [(f"{h.name}.podCIDR", h.pod_cidr) for h in hosts if h.pod_cidr is not None]
     for where, pool in pools:
         for net in networks:

@@ -1,5 +1,5 @@
-"""The podnet operator: cluster-wide IPAM (cluster-pool, multi-pool, eni), reclaiming the CIDRs of
-gone nodes."""
+"""The podnet operator: cluster-wide IPAM, one operator per mode that needs one (``IpamSpec.operator``),
+reclaiming the CIDRs of gone nodes."""
 
 from podnet.operator.cli import main
 from podnet.operator.cluster_pool import ClusterPoolOperator, pool_status, run_operator

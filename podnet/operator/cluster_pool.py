@@ -10,18 +10,23 @@ makes the operator plan again from a new snapshot.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from podnet.ipam.cidr import PoolSpec, parse_pool_spec
+from podnet.ipam.cidr import CIDRError, PoolSpec, parse_pool_spec
 from podnet.model import IPNetwork
 from podnet.operator.loop import serve
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, GonePlan, PoolPlan, cidrs_by_node, plan_pools
+from podnet.operator.serving import fail, serve_state, tick
 from podnet.store.client import Store
 from podnet.store.operatorstate import EtcdOperatorState, OperatorSnapshot, OperatorState
+
+if TYPE_CHECKING:
+    from podnet.config.agent import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +168,7 @@ class ClusterPoolOperator:
         self._last_status, self._last_written = status, now
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
-        serve(self.reconcile_once, self.state, False, stop_event, tick)
+        serve(self.reconcile_once, self.state, False, stop_event, tick, "cluster-pool")
 
 
 def run_operator(
@@ -182,3 +187,67 @@ def run_operator(
     tick = min(max(grace_seconds / 4.0, 0.2), 10.0)
     operator = ClusterPoolOperator(EtcdOperatorState(store), spec, grace_seconds, clock, fence_seconds, spec6)
     operator.run(stop_event, tick)
+
+
+class ClusterPoolCli:
+    """``podnet operator`` for cluster-pool (``operator.serving.ModeOperator``)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--cluster-pool-ipv4-cidr",
+            action="append",
+            help="cluster pool CIDR (repeat or comma-separate for several): clusterPoolIPv4PodCIDRList",
+        )
+        parser.add_argument("--cluster-pool-ipv4-mask-size", type=int, default=24, help="per-node mask size")
+        parser.add_argument(
+            "--cluster-pool-ipv6-cidr",
+            action="append",
+            help="dual stack: IPv6 pool CIDR(s), clusterPoolIPv6PodCIDRList (a CIDR of each family per node)",
+        )
+        parser.add_argument(
+            "--cluster-pool-ipv6-mask-size",
+            type=int,
+            default=120,
+            help="per-node IPv6 mask size (clusterPoolIPv6MaskSize)",
+        )
+
+    def config_argv(self, cfg: AgentConfig) -> list[str]:
+        argv = []
+        if cfg.enable_ipv4:
+            argv += ipv4_pool_argv(cfg)
+        if cfg.enable_ipv6:  # dual stack or IPv6-only: an IPv6 pod CIDR per node
+            argv += ["--cluster-pool-ipv6-cidr", ",".join(str(c) for c in cfg.cluster_pool_ipv6_cidrs)]
+            argv += ["--cluster-pool-ipv6-mask-size", str(cfg.cluster_pool_ipv6_mask_size)]
+        return argv
+
+    def run(self, args: argparse.Namespace, stop: threading.Event) -> int:
+        pools = [c for item in args.cluster_pool_ipv4_cidr or [] for c in item.split(",") if c.strip()]
+        pools6 = [c for item in args.cluster_pool_ipv6_cidr or [] for c in item.split(",") if c.strip()]
+        if not pools and not pools6:
+            return fail(
+                "--cluster-pool-ipv4-cidr (or, for an IPv6-only cluster, "
+                "--cluster-pool-ipv6-cidr) is required with --ipam cluster-pool"
+            )
+        try:
+            spec6 = parse_pool_spec(pools6, args.cluster_pool_ipv6_mask_size, family=6) if pools6 else None
+            spec = parse_pool_spec(pools, args.cluster_pool_ipv4_mask_size) if pools else spec6
+        except CIDRError as exc:
+            return fail(str(exc))
+        assert spec is not None
+        if spec is spec6:  # IPv6-only: the one pool is IPv6
+            spec6 = None
+
+        def run(state: OperatorState) -> None:
+            grace, fence = args.grace_period, args.fence_period
+            ClusterPoolOperator(state, spec, grace, fence_seconds=fence, spec6=spec6).run(stop, tick(args))
+
+        return serve_state(args, run)
+
+
+def ipv4_pool_argv(cfg: AgentConfig) -> list[str]:
+    """``--cluster-pool-ipv4-cidr`` and its mask size, as ``cfg`` gives them."""
+    pools, mask = ",".join(str(c) for c in cfg.cluster_pool_ipv4_cidrs), cfg.cluster_pool_ipv4_mask_size
+    return ["--cluster-pool-ipv4-cidr", pools, "--cluster-pool-ipv4-mask-size", str(mask)]
+
+
+OPERATOR = ClusterPoolCli()

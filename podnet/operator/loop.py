@@ -19,20 +19,22 @@ log = logging.getLogger(__name__)
 def serve(
     reconcile: Callable[[], object],
     state: OperatorState,
-    multi_pool: bool,
+    pools: bool,
     stop: threading.Event,
     tick: float,
+    mode: str,
 ) -> None:
-    """Run ``reconcile`` until ``stop``, woken by the watches of what the mode plans from."""
+    """Run ``reconcile`` until ``stop``, woken by the watches of what the mode plans from (``pools``:
+    the IP pools and the nodes' pool allocations too); ``mode`` names it in the log."""
     wake = threading.Event()
-    watch = state.watch(wake.set, multi_pool)
+    watch = state.watch(wake.set, pools)
 
     def when_leading() -> None:
         if state.lead():
             reconcile()
 
     try:
-        what = f"{'multi-pool' if multi_pool else 'cluster-pool'} reconcile ({state.kind})"
+        what = f"{mode} reconcile ({state.kind})"
         reconcile_forever(when_leading, wake, stop, min(tick, state.max_tick), what, state.outages)
     finally:
         watch.stop(1.0)  # the watch threads die with the process; the lease goes at close()

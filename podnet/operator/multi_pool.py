@@ -13,19 +13,26 @@ refused.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from podnet.config.multi_pool import auto_create_arg
 from podnet.ipam.pools import PoolDef, parse_pool
 from podnet.model import IPNetwork
-from podnet.operator.cluster_pool import MAX_ROUNDS, apply_gone
+from podnet.operator.cluster_pool import MAX_ROUNDS, apply_gone, ipv4_pool_argv
 from podnet.operator.loop import serve
 from podnet.operator.multi_plan import MultiPoolPlan, node_pools_of, plan_multi_pool
 from podnet.operator.plan import DEFAULT_FENCE_SECONDS, plan_gone
+from podnet.operator.serving import fail, serve_state, tick
 from podnet.store.operatorstate import OperatorSnapshot, OperatorState
+
+if TYPE_CHECKING:
+    from podnet.config.agent import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ class MultiPoolOperator:
         plan = None
         for _ in range(MAX_ROUNDS):
             now = self.clock()
-            snap = self.state.snapshot(multi_pool=True)
+            snap = self.state.snapshot(pools=True)
             pools, invalid = pool_defs(snap)
             fields = {name: node_pools_of(spec) for name, spec in snap.node_pools.items()}
             plan = plan_multi_pool(pools, invalid, fields, snap.registered)
@@ -116,7 +123,7 @@ class MultiPoolOperator:
                 log.error("%s", error)
 
     def run(self, stop_event: threading.Event, tick: float) -> None:
-        serve(self.reconcile_once, self.state, True, stop_event, tick)
+        serve(self.reconcile_once, self.state, True, stop_event, tick, "multi-pool")
 
 
 def _log_changes(
@@ -131,3 +138,37 @@ def _log_changes(
 
 def _order(cidr: IPNetwork) -> tuple[int, IPNetwork]:
     return cidr.version, cidr
+
+
+class MultiPoolCli:
+    """``podnet operator --ipam multi-pool`` (``operator.serving.ModeOperator``)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--auto-create-pod-ip-pools",
+            help='multi-pool: pools to create when missing, as JSON: {"default": {"ipv4": {"cidrs": '
+            '["10.10.0.0/16"], "maskSize": 24}}} (autoCreateCiliumPodIPPools)',
+        )
+
+    def config_argv(self, cfg: AgentConfig) -> list[str]:
+        """The cluster pool (which the default pool covers), and the pools to create."""
+        pools, mask = [str(c) for c in cfg.cluster_pool_ipv4_cidrs], cfg.cluster_pool_ipv4_mask_size
+        auto = auto_create_arg(cfg.setting("auto_create_pod_ip_pools"), pools, mask)
+        return [*ipv4_pool_argv(cfg), "--ipam", "multi-pool", "--auto-create-pod-ip-pools", auto]
+
+    def run(self, args: argparse.Namespace, stop: threading.Event) -> int:
+        try:
+            auto = json.loads(args.auto_create_pod_ip_pools) if args.auto_create_pod_ip_pools else {}
+            for name, spec in auto.items():
+                parse_pool(name, spec)
+        except (ValueError, AttributeError) as exc:
+            return fail(f"--auto-create-pod-ip-pools: {exc}")
+
+        def run(state: OperatorState) -> None:
+            grace, fence = args.grace_period, args.fence_period
+            MultiPoolOperator(state, grace, fence_seconds=fence, auto_create=auto).run(stop, tick(args))
+
+        return serve_state(args, run)
+
+
+OPERATOR = MultiPoolCli()

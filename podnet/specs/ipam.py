@@ -3,9 +3,17 @@ without naming it (implementations: ``podnet.ipam``; operators: ``podnet.operato
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from podnet.registry import IPAM_MODES
+
+
+def load(ref: str) -> Any:
+    """The object a ``"module:name"`` reference names (imported on first use)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -16,9 +24,25 @@ class IpamSpec:
     static_cidrs: bool = False  # a node's pod CIDRs never change under its pods (status flags a change)
     underlay_addresses: bool = False  # pods get the underlay's own addresses (no overlap check)
     agent_component: str = ""  # "module:Class" the agent runs beside IPAM (built with the allocator)
-    operator: bool = False  # podnet's operator serves it (``podnet operator --ipam <name>``)
+    # "module:name" of its operator's command line (``operator.serving.ModeOperator``: its flags, the
+    # flags its settings mean, its run); set: podnet's operator serves it (``podnet operator --ipam <name>``)
+    operator: str = ""
     needs_kubernetes: str = ""  # what it reads that only the Kubernetes datastore has
     node_object_cidrs: bool = False  # a node's pod CIDRs are its Node object's spec.podCIDRs
+    # "module:name" of its own settings (``config.modesettings.ModeSettings``: their keys, parsers,
+    # defaults, and what they cannot run with)
+    settings: str = ""
+    # "module:function" (PodnetNode spec, status) -> the addresses peers route to the node beyond its
+    # CIDRs, as the mode keeps them on the Kubernetes datastore
+    kube_addresses: str = ""
+    # "module:name" of the lab's part in running its operator (``lab.cluster.OperatorLab``: settings
+    # a stand-in fixes, such as the lab EC2's endpoint, and the environment)
+    lab_operator: str = ""
+
+    def part(self, attr: str) -> Any:
+        """The object one of its ``"module:name"`` fields names; None when the field is empty."""
+        ref: str = getattr(self, attr)
+        return load(ref) if ref else None
 
 
 for _spec, _default in (
@@ -27,7 +51,7 @@ for _spec, _default in (
             "cluster-pool",
             "the operator carves per-node CIDRs from clusterPoolIPv4PodCIDRList",
             static_cidrs=True,
-            operator=True,
+            operator="podnet.operator.cluster_pool:OPERATOR",
         ),
         True,
     ),
@@ -56,7 +80,8 @@ for _spec, _default in (
             "multi-pool",
             "several named pools; the operator hands out CIDRs per pool on demand",
             waiting="reading the IP pools and the node's CIDRs (PodnetIPPool, PodnetNode spec.ipam.pools)",
-            operator=True,
+            operator="podnet.operator.multi_pool:OPERATOR",
+            settings="podnet.config.multi_pool:SETTINGS",
         ),
         False,
     ),
@@ -67,7 +92,10 @@ for _spec, _default in (
             waiting="reading the node's ENIs from the operator (/podnet/v1/ipam/eni/<node>/status)",
             underlay_addresses=True,
             agent_component="podnet.agent.eni_routing:EniRouting",
-            operator=True,
+            operator="podnet.operator.eni_cli:OPERATOR",
+            settings="podnet.config.eni:SETTINGS",
+            lab_operator="podnet.lab.eni:OPERATOR_LAB",
+            kube_addresses="podnet.kube.eni:routed_addresses",
         ),
         False,
     ),

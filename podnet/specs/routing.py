@@ -16,7 +16,7 @@ class RoutingSpec:
     suffix: str = ""  # after autoDirectNodeRoutes in status: ", tunnel fallback [{protocol}]"
 
     def summary(self, protocol: str | None, auto_direct_node_routes: bool) -> str:
-        """``Tunnel [vxlan]``, ``Native, autoDirectNodeRoutes`` ... (what ``podnet status`` prints)."""
+        """``Tunnel [<protocol>]``, ``Native, autoDirectNodeRoutes`` ... (what ``podnet status`` prints)."""
         text = self.display.format(protocol=protocol)
         if auto_direct_node_routes:
             text += ", autoDirectNodeRoutes"

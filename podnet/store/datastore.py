@@ -14,7 +14,6 @@ from typing import Protocol
 
 from podnet.model import IPNetwork
 from podnet.store.client import Store, StoreError
-from podnet.store.eni import EniState, EtcdEniState
 from podnet.store.nodes import (
     NodeEvent,
     NodeRecord,
@@ -64,10 +63,6 @@ class Datastore(Protocol):
         """The agent is alive and serves ``endpoints`` pods (raises ``DatastoreError``)."""
         ...
 
-    def eni_state(self) -> EniState:
-        """Where ENI IPAM keeps its per-node documents (``podnet.store.eni``)."""
-        ...
-
     def close(self) -> None: ...
 
 
@@ -101,9 +96,6 @@ class EtcdDatastore:
             put_nodestate(self.store, name, endpoints, now)
         except StoreError as exc:
             raise DatastoreError(str(exc)) from exc
-
-    def eni_state(self) -> EtcdEniState:
-        return EtcdEniState(self.store)
 
     def close(self) -> None:
         self.store.close()

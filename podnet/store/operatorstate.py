@@ -1,9 +1,9 @@
 """What the IPAM operators read and write, whichever the datastore: ``OperatorState``.
 
-One cluster-pool operator and one multi-pool operator (``podnet.operator``) plan from an
-``OperatorSnapshot`` and write through this protocol; ``EtcdOperatorState`` keeps it in podnet's
-keys (docs/store.md), ``podnet.kube.operatorstate.KubeOperatorState`` in PodnetNode,
-PodnetIPPool and Node objects.
+The operators of the modes that hand out CIDRs (``podnet.operator``: one CIDR per node and
+family, or CIDRs per named pool) plan from an ``OperatorSnapshot`` and write through this
+protocol; ``EtcdOperatorState`` keeps it in podnet's keys (docs/store.md),
+``podnet.kube.operatorstate.KubeOperatorState`` in PodnetNode, PodnetIPPool and Node objects.
 
 Design fact: every write that hands out or takes back a CIDR is conditional on what the snapshot
 read (etcd revisions, Kubernetes resourceVersions), so two operators, or an operator and an agent,
@@ -38,7 +38,7 @@ class NodeLiveness:
 
 @dataclass(frozen=True)
 class PoolObject:
-    """A multi-pool IP pool: its spec (``{"ipv4": {"cidrs", "maskSize"}}``) and reported status."""
+    """A named IP pool: its spec (``{"ipv4": {"cidrs", "maskSize"}}``) and reported status."""
 
     name: str
     spec: Mapping[str, Any]
@@ -53,10 +53,10 @@ class OperatorSnapshot:
     pod_cidrs: dict[IPNetwork, str]  # cluster-pool: CIDR -> the node that holds it (gone ones too)
     gone_since: dict[str, float]  # nodes marked gone, and since when
     liveness: dict[str, NodeLiveness]
-    node_pools: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # multi-pool: shaped as
+    node_pools: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # pools: shaped as
     # a PodnetNode's spec, {"ipam": {"pools": {"requested": [...], "allocated": [...]}}}
     node_pool_errors: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> pool -> error
-    pools: tuple[PoolObject, ...] = ()  # multi-pool: the pools in creation order
+    pools: tuple[PoolObject, ...] = ()  # the named pools in creation order
     versions: Any = None  # the datastore's own: what its conditional writes compare
 
 
@@ -73,7 +73,10 @@ class OperatorState(Protocol):
         """Whether this operator may reconcile now (False: another one does; it stands by)."""
         ...
 
-    def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot: ...
+    def snapshot(self, pools: bool = False) -> OperatorSnapshot:
+        """The nodes, their CIDRs and reports; with ``pools`` the IP pools and the nodes' pool
+        allocations too (a mode that hands out CIDRs per pool)."""
+        ...
 
     def assign(self, snap: OperatorSnapshot, node: str, cidrs: Sequence[IPNetwork]) -> bool:
         """Cluster-pool: ``cidrs`` are now the node's whole list (the new ones free in ``snap``)."""
@@ -92,7 +95,7 @@ class OperatorState(Protocol):
         ...
 
     def create_pool(self, name: str, spec: Mapping[str, Any], now: float) -> bool:
-        """Multi-pool: True when made; an existing pool of that name stays as it is."""
+        """Named pools: True when made; an existing pool of that name stays as it is."""
         ...
 
     def set_node_pools(
@@ -102,12 +105,12 @@ class OperatorState(Protocol):
         allocated: Sequence[Mapping[str, Any]] | None,
         errors: Mapping[str, str],
     ) -> bool:
-        """Multi-pool: the node's new allocation (None: unchanged) and why requests are not met."""
+        """Named pools: the node's new allocation (None: unchanged) and why requests are not met."""
         ...
 
     def set_pool_status(self, pool: PoolObject, status: Mapping[str, Any]) -> None: ...
 
-    def watch(self, on_change: Callable[[], None], multi_pool: bool) -> Stoppable: ...
+    def watch(self, on_change: Callable[[], None], pools: bool) -> Stoppable: ...
 
     def close(self) -> None: ...
 
@@ -140,7 +143,7 @@ class Watches:
 
 class EtcdOperatorState:
     """The operators' state in etcd: node registrations (on the agents' leases), the cluster-pool
-    allocation keys and podcidrs index, gone markers, agent reports and the multi-pool keys of
+    allocation keys and podcidrs index, gone markers, agent reports and the named pools' keys of
     ``podnet.store.multipool``."""
 
     kind = "etcd"
@@ -154,7 +157,7 @@ class EtcdOperatorState:
         """Always: every write is a transaction, so operators side by side never give a CIDR twice."""
         return True
 
-    def snapshot(self, multi_pool: bool = False) -> OperatorSnapshot:
+    def snapshot(self, pools: bool = False) -> OperatorSnapshot:
         node_kvs, revision = self.store.list_prefix(keys.NODES_PREFIX)
 
         def by_name(prefix: str, kvs: list[KV] | None = None) -> dict[str, KV]:
@@ -189,7 +192,7 @@ class EtcdOperatorState:
             _liveness(revs.nodestate),
             versions=revs,
         )
-        return self._with_pools(snap, revision) if multi_pool else snap
+        return self._with_pools(snap, revision) if pools else snap
 
     def _with_pools(self, snap: OperatorSnapshot, revision: int) -> OperatorSnapshot:
         def by_name(prefix: str) -> dict[str, KV]:
@@ -305,8 +308,8 @@ class EtcdOperatorState:
     def set_pool_status(self, pool: PoolObject, status: Mapping[str, Any]) -> None:
         self.store.put(mp.POOL_STATUS + pool.name, json.dumps(dict(status)))
 
-    def watch(self, on_change: Callable[[], None], multi_pool: bool) -> Stoppable:
-        prefixes = (keys.NODES_PREFIX, mp.POOLS, mp.REQUESTS) if multi_pool else (keys.NODES_PREFIX,)
+    def watch(self, on_change: Callable[[], None], pools: bool) -> Stoppable:
+        prefixes = (keys.NODES_PREFIX, mp.POOLS, mp.REQUESTS) if pools else (keys.NODES_PREFIX,)
         return Watches([PrefixWatcher(self.store, p, lambda _e: on_change()).start() for p in prefixes])
 
     def close(self) -> None:
@@ -314,7 +317,7 @@ class EtcdOperatorState:
 
 
 def _cidrs(allocated: Sequence[Mapping[str, Any]]) -> set[str]:
-    """The CIDRs of a multi-pool ``allocated`` list."""
+    """The CIDRs of a node's ``allocated`` list of pool CIDRs."""
     return {str(c) for entry in allocated if isinstance(entry, Mapping) for c in entry.get("cidrs") or []}
 
 

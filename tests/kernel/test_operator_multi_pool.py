@@ -144,7 +144,7 @@ def test_a_request_changed_under_the_operator_is_planned_again(store: Store) -> 
     op = MultiPoolOperator(state, 10, Clock(), auto_create=POOLS)
     op.reconcile_once()
     assert allocated(store, "n1") == {"default": ["10.10.0.0/26", "10.10.0.64/26"]}
-    stale = state.snapshot(multi_pool=True)
+    stale = state.snapshot(pools=True)
     request(store, "n1", "default", 10, release=("10.10.0.64/26",))
     assert not state.set_node_pools(stale, "n1", [{"pool": "default", "cidrs": []}], {})
     op.reconcile_once()

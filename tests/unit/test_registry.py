@@ -125,7 +125,7 @@ def test_validating_a_config_loads_no_implementation() -> None:
         if m.startswith(("podnet.datapath", "podnet.ipam", "podnet.store", "podnet.kube", "pyroute2"))
     ]
     assert heavy == [], heavy
-    assert len(found) < 20, found
+    assert len(found) < 22, found  # config, specs, registry, model: the modes' settings are config too
 
 
 def test_a_plugin_adds_a_tunnel_protocol_everywhere() -> None:
