@@ -169,8 +169,8 @@ def node_status(
 def _probe_facts(doc: StatusDocument) -> tuple[int, str]:
     """(the pods' route MTU, the tunnel's label as its spec writes it, e.g. ``<Protocol> (UDP
     <port>)``) from an agent's document, for its health probes."""
-    tunnel = tunnel_spec.label(doc.routing.tunnel_protocol, doc.routing.tunnel_port)
-    return (doc.mtu.route or 0) if doc.mtu is not None else 0, tunnel
+    route_mtu = doc.mtu.route if doc.mtu is not None else None
+    return route_mtu or 0, tunnel_spec.label(doc.routing.tunnel_protocol, doc.routing.tunnel_port)
 
 
 def _peer(
