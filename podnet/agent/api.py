@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from podnet.cni import answer, spec
+from podnet.statusdoc.answer import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ApiHandler(answer.Handler, Protocol):
 
 
 def error_response(code: int, msg: str, details: str = "") -> dict[str, Any]:
-    return {"ok": False, "code": code, "msg": msg, "details": details}
+    return ApiError(code, msg, details).to_json()
 
 
 def dispatch(handler: ApiHandler, raw: bytes, fd: int | None = None) -> dict[str, Any]:

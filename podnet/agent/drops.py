@@ -33,6 +33,7 @@ from podnet.datapath.guard import DROP_GROUP, DROP_PREFIX
 from podnet.datapath.kernel import dropstats
 from podnet.datapath.kernel.nflog import LoggedPacket, NflogError, NflogSocket
 from podnet.model import NodeInfo
+from podnet.statusdoc.drops import DropCounters, DropEvent, DropEvents
 
 log = logging.getLogger("podnet.agent")
 
@@ -73,7 +74,7 @@ class DropMonitor:
         self._config = config
         self._annotate = annotate
         self._lock = threading.Lock()
-        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_EVENTS)
+        self._events: collections.deque[DropEvent] = collections.deque(maxlen=MAX_EVENTS)
         self._seq = 0
         self._by_reason: collections.Counter[str] = collections.Counter()
         self._samples: list[tuple[float, dict[str, int]]] = []  # the kernel's counters over time
@@ -133,32 +134,34 @@ class DropMonitor:
                 reason = p.prefix[len(DROP_PREFIX) :]
                 self._seq += 1
                 self._by_reason[reason] += 1
-                event = {
-                    "seq": self._seq,
-                    "time": p.at or now,
-                    "reason": reason,
-                    "in": _ifname(p.indev),
-                    "out": _ifname(p.outdev),
-                    "family": p.family,
-                    "src": p.src,
-                    "dst": p.dst,
-                    "proto": p.proto,
-                    "sport": p.sport,
-                    "dport": p.dport,
-                }
-                if self._annotate is not None:
-                    self._annotate(event)
+                event = DropEvent(
+                    seq=self._seq,
+                    time=p.at or now,
+                    reason=reason,
+                    in_dev=_ifname(p.indev),
+                    out_dev=_ifname(p.outdev),
+                    family=p.family,
+                    src=p.src,
+                    dst=p.dst,
+                    proto=p.proto,
+                    sport=p.sport,
+                    dport=p.dport,
+                )
+                if self._annotate is not None:  # it adds to the JSON what only it knows (policy)
+                    annotated = event.to_json()
+                    self._annotate(annotated)
+                    event = DropEvent.from_json(annotated)
                 self._events.append(event)
 
     def events(self, since: int) -> dict[str, Any]:
         """The kept events after ``since`` (a sequence number), and the cursor for the next call."""
         with self._lock:
-            return {
-                "enabled": self._config().drop_events,
-                "events": [e for e in self._events if e["seq"] > since],
-                "next": self._seq,
-                "error": self.error or None,
-            }
+            return DropEvents(
+                enabled=self._config().drop_events,
+                events=tuple(e for e in self._events if e.seq > since),
+                next=self._seq,
+                error=self.error or None,
+            ).to_json()
 
     def after_round(self, node: NodeInfo, round_plan: RoundPlan, peers: Sequence[NodeInfo]) -> list[str]:
         self._sample()  # the window moves on even when nobody asks for the status
@@ -168,17 +171,15 @@ class DropMonitor:
         kernel, recent, links = self._sample()
         with self._lock:
             by_reason = dict(self._by_reason)
-        return {
-            "events": self._config().drop_events,
-            "error": self.error or None,
-            "byReason": by_reason,
-            "kernel": {k: v for k, v in kernel.items() if v},
-            "kernelRecent": recent,
-            "recentWindow": RECENT_WINDOW,
-            "endpoints": {
-                name: n for name, n in links.items() if name.startswith(owned.ENDPOINT_PREFIX) and n
-            },
-        }
+        return DropCounters(
+            events=self._config().drop_events,
+            error=self.error or None,
+            by_reason=by_reason,
+            kernel={k: v for k, v in kernel.items() if v},
+            kernel_recent=recent,
+            recent_window=RECENT_WINDOW,
+            endpoints={name: n for name, n in links.items() if name.startswith(owned.ENDPOINT_PREFIX) and n},
+        ).to_json()
 
     def stop(self) -> None:
         return None

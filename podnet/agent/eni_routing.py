@@ -25,6 +25,7 @@ from podnet.datapath.guard import EndpointSource
 from podnet.ipam.eni import EniAllocator
 from podnet.ipam.enimodel import Eni
 from podnet.model import IPAddress, NodeInfo
+from podnet.statusdoc.modesection import ModeSection
 
 log = logging.getLogger("podnet.agent")
 
@@ -113,11 +114,12 @@ class EniRouting:
                     dp.delete_rules(ipr, dp.endpoint_rules(address, port_of(eni), self._egress_cidrs()))
 
     def status(self) -> dict[str, Any]:
+        """The IPAM mode's section of the status document (``eni``), with the rows status prints."""
         op = self._allocator.operator_status()
         used = self._allocator.used()
         first = self._allocator.settings.first_interface_index
         plan = self.plan
-        return {
+        fields: dict[str, Any] = {
             "instance": {k: op.get(k) for k in ("instanceID", "instanceType", "availabilityZone")},
             "vpc": op.get("vpc") or {},
             "limits": op.get("limits") or {},
@@ -146,6 +148,42 @@ class EniRouting:
             "calls": (op.get("calls") or [])[-10:],
             "datapathErrors": self.errors,
         }
+        return ModeSection(self.name, fields, status_rows(fields)).to_json()
 
     def stop(self) -> None:
         return None  # rules and tables stay: pods keep their traffic while the agent is down
+
+
+def status_rows(eni: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The instance and its limits, one row per ENI, the operator's last EC2 calls and errors
+    (what ``cilium status`` and CiliumNode status.eni show), from the section's own fields."""
+    inst, limits = eni.get("instance") or {}, eni.get("limits") or {}
+    where = f"{inst.get('instanceID') or '?'} {inst.get('instanceType') or '?'}"
+    where += f" in {inst.get('availabilityZone') or '?'}"
+    head = (
+        f"{where}: "
+        f"at most {limits.get('adapters', '?')} ENIs x {limits.get('ipv4PerAdapter', '?')} addresses, "
+        f"pods from eth{eni.get('firstInterfaceIndex', 0)} up; needed {eni.get('needed') or 0}, "
+        f"excess {eni.get('excess') or 0}"
+    )
+    rows = [("ENI", head)]
+    for e in eni.get("enis") or []:
+        addresses = e.get("addresses") or {}
+        used = sum(1 for owner in addresses.values() if owner)
+        what = f"{used}/{len(addresses)} used" if e.get("forPods") else "not for pods"
+        groups = ",".join(e["securityGroups"])
+        rows.append(
+            (f"  {e['device']}", f"{e['id']} {e['mac']} {e['subnet']} table {e['table']}, {what}, {groups}")
+        )
+    if eni.get("release"):
+        rows.append(("  releasing", ", ".join(eni["release"])))
+    if eni.get("limitReached"):
+        rows.append(("  LIMIT", eni["limitReached"]))
+    for err in (eni.get("errors") or [])[-3:]:
+        rows.append(("  EC2 error", f"{err.get('action')}: {err.get('code')}: {err.get('message')}"))
+    calls = eni.get("calls") or []
+    if calls:
+        rows.append(("  EC2 calls", ", ".join(c.get("action", "?") for c in calls[-6:])))
+    for problem in (eni.get("missingLinks") or []) + (eni.get("datapathErrors") or []):
+        rows.append(("  WARNING", str(problem)))
+    return tuple(rows)

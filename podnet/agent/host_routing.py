@@ -30,6 +30,7 @@ from podnet.datapath.bpf.tc import TcError
 from podnet.datapath.guard import EndpointSource
 from podnet.datapath.modes import mode_for
 from podnet.model import NodeInfo
+from podnet.statusdoc.hostrouting import BPF, LEGACY, HostRoutingStats, HostRoutingStatus
 
 log = logging.getLogger("podnet.agent")
 
@@ -152,16 +153,15 @@ class HostRouting:
             self._sync([s for s in self._sources() if s.host_ifname != source.host_ifname])
 
     def status(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"mode": "BPF" if self._enabled() else "Legacy", "errors": self.errors}
-        if self.fallback:
-            doc["fallback"] = self.fallback
-        if self._enabled():
+        enabled = self._enabled()
+        errors, stats = tuple(self.errors), None
+        if enabled:
             with IPRoute() as ipr:
                 try:
-                    doc.update(hr.stats(ipr))
+                    stats = HostRoutingStats.from_json(hr.stats(ipr))
                 except (OSError, KeyError) as exc:
-                    doc["errors"] = [*self.errors, f"reading the program: {exc}"]
-        return doc
+                    errors = (*errors, f"reading the program: {exc}")
+        return HostRoutingStatus(BPF if enabled else LEGACY, errors, self.fallback, stats).to_json()
 
     def stop(self) -> None:
         return None  # the program stays: pods keep their path while the agent is down

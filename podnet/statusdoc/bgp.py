@@ -100,7 +100,9 @@ class BgpStatus:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | None) -> BgpStatus:
-        if not doc or not doc.get("enabled"):
+        """A section without ``enabled`` (a bare section, as tools write it) is on when it has
+        sessions or prefixes."""
+        if not doc or not doc.get("enabled", bool(doc.get("peers") or doc.get("advertised"))):
             return cls()
         return cls(
             enabled=True,

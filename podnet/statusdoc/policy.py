@@ -53,3 +53,41 @@ class PolicyStatus:
             covered={str(k): int(v) for k, v in (doc.get("covered") or {}).items()},
             error=str(doc.get("error") or ""),
         )
+
+
+@dataclass(frozen=True)
+class PodPolicy:
+    """The answer to ``{"op": "policy", "ip": ...}``: the node's policy section and, for that local
+    pod address, the policies that isolate it each way and the entries that allow its traffic."""
+
+    node: str = ""
+    status: PolicyStatus = field(default_factory=PolicyStatus)
+    ingress_isolated_by: tuple[str, ...] = ()
+    egress_isolated_by: tuple[str, ...] = ()
+    ingress: tuple[str, ...] = ()  # "<src> -> <dst> <proto>/<port>"
+    egress: tuple[str, ...] = ()
+
+    def isolated_by(self, egress: bool) -> tuple[str, ...]:
+        return self.egress_isolated_by if egress else self.ingress_isolated_by
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "node": self.node,
+            **self.status.to_json(),
+            "ingressIsolatedBy": list(self.ingress_isolated_by),
+            "egressIsolatedBy": list(self.egress_isolated_by),
+            "ingress": list(self.ingress),
+            "egress": list(self.egress),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> PodPolicy:
+        return cls(
+            node=str(doc.get("node") or ""),
+            status=PolicyStatus.from_json(doc),
+            ingress_isolated_by=tuple(str(p) for p in doc.get("ingressIsolatedBy") or ()),
+            egress_isolated_by=tuple(str(p) for p in doc.get("egressIsolatedBy") or ()),
+            ingress=tuple(str(e) for e in doc.get("ingress") or ()),
+            egress=tuple(str(e) for e in doc.get("egress") or ()),
+        )

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from podnet.agent.api import request
 from podnet.bgp.birdc import parse_protocols, parse_routes
+from podnet.statusdoc.bgp import BgpStatus
+from podnet.statusdoc.document import StatusDocument
 from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
 from podnet.verify.view import BgpRouter, ClusterView, LabOpener, NoAgentError, ViewError
 
@@ -50,14 +53,16 @@ def add_parser(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  #
 # collecting rows (node rows from a status document are pure, for tests)
 
 
-def node_peer_rows(host: str, bgp: dict[str, Any]) -> list[dict[str, Any]]:
+def node_peer_rows(host: str, bgp: BgpStatus | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A node's sessions as table rows (from its ``bgp`` section, or that section's JSON)."""
+    bgp = bgp if isinstance(bgp, BgpStatus) else BgpStatus.from_json(bgp)
     return [
         {
-            "host": host, "role": "node", "peer": f"AS{p.get('peerASN')}",
-            "peerAddress": p.get("peerAddress"), "peerASN": p.get("peerASN"), "state": p.get("state"),
-            "uptime": p.get("uptime", 0.0), "sent": p.get("sent", 0), "received": p.get("received", 0),
+            "host": host, "role": "node", "peer": f"AS{p.peer_asn}",
+            "peerAddress": p.peer_address, "peerASN": p.peer_asn, "state": p.state,
+            "uptime": p.uptime, "sent": p.sent, "received": len(p.received_prefixes),
         }
-        for p in bgp.get("peers", [])
+        for p in bgp.peers
     ]  # fmt: skip
 
 
@@ -65,21 +70,25 @@ def _same_family(prefix: str, address: str) -> bool:
     return (":" in prefix) == (":" in address)
 
 
-def node_route_rows(host: str, bgp: dict[str, Any], direction: str | None) -> list[dict[str, Any]]:
+def node_route_rows(
+    host: str, bgp: BgpStatus | Mapping[str, Any], direction: str | None
+) -> list[dict[str, Any]]:
+    """A node's routes, advertised to each established session and received from each."""
+    bgp = bgp if isinstance(bgp, BgpStatus) else BgpStatus.from_json(bgp)
     rows: list[dict[str, Any]] = []
-    for p in bgp.get("peers", []):
-        if direction in (None, "advertised") and p.get("state") == "established":
+    for p in bgp.peers:
+        if direction in (None, "advertised") and p.established:
             rows += [
                 {"host": host, "role": "node", "direction": "advertised", "prefix": prefix,
-                 "peer": p.get("peerAddress"), "nexthop": "self"}
-                for prefix in bgp.get("advertised", [])
-                if _same_family(prefix, str(p.get("peerAddress")))  # a session carries its own family
+                 "peer": p.peer_address, "nexthop": "self"}
+                for prefix in bgp.advertised
+                if _same_family(prefix, p.peer_address)  # a session carries its own family
             ]  # fmt: skip
         if direction in (None, "received"):
             rows += [
                 {"host": host, "role": "node", "direction": "received", "prefix": prefix,
-                 "peer": p.get("peerAddress"), "nexthop": ""}
-                for prefix in p.get("receivedPrefixes", [])
+                 "peer": p.peer_address, "nexthop": ""}
+                for prefix in p.received_prefixes
             ]  # fmt: skip
     return rows
 
@@ -115,7 +124,7 @@ def _router_rows(router: BgpRouter, what: str, direction: str | None) -> list[di
     return rows
 
 
-def _node_bgp(view: ClusterView, node: str) -> dict[str, Any]:
+def _node_bgp(view: ClusterView, node: str) -> BgpStatus:
     """The ``bgp`` section of an agent's status (one JSON request over its unix socket)."""
     path = view.agent_socket(node)
     try:
@@ -124,7 +133,7 @@ def _node_bgp(view: ClusterView, node: str) -> dict[str, Any]:
         if view.lab is not None:
             raise
         raise NoAgentError(f"no podnet agent at {path}: start podnet agent, or use --lab NAME") from e
-    return dict(doc.get("bgp") or {})
+    return StatusDocument.from_json(doc).bgp
 
 
 def speakers(view: ClusterView) -> tuple[list[str], dict[str, BgpRouter]]:

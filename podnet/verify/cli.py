@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from podnet.statusdoc.ipam import FailedAdd
 from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
 from podnet.verify.render import print_diagnosis, print_perf_table, print_status
 from podnet.verify.view import (
@@ -135,21 +136,20 @@ def path_view(args: argparse.Namespace, open_lab: LabOpener, command: str) -> Pa
 
 
 def cmd_status(args: argparse.Namespace, open_lab: LabOpener) -> int:
-    from podnet.verify.status import cluster_status
+    from podnet.verify.status import cluster_report
 
     try:
         with status_view(args, open_lab) as view:
-            out = cluster_status(view, args.node, args.verbose)
+            report = cluster_report(view, args.node, args.verbose)
     except NoAgentError as e:
         return _fail(str(e), 1)
     except (ViewError, KeyError) as e:
         return _fail(str(e))
     if args.output == "json":
-        _emit(args, out)
+        _emit(args, report.to_json())
     else:
-        print_status(out)
-    ok = all(s.get("agent", {}).get("ready") for s in out["nodes"].values())
-    return 0 if ok else 1
+        print_status(report)
+    return 0 if report.ready else 1
 
 
 def cmd_connectivity(args: argparse.Namespace, open_lab: LabOpener) -> int:
@@ -275,7 +275,7 @@ def cmd_diagnose(args: argparse.Namespace, open_lab: LabOpener) -> int:
     return 0 if doc["ok"] else 1
 
 
-def _never_started(view: PathView, *targets: str) -> tuple[str, str, dict[str, Any]] | None:
+def _never_started(view: PathView, *targets: str) -> tuple[str, str, FailedAdd] | None:
     """A target that is no pod the cluster knows but whose CNI ADD failed: (pod, node, failure)."""
     from podnet.verify.ipam import failed_start
 
@@ -293,14 +293,14 @@ def _never_started(view: PathView, *targets: str) -> tuple[str, str, dict[str, A
     return None
 
 
-def _print_unstarted(args: argparse.Namespace, pod: str, node: str, failure: dict[str, Any]) -> int:
+def _print_unstarted(args: argparse.Namespace, pod: str, node: str, failure: FailedAdd) -> int:
     """``diagnose`` for a pod that never got an address: the node, the CNI error (which names the
     pool or the node's address pool), and what to do."""
-    details = str(failure.get("details") or "")
+    details = failure.details or ""
     fix = (
         "give the pool more CIDRs (or the node more addresses), or delete pods that hold them; "
         "`podnet ipam` shows each pool's use per node"
-        if failure.get("code") == 100
+        if failure.code == 100
         else "see the agent's log on that node"
     )
     doc = {
@@ -309,7 +309,7 @@ def _print_unstarted(args: argparse.Namespace, pod: str, node: str, failure: dic
         "verdict": {
             "host": node,
             "reason": f"pod {pod} never started: CNI ADD failed on node {node} with code "
-            f"{failure.get('code')} ({failure.get('msg')}): {details}",
+            f"{failure.code} ({failure.msg}): {details}",
             "fix": fix,
         },
     }

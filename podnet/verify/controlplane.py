@@ -6,10 +6,8 @@ routes do not appear."""
 from __future__ import annotations
 
 from podnet.bgp.birdc import parse_protocols
-from podnet.statusdoc.bgp import BgpStatus
-from podnet.statusdoc.datastore import ETCD, KUBERNETES, StoreHealth
 from podnet.verify import explain
-from podnet.verify.view import PathView, ViewError
+from podnet.verify.view import PathView, ViewError, agent_document
 
 BIRD_START = "in a lab, `podnet lab up` with the lab's topology file starts it again"
 
@@ -26,7 +24,7 @@ class ControlPlane:
             peered = {
                 by_address[peer.peer_address]
                 for node in self.view.nodes
-                for peer in BgpStatus.from_json(self.view.agent_status(node).get("bgp")).peers
+                for peer in agent_document(self.view, node).bgp.peers
                 if peer.peer_address in by_address
             }
             answering = {r.name: r for r in self.view.bgp_routers()}
@@ -73,13 +71,13 @@ class ControlPlane:
             f"BGP session {s}: the pod CIDRs it carries are withdrawn" for s in self.router_sessions_down()
         ]
         for node in self.view.nodes:
-            doc = self.view.agent_status(node)
-            if "error" in doc and "ready" not in doc:
+            doc = agent_document(self.view, node)
+            if doc.unanswered:
                 found.append(
-                    f"the agent on {node} does not answer ({doc['error']}): start it (`podnet status`)"
+                    f"the agent on {node} does not answer ({doc.unanswered}): start it (`podnet status`)"
                 )
                 continue
-            store = StoreHealth.from_json(doc.get("kvstore"), ETCD)
+            store = doc.kvstore
             if store.unreachable:
                 where = store.active or ", ".join(store.endpoints)
                 found.append(
@@ -87,13 +85,13 @@ class ControlPlane:
                     "traffic, but new pods, nodes and routes do not propagate: bring etcd back or fix its "
                     "address/certificates (etcd.endpoints)"
                 )
-            kube = StoreHealth.from_json(doc.get("kubernetes"), KUBERNETES)
+            kube = doc.kubernetes
             if kube.unreachable:
                 found.append(
                     f"the agent on {node} cannot reach the Kubernetes API server: {kube.error}; "
                     "new pods and nodes do not propagate until it answers"
                 )
-            for peer in BgpStatus.from_json(doc.get("bgp")).down():
+            for peer in doc.bgp.down():
                 found.append(
                     f"BGP session {node} -> {peer.peer_address} (AS{peer.peer_asn}) is "
                     f"{peer.state}: the routers do not learn {node}'s pod CIDRs from it"

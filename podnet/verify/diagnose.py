@@ -24,14 +24,14 @@ from podnet.datapath.kernel.route import route_from_msg
 from podnet.datapath.tunnels import TunnelProtocol, tunnel_of, tunnel_protocol
 from podnet.model import IPAddress, IPNetwork
 from podnet.specs import tunnel as tunnel_spec
-from podnet.statusdoc.bgp import BgpStatus
+from podnet.statusdoc.routing import RoutingStatus
 from podnet.util import netns
 from podnet.verify import explain
 from podnet.verify.controlplane import BIRD_START, ControlPlane
 from podnet.verify.explain import Drop
 from podnet.verify.follow import ProbeRun
 from podnet.verify.probeverdict import ProbeVerdicts
-from podnet.verify.view import PathView, Place, ViewError
+from podnet.verify.view import PathView, Place, ViewError, agent_document
 
 MAX_HOPS = 24
 NUD_NAMES = {
@@ -187,8 +187,8 @@ class Diagnoser:
         if self._pod_cidrs is None:
             found: dict[IPNetwork, str] = {}
             for node in self.view.nodes:
-                doc = self.view.agent_status(node)
-                for c in (doc.get("node") or {}).get("podCIDRs", []):
+                identity = agent_document(self.view, node).node
+                for c in identity.pod_cidrs if identity is not None else ():
                     found[ipaddress.ip_network(c)] = node
             self._pod_cidrs = found
         return self._pod_cidrs
@@ -198,9 +198,9 @@ class Diagnoser:
 
     def routing_mode(self) -> str:
         for node in self.view.nodes:
-            mode = (self.view.agent_status(node).get("routing") or {}).get("mode")
+            mode = agent_document(self.view, node).routing.mode
             if mode:
-                return str(mode)
+                return mode
         return str(self.view.cluster_setting("routingMode", ""))
 
     def full_size(self, host: str, dst: IPAddress) -> int:
@@ -235,24 +235,26 @@ class Diagnoser:
         protocol = self._tunnel_protocol()
         return str(protocol.spec.label(self._tunnel_port(protocol)))
 
-    def _routing(self, key: str) -> Any:
-        """A routing fact from the first agent that states it (what the nodes run now)."""
+    def _routing(self) -> RoutingStatus | None:
+        """The routing section of the first agent that states its tunnel (what the nodes run now)."""
         for node in self.view.nodes:
-            value = (self.view.agent_status(node).get("routing") or {}).get(key)
-            if value:
-                return value
+            routing = agent_document(self.view, node).routing
+            if routing.tunnel_protocol:
+                return routing
         return None
 
     def _tunnel_protocol(self) -> TunnelProtocol:
+        routing = self._routing()
         name = (
-            self._routing("tunnelProtocol")
+            (routing.tunnel_protocol if routing is not None else None)
             or self.view.cluster_setting("tunnelProtocol")
             or tunnel_spec.default_name()
         )
         return tunnel_protocol(str(name))
 
     def _tunnel_port(self, protocol: TunnelProtocol) -> int:
-        return int(self._routing("tunnelPort") or protocol.default_port)
+        routing = self._routing()
+        return (routing.tunnel_port if routing is not None else None) or protocol.default_port
 
     def walk(
         self,
@@ -490,10 +492,9 @@ class Diagnoser:
         for router, detail in self.control.birds_down():
             return explain.bird_down(router, detail, BIRD_START)
         for node in self.view.nodes:
-            doc = self.view.agent_status(node)
-            for peer in doc.get("peers") or []:
-                issues = " ".join(str(i) for i in peer.get("issues") or [])
-                if peer.get("name") == owner and "gateway" in issues:
+            for peer in agent_document(self.view, node).peers or ():
+                issues = " ".join(peer.issues)
+                if peer.name == owner and "gateway" in issues:
                     return (
                         f"autoDirectNodeRoutes assumes {owner} shares an L2 segment with {node}, but it does "
                         f"not (agent on {node}: {issues})",
@@ -502,7 +503,7 @@ class Diagnoser:
                     )
         down = self.control.router_sessions_down()
         for node in self.view.nodes:
-            for peer in BgpStatus.from_json(self.view.agent_status(node).get("bgp")).down():
+            for peer in agent_document(self.view, node).bgp.down():
                 down.append(f"{node} -> {peer.peer_address} (AS{peer.peer_asn}) is {peer.state}")
         if down:
             return (
@@ -602,15 +603,15 @@ class Diagnoser:
         pod = self.view.pods.get(owner[0]) if owner is not None else None
         if pod is None or pod.get("node") != w.host or self.pod_cidr_of(w.dst) is None:
             return ""
-        status = self.view.agent_status(w.host).get("hostRouting") or {}
-        program = status.get("program") or {}
-        if status.get("mode") != "BPF" or not program:
+        status = agent_document(self.view, w.host).host_routing
+        program = status.program
+        if not status.bpf or program is None:
             return ""
         dst_owner = self.view.owner(w.dst)
         dst_pod = self.view.pods.get(dst_owner[0]) if dst_owner is not None else None
         local = dst_pod is not None and dst_pod.get("node") == w.host
         how = "redirect_peer into the pod" if local else "fib lookup + redirect"
-        name = f"{program.get('object')} (prog id {program.get('id')})"
+        name = f"{program.object} (prog id {program.id})"
         return f" [BPF host routing: {name} on the pod's veth: {how}]"
 
     def _program(self, host: str, protocol: TunnelProtocol, hook: str) -> str:

@@ -16,9 +16,10 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from podnet.agent.api import request
+from podnet.statusdoc.answer import ApiError
+from podnet.statusdoc.drops import DropEvent, DropEvents
 from podnet.verify.hostview import DEFAULT_AGENT_SOCKET, HostView
 from podnet.verify.view import ClusterView, LabOpener, NoAgentError, ViewError
 
@@ -47,26 +48,30 @@ def add_parser(sub: argparse._SubParsersAction, open_lab: LabOpener) -> None:  #
     p.set_defaults(func=partial(cmd_drops, open_lab=open_lab))
 
 
-def fetch(view: ClusterView, node: str, since: int) -> dict[str, Any]:
+def fetch(view: ClusterView, node: str, since: int) -> DropEvents:
     """One node's events after ``since`` (the agent's answer to ``op: drops``)."""
     path = view.agent_socket(node)
     try:
-        return request(path, {"op": "drops", "since": since}, timeout=5.0)
+        answer = request(path, {"op": "drops", "since": since}, timeout=5.0)
     except (FileNotFoundError, ConnectionRefusedError) as e:
         if view.lab is not None:
             raise ViewError(f"the agent of {node} does not answer at {path}: is the lab up?") from e
         raise NoAgentError(f"no podnet agent at {path}: start podnet agent, or use --lab NAME") from e
+    error = ApiError.from_json(answer)
+    if error is not None:
+        raise ViewError(f"{node}: {error.msg}: {error.details}")
+    return DropEvents.from_json(answer)
 
 
-def line(node: str, event: dict[str, Any]) -> str:
+def line(node: str, event: DropEvent) -> str:
     """``12:00:01.123 node1 spoofed in lxc1a2b 10.244.77.7 -> 10.244.2.2 UDP 40000->9999``."""
-    when = datetime.datetime.fromtimestamp(float(event.get("time") or 0)).strftime("%H:%M:%S.%f")[:-3]
-    ports = f" {event['sport']}->{event['dport']}" if event.get("dport") is not None else ""
-    where = " ".join(f"{k} {event[k]}" for k in ("in", "out") if event.get(k))
-    policies = f"  policy {', '.join(event['policies'])}" if event.get("policies") else ""
+    when = datetime.datetime.fromtimestamp(event.time).strftime("%H:%M:%S.%f")[:-3]
+    ports = f" {event.sport}->{event.dport}" if event.dport is not None else ""
+    where = " ".join(f"{k} {dev}" for k, dev in (("in", event.in_dev), ("out", event.out_dev)) if dev)
+    policies = f"  policy {', '.join(event.policies)}" if event.policies else ""
     return (
-        f"{when} {node:<8} {event['reason']:<20} {where:<22} {event['src']} -> {event['dst']} "
-        f"{event['proto']}{ports}{policies}"
+        f"{when} {node:<8} {event.reason:<20} {where:<22} {event.src} -> {event.dst} "
+        f"{event.proto}{ports}{policies}"
     )
 
 
@@ -96,18 +101,16 @@ def _run(args: argparse.Namespace, view: ClusterView, nodes: list[str]) -> int:
         while True:
             for node in nodes:
                 answer = fetch(view, node, cursors[node])
-                if answer.get("ok") is False:
-                    raise ViewError(f"{node}: {answer.get('msg')}: {answer.get('details')}")
-                cursors[node] = int(answer.get("next") or cursors[node])
-                if not answer.get("enabled", True) and shown == 0 and not args.follow:
+                cursors[node] = answer.next or cursors[node]
+                if not answer.enabled and shown == 0 and not args.follow:
                     print(f"{node}: drop events are off (bpf.events.drop.enabled=false)", file=sys.stderr)
-                if answer.get("error"):
-                    print(f"{node}: {answer['error']}", file=sys.stderr)
-                for event in answer.get("events") or []:
+                if answer.error:
+                    print(f"{node}: {answer.error}", file=sys.stderr)
+                for event in answer.events:
                     shown += 1
                     if args.output == "json":
-                        meaning = REASONS.get(str(event.get("reason")), "")
-                        print(json.dumps({"node": node, **event, "meaning": meaning}), flush=True)
+                        meaning = REASONS.get(event.reason, "")
+                        print(json.dumps({"node": node, **event.to_json(), "meaning": meaning}), flush=True)
                     else:
                         print(line(node, event), flush=True)
             if not args.follow or (until is not None and time.monotonic() >= until):

@@ -14,45 +14,53 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from podnet.verify.view import ClusterView, ViewError
+from podnet.statusdoc.ipam import FailedAdd, IpamStatus, PoolUse
+from podnet.verify.view import ClusterView, ViewError, agent_document
 
 
 def ipam_report(view: ClusterView, node: str | None = None) -> dict[str, Any]:
+    """``podnet ipam -o json``: per node its mode, router IPs, pools and failed ADDs; per pool
+    (and family) each node's share and the totals."""
     nodes: dict[str, Any] = {}
     pools: dict[str, Any] = {}
     for name in [node] if node else view.nodes:
-        doc = view.agent_status(name)
-        if "error" in doc and "ipam" not in doc:
-            nodes[name] = {"error": doc["error"]}
+        doc = agent_document(view, name)
+        if doc.unanswered:
+            nodes[name] = {"error": doc.unanswered}
             continue
-        ipam = doc.get("ipam") or {}
+        ipam = doc.ipam or IpamStatus()
         nodes[name] = {
-            "mode": ipam.get("mode"),
-            "routerIPs": ipam.get("routerIPs") or [],
-            "pools": ipam.get("pools") or [],
-            "failedAdds": doc.get("failedAdds") or [],
+            "mode": ipam.mode if doc.ipam else None,
+            "routerIPs": list(ipam.router_ips),
+            "pools": [p.to_json() for p in ipam.pools or ()],
+            "failedAdds": [f.to_json() for f in doc.failed_adds or ()],
         }
-        for use in ipam.get("pools") or []:
-            key = f"{use['pool']}/IPv{use['family']}"
+        for use in ipam.pools or ():
+            key = f"{use.pool}/IPv{use.family}"
             entry = pools.setdefault(
-                key, {"pool": use["pool"], "family": use["family"], "poolCIDRs": [], "nodes": {}}
+                key, {"pool": use.pool, "family": use.family, "poolCIDRs": [], "nodes": {}}
             )
-            entry["poolCIDRs"] = entry["poolCIDRs"] or use.get("poolCIDRs") or []
+            entry["poolCIDRs"] = entry["poolCIDRs"] or list(use.pool_cidrs)
             entry["nodes"][name] = node_use(use)
     for entry in pools.values():
         entry.update(pool_totals(entry["nodes"]))
     return {"nodes": nodes, "pools": dict(sorted(pools.items()))}
 
 
-def node_use(use: Mapping[str, Any]) -> dict[str, Any]:
-    """One node's share of a pool as the report keeps it. ``exhausted`` is the agent's word (its
-    IPAM mode knows whether anything gives the node more); an agent too old to say is taken
-    at its error's word."""
-    found = {k: use.get(k) for k in ("cidrs", "used", "capacity", "needed", "error")}
-    found["exhausted"] = bool(
-        use["exhausted"] if "exhausted" in use else "exhausted" in (use.get("error") or "")
-    )
-    return found
+def node_use(use: PoolUse | Mapping[str, Any]) -> dict[str, Any]:
+    """One node's share of a pool as the report keeps it (from the agent's pool use, or its JSON).
+    ``exhausted`` is the agent's word (its IPAM mode knows whether anything gives the node more);
+    an agent too old to say is taken at its error's word."""
+    if not isinstance(use, PoolUse):
+        use = PoolUse.from_json(use)
+    return {
+        "cidrs": list(use.cidrs),
+        "used": use.used,
+        "capacity": use.capacity,
+        "needed": use.needed,
+        "error": use.error,
+        "exhausted": use.exhausted,
+    }
 
 
 def pool_totals(nodes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -97,21 +105,18 @@ def format_use(used: int, capacity: int) -> str:
     return f"{format_capacity(used)}/{format_capacity(capacity)}"
 
 
-def failed_start(view: ClusterView, pod: str) -> tuple[str, dict[str, Any]] | None:
+def failed_start(view: ClusterView, pod: str) -> tuple[str, FailedAdd] | None:
     """The latest failed ADD of ``pod`` (``name`` or ``namespace/name``) on any node."""
-    found: list[tuple[float, str, dict[str, Any]]] = []
+    found: list[tuple[str, FailedAdd]] = []
     for name in view.nodes:
         try:
-            doc = view.agent_status(name)
+            doc = agent_document(view, name)
         except ViewError:
             continue
-        for failure in doc.get("failedAdds") or []:
-            if pod in (failure.get("pod"), str(failure.get("pod", "")).split("/")[-1]):
-                found.append((float(failure.get("at") or 0), name, failure))
+        found += [(name, failure) for failure in doc.failed_adds or () if failure.names(pod)]
     if not found:
         return None
-    _, node, failure = max(found, key=lambda f: f[0])
-    return node, failure
+    return max(found, key=lambda f: f[1].at)
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -142,13 +147,14 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     for node, doc in report["nodes"].items():
         if "error" in doc:
             lines.append(f"node {node}: agent not answering: {doc['error']}")
-    failures = [(n, f) for n, doc in report["nodes"].items() for f in doc.get("failedAdds") or []]
+    failures = [
+        (n, FailedAdd.from_json(f)) for n, doc in report["nodes"].items() for f in doc.get("failedAdds") or []
+    ]
     if failures:
         lines += ["", "Failed pod starts (CNI ADD), newest last:"]
-        for node, f in sorted(failures, key=lambda nf: float(nf[1].get("at") or 0)):
-            when = time.strftime("%H:%M:%S", time.localtime(float(f.get("at") or 0)))
-            lines.append(f"  {when} {node:<8} {f.get('pod') or f.get('containerID')}: code {f.get('code')} "
-                         f"{f.get('msg')}: {f.get('details')}")  # fmt: skip
+        for node, f in sorted(failures, key=lambda nf: nf[1].at):
+            when = time.strftime("%H:%M:%S", time.localtime(f.at))
+            lines.append(f"  {when} {node:<8} {f.pod or f.container_id}: code {f.code} {f.msg}: {f.details}")
     return lines
 
 

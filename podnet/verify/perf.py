@@ -35,7 +35,7 @@ from typing import Any
 
 from podnet.specs import routing as routing_spec
 from podnet.util.proc import stop
-from podnet.verify.view import PathView
+from podnet.verify.view import PathView, agent_document
 
 IPERF_PORT = 5201
 RR_PORT = 5301
@@ -468,9 +468,9 @@ def lab_targets(view: PathView, family: int = 4) -> list[PerfTarget]:
         raise PerfError(f"lab {view.name} needs pods on two nodes to compare host and pod throughput")
     a, b = nodes[0], nodes[1]
     pa, pb = view.pods_on(a)[0], view.pods_on(b)[0]
-    routing = view.agent_status(a).get("routing") or {}
-    spec = routing_spec.spec_of(routing)
-    mode = f"{spec.name} {routing.get('tunnelProtocol')}" if spec.tunnels else spec.name
+    routing = agent_document(view, a).routing
+    spec = routing_spec.spec_of(routing.to_json())
+    mode = f"{spec.name} {routing.tunnel_protocol}" if spec.tunnels else spec.name
     pod_ip = next(
         (ip for ip in view.pods[pb].get("ips") or [] if ipaddress.ip_address(ip).version == family), None
     )

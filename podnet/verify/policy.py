@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from podnet.policy.documents import (
     listed,
     parse_documents,
 )
+from podnet.statusdoc.answer import ApiError
+from podnet.statusdoc.policy import PodPolicy
 from podnet.store import keys
 from podnet.store.client import Store, StoreError
 from podnet.verify.view import LabOpener, NoAgentError, ViewError
@@ -143,24 +145,24 @@ def cmd_list(args: argparse.Namespace, open_lab: LabOpener) -> int:
     return 0
 
 
-def render(pod: str, doc: dict[str, Any]) -> list[str]:
-    """The text of ``podnet policy show`` (pure)."""
-    lines = [f"{pod} on {doc.get('node')}"]
-    for direction, key, rules in (
-        ("Ingress", "ingressIsolatedBy", "ingress"),
-        ("Egress", "egressIsolatedBy", "egress"),
+def render(pod: str, doc: PodPolicy | Mapping[str, Any]) -> list[str]:
+    """The text of ``podnet policy show`` (pure), from the agent's answer (or its JSON)."""
+    if not isinstance(doc, PodPolicy):
+        doc = PodPolicy.from_json(doc)
+    lines = [f"{pod} on {doc.node}"]
+    for direction, by, allowed in (
+        ("Ingress", doc.ingress_isolated_by, doc.ingress),
+        ("Egress", doc.egress_isolated_by, doc.egress),
     ):
-        by = doc.get(key) or []
         if not by:
             lines.append(f"  {direction}: not isolated (everything allowed)")
             continue
-        allowed = doc.get(rules) or []
         entries = f"{len(allowed)} allowed entr{'y' if len(allowed) == 1 else 'ies'}"
         lines.append(f"  {direction}: isolated by {', '.join(by)}; {entries}")
         lines += [f"    allow {e}" for e in allowed] or ["    (nothing: every new connection is dropped)"]
-    for problem in doc.get("invalid") or []:
+    for problem in doc.status.invalid:
         lines.append(f"  refused policy: {problem}")
-    for problem in doc.get("unresolved") or []:
+    for problem in doc.status.unresolved:
         lines.append(f"  note: {problem}")
     return lines
 
@@ -184,8 +186,9 @@ def cmd_show(args: argparse.Namespace, open_lab: LabOpener) -> int:
         print(json.dumps({"pod": args.pod, "addresses": docs}, indent=2))
         return 0
     for doc in docs:
-        if not doc.get("ok", True):
-            print(f"podnet policy: {doc.get('msg')}", file=sys.stderr)
+        error = ApiError.from_json(doc)
+        if error is not None:
+            print(f"podnet policy: {error.msg}", file=sys.stderr)
             return 1
-        print("\n".join(render(args.pod, doc)))
+        print("\n".join(render(args.pod, PodPolicy.from_json(doc))))
     return 0

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from podnet.agent.api import request
 from podnet.datapath.kernel import dropstats
+from podnet.statusdoc.policy import PodPolicy
 from podnet.verify import explain, follow
 from podnet.verify.explain import Drop
 from podnet.verify.follow import ProbeRun
@@ -53,7 +54,7 @@ class ProbeVerdicts:
             answer = request(self.view.agent_socket(drop.host), {"op": "policy", "ip": str(ip)}, timeout=5.0)
         except (OSError, ValueError):
             return drop
-        names = answer.get("egressIsolatedBy" if egress else "ingressIsolatedBy") or []
+        names = PodPolicy.from_json(answer).isolated_by(egress)
         if not names:
             return drop
         return dataclasses.replace(drop, reason=f"{drop.reason}; policies isolating {ip}: {', '.join(names)}")

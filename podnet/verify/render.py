@@ -5,31 +5,40 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from podnet.datapath.kernel.dropstats import KERNEL_DROPS
 from podnet.statusdoc.bgp import BgpStatus
-from podnet.statusdoc.datastore import DISABLED, ETCD, KUBERNETES, StoreHealth
+from podnet.statusdoc.datastore import DISABLED, StoreHealth
+from podnet.statusdoc.drops import DropCounters
+from podnet.statusdoc.endpoints import EndpointsStatus
+from podnet.statusdoc.guard import GuardStatus
+from podnet.statusdoc.hostrouting import HostRoutingStatus
+from podnet.statusdoc.ipam import IpamStatus, PoolUse
+from podnet.statusdoc.masquerade import NFTABLES, Masquerade6Status, MasqueradeStatus
 from podnet.statusdoc.policy import PolicyStatus
+from podnet.statusdoc.routing import MtuStatus
+from podnet.verify.nodereport import ClusterReport, KernelObjects, NodeReport
 
 
-def _masquerading(masq: dict[str, Any], masq6: dict[str, Any]) -> str:
+def _masquerading(masq: MasqueradeStatus, in_kernel: bool) -> str:
     """Cilium's ``Masquerading: nftables [eth0]``, checked against the kernel (the IPv4 half;
     an IPv6-only cluster shows only the IPv6 one)."""
-    if not masq.get("enabled") and masq6.get("mode") == "nftables" and not masq.get("kernel"):
+    if not masq.enabled and masq.ipv6.mode == NFTABLES and not in_kernel:
         return "Disabled for IPv4"  # IPv6-only, or IPv4 masquerading off: the IPv6 half follows
-    if not masq.get("enabled"):
-        return "Disabled" + ("  (but a masquerade rule is in the kernel!)" if masq.get("kernel") else "")
-    if not masq.get("kernel"):
+    if not masq.enabled:
+        return "Disabled" + ("  (but a masquerade rule is in the kernel!)" if in_kernel else "")
+    if not in_kernel:
         return "enabled in config, NO RULE in the kernel (see the agent's errors)"
-    return f"nftables [{masq.get('device')}], not to {', '.join(masq.get('exempt') or [])} or nodes"
+    return f"nftables [{masq.device}], not to {', '.join(masq.exempt)} or nodes"
 
 
-def _masquerading6(masq6: dict[str, Any]) -> str:
+def _masquerading6(masq6: Masquerade6Status) -> str:
     """The IPv6 half of the line in a dual-stack cluster (nothing in an IPv4 one)."""
-    if masq6.get("mode") != "nftables":
+    if masq6.mode != NFTABLES:
         return ""
-    return f"; IPv6 nftables, not to {', '.join(masq6.get('exempt') or [])} or nodes"
+    return f"; IPv6 nftables, not to {', '.join(masq6.exempt)} or nodes"
 
 
 def _bgp_line(bgp: BgpStatus) -> str | None:
@@ -70,108 +79,121 @@ def kubernetes_line(k8s: StoreHealth, now: float | None = None) -> str:
     return f"Unreachable{down}: {k8s.error or 'no answer'} ({ago})"
 
 
-def guard_line(guard: dict[str, Any]) -> str:
-    """``nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1a2b 25``."""
-    if not guard.get("enabled"):
+def guard_line(guard: GuardStatus | Mapping[str, Any]) -> str:
+    """``nftables [source verification, isolation], drops: tunnel_foreign 3, spoofed lxc1a2b 25``
+    (from the ``guard`` section, or its JSON)."""
+    if not isinstance(guard, GuardStatus):
+        guard = GuardStatus.from_json(guard)
+    if not guard.enabled:
         return "Disabled"
-    parts = [name for name, on in (("source verification", guard.get("sourceVerification")),
-                                   ("isolation", guard.get("isolation"))) if on]  # fmt: skip
-    drops = [f"{k} {v}" for k, v in sorted((guard.get("drops") or {}).items()) if v]
-    drops += [f"spoofed {e['hostIfname']} ({', '.join(e['addresses'])}) {e['spoofDrops']}"
-              for e in guard.get("endpoints", []) if e.get("spoofDrops")]  # fmt: skip
+    parts = [name for name, on in (("source verification", guard.source_verification),
+                                   ("isolation", guard.isolation)) if on]  # fmt: skip
+    drops = [f"{k} {v}" for k, v in sorted(guard.drops.items()) if v]
+    drops += [f"spoofed {e.host_ifname} ({', '.join(e.addresses)}) {e.spoof_drops}"
+              for e in guard.endpoints if e.spoof_drops]  # fmt: skip
     return f"nftables [{', '.join(parts)}], drops: {', '.join(drops) or 'none'}"
 
 
-def endpoints_line(eps: dict[str, Any]) -> str:
+def endpoints_line(eps: EndpointsStatus) -> str:
     """``12 (2 stale: netns gone, no CNI DEL: c1/eth0 10.0.1.5/32 ...), GC every 300s, 3 reaped``."""
-    stale = eps.get("stale") or []
-    listed = ", ".join(f"{e['containerID']}/{e['ifname']} {' '.join(e['addresses'])}" for e in stale[:3])
+    stale = eps.stale
+    listed = ", ".join(f"{e.container_id}/{e.ifname} {' '.join(e.addresses)}" for e in stale[:3])
     more = f" and {len(stale) - 3} more" if len(stale) > 3 else ""
-    interval = float(eps.get("gcInterval") or 0)
+    interval = eps.gc_interval
     gc = f"GC every {interval:g}s" if interval else "GC off (endpointGCInterval 0): run CNI GC or DEL"
-    head = f"{eps.get('total', 0)}" + (
+    head = f"{eps.total}" + (
         f" ({len(stale)} stale: netns gone, no CNI DEL: {listed}{more})" if stale else ""
     )
-    return f"{head}, {gc}, {eps.get('reaped', 0)} reaped"
+    return f"{head}, {gc}, {eps.reaped} reaped"
 
 
-def print_status(out: dict[str, Any]) -> None:
-    for name, s in out["nodes"].items():
-        agent = s.get("agent", {})
-        print(f"{name}{'  (lab ' + out['lab'] + ')' if out.get('lab') else ''}")
-        if "error" in agent:
-            print(f"  Agent:               NOT READY: {agent['error']}")
+def _mtu_line(node: NodeReport) -> str:
+    mtu = node.agent.mtu or MtuStatus()
+    device = node.kernel_device_mtu if node.kernel_device_mtu is not None else mtu.device
+    tunnel = node.tunnel_device
+    return f"device {device} ({mtu.underlay_device}), route {mtu.route}" + (
+        f", {tunnel.name} {tunnel.mtu}" if tunnel else ""
+    )
+
+
+def status_rows(node: NodeReport) -> list[tuple[str, str]]:
+    """The rows of one node that answered, label and text (pure)."""
+    doc = node.agent
+    rows = [
+        (
+            "Agent",
+            f"{'ready' if doc.ready else 'NOT READY'} ({doc.phase}), "
+            f"{doc.reconciles} reconciles{_errors(doc.errors)}",
+        ),
+        ("Kubernetes", kubernetes_line(doc.kubernetes)),
+        ("KVStore", kvstore_line(doc.kvstore)),
+        ("Routing", f"Network: {node.routing_summary}"),
+        ("Native routing CIDR", ", ".join(doc.routing.native_routing_cidrs) or "-"),
+        (
+            "Masquerading",
+            _masquerading(doc.masquerade, node.masquerade_in_kernel) + _masquerading6(doc.masquerade.ipv6),
+        ),
+        ("Pod guard", guard_line(doc.guard)),
+        ("MTU", _mtu_line(node)),
+        ("IPAM", ipam_line(doc.ipam or IpamStatus())),
+        ("Host Routing", host_routing_line(doc.host_routing)),
+        ("Network policy", policy_line(doc.policy)),
+        ("Drops", drops_line(doc.drops)),
+    ]
+    if doc.endpoints.reported:
+        rows.append(("Endpoints", endpoints_line(doc.endpoints)))
+    bgp = _bgp_line(doc.bgp)
+    if bgp:
+        rows.append(("BGP", bgp))
+    rows += bpf_rows(node.bpf)
+    for problem in doc.path_mtu.failing():
+        rows.append(("Path MTU", f"WARNING {problem.message}"))
+    if doc.mode_section is not None:  # the IPAM mode's own rows, as it wrote them
+        rows += doc.mode_section.rows
+    return rows
+
+
+def print_status(report: ClusterReport) -> None:
+    for name, node in report.nodes.items():
+        doc = node.agent
+        print(f"{name}{'  (lab ' + report.lab + ')' if report.lab else ''}")
+        if doc.unanswered:
+            print(f"  Agent:               NOT READY: {doc.unanswered}")
             continue
-        kv = StoreHealth.from_json(s.get("kvstore"), ETCD)
-        routing = s.get("routing") or {}
-        mtu = s.get("mtu") or {}
-        ipam = s.get("ipam") or {}
-        masq, masq6 = s.get("masquerading") or {}, s.get("masquerading6") or {}
-        tunnel = mtu.get("kernelTunnelDevice")
-        rows = [
-            (
-                "Agent",
-                f"{'ready' if agent.get('ready') else 'NOT READY'} ({agent.get('phase')}), "
-                f"{agent.get('reconciles')} reconciles{_errors(agent.get('errors'))}",
-            ),
-            ("Kubernetes", kubernetes_line(StoreHealth.from_json(s.get("kubernetes"), KUBERNETES))),
-            ("KVStore", kvstore_line(kv)),
-            ("Routing", f"Network: {routing.get('summary')}"),
-            ("Native routing CIDR", s.get("nativeRoutingCIDR") or "-"),
-            (
-                "Masquerading",
-                _masquerading(masq, masq6) + _masquerading6(masq6),
-            ),
-            ("Pod guard", guard_line(s.get("guard") or {})),
-            (
-                "MTU",
-                f"device {mtu.get('kernelDevice', mtu.get('device'))} ({mtu.get('underlayDevice')}), "
-                f"route {mtu.get('route')}" + (f", {tunnel['name']} {tunnel['mtu']}" if tunnel else ""),
-            ),
-            ("IPAM", ipam_line(ipam)),
-            ("Host Routing", host_routing_line(s.get("hostRouting") or {})),
-            ("Network policy", policy_line(PolicyStatus.from_json(s.get("policy")))),
-            ("Drops", drops_line(s.get("drops"))),
-        ]
-        if s.get("endpoints"):
-            rows.append(("Endpoints", endpoints_line(s["endpoints"])))
-        bgp = _bgp_line(BgpStatus.from_json(s.get("bgp")))
-        if bgp:
-            rows.append(("BGP", bgp))
-        rows += bpf_rows(s.get("bpf") or {})
-        for problem in s.get("pathMTU") or []:
-            rows.append(("Path MTU", f"WARNING {problem.get('message')}"))
-        rows += eni_rows(s.get("eni"))
-        for key, value in rows:
+        for key, value in status_rows(node):
             print(f"  {key + ':':<21}{value}")
         print("  Peers:")
-        for p in s.get("peers", []):
-            flag = "" if p["agrees"] else f"  (planned {p['plannedReach']})"
-            issues = "; ".join(p.get("issues") or [])
+        for p in node.peers:
+            flag = "" if p.agrees else f"  (planned {p.planned_reach})"
+            issues = "; ".join(p.issues)
             print(
-                f"    {p['name']:<8} {p['nodeIP'] or '-':<15} {', '.join(p['podCIDRs']):<16} "
-                f"{p['path']}{flag}  health {p['health']}{'  ' + issues if issues else ''}"
+                f"    {p.name:<8} {p.node_ip or '-':<15} {', '.join(p.pod_cidrs):<16} "
+                f"{p.path}{flag}  health {p.health}{'  ' + issues if issues else ''}"
             )
-            if p.get("why"):
-                print(f"             why: {p['why']}")
-            if p.get("healthDetail"):
-                print(f"             health: {p['healthDetail']}")
-        if "kernel" in s:
-            k = s["kernel"]
-            print("  Allocated:", json.dumps(ipam.get("allocations", {})))
-            print("  Kernel objects podnet owns:")
-            for d, info in k["devices"].items():
-                print(f"    link  {d} ({info['kind']}, mtu {info['mtu']})")
-            for r in k["routes"]:
-                print(f"    route {r}")
-            for n in k["neighbours"]:
-                print(f"    neigh {n}")
-            for f in k["fdb"]:
-                print(f"    fdb   {f}")
-            print(f"    nft   {'table ip podnet' if k['nftTable'] else '(no table podnet)'}")
+            if p.why:
+                print(f"             why: {p.why}")
+            if p.health_detail:
+                print(f"             health: {p.health_detail}")
+        if node.kernel is not None:
+            _print_kernel(node.kernel, doc.ipam)
         print()
-    for line in supervised_lines(out.get("controlPlane") or []):
+    for line in supervised_lines(list(report.control_plane)):
         print(line)
+
+
+def _print_kernel(k: KernelObjects, ipam: IpamStatus | None) -> None:
+    allocations = {owner: list(a) for owner, a in ipam.allocations.items()} if ipam else {}
+    print("  Allocated:", json.dumps(allocations))
+    print("  Kernel objects podnet owns:")
+    for d in k.devices:
+        print(f"    link  {d.name} ({d.kind}, mtu {d.mtu})")
+    for r in k.routes:
+        print(f"    route {r}")
+    for n in k.neighbours:
+        print(f"    neigh {n}")
+    for f in k.fdb:
+        print(f"    fdb   {f}")
+    print(f"    nft   {'table ip podnet' if k.nft_table else '(no table podnet)'}")
 
 
 def supervised_lines(procs: list[dict[str, Any]]) -> list[str]:
@@ -204,56 +226,59 @@ def policy_line(policy: PolicyStatus) -> str:
     return text + (f"; REFUSED {len(refused)}: {refused[0]}" if refused else "")
 
 
-def drops_line(drops: dict[str, Any] | None) -> str:
+def drops_line(drops: DropCounters | None) -> str:
     """The node's drops by reason: podnet's (one event each, ``podnet drops``), the kernel's own
     counters of the namespace, and pod veths that dropped packets."""
-    if not drops:
+    if drops is None:
         return "unknown (an agent from before the drop monitor)"
-    events = "on" if drops.get("events") else "off (bpf.events.drop.enabled=false)"
-    guard = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("byReason") or {}).items())) or "none"
-    counted = drops.get("kernel") or {}
-    recent = drops.get("kernelRecent")
+    events = "on" if drops.events else "off (bpf.events.drop.enabled=false)"
+    guard = ", ".join(f"{k} {v}" for k, v in sorted(drops.by_reason.items())) or "none"
+    counted, recent = drops.kernel, drops.kernel_recent
     text = f"podnet {guard} (events {events}; `podnet drops` lists them)"
     if recent is None:  # an agent from before the window
         kernel = ", ".join(f"{k} {v} ({KERNEL_DROPS.get(k, '?')})" for k, v in sorted(counted.items()))
         text += f"; kernel {kernel or 'none'}"
     else:
-        minutes = round(float(drops.get("recentWindow") or 300) / 60)
+        minutes = round(drops.recent_window / 60)
         rising = ", ".join(f"{k} +{n} ({KERNEL_DROPS.get(k, '?')})" for k, n in sorted(recent.items()))
         earlier = ", ".join(f"{k} {v}" for k, v in sorted(counted.items()) if k not in recent)
         text += f"; kernel, last {minutes} min: {rising or 'none'}"
         if earlier:
             text += f" (earlier, not rising: {earlier})"
-    veths = ", ".join(f"{k} {v}" for k, v in sorted((drops.get("endpoints") or {}).items()))
+    veths = ", ".join(f"{k} {v}" for k, v in sorted(drops.endpoints.items()))
     if veths:
         text += f"; pod veths dropped {veths}"
-    if drops.get("error"):
-        text += f"  ERROR {drops['error']}"
+    if drops.error:
+        text += f"  ERROR {drops.error}"
     return text
 
 
-def host_routing_line(hr: dict[str, Any]) -> str:
-    """Cilium's ``Host Routing: Legacy`` or ``BPF``, with the program and what it did."""
-    if hr.get("mode") != "BPF":
-        return f"Legacy ({hr['fallback']})" if hr.get("fallback") else "Legacy"
-    errors = "; ".join(hr.get("errors") or [])
-    program = hr.get("program")
-    if not program:
+def host_routing_line(hr: HostRoutingStatus | Mapping[str, Any]) -> str:
+    """Cilium's ``Host Routing: Legacy`` or ``BPF``, with the program and what it did (from the
+    ``hostRouting`` section, or its JSON)."""
+    if not isinstance(hr, HostRoutingStatus):
+        hr = HostRoutingStatus.from_json(hr)
+    if not hr.bpf:
+        return f"Legacy ({hr.fallback})" if hr.fallback else "Legacy"
+    errors = "; ".join(hr.errors or ())
+    stats = hr.stats
+    if stats is None or stats.program is None:
         return f"BPF, but NO program attached ({errors or 'the next round attaches it'})"
-    counters = ", ".join(f"{k} {v}" for k, v in (hr.get("counters") or {}).items())
+    program = stats.program
+    counters = ", ".join(f"{k} {v}" for k, v in stats.counters.items())
     text = (
-        f"BPF ({program['object']} id {program['id']} on {len(hr.get('devices') or [])} pod veths"
-        + "".join(f" and {d}" for d in hr.get("underlayDevices") or [])
+        f"BPF ({program.object} id {program.id} on {len(stats.devices)} pod veths"
+        + "".join(f" and {d}" for d in stats.underlay_devices)
         + "; "
-        f"endpoints {hr.get('endpoints')}, learnt MACs {hr.get('learntMACs')}, cluster CIDRs "
-        f"{hr.get('clusterCIDRs')}, tunnel peers {hr.get('tunnelPeers', 0)}; {counters})"
+        f"endpoints {stats.endpoints}, learnt MACs {stats.learnt_macs}, cluster CIDRs "
+        f"{stats.cluster_cidrs}, tunnel peers {stats.tunnel_peers}; {counters})"
     )
-    for decap in hr.get("decap") or []:
-        decap_counters = ", ".join(f"{k} {v}" for k, v in decap["counters"].items())
+    for decap in stats.decap:
+        decap_counters = ", ".join(f"{k} {v}" for k, v in decap.counters.items())
         text += (
-            f"; {decap.get('protocol', 'tunnel')} decap {decap['program']['object']} "
-            f"id {decap['program']['id']} on {decap['dev']} ingress "
-            f"(peers {decap['allowed']}; {decap_counters})"
+            f"; {decap.protocol} decap {decap.program.object} "
+            f"id {decap.program.id} on {decap.dev} ingress "
+            f"(peers {decap.allowed}; {decap_counters})"
         )
     return text + (f"  ERRORS {errors}" if errors else "")
 
@@ -278,83 +303,46 @@ def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def eni_rows(eni: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """ENI mode: the instance and its limits, one row per ENI, the operator's last EC2 calls and
-    errors (what ``cilium status`` and CiliumNode status.eni show)."""
-    if not eni:
-        return []
-    inst, limits = eni.get("instance") or {}, eni.get("limits") or {}
-    where = f"{inst.get('instanceID') or '?'} {inst.get('instanceType') or '?'}"
-    where += f" in {inst.get('availabilityZone') or '?'}"
-    head = (
-        f"{where}: "
-        f"at most {limits.get('adapters', '?')} ENIs x {limits.get('ipv4PerAdapter', '?')} addresses, "
-        f"pods from eth{eni.get('firstInterfaceIndex', 0)} up; needed {eni.get('needed') or 0}, "
-        f"excess {eni.get('excess') or 0}"
-    )
-    rows = [("ENI", head)]
-    for e in eni.get("enis") or []:
-        addresses = e.get("addresses") or {}
-        used = sum(1 for owner in addresses.values() if owner)
-        what = f"{used}/{len(addresses)} used" if e.get("forPods") else "not for pods"
-        groups = ",".join(e["securityGroups"])
-        rows.append(
-            (f"  {e['device']}", f"{e['id']} {e['mac']} {e['subnet']} table {e['table']}, {what}, {groups}")
-        )
-    if eni.get("release"):
-        rows.append(("  releasing", ", ".join(eni["release"])))
-    if eni.get("limitReached"):
-        rows.append(("  LIMIT", eni["limitReached"]))
-    for err in (eni.get("errors") or [])[-3:]:
-        rows.append(("  EC2 error", f"{err.get('action')}: {err.get('code')}: {err.get('message')}"))
-    calls = eni.get("calls") or []
-    if calls:
-        rows.append(("  EC2 calls", ", ".join(c.get("action", "?") for c in calls[-6:])))
-    for problem in (eni.get("missingLinks") or []) + (eni.get("datapathErrors") or []):
-        rows.append(("  WARNING", str(problem)))
-    return rows
-
-
-def ipam_line(ipam: dict[str, Any]) -> str:
+def ipam_line(ipam: IpamStatus | Mapping[str, Any]) -> str:
     """Cilium's ``IPv4: 5/254 allocated from 10.244.1.0/24``, per family; with several pools
     (multi-pool), each pool's share and what stops it growing. Counts too long to read are
-    shortened (an IPv6 /64: ``1/2^64-2``); ``-o json`` keeps them exact."""
+    shortened (an IPv6 /64: ``1/2^64-2``); ``-o json`` keeps them exact. From the ``ipam``
+    section, or its JSON."""
     from podnet.verify.ipam import format_use
 
-    pools = ipam.get("pools")
+    if not isinstance(ipam, IpamStatus):
+        ipam = IpamStatus.from_json(ipam) or IpamStatus()
+    pools = ipam.pools
     if pools is None:  # an agent from before pools were reported
-        return (
-            f"{ipam.get('mode')} {', '.join(ipam.get('podCIDRs') or [])}, "
-            f"{ipam.get('used')}/{ipam.get('total')} allocated"
-        )
+        return f"{ipam.mode} {', '.join(ipam.pod_cidrs)}, {ipam.used}/{ipam.total} allocated"
     parts = []
-    for family in sorted({p["family"] for p in pools}):
-        mine = [p for p in pools if p["family"] == family]
-        use = format_use(sum(p["used"] for p in mine), sum(p["capacity"] for p in mine))
-        if len(mine) == 1 and mine[0]["pool"] in ("default", "crd"):
-            crd = mine[0]["pool"] == "crd"
-            cidrs = ", ".join(mine[0]["cidrs"]) or ("the node's address pool" if crd else "-")
+    for family in sorted({p.family for p in pools}):
+        mine = [p for p in pools if p.family == family]
+        use = format_use(sum(p.used for p in mine), sum(p.capacity for p in mine))
+        if len(mine) == 1 and mine[0].pool in ("default", "crd"):
+            crd = mine[0].pool == "crd"
+            cidrs = ", ".join(mine[0].cidrs) or ("the node's address pool" if crd else "-")
             text = f"IPv{family}: {use} allocated from {cidrs}"
-            if mine[0].get("error"):
-                text += f" ({mine[0]['error']})"
+            if mine[0].error:
+                text += f" ({mine[0].error})"
         else:
             each = "; ".join(_pool_text(p) for p in mine)
             text = f"IPv{family}: {use} allocated from {len(mine)} IPAM pool(s): {each}"
         parts.append(text)
-    return f"{', '.join(parts) or 'no address yet'} [{ipam.get('mode')}]"
+    return f"{', '.join(parts) or 'no address yet'} [{ipam.mode}]"
 
 
-def _pool_text(p: dict[str, Any]) -> str:
+def _pool_text(p: PoolUse) -> str:
     from podnet.verify.ipam import format_capacity, format_use
 
-    cidrs = ", ".join(p["cidrs"]) or "no CIDR yet"
-    text = f"{p['pool']} {format_use(p['used'], p['capacity'])} from {cidrs}"
-    if p.get("needed") is not None:
-        text += f", needs {format_capacity(p['needed'])}"
-    return text + (f" (ERROR {p['error']})" if p.get("error") else "")
+    cidrs = ", ".join(p.cidrs) or "no CIDR yet"
+    text = f"{p.pool} {format_use(p.used, p.capacity)} from {cidrs}"
+    if p.needed is not None:
+        text += f", needs {format_capacity(p.needed)}"
+    return text + (f" (ERROR {p.error})" if p.error else "")
 
 
-def _errors(errors: Any) -> str:
+def _errors(errors: Sequence[str]) -> str:
     return f", errors: {'; '.join(errors)}" if errors else ""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +25,14 @@ from podnet.datapath.kernel.route import dump_owned_routes, route_get
 from podnet.datapath.tunnels import tunnel_of
 from podnet.specs import routing as routing_spec
 from podnet.specs import tunnel as tunnel_spec
-from podnet.statusdoc.datastore import KUBERNETES, StoreHealth
-from podnet.statusdoc.policy import PolicyStatus
+from podnet.statusdoc.document import StatusDocument
+from podnet.statusdoc.pathmtu import PathMtuStatus
+from podnet.statusdoc.peers import PeerPlan
+from podnet.statusdoc.routing import RoutingStatus
 from podnet.verify import explain
+from podnet.verify.nodereport import ClusterReport, KernelDevice, KernelObjects, NodeReport, PeerReport
 from podnet.verify.probe import ping
-from podnet.verify.view import ClusterView, ViewError
+from podnet.verify.view import ClusterView, ViewError, agent_document
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,15 @@ def classify_path(
     return KernelPath("direct-route", dev, None, f"on-link dev {dev}")
 
 
-def routing_summary(routing: dict[str, Any]) -> str:
+def routing_summary(routing: RoutingStatus | Mapping[str, Any]) -> str:
     """``Tunnel [<tunnelProtocol>]`` or ``Native`` (Cilium's wording), plus autoDirectNodeRoutes, as
     the routing mode's spec writes it; the agent names its mode (``modeName``) and the protocol it
-    tunnels with (``tunnelProtocol``, None when it never encapsulates)."""
-    spec = routing_spec.spec_of(routing)
-    return spec.summary(routing.get("tunnelProtocol"), bool(routing.get("autoDirectNodeRoutes")))
+    tunnels with (``tunnelProtocol``, None when it never encapsulates). A ``routing`` section's JSON
+    is read as one."""
+    if not isinstance(routing, RoutingStatus):
+        routing = RoutingStatus.from_json(routing)
+    spec = routing_spec.spec_of(routing.to_json())
+    return spec.summary(routing.tunnel_protocol, routing.auto_direct_node_routes)
 
 
 class KernelReader:
@@ -99,26 +106,26 @@ class KernelReader:
             return None
         return res.stdout if res.returncode == 0 else None
 
-    def owned_objects(self) -> dict[str, Any]:
+    def owned_objects(self) -> KernelObjects:
         """Every kernel object carrying podnet's marks (``--verbose``)."""
-        devices = {
-            n: {"mtu": m, "kind": k}
+        devices = tuple(
+            KernelDevice(n, m, k)
             for n, (_, m, k) in self.links.items()
             if n.startswith(("podnet_", owned.ENDPOINT_PREFIX))
-        }
+        )
         neigh: list[str] = []
         fdb: list[str] = []
         for name, (index, _, kind) in self.links.items():
             if tunnel_of(name, kind) is not None:
                 neigh += [n.describe() for n in dump_neighbours(self.ipr, index, name)]
                 fdb += [f.describe() for f in dump_fdb(self.ipr, index, name)]
-        return {
-            "devices": devices,
-            "routes": [r.describe() for r in dump_owned_routes(self.ipr)],
-            "neighbours": neigh,
-            "fdb": fdb,
-            "nftTable": self.nft_table(),
-        }
+        return KernelObjects(
+            devices,
+            tuple(r.describe() for r in dump_owned_routes(self.ipr)),
+            tuple(neigh),
+            tuple(fdb),
+            self.nft_table(),
+        )
 
 
 def _kind(msg: Any) -> str:
@@ -127,103 +134,59 @@ def _kind(msg: Any) -> str:
 
 
 def node_status(
-    doc: dict[str, Any],
+    doc: StatusDocument,
     kernel: KernelReader,
     verbose: bool = False,
     routers: dict[str, str] | None = None,
     health_ns: str | None = None,
-) -> dict[str, Any]:
-    """One node's status: the agent's document condensed, checked against the kernel."""
-    if "error" in doc and "ready" not in doc:
-        return {"agent": {"ready": False, "error": doc["error"]}}
+) -> NodeReport:
+    """One node's status: the agent's document, checked against the kernel."""
+    if doc.unanswered:
+        return NodeReport(doc)
     routers = routers or {}
-    routing = doc.get("routing", {})
-    mtu = dict(doc.get("mtu") or {})
-    underlay = mtu.get("underlayDevice")
-    if underlay in kernel.links:
-        mtu["kernelDevice"] = kernel.links[underlay][1]
-    tunnel = next(((n, m) for n, (_, m, k) in kernel.links.items() if tunnel_of(n, k) is not None), None)
-    bpf: dict[str, Any] = {}
-    if tunnel is not None:
-        mtu["kernelTunnelDevice"] = {"name": tunnel[0], "mtu": tunnel[1]}
-        protocol = tunnel_of(tunnel[0], kernel.links[tunnel[0]][2])
-        bpf = protocol.stats(kernel.ipr) if protocol is not None else {}
-    ipam = doc.get("ipam") or {}
+    underlay = doc.mtu.underlay_device if doc.mtu is not None else None
+    tunnel = next(
+        (KernelDevice(n, m, k) for n, (_, m, k) in kernel.links.items() if tunnel_of(n, k) is not None), None
+    )
+    protocol = tunnel_of(tunnel.name, tunnel.kind) if tunnel is not None else None
     nft = kernel.nft_table()
-    out: dict[str, Any] = {
-        "agent": {
-            "ready": doc.get("ready", False),
-            "phase": doc.get("phase"),
-            "errors": doc.get("errors", []),
-            "reconciles": doc.get("reconciles"),
-        },
-        "node": doc.get("node"),
-        "kvstore": doc.get("kvstore"),
-        "kubernetes": StoreHealth.from_json(doc.get("kubernetes"), KUBERNETES).to_json(),
-        "bpf": bpf,  # the tunnel protocol's programs and maps (an eBPF protocol's), empty otherwise
-        "hostRouting": doc.get("hostRouting") or {"mode": "Legacy"},
-        "drops": doc.get("drops"),
-        "routing": {**routing, "summary": routing_summary(routing)},
-        "nativeRoutingCIDR": ", ".join(
-            c for c in (routing.get("ipv4NativeRoutingCIDR"), routing.get("ipv6NativeRoutingCIDR")) if c
-        )
-        or None,
-        "masquerading6": (doc.get("masquerade") or {}).get("ipv6") or {},
-        "masquerading": {
-            "enabled": (doc.get("masquerade") or {}).get("enableIPv4Masquerade"),
-            "kernel": bool(nft and ("masquerade" in nft or "snat" in nft)),
-            "mode": (doc.get("masquerade") or {}).get("mode"),
-            "device": (doc.get("masquerade") or {}).get("device"),
-            "exempt": (doc.get("masquerade") or {}).get("exempt", []),
-        },
-        "pathMTU": [p for p in (doc.get("pathMTU") or {}).get("peers", []) if not p.get("ok")],
-        "guard": doc.get("guard") or {"enabled": False},
-        "policy": PolicyStatus.from_json(doc.get("policy")).to_json(),
-        "endpoints": doc.get("endpoints") or {},
-        "bgp": doc.get("bgp"),
-        "eni": doc.get("eni"),
-        "mtu": mtu,
-        "ipam": {k: ipam.get(k) for k in ("mode", "podCIDRs", "used", "total", "pools")},
-        "peers": [
-            _peer(p, kernel, routers, health_ns, _probe_facts(doc), doc.get("pathMTU"), _own_name(doc))
-            for p in doc.get("peers", [])
-        ],
-    }
-    if verbose:
-        out["ipam"]["allocations"] = ipam.get("allocations", {})
-        out["kernel"] = kernel.owned_objects()
-    return out
+    facts = _probe_facts(doc)
+    return NodeReport(
+        agent=doc,
+        routing_summary=routing_summary(doc.routing),
+        masquerade_in_kernel=bool(nft and ("masquerade" in nft or "snat" in nft)),
+        kernel_device_mtu=kernel.links[underlay][1] if underlay in kernel.links else None,
+        tunnel_device=tunnel,
+        # the tunnel protocol's programs and maps (an eBPF protocol's), empty otherwise
+        bpf=protocol.stats(kernel.ipr) if protocol is not None else {},
+        peers=tuple(
+            _peer(p, kernel, routers, health_ns, facts, doc.path_mtu, doc.name) for p in doc.peers or ()
+        ),
+        kernel=kernel.owned_objects() if verbose else None,
+    )
 
 
-def _own_name(doc: dict[str, Any]) -> str:
-    return str((doc.get("node") or {}).get("name") or "")
-
-
-def _probe_facts(doc: dict[str, Any]) -> tuple[int, str]:
+def _probe_facts(doc: StatusDocument) -> tuple[int, str]:
     """(the pods' route MTU, the tunnel's label as its spec writes it, e.g. ``<Protocol> (UDP
     <port>)``) from an agent's document, for its health probes."""
-    routing = doc.get("routing") or {}
-    port = routing.get("tunnelPort")
-    tunnel = tunnel_spec.label(routing.get("tunnelProtocol"), int(port) if port else None)
-    return int((doc.get("mtu") or {}).get("route") or 0), tunnel
+    route_mtu = doc.mtu.route if doc.mtu is not None else None
+    return route_mtu or 0, tunnel_spec.label(doc.routing.tunnel_protocol, doc.routing.tunnel_port)
 
 
 def _peer(
-    p: dict[str, Any],
+    p: PeerPlan,
     kernel: KernelReader,
     routers: dict[str, str],
     health_ns: str | None,
     facts: tuple[int, str] = (0, ""),
-    agent_health: dict[str, Any] | None = None,
+    agent_health: PathMtuStatus | None = None,
     own: str = "",
-) -> dict[str, Any]:
-    cidrs = p.get("podCIDRs") or []
-    router_ips = p.get("routerIPs") or []
-    target = router_ips[0] if router_ips else None
-    if target is None and cidrs:  # an agent from before routerIPs were listed
-        target = str(ipaddress.ip_network(cidrs[0]).network_address + 1)
+) -> PeerReport:
+    target = p.router_ips[0] if p.router_ips else None
+    if target is None and p.pod_cidrs:  # an agent from before routerIPs were listed
+        target = str(ipaddress.ip_network(p.pod_cidrs[0]).network_address + 1)
     family = ipaddress.ip_address(target).version if target else 4
-    node_ip = p.get("ipv4" if family == 4 else "ipv6") or p.get("ipv4") or p.get("ipv6")
+    node_ip = p.address(family)
     path = (
         kernel.path_to(target, node_ip, routers)
         if target
@@ -232,41 +195,47 @@ def _peer(
     health, detail = "unknown", ""
     if health_ns is not None and target is not None:
         found = []
-        for ip in router_ips or [target]:
+        for ip in p.router_ips or (target,):
             fam = ipaddress.ip_address(ip).version
-            peer_ip = p.get("ipv4" if fam == 4 else "ipv6") or node_ip
+            peer_ip = (p.ipv4 if fam == 4 else p.ipv6) or node_ip
             fam_path = path if ip == target else kernel.path_to(ip, peer_ip, routers)
-            found.append((fam, _health(health_ns, ip, peer_ip, fam_path, facts, str(p.get("name")), own)))
+            found.append((fam, _health(health_ns, ip, peer_ip, fam_path, facts, p.name, own)))
         health, detail = combine_health(found)
     elif agent_health is not None:  # a real host: what the agent's own probes found
-        health, detail = _agent_health(agent_health, str(p.get("name")), node_ip, path, facts)
-    agrees = _agrees(str(p.get("reach")), path.reach)
-    return {
-        "name": p.get("name"),
-        "nodeIP": node_ip,
-        "podCIDRs": cidrs,
-        "plannedReach": p.get("reach"),
-        "why": p.get("why", ""),
-        "kernelReach": path.reach,
-        "path": path.text,
-        "agrees": agrees,
-        "health": health,
-        "healthDetail": detail,
-        "issues": p.get("issues", []),
-    }
+        health, detail = _agent_health(agent_health, p.name, node_ip, path, facts)
+    return PeerReport(
+        name=p.name,
+        node_ip=node_ip,
+        pod_cidrs=p.pod_cidrs,
+        planned_reach=p.reach,
+        why=p.why,
+        kernel_reach=path.reach,
+        path=path.text,
+        agrees=_agrees(p.reach, path.reach),
+        health=health,
+        health_detail=detail,
+        issues=p.issues,
+    )
 
 
 def _agent_health(
-    probes: dict[str, Any], name: str, node_ip: str | None, path: KernelPath, facts: tuple[int, str]
+    probes: PathMtuStatus | Mapping[str, Any],
+    name: str,
+    node_ip: str | None,
+    path: KernelPath,
+    facts: tuple[int, str],
 ) -> tuple[str, str]:
-    """The verdict from the agent's path-MTU prober: the peer's pod side (a small ping over the
-    pod path), its underlay address (reachable) and a full-size DF probe of it."""
-    pod = (probes.get("podSide") or {}).get(name)
+    """The verdict from the agent's path-MTU prober (its ``pathMTU`` section, or that section's
+    JSON): the peer's pod side (a small ping over the pod path), its underlay address (reachable)
+    and a full-size DF probe of it."""
+    if not isinstance(probes, PathMtuStatus):
+        probes = PathMtuStatus.from_json(probes)
+    pod = (probes.pod_side or {}).get(name)
     if pod is None:
         return "unknown", "the agent has not probed this peer yet"
-    underlay = [r for r in probes.get("peers") or [] if r.get("peer") == name]
-    full = all(r.get("ok") for r in underlay) if underlay else None
-    reachable = all(r.get("reachable") for r in underlay) if underlay else None
+    underlay = probes.of(name)
+    full = all(r.ok for r in underlay) if underlay else None
+    reachable = all(r.reachable for r in underlay) if underlay else None
     size, display = facts
     tunnel = (display or "the tunnel protocol") if path.reach == "tunnel" else ""
     return explain.peer_health(
@@ -275,9 +244,9 @@ def _agent_health(
             str(node_ip),
             path.reach,
             tunnel,
-            bool(pod.get("ok")),
+            pod.ok,
             reachable,
-            full if pod.get("ok") else None,
+            full if pod.ok else None,
             size,
         )
     )
@@ -359,7 +328,7 @@ def _agrees(planned: str, kernel: str) -> bool:
     return expected.get(planned) == kernel
 
 
-def cluster_status(view: ClusterView, node: str | None, verbose: bool) -> dict[str, Any]:
+def cluster_report(view: ClusterView, node: str | None, verbose: bool) -> ClusterReport:
     """``node``'s status (every node's without it), keyed by the name each agent reports.
 
     A real host has one node, whatever ``node`` says (as ``podnet status`` always had it)."""
@@ -369,11 +338,14 @@ def cluster_status(view: ClusterView, node: str | None, verbose: bool) -> dict[s
             raise ViewError(f"{node} is not a node of lab {view.lab} (nodes: {', '.join(nodes)})")
         nodes = [node]
     routers = view.routers_by_address()
-    out: dict[str, Any] = {"lab": view.lab, "nodes": {}}
+    reports: dict[str, NodeReport] = {}
     for n in nodes:
-        doc = view.agent_status(n)
+        doc = agent_document(view, n)
         reader = KernelReader(view.ipr(n), view.ns(n))
-        name = str((doc.get("node") or {}).get("name") or n)
-        out["nodes"][name] = node_status(doc, reader, verbose, routers, health_ns=view.ns(n))
-    out["controlPlane"] = view.supervised()
-    return out
+        reports[doc.name or n] = node_status(doc, reader, verbose, routers, health_ns=view.ns(n))
+    return ClusterReport(view.lab, reports, view.supervised())
+
+
+def cluster_status(view: ClusterView, node: str | None, verbose: bool) -> dict[str, Any]:
+    """``podnet status -o json``: the JSON of ``cluster_report``."""
+    return cluster_report(view, node, verbose).to_json()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from pyroute2 import IPRoute
 
 from podnet.model import IPAddress
+from podnet.statusdoc.document import StatusDocument
 from podnet.store.client import Store
 
 
@@ -180,6 +181,12 @@ class PathView(ClusterView, Protocol):
 
 LabOpener = Callable[[str | None], PathView]
 """The lab adapter: opens the lab named, or with None the only lab that is up (ViewError otherwise)."""
+
+
+def agent_document(view: ClusterView, node: str) -> StatusDocument:
+    """The node agent's typed status document (``unanswered`` says why when it does not answer
+    in a lab; a real host's one agent raises NoAgentError)."""
+    return StatusDocument.from_json(view.agent_status(node))
 
 
 def resolve_pair(view: PathView, src: str, dst: str, family: int | None = None) -> tuple[Place, Place]:
