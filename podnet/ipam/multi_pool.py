@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from podnet.ipam.base import Allocation, IPAMContext, PodRef, PoolUsage, register_mode
 from podnet.ipam.cluster_pool import host_usage
 from podnet.ipam.host import HostAllocator, IPAMError, IPAMExhausted, router_ip
-from podnet.ipam.pools import (
+from podnet.ipam.multi_pool_model import (
     CidrUse,
     PoolDef,
     needed_addresses,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import yaml
 from lightkube import Client
 
-from podnet.ipam.pools import POOL_ANNOTATIONS
+from podnet.ipam.multi_pool_model import POOL_ANNOTATIONS
 from podnet.kube.client import connect
 from podnet.lab import kubeapi, kubeipam, kubelet
 from podnet.lab import state as st

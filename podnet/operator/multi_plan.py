@@ -20,7 +20,7 @@ from typing import Any
 
 from podnet.ipam.cidr import free_subnet
 from podnet.ipam.host import pod_capacity
-from podnet.ipam.pools import PoolDef, overlapping
+from podnet.ipam.multi_pool_model import PoolDef, overlapping
 from podnet.model import IPNetwork
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from podnet.config.multi_pool import auto_create_arg
-from podnet.ipam.pools import PoolDef, parse_pool
+from podnet.ipam.multi_pool_model import PoolDef, parse_pool
 from podnet.model import IPNetwork
 from podnet.operator.cluster_pool import MAX_ROUNDS, apply_gone, ipv4_pool_argv
 from podnet.operator.loop import serve

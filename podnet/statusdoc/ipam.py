@@ -19,7 +19,7 @@ class PoolUse:
     cidrs: tuple[str, ...] = ()  # what this node holds of the pool
     used: int = 0
     capacity: int = 0
-    needed: int | None = None  # multi-pool: addresses the node asks the operator for
+    needed: int | None = None  # a mode with an operator: addresses the node asks it for
     error: str | None = None  # why the pool cannot give this node more
     pool_cidrs: tuple[str, ...] = ()  # the whole pool, where the mode knows it
     exhausted: bool = False

@@ -1,4 +1,4 @@
-"""An IPAM mode's own section of the status document (ENI's instance, limits and interfaces, say),
+"""An IPAM mode's own section of the status document (a cloud mode's instance, limits and interfaces, say),
 under the key that names the mode (``ipam.mode``). Its fields are the mode's own and stay opaque
 here; the mode also writes them as ``rows`` (label, text) that ``podnet status`` prints as they
 are, so no reader of the document needs to know the mode."""

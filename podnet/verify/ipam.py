@@ -65,7 +65,7 @@ def node_use(use: PoolUse | Mapping[str, Any]) -> dict[str, Any]:
 
 def pool_totals(nodes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """A pool's totals over its nodes (exact integers, for ``-o json``). The pool is exhausted when
-    one of its nodes is, or when a node's error says the pool itself is (multi-pool: no CIDR left
+    one of its nodes is, or when a node's error says the pool itself is (a pooled mode: no CIDR left
     to carve, while nodes may still have free addresses)."""
     exhausted_nodes = sorted(name for name, use in nodes.items() if use["exhausted"])
     return {

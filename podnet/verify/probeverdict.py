@@ -19,7 +19,7 @@ from podnet.verify.view import PathView, Place
 class ProbeVerdicts:
     def __init__(self, view: PathView, tunnel_label: Callable[[], str]) -> None:
         self.view = view
-        self._tunnel_label = tunnel_label  # how the path's tunnel is named ("VXLAN UDP/8472")
+        self._tunnel_label = tunnel_label  # how the path's tunnel is named (its display name and port)
 
     def follow(
         self, src: Place, dst: Place, size: int, forward: list[str], reply: list[str] | None

@@ -305,7 +305,7 @@ def bpf_rows(bpf: dict[str, Any]) -> list[tuple[str, str]]:
 
 def ipam_line(ipam: IpamStatus | Mapping[str, Any]) -> str:
     """Cilium's ``IPv4: 5/254 allocated from 10.244.1.0/24``, per family; with several pools
-    (multi-pool), each pool's share and what stops it growing. Counts too long to read are
+    (modes with named pools), each pool's share and what stops it growing. Counts too long to read are
     shortened (an IPv6 /64: ``1/2^64-2``); ``-o json`` keeps them exact. From the ``ipam``
     section, or its JSON."""
     from podnet.verify.ipam import format_use

@@ -15,7 +15,7 @@ from podnet.ipam.cidr import free_subnet
 from podnet.ipam.crd import CrdAllocator
 from podnet.ipam.host import IPAMError, IPAMExhausted, pod_capacity
 from podnet.ipam.multi_pool import MultiPoolAllocator
-from podnet.ipam.pools import (
+from podnet.ipam.multi_pool_model import (
     CidrUse,
     needed_addresses,
     overlapping,

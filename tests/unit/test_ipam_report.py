@@ -15,7 +15,7 @@ from podnet.ipam.base import PodRef
 from podnet.ipam.cluster_pool import MultiCIDRAllocator
 from podnet.ipam.crd import CrdAllocator
 from podnet.ipam.multi_pool import MultiPoolAllocator
-from podnet.ipam.pools import parse_pool
+from podnet.ipam.multi_pool_model import parse_pool
 from podnet.verify.ipam import format_capacity, node_use, pool_state, pool_totals, report_lines
 from podnet.verify.render import ipam_line
 
