@@ -81,8 +81,8 @@ class AgentConfig:
     enable_source_ip_verification: bool = True  # a pod sends only from its own addresses
     pod_guard: bool = True  # pods reach neither the store, BGP, tunnel ports nor the node's services
     # bpf.hostLegacyRouting: false routes pod packets in eBPF past the node's IP stack (falling back to
-    # the kernel where the program cannot run); true (still the default, docs/datapath.md): the kernel
-    bpf_host_legacy_routing: bool = True
+    # the kernel where the program cannot run; the default, as in Cilium); true: the kernel routes
+    bpf_host_legacy_routing: bool = False
     drop_events: bool = True  # bpf.events.drop.enabled: the guard's drops reported one by one
     pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
     endpoint_gc_interval: float = 300.0  # seconds between sweeps for pods whose namespace is gone; 0: off

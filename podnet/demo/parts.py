@@ -37,6 +37,7 @@ class Part:
     steps: list[Step] = field(default_factory=list)
     markdown: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # how long the part took, its labs' set-up and teardown included
 
     def step(self, title: str, ok: bool, expected: bool, detail: str) -> None:
         self.steps.append(Step(title, ok, expected, detail))

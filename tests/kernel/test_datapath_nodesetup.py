@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import subprocess
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.config import load_config
-from podnet.datapath.bpf import tc
+from podnet.datapath.bpf import maps, tc
 from podnet.datapath.kernel import addr as kaddr
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel.sysctl import read_sysctl
@@ -137,3 +138,45 @@ def test_refuses_the_machines_own_namespace() -> None:
         with pytest.raises(PermissionError, match="initial network namespace"):
             Reconciler(ipr)
         assert klink.link_index(ipr, owned.HOST_DEV) is None
+
+
+def _bpftool_dump(map_id: int) -> list[tuple[bytes, bytes]]:
+    """What ``bpftool -j map dump`` lists, in maps.dump's shape: the reference for the syscalls."""
+    out = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id)], capture_output=True, text=True)
+    found = []
+    for entry in json.loads(out.stdout or "[]"):
+        key = bytes(int(b, 16) for b in entry["key"])
+        if "values" in entry:
+            value = b"".join(bytes(int(b, 16) for b in v["value"]) for v in entry["values"])
+        else:
+            value = bytes(int(b, 16) for b in entry["value"])
+        found.append((key, value))
+    return sorted(found)
+
+
+def test_maps_by_syscall_and_filters_by_netlink_read_what_bpftool_and_tc_read(node_ns: str) -> None:
+    """datapath/bpf/maps.py and tc.listed replaced a bpftool or tc process per call: they must see
+    exactly what those tools see, and refuse a key or value of the wrong size before the kernel
+    reads past the buffer."""
+    config = load_config({"nodeName": "node1", "tunnelProtocol": "geneve"})
+    with IPRoute(netns=node_ns) as ipr:
+        setup_node(ipr, config, NODE, "eth0", netns=node_ns)
+        for dev, direction in (("podnet_geneve", "egress"), ("eth0", "ingress"), ("eth0", "egress")):
+            assert tc.listed(ipr, dev, direction) == tc.filters(node_ns, dev, direction)
+        assert tc.listed(ipr, "no-such-device", "ingress") == []
+        (decap,) = tc.listed(ipr, "eth0", "ingress")
+        ids = maps.program_maps(decap.prog_id)
+        assert ids and all(isinstance(i, int) for i in ids.values())
+        for map_id in ids.values():
+            assert sorted(maps.dump(map_id)) == _bpftool_dump(map_id)
+        assert {"gnv_config", "gnv_stats", "gnv_allowed"} <= set(ids)  # an array, a per-CPU array, a hash
+        peers = ids["gnv_allowed"]
+        key, value = ipaddress.IPv4Address("172.16.2.9").packed, (1).to_bytes(4, "little")
+        maps.update(peers, key, value)
+        assert (key, value) in _bpftool_dump(peers)
+        with pytest.raises(maps.MapError, match="takes key 4 bytes"):
+            maps.update(peers, key + b"\0", value)
+        maps.delete(peers, key)
+        assert (key, value) not in _bpftool_dump(peers)
+        with pytest.raises(maps.MapError, match="No such file"):
+            maps.delete(peers, key)

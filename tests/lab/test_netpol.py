@@ -60,7 +60,7 @@ DATAPATHS = {
         4,
     ),
     "dual-stack-ipv6": ("netpol", ["ipv6.enabled=true", "bpf.hostLegacyRouting=false"], 6),
-    "native-bgp-etcd": ("netpol-bgp", [], 4),  # Legacy
+    "native-bgp-etcd": ("netpol-bgp", ["bpf.hostLegacyRouting=true"], 4),  # Legacy: the kernel routes
 }
 
 

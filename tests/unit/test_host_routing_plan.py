@@ -25,7 +25,8 @@ def test_plan_keeps_both_families_sorted_and_unique() -> None:
 
 
 def test_cilium_setting_names() -> None:
-    assert load_config({}).bpf_host_legacy_routing is True  # Legacy unless asked (docs/datapath.md: why)
+    assert load_config({}).bpf_host_legacy_routing is False  # BPF unless asked, as Cilium (docs/datapath.md)
+    assert load_config({"bpf": {"hostLegacyRouting": True}}).bpf_host_legacy_routing is True
     assert load_config({"bpf": {"hostLegacyRouting": False}}).bpf_host_legacy_routing is False
     assert load_config({"enable-host-legacy-routing": "false"}).bpf_host_legacy_routing is False
 
