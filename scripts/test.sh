@@ -28,7 +28,10 @@ netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
 workers=${PODNET_TEST_WORKERS:-3}
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
-.venv/bin/pytest -q -p no:cacheprovider --durations=25 "${parallel[@]}" "$@"
+# the JUnit XML gives each file's seconds (scripts/test-weights.py -> tests/file_seconds.json: the
+# order tests/conftest.py starts files in)
+.venv/bin/pytest -q -p no:cacheprovider --durations=25 --junitxml="${PODNET_JUNIT:-/tmp/podnet-test-junit.xml}" \
+  "${parallel[@]}" "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2

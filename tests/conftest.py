@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -46,20 +47,29 @@ def plugin(request: pytest.FixtureRequest) -> Path:
     return path
 
 
-def _tier(item: pytest.Item) -> int:
-    """How long a test's file usually takes, coarsely: slow lab tiers, other labs, kernel, unit."""
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")  # scripts/test-weights.py writes it
+
+
+def _guess(item: pytest.Item) -> float:
+    """A file's seconds when it has not been measured yet, coarsely by tier: slow lab tiers, other
+    labs, kernel, unit."""
     parts = Path(str(item.path)).parts
     if item.get_closest_marker("slow") is not None:
-        return 0
-    return 1 if "lab" in parts else 2 if "kernel" in parts else 3
+        return 300.0
+    return 60.0 if "lab" in parts else 5.0 if "kernel" in parts else 1.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest files first, so that with ``--dist loadfile`` the workers start them at once
-    and the short ones fill the gaps at the end (in collection order, a slow tier that a worker
-    took last kept the whole run waiting). Within a file the order stays as written."""
-    tiers: dict[Path, int] = {}
+    and the short ones fill the gaps at the end (in collection order, a slow file that a worker
+    took last kept the whole run waiting). How long a file takes is what the last measured run
+    says (``tests/file_seconds.json``, from ``scripts/test-weights.py``), else a guess by tier.
+    Within a file the order stays as written."""
+    measured: dict[str, float] = json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.exists() else {}
+    root = Path(__file__).parent.parent
+    seconds: dict[Path, float] = {}
     for item in items:
         path = Path(str(item.path))
-        tiers[path] = min(tiers.get(path, 3), _tier(item))
-    items.sort(key=lambda item: tiers[Path(str(item.path))])
+        known = measured.get(str(path.relative_to(root))) if path.is_relative_to(root) else None
+        seconds[path] = max(seconds.get(path, 0.0), known if known is not None else _guess(item))
+    items.sort(key=lambda item: -seconds[Path(str(item.path))])
