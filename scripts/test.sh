@@ -23,9 +23,10 @@ echo "== lint-imports"
 echo "== pytest"
 # namespaces that exist before the run (e.g. a lab someone has up) are never counted or touched
 netns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | LC_ALL=C sort)
-# three workers (PODNET_TEST_WORKERS; labs mostly wait, 2 cores carry three), each taking whole files: a file's module-scoped lab stays on
-# one worker, and every lab, namespace and etcd a test makes has a name of its own
-workers=${PODNET_TEST_WORKERS:-3}
+# four workers (PODNET_TEST_WORKERS; labs mostly wait: on 2 cores three took 23:09, four 21:50),
+# each taking whole files: a file's module-scoped lab stays on one worker, and every lab, namespace
+# and etcd a test makes has a name of its own
+workers=${PODNET_TEST_WORKERS:-4}
 parallel=()
 if [ "$workers" -gt 1 ]; then parallel=(-n "$workers" --dist loadfile); fi
 # the JUnit XML gives each file's seconds (scripts/test-weights.py -> tests/file_seconds.json: the

@@ -88,7 +88,10 @@ def _watch_restart(topo: Topology, restart: Callable[[], None]) -> tuple[int, li
     src, dst = _pod_on(topo, "node2"), _pod_on(topo, "node1")
     server = _spawn(topo, dst, "iperf3", "-s", "-1", "-p", "5299")
     time.sleep(0.3)
-    stream = _spawn(topo, src, "iperf3", "-c", pod_ips(topo)[dst], "-p", "5299", "-t", "8", "-b", "200M")
+    stream = _spawn(topo, src, "iperf3", "-c", pod_ips(topo)[dst], "-p", "5299", "-t", "10", "-b", "200M")
+    # the ping starts once the stream runs: a ping dropped in the stream's first burst (seen twice in
+    # full runs under load, icmp_seq 15, a second before the restart) says nothing about the restart
+    time.sleep(0.5)
     pinger = _spawn(topo, src, "ping", "-n", "-i", "0.01", "-W", "1", pod_ips(topo)[dst])
     try:
         time.sleep(1.0)
