@@ -5,7 +5,7 @@
  *   -DPODNET_ENCAP: on the egress of podnet_geneve. The frame the kernel routed there (inner
  *     Ethernet header: destination = the peer's VTEP MAC from the permanent neighbour entry) gets
  *     an outer IPv4/UDP/Geneve header; the peer's underlay address comes from gnv_peers (keyed by
- *     that MAC, what VXLAN keeps in its FDB); bpf_redirect_neigh sends it out of the underlay
+ *     that MAC, what a kernel tunnel device keeps in its FDB); bpf_redirect_neigh sends it out of the underlay
  *     device, which resolves the outer next hop.
  *   -DPODNET_DECAP: on the ingress of the underlay device. A Geneve packet to our port, with
  *     our VNI and protocol 0x6558, from an underlay address in gnv_allowed, loses its outer
