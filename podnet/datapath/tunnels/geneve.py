@@ -9,10 +9,10 @@ IP> dev podnet_geneve onlink``, a permanent neighbour (router IP -> peer VTEP MA
 entry (VTEP MAC -> peer underlay address). A kernel tunnel device would keep that entry in its
 FDB; here it lives in the encap program's ``gnv_peers`` map (and the address in the decap
 program's ``gnv_allowed``, so only peers' Geneve packets are decapsulated: the nft guard runs
-after tc ingress). The encap
-program wraps the routed frame in IPv4/UDP/Geneve (protocol 0x6558, VNI 1) and redirects it out
-of the underlay device (``bpf_redirect_neigh``); the decap program strips the outer headers and
-the inner Ethernet header and lets the inner packet go on (``podnet/datapath/bpf/geneve.c``).
+after tc ingress). The encap program wraps the routed frame in IPv4/UDP/Geneve (protocol 0x6558,
+VNI 1) and redirects it out of the underlay device (``bpf_redirect_neigh``); the decap program
+strips the outer headers and the inner Ethernet header and lets the inner packet go on
+(``podnet/datapath/bpf/geneve.c``).
 Overhead: 50 bytes (outer IPv4 20, UDP 8, Geneve 8, inner Ethernet 14). Over an IPv6 underlay the
 outer UDP checksum is mandatory, which these programs do not compute: Geneve needs an IPv4
 underlay (its spec lists only that family, so ``tunnelProtocol`` refuses the other).
