@@ -95,11 +95,12 @@ def _router_options(router: Host) -> Mapping[str, Any]:
 
 def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
     """What the routers accept from nodes, as a network admin would filter: the cluster pools'
-    node CIDRs (cluster-pool, kubernetes), any prefix inside them (crd: a node's addresses collapse
-    to prefixes of every length), and what the mode adds (``ModeSettings.prefixes``: its own pools'
-    CIDRs at their mask sizes, say); IPv6 ones too when the cluster runs IPv6."""
-    crd = cfg.ipam_mode == "crd"
-    own = IPAM_MODES.spec(cfg.ipam_mode).part("settings")
+    node CIDRs, any prefix inside them for a mode that lists a node's addresses one by one (they
+    collapse to prefixes of every length: ``IpamSpec.any_prefix_length``), and what the mode adds
+    (``ModeSettings.prefixes``: its own pools' CIDRs at their mask sizes, say); IPv6 ones too when
+    the cluster runs IPv6."""
+    spec = IPAM_MODES.spec(cfg.ipam_mode)
+    own = spec.part("settings")
     families = []
     if cfg.enable_ipv4:
         families.append(("ipv4", cfg.cluster_pool_ipv4_cidrs, cfg.cluster_pool_ipv4_mask_size, 32))
@@ -107,7 +108,7 @@ def pod_prefixes(cfg: Any) -> tuple[tuple[IPNet, int, int], ...]:
         families.append(("ipv6", cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size, 128))
     found: list[tuple[IPNet, int, int]] = []
     for family, cidrs, mask, longest in families:
-        found += [(c, mask, longest if crd else mask) for c in cidrs]
+        found += [(c, mask, longest if spec.any_prefix_length else mask) for c in cidrs]
         found += own.prefixes(cfg, family, mask) if own else []
     return tuple(dict.fromkeys(found))
 

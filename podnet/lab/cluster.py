@@ -16,14 +16,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from lightkube import Client
 
 from podnet.ipam.multi_pool_model import POOL_ANNOTATIONS
 from podnet.kube.client import connect
-from podnet.lab import kubeapi, kubeipam, kubelet
+from podnet.lab import kubeapi, kubelet
 from podnet.lab import state as st
 from podnet.lab.build import LabError
 from podnet.lab.controlplane import client_tls, etcd_endpoints, lab_store
@@ -32,6 +32,9 @@ from podnet.registry import IPAM_MODES
 from podnet.util import netns
 from podnet.util.files import write_private
 from podnet.util.proc import spawn
+
+if TYPE_CHECKING:
+    from podnet.config.agent import AgentConfig
 
 CNI_VERSION = "1.1.0"
 AGENT_READY_TIMEOUT = 30.0
@@ -75,19 +78,6 @@ def _venv_bin(name: str) -> str:
     """A console script of this installation (the venv's), so that namespaces run the same code."""
     candidate = Path(sys.executable).with_name(name)
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
-
-
-def ipam_mode(topo: Topology) -> str:
-    from podnet.config import load_config
-
-    return load_config(agent_config(topo, topo.nodes[0]), {}, None).ipam_mode
-
-
-def pool_settings(topo: Topology) -> tuple[list[str], int]:
-    from podnet.config import load_config
-
-    cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
-    return [str(c) for c in cfg.cluster_pool_ipv4_cidrs], cfg.cluster_pool_ipv4_mask_size
 
 
 LAB_ENDPOINT_GC = "10s"  # lab pods come and go in seconds (a topology may set its own)
@@ -172,29 +162,32 @@ class OperatorLab(Protocol):
         ...
 
 
+class StandIn(Protocol):
+    """What the lab runs or does in place of a real cluster's own controllers that give nodes their
+    addresses (``IpamSpec.lab_stand_in``: ``lab.kubeipam``'s, say)."""
+
+    def ensure(self, topo: Topology, state: st.LabState, cfg: AgentConfig) -> int:
+        """Make it so from the cluster's settings ``cfg`` (unless it already is); returns changes."""
+        ...
+
+
 def ensure_operator(topo: Topology, state: st.LabState) -> int:
-    """Whatever gives nodes their addresses: podnet's operator for a mode it serves (with the flags
-    the mode makes of the cluster's settings), with ipam.mode kubernetes kube-controller-manager's
-    node IPAM controller, with crd the lab itself (``kubeipam``: each node's pool)."""
+    """Whatever gives nodes their addresses: the lab's stand-in for the cluster's own controllers
+    when the mode's spec names one, podnet's operator for a mode it serves (with the flags the mode
+    makes of the cluster's settings); nothing for a mode that needs nothing cluster-wide."""
     from podnet.config import load_config, merge
     from podnet.operator.serving import mode_operator
 
-    pools, mask = pool_settings(topo)
-    mode = ipam_mode(topo)
-    if mode == "kubernetes":
-        cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
-        pools6 = [str(c) for c in cfg.cluster_pool_ipv6_cidrs] if cfg.enable_ipv6 else []
-        return kubeapi.ensure_controller_manager(
-            topo, state, pools if cfg.enable_ipv4 else [], mask, pools6, cfg.cluster_pool_ipv6_mask_size
-        )
-    if mode == "crd":
-        return kubeipam.fill_crd_pools(topo, str(kubeapi.kubeconfig_path(topo.name)), pools, mask)
+    cfg = load_config(agent_config(topo, topo.nodes[0]), {}, None)
+    mode = cfg.ipam_mode
     spec = IPAM_MODES.spec(mode)
-    if not spec.operator:  # the mode needs nothing cluster-wide (a plugin's, say)
-        return 0
+    stand_in: StandIn | None = spec.part("lab_stand_in")
+    changes = stand_in.ensure(topo, state, cfg) if stand_in else 0
+    if not spec.operator:
+        return changes
     rec = state.process("operator")
     if rec is not None and rec.running():
-        return 0
+        return changes
     cp_ns = st.ns_name(topo.name, topo.control_plane.name)
     log = st.lab_dir(topo.name) / "logs" / "operator.log"
     lab: OperatorLab | None = spec.part("lab_operator")
@@ -219,7 +212,7 @@ def ensure_operator(topo: Topology, state: st.LabState) -> int:
             ]
     proc = spawn(argv, cp_ns, log, env=lab.env(topo) if lab else None)
     state.add_process(st.ProcessRecord("operator", proc.pid, cp_ns, argv, str(log)))
-    return 1
+    return changes + 1
 
 
 def start_agent(topo: Topology, state: st.LabState, node: Host) -> int:

@@ -38,6 +38,12 @@ class IpamSpec:
     # "module:name" of the lab's part in running its operator (``lab.cluster.OperatorLab``: settings
     # a stand-in fixes, such as the lab EC2's endpoint, and the environment)
     lab_operator: str = ""
+    # "module:name" of what the lab runs or does in place of the cluster's own controllers that give
+    # nodes their addresses (``lab.cluster.StandIn``: Kubernetes' node IPAM controller, say)
+    lab_stand_in: str = ""
+    # a node's addresses are listed one by one, so it announces prefixes of any length inside the
+    # cluster pools (not one node CIDR of the mask size): what routers filtering pod routes accept
+    any_prefix_length: bool = False
 
     def part(self, attr: str) -> Any:
         """The object one of its ``"module:name"`` fields names; None when the field is empty."""
@@ -63,6 +69,7 @@ for _spec, _default in (
             static_cidrs=True,
             needs_kubernetes="pod CIDRs from Node.spec.podCIDRs",
             node_object_cidrs=True,
+            lab_stand_in="podnet.lab.kubeipam:NODE_IPAM_CONTROLLER",
         ),
         False,
     ),
@@ -72,6 +79,8 @@ for _spec, _default in (
             "addresses listed on the node's PodnetNode resource",
             waiting="reading the node's address pool (PodnetNode spec.ipam.pool)",
             needs_kubernetes="addresses from the node's PodnetNode spec.ipam.pool",
+            lab_stand_in="podnet.lab.kubeipam:CRD_POOLS",
+            any_prefix_length=True,
         ),
         False,
     ),

@@ -79,7 +79,8 @@ class OperatorState(Protocol):
         ...
 
     def assign(self, snap: OperatorSnapshot, node: str, cidrs: Sequence[IPNetwork]) -> bool:
-        """Cluster-pool: ``cidrs`` are now the node's whole list (the new ones free in ``snap``)."""
+        """A mode that gives each node its own CIDRs (cluster-pool's kind): ``cidrs`` are now the
+        node's whole list (the new ones free in ``snap``)."""
         ...
 
     def mark_gone(self, snap: OperatorSnapshot, node: str, now: float) -> bool: ...
@@ -91,7 +92,8 @@ class OperatorState(Protocol):
         ...
 
     def report_pool(self, status: Mapping[str, Any], waiting: Mapping[str, str]) -> None:
-        """Cluster-pool: the pool's status, and why each waiting node gets no CIDR."""
+        """A mode that gives each node its own CIDRs: its pool's status (etcd: the one document
+        ``OPERATOR_STATUS_KEY``, read when a node waits), and why each waiting node gets no CIDR."""
         ...
 
     def create_pool(self, name: str, spec: Mapping[str, Any], now: float) -> bool:
