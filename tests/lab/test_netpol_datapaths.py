@@ -1,14 +1,14 @@
 """NetworkPolicy in the datapaths test_netpol.py does not run (issue 28: "no mode lets a denied
 packet in"): Geneve in eBPF with BPF and with Legacy host routing, hybrid routing (native on the
-L2 rack, tunnel across the router), native L2 routing with Legacy host routing and VXLAN with BPF
-host routing. Each datapath is one lab (datastore etcd, policies by ``podnet policy apply``) with
-a server pod x-a on node1 and, on every node, an allowed client y-c<n> and another pod y-o<n>, all
-serving TCP and UDP on 80 and 81. One policy set isolates x-a both ways: ingress only from clients
-on 80, egress only to 81. Before it every probe passes (a refused probe is the policy's doing);
-under it each probe, same node and across nodes, TCP and UDP, must give its verdict, and tcpdump
-on the destination pods' eth0 must see every allowed request arrive and no denied one. Each
-node's status must name the datapath (``routing``, ``hostRouting.mode``), so that no test runs
-silently in another mode."""
+L2 rack, tunnel across the router), native L2 routing with Legacy host routing, VXLAN with BPF
+host routing, and IPv6 only (VXLAN over an IPv6 underlay). Each datapath is one lab (datastore
+etcd, policies by ``podnet policy apply``) with a server pod x-a on node1 and, on every node, an
+allowed client y-c<n> and another pod y-o<n>, all serving TCP and UDP on 80 and 81. One policy set
+isolates x-a both ways: ingress only from clients on 80, egress only to 81. Before it every probe
+passes (a refused probe is the policy's doing); under it each probe, same node and across nodes,
+TCP and UDP, must give its verdict, and tcpdump on the destination pods' eth0 must see every
+allowed request arrive and no denied one. Each node's status must name the datapath (``routing``,
+``hostRouting.mode``, each peer's reach), so that no test runs silently in another mode."""
 
 from __future__ import annotations
 
@@ -71,6 +71,11 @@ DATAPATHS = {
         "netpol", (*ETCD, *DUAL, *NATIVE_L2, *LEGACY_HR),
         "Legacy", {"mode": "native", "autoDirectNodeRoutes": True, "tunnelFallback": False}, "direct-route",
         (4, 6),
+    ),
+    # examples/ipv6-only.yaml: no IPv4 anywhere, VXLAN over the IPv6 underlay
+    "ipv6-only-vxlan-bpf": Datapath(
+        "ipv6-only", (*ETCD, "routingMode=tunnel", "tunnelProtocol=vxlan", "bgp.enabled=false", *BPF_HR),
+        "BPF", {"mode": "tunnel", "tunnelProtocol": "vxlan", "underlayProtocol": "ipv6"}, "tunnel", (6,),
     ),
     "vxlan-bpf": Datapath(
         "netpol", (*ETCD, "routingMode=tunnel", "tunnelProtocol=vxlan", *BPF_HR),
