@@ -104,6 +104,7 @@ POLICIES = [
 
 
 def _pods(nodes: list[str]) -> tuple[Pod, ...]:
+    """x-a on the first node; a client y-c<n> and another pod y-o<n> on node n."""
     pods = [Pod(SERVER, nodes[0], labels={"pod": "a"}, namespace="x")]
     for i, node in enumerate(nodes, 1):
         pods.append(Pod(f"y-c{i}", node, labels={"role": "client"}, namespace="y"))
@@ -111,7 +112,7 @@ def _pods(nodes: list[str]) -> tuple[Pod, ...]:
     return tuple(pods)
 
 
-def expected(nodes: list[str]) -> list[tuple[str, str, int, bool]]:
+def _expected(nodes: list[str]) -> list[tuple[str, str, int, bool]]:
     """(source, destination, port, allowed), each probed over TCP and UDP; pods of node n end in n,
     so every row is checked on the server's node and across nodes."""
     rows = []
@@ -169,7 +170,7 @@ def test_no_datapath_lets_a_denied_packet_in(worlds: list[World]) -> None:
     w0 = worlds[0]
     nodes = [h.name for h in w0.topo.nodes]
     _assert_datapath(w0, DATAPATHS[w0.kind], nodes)
-    rows = expected(nodes)
+    rows = _expected(nodes)
     probes = {w.family: _probes(w, rows) for w in worlds}
     for w in worlds:
         before = _probe(w, dict.fromkeys(probes[w.family], True))
