@@ -1,22 +1,26 @@
 """The NetworkPolicy tier's world and probes (issue 28), shared by the lab-pod tier
-(test_netpol.py) and the real-pod tier (test_real_netpol.py): namespaces x, y, z with pods a, b,
-c, each serving TCP and UDP on 80 and 81 (netpolserver.py in the pod's network namespace); every
-pod probes every pod on every port from its own namespace, and the result is compared with the
-truth table the independent oracle (tests/policyoracle.py) computes. A mismatch is probed once
-more (no other retry budget). Enforcement is waited for by asking each agent which
-resourceVersion (or etcd revision) its table includes, not by sleeping."""
+(netpolsuite.py, run by test_netpol_*.py) and the real-pod tier (test_real_netpol.py): namespaces
+x, y, z with pods a, b, c, each serving TCP and UDP on 80 and 81 (netpolserver.py in the pod's
+network namespace); every pod probes every pod on every port from its own namespace, all at once,
+and the result is compared with the truth table the independent oracle (tests/policyoracle.py)
+computes. A mismatch is probed once more (no other retry budget). Enforcement is waited for by
+asking each agent which resourceVersion (or etcd revision) its table includes, not by sleeping."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import socket
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from labhelpers import PODNET, wait_for
+from labhelpers import wait_for
 from policycases import pol
 from policyoracle import allowed as oracle
 
@@ -77,8 +81,8 @@ def probe(sock: socket.socket, proto: str, ip: str, port: int) -> bool:
 def probe_all(
     w: World, pairs: list[tuple[int, int, str, int]] | None = None
 ) -> dict[tuple[int, int, str, int], bool]:
-    """Every (source pod, destination pod, protocol, port), in parallel; sockets are made in the
-    source pod's namespace."""
+    """Every (source pod, destination pod, protocol, port), all at once (a table costs one
+    ``TIMEOUT``, however many probes are denied); sockets are made in the source pod's namespace."""
     wanted = pairs or [
         (i, j, proto, port) for i in range(len(w.pods)) for j in range(len(w.pods)) for proto, port in PROBES
     ]
@@ -88,7 +92,7 @@ def probe_all(
             for key in (k for k in wanted if k[0] == i):
                 kind = socket.SOCK_STREAM if key[2] == "TCP" else socket.SOCK_DGRAM
                 socks[key] = socket.socket(socket.AF_INET6 if w.family == 6 else socket.AF_INET, kind)
-    with ThreadPoolExecutor(max_workers=64) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, len(socks))) as pool:
         futures = {k: pool.submit(probe, s, k[2], w.pods[k[1]]["ip"], k[3]) for k, s in socks.items()}
         return {k: f.result() for k, f in futures.items()}
 
@@ -180,12 +184,21 @@ def etcd_apply(w: World, policies: list[dict[str, Any]]) -> int:
 
 
 def podnet_policy(w: World, verb: str, *args: str, stdin: str | None = None) -> str:
-    res = subprocess.run(
-        [PODNET, "policy", verb, "--lab", w.topo.name, *args],
-        input=stdin, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    return res.stdout
+    """``podnet policy VERB --lab LAB ARGS`` through the command's own entry point
+    (``podnet.cli.main``: its parser, its command, its exit status), in this process: a new
+    ``podnet`` process spends ~0.8 s importing every command's parser before it reads etcd, and
+    the etcd world runs three of these per policy change."""
+    from podnet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.object(sys, "stdin", io.StringIO(stdin or "")),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        code = main(["policy", verb, "--lab", w.topo.name, *args])
+    assert code == 0, err.getvalue()
+    return out.getvalue()
 
 
 def lab_cases(w: World) -> dict[str, list[dict[str, Any]]]:
@@ -207,8 +220,6 @@ def lab_cases(w: World) -> dict[str, list[dict[str, Any]]]:
 def start_servers(lab: str, hosts: list[str]) -> list[subprocess.Popen[bytes]]:
     """netpolserver.py on 80 and 81 in each host's network namespace, each ready when this returns
     (the caller kills them by PID)."""
-    import sys
-
     servers = []
     try:
         for host in hosts:

@@ -1,0 +1,17 @@
+"""NetworkPolicy conformance (issue 28) in the world native-bgp-etcd: native routing with BGP, the
+policies in etcd. The tests are netpolsuite.py's (truth tables from the oracle, a mismatch probed
+once more); this file gives them their world, one lab for the whole module, so that each world runs
+on a worker of its own."""
+
+from __future__ import annotations
+
+import pytest
+from netpolsuite import NetpolTests, PodsMadeAfterThePolicy, world_fixture
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]  # slow: a tier of its own (README, "daily work")
+
+world = world_fixture("native-bgp-etcd")
+
+
+class TestNativeBgpEtcd(NetpolTests, PodsMadeAfterThePolicy):
+    pass
