@@ -264,7 +264,11 @@ def test_large_tcp_segments_dropped_fail_the_connectivity_test(bgp_lab: Topology
     topo = bgp_lab
     _nft_chain(topo, "r1", "forward", "meta l4proto tcp meta length > 1000 drop")
     try:
-        report = podnet_json("connectivity", "test", "--lab", topo.name, "-o", "json", code=1)
+        # the first check across nodes is node1-p1 -> node2-p1 over TCP (the same-node check needs
+        # two pods on a node; this lab has one): a short budget runs it, and every failing check
+        # after it would only cost its own full diagnose (~10 s each; 83 s for the whole table)
+        argv = ("connectivity", "test", "--lab", topo.name, "--deadline", "15", "-o", "json")
+        report = podnet_json(*argv, code=1)
         failed = [c for c in report["results"] if c["status"] == "fail"]
         assert any(c["check"].startswith("pod-to-pod") and "TCP" in c["detail"] for c in failed), failed
     finally:
