@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import socket
 import subprocess
@@ -32,6 +33,11 @@ from podnet.util import netns
 
 PROBES = [(proto, port) for proto in ("TCP", "UDP") for port in (80, 81)]
 TIMEOUT = 1.0  # seconds a denied probe waits (dropped packets get no answer)
+# UDP probes' source ports, each used once per pass through the range: conntrack keeps an
+# answered UDP exchange for 30 s (120 s once it is a stream), and a new probe that the kernel gave
+# the same ephemeral port would be that exchange's next packet, accepted as established even when
+# the policy now denies it (Kubernetes lets established flows finish; a probe is a new flow)
+UDP_SOURCE_PORTS = itertools.cycle(range(20000, 32000))
 SERVER = Path(__file__).with_name("netpolserver.py")
 
 
@@ -78,6 +84,17 @@ def probe(sock: socket.socket, proto: str, ip: str, port: int) -> bool:
         sock.close()
 
 
+def _bind_fresh_port(sock: socket.socket) -> None:
+    """A source port no recent UDP probe of this process used (the kernel's ephemeral range is
+    32768-60999, so these never meet one the kernel picked)."""
+    for _ in range(16):
+        try:
+            sock.bind(("", next(UDP_SOURCE_PORTS)))
+            return
+        except OSError:  # in use in that pod's namespace: the next one
+            continue
+
+
 def probe_all(
     w: World, pairs: list[tuple[int, int, str, int]] | None = None
 ) -> dict[tuple[int, int, str, int], bool]:
@@ -92,6 +109,8 @@ def probe_all(
             for key in (k for k in wanted if k[0] == i):
                 kind = socket.SOCK_STREAM if key[2] == "TCP" else socket.SOCK_DGRAM
                 socks[key] = socket.socket(socket.AF_INET6 if w.family == 6 else socket.AF_INET, kind)
+                if kind == socket.SOCK_DGRAM:
+                    _bind_fresh_port(socks[key])
     with ThreadPoolExecutor(max_workers=max(1, len(socks))) as pool:
         futures = {k: pool.submit(probe, s, k[2], w.pods[k[1]]["ip"], k[3]) for k, s in socks.items()}
         return {k: f.result() for k, f in futures.items()}

@@ -1,4 +1,4 @@
-"""NetworkPolicy in the datapaths test_netpol.py does not run (issue 28: "no mode lets a denied
+"""NetworkPolicy in the datapaths the test_netpol_*.py worlds do not run (issue 28: "no mode lets a denied
 packet in"): Geneve in eBPF with BPF and with Legacy host routing, hybrid routing (native on the
 L2 rack, tunnel across the router), native L2 routing with Legacy host routing, VXLAN with BPF
 host routing, and IPv6 only (VXLAN over an IPv6 underlay). Each datapath is one lab (datastore
