@@ -77,7 +77,9 @@ def _native_v6_across_routers(topo: Topology, ips: dict[str, tuple[str, str]]) -
     assert any(f"IP6 {a} > {b}: ICMP6, echo request" in line for line in link), link
     assert _ping6(topo, "node2-p1", WORLD_BEHIND_R1).returncode == 0  # neighbours resolved
     with capture(topo, "world", "eth0", "icmp6 and ip6[40] == 128") as seen:
-        assert _ping6(topo, "node2-p1", WORLD_BEHIND_R1).returncode == 0
+        # three echoes, one answered is enough: what is checked is the source on the world's wire
+        # (a single echo with a 1 s wait went unanswered once in a loaded full run)
+        assert _ping6(topo, "node2-p1", WORLD_BEHIND_R1, "-c", "3", "-i", "0.2").returncode == 0
     assert any(f"fd00:3::2 > {WORLD_BEHIND_R1}" in line for line in seen), seen
 
 
