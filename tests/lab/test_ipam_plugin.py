@@ -8,18 +8,15 @@ names it."""
 from __future__ import annotations
 
 import ipaddress
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from pluginhelpers import PODNET, plugin_env, podnet_json, run_podnet
+from pluginhelpers import PODNET, l2_lab_file, plugin_env, podnet_json, run_podnet
 
 from podnet.lab import state as st
-from podnet.lab.topology import load_topology
 
 pytestmark = pytest.mark.lab
 
@@ -36,12 +33,7 @@ def _json(*args: str) -> dict[str, Any]:
 
 @pytest.fixture
 def plugin_lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    name = f"t{secrets.token_hex(2)}-ipamplug"
-    doc = yaml.safe_load(Path(str(load_topology("l2").source)).read_text())
-    doc["name"] = name
-    doc["cluster"]["ipam"]["mode"] = "dummy-node"
-    path = tmp_path / "plugin.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    name, path = l2_lab_file(tmp_path, "ipamplug", ipam_mode="dummy-node")
     try:
         yield name, path
     finally:

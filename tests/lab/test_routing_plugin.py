@@ -7,16 +7,14 @@ refused with the modes that exist. Nothing in podnet names it."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from labhelpers import capture, pod_ips, sh
-from pluginhelpers import PODNET, plugin_env, podnet_json, run_podnet
+from pluginhelpers import PODNET, l2_lab_file, plugin_env, podnet_json, run_podnet
 
 from podnet.lab.topology import Topology, load_topology
 
@@ -35,12 +33,7 @@ def _json(*args: str) -> dict[str, Any]:
 
 @pytest.fixture
 def onlink_lab(tmp_path: Path) -> Iterator[Topology]:
-    name = f"t{secrets.token_hex(2)}-route"
-    doc = yaml.safe_load(Path(str(load_topology("l2").source)).read_text())
-    doc["name"] = name
-    doc["pods"] = [{"count": 1}]
-    path = tmp_path / "route.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    name, path = l2_lab_file(tmp_path, "route", pods=1)
     try:
         # without the plugin the value is refused, nothing is made, and the modes are listed
         refused = _podnet("lab", "up", str(path), "--set", "routingMode=onlink", code=1, env=plugin_env())

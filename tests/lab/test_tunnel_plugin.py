@@ -7,16 +7,14 @@ back. Nothing in podnet was changed for it."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from labhelpers import capture, pod_ips, sh
-from pluginhelpers import PODNET, plugin_env, podnet_json, run_podnet
+from pluginhelpers import PODNET, l2_lab_file, plugin_env, podnet_json, run_podnet
 
 from podnet.lab.topology import load_topology
 
@@ -36,12 +34,7 @@ def _json(*args: str) -> dict[str, Any]:
 
 @pytest.fixture
 def plugin_lab(tmp_path: Path) -> Iterator[Any]:
-    name = f"t{secrets.token_hex(2)}-plugin"
-    doc = yaml.safe_load(Path(str(load_topology("l2").source)).read_text())
-    doc["name"] = name
-    doc["pods"] = [{"count": 1}]
-    path = tmp_path / "plugin.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    name, path = l2_lab_file(tmp_path, "plugin", pods=1)
     try:
         _podnet("lab", "up", str(path), *[a for pair in DUMMY for a in ("--set", pair)])
         yield load_topology(str(path))
