@@ -30,7 +30,7 @@ from podnet.lab.controlplane import client_tls, etcd_endpoints, lab_store
 from podnet.lab.topology import Host, Pod, Topology
 from podnet.registry import IPAM_MODES
 from podnet.util import netns
-from podnet.util.files import write_private
+from podnet.util.files import log_tail, write_private
 from podnet.util.proc import spawn
 
 if TYPE_CHECKING:
@@ -42,15 +42,6 @@ AGENT_READY_TIMEOUT = 30.0
 
 class ClusterError(LabError):
     """The lab's cluster did not come up; the message carries the end of the log to read."""
-
-
-def log_tail(path: str | Path, lines: int = 8) -> str:
-    """The last lines of a log, for error messages (a failed ``lab up`` removes the lab dir)."""
-    try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "\n    | ".join(["", *text[-lines:]]) if text else ""
 
 
 def exit_status(pid: int) -> str:

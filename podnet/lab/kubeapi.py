@@ -28,6 +28,7 @@ from podnet.lab.topology import Topology
 from podnet.lab.topomodel import url_host
 from podnet.store.client import TlsFiles
 from podnet.util import proc
+from podnet.util.files import log_tail
 
 APISERVER_PORT = 6443
 ETCD_PREFIX = "/podnet-kube"
@@ -306,15 +307,6 @@ def _ensure_forwarder(topo: Topology, state: st.LabState) -> int:
     return int(port_file.read_text())
 
 
-def _last_lines(path: str, lines: int = 6) -> str:
-    """The end of a log for an error message (a test's failed lab is put down, its logs with it)."""
-    try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return "".join(f"\n    | {line[:300]}" for line in text[-lines:])
-
-
 def wait_ready(url: str, tls: TlsFiles, state: st.LabState, timeout: float = READY_TIMEOUT) -> None:
     """Until ``/readyz`` answers ok; an error naming the log if the API server exits or is slow."""
     import httpx2 as httpx
@@ -325,7 +317,7 @@ def wait_ready(url: str, tls: TlsFiles, state: st.LabState, timeout: float = REA
     with httpx.Client(verify=tls.ssl_context(), timeout=5, trust_env=False) as http:
         while time.monotonic() < deadline:
             if rec is not None and not rec.running():
-                raise KubeError(f"kube-apiserver exited during start-up; see {rec.log}{_last_lines(rec.log)}")
+                raise KubeError(f"kube-apiserver exited during start-up; see {rec.log}{log_tail(rec.log, 6)}")
             try:
                 answer = http.get(f"{url}/readyz")
                 if answer.status_code == 200:

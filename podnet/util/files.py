@@ -23,3 +23,12 @@ def write_private(path: str | os.PathLike[str], text: str) -> Path:
         os.close(fd)
     os.replace(tmp, final)
     return final
+
+
+def log_tail(path: str | Path, lines: int = 8) -> str:
+    """The last lines of a log, for error messages (a failed ``lab up`` removes the lab dir)."""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return "\n    | ".join(["", *text[-lines:]]) if text else ""
