@@ -104,6 +104,7 @@ class CniHandler:
         self.guard = guard
         self.allocator = allocator
         self.route_mtu = route_mtu
+        self.veth_sizes: tuple[int | None, int | None] = (None, None)  # BIG TCP's (IPv6, IPv4) GSO/GRO
         self.store_dir = Path(store_dir)
         self.fail_after_ipam = fail_after_ipam
         self._lock = threading.Lock()
@@ -324,7 +325,7 @@ class CniHandler:
                 self._save(record)  # a runtime's retry in a new namespace, or a new defaultRoute
             info = ep.add_endpoint(
                 self.host_netns, pod, call.container_id, call.ifname, addresses, self.route_mtu,
-                record.default_route,
+                record.default_route, self.veth_sizes,
             )  # fmt: skip
             call.check_deadline()  # the plugin gave up: undo, so nothing is left that it reported failed
             if record.default_route:

@@ -206,6 +206,8 @@ class Agent:
             None, self.allocator, route_mtu, self.config.state_dir / "endpoints", guard=hooks,
             pods=wiring.pod_resolver(self.config),
         )  # fmt: skip
+        if self.status_info.devices is not None:  # BIG TCP: the sizes the underlay device got
+            self.cni_handler.veth_sizes = self.status_info.devices.big_tcp.veth_sizes()
         # NetworkPolicy: the cluster's, with this node's pods from their records, before ready
         self._set_phase("reading NetworkPolicies")
         self.netpol.start(node, self._stop)
@@ -332,6 +334,8 @@ class Agent:
             self._published = time.monotonic()
             log.info("published node: vtep %s, labels %s", node.vtep_mac, dict(node.labels))
         self.status_info.node, self.status_info.devices = node, devices
+        if self.cni_handler is not None:  # pods wired from now on get the underlay's BIG TCP sizes
+            self.cni_handler.veth_sizes = devices.big_tcp.veth_sizes()
         return node
 
     def reconcile(self) -> ReconcileReport:

@@ -34,7 +34,7 @@ from podnet.statusdoc.node import NodeIdentity
 from podnet.statusdoc.pathmtu import PathMtuStatus
 from podnet.statusdoc.peers import PeerPlan, PlannedRoute
 from podnet.statusdoc.policy import PolicyStatus
-from podnet.statusdoc.routing import LastRound, MtuStatus, RoutingStatus
+from podnet.statusdoc.routing import BigTcpFamily, LastRound, MtuStatus, RoutingStatus
 
 
 @dataclasses.dataclass
@@ -104,6 +104,8 @@ def status_model(
             device=devices.underlay_mtu,
             route=last_round.route_mtu if last_round else None,
             underlay_device=devices.underlay_dev,
+            big_tcp_ipv4=BigTcpFamily(devices.big_tcp.ipv4, devices.big_tcp.ipv4_problem),
+            big_tcp_ipv6=BigTcpFamily(devices.big_tcp.ipv6, devices.big_tcp.ipv6_problem),
         )
         if devices is not None
         else None,

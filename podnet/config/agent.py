@@ -83,6 +83,10 @@ class AgentConfig:
     # bpf.hostLegacyRouting: false routes pod packets in eBPF past the node's IP stack (falling back to
     # the kernel where the program cannot run; the default, as in Cilium); true: the kernel routes
     bpf_host_legacy_routing: bool = False
+    # enableIPv4BIGTCP / enableIPv6BIGTCP: pods and the underlay device send 192 KiB TCP packets
+    # (datapath.bigtcp; native routing only, as in Cilium)
+    enable_ipv4_big_tcp: bool = False
+    enable_ipv6_big_tcp: bool = False
     drop_events: bool = True  # bpf.events.drop.enabled: the guard's drops reported one by one
     pod_guard_node_ports: tuple[tuple[str, int], ...] = ()  # ("tcp", 9100): node ports pods may use
     endpoint_gc_interval: float = 300.0  # seconds between sweeps for pods whose namespace is gone; 0: off
@@ -159,6 +163,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "enable_source_ip_verification": ("enableSourceIPVerification", "enable-source-ip-verification"),
     "pod_guard": ("podGuard.enabled", "pod-guard"),
     "bpf_host_legacy_routing": ("bpf.hostLegacyRouting", "enable-host-legacy-routing"),
+    "enable_ipv4_big_tcp": ("enableIPv4BIGTCP", "enable-ipv4-big-tcp"),
+    "enable_ipv6_big_tcp": ("enableIPv6BIGTCP", "enable-ipv6-big-tcp"),
     "drop_events": ("bpf.events.drop.enabled", "bpf-events-drop-enabled"),
     "pod_guard_node_ports": ("podGuard.nodePorts", "pod-guard-node-ports"),
     "endpoint_gc_interval": ("endpointGCInterval", "endpoint-gc-interval"),
@@ -285,6 +291,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "enable_source_ip_verification": as_bool,
     "pod_guard": as_bool,
     "bpf_host_legacy_routing": as_bool,
+    "enable_ipv4_big_tcp": as_bool,
+    "enable_ipv6_big_tcp": as_bool,
     "drop_events": as_bool,
     "pod_guard_node_ports": lambda k, v: tuple(_port(k, p) for p in as_list(v)),
     "endpoint_gc_interval": as_duration,
@@ -433,6 +441,7 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
             "https endpoints need etcd.trustedCAFile, etcd.certFile and etcd.keyFile (mutual TLS)",
         )
     _validate_bgp(cfg, name)
+    _validate_big_tcp(cfg, name)
     for fld, message in family_conflicts(
         cfg.enable_ipv4, cfg.enable_ipv6, cfg.underlay_protocol, cfg.routing_mode, cfg.enable_ipv6_masquerade,
         cfg.ipv6_native_routing_cidr, cfg.cluster_pool_ipv6_cidrs, cfg.cluster_pool_ipv6_mask_size,
@@ -446,6 +455,25 @@ def _validate(cfg: AgentConfig, raw: Mapping[str, tuple[str, Any]]) -> None:
     own = IPAM_MODES.spec(cfg.ipam_mode).part("settings")
     for fld, message in own.conflicts(cfg) if own else ():
         raise ConfigError(name(fld), message)
+
+
+def _validate_big_tcp(cfg: AgentConfig, name: Callable[[str], str]) -> None:
+    """BIG TCP needs native routing (Cilium's rule: an encapsulated packet's outer length has 16
+    bits) and the family it is for."""
+    for fld, on, family, family_on in (
+        ("enable_ipv4_big_tcp", cfg.enable_ipv4_big_tcp, "IPv4", cfg.enable_ipv4),
+        ("enable_ipv6_big_tcp", cfg.enable_ipv6_big_tcp, "IPv6", cfg.enable_ipv6),
+    ):
+        if not on:
+            continue
+        if cfg.routing_mode != "native" or cfg.tunnel_fallback:
+            raise ConfigError(
+                name(fld),
+                "true needs routingMode=native without tunnelFallback (a tunnel cannot carry packets "
+                "above 64 KiB); set routingMode=native or turn BIG TCP off",
+            )
+        if not family_on:
+            raise ConfigError(name(fld), f"true needs {family} on ({family.lower()}.enabled=true)")
 
 
 def _validate_bgp(cfg: AgentConfig, name: Callable[[str], str]) -> None:

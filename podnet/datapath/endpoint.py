@@ -174,10 +174,12 @@ def add_endpoint(
     addresses: Sequence[PodAddress],
     route_mtu: int,
     owns_default: bool = True,
+    gso: tuple[int | None, int | None] = (None, None),
 ) -> EndpointInfo:
     """Wire (or re-wire) one pod interface; idempotent; nothing made stays behind on failure.
     Only the attachment that owns the pod's default route (``owns_default``) installs it, so a
-    second attachment (``net1``) never takes it from the first, and its DEL never removes it."""
+    second attachment (``net1``) never takes it from the first, and its DEL never removes it.
+    ``gso``: the (IPv6, IPv4) GSO/GRO sizes a new veth gets on both ends (BIG TCP)."""
     host_ifname = owned.endpoint_host_ifname(container_id, ifname)
     try:
         with (
@@ -186,7 +188,7 @@ def add_endpoint(
             contextlib.ExitStack() as undo,
         ):
             link_mtu = route_mtu if route_mtu > VETH_MTU else None  # jumbo underlays (a cloud VPC's 9001)
-            fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label, link_mtu)
+            fresh = _make_pair(host, pod, fd, host_ifname, ifname, pod_netns.label, link_mtu, gso)
             if fresh:
                 undo.callback(_delete_named, host, host_ifname)
             host_link, pod_link = host.get_link(host_ifname), pod.get_link(ifname)
@@ -255,13 +257,20 @@ def _add_unless_there(sock: Rtnl, route: Route, index: int) -> None:
 
 
 def _make_pair(
-    host: Rtnl, pod: Rtnl, fd: int, host_ifname: str, ifname: str, label: str, mtu: int | None = None
+    host: Rtnl,
+    pod: Rtnl,
+    fd: int,
+    host_ifname: str,
+    ifname: str,
+    label: str,
+    mtu: int | None = None,
+    gso: tuple[int | None, int | None] = (None, None),
 ) -> bool:
     """Make the veth (node end up, pod end born in the pod); True when made now, False when our
     pair is there already. The common case is one netlink call; only a name that exists leads to
     lookups: our pair is kept, a stale node end of ours is replaced, a stranger's name refused."""
     try:
-        host.add_veth(host_ifname, ifname, fd, mtu=mtu)
+        host.add_veth(host_ifname, ifname, fd, mtu=mtu, gso=gso)
         return True
     except NetlinkError as exc:
         if not is_exists(exc):
@@ -274,7 +283,7 @@ def _make_pair(
             "pick another CNI_IFNAME or remove it"
         )
     _delete_named(host, host_ifname)  # a stale end of ours whose peer is elsewhere
-    host.add_veth(host_ifname, ifname, fd, mtu=mtu)
+    host.add_veth(host_ifname, ifname, fd, mtu=mtu, gso=gso)
     return True
 
 

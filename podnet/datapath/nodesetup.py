@@ -4,6 +4,7 @@
     ip addr add <router ip>/32 dev podnet_host                      (one per pod CIDR)
     <the tunnel protocol's device: podnet.datapath.tunnels.<protocol>>
     sysctl net.ipv4.ip_forward=1 net.ipv4.conf.{all,podnet_*}.rp_filter=0
+    <BIG TCP's GSO/GRO sizes on the underlay device: podnet.datapath.bigtcp>
 
 The routing mode says whether the node tunnels and with which protocol; the protocol makes its
 device. The VTEP MAC is derived from the node name, so a restarted agent keeps it and peers' neighbour
@@ -15,16 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
 from podnet import owned
 from podnet.config import AgentConfig
 from podnet.datapath import mtu
+from podnet.datapath.bigtcp import BigTcp, apply_big_tcp
 from podnet.datapath.kernel import addr as kaddr
 from podnet.datapath.kernel import link as klink
 from podnet.datapath.kernel import sysctl as ksysctl
+from podnet.datapath.kernel.rtnl import Rtnl
 from podnet.datapath.modes import mode_for
 from podnet.datapath.tunnels import DeviceRequest, TunnelError, TunnelProtocol, all_protocols, tunnel_protocol
 from podnet.datapath.tunnels import unsupported_reason as tunnel_unsupported
@@ -47,6 +50,7 @@ class NodeDevices:
     tunnel_dev: str | None
     tunnel_index: int | None
     vtep_mac: str | None
+    big_tcp: BigTcp = field(default_factory=BigTcp)  # the GSO/GRO sizes new pod veths get
 
 
 def vtep_mac_for(node_name: str) -> str:
@@ -105,6 +109,10 @@ def setup_node(
     ksysctl.ensure_sysctls(
         node_sysctls(node, tunnel_dev), netns=netns, allow_initial_netns=allow_initial_netns
     )
+    with Rtnl.in_netns(netns) as sock:
+        big_tcp = apply_big_tcp(
+            sock, underlay_index, underlay_dev, config.enable_ipv4_big_tcp, config.enable_ipv6_big_tcp
+        )
     return NodeDevices(
         underlay_dev=underlay_dev,
         underlay_index=underlay_index,
@@ -114,6 +122,7 @@ def setup_node(
         tunnel_dev=tunnel_dev,
         tunnel_index=tunnel_index,
         vtep_mac=vtep_mac,
+        big_tcp=big_tcp,
     )
 
 

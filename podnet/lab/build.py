@@ -169,6 +169,7 @@ class LabBuilder:
                 seg = st.segment_ns(self.topo.name, iface.network)
                 self._count(wire.ensure_veth(ipr, iface.name, seg, host.name, iface.mtu))
                 self._count(wire.ensure_up(self.sockets(seg), host.name, iface.mtu, master="br0"))
+                self._count(wire.ensure_wire_sizes(seg, host.name))
             elif iface.peer is not None and host.name < iface.peer:
                 self._count(
                     wire.ensure_veth(ipr, iface.name, self.ns(iface.peer), f"to-{host.name}", iface.mtu)
@@ -184,6 +185,8 @@ class LabBuilder:
             # would hold the first IPv6 packets (neighbour solicitations need it as source)
             self._count(_ensure_sysctls(self.ns(host.name), {f"net.ipv6.conf.{iface.name}.accept_dad": "0"}))
             self._count(wire.ensure_up(ipr, iface.name, iface.mtu))
+            if host.role == "router":  # routers are the wire too (a node's own links are its NICs)
+                self._count(wire.ensure_wire_sizes(self.ns(host.name), iface.name))
             for address in (iface.address, iface.ipv6):
                 if address is not None:
                     self._count(wire.ensure_address(ipr, iface.name, address))

@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 
 from podnet.datapath.kernel.addr import ensure_addr
 from podnet.datapath.kernel.link import link_index
+from podnet.datapath.kernel.rtnl import Rtnl
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,6 +54,27 @@ def ensure_veth(ipr: IPRoute, ifname: str, peer_ns: str, peer_ifname: str, mtu: 
         return False
     ipr.link("add", ifname=ifname, kind="veth", mtu=mtu, peer={"ifname": peer_ifname, "net_ns_fd": peer_ns})
     return True
+
+
+def ensure_wire_sizes(ns: str, ifname: str) -> bool:
+    """A switch port or a router's link takes GSO packets as large as its driver allows, for
+    both families: the lab's wire stands for a NIC that segments in hardware, so it must never be
+    what splits a node's packets (BIG TCP's 192 KiB ones would otherwise be cut into 1500-byte
+    frames in software here, on the sending CPU, and overflow the next veth's backlog)."""
+    with Rtnl.in_netns(ns) as sock:
+        link = sock.get_link(ifname)
+        if link is None:
+            raise RuntimeError(f"link {ifname} is missing in {ns}")
+        sizes = sock.get_sizes(link.index)
+        if sizes is None:
+            raise RuntimeError(f"link {ifname} vanished in {ns}")
+        top = sizes.tso_max
+        ipv6 = top if (sizes.gso, sizes.gro) != (top, top) else None
+        ipv4 = top if sizes.gso_ipv4 is not None and (sizes.gso_ipv4, sizes.gro_ipv4) != (top, top) else None
+        if ipv6 is None and ipv4 is None:
+            return False
+        sock.set_sizes(link.index, ipv6=ipv6, ipv4=ipv4)
+        return True
 
 
 def ensure_up(ipr: IPRoute, ifname: str, mtu: int | None = None, master: str | None = None) -> bool:

@@ -1,11 +1,11 @@
 """The agent's ``routing``, ``mtu`` and ``lastRound`` sections: how it routes pod traffic (the
-routing mode and the tunnel protocol as named by their specs), the MTUs it planned with, and what
-its last reconcile round did."""
+routing mode and the tunnel protocol as named by their specs), the MTUs it planned with and the
+packet sizes of BIG TCP, and what its last reconcile round did."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from podnet.statusdoc.values import integer, number, section, text, texts
@@ -59,25 +59,65 @@ class RoutingStatus:
         )
 
 
+LEGACY_GSO = 65536  # the kernel's GSO/GRO size; above it a family runs BIG TCP
+
+
+@dataclass(frozen=True)
+class BigTcpFamily:
+    """One family's BIG TCP: the GSO/GRO size pods and the underlay use, and why a wanted
+    family stays at 64 KiB (``problem``)."""
+
+    size: int = LEGACY_GSO
+    problem: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.size > LEGACY_GSO
+
+    def line(self) -> str:
+        """Cilium's ``IPv4 BIG TCP: Enabled [196608]`` or ``Disabled``, with the reason."""
+        if self.enabled:
+            return f"Enabled [{self.size}]"
+        return f"Disabled ({self.problem})" if self.problem else "Disabled"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"size": self.size, "enabled": self.enabled, "problem": self.problem}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> BigTcpFamily:
+        doc = section(doc)
+        return cls(size=integer(doc.get("size"), None) or LEGACY_GSO, problem=text(doc.get("problem")))
+
+
 @dataclass(frozen=True)
 class MtuStatus:
-    """The underlay device's MTU and the pod routes' MTU the last round planned."""
+    """The underlay device's MTU, the pod routes' MTU the last round planned, and BIG TCP."""
 
     device: int | None = None
     route: int | None = None  # None before the first round
     underlay_device: str | None = None
+    big_tcp_ipv4: BigTcpFamily = field(default_factory=BigTcpFamily)
+    big_tcp_ipv6: BigTcpFamily = field(default_factory=BigTcpFamily)
 
     def to_json(self) -> dict[str, Any]:
-        return {"device": self.device, "route": self.route, "underlayDevice": self.underlay_device}
+        return {
+            "device": self.device,
+            "route": self.route,
+            "underlayDevice": self.underlay_device,
+            "bigTCP": {"ipv4": self.big_tcp_ipv4.to_json(), "ipv6": self.big_tcp_ipv6.to_json()},
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any] | None) -> MtuStatus | None:
         if not doc:
             return None
+        big = section(doc.get("bigTCP"))
         return cls(
             device=integer(doc.get("device"), None),
             route=integer(doc.get("route"), None),
             underlay_device=text(doc.get("underlayDevice")),
+            big_tcp_ipv4=BigTcpFamily.from_json(big.get("ipv4")),
+            big_tcp_ipv6=BigTcpFamily.from_json(big.get("ipv6")),
         )
 
 

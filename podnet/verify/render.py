@@ -11,6 +11,7 @@ from typing import Any
 from podnet.datapath.kernel.dropstats import KERNEL_DROPS
 from podnet.statusdoc.bgp import BgpStatus
 from podnet.statusdoc.datastore import DISABLED, StoreHealth
+from podnet.statusdoc.document import StatusDocument
 from podnet.statusdoc.drops import DropCounters
 from podnet.statusdoc.endpoints import EndpointsStatus
 from podnet.statusdoc.guard import GuardStatus
@@ -116,6 +117,17 @@ def _mtu_line(node: NodeReport) -> str:
     )
 
 
+def _big_tcp_rows(doc: StatusDocument) -> list[tuple[str, str]]:
+    """Cilium's ``IPv4 BIG TCP`` / ``IPv6 BIG TCP`` rows, one per family the cluster runs."""
+    mtu = doc.mtu or MtuStatus()
+    families = doc.routing.families or ("IPv4",)
+    return [
+        (f"{family} BIG TCP", big.line())
+        for family, big in (("IPv4", mtu.big_tcp_ipv4), ("IPv6", mtu.big_tcp_ipv6))
+        if family in families
+    ]
+
+
 def status_rows(node: NodeReport) -> list[tuple[str, str]]:
     """The rows of one node that answered, label and text (pure)."""
     doc = node.agent
@@ -135,6 +147,7 @@ def status_rows(node: NodeReport) -> list[tuple[str, str]]:
         ),
         ("Pod guard", guard_line(doc.guard)),
         ("MTU", _mtu_line(node)),
+        *_big_tcp_rows(doc),
         ("IPAM", ipam_line(doc.ipam or IpamStatus())),
         ("Host Routing", host_routing_line(doc.host_routing)),
         ("Network policy", policy_line(doc.policy)),

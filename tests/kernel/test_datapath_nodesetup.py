@@ -180,3 +180,34 @@ def test_maps_by_syscall_and_filters_by_netlink_read_what_bpftool_and_tc_read(no
         assert (key, value) not in _bpftool_dump(peers)
         with pytest.raises(maps.MapError, match="No such file"):
             maps.delete(peers, key)
+
+
+def test_big_tcp_follows_the_setting_and_leaves_an_operators_size(node_ns: str) -> None:
+    """enableIPv4BIGTCP/enableIPv6BIGTCP: the underlay device gets 192 KiB GSO/GRO sizes and the
+    pods' (NodeDevices.big_tcp); off again, podnet's own sizes go back to 65536, while a size an
+    operator wrote is left as it is."""
+    from podnet.datapath.bigtcp import BIG_TCP_SIZE
+    from podnet.datapath.kernel.rtnl import Rtnl
+
+    base = {"nodeName": "node1", "routingMode": "native", "ipv4NativeRoutingCIDR": "10.244.0.0/16"}
+    on = load_config({**base, "enableIPv4BIGTCP": True, "ipv6.enabled": True, "enableIPv6BIGTCP": True,
+                      "ipv6NativeRoutingCIDR": "fd00:10::/64"})  # fmt: skip
+    off = load_config(base)
+    with IPRoute(netns=node_ns) as ipr, Rtnl.in_netns(node_ns) as sock:
+        index = klink.link_index(ipr, "eth0")
+        assert index is not None
+        devices = setup_node(ipr, on, NODE, "eth0", netns=node_ns)
+        assert (devices.big_tcp.ipv4, devices.big_tcp.ipv6) == (BIG_TCP_SIZE, BIG_TCP_SIZE), devices.big_tcp
+        assert devices.big_tcp.veth_sizes() == (BIG_TCP_SIZE, BIG_TCP_SIZE)
+        sizes = sock.get_sizes(index)
+        assert sizes is not None
+        assert {sizes.gso, sizes.gro, sizes.gso_ipv4, sizes.gro_ipv4} == {BIG_TCP_SIZE}, sizes
+        assert setup_node(ipr, on, NODE, "eth0", netns=node_ns) == devices  # idempotent
+        devices = setup_node(ipr, off, NODE, "eth0", netns=node_ns)
+        assert devices.big_tcp.veth_sizes() == (None, None)
+        sizes = sock.get_sizes(index)
+        assert sizes is not None and {sizes.gso, sizes.gro, sizes.gso_ipv4, sizes.gro_ipv4} == {65536}, sizes
+        sock.set_sizes(index, ipv4=131072)  # an operator's own choice
+        setup_node(ipr, off, NODE, "eth0", netns=node_ns)
+        sizes = sock.get_sizes(index)
+        assert sizes is not None and (sizes.gso_ipv4, sizes.gso) == (131072, 65536), sizes

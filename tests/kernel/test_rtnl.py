@@ -95,3 +95,28 @@ def test_retired_group_is_deleted_in_one_request(pair: tuple[Rtnl, Rtnl, int]) -
     assert [node.get_link(f"lxzgroup{i}") for i in range(3)] == [None, None, None]
     assert pod.get_link("net0") is None  # the peers went with them
     assert node.get_link("lxckeep") is not None and pod.get_link("keep0") is not None
+
+
+def test_big_tcp_sizes_on_both_ends_of_a_new_veth_and_on_a_link(pair: tuple[Rtnl, Rtnl, int]) -> None:
+    """BIG TCP: a veth born with (IPv6, IPv4) GSO/GRO sizes has them on both ends; set_sizes
+    changes a link's, read back through pyroute2 for the IPv6 ones; a size above the TSO limit
+    is the kernel's refusal, not a silent clamp."""
+    node, pod, pod_fd = pair
+    node.add_veth("lxcbigtcp", "eth0", pod_fd, gso=(None, 196608))
+    host, peer = node.get_link("lxcbigtcp"), pod.get_link("eth0")
+    assert host is not None and peer is not None
+    for sock, link in ((node, host), (pod, peer)):
+        sizes = sock.get_sizes(link.index)
+        assert sizes is not None and sizes.gso_ipv4 == sizes.gro_ipv4 == 196608, sizes
+        assert (sizes.gso, sizes.gro) == (65536, 65536) and sizes.tso_max >= 196608, sizes
+    pod.set_sizes(peer.index, ipv6=131072, ipv4=65536)
+    sizes = pod.get_sizes(peer.index)
+    assert sizes is not None and (sizes.gso, sizes.gro, sizes.gso_ipv4, sizes.gro_ipv4) == (
+        131072, 131072, 65536, 65536,
+    ), sizes  # fmt: skip
+    with netlink_socket_in(pod_fd) as ipr:
+        link = ipr.get_links(peer.index)[0]
+        assert link.get_attr("IFLA_GSO_MAX_SIZE") == 131072 and link.get_attr("IFLA_GRO_MAX_SIZE") == 131072
+    with pytest.raises(NetlinkError):
+        pod.set_sizes(peer.index, ipv6=sizes.tso_max + 4096)
+    assert pod.get_sizes(10**6) is None  # gone: None, as get_link

@@ -52,6 +52,10 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_GROUP, IFLA_
     27,
     28,
 )
+# packet sizes a link sends and builds (BIG TCP): GSO/GRO for IPv6 (and the limit for IPv4 before
+# Linux 6.3), the TSO limit its driver has, and IPv4's own GSO/GRO sizes (Linux 6.3 and later)
+IFLA_GSO_MAX_SIZE, IFLA_GRO_MAX_SIZE, IFLA_TSO_MAX_SIZE = 41, 58, 59
+IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 63, 64
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -95,10 +99,33 @@ def _attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     return found
 
 
+def _size_attrs(ipv6: int | None, ipv4: int | None) -> bytes:
+    """The GSO/GRO size attributes of a link request (BIG TCP); nothing for a family left as is."""
+    body = b""
+    if ipv6 is not None:
+        body += _u32(IFLA_GSO_MAX_SIZE, ipv6) + _u32(IFLA_GRO_MAX_SIZE, ipv6)
+    if ipv4 is not None:
+        body += _u32(IFLA_GSO_IPV4_MAX_SIZE, ipv4) + _u32(IFLA_GRO_IPV4_MAX_SIZE, ipv4)
+    return body
+
+
 def _ifinfo(index: int = 0, up: bool | None = None) -> bytes:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
     return _IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+
+
+@dataclass(frozen=True)
+class LinkSizes:
+    """The largest packets a link sends as one (GSO) and builds from received ones (GRO), per
+    family, and the largest its driver takes (TSO). ``gso_ipv4``/``gro_ipv4`` are None on a
+    kernel without IPv4 BIG TCP (before 6.3); there IPv4 uses ``gso``."""
+
+    gso: int
+    gro: int
+    tso_max: int
+    gso_ipv4: int | None
+    gro_ipv4: int | None
 
 
 @dataclass(frozen=True)
@@ -131,6 +158,17 @@ class Rtnl:
             self._sock.close()
             raise
         self._seq = itertools.count(1)
+
+    @classmethod
+    def in_netns(cls, name: str | None) -> Rtnl:
+        """A socket in the named namespace (``/run/netns/<name>``), or in this one for None."""
+        if not name:
+            return cls()
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return cls(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         self._sock.close()
@@ -170,11 +208,18 @@ class Rtnl:
     # ---- links ---------------------------------------------------------------------------------
 
     def add_veth(
-        self, name: str, peer: str, peer_netns_fd: int, up: bool = True, mtu: int | None = None
+        self,
+        name: str,
+        peer: str,
+        peer_netns_fd: int,
+        up: bool = True,
+        mtu: int | None = None,
+        gso: tuple[int | None, int | None] = (None, None),
     ) -> None:
-        """``ip link add NAME [up] [mtu M] type veth peer name PEER netns FD [mtu M]``. Only this
-        end can be born up: the kernel configures the peer before the pair is joined (ENOTCONN)."""
-        sized = _u32(IFLA_MTU, mtu) if mtu else b""
+        """``ip link add NAME [up] [mtu M] type veth peer name PEER netns FD [mtu M]``, both ends
+        with ``gso`` = (IPv6, IPv4) GSO/GRO sizes when given (BIG TCP). Only this end can be born
+        up: the kernel configures the peer before the pair is joined (ENOTCONN)."""
+        sized = (_u32(IFLA_MTU, mtu) if mtu else b"") + _size_attrs(*gso)
         peer_info = _ifinfo() + _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_netns_fd) + sized
         data = _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_info))
         body = (
@@ -208,6 +253,36 @@ class Rtnl:
             kind=kind.rstrip(b"\0").decode() if kind else None,
             peer_index=struct.unpack("=i", peer)[0] if peer else None,
         )
+
+    def get_sizes(self, index: int) -> LinkSizes | None:
+        """The link's GSO/GRO/TSO sizes (``ip -d link show``); None when it is gone."""
+        try:
+            payload = self.request(RTM_GETLINK, 0, _ifinfo(index))
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        if payload is None:
+            return None
+        attrs = _attrs(payload, _IFINFO.size)
+
+        def u32(kind: int) -> int | None:
+            raw = attrs.get(kind)
+            return struct.unpack("=I", raw[:4])[0] if raw is not None and len(raw) >= 4 else None
+
+        return LinkSizes(
+            gso=u32(IFLA_GSO_MAX_SIZE) or 65536,
+            gro=u32(IFLA_GRO_MAX_SIZE) or 65536,
+            tso_max=u32(IFLA_TSO_MAX_SIZE) or 65536,
+            gso_ipv4=u32(IFLA_GSO_IPV4_MAX_SIZE),
+            gro_ipv4=u32(IFLA_GRO_IPV4_MAX_SIZE),
+        )
+
+    def set_sizes(self, index: int, ipv6: int | None = None, ipv4: int | None = None) -> None:
+        """``ip link set dev INDEX gso_max_size N gro_max_size N`` (``ipv6``) and
+        ``gso_ipv4_max_size M gro_ipv4_max_size M`` (``ipv4``); the kernel refuses a size above
+        the link's TSO limit."""
+        self.request(RTM_NEWLINK, NLM_F_ACK, _ifinfo(index) + _size_attrs(ipv6, ipv4))
 
     def set_link(
         self, index: int, up: bool | None = None, name: str | None = None, group: int | None = None
