@@ -29,6 +29,7 @@ from podnet.verify.perf import PerfReport, PerfTarget, lab_targets, measure, opt
 TUNNEL = ["routingMode=tunnel", "autoDirectNodeRoutes=false"]
 LEGACY = ["bpf.hostLegacyRouting=true"]
 BPF = ["bpf.hostLegacyRouting=false"]  # the default; said, so that the bench means the same on any commit
+BIG_TCP = ["enableIPv4BIGTCP=true"]  # 192 KiB packets on the nodes' devices and the pods' (native only)
 LABS: dict[str, list[str]] = {  # path: --set overrides of examples/l2.yaml
     "native": BPF,
     "native legacy": LEGACY,
@@ -36,10 +37,14 @@ LABS: dict[str, list[str]] = {  # path: --set overrides of examples/l2.yaml
     "vxlan legacy": [*TUNNEL, "tunnelProtocol=vxlan", *LEGACY],
     "geneve": [*TUNNEL, "tunnelProtocol=geneve", *BPF],
     "geneve legacy": [*TUNNEL, "tunnelProtocol=geneve", *LEGACY],
+    "native bigtcp": [*BPF, *BIG_TCP],
+    "native legacy bigtcp": [*LEGACY, *BIG_TCP],
 }
 GOALS = {  # forward and reverse throughput, and request/response, against host-to-host
     "native": 1.0,
     "native legacy": 0.97,
+    "native bigtcp": 1.0,
+    "native legacy bigtcp": 0.97,
     "vxlan": 0.95,
     "geneve": 0.95,
 }
@@ -47,7 +52,7 @@ RR_GOAL = 0.95
 
 
 def lab_name(path: str) -> str:
-    return "beb-" + path.replace(" legacy", "l")
+    return "beb-" + path.replace(" legacy", "l").replace(" bigtcp", "b")
 
 
 def targets(path: str, view: LabView) -> list[PerfTarget]:
@@ -64,7 +69,7 @@ def rows(path: str, report: PerfReport) -> list[dict[str, Any]]:
     for r in report.metrics:
         if r.label == report.baseline:
             continue
-        what = ("same node" + (" legacy" if "legacy" in path else "")) if r.label == "same node" else path
+        what = "same node" + path.removeprefix("native") if r.label == "same node" else path
         goal = RR_GOAL if r.metric.rr and what == path else GOALS.get(what) if not r.metric.rr else None
         low, high = r.spread
         out.append(
@@ -107,13 +112,13 @@ def main() -> int:
     print(
         f"\nmedians of {args.repetitions} x {args.seconds} s per lab; ratio = median of per-repetition ratios"
     )
-    print(f"{'path':<15}{'metric':<18}{'ratio':>7}  {'spread':<13} goal")
+    print(f"{'path':<25}{'metric':<18}{'ratio':>7}  {'spread':<13} goal")
     for row in found:
         goal = row["goal"]
         verdict = "" if goal is None else f">= {goal}: {'met' if row['ratio'] >= goal else 'NOT met'}"
         verdict += "  (spread too wide to conclude)" if row["wide"] else ""
         low, high = row["spread"]
-        print(f"{row['path']:<15}{row['metric']:<18}{row['ratio']:>7.3f}  {low:.3f}-{high:.3f}  {verdict}")
+        print(f"{row['path']:<25}{row['metric']:<18}{row['ratio']:>7.3f}  {low:.3f}-{high:.3f}  {verdict}")
     write_json(
         "bench/results/ebpf.json",
         {
