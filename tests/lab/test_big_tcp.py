@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import PODNET, _wait_for_line, config_set, pod_ips, podnet_json
+from labhelpers import PODNET, _wait_for_line, config_set, pod_ips, podnet_json, wait_for
 from pluginhelpers import l2_lab_file
 
 from podnet.datapath.bigtcp import BIG_TCP_SIZE
@@ -80,11 +80,13 @@ def _largest_frame(topo: Topology, tmp_path: Path, node: str, src: str, dst: str
     )  # fmt: skip
     try:
         assert "listening" in _wait_for_line(dump, "listening", timeout=10)
-        subprocess.run(
+        wait_for(lambda: _listening(topo, dst, 5299), f"iperf3 listening in {dst}", timeout=15)
+        sent = subprocess.run(
             ["ip", "netns", "exec", st.ns_name(topo.name, src), "iperf3", "-c", dst_ip, "-p", "5299",
              "-t", "2", "--connect-timeout", "3000"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True, text=True, timeout=30,
         )  # fmt: skip
+        assert sent.returncode == 0, f"iperf3 {src} -> {dst}: {sent.stdout}{sent.stderr}"
     finally:
         dump.send_signal(signal.SIGINT)
         try:
@@ -94,6 +96,14 @@ def _largest_frame(topo: Topology, tmp_path: Path, node: str, src: str, dst: str
             dump.wait()
         stop(server)
     return max(_frame_lengths(pcap.read_bytes()), default=0)
+
+
+def _listening(topo: Topology, host: str, port: int) -> bool:
+    out = subprocess.run(
+        ["ip", "netns", "exec", st.ns_name(topo.name, host), "ss", "-Htln", f"sport = :{port}"],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    return bool(out.stdout.strip())
 
 
 def _frame_lengths(data: bytes) -> Iterator[int]:

@@ -102,7 +102,7 @@ SECTION_KEYS: list[tuple[Any, str]] = [
         "mode modeName tunnelProtocol tunnelPort autoDirectNodeRoutes tunnelFallback ipv4NativeRoutingCIDR "
         "ipv6NativeRoutingCIDR families underlayProtocol",
     ),
-    (MtuStatus(1500, 1450, "eth0"), "device route underlayDevice"),
+    (MtuStatus(1500, 1450, "eth0"), "device route underlayDevice bigTCP"),
     (LastRound(), "planSeconds applySeconds changes errors"),
     (MASQ, "enableIPv4Masquerade mode table device exempt ipv6"),
     (MASQ.ipv6, "enableIPv6Masquerade mode table exempt"),
