@@ -230,15 +230,18 @@ class Rtnl:
         )
         self.request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def get_link(self, name: str | None = None, index: int = 0) -> Link | None:
-        """The link by name or index; None when there is none."""
-        body = _ifinfo(index) + (_str(IFLA_IFNAME, name) if name is not None else b"")
+    def _link_message(self, body: bytes) -> bytes | None:
+        """One RTM_GETLINK answer's payload; None when there is no such link."""
         try:
-            payload = self.request(RTM_GETLINK, 0, body)
+            return self.request(RTM_GETLINK, 0, body)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
+
+    def get_link(self, name: str | None = None, index: int = 0) -> Link | None:
+        """The link by name or index; None when there is none."""
+        payload = self._link_message(_ifinfo(index) + (_str(IFLA_IFNAME, name) if name is not None else b""))
         if payload is None:
             return None
         _family, _type, found, _flags, _change = _IFINFO.unpack_from(payload)
@@ -256,12 +259,7 @@ class Rtnl:
 
     def get_sizes(self, index: int) -> LinkSizes | None:
         """The link's GSO/GRO/TSO sizes (``ip -d link show``); None when it is gone."""
-        try:
-            payload = self.request(RTM_GETLINK, 0, _ifinfo(index))
-        except NetlinkError as exc:
-            if exc.code in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
+        payload = self._link_message(_ifinfo(index))
         if payload is None:
             return None
         attrs = _attrs(payload, _IFINFO.size)
